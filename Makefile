@@ -1,0 +1,35 @@
+# Every target creates .venv itself, so a fresh clone needs nothing but python3.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: verify paper test bench lint post-close clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev,postgres]'
+	touch $(STAMP)
+
+verify: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(PY) -m launcher --check-config
+
+paper: $(STAMP)
+	$(PY) -m launcher --config configs/paper.yaml
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+bench: $(STAMP)
+	$(PY) -m tools.bench
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+post-close: $(STAMP)
+	$(PY) -m tools.reconcile
+
+clean:
+	rm -rf $(VENV) data logs .pytest_cache

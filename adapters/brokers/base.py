@@ -1,0 +1,94 @@
+"""The broker port: what OrderActor needs from any venue (paper, Kite, IG, fake servers).
+
+| method            | required | notes                                                        |
+|-------------------|----------|--------------------------------------------------------------|
+| connect           | yes      | verifies credentials, returns the account                    |
+| set_report_sink   | yes      | reports arrive asynchronously through the sink, on any thread|
+| submit_order      | yes      | BrokerRejected = definitive; BrokerUnavailable = unknown     |
+| cancel_order      | yes      | idempotent; cancelling a dead order is not an error          |
+| modify_order      | yes      | changes the total quantity of a working order                |
+| list_orders       | yes      | the broker's order book (reconciliation settles unknowns)    |
+| list_fills        | yes      | every execution of the session                               |
+| list_positions    | yes      | net positions                                                |
+| on_tick / on_time | optional | a simulated venue needs prices and time; real ones ignore    |
+| close             | yes      | release connections and threads                              |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Protocol
+
+import msgspec
+
+from domain.messages import (
+    FillReport,
+    OrderRequest,
+    OrderStatusReport,
+    OrderStreamHeartbeat,
+    PositionReport,
+    Tick,
+)
+
+__all__ = [
+    "AccountInfo",
+    "BrokerError",
+    "BrokerPort",
+    "BrokerRejected",
+    "BrokerReport",
+    "BrokerUnavailable",
+    "ReportSink",
+]
+
+BrokerReport = OrderStatusReport | FillReport | OrderStreamHeartbeat
+ReportSink = Callable[[BrokerReport], None]
+
+
+class AccountInfo(msgspec.Struct, frozen=True, kw_only=True):
+    account_id: str
+    balance: Decimal
+    currency: str = "INR"
+    is_live: bool = False
+
+
+class BrokerError(Exception):
+    """Base of broker failures; ``client_order_id`` names the order concerned, if any."""
+
+    def __init__(self, message: str, *, client_order_id: str | None = None) -> None:
+        super().__init__(message)
+        self.client_order_id = client_order_id
+
+
+class BrokerRejected(BrokerError):
+    """The broker definitively refused (4xx with a reason). The order is dead."""
+
+
+class BrokerUnavailable(BrokerError):
+    """Timeout, 5xx or disconnect: the outcome is unknown, the order stays in flight."""
+
+
+class BrokerPort(Protocol):
+    name: str
+
+    def connect(self) -> AccountInfo: ...
+
+    def set_report_sink(self, sink: ReportSink) -> None: ...
+
+    def submit_order(self, request: OrderRequest) -> None: ...
+
+    def cancel_order(self, client_order_id: str) -> None: ...
+
+    def modify_order(self, client_order_id: str, *, quantity: int) -> None: ...
+
+    def list_orders(self) -> list[OrderStatusReport]: ...
+
+    def list_fills(self) -> list[FillReport]: ...
+
+    def list_positions(self) -> list[PositionReport]: ...
+
+    def on_tick(self, tick: Tick) -> None: ...
+
+    def on_time(self, now_ns: int) -> None: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,227 @@
+"""Configuration models. Frozen, strict (unknown keys are errors), units in the field names.
+
+``launcher.config`` loads a YAML profile, applies environment overrides (the SOLAT runbook's
+names, e.g. ``MAX_DAILY_LOSS_PCT``) and validates into ``EngineConfig``. A bad value fails at
+start with a message naming the key and the rule.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from domain.enums import Mode
+
+__all__ = [
+    "EngineConfig",
+    "FeedConfig",
+    "HeartbeatConfig",
+    "HttpConfig",
+    "InstrumentConfig",
+    "LeaderConfig",
+    "LiveGateConfig",
+    "PaperBrokerConfig",
+    "RiskConfig",
+    "StrategyConfig",
+    "SupervisionConfig",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InstrumentConfig(_Strict):
+    """One instrument. See ``domain.instruments.Instrument`` for the meaning of each field."""
+
+    symbol: str = Field(min_length=1)
+    lot_size: int = Field(default=1, gt=0)
+    tick_size: Decimal = Field(default=Decimal("0.05"), gt=0)
+    freeze_quantity: int = Field(default=1_000_000, gt=0)
+    price_band_pct: Decimal = Field(default=Decimal("10"), gt=0, le=100)
+    reference_price: Decimal = Field(default=Decimal("100"), gt=0)
+    max_spread_ticks: int = Field(default=20, gt=0)
+
+
+class FeedConfig(_Strict):
+    """Market data source.
+
+    Attributes:
+        kind: ``synthetic`` (seeded random walk) or ``csv`` (replay of a file).
+        seed: random seed of the synthetic market; same seed, same market.
+        tick_interval_ms: synthetic pacing between ticks of one instrument.
+        volatility_bps: per-tick standard deviation of the synthetic walk, basis points.
+        spread_blowout_probability: chance per tick of a spread many times wider than usual.
+        band_hit_probability: chance per tick that the walk is pushed to its price band.
+        csv_path: file to replay when ``kind`` is ``csv``.
+        replay_speed: 1.0 is real time; 0 means as fast as possible.
+    """
+
+    kind: Literal["synthetic", "csv"] = "synthetic"
+    name: str = "synthetic"
+    seed: int = 7
+    tick_interval_ms: int = Field(default=250, gt=0)
+    volatility_bps: float = Field(default=8.0, ge=0)
+    spread_blowout_probability: float = Field(default=0.002, ge=0, le=1)
+    band_hit_probability: float = Field(default=0.0005, ge=0, le=1)
+    csv_path: str | None = None
+    replay_speed: float = Field(default=1.0, ge=0)
+
+    @model_validator(mode="after")
+    def _csv_needs_path(self) -> FeedConfig:
+        if self.kind == "csv" and not self.csv_path:
+            raise ValueError("feed.csv_path is required when feed.kind is 'csv'")
+        return self
+
+
+class StrategyConfig(_Strict):
+    """One strategy instance.
+
+    Attributes:
+        name: unique instance name (metric label ``strategy``).
+        kind: ``orb`` (opening-range breakout) or ``ema_pullback`` (EMA trend pullback).
+        instruments: symbols this instance trades.
+        bar_interval_s: bar length built from ticks.
+        params: strategy-specific numbers (see each strategy's docstring).
+    """
+
+    name: str = Field(min_length=1)
+    kind: Literal["orb", "ema_pullback"]
+    instruments: tuple[str, ...] = Field(min_length=1)
+    bar_interval_s: int = Field(default=5, gt=0)
+    params: dict[str, float] = Field(default_factory=dict)
+
+
+class RiskConfig(_Strict):
+    """Pre-trade limits. Exits are never blocked by these; entries are.
+
+    Attributes:
+        capital_rupees: account capital the percentages apply to.
+        per_trade_risk_pct: max loss to the stop of one plan, percent of capital.
+        portfolio_heat_cap_pct: max summed risk-to-stop of open positions, percent of capital.
+        max_order_size: max quantity of one order (after lot rounding).
+        max_concurrent_positions: max open positions (plus working entries).
+        per_symbol_exposure_cap_rupees: max notional in one instrument.
+        max_trades_per_hour: entries allowed in any rolling hour.
+        max_daily_loss_pct: realized plus unrealized loss that trips the kill switch.
+        dedupe_window_s: a repeated plan id inside this window is dropped.
+    """
+
+    capital_rupees: Decimal = Field(default=Decimal("1000000"), gt=0)
+    per_trade_risk_pct: Decimal = Field(default=Decimal("0.25"), gt=0, le=100)
+    portfolio_heat_cap_pct: Decimal = Field(default=Decimal("1.0"), gt=0, le=100)
+    max_order_size: int = Field(default=500, gt=0)
+    max_concurrent_positions: int = Field(default=6, gt=0)
+    per_symbol_exposure_cap_rupees: Decimal = Field(default=Decimal("300000"), gt=0)
+    max_trades_per_hour: int = Field(default=120, gt=0)
+    max_daily_loss_pct: Decimal = Field(default=Decimal("2.0"), gt=0, le=100)
+    dedupe_window_s: float = Field(default=300.0, gt=0)
+
+
+class PaperBrokerConfig(_Strict):
+    """Simulated venue. Latency is clock time; slippage is in ticks against the taker."""
+
+    latency_ms: int = Field(default=20, ge=0)
+    slippage_ticks: int = Field(default=0, ge=0)
+    account_id: str = "PAPER-0001"
+
+
+class HttpConfig(_Strict):
+    """Admin API. Binds to loopback unless told otherwise; a token guards mutating routes."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    token: SecretStr | None = None
+    ask_timeout_s: float = Field(default=3.0, gt=0)
+    flatten_timeout_s: float = Field(default=5.0, gt=0)
+    threads: int = Field(default=4, gt=0)
+
+
+class HeartbeatConfig(_Strict):
+    """Staleness limits that auto-pause entries (the runbook says 5 s)."""
+
+    marketdata_stale_s: float = Field(default=5.0, gt=0)
+    order_stream_stale_s: float = Field(default=5.0, gt=0)
+    actor_ping_timeout_s: float = Field(default=2.0, gt=0)
+    timer_interval_ms: int = Field(default=100, gt=0)
+
+
+class LeaderConfig(_Strict):
+    """Database leader lease with a fencing epoch."""
+
+    lease_ttl_s: float = Field(default=5.0, gt=0)
+    renew_interval_s: float = Field(default=1.0, gt=0)
+    grace_s: float = Field(default=10.0, ge=0)
+
+    @model_validator(mode="after")
+    def _renew_before_expiry(self) -> LeaderConfig:
+        if self.renew_interval_s >= self.lease_ttl_s:
+            raise ValueError(
+                f"leader.renew_interval_s ({self.renew_interval_s}) must be below "
+                f"leader.lease_ttl_s ({self.lease_ttl_s})"
+            )
+        return self
+
+
+class SupervisionConfig(_Strict):
+    """Restart policy: at most ``max_restarts`` within ``window_s``, then HALT."""
+
+    max_restarts: int = Field(default=3, ge=0)
+    window_s: float = Field(default=60.0, gt=0)
+    backoff_initial_s: float = Field(default=0.1, ge=0)
+    backoff_max_s: float = Field(default=5.0, ge=0)
+    flatten_on_escalation: bool = False
+
+
+class LiveGateConfig(_Strict):
+    """The SOLAT runbook's LIVE gate settings (the gated path itself is a later issue)."""
+
+    live_trading_enabled: bool = False
+    live_enable_token: SecretStr | None = None
+    live_account_id: str | None = None
+    live_max_order_size: Decimal | None = None
+    live_confirmation_ttl_s: float = Field(default=600, gt=0)
+    live_prelive_max_age_s: float = Field(default=300, gt=0)
+
+
+class EngineConfig(_Strict):
+    """Everything the launcher needs to build the engine."""
+
+    instance_id: str = "vigil-1"
+    mode: Mode = Mode.PAPER
+    auto_arm_paper: bool = True
+    database_url: str = "sqlite:///data/vigil.db"
+    data_dir: str = "data"
+    logs_dir: str = "logs"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    cpu_affinity: tuple[int, ...] | None = None
+    mailbox_capacity: int = Field(default=10_000, gt=0)
+    instruments: tuple[InstrumentConfig, ...] = Field(min_length=1)
+    feed: FeedConfig = Field(default_factory=FeedConfig)
+    strategies: tuple[StrategyConfig, ...] = ()
+    risk: RiskConfig = Field(default_factory=RiskConfig)
+    paper_broker: PaperBrokerConfig = Field(default_factory=PaperBrokerConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    heartbeats: HeartbeatConfig = Field(default_factory=HeartbeatConfig)
+    leader: LeaderConfig = Field(default_factory=LeaderConfig)
+    supervision: SupervisionConfig = Field(default_factory=SupervisionConfig)
+    live: LiveGateConfig = Field(default_factory=LiveGateConfig)
+
+    @model_validator(mode="after")
+    def _strategies_trade_known_instruments(self) -> EngineConfig:
+        known = {i.symbol for i in self.instruments}
+        if len(known) != len(self.instruments):
+            raise ValueError("instruments: symbols must be unique")
+        names = [s.name for s in self.strategies]
+        if len(set(names)) != len(names):
+            raise ValueError("strategies: names must be unique")
+        for strategy in self.strategies:
+            unknown = sorted(set(strategy.instruments) - known)
+            if unknown:
+                raise ValueError(
+                    f"strategies[{strategy.name}].instruments: unknown symbols {unknown}; "
+                    f"configured instruments are {sorted(known)}"
+                )
+        return self

@@ -1,0 +1,113 @@
+"""Closed vocabularies shared by messages, rules, storage, metrics and the HTTP API."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+__all__ = [
+    "DenialCode",
+    "LegKind",
+    "Mode",
+    "OrderStatus",
+    "OrderType",
+    "PauseCause",
+    "Side",
+    "TradingState",
+]
+
+
+class Side(str, Enum):
+    BUY = "BUY"
+    SELL = "SELL"
+
+    @property
+    def sign(self) -> int:
+        return 1 if self is Side.BUY else -1
+
+    @property
+    def opposite(self) -> Side:
+        return Side.SELL if self is Side.BUY else Side.BUY
+
+
+class OrderType(str, Enum):
+    MARKET = "MARKET"
+    LIMIT = "LIMIT"
+    STOP = "STOP"  # stop-market: triggers when price crosses trigger_price
+
+
+class LegKind(str, Enum):
+    ENTRY = "ENTRY"
+    STOP = "STOP"
+    TARGET = "TARGET"
+    EXIT = "EXIT"  # a flatten or manual close of a position
+
+
+class OrderStatus(str, Enum):
+    PENDING_SUBMIT = "PENDING_SUBMIT"  # written ahead, broker not called yet
+    SUBMITTED = "SUBMITTED"  # broker called, no ack yet (or the call timed out: unknown)
+    ACCEPTED = "ACCEPTED"  # working at the broker
+    PARTIALLY_FILLED = "PARTIALLY_FILLED"
+    PENDING_CANCEL = "PENDING_CANCEL"
+    FILLED = "FILLED"
+    CANCELLED = "CANCELLED"
+    REJECTED = "REJECTED"  # definitive broker refusal
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in _TERMINAL
+
+    @property
+    def is_working(self) -> bool:
+        return not self.is_terminal
+
+
+_TERMINAL = frozenset({OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED})
+
+
+class Mode(str, Enum):
+    PAPER = "PAPER"
+    DEMO = "DEMO"
+    LIVE = "LIVE"
+
+
+class TradingState(str, Enum):
+    ACTIVE = "ACTIVE"
+    REDUCING = "REDUCING"  # entries paused; exits and protective orders go on
+    HALTED = "HALTED"  # kill switch: nothing new but flatten and cancels
+
+
+class PauseCause(str, Enum):
+    OPERATOR = "OPERATOR"
+    FLATTEN = "FLATTEN"
+    LEADER_LOST = "LEADER_LOST"
+    MARKETDATA_STALE = "MARKETDATA_STALE"
+    ORDER_STREAM_STALE = "ORDER_STREAM_STALE"
+    ACTOR_UNRESPONSIVE = "ACTOR_UNRESPONSIVE"
+    BACKPRESSURE = "BACKPRESSURE"
+
+
+class DenialCode(str, Enum):
+    """Why we refused something before the broker saw it. Metric label and HTTP error code."""
+
+    KILL_SWITCH_ACTIVE = "KILL_SWITCH_ACTIVE"
+    TRADING_PAUSED = "TRADING_PAUSED"
+    NOT_ARMED = "NOT_ARMED"
+    NOT_LEADER = "NOT_LEADER"
+    STALE_EPOCH = "STALE_EPOCH"
+    DUPLICATE_PLAN = "DUPLICATE_PLAN"
+    INVALID_PLAN = "INVALID_PLAN"
+    UNKNOWN_INSTRUMENT = "UNKNOWN_INSTRUMENT"
+    NO_QUOTE = "NO_QUOTE"
+    QUANTITY_ZERO_AFTER_ROUNDING = "QUANTITY_ZERO_AFTER_ROUNDING"
+    MAX_ORDER_SIZE = "MAX_ORDER_SIZE"
+    FREEZE_QUANTITY = "FREEZE_QUANTITY"
+    PER_TRADE_RISK = "PER_TRADE_RISK"
+    HEAT_CAP = "HEAT_CAP"
+    MAX_CONCURRENT_POSITIONS = "MAX_CONCURRENT_POSITIONS"
+    PER_SYMBOL_EXPOSURE = "PER_SYMBOL_EXPOSURE"
+    TRADES_PER_HOUR = "TRADES_PER_HOUR"
+    DAILY_LOSS_LIMIT = "DAILY_LOSS_LIMIT"
+    FREEZE_BAND = "FREEZE_BAND"
+    SPREAD_BLOWOUT = "SPREAD_BLOWOUT"
+    POSITION_OPEN = "POSITION_OPEN"
+    BACKPRESSURE = "BACKPRESSURE"

@@ -1,0 +1,85 @@
+"""Operator and supervision messages: trading state, leadership, flatten, timers."""
+
+from __future__ import annotations
+
+import msgspec
+
+from domain.enums import Mode, PauseCause, TradingState
+
+__all__ = [
+    "ChildFailed",
+    "FlattenAll",
+    "LeadershipChanged",
+    "PauseEntries",
+    "ResumeEntries",
+    "TimerFired",
+    "TradingStateChanged",
+    "TripKillSwitch",
+]
+
+
+class TimerFired(msgspec.Struct, frozen=True, kw_only=True):
+    """Periodic wake-up carrying the clock's time (drives leases, heartbeats, paper latency)."""
+
+    now_ns: int
+
+
+class PauseEntries(msgspec.Struct, frozen=True, kw_only=True):
+    cause: PauseCause
+    detail: str = ""
+
+
+class ResumeEntries(msgspec.Struct, frozen=True, kw_only=True):
+    cause: PauseCause
+
+
+class TripKillSwitch(msgspec.Struct, frozen=True, kw_only=True):
+    """Enter the sticky HALTED state. ``reason`` is an UPPER_SNAKE code (metric label)."""
+
+    reason: str
+    detail: str = ""
+    flatten: bool = False
+
+
+class FlattenAll(msgspec.Struct, frozen=True, kw_only=True):
+    """Cancel every working sibling first, then close every position at market."""
+
+    reason: str
+    ts_init: int
+
+
+class TradingStateChanged(msgspec.Struct, frozen=True, kw_only=True):
+    """The three state dimensions, published on every change."""
+
+    mode: Mode
+    armed: bool
+    state: TradingState
+    pause_causes: tuple[PauseCause, ...]
+    halt_reason: str | None
+    ts_event: int
+
+    @property
+    def entries_allowed(self) -> bool:
+        return self.armed and self.state is TradingState.ACTIVE
+
+    @property
+    def exits_allowed(self) -> bool:
+        return True
+
+
+class LeadershipChanged(msgspec.Struct, frozen=True, kw_only=True):
+    """Leader lease outcome. Orders may be sent only while ``is_leader`` under this epoch."""
+
+    instance_id: str
+    is_leader: bool
+    epoch: int
+    lease_expires_ns: int
+    ts_event: int
+
+
+class ChildFailed(msgspec.Struct, frozen=True, kw_only=True):
+    """A supervised child crashed in a ``tell`` handler."""
+
+    name: str
+    error: str
+    ts_event: int
