@@ -47,14 +47,16 @@ def create_database_engine(url: str) -> Engine:
 
 def upgrade_schema(url: str) -> None:
     """Bring the schema at ``url`` to the newest Alembic revision."""
-    from alembic import command
-    from alembic.config import Config
+    # imported by module path: ruff's isort would take the bare name ``alembic`` for the repo's
+    # own alembic/ folder and split the imports
+    import alembic.command
+    import alembic.config
 
-    config = Config(str(REPO_ROOT / "alembic.ini"))
+    config = alembic.config.Config(str(REPO_ROOT / "alembic.ini"))
     config.set_main_option("script_location", str(REPO_ROOT / "alembic"))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     config.attributes["configure_logger"] = False
-    command.upgrade(config, "head")
+    alembic.command.upgrade(config, "head")
 
 
 class Database:

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 from domain.enums import Mode, PauseCause, TradingState
 
 __all__ = [
+    "ArmTrading",
     "ChildFailed",
+    "DisarmTrading",
     "FlattenAll",
     "LeadershipChanged",
     "PauseEntries",
+    "ResetKillSwitch",
     "ResumeEntries",
+    "SetMode",
     "TimerFired",
     "TradingStateChanged",
     "TripKillSwitch",
@@ -83,3 +89,23 @@ class ChildFailed(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     error: str
     ts_event: int
+    snapshot: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class ResetKillSwitch(msgspec.Struct, frozen=True, kw_only=True):
+    """Operator clears a HALT. The only way out of HALTED."""
+
+    operator: str = "operator"
+
+
+class SetMode(msgspec.Struct, frozen=True, kw_only=True):
+    mode: Mode
+    confirm: str | None = None
+
+
+class ArmTrading(msgspec.Struct, frozen=True, kw_only=True):
+    operator: str = "operator"
+
+
+class DisarmTrading(msgspec.Struct, frozen=True, kw_only=True):
+    reason: str = "operator"

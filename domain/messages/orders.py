@@ -124,6 +124,10 @@ class PortfolioUpdated(msgspec.Struct, frozen=True, kw_only=True):
 
     positions: tuple[PositionView, ...]
     working_entry_count: int  # entries sent but not yet filled or dead
+    # (strategy, instrument) of each working entry: one bracket per strategy+instrument
+    working_entries: tuple[tuple[str, str], ...] = ()
+    # plan ids of every bracket the order layer holds (lets risk retire pending approvals)
+    working_plan_ids: tuple[str, ...] = ()
     realized_pnl_today: Decimal
     unrealized_pnl: Decimal
     heat: Decimal  # sum of risk_amount over open positions

@@ -1,0 +1,107 @@
+"""The base of every Vigil actor: bounded inbox, typed dispatch, snapshots, crash reporting.
+
+Threads: ``__init__`` runs in the creating thread, everything else in the actor's own.
+Failures: an exception in a ``tell`` handler stops the actor; ``on_failure`` then tells the
+supervisor ``ChildFailed`` with the actor's last snapshot, and the supervisor restarts it from
+persisted state. An exception in an ``ask`` handler goes back to the asker (pykka logs it only
+at INFO), and the actor lives on.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import pykka
+
+from actors.mailbox import BoundedInbox
+from domain.messages import ChildFailed, Ping, Pong, QuerySnapshot
+
+if TYPE_CHECKING:
+    from actors.directory import ActorDirectory
+    from domain.clock import Clock
+
+__all__ = ["SUPERVISOR", "VigilActor"]
+
+SUPERVISOR = "supervisor"
+
+logger = logging.getLogger(__name__)
+
+
+class VigilActor(pykka.ThreadingActor):
+    """Subclasses declare ``handlers()``: message type -> method. Unknown types are logged."""
+
+    put_timeout_s: ClassVar[float] = 5.0
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        clock: Clock,
+        directory: ActorDirectory,
+        mailbox_capacity: int = 10_000,
+    ) -> None:
+        self.name = name
+        self.clock = clock
+        self.directory = directory
+        self._mailbox_capacity = mailbox_capacity
+        super().__init__()
+        self._handlers: dict[type, Callable[[Any], Any]] = {
+            QuerySnapshot: lambda _query: self.snapshot(),
+            Ping: self._on_ping,
+            **self.handlers(),
+        }
+
+    def _create_actor_inbox(self) -> BoundedInbox:  # type: ignore[override]
+        return BoundedInbox(
+            actor_name=self.name,
+            capacity=self._mailbox_capacity,
+            put_timeout_s=self.put_timeout_s,
+        )
+
+    # ------------------------------------------------------------------ LIFECYCLE
+    def on_failure(
+        self,
+        exception_type: type[BaseException] | None,
+        exception_value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            snapshot = self.snapshot()
+        except Exception as error:
+            snapshot = {"snapshot_error": repr(error)}
+        error_text = "".join(traceback.format_exception_only(exception_type, exception_value))
+        self.directory.tell(
+            SUPERVISOR,
+            ChildFailed(
+                name=self.name,
+                error=error_text.strip(),
+                ts_event=self.clock.now_ns(),
+                snapshot=snapshot,
+            ),
+        )
+
+    # ------------------------------------------------------------------ DISPATCH
+    def handlers(self) -> dict[type, Callable[[Any], Any]]:
+        return {}
+
+    def on_receive(self, message: Any) -> Any:
+        handler = self._handlers.get(type(message))
+        if handler is None:
+            logger.warning("%s ignored unknown message %s", self.name, type(message).__name__)
+            return None
+        return handler(message)
+
+    def _on_ping(self, ping: Ping) -> None:
+        self.directory.tell(SUPERVISOR, Pong(name=self.name, sequence=ping.sequence))
+
+    # ------------------------------------------------------------------ QUERIES
+    def snapshot(self) -> dict[str, Any]:
+        return {"name": self.name}
+
+    @property
+    def mailbox_depth(self) -> int:
+        return self.actor_inbox.qsize()

@@ -1,0 +1,90 @@
+"""Name -> live actor reference, updated by the supervisor when it restarts a child.
+
+Actors never hold each other's refs directly: a restarted peer gets a new ref, and every
+sender finds it here. A ``tell`` to a missing or dead actor is reported (False), never raised
+into the sender's handler.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import pykka
+
+from actors.mailbox import MailboxFull
+
+__all__ = ["ActorDirectory", "ActorUnavailable"]
+
+logger = logging.getLogger(__name__)
+
+
+class ActorUnavailable(Exception):
+    """The actor is not registered, is dead, or did not answer in time."""
+
+
+class ActorDirectory:
+    def __init__(self) -> None:
+        self._refs: dict[str, pykka.ActorRef[Any]] = {}
+        self._lock = threading.Lock()
+        self.dropped_tells = 0
+
+    def register(self, name: str, ref: pykka.ActorRef[Any]) -> None:
+        with self._lock:
+            self._refs[name] = ref
+
+    def unregister(self, name: str) -> None:
+        with self._lock:
+            self._refs.pop(name, None)
+
+    def get(self, name: str) -> pykka.ActorRef[Any] | None:
+        with self._lock:
+            return self._refs.get(name)
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return list(self._refs)
+
+    def items(self) -> list[tuple[str, pykka.ActorRef[Any]]]:
+        with self._lock:
+            return list(self._refs.items())
+
+    def is_alive(self, name: str) -> bool:
+        ref = self.get(name)
+        return ref is not None and ref.is_alive()
+
+    def tell(self, name: str, message: object) -> bool:
+        """Send without waiting. Returns False if the actor is gone or its mailbox stayed full."""
+        ref = self.get(name)
+        if ref is None:
+            self.dropped_tells += 1
+            return False
+        try:
+            ref.tell(message)
+        except pykka.ActorDeadError:
+            self.dropped_tells += 1
+            return False
+        except MailboxFull:
+            self.dropped_tells += 1
+            logger.warning("mailbox of %s full; dropped %s", name, type(message).__name__)
+            return False
+        return True
+
+    def ask(self, name: str, message: object, *, timeout_s: float) -> Any:
+        """Ask and wait at most ``timeout_s``. Re-raises the actor's own exception.
+
+        Raises:
+            ActorUnavailable: not registered, dead, or no answer within the timeout.
+        """
+        ref = self.get(name)
+        if ref is None:
+            raise ActorUnavailable(f"ACTOR_UNAVAILABLE: actor={name} is not running")
+        try:
+            return ref.ask(message, timeout=timeout_s)
+        except pykka.ActorDeadError as error:
+            raise ActorUnavailable(f"ACTOR_UNAVAILABLE: actor={name} is dead") from error
+        except pykka.Timeout as error:
+            raise ActorUnavailable(
+                f"ACTOR_TIMEOUT: actor={name} did not answer within {timeout_s}s"
+            ) from error

@@ -1,0 +1,144 @@
+"""LeaderActor: holds or renews the database leader lease and publishes ``LeadershipChanged``.
+
+Accepts: ``TimerFired`` (renews when due). Publishes: ``LeadershipChanged`` to its subscribers
+whenever leadership or the epoch changes, and again on expiry without renewal.
+
+The lease is a row with a fencing epoch (``adapters.storage.repositories.LeaseRepository``):
+every order row records the epoch it was written under, and the order insert itself refuses a
+stale epoch, so a deposed leader cannot send even if this actor is slow to notice. A database
+error while renewing counts as "not renewed": leadership lapses at the lease's expiry. On stop,
+the lease is released so a standby can take over at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from actors.base import VigilActor
+from adapters.logs import log_event
+from adapters.storage.repositories import UnitOfWork
+from domain.clock import NANOS_PER_SECOND
+from domain.messages import LeadershipChanged, TimerFired
+
+if TYPE_CHECKING:
+    from adapters.metrics import EngineMetrics
+    from adapters.storage.database import Database
+    from domain.config import LeaderConfig
+
+__all__ = ["LeaderActor"]
+
+logger = logging.getLogger(__name__)
+
+
+class LeaderActor(VigilActor):
+    def __init__(
+        self,
+        *,
+        database: Database,
+        metrics: EngineMetrics,
+        instance_id: str,
+        config: LeaderConfig,
+        subscribers: Sequence[str],
+        **base: Any,
+    ) -> None:
+        super().__init__(**base)
+        self._database = database
+        self._metrics = metrics
+        self._instance_id = instance_id
+        self._config = config
+        self._subscribers = tuple(subscribers)
+        self._is_leader = False
+        self._epoch = 0
+        self._expires_ns = 0
+        self._next_renew_ns = 0
+        self._last_error: str | None = None
+
+    def handlers(self) -> dict[type, Callable[[Any], Any]]:
+        return {TimerFired: self.on_timer_fired}
+
+    # ------------------------------------------------------------------ LIFECYCLE
+    def on_start(self) -> None:
+        self._metrics.is_leader.labels(instance_id=self._instance_id).set(0)
+        self._renew(self.clock.now_ns())
+
+    def on_stop(self) -> None:
+        if self._is_leader:
+            try:
+                with UnitOfWork(self._database) as uow:
+                    uow.lease.release(instance_id=self._instance_id, now_ns=self.clock.now_ns())
+            except Exception:
+                logger.exception("could not release the leader lease; it expires by itself")
+        self._metrics.is_leader.labels(instance_id=self._instance_id).set(0)
+
+    # ------------------------------------------------------------------ EVENT HANDLERS
+    def on_timer_fired(self, timer: TimerFired) -> None:
+        now = timer.now_ns
+        if now >= self._next_renew_ns:
+            self._renew(now)
+        elif self._is_leader and now >= self._expires_ns:
+            self._change(False, self._epoch, self._expires_ns, now, "lease expired unrenewed")
+
+    # ------------------------------------------------------------------ QUERIES
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "instance_id": self._instance_id,
+            "is_leader": self._is_leader,
+            "epoch": self._epoch,
+            "expires_ns": self._expires_ns,
+            "last_error": self._last_error,
+        }
+
+    # ------------------------------------------------------------------ EGRESS
+    def _renew(self, now: int) -> None:
+        ttl_ns = int(self._config.lease_ttl_s * NANOS_PER_SECOND)
+        self._next_renew_ns = now + int(self._config.renew_interval_s * NANOS_PER_SECOND)
+        try:
+            with UnitOfWork(self._database) as uow:
+                lease = uow.lease.acquire_or_renew(
+                    instance_id=self._instance_id, now_ns=now, ttl_ns=ttl_ns
+                )
+            self._last_error = None
+        except Exception as error:
+            self._last_error = repr(error)
+            logger.exception("leader lease renewal failed")
+            if self._is_leader and now >= self._expires_ns:
+                self._change(False, self._epoch, self._expires_ns, now, "renewal failed")
+            return
+        if lease.is_leader:
+            self._change(True, lease.epoch, lease.expires_ns, now, "lease held")
+        else:
+            self._change(False, lease.epoch, lease.expires_ns, now, f"held by {lease.holder}")
+
+    def _change(self, is_leader: bool, epoch: int, expires_ns: int, now: int, why: str) -> None:
+        changed = is_leader != self._is_leader or epoch != self._epoch
+        self._is_leader = is_leader
+        self._epoch = epoch
+        self._expires_ns = expires_ns
+        if not changed:
+            if is_leader:
+                self._broadcast(now)  # renewed expiry matters to the order gate
+            return
+        self._metrics.is_leader.labels(instance_id=self._instance_id).set(1 if is_leader else 0)
+        log_event(
+            logger,
+            "LEADERSHIP",
+            f"{'leader' if is_leader else 'not leader'} (epoch {epoch}): {why}",
+            level=logging.INFO if is_leader else logging.WARNING,
+            is_leader=is_leader,
+            epoch=epoch,
+        )
+        self._broadcast(now)
+
+    def _broadcast(self, now: int) -> None:
+        message = LeadershipChanged(
+            instance_id=self._instance_id,
+            is_leader=self._is_leader,
+            epoch=self._epoch,
+            lease_expires_ns=self._expires_ns,
+            ts_event=now,
+        )
+        for subscriber in self._subscribers:
+            self.directory.tell(subscriber, message)

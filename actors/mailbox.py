@@ -1,0 +1,106 @@
+"""Bounded actor inboxes and per-instrument tick conflation.
+
+pykka's inboxes are unbounded queues; a producer faster than its consumer grows one without
+limit. Here every ``tell`` waits at most ``put_timeout_s`` for room, then raises
+``MailboxFull`` (backpressure the sender can act on). Asks and stop requests are not counted
+against the capacity: their callers wait for the answer anyway, and a full inbox must never
+make an actor unstoppable.
+
+Market data does not go through the inbox at all: a ``TickConflator`` keeps the latest tick per
+instrument and wakes its consumer with a single ``DrainTicks``, so a busy strategy sees the
+latest quote, not a backlog, and memory stays bounded by the number of instruments.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pykka import messages as pykka_messages
+
+from domain.messages import DrainTicks, Tick
+
+__all__ = ["BoundedInbox", "MailboxFull", "TickConflator"]
+
+
+class MailboxFull(Exception):
+    """A ``tell`` found the inbox full for longer than the put timeout."""
+
+    def __init__(self, actor_name: str, capacity: int, waited_s: float) -> None:
+        super().__init__(
+            f"MAILBOX_FULL: actor={actor_name} capacity={capacity} waited_s={waited_s:.3f}"
+        )
+        self.actor_name = actor_name
+
+
+class BoundedInbox(queue.Queue):  # type: ignore[type-arg]
+    def __init__(self, *, actor_name: str, capacity: int, put_timeout_s: float) -> None:
+        super().__init__()  # unbounded underneath; the capacity applies to tells only
+        self._actor_name = actor_name
+        self._capacity = capacity
+        self._put_timeout_s = put_timeout_s
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        exempt = getattr(item, "reply_to", None) is not None or isinstance(
+            getattr(item, "message", None), pykka_messages._ActorStop
+        )
+        if exempt:
+            super().put(item)
+            return
+        deadline = time.monotonic() + self._put_timeout_s
+        with self.not_full:
+            while self._qsize() >= self._capacity:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise MailboxFull(self._actor_name, self._capacity, self._put_timeout_s)
+                self.not_full.wait(remaining)
+            self._put(item)
+            self.unfinished_tasks += 1
+            self.not_empty.notify()
+
+
+class TickConflator:
+    """Latest tick per instrument for one consumer, with at most one pending wake-up.
+
+    ``offer`` runs on the producer's thread; ``drain`` on the consumer's. ``wake`` tells the
+    consumer (normally ``ActorDirectory.tell``) and returns False when it could not; the wake is
+    then re-armed, so a restarted consumer is woken by the next offer. A consumer calls ``drain``
+    in ``on_start`` to pick up what arrived while it was down.
+    """
+
+    def __init__(self, *, consumer: str, wake: Callable[[DrainTicks], bool]) -> None:
+        self.consumer = consumer
+        self._wake = wake
+        self._lock = threading.Lock()
+        self._pending: dict[str, Tick] = {}
+        self._wake_pending = False
+        self.offered = 0
+        self.conflated = 0
+
+    def offer(self, tick: Tick) -> None:
+        with self._lock:
+            self.offered += 1
+            if tick.instrument in self._pending:
+                self.conflated += 1
+            self._pending[tick.instrument] = tick
+            if self._wake_pending:
+                return
+            self._wake_pending = True
+        if not self._wake(DrainTicks()):
+            with self._lock:
+                self._wake_pending = False
+
+    def drain(self) -> list[Tick]:
+        with self._lock:
+            ticks = list(self._pending.values())
+            self._pending.clear()
+            self._wake_pending = False
+        return ticks
+
+    @property
+    def pending_count(self) -> int:
+        with self._lock:
+            return len(self._pending)

@@ -1,0 +1,867 @@
+"""OrderActor: the only actor that talks to the broker for orders.
+
+Owns: orders, OCO brackets, fills and the positions derived from them; writes every order
+ahead to storage before the broker sees it.
+Accepts: ``SubmitBracket`` (from risk), ``FlattenAll``, broker reports (``OrderStatusReport``,
+``FillReport``, ``OrderStreamHeartbeat``), ``TradingStateChanged``, ``LeadershipChanged``,
+``DrainTicks`` (marks), ``TimerFired``; answers ``QueryPositions``, ``QueryOrders``,
+``QueryPortfolio``.
+Publishes: ``PortfolioUpdated`` to risk and the supervisor, ``OrderStreamHeartbeat`` to the
+supervisor, ``OrderDenied`` to the log and metrics.
+
+The last gate: right before every broker call it checks leadership (lease held, not expired),
+the trading state (entries need ACTIVE and armed; exits and protective legs only reduce
+exposure and go on while paused or halted) and, at the write-ahead insert, the fencing epoch
+in the database. A broker timeout or 5xx leaves the order in flight (never "rejected") until
+the broker's order list settles it; nothing is re-sent under a new id.
+
+Failure: an exception in a handler stops the actor; the supervisor restarts it, and
+``on_start`` rebuilds everything from storage and reconciles with the broker's books.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from actors.base import SUPERVISOR, VigilActor
+from adapters.brokers.base import BrokerRejected, BrokerUnavailable
+from adapters.logs import log_event
+from adapters.storage.repositories import (
+    DuplicateClientOrderId,
+    LeaseFence,
+    PositionRow,
+    StaleEpoch,
+    UnitOfWork,
+)
+from domain import oco
+from domain.clock import NANOS_PER_SECOND
+from domain.enums import DenialCode, LegKind, OrderStatus, TradingState
+from domain.messages import (
+    DrainTicks,
+    FillReport,
+    FlattenAll,
+    FlattenCompleted,
+    LeadershipChanged,
+    OrderDenied,
+    OrderRequest,
+    OrderStatusReport,
+    OrderStreamHeartbeat,
+    PortfolioUpdated,
+    PositionView,
+    QueryOrders,
+    QueryPortfolio,
+    QueryPositions,
+    SubmitBracket,
+    Tick,
+    TimerFired,
+    TradingStateChanged,
+)
+from domain.orders import (
+    Order,
+    Overfill,
+    apply_fill,
+    apply_status_report,
+    mark_cancel_requested,
+    mark_rejected,
+    mark_submitted,
+    resize,
+)
+from domain.plans import client_order_id
+from domain.positions import Position, flat, unrealized_pnl
+from domain.positions import apply_fill as position_apply_fill
+
+if TYPE_CHECKING:
+    from actors.mailbox import TickConflator
+    from adapters.brokers.base import BrokerPort
+    from adapters.metrics import EngineMetrics
+    from adapters.storage.database import Database
+    from domain.instruments import Instrument
+
+__all__ = ["FlattenStatus", "OrderActor", "PortfolioView"]
+
+logger = logging.getLogger(__name__)
+
+_ACTIVE = (oco.BracketStatus.PENDING_ENTRY, oco.BracketStatus.OPEN, oco.BracketStatus.FLATTENING)
+_HEARTBEAT_EVERY_NS = NANOS_PER_SECOND // 5
+_CONSISTENCY_EVERY_NS = NANOS_PER_SECOND
+_IN_FLIGHT_SETTLE_NS = 3 * NANOS_PER_SECOND
+_MAX_LEG_REPLACEMENTS = 3
+_DUPLICATE_AT_BROKER = "DUPLICATE_CLIENT_ORDER_ID"
+
+
+class FlattenStatus(msgspec.Struct, frozen=True, kw_only=True):
+    reason: str | None
+    in_progress: bool
+    positions_at_start: int
+    orders_at_start: int
+    remaining_positions: int
+    remaining_working_orders: int
+    started_ns: int | None
+    completed: FlattenCompleted | None
+
+
+class PortfolioView(msgspec.Struct, frozen=True, kw_only=True):
+    portfolio: PortfolioUpdated
+    working_orders: int
+    flatten: FlattenStatus
+    last_stream_ns: int | None
+
+
+class OrderActor(VigilActor):
+    def __init__(
+        self,
+        *,
+        database: Database,
+        broker: BrokerPort,
+        instruments: Mapping[str, Instrument],
+        conflator: TickConflator,
+        metrics: EngineMetrics,
+        instance_id: str,
+        strategies: Iterable[str] = (),
+        portfolio_subscribers: Iterable[str] = ("risk", SUPERVISOR),
+        **base: Any,
+    ) -> None:
+        super().__init__(**base)
+        self._database = database
+        self._broker = broker
+        self._instruments = dict(instruments)
+        self._conflator = conflator
+        self._metrics = metrics
+        self._instance_id = instance_id
+        self._strategies = tuple(strategies)
+        self._portfolio_subscribers = tuple(portfolio_subscribers)
+        self._orders: dict[str, Order] = {}
+        self._brackets: dict[str, oco.Bracket] = {}
+        self._positions: dict[str, Position] = {}
+        self._trade_ids: set[str] = set()
+        self._marks: dict[str, Tick] = {}
+        self._trading: TradingStateChanged | None = None
+        self._leadership: LeadershipChanged | None = None
+        self._submitted_at_ns: dict[str, int] = {}
+        self._replacements: dict[str, int] = {}
+        self._realized_today = Decimal(0)
+        self._last_stream_ns: int | None = None
+        self._last_heartbeat_sent_ns = 0
+        self._last_consistency_ns = 0
+        self._flatten_reason: str | None = None
+        self._flatten_started_ns: int | None = None
+        self._flatten_started_mono: int | None = None
+        self._flatten_at_start = (0, 0)
+        self._flatten_cancelled = 0
+        self._last_flatten: FlattenCompleted | None = None
+        self._denied: deque[OrderDenied] = deque(maxlen=50)
+        self._recovered_positions = 0
+
+    def handlers(self) -> dict[type, Callable[[Any], Any]]:
+        return {
+            SubmitBracket: self.submit_bracket,
+            FlattenAll: self.flatten_all,
+            FillReport: self.on_fill_report,
+            OrderStatusReport: self.on_order_status_report,
+            OrderStreamHeartbeat: self.on_order_stream_heartbeat,
+            TradingStateChanged: self.on_trading_state_changed,
+            LeadershipChanged: self.on_leadership_changed,
+            DrainTicks: self.on_drain_ticks,
+            TimerFired: self.on_timer_fired,
+            QueryPositions: lambda _query: self.position_views(),
+            QueryOrders: lambda query: self.recent_orders(query.limit),
+            QueryPortfolio: lambda _query: self.portfolio_view(),
+        }
+
+    # ------------------------------------------------------------------ LIFECYCLE
+    def on_start(self) -> None:
+        self._load_from_storage()
+        self._reconcile_with_broker()
+        open_count = sum(1 for b in self._brackets.values() if b.open_quantity > 0)
+        self._recovered_positions = open_count
+        log_event(
+            logger,
+            "RECOVERY",
+            f"Recovering {open_count} open positions",
+            open_positions=open_count,
+            active_brackets=len(self._brackets),
+            working_orders=self._working_order_count(),
+        )
+        with UnitOfWork(self._database) as uow:
+            uow.events.append(
+                "RECOVERY",
+                {"open_positions": open_count, "active_brackets": len(self._brackets)},
+                ts_ns=self.clock.now_ns(),
+                instance_id=self._instance_id,
+            )
+        self.on_drain_ticks(DrainTicks())
+        self._publish_portfolio()
+
+    # ------------------------------------------------------------------ COMMAND HANDLERS
+    def submit_bracket(self, command: SubmitBracket) -> None:
+        plan = command.plan
+        now = self.clock.now_ns()
+        entry_id = client_order_id(plan.plan_client_id, LegKind.ENTRY)
+        if plan.plan_client_id in self._brackets:
+            self._deny(entry_id, LegKind.ENTRY, DenialCode.DUPLICATE_PLAN, "bracket exists", now)
+            return
+        bracket, entry = oco.open_bracket(plan, command.quantity, now)
+        self._brackets[plan.plan_client_id] = bracket
+        placed = self._place(bracket, entry)
+        if not placed:
+            del self._brackets[plan.plan_client_id]
+        self._publish_portfolio()
+
+    def flatten_all(self, command: FlattenAll) -> FlattenStatus:
+        now = self.clock.now_ns()
+        open_positions = sum(1 for b in self._brackets.values() if b.open_quantity > 0)
+        working = self._working_order_count()
+        if self._flatten_reason is None:
+            self._flatten_reason = command.reason
+            self._flatten_started_ns = now
+            self._flatten_started_mono = self.clock.monotonic_ns()
+            self._flatten_at_start = (open_positions, working)
+            self._flatten_cancelled = 0
+        log_event(
+            logger,
+            "FLATTEN",
+            f"flatten requested: {command.reason}",
+            reason=command.reason,
+            open_positions=open_positions,
+            working_orders=working,
+        )
+        for bracket in list(self._brackets.values()):
+            actions = oco.request_flatten(
+                bracket, self._bracket_orders(bracket), command.reason, now
+            )
+            self._persist_bracket(bracket)
+            self._execute(bracket, actions)
+        self._after_change()
+        return self.flatten_status()
+
+    # ------------------------------------------------------------------ EVENT HANDLERS
+    def on_fill_report(self, fill: FillReport) -> None:
+        now = self.clock.now_ns()
+        self._stream_alive(now)
+        if fill.trade_id in self._trade_ids:
+            return
+        order = self._find_order(fill.client_order_id)
+        if order is None:
+            self._unknown_report("fill", fill.client_order_id, fill, now)
+            return
+        bracket = self._brackets.get(order.plan_client_id)
+        with UnitOfWork(self._database) as uow:
+            if not uow.fills.add(fill, plan_client_id=order.plan_client_id, recorded_ns=now):
+                self._trade_ids.add(fill.trade_id)
+                return
+            try:
+                apply_fill(order, fill, now)
+            except Overfill as error:
+                self._trade_ids.add(fill.trade_id)
+                log_event(
+                    logger,
+                    "OVERFILL",
+                    str(error),
+                    level=logging.CRITICAL,
+                    trade_id=fill.trade_id,
+                    client_order_id=fill.client_order_id,
+                )
+                raise
+            self._trade_ids.add(fill.trade_id)
+            uow.orders.update(order)
+            position = self._positions.get(order.plan_client_id) or flat(order.instrument)
+            position = position_apply_fill(position, fill.side, fill.quantity, fill.price)
+            self._positions[order.plan_client_id] = position
+            actions: list[oco.BracketAction] = []
+            if bracket is not None:
+                actions = oco.on_order_update(bracket, self._bracket_orders(bracket), now)
+                uow.brackets.upsert(bracket)
+                uow.positions.upsert(self._position_row(bracket, position, now))
+        if bracket is not None:
+            self._execute(bracket, actions)
+        self._after_change()
+
+    def on_order_status_report(self, report: OrderStatusReport) -> None:
+        now = self.clock.now_ns()
+        self._stream_alive(now)
+        order = self._find_order(report.client_order_id)
+        if order is None:
+            self._unknown_report("status", report.client_order_id, report, now)
+            return
+        was_acknowledged = order.status not in (OrderStatus.PENDING_SUBMIT, OrderStatus.SUBMITTED)
+        if not apply_status_report(order, report, now):
+            return
+        if not was_acknowledged and order.status is not OrderStatus.SUBMITTED:
+            sent = self._submitted_at_ns.pop(order.client_order_id, None)
+            if sent is not None:
+                latency_ms = (self.clock.monotonic_ns() - sent) / 1e6
+                self._metrics.order_latency_ms.observe(latency_ms)
+        outcome = "rejected" if order.status is OrderStatus.REJECTED else None
+        if outcome:
+            self._metrics.orders_total.labels(leg=order.leg.value, outcome=outcome).inc()
+            logger.warning(
+                "broker rejected %s (%s): %s", order.client_order_id, order.leg.value, report.reason
+            )
+        bracket = self._brackets.get(order.plan_client_id)
+        actions: list[oco.BracketAction] = []
+        with UnitOfWork(self._database) as uow:
+            uow.orders.update(order)
+            if bracket is not None:
+                actions = oco.on_order_update(bracket, self._bracket_orders(bracket), now)
+                uow.brackets.upsert(bracket)
+        if bracket is not None:
+            self._execute(bracket, actions)
+        self._after_change()
+
+    def on_order_stream_heartbeat(self, heartbeat: OrderStreamHeartbeat) -> None:
+        self._stream_alive(self.clock.now_ns())
+
+    def on_trading_state_changed(self, state: TradingStateChanged) -> None:
+        self._trading = state
+
+    def on_leadership_changed(self, leadership: LeadershipChanged) -> None:
+        previous = self._leadership
+        self._leadership = leadership
+        became_leader = leadership.is_leader and (
+            previous is None or not previous.is_leader or previous.epoch != leadership.epoch
+        )
+        if became_leader:
+            # Recovery and anything deferred while we could not send happen now.
+            self._resubmit_unsent()
+            self._consistency_pass(self.clock.now_ns())
+            self._after_change()
+
+    def on_drain_ticks(self, _wake: DrainTicks) -> None:
+        for tick in self._conflator.drain():
+            self._marks[tick.instrument] = tick
+
+    def on_timer_fired(self, timer: TimerFired) -> None:
+        now = timer.now_ns
+        if now - self._last_consistency_ns >= _CONSISTENCY_EVERY_NS:
+            self._last_consistency_ns = now
+            self._settle_in_flight(now)
+            self._consistency_pass(now)
+            self._after_change(force_publish=True)
+        if self._last_stream_ns is not None and now - self._last_heartbeat_sent_ns >= (
+            _HEARTBEAT_EVERY_NS
+        ):
+            self._last_heartbeat_sent_ns = now
+            self.directory.tell(SUPERVISOR, OrderStreamHeartbeat(ts_event=self._last_stream_ns))
+
+    # ------------------------------------------------------------------ QUERIES
+    def position_views(self) -> list[PositionView]:
+        views = []
+        for bracket in self._brackets.values():
+            if bracket.open_quantity <= 0:
+                continue
+            position = self._positions.get(bracket.plan_client_id) or flat(bracket.instrument)
+            mark = self._mark_price(bracket.instrument)
+            unrealized = unrealized_pnl(position, mark) if mark is not None else Decimal(0)
+            views.append(
+                PositionView(
+                    position_id=bracket.plan_client_id,
+                    strategy=bracket.strategy,
+                    instrument=bracket.instrument,
+                    side=bracket.side,
+                    quantity=bracket.open_quantity,
+                    average_price=position.average_price,
+                    stop_price=bracket.stop_price,
+                    target_price=bracket.target_price,
+                    realized_pnl=position.realized_pnl,
+                    unrealized_pnl=unrealized,
+                    risk_amount=abs(position.average_price - bracket.stop_price)
+                    * bracket.open_quantity,
+                )
+            )
+        return views
+
+    def recent_orders(self, limit: int) -> list[Order]:
+        with UnitOfWork(self._database) as uow:
+            return uow.orders.list_recent(limit)
+
+    def portfolio_view(self) -> PortfolioView:
+        return PortfolioView(
+            portfolio=self._portfolio(),
+            working_orders=self._working_order_count(),
+            flatten=self.flatten_status(),
+            last_stream_ns=self._last_stream_ns,
+        )
+
+    def flatten_status(self) -> FlattenStatus:
+        return FlattenStatus(
+            reason=self._flatten_reason,
+            in_progress=self._flatten_reason is not None,
+            positions_at_start=self._flatten_at_start[0],
+            orders_at_start=self._flatten_at_start[1],
+            remaining_positions=sum(1 for b in self._brackets.values() if b.open_quantity > 0),
+            remaining_working_orders=self._working_order_count(),
+            started_ns=self._flatten_started_ns,
+            completed=self._last_flatten,
+        )
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "brackets": msgspec.to_builtins(list(self._brackets.values())),
+            "working_orders": msgspec.to_builtins(
+                [o for o in self._orders.values() if o.status.is_working]
+            ),
+            "positions": msgspec.to_builtins(self.position_views()),
+            "realized_pnl_today": str(self._realized_today),
+            "leadership": msgspec.to_builtins(self._leadership) if self._leadership else None,
+            "trading": msgspec.to_builtins(self._trading) if self._trading else None,
+            "flatten": msgspec.to_builtins(self.flatten_status()),
+            "recent_denials": msgspec.to_builtins(list(self._denied)),
+            "last_stream_ns": self._last_stream_ns,
+            "mailbox_depth": self.mailbox_depth,
+        }
+
+    # ------------------------------------------------------------------ CHECKS
+    def _send_gate(self, leg: LegKind) -> tuple[DenialCode, str] | None:
+        leadership = self._leadership
+        now = self.clock.now_ns()
+        if leadership is None or not leadership.is_leader:
+            return DenialCode.NOT_LEADER, f"instance={self._instance_id}"
+        if leadership.lease_expires_ns <= now:
+            return DenialCode.NOT_LEADER, (
+                f"lease_expired_ns={leadership.lease_expires_ns} now_ns={now}"
+            )
+        if leg is not LegKind.ENTRY:
+            return None  # stops, targets and exits only ever reduce exposure
+        trading = self._trading
+        if trading is None:
+            return DenialCode.TRADING_PAUSED, "trading_state=unknown"
+        if trading.state is TradingState.HALTED:
+            return DenialCode.KILL_SWITCH_ACTIVE, f"halt_reason={trading.halt_reason}"
+        if trading.state is TradingState.REDUCING:
+            causes = ",".join(c.value for c in trading.pause_causes)
+            return DenialCode.TRADING_PAUSED, f"pause_causes={causes}"
+        if not trading.armed:
+            return DenialCode.NOT_ARMED, f"mode={trading.mode.value}"
+        return None
+
+    def _may_touch_broker(self) -> bool:
+        leadership = self._leadership
+        return (
+            leadership is not None
+            and leadership.is_leader
+            and leadership.lease_expires_ns > self.clock.now_ns()
+        )
+
+    # ------------------------------------------------------------------ DENIALS
+    def _deny(self, client_id: str, leg: LegKind, code: DenialCode, detail: str, now: int) -> None:
+        denied = OrderDenied(
+            client_order_id=client_id, leg=leg, code=code, detail=detail, ts_event=now
+        )
+        self._denied.append(denied)
+        self._metrics.orders_total.labels(leg=leg.value, outcome="denied").inc()
+        self._metrics.risk_blocks_total.labels(reason=code.value).inc()
+        logger.warning("order %s (%s) denied: %s %s", client_id, leg.value, code.value, detail)
+
+    # ------------------------------------------------------------------ EGRESS
+    def _execute(self, bracket: oco.Bracket, actions: list[oco.BracketAction]) -> None:
+        for action in actions:
+            if isinstance(action, oco.PlaceLeg):
+                self._place(bracket, action)
+            elif isinstance(action, oco.ResizeLeg):
+                self._resize(action)
+            else:
+                self._cancel(action)
+
+    def _place(self, bracket: oco.Bracket, action: oco.PlaceLeg) -> bool:
+        now = self.clock.now_ns()
+        gate = self._send_gate(action.leg)
+        if gate is not None:
+            if action.leg is LegKind.ENTRY:
+                self._deny(action.client_order_id, action.leg, gate[0], gate[1], now)
+            else:
+                # Deferred, not dropped: the consistency pass asks for this leg again.
+                logger.info("deferring %s: %s %s", action.client_order_id, gate[0].value, gate[1])
+            return False
+        if action.leg in (LegKind.STOP, LegKind.TARGET) and action.client_order_id not in (
+            self._orders
+        ):
+            count = self._replacements.get(bracket.plan_client_id, 0)
+            if self._is_replacement(action):
+                count += 1
+                self._replacements[bracket.plan_client_id] = count
+                if count > _MAX_LEG_REPLACEMENTS * 2:
+                    self._give_up_protection(bracket, now)
+                    return False
+        assert self._leadership is not None
+        order = Order(
+            client_order_id=action.client_order_id,
+            plan_client_id=bracket.plan_client_id,
+            strategy=bracket.strategy,
+            instrument=bracket.instrument,
+            leg=action.leg,
+            side=action.side,
+            order_type=action.order_type,
+            quantity=action.quantity,
+            price=action.price,
+            trigger_price=action.trigger_price,
+            epoch=self._leadership.epoch,
+            ts_created=now,
+            ts_updated=now,
+        )
+        fence = LeaseFence(instance_id=self._instance_id, epoch=self._leadership.epoch)
+        try:
+            with UnitOfWork(self._database) as uow:
+                uow.orders.add(order, fence=fence)
+                uow.brackets.upsert(bracket)
+        except DuplicateClientOrderId:
+            if action.leg is LegKind.ENTRY:
+                self._deny(
+                    action.client_order_id,
+                    action.leg,
+                    DenialCode.DUPLICATE_PLAN,
+                    f"client_order_id={action.client_order_id} already stored",
+                    now,
+                )
+                return False
+            with UnitOfWork(self._database) as uow:
+                stored = uow.orders.get(action.client_order_id)
+            if stored is not None:
+                self._orders[stored.client_order_id] = stored
+            return False
+        except StaleEpoch as error:
+            self._deny(action.client_order_id, action.leg, DenialCode.STALE_EPOCH, str(error), now)
+            return False
+        self._orders[order.client_order_id] = order
+        self._send(order)
+        return True
+
+    def _send(self, order: Order) -> None:
+        request = OrderRequest(
+            client_order_id=order.client_order_id,
+            instrument=order.instrument,
+            side=order.side,
+            order_type=order.order_type,
+            quantity=order.quantity,
+            price=order.price,
+            trigger_price=order.trigger_price,
+        )
+        now = self.clock.now_ns()
+        self._submitted_at_ns[order.client_order_id] = self.clock.monotonic_ns()
+        rejected: str | None = None
+        try:
+            self._broker.submit_order(request)
+            outcome = "submitted"
+        except BrokerRejected as error:
+            if str(error).startswith(_DUPLICATE_AT_BROKER):
+                # The venue already has this id (a resend after a crash): not a rejection;
+                # its order list settles the state.
+                outcome = "duplicate"
+            else:
+                rejected = str(error)
+                outcome = "rejected"
+        except BrokerUnavailable as error:
+            # Unknown, not rejected: stays in flight until the broker's order list settles it.
+            outcome = "unknown"
+            self._metrics.retries_total.labels(type="submit_unknown").inc()
+            logger.warning("submit of %s outcome unknown: %s", order.client_order_id, error)
+        if order.status is OrderStatus.PENDING_SUBMIT:
+            mark_submitted(order, now)
+        if rejected is not None:
+            mark_rejected(order, rejected, now)
+            self._submitted_at_ns.pop(order.client_order_id, None)
+        self._metrics.orders_total.labels(leg=order.leg.value, outcome=outcome).inc()
+        bracket = self._brackets.get(order.plan_client_id)
+        actions: list[oco.BracketAction] = []
+        with UnitOfWork(self._database) as uow:
+            uow.orders.update(order)
+            if rejected is not None and bracket is not None:
+                actions = oco.on_order_update(bracket, self._bracket_orders(bracket), now)
+                uow.brackets.upsert(bracket)
+        if actions and bracket is not None:
+            self._execute(bracket, actions)
+
+    def _resize(self, action: oco.ResizeLeg) -> None:
+        order = self._orders.get(action.client_order_id)
+        if order is None or order.status.is_terminal or not self._may_touch_broker():
+            return
+        try:
+            self._broker.modify_order(action.client_order_id, quantity=action.quantity)
+        except BrokerRejected as error:
+            logger.warning("resize of %s refused: %s", action.client_order_id, error)
+            return
+        except BrokerUnavailable as error:
+            self._metrics.retries_total.labels(type="modify_unknown").inc()
+            logger.warning(
+                "resize of %s outcome unknown, will retry: %s", order.client_order_id, error
+            )
+            return
+        resize(order, action.quantity, self.clock.now_ns())
+        with UnitOfWork(self._database) as uow:
+            uow.orders.update(order)
+
+    def _cancel(self, action: oco.CancelLeg) -> None:
+        order = self._orders.get(action.client_order_id)
+        if order is None or order.status.is_terminal or not self._may_touch_broker():
+            return
+        now = self.clock.now_ns()
+        mark_cancel_requested(order, now)
+        with UnitOfWork(self._database) as uow:
+            uow.orders.update(order)
+        try:
+            self._broker.cancel_order(action.client_order_id)
+        except BrokerRejected as error:
+            logger.warning("cancel of %s refused: %s", action.client_order_id, error)
+        except BrokerUnavailable as error:
+            self._metrics.retries_total.labels(type="cancel_unknown").inc()
+            logger.warning(
+                "cancel of %s outcome unknown, will retry: %s", order.client_order_id, error
+            )
+        if self._flatten_reason is not None:
+            self._flatten_cancelled += 1
+
+    def _publish_portfolio(self) -> None:
+        portfolio = self._portfolio()
+        for subscriber in self._portfolio_subscribers:
+            self.directory.tell(subscriber, portfolio)
+        counts = dict.fromkeys(self._strategies, 0)
+        for position in portfolio.positions:
+            counts[position.strategy] = counts.get(position.strategy, 0) + 1
+        for strategy, count in counts.items():
+            self._metrics.positions_open.labels(strategy=strategy).set(count)
+        self._metrics.portfolio_heat_rupees.set(float(portfolio.heat))
+        self._metrics.daily_pnl_rupees.set(float(portfolio.realized_pnl_today))
+        self._metrics.unrealized_pnl_rupees.set(float(portfolio.unrealized_pnl))
+
+    # ------------------------------------------------------------------ internals
+    def _portfolio(self) -> PortfolioUpdated:
+        positions = tuple(self.position_views())
+        working = [
+            b for b in self._brackets.values() if b.status is oco.BracketStatus.PENDING_ENTRY
+        ]
+        realized_open = sum((p.realized_pnl for p in positions), Decimal(0))
+        return PortfolioUpdated(
+            positions=positions,
+            working_entry_count=len(working),
+            working_entries=tuple((b.strategy, b.instrument) for b in working),
+            working_plan_ids=tuple(b.plan_client_id for b in self._brackets.values()),
+            realized_pnl_today=self._realized_today + realized_open,
+            unrealized_pnl=sum((p.unrealized_pnl for p in positions), Decimal(0)),
+            heat=sum((p.risk_amount for p in positions), Decimal(0)),
+            ts_event=self.clock.now_ns(),
+        )
+
+    def _after_change(self, *, force_publish: bool = True) -> None:
+        now = self.clock.now_ns()
+        for plan_id, bracket in list(self._brackets.items()):
+            if bracket.status in _ACTIVE:
+                continue
+            position = self._positions.pop(plan_id, None)
+            if position is not None:
+                self._realized_today += position.realized_pnl
+            for order_id in oco.bracket_orders(bracket):
+                self._orders.pop(order_id, None)
+                self._submitted_at_ns.pop(order_id, None)
+            self._replacements.pop(plan_id, None)
+            del self._brackets[plan_id]
+        if self._flatten_reason is not None:
+            self._check_flatten_done(now)
+        if force_publish:
+            self._publish_portfolio()
+
+    def _check_flatten_done(self, now: int) -> None:
+        remaining_positions = sum(1 for b in self._brackets.values() if b.open_quantity > 0)
+        remaining_orders = self._working_order_count()
+        if remaining_positions or remaining_orders:
+            return
+        assert self._flatten_started_mono is not None and self._flatten_reason is not None
+        duration_ms = (self.clock.monotonic_ns() - self._flatten_started_mono) / 1e6
+        self._last_flatten = FlattenCompleted(
+            reason=self._flatten_reason,
+            positions_closed=self._flatten_at_start[0],
+            orders_cancelled=self._flatten_cancelled,
+            remaining_positions=0,
+            remaining_working_orders=0,
+            duration_ms=duration_ms,
+            ts_event=now,
+        )
+        self._metrics.flatten_duration_ms.observe(duration_ms)
+        log_event(
+            logger,
+            "FLATTEN",
+            f"flatten completed in {duration_ms:.0f} ms: {self._flatten_reason}",
+            reason=self._flatten_reason,
+            duration_ms=round(duration_ms, 3),
+            positions_closed=self._flatten_at_start[0],
+        )
+        with UnitOfWork(self._database) as uow:
+            uow.events.append(
+                "FLATTEN",
+                msgspec.to_builtins(self._last_flatten),
+                ts_ns=now,
+                instance_id=self._instance_id,
+            )
+        self._flatten_reason = None
+        self._flatten_started_ns = None
+        self._flatten_started_mono = None
+
+    def _consistency_pass(self, now: int) -> None:
+        if not self._may_touch_broker():
+            return
+        for bracket in list(self._brackets.values()):
+            if (
+                self._flatten_reason is not None
+                and bracket.status is not oco.BracketStatus.FLATTENING
+            ):
+                actions = oco.request_flatten(
+                    bracket, self._bracket_orders(bracket), self._flatten_reason, now
+                )
+            else:
+                actions = oco.on_order_update(bracket, self._bracket_orders(bracket), now)
+            if actions:
+                self._persist_bracket(bracket)
+                self._execute(bracket, actions)
+
+    def _settle_in_flight(self, now: int) -> None:
+        stale = [
+            o
+            for o in self._orders.values()
+            if o.status in (OrderStatus.SUBMITTED, OrderStatus.PENDING_CANCEL)
+            and now - o.ts_updated >= _IN_FLIGHT_SETTLE_NS
+        ]
+        if not stale or not self._may_touch_broker():
+            return
+        try:
+            reports = {r.client_order_id: r for r in self._broker.list_orders()}
+        except (BrokerUnavailable, BrokerRejected) as error:
+            self._metrics.retries_total.labels(type="order_list").inc()
+            logger.warning("could not list broker orders to settle in-flight: %s", error)
+            return
+        for order in stale:
+            report = reports.get(order.client_order_id)
+            if report is not None:
+                self.on_order_status_report(report)
+            elif order.status is OrderStatus.SUBMITTED:
+                # The broker never saw it: send again under the SAME id (the venue dedupes).
+                self._send(order)
+            else:
+                self._cancel(oco.CancelLeg(client_order_id=order.client_order_id))
+
+    def _resubmit_unsent(self) -> None:
+        unsent = [o for o in self._orders.values() if o.status is OrderStatus.PENDING_SUBMIT]
+        for order in unsent:
+            gate = self._send_gate(order.leg)
+            if gate is None:
+                self._send(order)
+
+    def _load_from_storage(self) -> None:
+        with UnitOfWork(self._database) as uow:
+            brackets = uow.brackets.list_active()
+            self._trade_ids = uow.fills.trade_ids()
+            for bracket in brackets:
+                self._brackets[bracket.plan_client_id] = bracket
+                for order in uow.orders.list_for_plan(bracket.plan_client_id):
+                    self._orders[order.client_order_id] = order
+                position = flat(bracket.instrument)
+                fills = sorted(
+                    uow.fills.list_for_plan(bracket.plan_client_id), key=lambda f: f.ts_event
+                )
+                for fill in fills:
+                    position = position_apply_fill(position, fill.side, fill.quantity, fill.price)
+                self._positions[bracket.plan_client_id] = position
+
+    def _reconcile_with_broker(self) -> None:
+        """Apply what the broker did while we were down: fills first, then order states."""
+        try:
+            fills = self._broker.list_fills()
+            reports = self._broker.list_orders()
+        except (BrokerUnavailable, BrokerRejected) as error:
+            logger.error("broker reconciliation at start failed, will settle later: %s", error)
+            return
+        for fill in sorted(fills, key=lambda f: f.ts_event):
+            if fill.trade_id not in self._trade_ids and fill.client_order_id in self._orders:
+                self.on_fill_report(fill)
+        for report in reports:
+            if report.client_order_id in self._orders:
+                self.on_order_status_report(report)
+
+    def _find_order(self, client_order_id: str) -> Order | None:
+        order = self._orders.get(client_order_id)
+        if order is not None:
+            return order
+        with UnitOfWork(self._database) as uow:
+            order = uow.orders.get(client_order_id)
+            if order is None:
+                return None
+            bracket = uow.brackets.get(order.plan_client_id)
+        if bracket is None or bracket.status not in _ACTIVE:
+            return order  # a late report for a finished bracket: apply to the order only
+        self._orders[order.client_order_id] = order
+        return order
+
+    def _unknown_report(self, kind: str, client_order_id: str, report: object, now: int) -> None:
+        log_event(
+            logger,
+            "RECONCILE",
+            f"{kind} report for an order this engine does not know: {client_order_id}",
+            level=logging.WARNING,
+            client_order_id=client_order_id,
+        )
+        with UnitOfWork(self._database) as uow:
+            uow.events.append(
+                "RECONCILE",
+                {
+                    "kind": kind,
+                    "client_order_id": client_order_id,
+                    "report": msgspec.to_builtins(report),
+                },
+                ts_ns=now,
+                instance_id=self._instance_id,
+            )
+
+    def _stream_alive(self, now: int) -> None:
+        self._last_stream_ns = now
+
+    def _bracket_orders(self, bracket: oco.Bracket) -> dict[str, Order]:
+        return {
+            order_id: self._orders[order_id]
+            for order_id in oco.bracket_orders(bracket)
+            if order_id in self._orders
+        }
+
+    def _persist_bracket(self, bracket: oco.Bracket) -> None:
+        with UnitOfWork(self._database) as uow:
+            uow.brackets.upsert(bracket)
+
+    def _working_order_count(self) -> int:
+        return sum(1 for o in self._orders.values() if o.status.is_working)
+
+    def _mark_price(self, instrument: str) -> Decimal | None:
+        tick = self._marks.get(instrument)
+        return tick.mid if tick is not None else None
+
+    def _position_row(self, bracket: oco.Bracket, position: Position, now: int) -> PositionRow:
+        return PositionRow(
+            position_id=bracket.plan_client_id,
+            strategy=bracket.strategy,
+            instrument=bracket.instrument,
+            side=bracket.side,
+            quantity=bracket.open_quantity,
+            average_price=position.average_price,
+            realized_pnl=position.realized_pnl,
+            status="OPEN" if bracket.open_quantity > 0 else "CLOSED",
+            updated_ns=now,
+        )
+
+    def _is_replacement(self, action: oco.PlaceLeg) -> bool:
+        return not action.client_order_id.endswith(("S", "T"))
+
+    def _give_up_protection(self, bracket: oco.Bracket, now: int) -> None:
+        log_event(
+            logger,
+            "PROTECTION_FAILED",
+            f"protective legs of {bracket.plan_client_id} keep dying; flattening it",
+            level=logging.CRITICAL,
+            plan_client_id=bracket.plan_client_id,
+        )
+        actions = oco.request_flatten(
+            bracket, self._bracket_orders(bracket), "protection_failed", now
+        )
+        self._persist_bracket(bracket)
+        self._execute(bracket, actions)

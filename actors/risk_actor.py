@@ -1,0 +1,331 @@
+"""RiskActor: every trade plan passes here before it can become an order.
+
+Accepts: ``TradePlan``, ``PortfolioUpdated`` (from the order actor), ``TradingStateChanged``
+(from the kill switch), ``DrainTicks`` (latest quotes); answers ``QueryRisk``.
+Publishes: ``SubmitBracket`` to the order actor for an approved plan; ``RiskBlocked`` is
+recorded, logged and counted in ``trader_risk_blocks_total{reason}``. A breach of the daily
+loss limit trips the kill switch with a flatten; portfolio heat above the cap pauses entries
+and flattens (reason ``risk_cap``), as the AITRAPP runbook's decision table says.
+
+Approved plans the order actor has not yet reflected in a ``PortfolioUpdated`` are counted as
+pending, so two plans in quick succession cannot both squeeze under a limit. Exits never come
+here: they are the order actor's, and entry limits never block them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from actors.base import VigilActor
+from adapters.logs import log_event
+from domain.clock import NANOS_PER_SECOND
+from domain.enums import DenialCode, PauseCause, TradingState
+from domain.messages import (
+    DrainTicks,
+    FlattenAll,
+    PauseEntries,
+    PortfolioUpdated,
+    QueryRisk,
+    RiskBlocked,
+    SubmitBracket,
+    Tick,
+    TradePlan,
+    TradingStateChanged,
+    TripKillSwitch,
+)
+from domain.risk import (
+    Approval,
+    Denial,
+    RiskState,
+    daily_loss_breached,
+    daily_loss_limit_rupees,
+    evaluate_entry,
+    heat_breached,
+    heat_cap_rupees,
+)
+
+if TYPE_CHECKING:
+    from actors.mailbox import TickConflator
+    from adapters.metrics import EngineMetrics
+    from domain.config import RiskConfig
+    from domain.instruments import Instrument
+
+__all__ = ["RiskActor", "RiskSnapshot"]
+
+logger = logging.getLogger(__name__)
+
+_PENDING_EXPIRY_NS = 10 * NANOS_PER_SECOND
+_HOUR_NS = 3600 * NANOS_PER_SECOND
+
+
+class _PendingApproval(msgspec.Struct, frozen=True, kw_only=True):
+    plan_client_id: str
+    strategy: str
+    instrument: str
+    risk_amount: Decimal
+    ts_ns: int
+
+
+class RiskSnapshot(msgspec.Struct, frozen=True, kw_only=True):
+    limits: dict[str, str]
+    heat_rupees: Decimal
+    heat_cap_rupees: Decimal
+    daily_pnl: Decimal
+    daily_loss_limit_rupees: Decimal
+    open_positions: int
+    trades_last_hour: int
+    blocks: dict[str, int]
+    last_blocks: list[RiskBlocked]
+
+
+class RiskActor(VigilActor):
+    def __init__(
+        self,
+        *,
+        limits: RiskConfig,
+        instruments: Mapping[str, Instrument],
+        conflator: TickConflator,
+        metrics: EngineMetrics,
+        order_actor: str = "order",
+        kill_switch_actor: str = "kill_switch",
+        **base: Any,
+    ) -> None:
+        super().__init__(**base)
+        self._limits = limits
+        self._instruments = dict(instruments)
+        self._conflator = conflator
+        self._metrics = metrics
+        self._order_actor = order_actor
+        self._kill_switch_actor = kill_switch_actor
+        self._quotes: dict[str, Tick] = {}
+        self._portfolio = PortfolioUpdated(
+            positions=(),
+            working_entry_count=0,
+            realized_pnl_today=Decimal(0),
+            unrealized_pnl=Decimal(0),
+            heat=Decimal(0),
+            ts_event=0,
+        )
+        self._trading: TradingStateChanged | None = None
+        self._state = RiskState()
+        self._pending: dict[str, _PendingApproval] = {}
+        self._blocks: dict[str, int] = {}
+        self._last_blocks: deque[RiskBlocked] = deque(maxlen=50)
+        self._risk_cap_flatten_sent = False
+        self._daily_loss_tripped = False
+
+    def handlers(self) -> dict[type, Callable[[Any], Any]]:
+        return {
+            TradePlan: self.on_trade_plan,
+            PortfolioUpdated: self.on_portfolio_updated,
+            TradingStateChanged: self.on_trading_state_changed,
+            DrainTicks: self.on_drain_ticks,
+            QueryRisk: lambda _query: self.risk_view(),
+        }
+
+    # ------------------------------------------------------------------ LIFECYCLE
+    def on_start(self) -> None:
+        self.on_drain_ticks(DrainTicks())
+
+    # ------------------------------------------------------------------ COMMAND HANDLERS
+    def on_trade_plan(self, plan: TradePlan) -> None:
+        now = self.clock.now_ns()
+        gate = self._trading_gate()
+        if gate is not None:
+            self._block(plan, gate, now)
+            return
+        instrument = self._instruments.get(plan.instrument)
+        if instrument is None:
+            self._block(
+                plan,
+                Denial(code=DenialCode.UNKNOWN_INSTRUMENT, detail=f"instrument={plan.instrument}"),
+                now,
+            )
+            return
+        self._expire_pending(now)
+        decision, state = evaluate_entry(
+            plan,
+            instrument=instrument,
+            quote=self._quotes.get(plan.instrument),
+            portfolio=self._portfolio_with_pending(),
+            limits=self._limits,
+            state=self._state,
+            now_ns=now,
+        )
+        self._state = state
+        if isinstance(decision, Denial):
+            self._block(plan, decision, now)
+            return
+        self._approve(plan, decision, now)
+
+    # ------------------------------------------------------------------ EVENT HANDLERS
+    def on_portfolio_updated(self, portfolio: PortfolioUpdated) -> None:
+        self._portfolio = portfolio
+        # The order actor handles our tells in order, so anything it reports as working or open
+        # is no longer pending here.
+        known = {position.position_id for position in portfolio.positions}
+        known.update(portfolio.working_plan_ids)
+        for plan_id in [p for p in self._pending if p in known]:
+            del self._pending[plan_id]
+        self._pending = {
+            plan_id: pending
+            for plan_id, pending in self._pending.items()
+            if pending.ts_ns > portfolio.ts_event - _PENDING_EXPIRY_NS
+        }
+        self._check_portfolio_limits(portfolio)
+
+    def on_trading_state_changed(self, state: TradingStateChanged) -> None:
+        self._trading = state
+        if state.state is TradingState.ACTIVE:
+            self._risk_cap_flatten_sent = False
+
+    def on_drain_ticks(self, _wake: DrainTicks) -> None:
+        for tick in self._conflator.drain():
+            self._quotes[tick.instrument] = tick
+
+    # ------------------------------------------------------------------ QUERIES
+    def risk_view(self) -> RiskSnapshot:
+        now = self.clock.now_ns()
+        limits = {key: str(value) for key, value in self._limits.model_dump(mode="json").items()}
+        return RiskSnapshot(
+            limits=limits,
+            heat_rupees=self._portfolio.heat,
+            heat_cap_rupees=heat_cap_rupees(self._limits),
+            daily_pnl=self._portfolio.realized_pnl_today + self._portfolio.unrealized_pnl,
+            daily_loss_limit_rupees=daily_loss_limit_rupees(self._limits),
+            open_positions=len(self._portfolio.positions),
+            trades_last_hour=sum(1 for ts in self._state.entry_times_ns if ts > now - _HOUR_NS),
+            blocks=dict(self._blocks),
+            last_blocks=list(self._last_blocks),
+        )
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "risk": msgspec.to_builtins(self.risk_view()),
+            "pending_approvals": msgspec.to_builtins(list(self._pending.values())),
+            "trading": msgspec.to_builtins(self._trading) if self._trading else None,
+            "quotes": len(self._quotes),
+            "mailbox_depth": self.mailbox_depth,
+        }
+
+    # ------------------------------------------------------------------ CHECKS
+    def _trading_gate(self) -> Denial | None:
+        trading = self._trading
+        if trading is None:
+            return Denial(code=DenialCode.TRADING_PAUSED, detail="trading_state=unknown")
+        if trading.state is TradingState.HALTED:
+            return Denial(
+                code=DenialCode.KILL_SWITCH_ACTIVE, detail=f"halt_reason={trading.halt_reason}"
+            )
+        if trading.state is TradingState.REDUCING:
+            causes = ",".join(cause.value for cause in trading.pause_causes)
+            return Denial(code=DenialCode.TRADING_PAUSED, detail=f"pause_causes={causes}")
+        if not trading.armed:
+            return Denial(code=DenialCode.NOT_ARMED, detail=f"mode={trading.mode.value}")
+        return None
+
+    def _portfolio_with_pending(self) -> PortfolioUpdated:
+        if not self._pending:
+            return self._portfolio
+        pending = list(self._pending.values())
+        return msgspec.structs.replace(
+            self._portfolio,
+            working_entry_count=self._portfolio.working_entry_count + len(pending),
+            working_entries=self._portfolio.working_entries
+            + tuple((p.strategy, p.instrument) for p in pending),
+            heat=self._portfolio.heat + sum((p.risk_amount for p in pending), Decimal(0)),
+        )
+
+    def _expire_pending(self, now: int) -> None:
+        expired = [p for p, a in self._pending.items() if a.ts_ns <= now - _PENDING_EXPIRY_NS]
+        for plan_id in expired:
+            del self._pending[plan_id]
+
+    def _check_portfolio_limits(self, portfolio: PortfolioUpdated) -> None:
+        now = self.clock.now_ns()
+        breach = daily_loss_breached(portfolio, self._limits)
+        if breach is not None and not self._daily_loss_tripped:
+            self._daily_loss_tripped = True
+            log_event(
+                logger,
+                "RISK_LIMIT",
+                f"daily loss limit breached: {breach.detail}",
+                level=logging.CRITICAL,
+                code=breach.code.value,
+                detail=breach.detail,
+            )
+            self.directory.tell(
+                self._kill_switch_actor,
+                TripKillSwitch(reason=breach.code.value, detail=breach.detail, flatten=True),
+            )
+        heat = heat_breached(portfolio, self._limits)
+        if heat is not None and not self._risk_cap_flatten_sent:
+            self._risk_cap_flatten_sent = True
+            log_event(
+                logger,
+                "RISK_LIMIT",
+                f"portfolio heat above cap, flattening: {heat.detail}",
+                level=logging.CRITICAL,
+                code=heat.code.value,
+                detail=heat.detail,
+            )
+            self.directory.tell(
+                self._kill_switch_actor, PauseEntries(cause=PauseCause.FLATTEN, detail="risk_cap")
+            )
+            self.directory.tell(self._order_actor, FlattenAll(reason="risk_cap", ts_init=now))
+
+    # ------------------------------------------------------------------ DENIALS
+    def _block(self, plan: TradePlan, denial: Denial, now: int) -> None:
+        blocked = RiskBlocked(
+            plan_client_id=plan.plan_client_id,
+            strategy=plan.strategy,
+            instrument=plan.instrument,
+            code=denial.code,
+            detail=denial.detail,
+            ts_event=now,
+        )
+        self._blocks[denial.code.value] = self._blocks.get(denial.code.value, 0) + 1
+        self._last_blocks.append(blocked)
+        self._metrics.risk_blocks_total.labels(reason=denial.code.value).inc()
+        if denial.code in (DenialCode.FREEZE_BAND, DenialCode.SPREAD_BLOWOUT):
+            log_event(
+                logger,
+                denial.code.value,
+                f"{plan.strategy} {plan.instrument}: {denial.detail}",
+                level=logging.WARNING,
+                plan_client_id=plan.plan_client_id,
+            )
+        else:
+            logger.info(
+                "risk blocked %s %s %s: %s %s",
+                plan.plan_client_id,
+                plan.strategy,
+                plan.instrument,
+                denial.code.value,
+                denial.detail,
+            )
+
+    # ------------------------------------------------------------------ EGRESS
+    def _approve(self, plan: TradePlan, approval: Approval, now: int) -> None:
+        command = SubmitBracket(plan=plan, quantity=approval.quantity, ts_init=now)
+        if not self.directory.tell(self._order_actor, command):
+            self._block(
+                plan,
+                Denial(code=DenialCode.BACKPRESSURE, detail="order actor unavailable or full"),
+                now,
+            )
+            return
+        self._pending[plan.plan_client_id] = _PendingApproval(
+            plan_client_id=plan.plan_client_id,
+            strategy=plan.strategy,
+            instrument=plan.instrument,
+            risk_amount=abs(plan.entry_price - plan.stop_price) * approval.quantity,
+            ts_ns=now,
+        )

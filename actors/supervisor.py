@@ -1,0 +1,439 @@
+"""Supervisor: starts, watches and restarts the children; auto-pauses on lost safety signals.
+
+Accepts: ``ChildFailed`` (a child crashed in a tell handler), ``TimerFired`` (the engine's
+heartbeat, fanned out to the time-driven children), ``FeedHeartbeat``,
+``OrderStreamHeartbeat``, ``LeadershipChanged``, ``TradingStateChanged``,
+``PortfolioUpdated``, ``Pong``.
+Publishes: ``PauseEntries``/``ResumeEntries`` and ``TripKillSwitch`` to the kill switch;
+``TimerFired`` to its timer subscribers; ``Ping`` to every child.
+
+Restarts: a crashed child is restarted from persisted state after a backoff that doubles per
+recent crash (``backoff_initial_s`` .. ``backoff_max_s``). More than ``max_restarts`` crashes
+within ``window_s`` escalates: HALT through the kill switch (and flatten if configured). The
+child is still restarted after an escalation, because flatten and cancels need it. Each crash
+writes a post-mortem state dump to ``logs/``.
+
+Auto-pause causes, each named in ``/status``, the logs and ``trader_trading_paused{cause}``:
+leader lease not held (and a STEP_DOWN event after the grace period), market data or the
+order stream older than its limit, a child that stopped answering its liveness ping. They
+clear themselves when the condition does.
+
+The supervisor must outlive everything it watches: an exception in one of its handlers is
+logged, never allowed to stop it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import pykka
+
+from actors.base import VigilActor
+from actors.dumps import write_dump_in_background
+from adapters.logs import log_event
+from domain.clock import NANOS_PER_SECOND
+from domain.enums import Mode, PauseCause, TradingState
+from domain.messages import (
+    ChildFailed,
+    FeedHeartbeat,
+    LeadershipChanged,
+    OrderStreamHeartbeat,
+    PauseEntries,
+    Ping,
+    Pong,
+    PortfolioUpdated,
+    ResumeEntries,
+    TimerFired,
+    TradingStateChanged,
+    TripKillSwitch,
+)
+
+if TYPE_CHECKING:
+    from adapters.metrics import EngineMetrics
+    from domain.config import HeartbeatConfig, LeaderConfig, SupervisionConfig
+
+__all__ = ["ChildSpec", "Supervisor"]
+
+logger = logging.getLogger(__name__)
+
+_PING_EVERY_NS = NANOS_PER_SECOND
+
+
+class ChildSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """How to (re)start one child. ``start`` builds, starts and returns its ref."""
+
+    name: str
+    start: Callable[[], pykka.ActorRef[Any]]
+    receives_timer: bool = False
+    pinged: bool = True
+
+
+class Supervisor(VigilActor):
+    def __init__(
+        self,
+        *,
+        children: Sequence[ChildSpec],
+        metrics: EngineMetrics,
+        supervision: SupervisionConfig,
+        heartbeats: HeartbeatConfig,
+        leader: LeaderConfig,
+        feeds: Sequence[str],
+        logs_dir: str | Path,
+        kill_switch_actor: str = "kill_switch",
+        **base: Any,
+    ) -> None:
+        super().__init__(**base)
+        self._specs: dict[str, ChildSpec] = {spec.name: spec for spec in children}
+        self._metrics = metrics
+        self._supervision = supervision
+        self._heartbeats = heartbeats
+        self._leader_config = leader
+        self._feeds = tuple(feeds)
+        self._logs_dir = logs_dir
+        self._kill_switch_actor = kill_switch_actor
+        self._started_ns = 0
+        self._crash_times: deque[int] = deque()
+        self._restart_counts: dict[str, int] = dict.fromkeys(self._specs, 0)
+        self._last_errors: dict[str, str] = {}
+        self._pending_restarts: dict[str, int] = {}
+        self._pending_escalation: TripKillSwitch | None = None
+        self._feed_data_ns: dict[str, int] = {}
+        self._stream_ns: int | None = None
+        self._leadership: LeadershipChanged | None = None
+        self._not_leader_since_ns: int | None = None
+        self._stepped_down = False
+        self._trading: TradingStateChanged | None = None
+        self._asserted: dict[PauseCause, str] = {}
+        self._ping_sequence = 0
+        self._last_ping_ns = 0
+        self._last_pong: dict[str, int] = {}
+        self._ping_sent_ns: dict[int, int] = {}
+        self._portfolio: PortfolioUpdated | None = None
+
+    def handlers(self) -> dict[type, Callable[[Any], Any]]:
+        return {
+            ChildFailed: self.on_child_failed,
+            TimerFired: self.on_timer_fired,
+            FeedHeartbeat: self.on_feed_heartbeat,
+            OrderStreamHeartbeat: self.on_order_stream_heartbeat,
+            LeadershipChanged: self.on_leadership_changed,
+            TradingStateChanged: self.on_trading_state_changed,
+            PortfolioUpdated: self.on_portfolio_updated,
+            Pong: self.on_pong,
+        }
+
+    def on_receive(self, message: Any) -> Any:
+        try:
+            return super().on_receive(message)
+        except Exception:
+            logger.exception("supervisor failed handling %s; carrying on", type(message).__name__)
+            return None
+
+    # ------------------------------------------------------------------ LIFECYCLE
+    def on_start(self) -> None:
+        self._started_ns = self.clock.now_ns()
+        # Not leader until the lease says so: entries wait for it.
+        self._assert(PauseCause.LEADER_LOST, "awaiting leader lease")
+
+    def start_children(self) -> list[str]:
+        """Start every child in order (asked once by the launcher after this actor starts)."""
+        started = []
+        for name, spec in self._specs.items():
+            self.directory.register(name, spec.start())
+            self._last_pong[name] = self.clock.now_ns()
+            started.append(name)
+        return started
+
+    def stop_children(self, timeout_s: float = 5.0) -> None:
+        """Stop children in reverse start order."""
+        self._pending_restarts.clear()
+        for name in reversed(list(self._specs)):
+            ref = self.directory.get(name)
+            if ref is not None and ref.is_alive():
+                try:
+                    ref.stop(block=True, timeout=timeout_s)
+                except pykka.Timeout:
+                    logger.error("child %s did not stop within %ss", name, timeout_s)
+            self.directory.unregister(name)
+        self._specs.clear()
+
+    # ------------------------------------------------------------------ EVENT HANDLERS
+    def on_child_failed(self, failure: ChildFailed) -> None:
+        now = self.clock.now_ns()
+        name = failure.name
+        if name not in self._specs:
+            return
+        self._last_errors[name] = failure.error
+        self._restart_counts[name] = self._restart_counts.get(name, 0) + 1
+        self._metrics.actor_restarts_total.labels(actor=name).inc()
+        window_ns = int(self._supervision.window_s * NANOS_PER_SECOND)
+        self._crash_times.append(now)
+        while self._crash_times and self._crash_times[0] <= now - window_ns:
+            self._crash_times.popleft()
+        recent = len(self._crash_times)
+        log_event(
+            logger,
+            "ACTOR_CRASH",
+            f"actor {name} crashed ({recent} crashes in {self._supervision.window_s:.0f}s): "
+            f"{failure.error}",
+            level=logging.ERROR,
+            actor=name,
+            error=failure.error,
+            recent_crashes=recent,
+        )
+        write_dump_in_background(
+            directory=self.directory,
+            logs_dir=self._logs_dir,
+            kind=f"postmortem-{name}",
+            now_ns=now,
+            extra={"crashed": name, "error": failure.error, "crashed_snapshot": failure.snapshot},
+        )
+        if recent > self._supervision.max_restarts:
+            self._escalate(name, recent)
+        backoff_s = min(
+            self._supervision.backoff_initial_s * (2 ** max(0, recent - 1)),
+            self._supervision.backoff_max_s,
+        )
+        self._pending_restarts[name] = now + int(backoff_s * NANOS_PER_SECOND)
+        if backoff_s == 0:
+            self._run_due_restarts(now)
+
+    def on_timer_fired(self, timer: TimerFired) -> None:
+        now = timer.now_ns
+        for name, spec in self._specs.items():
+            if spec.receives_timer:
+                self.directory.tell(name, timer)
+        self._run_due_restarts(now)
+        if self._pending_escalation is not None and self.directory.tell(
+            self._kill_switch_actor, self._pending_escalation
+        ):
+            self._pending_escalation = None
+        self._check_heartbeats(now)
+        self._check_leader(now)
+        self._check_liveness(now)
+        self._update_queue_metrics()
+
+    def on_feed_heartbeat(self, heartbeat: FeedHeartbeat) -> None:
+        self._feed_data_ns[heartbeat.feed] = max(
+            heartbeat.ts_event, self._feed_data_ns.get(heartbeat.feed, 0)
+        )
+
+    def on_order_stream_heartbeat(self, heartbeat: OrderStreamHeartbeat) -> None:
+        self._stream_ns = max(heartbeat.ts_event, self._stream_ns or 0)
+
+    def on_leadership_changed(self, leadership: LeadershipChanged) -> None:
+        self._leadership = leadership
+        now = self.clock.now_ns()
+        if leadership.is_leader:
+            self._not_leader_since_ns = None
+            self._stepped_down = False
+            self._clear(PauseCause.LEADER_LOST)
+        else:
+            if self._not_leader_since_ns is None:
+                self._not_leader_since_ns = now
+            self._assert(PauseCause.LEADER_LOST, f"epoch={leadership.epoch}")
+
+    def on_trading_state_changed(self, state: TradingStateChanged) -> None:
+        self._trading = state
+        for trading_state in TradingState:
+            self._metrics.trading_state.labels(state=trading_state.value).set(
+                1 if trading_state is state.state else 0
+            )
+        for cause in PauseCause:
+            self._metrics.trading_paused.labels(cause=cause.value).set(
+                1 if cause in state.pause_causes else 0
+            )
+        for mode in Mode:
+            self._metrics.mode.labels(mode=mode.value).set(1 if mode is state.mode else 0)
+        self._metrics.armed.set(1 if state.armed else 0)
+
+    def on_portfolio_updated(self, portfolio: PortfolioUpdated) -> None:
+        self._portfolio = portfolio
+
+    def on_pong(self, pong: Pong) -> None:
+        sent = self._ping_sent_ns.get(pong.sequence)
+        if sent is not None:
+            self._last_pong[pong.name] = max(sent, self._last_pong.get(pong.name, 0))
+
+    # ------------------------------------------------------------------ QUERIES
+    def actor_health(self) -> dict[str, dict[str, Any]]:
+        return {
+            name: {
+                "alive": self.directory.is_alive(name),
+                "restarts": self._restart_counts.get(name, 0),
+                "last_error": self._last_errors.get(name),
+                "restart_due_ns": self._pending_restarts.get(name),
+            }
+            for name in self._specs
+        }
+
+    def heartbeat_ages(self) -> dict[str, Any]:
+        now = self.clock.now_ns()
+        return {
+            "marketdata_age_s": {feed: self._age_s(feed, now) for feed in self._feeds},
+            "order_stream_age_s": None
+            if self._stream_ns is None
+            else (now - self._stream_ns) / NANOS_PER_SECOND,
+            "started_ns": self._started_ns,
+            "asserted_pauses": {cause.value: detail for cause, detail in self._asserted.items()},
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "children": self.actor_health(),
+            "heartbeats": self.heartbeat_ages(),
+            "recent_crashes": len(self._crash_times),
+            "leadership": msgspec.to_builtins(self._leadership) if self._leadership else None,
+            "stepped_down": self._stepped_down,
+        }
+
+    # ------------------------------------------------------------------ CHECKS
+    def _age_s(self, feed: str, now: int) -> float:
+        last = self._feed_data_ns.get(feed, self._started_ns)
+        return max(0.0, (now - last) / NANOS_PER_SECOND)
+
+    def _check_heartbeats(self, now: int) -> None:
+        stale_feeds = []
+        for feed in self._feeds:
+            age = self._age_s(feed, now)
+            self._metrics.marketdata_heartbeat_seconds.labels(bucket=feed).set(age)
+            if age > self._heartbeats.marketdata_stale_s:
+                stale_feeds.append(f"feed={feed} age_s={age:.1f}")
+        if stale_feeds:
+            self._assert(
+                PauseCause.MARKETDATA_STALE,
+                f"{'; '.join(stale_feeds)} limit_s={self._heartbeats.marketdata_stale_s}",
+            )
+        else:
+            self._clear(PauseCause.MARKETDATA_STALE)
+        stream_last = self._stream_ns if self._stream_ns is not None else self._started_ns
+        stream_age = max(0.0, (now - stream_last) / NANOS_PER_SECOND)
+        self._metrics.order_stream_heartbeat_seconds.set(stream_age)
+        if stream_age > self._heartbeats.order_stream_stale_s:
+            self._assert(
+                PauseCause.ORDER_STREAM_STALE,
+                f"age_s={stream_age:.1f} limit_s={self._heartbeats.order_stream_stale_s}",
+            )
+        else:
+            self._clear(PauseCause.ORDER_STREAM_STALE)
+
+    def _check_leader(self, now: int) -> None:
+        if self._not_leader_since_ns is None:
+            if self._leadership is None:
+                self._not_leader_since_ns = self._started_ns
+            else:
+                return
+        grace_ns = int(self._leader_config.grace_s * NANOS_PER_SECOND)
+        if not self._stepped_down and now - self._not_leader_since_ns >= grace_ns:
+            self._stepped_down = True
+            log_event(
+                logger,
+                "STEP_DOWN",
+                f"leader lease not held for {self._leader_config.grace_s:.0f}s: standing by, "
+                "no orders will be sent",
+                level=logging.WARNING,
+            )
+
+    def _check_liveness(self, now: int) -> None:
+        timeout_ns = int(self._heartbeats.actor_ping_timeout_s * NANOS_PER_SECOND)
+        unresponsive = []
+        for name, spec in self._specs.items():
+            if not spec.pinged or name in self._pending_restarts:
+                continue
+            # Judge only pings old enough to have been answered.
+            # Two unanswered pings, the oldest past the timeout: one late pong is not a hang.
+            unanswered = [
+                sent for sent in self._ping_sent_ns.values() if sent > self._last_pong.get(name, 0)
+            ]
+            if len(unanswered) >= 2 and now - min(unanswered) > timeout_ns:
+                unresponsive.append(name)
+        if unresponsive:
+            self._assert(PauseCause.ACTOR_UNRESPONSIVE, f"actors={','.join(sorted(unresponsive))}")
+        else:
+            self._clear(PauseCause.ACTOR_UNRESPONSIVE)
+        if now - self._last_ping_ns >= _PING_EVERY_NS:
+            self._last_ping_ns = now
+            self._ping_sequence += 1
+            self._ping_sent_ns[self._ping_sequence] = now
+            for old in [s for s in self._ping_sent_ns if s < self._ping_sequence - 30]:
+                del self._ping_sent_ns[old]
+            for name, spec in self._specs.items():
+                if spec.pinged:
+                    self.directory.tell(name, Ping(sequence=self._ping_sequence))
+
+    def _update_queue_metrics(self) -> None:
+        for name, ref in self.directory.items():
+            try:
+                depth = ref.actor_inbox.qsize()
+            except Exception:
+                continue
+            self._metrics.queue_depth.labels(queue=name).set(depth)
+
+    # ------------------------------------------------------------------ EGRESS
+    def _assert(self, cause: PauseCause, detail: str) -> None:
+        first = cause not in self._asserted
+        self._asserted[cause] = detail
+        if first:
+            log_event(
+                logger,
+                "AUTO_PAUSE",
+                f"auto-pause: {cause.value} {detail}",
+                level=logging.WARNING,
+                cause=cause.value,
+                detail=detail,
+            )
+            self.directory.tell(self._kill_switch_actor, PauseEntries(cause=cause, detail=detail))
+
+    def _clear(self, cause: PauseCause) -> None:
+        if self._asserted.pop(cause, None) is not None:
+            log_event(
+                logger, "AUTO_RESUME", f"auto-pause cleared: {cause.value}", cause=cause.value
+            )
+            self.directory.tell(self._kill_switch_actor, ResumeEntries(cause=cause))
+
+    def _escalate(self, name: str, recent: int) -> None:
+        trip = TripKillSwitch(
+            reason="RESTART_INTENSITY",
+            detail=(
+                f"actor={name} crashes={recent} window_s={self._supervision.window_s} "
+                f"max_restarts={self._supervision.max_restarts}"
+            ),
+            flatten=self._supervision.flatten_on_escalation,
+        )
+        log_event(
+            logger,
+            "ESCALATION",
+            f"restart intensity exceeded: {trip.detail}",
+            level=logging.CRITICAL,
+        )
+        if not self.directory.tell(self._kill_switch_actor, trip):
+            self._pending_escalation = trip
+
+    def _run_due_restarts(self, now: int) -> None:
+        for name, due in list(self._pending_restarts.items()):
+            if due > now:
+                continue
+            del self._pending_restarts[name]
+            spec = self._specs.get(name)
+            if spec is None:
+                continue
+            try:
+                ref = spec.start()
+            except Exception as error:
+                logger.exception("restart of %s failed; retrying", name)
+                self._last_errors[name] = f"restart failed: {error!r}"
+                retry_ns = int(self._supervision.backoff_max_s * NANOS_PER_SECOND)
+                self._pending_restarts[name] = now + max(retry_ns, NANOS_PER_SECOND // 10)
+                continue
+            self.directory.register(name, ref)
+            self._last_pong[name] = now
+            log_event(logger, "ACTOR_RESTART", f"actor {name} restarted", actor=name)
+
+    def feed_and_stream_state(self) -> Mapping[str, Any]:
+        return self.heartbeat_ages()

@@ -1,0 +1,325 @@
+"""JSON-lines logging with secret redaction, structured events, and state-dump files.
+
+This module owns the root logger's Vigil handlers (a file under ``logs_dir`` and, optionally,
+stderr), the redaction rules they apply, and the ``state-dump-*.json`` files in ``logs_dir``.
+
+One line per record: ``ts`` (ISO-8601 UTC), ``level``, ``logger``, ``event`` (``LOG`` unless
+given), ``message``, ``thread``, every extra field, and ``exc`` when there is an exception.
+Extra fields may be msgspec structs, Decimals (written as strings), enums or anything with a
+``str``; a field that cannot be encoded is written as its ``repr``, never dropped with the line.
+
+Redaction runs in a handler filter, so it covers records from every library, not only ours:
+each configured secret value, ``Bearer <credential>``, ``token=<value>`` (and ``password=``,
+``api_key=``...), and any extra field whose name says it is a secret.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import re
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+__all__ = [
+    "REDACTED",
+    "JsonFormatter",
+    "RedactingFilter",
+    "Redactor",
+    "configure_logging",
+    "log_event",
+    "shutdown_logging",
+    "write_state_dump",
+]
+
+REDACTED = "[REDACTED]"
+
+# Shorter "secrets" would shred ordinary words in every line; nothing that short is secret.
+_MIN_SECRET_LENGTH = 4
+_SECRET_KEY_WORDS = r"(?:token|password|passwd|secret|api_?key|enctoken|authorization)"
+_BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9\-._~+/]+=*")
+_KEY_EQUALS = re.compile(rf"(?i)\b(\w*{_SECRET_KEY_WORDS})=([^\s&\"',;]+)")
+_JSON_KEY = re.compile(rf"(?i)(\"\w*{_SECRET_KEY_WORDS}\"\s*:\s*\")([^\"]*)(\")")
+_SECRET_FIELD_NAME = re.compile(rf"(?i)^\w*{_SECRET_KEY_WORDS}$")
+
+# Attributes every LogRecord has; anything else on a record came in through ``extra``.
+_RECORD_ATTRIBUTES = frozenset(
+    vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys() | {"message", "asctime"}
+)
+_OUTPUT_KEYS = frozenset({"ts", "level", "logger", "event", "message", "thread", "exc"})
+_DUMP_KIND = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+_configure_lock = threading.Lock()
+_current_redactor: Redactor | None = None
+
+
+class Redactor:
+    """Replaces secret values and secret-looking patterns in text and nested values."""
+
+    def __init__(self, secrets: Sequence[str] = ()) -> None:
+        values = {secret for secret in secrets if secret and len(secret) >= _MIN_SECRET_LENGTH}
+        # Longest first, so a secret that contains another is replaced whole.
+        ordered = sorted(values, key=len, reverse=True)
+        self._secrets = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+
+    def text(self, value: str) -> str:
+        """``value`` with every secret and secret-looking pattern replaced by ``[REDACTED]``."""
+        if self._secrets is not None:
+            value = self._secrets.sub(REDACTED, value)
+        value = _BEARER.sub(rf"\1 {REDACTED}", value)
+        value = _KEY_EQUALS.sub(rf"\1={REDACTED}", value)
+        return _JSON_KEY.sub(rf"\1{REDACTED}\3", value)
+
+    def value(self, value: Any, *, name: str | None = None) -> Any:
+        """A JSON-ready copy of ``value`` with secrets redacted (structs become dicts)."""
+        if (
+            name is not None
+            and _SECRET_FIELD_NAME.match(name)
+            and not isinstance(value, bool)  # "has_token": true says nothing secret
+            and value not in (None, "")
+        ):
+            return REDACTED
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, bool | int | float) or value is None:
+            return value
+        if isinstance(value, Mapping):
+            return {str(key): self.value(item, name=str(key)) for key, item in value.items()}
+        if isinstance(value, list | tuple | set | frozenset):
+            return [self.value(item) for item in value]
+        try:
+            builtin = msgspec.to_builtins(value, enc_hook=str)
+        except Exception:
+            return self.text(repr(value))
+        if isinstance(builtin, str):
+            return self.text(builtin)
+        return self.value(builtin, name=name)
+
+
+class RedactingFilter(logging.Filter):
+    """Handler filter: rewrites the record's message, extra fields and exception text."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self.redactor = redactor
+        self._exception_formatter = logging.Formatter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # Records are shared between handlers; redacting twice is harmless.
+        record.msg = self.redactor.text(_safe_message(record))
+        record.args = None
+        for key, value in list(vars(record).items()):
+            if key not in _RECORD_ATTRIBUTES:
+                setattr(record, key, self.redactor.value(value, name=key))
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self._exception_formatter.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.redactor.text(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.redactor.text(record.stack_info)
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record (see the module docstring for the keys)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": _iso_utc(record.created),
+            "level": record.levelname,
+            "logger": record.name,
+            "event": str(getattr(record, "event", None) or "LOG"),
+            "message": _safe_message(record),
+            "thread": record.threadName,
+        }
+        for key, value in vars(record).items():
+            if key not in _RECORD_ATTRIBUTES and key not in _OUTPUT_KEYS:
+                line[key] = value
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line["exc"] = record.exc_text
+        if record.stack_info:
+            line["stack"] = record.stack_info
+        return _encode_line(line)
+
+
+def configure_logging(
+    *,
+    logs_dir: str | Path,
+    level: str = "INFO",
+    secrets: Sequence[str] = (),
+    file_name: str = "vigil.log",
+    stream: bool = True,
+) -> None:
+    """Send every logger's records, as redacted JSON lines, to ``logs_dir/file_name`` and
+    (when ``stream``) to stderr.
+
+    Idempotent: a second call replaces the handlers the first one installed (closing them),
+    so a new ``logs_dir`` or secret list takes effect and nothing is duplicated. Handlers that
+    others put on the root logger are left alone.
+
+    Args:
+        logs_dir: created if missing.
+        level: root level name (``DEBUG``, ``INFO``, ...).
+        secrets: values to redact wherever they appear (tokens, passwords, API keys).
+        file_name: log file inside ``logs_dir``; reopened if rotated away (logrotate).
+        stream: also write to stderr.
+
+    Raises:
+        ValueError: ``level`` is not a logging level name.
+        OSError: ``logs_dir`` cannot be created or the file cannot be opened.
+    """
+    numeric_level = logging.getLevelName(level.upper())
+    if not isinstance(numeric_level, int):
+        raise ValueError(f"log level was {level!r}; use DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    directory = Path(logs_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    redactor = Redactor(secrets)
+    formatter = JsonFormatter()
+    handlers: list[logging.Handler] = [
+        logging.handlers.WatchedFileHandler(directory / file_name, encoding="utf-8")
+    ]
+    if stream:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        handler.addFilter(RedactingFilter(redactor))
+        handler._vigil = True  # type: ignore[attr-defined]
+
+    global _current_redactor
+    with _configure_lock:
+        root = logging.getLogger()
+        _remove_vigil_handlers(root)
+        for handler in handlers:
+            root.addHandler(handler)
+        root.setLevel(numeric_level)
+        _current_redactor = redactor
+
+
+def shutdown_logging() -> None:
+    """Remove and close the handlers ``configure_logging`` installed (tests, shutdown)."""
+    global _current_redactor
+    with _configure_lock:
+        _remove_vigil_handlers(logging.getLogger())
+        _current_redactor = None
+
+
+def log_event(
+    logger: logging.Logger,
+    event: str,
+    message: str,
+    *,
+    level: int = logging.INFO,
+    **fields: Any,
+) -> None:
+    """Log ``message`` with ``event`` (e.g. ``MODE_SWITCH``, ``KILL_SWITCH``) and extra fields.
+
+    Fields may be msgspec structs, Decimals, enums or plain values. A field whose name a
+    ``LogRecord`` already uses (``name``, ``msg``, ``args``...) is written with a ``_`` suffix
+    instead of raising.
+    """
+    extra = {"event": event}
+    for key, value in fields.items():
+        safe_key = f"{key}_" if key in _RECORD_ATTRIBUTES or key in _OUTPUT_KEYS else key
+        extra[safe_key] = value
+    logger.log(level, "%s", message, extra=extra, stacklevel=2)
+
+
+def write_state_dump(
+    logs_dir: str | Path, dump: Mapping[str, Any], *, kind: str, now_ns: int
+) -> Path:
+    """Write ``dump`` as pretty JSON to ``logs_dir/state-dump-<kind>-<UTC timestamp>.json``.
+
+    Decimals are written as strings, structs as objects. Secrets are redacted with the rules
+    ``configure_logging`` installed (the patterns alone when it was not called). The file
+    appears whole (written aside, then renamed); a second dump in the same millisecond gets
+    a ``-1`` suffix rather than overwriting the first.
+
+    Args:
+        logs_dir: created if missing.
+        dump: the state to write (e.g. every actor's ``snapshot()``).
+        kind: ``sigusr1``, ``crash``, ``manual``...: letters, digits, ``_`` and ``-`` only.
+        now_ns: the dump time, epoch nanoseconds (from the injected clock).
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: ``kind`` has other characters (it becomes part of a file name).
+        OSError: the file cannot be written.
+    """
+    if not _DUMP_KIND.match(kind):
+        raise ValueError(f"state dump kind was {kind!r}; use 1-64 letters, digits, '_' or '-' only")
+    directory = Path(logs_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    redactor = _current_redactor or Redactor()
+    body = msgspec.json.format(msgspec.json.encode(redactor.value(dict(dump))), indent=2) + b"\n"
+    stamp = _file_stamp(now_ns)
+    temporary = directory / f".state-dump-{kind}-{stamp}.{os.getpid()}.{threading.get_ident()}"
+    temporary.write_bytes(body)
+    try:
+        suffix = 0
+        while True:
+            numbered = f"-{suffix}" if suffix else ""
+            target = directory / f"state-dump-{kind}-{stamp}{numbered}.json"
+            try:
+                # link() never replaces an existing file, so a concurrent dump cannot be lost.
+                os.link(temporary, target)
+            except FileExistsError:
+                suffix += 1
+                continue
+            return target
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _remove_vigil_handlers(root: logging.Logger) -> None:
+    for handler in list(root.handlers):
+        if getattr(handler, "_vigil", False):
+            root.removeHandler(handler)
+            handler.close()
+
+
+def _safe_message(record: logging.LogRecord) -> str:
+    try:
+        return record.getMessage()
+    except Exception:
+        # A bad format string must not lose the line (logging would print a traceback instead).
+        return f"{record.msg!r} % {record.args!r}"
+
+
+def _iso_utc(created: float) -> str:
+    moment = datetime.fromtimestamp(created, tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _file_stamp(now_ns: int) -> str:
+    seconds, nanos = divmod(now_ns, 1_000_000_000)
+    moment = datetime.fromtimestamp(seconds, tz=UTC)
+    return f"{moment:%Y%m%dT%H%M%S}.{nanos // 1_000_000:03d}Z"
+
+
+def _fallback(value: Any) -> Any:
+    return str(value)
+
+
+def _encode_line(line: dict[str, Any]) -> str:
+    try:
+        return msgspec.json.encode(line, enc_hook=_fallback).decode("utf-8")
+    except Exception:
+        safe = {}
+        for key, value in line.items():
+            try:
+                msgspec.json.encode(value, enc_hook=_fallback)
+                safe[key] = value
+            except Exception:
+                safe[key] = repr(value)
+        return msgspec.json.encode(safe).decode("utf-8")

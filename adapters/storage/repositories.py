@@ -1,0 +1,838 @@
+"""Repositories over the engine tables, one per aggregate and keyed by its natural id, and the
+unit of work that puts them in one transaction.
+
+Owns the mapping between rows and domain types (``Order``, ``Bracket``, ``FillReport``) and the
+two database-level guarantees the order path relies on:
+
+- **Idempotency.** ``orders.client_order_id`` and ``fills.trade_id`` are unique. A duplicate
+  order raises ``DuplicateClientOrderId``; a duplicate fill is skipped and reported as ``False``.
+- **Fencing.** The leader lease is a row with a fencing epoch. ``LeaseRepository`` moves it by
+  compare-and-set only, and ``OrderRepository.add(order, fence=...)`` inserts the order only if
+  the lease is still held by that instance at that epoch, in one statement. A stale leader
+  cannot write an order, so it cannot send one (the order row is committed before the broker
+  call).
+
+Every repository takes a SQLAlchemy ``Connection`` and never commits: the caller's transaction
+(normally a ``UnitOfWork``) decides. Supported dialects are SQLite and PostgreSQL (upserts use
+their ``ON CONFLICT`` clause).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal
+
+import msgspec
+from sqlalchemy import (
+    Connection,
+    Insert,
+    Row,
+    Table,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+
+from adapters.storage.tables import (
+    brackets,
+    control_state,
+    daily_reports,
+    events,
+    fills,
+    kill_switch,
+    leader_lease,
+    orders,
+    positions,
+)
+from domain.enums import LegKind, OrderStatus, OrderType, Side
+from domain.messages.orders import FillReport
+from domain.oco import Bracket, BracketStatus
+from domain.orders import Order
+
+if TYPE_CHECKING:
+    import contextlib
+
+    from adapters.storage.database import Database
+
+__all__ = [
+    "DEFAULT_LEASE_NAME",
+    "BracketRepository",
+    "ControlStateRepository",
+    "DailyReportRepository",
+    "DuplicateClientOrderId",
+    "EventRepository",
+    "EventRow",
+    "FillRepository",
+    "KillSwitchRecord",
+    "KillSwitchRepository",
+    "LeaseFence",
+    "LeaseRepository",
+    "LeaseState",
+    "OrderNotFound",
+    "OrderRepository",
+    "PositionRepository",
+    "PositionRow",
+    "StaleEpoch",
+    "UnitOfWork",
+]
+
+DEFAULT_LEASE_NAME = "trader"
+_TERMINAL_ORDER_STATUSES = tuple(s.value for s in OrderStatus if s.is_terminal)
+_INACTIVE_BRACKET_STATUSES = (BracketStatus.CLOSED.value, BracketStatus.CANCELLED.value)
+_KILL_SWITCH_ROW_ID = 1
+
+
+# ---------------------------------------------------------------------------------------------
+# ERRORS AND VALUES
+# ---------------------------------------------------------------------------------------------
+
+
+class DuplicateClientOrderId(Exception):
+    """An order with this ``client_order_id`` is already stored.
+
+    On PostgreSQL the transaction that raised this is aborted and refuses further statements
+    (SQLite happens to stay usable, but do not rely on it): let the ``UnitOfWork`` roll back and
+    start a new one.
+    """
+
+    def __init__(self, client_order_id: str) -> None:
+        super().__init__(
+            f"DUPLICATE_CLIENT_ORDER_ID: client_order_id={client_order_id} is already stored"
+        )
+        self.client_order_id = client_order_id
+
+
+class StaleEpoch(Exception):
+    """A fenced write was refused: the lease is not held by ``instance_id`` at ``epoch``.
+
+    ``holder`` and ``current_epoch`` describe the lease as it was when the write was refused
+    (both ``None`` when there is no lease row at all). The transaction stays usable.
+    """
+
+    def __init__(
+        self,
+        *,
+        instance_id: str,
+        epoch: int,
+        name: str,
+        holder: str | None,
+        current_epoch: int | None,
+        client_order_id: str | None = None,
+    ) -> None:
+        super().__init__(
+            f"STALE_EPOCH: instance_id={instance_id} epoch={epoch} lease={name} "
+            f"holder={holder} current_epoch={current_epoch} client_order_id={client_order_id}"
+        )
+        self.instance_id = instance_id
+        self.epoch = epoch
+        self.name = name
+        self.holder = holder
+        self.current_epoch = current_epoch
+        self.client_order_id = client_order_id
+
+
+class OrderNotFound(LookupError):
+    """``OrderRepository.update`` found no row with this ``client_order_id``."""
+
+    def __init__(self, client_order_id: str) -> None:
+        super().__init__(f"ORDER_NOT_FOUND: client_order_id={client_order_id} is not stored")
+        self.client_order_id = client_order_id
+
+
+class LeaseFence(msgspec.Struct, frozen=True):
+    """The leadership an order is written under: the lease ``name`` held by ``instance_id`` at
+    ``epoch``."""
+
+    instance_id: str
+    epoch: int
+    name: str = DEFAULT_LEASE_NAME
+
+
+class LeaseState(msgspec.Struct, frozen=True, kw_only=True):
+    """The lease row. ``is_leader`` is relative to the caller: True only when the caller's
+    instance holds it and (for ``current``) it has not expired at the caller's ``now_ns``."""
+
+    name: str
+    holder: str
+    epoch: int
+    expires_ns: int
+    is_leader: bool
+
+
+class PositionRow(msgspec.Struct, frozen=True, kw_only=True):
+    """One row of the position projection: one per bracket, ``quantity`` 0 once closed."""
+
+    position_id: str  # the plan_client_id of the bracket that opened it
+    strategy: str
+    instrument: str
+    side: Side
+    quantity: int
+    average_price: Decimal
+    realized_pnl: Decimal
+    status: Literal["OPEN", "CLOSED"] = "OPEN"
+    updated_ns: int = 0
+
+
+class EventRow(msgspec.Struct, frozen=True, kw_only=True):
+    """One audit-trail entry; ``payload`` is the decoded JSON."""
+
+    id: int
+    ts_ns: int
+    event: str
+    instance_id: str
+    payload: Any
+
+
+class KillSwitchRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """The persisted, sticky kill-switch state."""
+
+    active: bool
+    reason: str = ""
+    detail: str = ""
+    activated_ns: int | None = None
+    reset_ns: int | None = None
+    updated_ns: int = 0
+
+
+# ---------------------------------------------------------------------------------------------
+# UNIT OF WORK
+# ---------------------------------------------------------------------------------------------
+
+
+class UnitOfWork:
+    """One transaction with every repository on it.
+
+    ``with UnitOfWork(database) as uow:`` begins the transaction; a clean exit commits and an
+    exception rolls back and propagates. After ``DuplicateClientOrderId`` (or any database
+    error) the transaction may be unusable (always on PostgreSQL): let the exception leave the
+    block and use a new ``UnitOfWork``. Not thread-safe: one thread per unit of work.
+    """
+
+    connection: Connection
+    orders: OrderRepository
+    fills: FillRepository
+    brackets: BracketRepository
+    positions: PositionRepository
+    events: EventRepository
+    lease: LeaseRepository
+    kill_switch: KillSwitchRepository
+    control: ControlStateRepository
+    daily_reports: DailyReportRepository
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._transaction: contextlib.AbstractContextManager[Connection] | None = None
+
+    def __enter__(self) -> UnitOfWork:
+        if self._transaction is not None:
+            raise RuntimeError("UnitOfWork is not re-entrant: it already has a transaction open")
+        transaction = self._database.transaction()
+        connection = transaction.__enter__()
+        self._transaction = transaction
+        self.connection = connection
+        self.orders = OrderRepository(connection)
+        self.fills = FillRepository(connection)
+        self.brackets = BracketRepository(connection)
+        self.positions = PositionRepository(connection)
+        self.events = EventRepository(connection)
+        self.lease = LeaseRepository(connection)
+        self.kill_switch = KillSwitchRepository(connection)
+        self.control = ControlStateRepository(connection)
+        self.daily_reports = DailyReportRepository(connection)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool | None:
+        transaction, self._transaction = self._transaction, None
+        assert transaction is not None, "UnitOfWork exited without being entered"
+        return transaction.__exit__(exc_type, exc, traceback)
+
+
+# ---------------------------------------------------------------------------------------------
+# ORDERS AND FILLS
+# ---------------------------------------------------------------------------------------------
+
+
+class OrderRepository:
+    """The engine's orders, keyed by ``client_order_id``."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def add(self, order: Order, *, fence: LeaseFence | None = None) -> None:
+        """Insert a new order (the write-ahead row, committed before the broker is called).
+
+        Args:
+            order: the order; its ``epoch`` must equal ``fence.epoch`` when fenced.
+            fence: when given, the row is inserted only if the lease ``fence.name`` is held by
+                ``fence.instance_id`` at ``fence.epoch``, checked in the same statement (on
+                PostgreSQL the lease row is share-locked until commit, so a takeover waits for
+                this transaction and cannot slip in between check and insert).
+
+        Raises:
+            DuplicateClientOrderId: the id is already stored; the transaction is unusable.
+            StaleEpoch: the fence no longer matches the lease; nothing was written and the
+                transaction is still usable.
+            ValueError: ``order.epoch`` differs from ``fence.epoch``.
+        """
+        values = _order_values(order)
+        if fence is None:
+            statement: Insert = insert(orders).values(values)
+        else:
+            if order.epoch != fence.epoch:
+                raise ValueError(
+                    f"order epoch differs from its fence: client_order_id="
+                    f"{order.client_order_id} order.epoch={order.epoch} fence.epoch={fence.epoch}"
+                )
+            lease_held = (
+                select(literal(1))
+                .select_from(leader_lease)
+                .where(
+                    leader_lease.c.name == fence.name,
+                    leader_lease.c.holder == fence.instance_id,
+                    leader_lease.c.epoch == fence.epoch,
+                )
+                .with_for_update(read=True)
+            )
+            columns = list(values)
+            source = select(
+                *(literal(values[name], type_=orders.c[name].type) for name in columns)
+            ).where(exists(lease_held))
+            # RETURNING, not rowcount: SQLAlchemy adds an implicit RETURNING on PostgreSQL,
+            # which leaves rowcount at -1
+            statement = insert(orders).from_select(columns, source).returning(orders.c.id)
+        try:
+            result = self._connection.execute(statement)
+        except IntegrityError as error:
+            if "client_order_id" in str(error.orig):
+                raise DuplicateClientOrderId(order.client_order_id) from error
+            raise
+        if fence is not None and result.first() is None:
+            lease = LeaseRepository(self._connection).current(fence.name)
+            raise StaleEpoch(
+                instance_id=fence.instance_id,
+                epoch=fence.epoch,
+                name=fence.name,
+                holder=None if lease is None else lease.holder,
+                current_epoch=None if lease is None else lease.epoch,
+                client_order_id=order.client_order_id,
+            )
+
+    def update(self, order: Order) -> None:
+        """Overwrite the stored order with ``order`` (matched by ``client_order_id``).
+
+        Raises:
+            OrderNotFound: no such order is stored.
+        """
+        values = _order_values(order)
+        del values["client_order_id"]
+        result = self._connection.execute(
+            update(orders).where(orders.c.client_order_id == order.client_order_id).values(values)
+        )
+        if result.rowcount != 1:
+            raise OrderNotFound(order.client_order_id)
+
+    def get(self, client_order_id: str) -> Order | None:
+        row = self._connection.execute(
+            select(orders).where(orders.c.client_order_id == client_order_id)
+        ).first()
+        return None if row is None else _order_from_row(row)
+
+    def list_working(self) -> list[Order]:
+        """Orders not yet FILLED, CANCELLED or REJECTED, oldest first."""
+        rows = self._connection.execute(
+            select(orders)
+            .where(orders.c.status.not_in(_TERMINAL_ORDER_STATUSES))
+            .order_by(orders.c.created_ns, orders.c.id)
+        )
+        return [_order_from_row(row) for row in rows]
+
+    def list_recent(self, limit: int = 200) -> list[Order]:
+        """The newest ``limit`` orders, newest first."""
+        rows = self._connection.execute(
+            select(orders).order_by(orders.c.created_ns.desc(), orders.c.id.desc()).limit(limit)
+        )
+        return [_order_from_row(row) for row in rows]
+
+    def list_for_plan(self, plan_client_id: str) -> list[Order]:
+        """Every leg of one plan, oldest first."""
+        rows = self._connection.execute(
+            select(orders)
+            .where(orders.c.plan_client_id == plan_client_id)
+            .order_by(orders.c.created_ns, orders.c.id)
+        )
+        return [_order_from_row(row) for row in rows]
+
+    def count_duplicates(self) -> int:
+        """How many ``client_order_id`` values are stored more than once (the runbook's check;
+        always 0 while the unique constraint stands)."""
+        groups = (
+            select(orders.c.client_order_id)
+            .group_by(orders.c.client_order_id)
+            .having(func.count() > 1)
+            .subquery()
+        )
+        return int(self._connection.execute(select(func.count()).select_from(groups)).scalar_one())
+
+
+class FillRepository:
+    """Executions, idempotent by the broker's ``trade_id``."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def add(self, fill: FillReport, *, plan_client_id: str, recorded_ns: int) -> bool:
+        """Store a fill unless its ``trade_id`` is already stored.
+
+        Returns:
+            True if stored, False if it was a duplicate (nothing raised; the transaction stays
+            usable, even under a concurrent insert of the same trade).
+        """
+        values = {
+            "trade_id": fill.trade_id,
+            "client_order_id": fill.client_order_id,
+            "plan_client_id": plan_client_id,
+            "broker_order_id": fill.broker_order_id,
+            "instrument": fill.instrument,
+            "side": fill.side.value,
+            "quantity": fill.quantity,
+            "price": fill.price,
+            "ts_event_ns": fill.ts_event,
+            "recorded_ns": recorded_ns,
+        }
+        dialect_insert = _dialect_insert(self._connection)
+        statement = (
+            dialect_insert(fills)
+            .values(values)
+            .on_conflict_do_nothing(index_elements=["trade_id"])
+            .returning(fills.c.id)
+        )
+        # a skipped row returns nothing; rowcount is unreliable under RETURNING on PostgreSQL
+        return self._connection.execute(statement).first() is not None
+
+    def trade_ids(self) -> set[str]:
+        return set(self._connection.execute(select(fills.c.trade_id)).scalars())
+
+    def list_for_plan(self, plan_client_id: str) -> list[FillReport]:
+        """Every fill of one plan's orders, in event order."""
+        rows = self._connection.execute(
+            select(fills)
+            .where(fills.c.plan_client_id == plan_client_id)
+            .order_by(fills.c.ts_event_ns, fills.c.id)
+        )
+        return [
+            FillReport(
+                trade_id=row.trade_id,
+                client_order_id=row.client_order_id,
+                broker_order_id=row.broker_order_id,
+                instrument=row.instrument,
+                side=Side(row.side),
+                quantity=row.quantity,
+                price=row.price,
+                ts_event=row.ts_event_ns,
+            )
+            for row in rows
+        ]
+
+
+# ---------------------------------------------------------------------------------------------
+# BRACKETS AND POSITIONS
+# ---------------------------------------------------------------------------------------------
+
+
+class BracketRepository:
+    """OCO brackets, keyed by ``plan_client_id``; the whole bracket is kept as msgspec JSON and
+    its leg ids and status are copied into plain columns for SQL reconciliation."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def upsert(self, bracket: Bracket) -> None:
+        _upsert(
+            self._connection,
+            brackets,
+            {
+                "plan_client_id": bracket.plan_client_id,
+                "strategy": bracket.strategy,
+                "instrument": bracket.instrument,
+                "status": bracket.status.value,
+                "entry_order_id": bracket.entry_order_id or None,
+                "stop_order_id": bracket.stop_order_id,
+                "target_order_id": bracket.target_order_id,
+                "state": msgspec.json.encode(bracket).decode(),
+                "updated_ns": bracket.ts_updated,
+            },
+            key=("plan_client_id",),
+        )
+
+    def get(self, plan_client_id: str) -> Bracket | None:
+        state = self._connection.execute(
+            select(brackets.c.state).where(brackets.c.plan_client_id == plan_client_id)
+        ).scalar_one_or_none()
+        return None if state is None else msgspec.json.decode(state, type=Bracket)
+
+    def list_active(self) -> list[Bracket]:
+        """Brackets neither CLOSED nor CANCELLED, least recently updated first."""
+        states = self._connection.execute(
+            select(brackets.c.state)
+            .where(brackets.c.status.not_in(_INACTIVE_BRACKET_STATUSES))
+            .order_by(brackets.c.updated_ns, brackets.c.plan_client_id)
+        ).scalars()
+        return [msgspec.json.decode(state, type=Bracket) for state in states]
+
+
+class PositionRepository:
+    """The position projection, one row per bracket, keyed by ``position_id``."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def upsert(self, view: PositionRow) -> None:
+        values = msgspec.structs.asdict(view)
+        values["side"] = view.side.value
+        _upsert(self._connection, positions, values, key=("position_id",))
+
+    def get(self, position_id: str) -> PositionRow | None:
+        row = self._connection.execute(
+            select(positions).where(positions.c.position_id == position_id)
+        ).first()
+        return None if row is None else _position_from_row(row)
+
+    def list_open(self) -> list[PositionRow]:
+        rows = self._connection.execute(
+            select(positions)
+            .where(positions.c.status == "OPEN")
+            .order_by(positions.c.updated_ns, positions.c.position_id)
+        )
+        return [_position_from_row(row) for row in rows]
+
+
+# ---------------------------------------------------------------------------------------------
+# AUDIT TRAIL, LEASE, CONTROL STATE
+# ---------------------------------------------------------------------------------------------
+
+
+class EventRepository:
+    """The append-only audit trail (MODE_SWITCH, KILL_SWITCH, RECOVERY, TRIPWIRE, ...)."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def append(
+        self,
+        event: str,
+        payload: Mapping[str, Any] | msgspec.Struct,
+        *,
+        ts_ns: int,
+        instance_id: str,
+    ) -> None:
+        """Append one entry; ``payload`` is stored as JSON (Decimal as string, enums as value)."""
+        body = payload if isinstance(payload, msgspec.Struct) else dict(payload)
+        self._connection.execute(
+            insert(events).values(
+                ts_ns=ts_ns,
+                event=event,
+                instance_id=instance_id,
+                payload=msgspec.json.encode(body).decode(),
+            )
+        )
+
+    def list_recent(self, limit: int = 100, event: str | None = None) -> list[EventRow]:
+        """The newest ``limit`` entries (of one ``event`` kind if given), newest first."""
+        query = select(events).order_by(events.c.ts_ns.desc(), events.c.id.desc()).limit(limit)
+        if event is not None:
+            query = query.where(events.c.event == event)
+        return [
+            EventRow(
+                id=row.id,
+                ts_ns=row.ts_ns,
+                event=row.event,
+                instance_id=row.instance_id,
+                payload=msgspec.json.decode(row.payload),
+            )
+            for row in self._connection.execute(query)
+        ]
+
+
+class LeaseRepository:
+    """The leader lease: a named row with a holder, a fencing epoch and an expiry.
+
+    Every change is a compare-and-set whose row count decides, so it is correct with several
+    instances on one PostgreSQL or SQLite database: the database serialises writers on the
+    row, and the losing statement matches nothing. Use a short transaction of its own (do not
+    hold the lease row locked while doing other work).
+    """
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def acquire_or_renew(
+        self, *, instance_id: str, now_ns: int, ttl_ns: int, name: str = DEFAULT_LEASE_NAME
+    ) -> LeaseState:
+        """Take, keep or fail to get the lease ``name`` for ``ttl_ns`` from ``now_ns``.
+
+        - held by me and not expired: extend the expiry, same epoch;
+        - expired (whoever held it, me included): take it with epoch + 1;
+        - no row yet: create it at epoch 1 (losing a concurrent create means not leader);
+        - held by another and not expired: not leader.
+
+        Returns:
+            The lease after the attempt, ``is_leader`` telling whether ``instance_id`` holds
+            it. A caller whose epoch changed must treat it as a new leadership.
+        """
+        if ttl_ns <= 0:
+            raise ValueError(f"lease ttl must be positive: ttl_ns={ttl_ns}")
+        expires_ns = now_ns + ttl_ns
+        table = leader_lease
+        renewed = self._connection.execute(
+            update(table)
+            .where(
+                table.c.name == name,
+                table.c.holder == instance_id,
+                table.c.expires_ns > now_ns,
+            )
+            .values(expires_ns=expires_ns, renewed_ns=now_ns)
+        ).rowcount
+        if renewed != 1:
+            taken = self._connection.execute(
+                update(table)
+                .where(table.c.name == name, table.c.expires_ns <= now_ns)
+                .values(
+                    holder=instance_id,
+                    epoch=table.c.epoch + 1,
+                    expires_ns=expires_ns,
+                    renewed_ns=now_ns,
+                )
+            ).rowcount
+            if taken != 1:
+                dialect_insert = _dialect_insert(self._connection)
+                self._connection.execute(
+                    dialect_insert(table)
+                    .values(
+                        name=name,
+                        holder=instance_id,
+                        epoch=1,
+                        expires_ns=expires_ns,
+                        renewed_ns=now_ns,
+                    )
+                    .on_conflict_do_nothing(index_elements=["name"])
+                )
+        state = self.current(name, instance_id=instance_id, now_ns=now_ns)
+        if state is None:  # only if someone deleted the row between our statements
+            raise RuntimeError(f"leader lease row vanished: name={name} instance_id={instance_id}")
+        return state
+
+    def release(self, *, instance_id: str, now_ns: int, name: str = DEFAULT_LEASE_NAME) -> None:
+        """Expire the lease at ``now_ns`` if ``instance_id`` holds it; otherwise do nothing. The
+        next holder (this instance included) takes it with a new epoch."""
+        self._connection.execute(
+            update(leader_lease)
+            .where(
+                leader_lease.c.name == name,
+                leader_lease.c.holder == instance_id,
+                leader_lease.c.expires_ns > now_ns,
+            )
+            .values(expires_ns=now_ns)
+        )
+
+    def current(
+        self,
+        name: str = DEFAULT_LEASE_NAME,
+        *,
+        instance_id: str | None = None,
+        now_ns: int | None = None,
+    ) -> LeaseState | None:
+        """The lease row, or None if no instance ever took it. ``is_leader`` is True only when
+        both ``instance_id`` (the holder) and ``now_ns`` (before expiry) are given and match."""
+        row = self._connection.execute(
+            select(leader_lease).where(leader_lease.c.name == name)
+        ).first()
+        if row is None:
+            return None
+        is_leader = (
+            instance_id is not None
+            and now_ns is not None
+            and row.holder == instance_id
+            and row.expires_ns > now_ns
+        )
+        return LeaseState(
+            name=row.name,
+            holder=row.holder,
+            epoch=row.epoch,
+            expires_ns=row.expires_ns,
+            is_leader=is_leader,
+        )
+
+
+class KillSwitchRepository:
+    """The sticky kill-switch state: a single row."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def load(self) -> KillSwitchRecord | None:
+        row = self._connection.execute(
+            select(kill_switch).where(kill_switch.c.id == _KILL_SWITCH_ROW_ID)
+        ).first()
+        if row is None:
+            return None
+        return KillSwitchRecord(
+            active=bool(row.active),
+            reason=row.reason,
+            detail=row.detail,
+            activated_ns=row.activated_ns,
+            reset_ns=row.reset_ns,
+            updated_ns=row.updated_ns,
+        )
+
+    def save(self, record: KillSwitchRecord) -> None:
+        values = msgspec.structs.asdict(record)
+        values["id"] = _KILL_SWITCH_ROW_ID
+        _upsert(self._connection, kill_switch, values, key=("id",))
+
+
+class ControlStateRepository:
+    """Small named values the control plane must survive a restart with (mode, armed, pause
+    cause, ...), stored as text (JSON by convention)."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def get(self, key: str) -> str | None:
+        return self._connection.execute(
+            select(control_state.c.value).where(control_state.c.key == key)
+        ).scalar_one_or_none()
+
+    def put(self, key: str, value: str, *, ts_ns: int) -> None:
+        _upsert(
+            self._connection,
+            control_state,
+            {"key": key, "value": value, "updated_ns": ts_ns},
+            key=("key",),
+        )
+
+
+class DailyReportRepository:
+    """One JSON report per trading day (``YYYY-MM-DD``); writing a day again replaces it."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def put(self, trading_day: str, report: Mapping[str, Any], *, ts_ns: int) -> None:
+        _upsert(
+            self._connection,
+            daily_reports,
+            {
+                "trading_day": trading_day,
+                "report": msgspec.json.encode(dict(report)).decode(),
+                "created_ns": ts_ns,
+            },
+            key=("trading_day",),
+        )
+
+    def get(self, trading_day: str) -> dict[str, Any] | None:
+        text = self._connection.execute(
+            select(daily_reports.c.report).where(daily_reports.c.trading_day == trading_day)
+        ).scalar_one_or_none()
+        if text is None:
+            return None
+        decoded: dict[str, Any] = msgspec.json.decode(text)
+        return decoded
+
+
+# ---------------------------------------------------------------------------------------------
+# ROW MAPPING
+# ---------------------------------------------------------------------------------------------
+
+
+def _order_values(order: Order) -> dict[str, Any]:
+    return {
+        "client_order_id": order.client_order_id,
+        "plan_client_id": order.plan_client_id,
+        "strategy": order.strategy,
+        "instrument": order.instrument,
+        "leg": order.leg.value,
+        "side": order.side.value,
+        "order_type": order.order_type.value,
+        "quantity": order.quantity,
+        "price": order.price,
+        "trigger_price": order.trigger_price,
+        "status": order.status.value,
+        "filled_quantity": order.filled_quantity,
+        "average_fill_price": order.average_fill_price,
+        "broker_order_id": order.broker_order_id,
+        "epoch": order.epoch,
+        "reason": order.reason,
+        "created_ns": order.ts_created,
+        "updated_ns": order.ts_updated,
+    }
+
+
+def _order_from_row(row: Row[Any]) -> Order:
+    return Order(
+        client_order_id=row.client_order_id,
+        plan_client_id=row.plan_client_id,
+        strategy=row.strategy,
+        instrument=row.instrument,
+        leg=LegKind(row.leg),
+        side=Side(row.side),
+        order_type=OrderType(row.order_type),
+        quantity=row.quantity,
+        price=row.price,
+        trigger_price=row.trigger_price,
+        status=OrderStatus(row.status),
+        filled_quantity=row.filled_quantity,
+        average_fill_price=row.average_fill_price,
+        broker_order_id=row.broker_order_id,
+        epoch=row.epoch,
+        reason=row.reason,
+        ts_created=row.created_ns,
+        ts_updated=row.updated_ns,
+    )
+
+
+def _position_from_row(row: Row[Any]) -> PositionRow:
+    return PositionRow(
+        position_id=row.position_id,
+        strategy=row.strategy,
+        instrument=row.instrument,
+        side=Side(row.side),
+        quantity=row.quantity,
+        average_price=row.average_price,
+        realized_pnl=row.realized_pnl,
+        status=row.status,
+        updated_ns=row.updated_ns,
+    )
+
+
+def _dialect_insert(connection: Connection) -> Any:
+    name = connection.dialect.name
+    if name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        return postgresql_insert
+    if name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert
+    raise NotImplementedError(
+        f"storage supports sqlite and postgresql; the database dialect was {name}"
+    )
+
+
+def _upsert(
+    connection: Connection, table: Table, values: Mapping[str, Any], *, key: Sequence[str]
+) -> None:
+    statement = _dialect_insert(connection)(table).values(dict(values))
+    changes = {column: statement.excluded[column] for column in values if column not in key}
+    connection.execute(statement.on_conflict_do_update(index_elements=list(key), set_=changes))

@@ -1,0 +1,239 @@
+"""The engine's tables (SQLAlchemy Core) on the shared ``metadata``.
+
+Owns: orders, fills, brackets, positions, events, leader_lease, kill_switch, control_state,
+daily_reports. The paper venue's books live in ``adapters.brokers.paper.books`` on the same
+metadata. The domain never imports this module; ``adapters.storage.repositories`` maps rows to
+domain types. Schema changes go through an Alembic migration in ``alembic/versions``.
+
+Conventions: ``*_ns`` columns are epoch nanoseconds (``BigInteger``); money and prices are
+``ExactDecimal`` (``NUMERIC(20, 6)`` on PostgreSQL, canonical text on SQLite); quantities are
+integers.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Dialect,
+    Integer,
+    Numeric,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+from adapters.storage.metadata import metadata
+
+__all__ = [
+    "DECIMAL_PRECISION",
+    "DECIMAL_SCALE",
+    "ExactDecimal",
+    "brackets",
+    "control_state",
+    "daily_reports",
+    "engine_tables",
+    "events",
+    "fills",
+    "kill_switch",
+    "leader_lease",
+    "metadata",
+    "orders",
+    "positions",
+]
+
+DECIMAL_PRECISION = 20
+DECIMAL_SCALE = 6
+_QUANTUM = Decimal(1).scaleb(-DECIMAL_SCALE)
+
+
+class ExactDecimal(TypeDecorator[Decimal]):
+    """A ``Decimal`` that round-trips exactly on every dialect.
+
+    PostgreSQL stores ``NUMERIC(20, 6)``. SQLite has no exact numeric storage (a NUMERIC column
+    turns ``'123.45'`` into a REAL), so there the canonical string goes into a text column.
+    Values with more than six decimals are rounded half-even to six on every dialect, so SQLite
+    and PostgreSQL hold the same figure; trailing zeros are dropped on read, so ``123.45`` comes
+    back as ``Decimal('123.45')`` from both.
+    """
+
+    impl = Numeric(DECIMAL_PRECISION, DECIMAL_SCALE, asdecimal=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String(48))
+        return dialect.type_descriptor(Numeric(DECIMAL_PRECISION, DECIMAL_SCALE, asdecimal=True))
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, Decimal):
+            # floats are refused on purpose: money never passes through binary floating point
+            if isinstance(value, int) and not isinstance(value, bool):
+                value = Decimal(value)
+            else:
+                raise TypeError(
+                    f"ExactDecimal column was given {type(value).__name__} {value!r}; "
+                    "pass a decimal.Decimal"
+                )
+        if not value.is_finite():
+            raise ValueError(f"ExactDecimal column was given a non-finite value {value!r}")
+        value = _canonical(value)
+        if dialect.name == "sqlite":
+            return format(value, "f")
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        if value is None:
+            return None
+        return _canonical(Decimal(str(value)) if not isinstance(value, Decimal) else value)
+
+
+def _canonical(value: Decimal) -> Decimal:
+    if value.as_tuple().exponent < -DECIMAL_SCALE:  # type: ignore[operator]
+        value = value.quantize(_QUANTUM, rounding=ROUND_HALF_EVEN)
+    normalized = value.normalize()
+    # normalize() writes 100 as 1E+2; keep integers in plain notation
+    if normalized.as_tuple().exponent > 0:  # type: ignore[operator]
+        normalized = normalized.quantize(Decimal(1))
+    return normalized
+
+
+def _ns(name: str, **kwargs: Any) -> Column[int]:
+    return Column(name, BigInteger, **kwargs)
+
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("client_order_id", String(40), nullable=False, unique=True),
+    Column("plan_client_id", String(40), nullable=False, index=True),
+    Column("strategy", String(64), nullable=False),
+    Column("instrument", String(64), nullable=False),
+    Column("leg", String(16), nullable=False),
+    Column("side", String(8), nullable=False),
+    Column("order_type", String(16), nullable=False),
+    Column("quantity", Integer, nullable=False),
+    Column("price", ExactDecimal(), nullable=True),
+    Column("trigger_price", ExactDecimal(), nullable=True),
+    Column("status", String(24), nullable=False, index=True),
+    Column("filled_quantity", Integer, nullable=False, default=0),
+    Column("average_fill_price", ExactDecimal(), nullable=True),
+    Column("broker_order_id", String(64), nullable=True),
+    Column("epoch", BigInteger, nullable=False, default=0),
+    Column("reason", Text, nullable=False, default=""),
+    _ns("created_ns", nullable=False),
+    _ns("updated_ns", nullable=False),
+)
+
+fills = Table(
+    "fills",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("trade_id", String(64), nullable=False, unique=True),
+    Column("client_order_id", String(40), nullable=False, index=True),
+    Column("plan_client_id", String(40), nullable=False, index=True),
+    Column("broker_order_id", String(64), nullable=False, default=""),
+    Column("instrument", String(64), nullable=False),
+    Column("side", String(8), nullable=False),
+    Column("quantity", Integer, nullable=False),
+    Column("price", ExactDecimal(), nullable=False),
+    _ns("ts_event_ns", nullable=False),
+    _ns("recorded_ns", nullable=False),
+)
+
+brackets = Table(
+    "brackets",
+    metadata,
+    Column("plan_client_id", String(40), primary_key=True),
+    Column("strategy", String(64), nullable=False),
+    Column("instrument", String(64), nullable=False),
+    Column("status", String(24), nullable=False, index=True),
+    Column("entry_order_id", String(40), nullable=True),
+    Column("stop_order_id", String(40), nullable=True),
+    Column("target_order_id", String(40), nullable=True),
+    Column("state", Text, nullable=False),
+    _ns("updated_ns", nullable=False),
+)
+
+positions = Table(
+    "positions",
+    metadata,
+    Column("position_id", String(40), primary_key=True),
+    Column("strategy", String(64), nullable=False),
+    Column("instrument", String(64), nullable=False),
+    Column("side", String(8), nullable=False),
+    Column("quantity", Integer, nullable=False),
+    Column("average_price", ExactDecimal(), nullable=False),
+    Column("realized_pnl", ExactDecimal(), nullable=False),
+    Column("status", String(8), nullable=False, index=True),
+    _ns("updated_ns", nullable=False),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    _ns("ts_ns", nullable=False, index=True),
+    Column("event", String(40), nullable=False, index=True),
+    Column("instance_id", String(64), nullable=False),
+    Column("payload", Text, nullable=False),
+)
+
+leader_lease = Table(
+    "leader_lease",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(64), nullable=False),
+    Column("epoch", BigInteger, nullable=False),
+    _ns("expires_ns", nullable=False),
+    _ns("renewed_ns", nullable=False),
+)
+
+kill_switch = Table(
+    "kill_switch",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("active", Boolean, nullable=False),
+    Column("reason", String(64), nullable=False),
+    Column("detail", Text, nullable=False),
+    _ns("activated_ns", nullable=True),
+    _ns("reset_ns", nullable=True),
+    _ns("updated_ns", nullable=False),
+)
+
+control_state = Table(
+    "control_state",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+    _ns("updated_ns", nullable=False),
+)
+
+daily_reports = Table(
+    "daily_reports",
+    metadata,
+    Column("trading_day", String(10), primary_key=True),
+    Column("report", Text, nullable=False),
+    _ns("created_ns", nullable=False),
+)
+
+engine_tables: tuple[Table, ...] = (
+    orders,
+    fills,
+    brackets,
+    positions,
+    events,
+    leader_lease,
+    kill_switch,
+    control_state,
+    daily_reports,
+)
+"""The tables migration ``0001_engine_tables`` creates (the venue books are not among them)."""

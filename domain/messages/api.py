@@ -1,0 +1,194 @@
+"""Request and response bodies of the admin HTTP API.
+
+These are the shapes ``adapters.http`` decodes and encodes and the OpenAPI document describes.
+Money is ``Decimal`` (a JSON string on the wire), quantities are ``int``, times are epoch
+nanoseconds (``*_ns``, ``ts_*``) and ages are float seconds (``*_s``).
+
+Request structs reject unknown fields: a typo in a mutating command (``{"mdoe": "LIVE"}``) is a
+400, not a silently ignored key.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated
+
+import msgspec
+
+from domain.enums import LegKind, Mode, OrderStatus, OrderType, PauseCause, Side, TradingState
+from domain.messages.orders import PositionView, RiskBlocked
+
+__all__ = [
+    "ActorView",
+    "ErrorBody",
+    "FlattenRequest",
+    "HealthView",
+    "ModeRequest",
+    "ModeResult",
+    "OrderView",
+    "OrdersView",
+    "PauseCauseView",
+    "PauseRequest",
+    "PositionsView",
+    "ReadyView",
+    "RiskView",
+    "StatusView",
+]
+
+# A reason travels to logs, the audit trail and metric labels: keep it short and non-empty.
+Reason = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+
+
+# ---------------------------------------------------------------------------------------------
+# REQUESTS
+# ---------------------------------------------------------------------------------------------
+
+
+class ModeRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Switch mode. ``confirm`` is the confirmation phrase the LIVE gate asks for."""
+
+    mode: Mode
+    confirm: str | None = None
+
+
+class PauseRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Pause entries (exits and protective orders go on)."""
+
+    reason: Reason = "operator"
+
+
+class FlattenRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Cancel every working sibling, then close every position at market."""
+
+    reason: Reason = "operator"
+
+
+# ---------------------------------------------------------------------------------------------
+# RESPONSES
+# ---------------------------------------------------------------------------------------------
+
+
+class ModeResult(msgspec.Struct, frozen=True, kw_only=True):
+    """Outcome of a mode switch: the mode now in force and the one before it."""
+
+    status: Mode
+    previous: Mode
+    armed: bool
+    message: str
+
+
+class ErrorBody(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Every 4xx/5xx body. ``error`` is an UPPER_SNAKE code; ``blockers`` lists failed gates."""
+
+    error: str
+    message: str
+    blockers: list[str] | None = None
+
+
+class PauseCauseView(msgspec.Struct, frozen=True, kw_only=True):
+    """One reason entries are paused, and since when."""
+
+    cause: PauseCause
+    detail: str
+    since_ns: int
+
+
+class ActorView(msgspec.Struct, frozen=True, kw_only=True):
+    """A supervised actor's liveness and restart count."""
+
+    name: str
+    alive: bool
+    restarts: int
+    last_error: str | None
+
+
+class StatusView(msgspec.Struct, frozen=True, kw_only=True):
+    """The three state dimensions plus the figures an operator checks first."""
+
+    instance_id: str
+    mode: Mode
+    armed: bool
+    trading_state: TradingState
+    pause_causes: list[PauseCauseView]
+    halt_reason: str | None
+    is_leader: bool
+    epoch: int
+    config_sha: str
+    marketdata_age_s: dict[str, float]  # feed name -> seconds since its last tick or heartbeat
+    order_stream_age_s: float | None  # None until the order stream has been heard from
+    positions_open: int
+    working_orders: int
+    realized_pnl_today: Decimal
+    unrealized_pnl: Decimal
+    heat_rupees: Decimal
+    uptime_s: float
+    actors: list[ActorView]
+    ts_event: int
+
+
+class HealthView(msgspec.Struct, frozen=True, kw_only=True):
+    """Liveness: the process answers."""
+
+    status: str
+    uptime_s: float
+
+
+class ReadyView(msgspec.Struct, frozen=True, kw_only=True):
+    """Readiness: ``ready`` only when ``blockers`` is empty."""
+
+    ready: bool
+    blockers: list[str]
+
+
+class PositionsView(msgspec.Struct, frozen=True, kw_only=True):
+    """Open positions."""
+
+    positions: list[PositionView]
+    count: int
+
+
+class OrderView(msgspec.Struct, frozen=True, kw_only=True):
+    """One order as the engine tracks it."""
+
+    client_order_id: str
+    plan_client_id: str
+    strategy: str
+    instrument: str
+    leg: LegKind
+    side: Side
+    order_type: OrderType
+    quantity: int
+    filled_quantity: int
+    price: Decimal | None
+    trigger_price: Decimal | None
+    average_fill_price: Decimal | None
+    status: OrderStatus
+    epoch: int
+    reason: str
+    ts_created: int
+    ts_updated: int
+
+
+class OrdersView(msgspec.Struct, frozen=True, kw_only=True):
+    """The most recent orders, newest first."""
+
+    orders: list[OrderView]
+    count: int
+
+
+class RiskView(msgspec.Struct, frozen=True, kw_only=True):
+    """Risk limits in force, current usage, and why recent plans were blocked.
+
+    ``limits`` maps each limit's config name to its value as text; ``blocks`` counts blocks
+    per denial code since start.
+    """
+
+    limits: dict[str, str]
+    heat_rupees: Decimal
+    heat_cap_rupees: Decimal
+    daily_pnl: Decimal
+    daily_loss_limit_rupees: Decimal
+    open_positions: int
+    trades_last_hour: int
+    blocks: dict[str, int]
+    last_blocks: list[RiskBlocked]

@@ -1,0 +1,56 @@
+"""Queries (``Query...``, answered through ``ask``) and actor-plumbing messages."""
+
+from __future__ import annotations
+
+import msgspec
+
+__all__ = [
+    "DrainTicks",
+    "Ping",
+    "Pong",
+    "QueryOrders",
+    "QueryPortfolio",
+    "QueryPositions",
+    "QueryRisk",
+    "QuerySnapshot",
+    "QueryTradingState",
+]
+
+
+class QuerySnapshot(msgspec.Struct, frozen=True, kw_only=True):
+    """Ask any actor for its state dump (secrets redacted)."""
+
+
+class QueryPositions(msgspec.Struct, frozen=True, kw_only=True):
+    pass
+
+
+class QueryOrders(msgspec.Struct, frozen=True, kw_only=True):
+    limit: int = 200
+
+
+class QueryPortfolio(msgspec.Struct, frozen=True, kw_only=True):
+    pass
+
+
+class QueryRisk(msgspec.Struct, frozen=True, kw_only=True):
+    pass
+
+
+class QueryTradingState(msgspec.Struct, frozen=True, kw_only=True):
+    pass
+
+
+class Ping(msgspec.Struct, frozen=True, kw_only=True):
+    """Liveness probe from the supervisor; the child answers with ``Pong`` by ``tell``."""
+
+    sequence: int
+
+
+class Pong(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    sequence: int
+
+
+class DrainTicks(msgspec.Struct, frozen=True, kw_only=True):
+    """Wake-up: the conflating mailbox holds the latest tick per instrument."""

@@ -1,0 +1,404 @@
+"""The composition root: builds adapters and the supervised actor tree from an EngineConfig.
+
+``Engine`` is what ``python -m launcher`` runs and what actor and end-to-end tests build. Tests
+pass a ``ManualClock`` and ``run_ticker=False``/``run_feed=False`` and drive time and ticks
+themselves with ``fire_timer()`` and ``publish_ticks()``.
+
+Start order: storage (migrated to head), metrics, the paper venue (its books survive a
+crash), then the supervisor, which starts its children in dependency order: order, risk,
+strategies, feed, kill switch (publishes the trading state to the already-running
+consumers), leader (publishes leadership), admin HTTP. Stop order is the reverse.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import pykka
+
+from actors.admin_http_actor import AdminHttpActor
+from actors.base import SUPERVISOR
+from actors.control import EngineControl
+from actors.directory import ActorDirectory
+from actors.feed_actor import FeedActor, TickSink
+from actors.kill_switch_actor import KillSwitchActor
+from actors.leader_actor import LeaderActor
+from actors.mailbox import TickConflator
+from actors.order_actor import OrderActor
+from actors.risk_actor import RiskActor
+from actors.strategy_actor import StrategyActor
+from actors.supervisor import ChildSpec, Supervisor
+from adapters.brokers.paper.broker import PaperBroker
+from adapters.clock import WallClock
+from adapters.feeds.pump import FeedPump, build_tick_source
+from adapters.logs import log_event
+from adapters.metrics import EngineMetrics
+from adapters.storage.database import Database
+from adapters.ticker import Ticker
+from domain.instruments import Instrument
+from domain.messages import Tick, TicksReceived, TimerFired
+from domain.strategies import build_strategy
+from launcher.config import config_sha
+
+if TYPE_CHECKING:
+    from domain.clock import Clock
+    from domain.config import EngineConfig
+
+__all__ = ["Engine", "feed_actor_name", "strategy_actor_name"]
+
+logger = logging.getLogger(__name__)
+
+
+def strategy_actor_name(strategy: str) -> str:
+    return f"strategy:{strategy}"
+
+
+def feed_actor_name(feed: str) -> str:
+    return f"feed:{feed}"
+
+
+class Engine:
+    """One engine instance: one broker account, one actor tree.
+
+    Args:
+        config: the validated configuration.
+        clock: time source; the wall clock unless a test passes a manual one.
+        run_ticker: drive timers from a background thread (production).
+        run_feed: run the configured market-data pump (production and ``make paper``).
+        run_http: start the admin HTTP actor.
+    """
+
+    def __init__(
+        self,
+        config: EngineConfig,
+        *,
+        clock: Clock | None = None,
+        run_ticker: bool = True,
+        run_feed: bool = True,
+        run_http: bool = True,
+        broker_partial_fill_max: int | None = None,
+    ) -> None:
+        self.config = config
+        self.clock: Clock = clock or WallClock()
+        self.config_sha = config_sha(config)
+        self._run_ticker = run_ticker
+        self._run_feed = run_feed
+        self._run_http = run_http
+        self._broker_partial_fill_max = broker_partial_fill_max
+        self.instruments: dict[str, Instrument] = {
+            item.symbol: Instrument(**item.model_dump()) for item in config.instruments
+        }
+        self.strategy_names = [s.name for s in config.strategies]
+        self.feed_name = config.feed.name
+        self.directory = ActorDirectory()
+        self.metrics = EngineMetrics(
+            instance_id=config.instance_id,
+            strategies=self.strategy_names,
+            feeds=[self.feed_name],
+            queues=["order", "risk", *map(strategy_actor_name, self.strategy_names)],
+            config_sha=self.config_sha,
+        )
+        self.database: Database | None = None
+        self.broker: PaperBroker | None = None
+        self.control: EngineControl | None = None
+        self._supervisor: pykka.ActorRef[Any] | None = None
+        self._pump: FeedPump | None = None
+        self._ticker: Ticker | None = None
+        self._http_bound = threading.Event()
+        self.http_port: int | None = None
+        self._conflators: dict[str, TickConflator] = {}
+        self._started = False
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        config = self.config
+        if config.cpu_affinity:
+            os.sched_setaffinity(0, set(config.cpu_affinity))
+        log_event(
+            logger,
+            "START",
+            f"Vigil {config.instance_id} starting in {config.mode.value} mode",
+            instance_id=config.instance_id,
+            mode=config.mode.value,
+            config_sha=self.config_sha,
+        )
+        self.database = Database.from_url(config.database_url)
+        self.broker = PaperBroker(
+            config=config.paper_broker,
+            instruments=self.instruments,
+            database=self.database,
+            clock=self.clock,
+            partial_fill_max=self._broker_partial_fill_max,
+        )
+        account = self.broker.connect()
+        logger.info("broker %s connected: account %s", self.broker.name, account.account_id)
+        self.broker.set_report_sink(lambda report: self.directory.tell("order", report))
+        self.control = EngineControl(
+            directory=self.directory,
+            clock=self.clock,
+            config=config,
+            config_sha=self.config_sha,
+            metrics=self.metrics,
+        )
+        supervisor = Supervisor.start(
+            name=SUPERVISOR,
+            clock=self.clock,
+            directory=self.directory,
+            mailbox_capacity=config.mailbox_capacity,
+            children=self._child_specs(),
+            metrics=self.metrics,
+            supervision=config.supervision,
+            heartbeats=config.heartbeats,
+            leader=config.leader,
+            feeds=[self.feed_name],
+            logs_dir=config.logs_dir,
+        )
+        self._supervisor = supervisor
+        self.directory.register(SUPERVISOR, supervisor)
+        supervisor.proxy().start_children().get(timeout=30)
+        self._started = True
+        if self._run_http and not self._http_bound.wait(10):
+            raise RuntimeError("admin HTTP server did not start within 10 s; see the log")
+        if self._run_feed:
+            self._pump = FeedPump(
+                name=self.feed_name,
+                sink=self._deliver_batch,
+                source=build_tick_source(config.feed, self.instruments),
+                clock=self.clock,
+                speed=config.feed.replay_speed,
+            )
+            self._pump.start()
+        if self._run_ticker:
+            self._ticker = Ticker(
+                name="engine-timer",
+                interval_s=config.heartbeats.timer_interval_ms / 1000,
+                callback=self.fire_timer,
+            )
+            self._ticker.start()
+        self.fire_timer()
+
+    def stop(self) -> None:
+        if not self._started:
+            return
+        self._started = False
+        if self._ticker is not None:
+            self._ticker.stop()
+        if self._pump is not None:
+            self._pump.stop()
+        if self._supervisor is not None:
+            try:
+                self._supervisor.proxy().stop_children().get(timeout=30)
+            except Exception:
+                logger.exception("stopping children failed")
+            self._supervisor.stop(block=True, timeout=10)
+            self.directory.unregister(SUPERVISOR)
+        if self.broker is not None:
+            self.broker.close()
+        if self.database is not None:
+            self.database.dispose()
+        log_event(logger, "STOP", f"Vigil {self.config.instance_id} stopped")
+
+    # ------------------------------------------------------------------ driving
+    def fire_timer(self) -> None:
+        """One heartbeat: the venue's clock work, then the supervisor's fan-out."""
+        now = self.clock.now_ns()
+        if self.broker is not None:
+            try:
+                self.broker.on_time(now)
+            except Exception:
+                logger.exception("paper venue time step failed")
+        self.directory.tell(SUPERVISOR, TimerFired(now_ns=now))
+
+    def publish_ticks(self, ticks: Sequence[Tick]) -> bool:
+        """Hand a batch to the feed actor as the pump would."""
+        return self._deliver_batch(TicksReceived(feed=self.feed_name, ticks=tuple(ticks)))
+
+    def stall_feed(self) -> None:
+        if self._pump is not None:
+            self._pump.stall()
+
+    def resume_feed(self) -> None:
+        if self._pump is not None:
+            self._pump.resume()
+
+    @property
+    def pump(self) -> FeedPump | None:
+        return self._pump
+
+    def conflator(self, consumer: str) -> TickConflator:
+        return self._conflators[consumer]
+
+    # ------------------------------------------------------------------ wiring
+    def _deliver_batch(self, batch: TicksReceived) -> bool:
+        return self.directory.tell(feed_actor_name(self.feed_name), batch)
+
+    def _make_conflator(self, consumer: str) -> TickConflator:
+        conflator = TickConflator(
+            consumer=consumer, wake=lambda wake: self.directory.tell(consumer, wake)
+        )
+        self._conflators[consumer] = conflator
+        return conflator
+
+    def _child_specs(self) -> list[ChildSpec]:
+        config = self.config
+        assert self.database is not None and self.broker is not None
+        database, broker, metrics = self.database, self.broker, self.metrics
+        base = {
+            "clock": self.clock,
+            "directory": self.directory,
+            "mailbox_capacity": config.mailbox_capacity,
+        }
+        order_conflator = self._make_conflator("order")
+        risk_conflator = self._make_conflator("risk")
+        specs: list[ChildSpec] = [
+            ChildSpec(
+                name="order",
+                start=lambda: OrderActor.start(
+                    name="order",
+                    database=database,
+                    broker=broker,
+                    instruments=self.instruments,
+                    conflator=order_conflator,
+                    metrics=metrics,
+                    instance_id=config.instance_id,
+                    strategies=self.strategy_names,
+                    **base,
+                ),
+                receives_timer=True,
+            ),
+            ChildSpec(
+                name="risk",
+                start=lambda: RiskActor.start(
+                    name="risk",
+                    limits=config.risk,
+                    instruments=self.instruments,
+                    conflator=risk_conflator,
+                    metrics=metrics,
+                    **base,
+                ),
+            ),
+        ]
+        sinks: list[TickSink] = [broker.on_tick, order_conflator.offer, risk_conflator.offer]
+        for strategy_config in config.strategies:
+            name = strategy_actor_name(strategy_config.name)
+            conflator = self._make_conflator(name)
+            traded = frozenset(strategy_config.instruments)
+            sinks.append(_filtered(conflator.offer, traded))
+            specs.append(
+                ChildSpec(
+                    name=name,
+                    start=_strategy_starter(
+                        name,
+                        strategy_config,
+                        self.instruments,
+                        config,
+                        traded,
+                        conflator,
+                        metrics,
+                        base,
+                    ),
+                )
+            )
+        feed_name = feed_actor_name(self.feed_name)
+        specs.append(
+            ChildSpec(
+                name=feed_name,
+                start=lambda: FeedActor.start(
+                    name=feed_name,
+                    feed=self.feed_name,
+                    instruments=self.instruments,
+                    sinks=sinks,
+                    metrics=metrics,
+                    **base,
+                ),
+                receives_timer=True,
+            )
+        )
+        specs.append(
+            ChildSpec(
+                name="kill_switch",
+                start=lambda: KillSwitchActor.start(
+                    name="kill_switch",
+                    database=database,
+                    metrics=metrics,
+                    instance_id=config.instance_id,
+                    initial_mode=config.mode,
+                    auto_arm_paper=config.auto_arm_paper,
+                    live_gates=config.live,
+                    subscribers=("order", "risk", SUPERVISOR),
+                    **base,
+                ),
+                receives_timer=True,
+            )
+        )
+        specs.append(
+            ChildSpec(
+                name="leader",
+                start=lambda: LeaderActor.start(
+                    name="leader",
+                    database=database,
+                    metrics=metrics,
+                    instance_id=config.instance_id,
+                    config=config.leader,
+                    subscribers=("order", SUPERVISOR),
+                    **base,
+                ),
+                receives_timer=True,
+            )
+        )
+        if self._run_http:
+            assert self.control is not None
+            control = self.control
+            specs.append(
+                ChildSpec(
+                    name="admin_http",
+                    start=lambda: AdminHttpActor.start(
+                        name="admin_http",
+                        control=control,
+                        config=config.http,
+                        on_bound=self._on_http_bound,
+                        **base,
+                    ),
+                )
+            )
+        return specs
+
+    def _on_http_bound(self, port: int) -> None:
+        self.http_port = port
+        self._http_bound.set()
+
+
+def _filtered(offer: Callable[[Tick], None], instruments: frozenset[str]) -> TickSink:
+    def sink(tick: Tick) -> None:
+        if tick.instrument in instruments:
+            offer(tick)
+
+    return sink
+
+
+def _strategy_starter(
+    name: str,
+    strategy_config: Any,
+    instruments: dict[str, Instrument],
+    config: EngineConfig,
+    traded: frozenset[str],
+    conflator: TickConflator,
+    metrics: EngineMetrics,
+    base: dict[str, Any],
+) -> Callable[[], pykka.ActorRef[Any]]:
+    # A fresh strategy object per incarnation: a restart rebuilds indicators from market data.
+    def start() -> pykka.ActorRef[Any]:
+        return StrategyActor.start(
+            name=name,
+            strategy=build_strategy(strategy_config, instruments, config.risk),
+            instruments=traded,
+            conflator=conflator,
+            metrics=metrics,
+            **base,
+        )
+
+    return start

@@ -1,0 +1,400 @@
+"""Feeds: the synthetic market, CSV replay and the pump thread (real threads, no sleeps)."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from adapters.feeds import (
+    FeedPump,
+    SyntheticMarket,
+    TickDataError,
+    build_tick_source,
+    read_ticks,
+)
+from domain.clock import NANOS_PER_SECOND, ManualClock
+from domain.config import FeedConfig
+from domain.instruments import Instrument
+from domain.messages.market import Tick, TicksReceived
+
+D = Decimal
+T0 = 1_767_225_600 * NANOS_PER_SECOND
+SAMPLE_CSV = Path(__file__).resolve().parents[1] / "resources" / "ticks_sample.csv"
+
+INSTRUMENTS = [
+    Instrument(symbol="NIFTY-FUT", lot_size=50, reference_price=D("24000"), freeze_quantity=1800),
+    Instrument(symbol="BANKNIFTY-FUT", lot_size=15, reference_price=D("52000")),
+    Instrument(symbol="RELIANCE", lot_size=1, reference_price=D("2900"), max_spread_ticks=10),
+    Instrument(symbol="INFY", lot_size=1, reference_price=D("1800"), max_spread_ticks=10),
+]
+BY_SYMBOL = {instrument.symbol: instrument for instrument in INSTRUMENTS}
+
+
+def run_market(market: SyntheticMarket, calls: int, step_ns: int = 250_000_000) -> list[Tick]:
+    ticks: list[Tick] = []
+    for call in range(calls):
+        ticks.extend(market.next_ticks(T0 + call * step_ns))
+    return ticks
+
+
+class TestSyntheticMarket:
+    def test_same_seed_and_calls_give_the_same_ticks(self) -> None:
+        config = FeedConfig(seed=42)
+
+        first = run_market(SyntheticMarket(INSTRUMENTS, config), 500)
+        second = run_market(SyntheticMarket(INSTRUMENTS, config), 500)
+
+        assert first == second
+
+    def test_a_different_seed_gives_a_different_market(self) -> None:
+        first = run_market(SyntheticMarket(INSTRUMENTS, FeedConfig(seed=1)), 200)
+        second = run_market(SyntheticMarket(INSTRUMENTS, FeedConfig(seed=2)), 200)
+
+        assert [t.last for t in first] != [t.last for t in second]
+
+    def test_each_instrument_has_its_own_stream_unaffected_by_the_others(self) -> None:
+        config = FeedConfig(seed=42)
+        alone = run_market(SyntheticMarket([BY_SYMBOL["INFY"]], config), 300)
+        together = run_market(SyntheticMarket(INSTRUMENTS, config), 300)
+
+        assert alone == [tick for tick in together if tick.instrument == "INFY"]
+
+    def test_returns_one_tick_per_instrument_stamped_with_now(self) -> None:
+        market = SyntheticMarket(INSTRUMENTS, FeedConfig())
+
+        ticks = market.next_ticks(T0 + 123)
+
+        assert [tick.instrument for tick in ticks] == [i.symbol for i in INSTRUMENTS]
+        assert all(tick.ts_event == tick.ts_init == T0 + 123 for tick in ticks)
+
+    def test_quotes_stay_valid_over_ten_thousand_ticks_with_blowouts_and_band_hits(
+        self,
+    ) -> None:
+        config = FeedConfig(
+            seed=3,
+            volatility_bps=8.0,
+            spread_blowout_probability=0.01,
+            band_hit_probability=0.002,
+        )
+        market = SyntheticMarket(INSTRUMENTS, config)
+
+        ticks = run_market(market, 2500)
+
+        assert len(ticks) == 10_000
+        blowouts = band_hits = normal_spreads = 0
+        for tick in ticks:
+            instrument = BY_SYMBOL[tick.instrument]
+            lower, upper = instrument.band()
+            assert lower <= tick.bid < tick.ask <= upper, tick
+            assert tick.bid <= tick.last <= tick.ask, tick
+            for price in (tick.bid, tick.ask, tick.last):
+                assert price % instrument.tick_size == 0, tick
+            assert tick.bid_size > 0 and tick.ask_size > 0 and tick.volume > 0, tick
+            spread_ticks = tick.spread / instrument.tick_size
+            if spread_ticks > instrument.max_spread_ticks:
+                blowouts += 1
+            if spread_ticks <= 3:
+                normal_spreads += 1
+            if tick.ask == upper or tick.bid == lower:
+                band_hits += 1
+        assert blowouts > 0
+        assert band_hits > 0
+        assert normal_spreads > 0.9 * len(ticks)
+
+    def test_mean_reverts_after_being_pushed_to_the_band(self) -> None:
+        instrument = BY_SYMBOL["RELIANCE"]
+        config = FeedConfig(seed=5, volatility_bps=2.0, band_hit_probability=0.01)
+        market = SyntheticMarket([instrument], config)
+        lower, upper = instrument.band()
+        width = upper - lower
+
+        ticks = run_market(market, 3000)
+
+        first_hit = next(
+            index for index, tick in enumerate(ticks) if tick.ask == upper or tick.bid == lower
+        )
+        later = ticks[first_hit + 250]
+        assert lower + width / 10 < later.last < upper - width / 10
+
+    def test_refuses_a_band_too_narrow_to_quote_in(self) -> None:
+        tiny = Instrument(symbol="X", reference_price=D("1"), price_band_pct=D("1"))
+
+        with pytest.raises(ValueError, match="narrower than two ticks"):
+            SyntheticMarket([tiny], FeedConfig())
+
+
+def write_csv(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "ticks.csv"
+    path.write_text(text)
+    return path
+
+
+HEADER = "ts,instrument,bid,ask,last,volume\n"
+GOOD_ROW = "2026-01-02T09:15:00+05:30,RELIANCE,2900.00,2900.10,2900.05,10\n"
+
+
+class TestCsvReplay:
+    def test_reads_the_sample_file_in_order_with_mid_for_a_missing_last(self) -> None:
+        ticks = list(read_ticks(SAMPLE_CSV, BY_SYMBOL))
+
+        assert len(ticks) == 200
+        assert {tick.instrument for tick in ticks} == {"NIFTY-FUT", "RELIANCE"}
+        assert all(a.ts_event <= b.ts_event for a, b in itertools.pairwise(ticks))
+        # 2026-01-02T09:15:00+05:30 is 03:45:00 UTC.
+        assert ticks[0].ts_event == (1_767_225_600 + 86_400 + 13_500) * NANOS_PER_SECOND
+        blank_last = ticks[6]  # line 8 of the file leaves ``last`` empty
+        assert blank_last.last == (blank_last.bid + blank_last.ask) / 2
+
+    def test_accepts_integer_epoch_nanoseconds_and_optional_columns(self, tmp_path: Path) -> None:
+        path = write_csv(
+            tmp_path,
+            f"ts,instrument,bid,ask\n{T0 + 1},RELIANCE,100.00,100.05\n{T0 + 1},INFY,50.00,50.05\n",
+        )
+
+        ticks = list(read_ticks(path, BY_SYMBOL))
+
+        assert [tick.ts_event for tick in ticks] == [T0 + 1, T0 + 1]
+        assert ticks[0].last == D("100.025")
+        assert ticks[0].volume == 0
+
+    @pytest.mark.parametrize(
+        ("row", "column", "rule"),
+        [
+            ("2026-01-02T09:15:01+05:30,TCS,1,2,1,1\n", "instrument", "unknown instrument"),
+            ("2026-01-02T09:15:01+05:30,RELIANCE,2901,2900,2900,1\n", "bid", "bid above ask"),
+            ("2026-01-02T09:15:01+05:30,RELIANCE,0,2900,2900,1\n", "bid", "non-positive price"),
+            ("2026-01-02T09:15:01+05:30,RELIANCE,2900,-1,2900,1\n", "ask", "non-positive price"),
+            ("2026-01-02T09:15:01+05:30,RELIANCE,2900,29o1,2900,1\n", "ask", "unparseable number"),
+            ("2026-01-02T09:15:01+05:30,RELIANCE,2900,2901,NaN,1\n", "last", "unparseable number"),
+            ("2026-01-02T09:15:01+05:30,RELIANCE,2900,2901,2900,1.5\n", "volume", "unparseable"),
+            ("2026-01-02T09:14:59+05:30,RELIANCE,2900,2901,2900,1\n", "ts", "went backwards"),
+            ("2026-01-02T09:15:01,RELIANCE,2900,2901,2900,1\n", "ts", "no timezone"),
+            ("yesterday,RELIANCE,2900,2901,2900,1\n", "ts", "unparseable timestamp"),
+        ],
+    )
+    def test_names_file_line_column_and_rule_of_a_bad_row(
+        self, tmp_path: Path, row: str, column: str, rule: str
+    ) -> None:
+        path = write_csv(tmp_path, HEADER + GOOD_ROW + GOOD_ROW + row)
+
+        with pytest.raises(TickDataError) as caught:
+            list(read_ticks(path, BY_SYMBOL))
+
+        error = caught.value
+        assert error.line == 4
+        assert error.column == column
+        assert rule in error.rule
+        assert str(path) in str(error)
+        assert f":4: column {column!r}" in str(error)
+
+    def test_names_a_missing_required_column(self, tmp_path: Path) -> None:
+        path = write_csv(tmp_path, "ts,instrument,bid\n2026-01-02T09:15:00Z,RELIANCE,1\n")
+
+        with pytest.raises(TickDataError) as caught:
+            list(read_ticks(path, BY_SYMBOL))
+
+        assert (caught.value.line, caught.value.column) == (1, "ask")
+
+    def test_names_an_unknown_column(self, tmp_path: Path) -> None:
+        path = write_csv(tmp_path, "ts,instrument,bid,ask,lst\n")
+
+        with pytest.raises(TickDataError, match="'lst'"):
+            list(read_ticks(path, BY_SYMBOL))
+
+
+class Collector:
+    """A sink that records batches and lets the test wait on a condition with a deadline."""
+
+    def __init__(self, fail_first: int = 0) -> None:
+        self.batches: list[TicksReceived] = []
+        self.arrivals: list[float] = []
+        self._fail_first = fail_first
+        self._calls = 0
+        self._condition = threading.Condition()
+
+    def __call__(self, batch: TicksReceived) -> None:
+        with self._condition:
+            self._calls += 1
+            if self._calls <= self._fail_first:
+                raise RuntimeError("consumer actor is dead")
+            self.batches.append(batch)
+            self.arrivals.append(time.monotonic())
+            self._condition.notify_all()
+
+    def count(self) -> int:
+        with self._condition:
+            return len(self.batches)
+
+    def ticks(self) -> list[Tick]:
+        with self._condition:
+            return [tick for batch in self.batches for tick in batch.ticks]
+
+    def wait_for(self, predicate: Callable[[Collector], bool], timeout_s: float = 5.0) -> bool:
+        with self._condition:
+            return self._condition.wait_for(lambda: predicate(self), timeout_s)
+
+
+@pytest.fixture
+def pumps() -> Iterator[list[FeedPump]]:
+    started: list[FeedPump] = []
+    yield started
+    for pump in started:
+        pump.stop(timeout_s=2.0)
+
+
+def start_pump(pumps: list[FeedPump], pump: FeedPump) -> FeedPump:
+    pumps.append(pump)
+    pump.start()
+    return pump
+
+
+class TestFeedPump:
+    def test_paces_the_synthetic_market_at_its_tick_interval_stamped_by_the_clock(
+        self, pumps: list[FeedPump]
+    ) -> None:
+        clock = ManualClock(T0)
+        sink = Collector()
+        market = SyntheticMarket(INSTRUMENTS, FeedConfig(tick_interval_ms=20))
+        start_pump(pumps, FeedPump(name="synthetic", sink=sink, source=market, clock=clock))
+
+        assert sink.wait_for(lambda s: s.count() >= 11)
+
+        gaps = sink.arrivals[10] - sink.arrivals[0]
+        assert gaps >= 10 * 0.020 * 0.9
+        first = sink.batches[0]
+        assert first.feed == "synthetic"
+        assert [tick.instrument for tick in first.ticks] == [i.symbol for i in INSTRUMENTS]
+        assert all(tick.ts_event == T0 for tick in first.ticks)
+
+    def test_stops_promptly_in_the_middle_of_a_long_interval(self, pumps: list[FeedPump]) -> None:
+        sink = Collector()
+        market = SyntheticMarket(INSTRUMENTS, FeedConfig(tick_interval_ms=60_000))
+        pump = start_pump(
+            pumps, FeedPump(name="slow", sink=sink, source=market, clock=ManualClock(T0))
+        )
+        assert sink.wait_for(lambda s: s.count() >= 1)
+
+        started = time.monotonic()
+        pump.stop(timeout_s=2.0)
+
+        assert time.monotonic() - started < 1.0
+        assert not pump.is_alive
+        assert pump.wait_finished(0)
+
+    def test_stall_stops_emission_without_stopping_the_thread_and_resume_restarts_it(
+        self, pumps: list[FeedPump]
+    ) -> None:
+        sink = Collector()
+        market = SyntheticMarket(INSTRUMENTS, FeedConfig(tick_interval_ms=10))
+        pump = start_pump(
+            pumps, FeedPump(name="synthetic", sink=sink, source=market, clock=ManualClock(T0))
+        )
+        assert sink.wait_for(lambda s: s.count() >= 3)
+
+        pump.stall()
+        stalled_at = sink.count()
+
+        assert pump.paused()
+        # Ten intervals pass with nothing new, while the thread stays alive.
+        assert not sink.wait_for(lambda s: s.count() > stalled_at, timeout_s=0.1)
+        assert pump.is_alive
+        pump.resume()
+        assert not pump.paused()
+        assert sink.wait_for(lambda s: s.count() >= stalled_at + 3)
+
+    def test_keeps_going_when_the_sink_raises(self, pumps: list[FeedPump]) -> None:
+        sink = Collector(fail_first=3)
+        market = SyntheticMarket(INSTRUMENTS, FeedConfig(tick_interval_ms=5))
+        pump = start_pump(
+            pumps, FeedPump(name="synthetic", sink=sink, source=market, clock=ManualClock(T0))
+        )
+
+        assert sink.wait_for(lambda s: s.count() >= 2)
+        assert pump.sink_errors == 3
+        assert pump.is_alive
+
+    def test_replays_a_file_paced_by_its_timestamp_gaps_divided_by_speed(
+        self, pumps: list[FeedPump]
+    ) -> None:
+        clock = ManualClock(T0 + 10**12)
+        sink = Collector()
+        source = read_ticks(SAMPLE_CSV, BY_SYMBOL)
+        # The file spans 49.75 s; at 100x it takes about half a second.
+        pump = start_pump(
+            pumps, FeedPump(name="csv", sink=sink, source=source, clock=clock, speed=100.0)
+        )
+
+        assert pump.wait_finished(10.0)
+        ticks = sink.ticks()
+        recorded = list(read_ticks(SAMPLE_CSV, BY_SYMBOL))
+        assert pump.exhausted
+        assert pump.error is None
+        assert [tick.ts_event for tick in ticks] == [tick.ts_event for tick in recorded]
+        assert all(tick.ts_init == T0 + 10**12 for tick in ticks)
+        assert sink.arrivals[-1] - sink.arrivals[0] >= 49.75 / 100 * 0.9
+
+    def test_replays_as_fast_as_possible_in_batches_at_speed_zero(
+        self, pumps: list[FeedPump]
+    ) -> None:
+        sink = Collector()
+        pump = start_pump(
+            pumps,
+            FeedPump(
+                name="csv",
+                sink=sink,
+                source=read_ticks(SAMPLE_CSV, BY_SYMBOL),
+                clock=ManualClock(T0),
+                speed=0,
+                max_batch_ticks=64,
+            ),
+        )
+
+        assert pump.wait_finished(5.0)
+        sizes = [len(batch.ticks) for batch in sink.batches]
+        assert sizes == [64, 64, 64, 8]
+
+    def test_a_bad_row_ends_the_replay_after_delivering_the_good_rows_before_it(
+        self, tmp_path: Path, pumps: list[FeedPump]
+    ) -> None:
+        path = write_csv(
+            tmp_path,
+            HEADER + GOOD_ROW + GOOD_ROW + "2026-01-02T09:15:01+05:30,RELIANCE,9,1,1,1\n",
+        )
+        sink = Collector()
+        pump = start_pump(
+            pumps,
+            FeedPump(
+                name="csv",
+                sink=sink,
+                source=read_ticks(path, BY_SYMBOL),
+                clock=ManualClock(T0),
+                speed=0,
+            ),
+        )
+
+        assert pump.wait_finished(5.0)
+        assert len(sink.ticks()) == 2
+        assert isinstance(pump.error, TickDataError)
+        assert pump.error.line == 4
+
+
+class TestBuildTickSource:
+    def test_builds_the_synthetic_market_by_default(self) -> None:
+        source = build_tick_source(FeedConfig(), INSTRUMENTS)
+
+        assert isinstance(source, SyntheticMarket)
+        assert source.symbols == tuple(i.symbol for i in INSTRUMENTS)
+
+    def test_builds_a_csv_replay_from_the_configured_path(self) -> None:
+        config = FeedConfig(kind="csv", name="replay", csv_path=str(SAMPLE_CSV))
+
+        source = build_tick_source(config, BY_SYMBOL)
+
+        assert not isinstance(source, SyntheticMarket)
+        assert len(list(source)) == 200
