@@ -43,7 +43,8 @@ class AdminHttpActor(VigilActor):
 
     # ------------------------------------------------------------------ LIFECYCLE
     def on_start(self) -> None:
-        token = self._config.token.get_secret_value() if self._config.token else None
+        # An empty token is refused by build_app rather than silently meaning "no auth".
+        token = self._config.token.get_secret_value() if self._config.token is not None else None
         server = AdminHttpServer(
             build_app(self._control, token=token),
             host=self._config.host,

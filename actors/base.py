@@ -18,17 +18,21 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import pykka
 
 from actors.mailbox import BoundedInbox
-from domain.messages import ChildFailed, Ping, Pong, QuerySnapshot
+from domain.messages import ChildFailed, InjectFault, Ping, Pong, QuerySnapshot
 
 if TYPE_CHECKING:
     from actors.directory import ActorDirectory
     from domain.clock import Clock
 
-__all__ = ["SUPERVISOR", "VigilActor"]
+__all__ = ["SUPERVISOR", "InjectedFault", "VigilActor"]
 
 SUPERVISOR = "supervisor"
 
 logger = logging.getLogger(__name__)
+
+
+class InjectedFault(RuntimeError):
+    """Raised on purpose by ``InjectFault`` (chaos drills and supervision tests)."""
 
 
 class VigilActor(pykka.ThreadingActor):
@@ -52,6 +56,7 @@ class VigilActor(pykka.ThreadingActor):
         self._handlers: dict[type, Callable[[Any], Any]] = {
             QuerySnapshot: lambda _query: self.snapshot(),
             Ping: self._on_ping,
+            InjectFault: self._on_inject_fault,
             **self.handlers(),
         }
 
@@ -94,6 +99,9 @@ class VigilActor(pykka.ThreadingActor):
             logger.warning("%s ignored unknown message %s", self.name, type(message).__name__)
             return None
         return handler(message)
+
+    def _on_inject_fault(self, fault: InjectFault) -> None:
+        raise InjectedFault(f"{self.name}: {fault.detail}")
 
     def _on_ping(self, ping: Ping) -> None:
         self.directory.tell(SUPERVISOR, Pong(name=self.name, sequence=ping.sequence))

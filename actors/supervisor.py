@@ -137,8 +137,6 @@ class Supervisor(VigilActor):
     # ------------------------------------------------------------------ LIFECYCLE
     def on_start(self) -> None:
         self._started_ns = self.clock.now_ns()
-        # Not leader until the lease says so: entries wait for it.
-        self._assert(PauseCause.LEADER_LOST, "awaiting leader lease")
 
     def start_children(self) -> list[str]:
         """Start every child in order (asked once by the launcher after this actor starts)."""
@@ -147,6 +145,9 @@ class Supervisor(VigilActor):
             self.directory.register(name, spec.start())
             self._last_pong[name] = self.clock.now_ns()
             started.append(name)
+        if self._leadership is None or not self._leadership.is_leader:
+            # Not leader until the lease says so: entries wait for it.
+            self._assert(PauseCause.LEADER_LOST, "awaiting leader lease")
         return started
 
     def stop_children(self, timeout_s: float = 5.0) -> None:

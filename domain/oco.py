@@ -344,7 +344,7 @@ def _sibling_ids(bracket: Bracket, kind: LegKind | None = None) -> list[str]:
 
 def _exit_filled(bracket: Bracket, orders: Mapping[str, Order]) -> int:
     total = 0
-    for leg_id in (*_sibling_ids(bracket), *bracket.exit_order_ids):
+    for leg_id in (bracket.stop_order_id, bracket.target_order_id, *bracket.exit_order_ids):
         order = orders.get(leg_id)
         if order is None:
             continue

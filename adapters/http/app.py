@@ -309,7 +309,8 @@ class AdminApp:
                 "admin HTTP token was empty; configure a non-empty token or none at all"
             )
         self._control = control
-        self._token = None if token is None else token.encode("utf-8")
+        # Surrounding whitespace in a configured token is a .env accident, never part of it.
+        self._token = None if token is None else token.strip().encode("utf-8")
         handlers: dict[str, Callable[[Request], Response]] = {
             "health": self._health,
             "ready": self._ready,

@@ -13,8 +13,8 @@ two database-level guarantees the order path relies on:
   call).
 
 Every repository takes a SQLAlchemy ``Connection`` and never commits: the caller's transaction
-(normally a ``UnitOfWork``) decides. Supported dialects are SQLite and PostgreSQL (upserts use
-their ``ON CONFLICT`` clause).
+(normally a ``UnitOfWork``) decides. Supported dialects are SQLite (3.35 or newer, for
+``RETURNING``) and PostgreSQL; upserts use their ``ON CONFLICT`` clause.
 """
 
 from __future__ import annotations
@@ -212,6 +212,11 @@ class UnitOfWork:
     exception rolls back and propagates. After ``DuplicateClientOrderId`` (or any database
     error) the transaction may be unusable (always on PostgreSQL): let the exception leave the
     block and use a new ``UnitOfWork``. Not thread-safe: one thread per unit of work.
+
+    Isolation: PostgreSQL runs READ COMMITTED. On SQLite the driver opens the transaction at
+    the first write, so reads made before it are not isolated from other writers; the
+    guarantees above (unique ids, lease compare-and-set, fenced insert) are single statements
+    and hold regardless.
     """
 
     connection: Connection

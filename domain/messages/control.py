@@ -13,6 +13,7 @@ __all__ = [
     "ChildFailed",
     "DisarmTrading",
     "FlattenAll",
+    "InjectFault",
     "LeadershipChanged",
     "PauseEntries",
     "ResetKillSwitch",
@@ -109,3 +110,12 @@ class ArmTrading(msgspec.Struct, frozen=True, kw_only=True):
 
 class DisarmTrading(msgspec.Struct, frozen=True, kw_only=True):
     reason: str = "operator"
+
+
+class InjectFault(msgspec.Struct, frozen=True, kw_only=True):
+    """Chaos drill: the receiving actor raises in its handler, as a real bug would.
+
+    Only reachable in-process (tests, operator drills from a Python shell); no HTTP route.
+    """
+
+    detail: str = "injected fault"

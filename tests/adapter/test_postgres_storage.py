@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 
 from adapters.storage import (
     Database,
@@ -28,6 +30,7 @@ from adapters.storage import (
     create_database_engine,
     upgrade_schema,
 )
+from adapters.storage.metadata import metadata
 from adapters.storage.tables import engine_tables, orders
 from domain.enums import OrderStatus
 from domain.oco import BracketStatus
@@ -193,6 +196,17 @@ class TestPostgresOnly:
         database = Database(engine)
         yield database
         database.dispose()
+
+    def test_the_migrated_schema_matches_the_table_definitions(
+        self, postgres_database: Database
+    ) -> None:
+        engine_table_names = {table.name for table in engine_tables}
+        with postgres_database.engine.connect() as connection:
+            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            differences = compare_metadata(context, metadata)
+        assert [
+            d for d in differences if any(f"'{n}'" in repr(d) for n in engine_table_names)
+        ] == []
 
     def test_a_takeover_waits_for_a_fenced_insert_in_flight_to_commit(
         self, postgres_database: Database

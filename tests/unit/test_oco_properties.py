@@ -273,6 +273,26 @@ def check_invariants(venue: Venue) -> None:
     for order in orders.values():
         assert 0 <= order.filled_quantity <= order.quantity, order
 
+    # the status says what the legs say
+    nothing_working = not any(order.status.is_working for order in legs)
+    if bracket.status in (BracketStatus.PENDING_ENTRY, BracketStatus.CANCELLED):
+        assert bracket.entry_filled == 0, bracket
+    if bracket.status in (BracketStatus.CLOSED, BracketStatus.CANCELLED):
+        assert nothing_working, legs
+        assert bracket.open_quantity == 0, bracket
+    if bracket.status is BracketStatus.CLOSED:
+        assert bracket.entry_filled > 0, bracket
+
+    # never more exit working than there is position
+    exiting = sum(
+        order.remaining_quantity
+        for order in legs
+        if order.leg is LegKind.EXIT
+        and order.status.is_working
+        and order.status is not OrderStatus.PENDING_CANCEL
+    )
+    assert exiting <= abs(bracket.open_quantity), legs
+
     # 5. an open position that is not winding down is protected, exactly once per kind
     if bracket.flatten_reason is None and bracket.open_quantity > 0:
         assert bracket.status is BracketStatus.OPEN
