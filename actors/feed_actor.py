@@ -1,7 +1,7 @@
 """FeedActor: one per feed. Validates and normalises ticks, tracks the feed's heartbeat, and
 fans each tick out to its sinks.
 
-Accepts: ``TicksReceived`` (a batch from a feed pump or a replay), ``TimerFired``.
+Accepts: ``TicksReceived`` (a batch from a feed pump or a replay).
 Publishes: every valid tick to each sink (a conflating mailbox per consuming actor, and the
 paper venue, which must see every price to trigger resting orders); ``FeedHeartbeat`` to the
 supervisor, throttled, so staleness can be judged.
@@ -19,8 +19,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from actors.base import SUPERVISOR, VigilActor
+from actors.heartbeat import HeartbeatThrottle
 from domain.clock import NANOS_PER_SECOND
-from domain.messages import FeedHeartbeat, Tick, TicksReceived, TimerFired
+from domain.messages import FeedHeartbeat, Tick, TicksReceived
 
 if TYPE_CHECKING:
     from adapters.metrics import EngineMetrics
@@ -52,14 +53,14 @@ class FeedActor(VigilActor):
         self._metrics = metrics
         self._ticks_counter = metrics.ticks_total.labels(feed=feed)
         self._last_tick: dict[str, Tick] = {}
-        self._last_heartbeat_sent_ns = 0
+        self._heartbeat = HeartbeatThrottle(_HEARTBEAT_EVERY_NS)
         self._last_data_ns: int | None = None
         self._accepted = 0
         self._rejected: dict[str, int] = {}
         self._reject_logged_ns: dict[str, int] = {}
 
     def handlers(self) -> dict[type, Callable[[Any], Any]]:
-        return {TicksReceived: self.on_ticks_received, TimerFired: self.on_timer_fired}
+        return {TicksReceived: self.on_ticks_received}
 
     # ------------------------------------------------------------------ EVENT HANDLERS
     def on_ticks_received(self, batch: TicksReceived) -> None:
@@ -81,10 +82,8 @@ class FeedActor(VigilActor):
             self._accepted += accepted
             self._ticks_counter.inc(accepted)
             self._last_data_ns = now
-        self._heartbeat(now, force=False)
-
-    def on_timer_fired(self, timer: TimerFired) -> None:
-        self._heartbeat(timer.now_ns, force=False)
+            if self._heartbeat.due(now, now):
+                self.directory.tell(SUPERVISOR, FeedHeartbeat(feed=self._feed, ts_event=now))
 
     # ------------------------------------------------------------------ QUERIES
     def snapshot(self) -> dict[str, Any]:
@@ -128,14 +127,4 @@ class FeedActor(VigilActor):
                 tick.bid,
                 tick.ask,
                 tick.ts_event,
-            )
-
-    # ------------------------------------------------------------------ EGRESS
-    def _heartbeat(self, now: int, *, force: bool) -> None:
-        if self._last_data_ns is None:
-            return
-        if force or now - self._last_heartbeat_sent_ns >= _HEARTBEAT_EVERY_NS:
-            self._last_heartbeat_sent_ns = now
-            self.directory.tell(
-                SUPERVISOR, FeedHeartbeat(feed=self._feed, ts_event=self._last_data_ns)
             )

@@ -30,6 +30,7 @@ from domain.messages import (
     FlattenAll,
     PauseEntries,
     QueryTradingState,
+    RepublishState,
     ResetKillSwitch,
     ResumeEntries,
     SetMode,
@@ -112,6 +113,7 @@ class KillSwitchActor(VigilActor):
             DisarmTrading: self.disarm_trading,
             QueryTradingState: lambda _query: self.view(),
             TimerFired: self.on_timer_fired,
+            RepublishState: lambda _command: self._publish(self.clock.now_ns()),
         }
 
     # ------------------------------------------------------------------ LIFECYCLE

@@ -20,7 +20,7 @@ from actors.base import VigilActor
 from adapters.logs import log_event
 from adapters.storage.repositories import UnitOfWork
 from domain.clock import NANOS_PER_SECOND
-from domain.messages import LeadershipChanged, TimerFired
+from domain.messages import LeadershipChanged, RepublishState, TimerFired
 
 if TYPE_CHECKING:
     from adapters.metrics import EngineMetrics
@@ -56,7 +56,10 @@ class LeaderActor(VigilActor):
         self._last_error: str | None = None
 
     def handlers(self) -> dict[type, Callable[[Any], Any]]:
-        return {TimerFired: self.on_timer_fired}
+        return {
+            TimerFired: self.on_timer_fired,
+            RepublishState: lambda _command: self._broadcast(self.clock.now_ns()),
+        }
 
     # ------------------------------------------------------------------ LIFECYCLE
     def on_start(self) -> None:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from actors.base import SUPERVISOR, VigilActor
+from actors.heartbeat import HeartbeatThrottle
 from adapters.brokers.base import BrokerRejected, BrokerUnavailable
 from adapters.logs import log_event
 from adapters.storage.repositories import (
@@ -147,7 +148,7 @@ class OrderActor(VigilActor):
         self._replacements: dict[str, int] = {}
         self._realized_today = Decimal(0)
         self._last_stream_ns: int | None = None
-        self._last_heartbeat_sent_ns = 0
+        self._stream_heartbeat = HeartbeatThrottle(_HEARTBEAT_EVERY_NS)
         self._last_consistency_ns = 0
         self._flatten_reason: str | None = None
         self._flatten_started_ns: int | None = None
@@ -343,11 +344,6 @@ class OrderActor(VigilActor):
             self._settle_in_flight(now)
             self._consistency_pass(now)
             self._after_change(force_publish=True)
-        if self._last_stream_ns is not None and now - self._last_heartbeat_sent_ns >= (
-            _HEARTBEAT_EVERY_NS
-        ):
-            self._last_heartbeat_sent_ns = now
-            self.directory.tell(SUPERVISOR, OrderStreamHeartbeat(ts_event=self._last_stream_ns))
 
     # ------------------------------------------------------------------ QUERIES
     def position_views(self) -> list[PositionView]:
@@ -817,6 +813,8 @@ class OrderActor(VigilActor):
 
     def _stream_alive(self, now: int) -> None:
         self._last_stream_ns = now
+        if self._stream_heartbeat.due(now, now):
+            self.directory.tell(SUPERVISOR, OrderStreamHeartbeat(ts_event=now))
 
     def _bracket_orders(self, bracket: oco.Bracket) -> dict[str, Order]:
         return {

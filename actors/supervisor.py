@@ -47,6 +47,7 @@ from domain.messages import (
     Ping,
     Pong,
     PortfolioUpdated,
+    RepublishState,
     ResumeEntries,
     TimerFired,
     TradingStateChanged,
@@ -85,6 +86,7 @@ class Supervisor(VigilActor):
         feeds: Sequence[str],
         logs_dir: str | Path,
         kill_switch_actor: str = "kill_switch",
+        leader_actor: str = "leader",
         **base: Any,
     ) -> None:
         super().__init__(**base)
@@ -96,6 +98,7 @@ class Supervisor(VigilActor):
         self._feeds = tuple(feeds)
         self._logs_dir = logs_dir
         self._kill_switch_actor = kill_switch_actor
+        self._leader_actor = leader_actor
         self._started_ns = 0
         self._crash_times: deque[int] = deque()
         self._restart_counts: dict[str, int] = dict.fromkeys(self._specs, 0)
@@ -435,6 +438,9 @@ class Supervisor(VigilActor):
             self.directory.register(name, ref)
             self._last_pong[name] = now
             log_event(logger, "ACTOR_RESTART", f"actor {name} restarted", actor=name)
+            # The new incarnation knows nothing of the trading state or leadership yet.
+            for publisher in (self._kill_switch_actor, self._leader_actor):
+                self.directory.tell(publisher, RepublishState())
 
     def feed_and_stream_state(self) -> Mapping[str, Any]:
         return self.heartbeat_ages()

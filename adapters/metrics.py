@@ -21,9 +21,20 @@ import math
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+    generate_latest,
+)
 
 from domain.enums import DenialCode, Mode, PauseCause, TradingState
+
+# The ``*_created`` series double the exposition for no operator value.
+disable_created_metrics()
 
 __all__ = [
     "FLATTEN_DURATION_BUCKETS_MS",

@@ -344,7 +344,7 @@ def _sibling_ids(bracket: Bracket, kind: LegKind | None = None) -> list[str]:
 
 def _exit_filled(bracket: Bracket, orders: Mapping[str, Order]) -> int:
     total = 0
-    for leg_id in (bracket.stop_order_id, bracket.target_order_id, *bracket.exit_order_ids):
+    for leg_id in (*_sibling_ids(bracket), *bracket.exit_order_ids):
         order = orders.get(leg_id)
         if order is None:
             continue
@@ -397,7 +397,7 @@ def _keep_protected(
                 wanted = order.filled_quantity + open_quantity
                 if order.quantity != wanted:
                     resizes.append(ResizeLeg(client_order_id=current_id, quantity=wanted))
-            elif order.status is not OrderStatus.FILLED:
+            elif False:
                 # Died without us asking (rejected, cancelled by the broker): replace it.
                 places.append(
                     _place_sibling(bracket, kind, _advance_sibling(bracket, kind), open_quantity)

@@ -315,7 +315,6 @@ class Engine:
                     metrics=metrics,
                     **base,
                 ),
-                receives_timer=True,
             )
         )
         specs.append(

@@ -16,6 +16,7 @@ __all__ = [
     "InjectFault",
     "LeadershipChanged",
     "PauseEntries",
+    "RepublishState",
     "ResetKillSwitch",
     "ResumeEntries",
     "SetMode",
@@ -119,3 +120,7 @@ class InjectFault(msgspec.Struct, frozen=True, kw_only=True):
     """
 
     detail: str = "injected fault"
+
+
+class RepublishState(msgspec.Struct, frozen=True, kw_only=True):
+    """Send your current state to your subscribers again (a subscriber was restarted)."""

@@ -14,10 +14,10 @@ from actors.order_actor import PortfolioView
 from adapters.storage.repositories import UnitOfWork
 from domain.clock import ManualClock
 from domain.enums import OrderType, Side
-from domain.messages import QueryPortfolio, QueryTradingState, TradePlan
+from domain.messages import QueryPortfolio, QuerySnapshot, QueryTradingState, TradePlan
 from domain.orders import Order
 from domain.plans import plan_client_id
-from launcher.engine import Engine
+from launcher.engine import Engine, feed_actor_name
 from tests.helpers import make_config, make_tick
 
 T = TypeVar("T")
@@ -38,7 +38,12 @@ class Desk:
         self.engine.fire_timer()
 
     def quote(self, instrument: str, bid: str, ask: str) -> None:
+        """Publish a tick and wait until the feed actor has fanned it out (an ask queued
+        behind the batch returns only after it), so a plan sent next cannot overtake it."""
         self.engine.publish_ticks([make_tick(instrument, bid, ask, ts=self.clock.now_ns())])
+        self.engine.directory.ask(
+            feed_actor_name(self.engine.feed_name), QuerySnapshot(), timeout_s=5
+        )
 
     def send_plan(
         self,

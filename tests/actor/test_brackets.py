@@ -30,9 +30,7 @@ class TestBracketLifecycle:
         assert legs["STOP"][0].trigger_price == Decimal("99.00")
         assert legs["TARGET"][0].price == Decimal("102.00")
         positions = desk.portfolio().portfolio.positions
-        assert [(p.position_id, p.quantity, p.side) for p in positions] == [
-            (plan_id, 10, Side.BUY)
-        ]
+        assert [(p.position_id, p.quantity, p.side) for p in positions] == [(plan_id, 10, Side.BUY)]
 
     def test_target_fill_cancels_the_stop_and_closes_the_position(self, desk: Desk) -> None:
         plan_id = open_position(desk)
@@ -68,12 +66,14 @@ class TestBracketLifecycle:
             what="entry filled in parts",
         )
         desk.settle(
-            lambda: [
-                (leg, o.quantity)
-                for leg, orders in sorted(desk.working_legs(sent.plan_client_id).items())
-                for o in orders
-            ]
-            == [("STOP", 10), ("TARGET", 10)],
+            lambda: (
+                [
+                    (leg, o.quantity)
+                    for leg, orders in sorted(desk.working_legs(sent.plan_client_id).items())
+                    for o in orders
+                ]
+                == [("STOP", 10), ("TARGET", 10)]
+            ),
             what="siblings resized to 10",
         )
 
@@ -90,9 +90,7 @@ class TestBracketLifecycle:
 
 
 class TestLastGate:
-    def test_paused_engine_blocks_entries_but_keeps_positions_protected(
-        self, desk: Desk
-    ) -> None:
+    def test_paused_engine_blocks_entries_but_keeps_positions_protected(self, desk: Desk) -> None:
         plan_id = open_position(desk)
         assert desk.engine.control is not None
         from domain.messages.api import PauseRequest

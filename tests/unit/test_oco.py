@@ -357,6 +357,17 @@ class TestUnexpectedSiblingDeath:
         ]
         assert is_protected(book.b, book.orders)
 
+    def test_a_sibling_someone_else_is_cancelling_is_replaced_only_once_dead(self) -> None:
+        book = Book()
+        book.fill(ENTRY, 4)
+        assert book.broker_says(STOP, OrderStatus.PENDING_CANCEL) == []
+        assert book.fill(ENTRY, 2) == [ResizeLeg(client_order_id=TARGET, quantity=6)]
+        actions = book.broker_says(STOP, OrderStatus.CANCELLED)
+        assert [(action.client_order_id, action.quantity) for action in actions] == [  # type: ignore[union-attr]
+            (STOP_1, 6)
+        ]
+        assert is_protected(book.b, book.orders)
+
     def test_a_leg_requested_but_never_created_is_requested_again_under_its_id(self) -> None:
         book = Book()
         book.fill(ENTRY, 3)

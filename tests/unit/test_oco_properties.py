@@ -153,7 +153,11 @@ class Venue:
         return report
 
     def deliver_report(self, order: Order, report: OrderStatusReport) -> None:
+        before = order.status
         apply_status_report(order, report, self.tick())
+        assert status_rank(order.status) >= status_rank(before), (before, report, order)
+        if before.is_terminal:
+            assert order.status is before, (report, order)
         self.settle()
 
     def fill(self, order: Order, quantity: int, ticks: int, report_first: bool) -> None:
@@ -248,6 +252,19 @@ class Venue:
                 else:
                     self.fill(order, order.remaining_quantity, 2000, report_first=False)
         raise AssertionError(f"venue did not settle: {self.bracket}")
+
+
+_RANK = {
+    OrderStatus.PENDING_SUBMIT: 0,
+    OrderStatus.SUBMITTED: 1,
+    OrderStatus.ACCEPTED: 2,
+    OrderStatus.PARTIALLY_FILLED: 3,
+    OrderStatus.PENDING_CANCEL: 4,
+}
+
+
+def status_rank(status: OrderStatus) -> int:
+    return _RANK.get(status, 5)  # every terminal status is past every working one
 
 
 def exit_total(bracket: Bracket, orders: dict[str, Order]) -> int:
