@@ -50,6 +50,7 @@ class StrategyActor(VigilActor):
         self._ticks_seen = 0
         self._plans_sent = 0
         self._plans_dropped = 0
+        self._last_tick_ts: int | None = None
 
     def handlers(self) -> dict[type, Callable[[Any], Any]]:
         return {DrainTicks: self.on_drain_ticks}
@@ -67,6 +68,7 @@ class StrategyActor(VigilActor):
             if tick.instrument not in self._instruments:
                 continue
             self._ticks_seen += 1
+            self._last_tick_ts = tick.ts_event
             plans = self._strategy.on_tick(tick)
             if not plans:
                 continue
@@ -88,6 +90,7 @@ class StrategyActor(VigilActor):
         return {
             "name": self.name,
             "ticks_seen": self._ticks_seen,
+            "last_tick_ts": self._last_tick_ts,
             "plans_sent": self._plans_sent,
             "plans_dropped": self._plans_dropped,
             "ticks_conflated": self._conflator.conflated,

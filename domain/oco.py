@@ -397,7 +397,7 @@ def _keep_protected(
                 wanted = order.filled_quantity + open_quantity
                 if order.quantity != wanted:
                     resizes.append(ResizeLeg(client_order_id=current_id, quantity=wanted))
-            elif False:
+            elif order.status is not OrderStatus.FILLED:
                 # Died without us asking (rejected, cancelled by the broker): replace it.
                 places.append(
                     _place_sibling(bracket, kind, _advance_sibling(bracket, kind), open_quantity)

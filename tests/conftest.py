@@ -23,9 +23,7 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def engine_factory(
-    tmp_path: Path, clock: ManualClock
-) -> Iterator[Callable[..., Engine]]:
+def engine_factory(tmp_path: Path, clock: ManualClock) -> Iterator[Callable[..., Engine]]:
     """Build and start engines on a manual clock with no ticker and no feed pump.
 
     The test drives time (``clock.advance`` + ``engine.fire_timer()``) and market data

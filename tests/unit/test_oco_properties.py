@@ -363,11 +363,12 @@ events = st.lists(
         st.integers(1900, 2100),
         st.booleans(),
     ),
-    max_size=40,
+    min_size=8,
+    max_size=60,
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(side=st.sampled_from([Side.BUY, Side.SELL]), quantity=st.integers(1, 12), steps=events)
 def test_bracket_invariants_hold_after_any_sequence_of_venue_events(
     side: Side, quantity: int, steps: list[tuple[str, int, int, int, bool]]
