@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 __all__ = [
     "DenialCode",
@@ -16,7 +16,7 @@ __all__ = [
 ]
 
 
-class Side(str, Enum):
+class Side(StrEnum):
     BUY = "BUY"
     SELL = "SELL"
 
@@ -29,20 +29,20 @@ class Side(str, Enum):
         return Side.SELL if self is Side.BUY else Side.BUY
 
 
-class OrderType(str, Enum):
+class OrderType(StrEnum):
     MARKET = "MARKET"
     LIMIT = "LIMIT"
     STOP = "STOP"  # stop-market: triggers when price crosses trigger_price
 
 
-class LegKind(str, Enum):
+class LegKind(StrEnum):
     ENTRY = "ENTRY"
     STOP = "STOP"
     TARGET = "TARGET"
     EXIT = "EXIT"  # a flatten or manual close of a position
 
 
-class OrderStatus(str, Enum):
+class OrderStatus(StrEnum):
     PENDING_SUBMIT = "PENDING_SUBMIT"  # written ahead, broker not called yet
     SUBMITTED = "SUBMITTED"  # broker called, no ack yet (or the call timed out: unknown)
     ACCEPTED = "ACCEPTED"  # working at the broker
@@ -64,19 +64,19 @@ class OrderStatus(str, Enum):
 _TERMINAL = frozenset({OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED})
 
 
-class Mode(str, Enum):
+class Mode(StrEnum):
     PAPER = "PAPER"
     DEMO = "DEMO"
     LIVE = "LIVE"
 
 
-class TradingState(str, Enum):
+class TradingState(StrEnum):
     ACTIVE = "ACTIVE"
     REDUCING = "REDUCING"  # entries paused; exits and protective orders go on
     HALTED = "HALTED"  # kill switch: nothing new but flatten and cancels
 
 
-class PauseCause(str, Enum):
+class PauseCause(StrEnum):
     OPERATOR = "OPERATOR"
     FLATTEN = "FLATTEN"
     LEADER_LOST = "LEADER_LOST"
@@ -86,7 +86,7 @@ class PauseCause(str, Enum):
     BACKPRESSURE = "BACKPRESSURE"
 
 
-class DenialCode(str, Enum):
+class DenialCode(StrEnum):
     """Why we refused something before the broker saw it. Metric label and HTTP error code."""
 
     KILL_SWITCH_ACTIVE = "KILL_SWITCH_ACTIVE"

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from decimal import Decimal
-from enum import Enum
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -75,8 +75,7 @@ __all__ += [
 ]
 
 
-# Kept as (str, Enum) like domain/enums.py: StrEnum would change str() of every member.
-class BracketStatus(str, Enum):  # noqa: UP042
+class BracketStatus(StrEnum):
     PENDING_ENTRY = "PENDING_ENTRY"  # entry working, nothing filled yet
     OPEN = "OPEN"  # some position open, siblings working
     FLATTENING = "FLATTENING"  # cancelling siblings, then exiting at market

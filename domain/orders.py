@@ -335,7 +335,7 @@ def _merge_status(order: Order, report: OrderStatusReport) -> tuple[OrderStatus,
     """Return (status, quantity, stale) after the report; stale means the report was ignored."""
     current = order.status
     incoming = report.status
-    if current is OrderStatus.FILLED:
+    if current.is_terminal:
         return current, order.quantity, incoming is not current
     if incoming in (OrderStatus.CANCELLED, OrderStatus.REJECTED):
         return incoming, order.quantity, False

@@ -33,11 +33,17 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 import pykka
+from sqlalchemy import func, select
 
+from adapters.clock import WallClock
+from adapters.feeds.synthetic import SyntheticMarket
+from adapters.logs import configure_logging
+from adapters.storage.tables import orders
+from adapters.ticker import Ticker
 from domain.config import EngineConfig, FeedConfig
 from domain.enums import LegKind, OrderType, Side, TradingState
 from domain.instruments import Instrument
@@ -45,9 +51,7 @@ from domain.messages import QuerySnapshot, SubmitBracket, Tick, TradePlan
 from domain.messages.api import FlattenRequest
 from domain.messages.queries import QueryPortfolio
 from domain.plans import plan_client_id
-
-if TYPE_CHECKING:
-    from launcher.engine import Engine
+from launcher.engine import Engine, strategy_actor_name
 
 __all__ = ["SECTIONS", "BenchError", "SectionResult", "main", "run_section"]
 
@@ -163,6 +167,33 @@ def _raw_round_trip_us(ticks: Sequence[Tick], rounds: int) -> list[float]:
     return samples
 
 
+class _PlainStage:
+    def __init__(self, next_stage: _PlainStage | None) -> None:
+        self._next = next_stage
+        self.count = 0
+
+    def on_receive(self, message: Any) -> None:
+        if self._next is None:
+            self.count += 1
+        else:
+            self._next.on_receive(message)
+
+
+def _plain_calls_per_s(ticks: Sequence[Tick], count: int) -> float:
+    # The same 4-stage chain as plain method calls on one thread: what a hop is compared to.
+    last = _PlainStage(None)
+    first = last
+    for _ in range(_CHAIN_LENGTH - 1):
+        first = _PlainStage(first)
+    started = time.perf_counter()
+    for index in range(count):
+        first.on_receive(ticks[index % len(ticks)])
+    elapsed = time.perf_counter() - started
+    if last.count != count:
+        raise BenchError(f"plain chain counted {last.count} of {count} ticks")
+    return count / elapsed
+
+
 def run_raw(*, count: int, repeats: int, rounds: int) -> dict[str, Any]:
     """Push ``count`` ticks through a bare 4-actor chain ``repeats`` times; also time
     ``rounds`` single-tick trips through the idle chain."""
@@ -179,7 +210,7 @@ def run_raw(*, count: int, repeats: int, rounds: int) -> dict[str, Any]:
         "ticks_per_s_worst": rates[0],
         "elapsed_s": [round(run["elapsed_s"], 3) for run in runs],
         "producer_s": [round(run["producer_s"], 3) for run in runs],
-        "us_per_hop_saturated": 1e6 / statistics.median(rates),
+        "plain_calls_ticks_per_s": _plain_calls_per_s(ticks, count),
         "round_trip_us_p50": _percentile(trips, 50),
         "round_trip_us_p99": _percentile(trips, 99),
         "round_trips": rounds,
@@ -229,9 +260,7 @@ def _sample_ticks(instruments: Sequence[Instrument], *, steps: int) -> list[Tick
     return ticks
 
 
-def _market(instruments: Sequence[Instrument], *, volatility_bps: float) -> Any:
-    from adapters.feeds.synthetic import SyntheticMarket
-
+def _market(instruments: Sequence[Instrument], *, volatility_bps: float) -> SyntheticMarket:
     return SyntheticMarket(instruments, _feed_config(volatility_bps=volatility_bps))
 
 
@@ -318,10 +347,6 @@ def _engine_config(
 
 
 def _make_engine(config: EngineConfig, *, run_ticker: bool = False) -> Engine:
-    from adapters.clock import WallClock
-    from adapters.logs import configure_logging
-    from launcher.engine import Engine
-
     # The production level (INFO) into a file: logging is part of the engine's cost, but the
     # bench's stdout stays readable.
     configure_logging(logs_dir=config.logs_dir, level=config.log_level, stream=False)
@@ -358,8 +383,8 @@ def _wait_until(
 
 def _wait_ready(engine: Engine, *, warm_up: Callable[[], None] | None = None) -> None:
     """Wait until the order actor holds the leader lease and sees trading ACTIVE, armed and
-    unpaused. ``warm_up`` publishes a round of ticks each poll: until the feed has ticked, the
-    supervisor pauses entries for stale market data."""
+    unpaused. ``warm_up`` publishes a round of ticks at each timer tick, so market data is
+    fresh and every instrument has a quote before the measurement starts."""
 
     def ready() -> bool:
         snapshot = engine.directory.ask("order", QuerySnapshot(), timeout_s=_ASK_TIMEOUT_S)
@@ -399,17 +424,6 @@ def _feed_accepted(engine: Engine) -> int:
         "trader_ticks_total", {"feed": engine.feed_name}
     )
     return int(value or 0)
-
-
-def _counter_total(engine: Engine, name: str, **labels: str) -> float:
-    total = 0.0
-    for metric in engine.metrics.registry.collect():
-        for sample in metric.samples:
-            if sample.name != name:
-                continue
-            if all(sample.labels.get(key) == value for key, value in labels.items()):
-                total += sample.value
-    return total
 
 
 def _counter_by_label(engine: Engine, name: str, label: str) -> dict[str, float]:
@@ -464,7 +478,7 @@ def _bucket_quantile(buckets: list[tuple[float, float]], count: float, q: float)
 
 
 def _conflation(engine: Engine) -> dict[str, dict[str, int]]:
-    consumers = ["order", "risk", *(f"strategy:{name}" for name in engine.strategy_names)]
+    consumers = ["order", "risk", *map(strategy_actor_name, engine.strategy_names)]
     return {
         consumer: {
             "offered": engine.conflator(consumer).offered,
@@ -475,7 +489,7 @@ def _conflation(engine: Engine) -> dict[str, dict[str, int]]:
 
 
 def _actors_idle(engine: Engine) -> bool:
-    names = ["order", "risk", *(f"strategy:{name}" for name in engine.strategy_names)]
+    names = ["order", "risk", *map(strategy_actor_name, engine.strategy_names)]
     for name in names:
         if engine.conflator(name).pending_count:
             return False
@@ -488,7 +502,9 @@ def _actors_idle(engine: Engine) -> bool:
 def _strategy_stats(engine: Engine) -> dict[str, dict[str, int]]:
     stats: dict[str, dict[str, int]] = {}
     for name in engine.strategy_names:
-        snapshot = engine.directory.ask(f"strategy:{name}", QuerySnapshot(), timeout_s=5)
+        snapshot = engine.directory.ask(
+            strategy_actor_name(name), QuerySnapshot(), timeout_s=_ASK_TIMEOUT_S
+        )
         stats[name] = {
             "ticks_seen": int(snapshot["ticks_seen"]),
             "plans_sent": int(snapshot["plans_sent"]),
@@ -499,10 +515,6 @@ def _strategy_stats(engine: Engine) -> dict[str, dict[str, int]]:
 
 def _entry_orders(engine: Engine) -> list[tuple[str, str, int]]:
     """(client_order_id, plan_client_id, created_ns) of every ENTRY row in the orders table."""
-    from sqlalchemy import select
-
-    from adapters.storage.tables import orders
-
     assert engine.database is not None
     query = select(orders.c.client_order_id, orders.c.plan_client_id, orders.c.created_ns).where(
         orders.c.leg == LegKind.ENTRY.value
@@ -512,10 +524,6 @@ def _entry_orders(engine: Engine) -> list[tuple[str, str, int]]:
 
 
 def _order_count(engine: Engine) -> int:
-    from sqlalchemy import func, select
-
-    from adapters.storage.tables import orders
-
     assert engine.database is not None
     with engine.database.transaction() as connection:
         return int(connection.execute(select(func.count()).select_from(orders)).scalar_one())
@@ -539,11 +547,18 @@ def _steps(
 
 
 def run_throughput(
-    *, count: int, batches: Sequence[int], instruments: int, pinned: bool, root: Path
+    *,
+    count: int,
+    batches: Sequence[int],
+    repeats: int,
+    instruments: int,
+    pinned: bool,
+    root: Path,
 ) -> dict[str, Any]:
-    """For each batch size, a fresh engine takes ``count`` pre-generated ticks through
-    ``publish_ticks`` as fast as it accepts them; the time until the feed actor has accepted
-    them all (its ``trader_ticks_total``) gives the rate."""
+    """For each batch size, ``repeats`` times, a fresh engine takes ``count`` pre-generated
+    ticks through ``publish_ticks`` as fast as it accepts them; the time until the feed actor
+    has accepted them all (its ``trader_ticks_total``) gives the rate. The run with the median
+    rate is reported in full, with the rates of all runs."""
     universe = _bench_instruments(instruments)
     steps = max(1, count // instruments)
     # Stamps as if the market ticked at 10,000 ticks/s and ended a second ago, so bars close
@@ -559,12 +574,21 @@ def run_throughput(
     warm_up = _WarmUp(universe, first_ns=start_ns - 1_000_000_000)
     runs = []
     for batch in batches:
-        run_root = root / f"batch-{batch}"
-        runs.append(
+        repeated = [
             _throughput_run(
-                flat, batch=batch, universe=universe, pinned=pinned, root=run_root, warm_up=warm_up
+                flat,
+                batch=batch,
+                universe=universe,
+                pinned=pinned,
+                root=root / f"batch-{batch}-run-{attempt}",
+                warm_up=warm_up,
             )
-        )
+            for attempt in range(repeats)
+        ]
+        repeated.sort(key=lambda run: run["ticks_per_s"])
+        median = dict(repeated[len(repeated) // 2])
+        median["all_ticks_per_s"] = [run["ticks_per_s"] for run in repeated]
+        runs.append(median)
     return {"ticks": len(flat), "instruments": instruments, "runs": runs}
 
 
@@ -727,6 +751,7 @@ def run_latency(
             engine,
             warm_up=lambda: engine.publish_ticks(warm_market.next_ticks(time.time_ns())),
         )
+        before = _feed_accepted(engine)
         started = time.perf_counter()
         next_timer = started + _TIMER_EVERY_S
         late_steps = 0
@@ -744,7 +769,7 @@ def run_latency(
         paced = time.perf_counter()
         total = len(pregenerated) * instruments
         _wait_until(
-            lambda: _feed_accepted(engine) >= total,
+            lambda: _feed_accepted(engine) >= before + total,
             timeout_s=120,
             what=f"the feed actor to accept {total} ticks",
             every=engine.fire_timer,
@@ -756,7 +781,10 @@ def run_latency(
             every=engine.fire_timer,
         )
         entries = _entry_orders(engine)
-        written, sent, decided, approved = [], [], [], []
+        written: list[float] = []
+        sent: list[float] = []
+        decided: list[float] = []
+        approved: list[float] = []
         for entry_id, plan_id, created_ns in entries:
             tick_ns = taps.tick_ns.get(plan_id)
             if tick_ns is None:
@@ -798,8 +826,6 @@ def run_latency(
 def run_flatten(*, positions: int, instruments: int, pinned: bool, root: Path) -> dict[str, Any]:
     """Open ``positions`` brackets (entry filled, stop and target working), then time
     ``EngineControl.flatten`` until the order actor reports flat."""
-    from adapters.ticker import Ticker
-
     universe = _bench_instruments(instruments)
     market = _market(universe, volatility_bps=0.2)
     config = _engine_config(
@@ -830,7 +856,7 @@ def run_flatten(*, positions: int, instruments: int, pinned: bool, root: Path) -
             instrument = universe[index % instruments]
             side = Side.BUY if index % 2 == 0 else Side.SELL
             quote = quotes[instrument.symbol]
-            entry = quote.mid
+            entry = instrument.round_price(quote.mid)
             # Stop and target 5 % away: a quiet market never reaches them during the run.
             stop = instrument.round_price(entry * (1 - side.sign * Decimal("0.05")))
             target = instrument.round_price(entry * (1 + side.sign * Decimal("0.05")))
@@ -920,7 +946,9 @@ def run_section(section: str, options: argparse.Namespace) -> SectionResult:
         BenchError: the engine never got ready or a drain timed out.
         ValueError: an unknown section name.
     """
-    if options.pin:
+    if options.pin and section == "raw":
+        # Before any actor thread exists, so all of them inherit it. The engine sections pin
+        # through the engine's own setting (``cpu_affinity``) instead.
         os.sched_setaffinity(0, {0})
     result = SectionResult(section=section, pinned=bool(options.pin))
     with tempfile.TemporaryDirectory(prefix=f"vigil-bench-{section}-") as directory:
@@ -933,6 +961,7 @@ def run_section(section: str, options: argparse.Namespace) -> SectionResult:
             result.figures = run_throughput(
                 count=options.engine_ticks,
                 batches=options.batches,
+                repeats=options.engine_repeats,
                 instruments=options.instruments,
                 pinned=bool(options.pin),
                 root=root,
@@ -998,6 +1027,8 @@ def _spawn(section: str, *, pin: bool, options: argparse.Namespace) -> _Outcome:
         str(options.engine_ticks),
         "--batches",
         *(str(batch) for batch in options.batches),
+        "--engine-repeats",
+        str(options.engine_repeats),
         "--instruments",
         str(options.instruments),
         "--rate",
@@ -1104,10 +1135,13 @@ def _report(outcome: _Outcome, raw: dict[bool, float]) -> list[tuple[str, str]]:
             f"best {_number(f['ticks_per_s_best'])}, worst {_number(f['ticks_per_s_worst'])}; "
             f"run times {f['elapsed_s']} s)"
         )
+        plain_us = 1e6 / f["plain_calls_ticks_per_s"] / _CHAIN_LENGTH
+        hop_us = (f["round_trip_us_p50"] or 0) / _CHAIN_LENGTH
         print(
             f"      one tick through the idle chain ({f['round_trips']:,} trips, 4 hops): "
             f"p50 {_number(f['round_trip_us_p50'], 1)} us, "
-            f"p99 {_number(f['round_trip_us_p99'], 1)} us"
+            f"p99 {_number(f['round_trip_us_p99'], 1)} us; that is {hop_us:.1f} us per idle "
+            f"hop against {plain_us:.2f} us per plain method call ({hop_us / plain_us:.0f}x)"
         )
         rows.append(
             (f"Raw pykka 4-actor chain, {tag}", f"{_number(f['ticks_per_s_median'])} ticks/s")
@@ -1200,10 +1234,13 @@ def _report_throughput_run(
     )
     seen = sum(stats["ticks_seen"] for stats in run["strategies"].values())
     plans = sum(stats["plans_sent"] for stats in run["strategies"].values())
+    every_run = ", ".join(_number(rate) for rate in run["all_ticks_per_s"])
     print(
         f"  [2] engine pipeline throughput, batches of {run['batch']}, {tag}: "
-        f"{_number(run['ticks_per_s'])} ticks/s = {share} of the raw pykka limit ({tag})"
+        f"{_number(run['ticks_per_s'])} ticks/s = {share} of the raw pykka limit ({tag}); "
+        f"median of {len(run['all_ticks_per_s'])} runs: {every_run}"
     )
+    print("      details of the median run:")
     print(
         f"      {run['ticks']:,} ticks, {instruments} instruments, 2 strategies; feed drained "
         f"after {run['feed_s']:.2f} s (publish_ticks returned after {run['publish_s']:.2f} s), "
@@ -1250,9 +1287,9 @@ def _parent_main(options: argparse.Namespace) -> int:
         print(f"  {key:7s} {value}")
     print(
         f"  params  raw {options.raw_ticks:,} ticks x{options.repeats}; engine "
-        f"{options.engine_ticks:,} ticks, batches of {options.batches}, {options.instruments} "
-        f"instruments; latency {options.rate:,} ticks/s for {options.latency_seconds} s; "
-        f"flatten {options.positions} positions"
+        f"{options.engine_ticks:,} ticks x{options.engine_repeats} per batch size "
+        f"{options.batches}, {options.instruments} instruments; latency {options.rate:,} "
+        f"ticks/s for {options.latency_seconds} s; flatten {options.positions} positions"
     )
     plan: list[tuple[str, bool]] = [
         ("raw", False),
@@ -1304,6 +1341,9 @@ def _parser() -> argparse.ArgumentParser:
         nargs="+",
         default=[1, 20, 100],
         help="ticks per publish_ticks call; one throughput run per size",
+    )
+    parser.add_argument(
+        "--engine-repeats", type=int, default=3, help="throughput runs per batch size (median)"
     )
     parser.add_argument("--instruments", type=int, default=20, help="instruments (2 and 3)")
     parser.add_argument("--rate", type=int, default=10_000, help="paced feed rate, ticks/s")

@@ -15,4 +15,4 @@ from domain.messages.orders import __all__ as _orders_all
 from domain.messages.queries import *  # noqa: F403
 from domain.messages.queries import __all__ as _queries_all
 
-__all__ = [*_control_all, *_market_all, *_orders_all, *_queries_all]  # noqa: PLE0604
+__all__ = [*_control_all, *_market_all, *_orders_all, *_queries_all]

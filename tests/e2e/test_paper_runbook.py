@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -89,6 +90,25 @@ def test_the_runbook_paper_steps_pass(launcher: Launcher) -> None:
         "/mode", content=b'{"mode": "LIV"}', headers={"content-type": "application/json"}
     )
     assert response.status_code == 400 and "Traceback" not in response.text
+
+    # Debugging: the state dump over HTTP, readable through the tool, and on SIGUSR1.
+    dump = launcher.get("/debug/actors").json()
+    assert {"order", "risk", "kill_switch", "leader", "supervisor"} <= set(dump["actors"])
+    printed = subprocess.run(
+        [sys.executable, "-m", "tools.dump_state", "--url", f"http://127.0.0.1:{launcher.port}"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert printed.returncode == 0 and "=== order ===" in printed.stdout
+    assert launcher.process is not None
+    launcher.process.send_signal(signal.SIGUSR1)
+    wait_until(
+        lambda: list((launcher.workdir / "logs").glob("state-dump-sigusr1-*.json")),
+        timeout_s=10,
+        message="SIGUSR1 dump file",
+    )
 
     assert launcher.terminate() == 0
 
