@@ -41,6 +41,7 @@ from adapters.storage.repositories import (
     UnitOfWork,
 )
 from domain import oco
+from domain.calendar import start_of_trading_day_ns, trading_day
 from domain.clock import NANOS_PER_SECOND
 from domain.enums import DenialCode, LegKind, OrderStatus, TradingState
 from domain.messages import (
@@ -64,10 +65,12 @@ from domain.messages import (
     TradingStateChanged,
 )
 from domain.orders import (
+    InvalidTransition,
     Order,
     Overfill,
     apply_fill,
     apply_status_report,
+    mark_cancel_rejected,
     mark_cancel_requested,
     mark_rejected,
     mark_submitted,
@@ -145,8 +148,8 @@ class OrderActor(VigilActor):
         self._trading: TradingStateChanged | None = None
         self._leadership: LeadershipChanged | None = None
         self._submitted_at_ns: dict[str, int] = {}
-        self._replacements: dict[str, int] = {}
         self._realized_today = Decimal(0)
+        self._trading_day = ""
         self._last_stream_ns: int | None = None
         self._stream_heartbeat = HeartbeatThrottle(_HEARTBEAT_EVERY_NS)
         self._last_consistency_ns = 0
@@ -341,6 +344,7 @@ class OrderActor(VigilActor):
         now = timer.now_ns
         if now - self._last_consistency_ns >= _CONSISTENCY_EVERY_NS:
             self._last_consistency_ns = now
+            self._roll_trading_day(now)
             self._settle_in_flight(now)
             self._consistency_pass(now)
             self._after_change(force_publish=True)
@@ -475,16 +479,15 @@ class OrderActor(VigilActor):
                 # Deferred, not dropped: the consistency pass asks for this leg again.
                 logger.info("deferring %s: %s %s", action.client_order_id, gate[0].value, gate[1])
             return False
-        if action.leg in (LegKind.STOP, LegKind.TARGET) and action.client_order_id not in (
-            self._orders
-        ):
-            count = self._replacements.get(bracket.plan_client_id, 0)
-            if self._is_replacement(action):
-                count += 1
-                self._replacements[bracket.plan_client_id] = count
-                if count > _MAX_LEG_REPLACEMENTS * 2:
-                    self._give_up_protection(bracket, now)
-                    return False
+        replacements = {
+            LegKind.STOP: bracket.stop_sequence,
+            LegKind.TARGET: bracket.target_sequence,
+        }
+        if replacements.get(action.leg, 0) > _MAX_LEG_REPLACEMENTS:
+            # The venue keeps killing this protective leg: holding the position unprotected is
+            # worse than closing it.
+            self._give_up_protection(bracket, now)
+            return False
         assert self._leadership is not None
         order = Order(
             client_order_id=action.client_order_id,
@@ -588,7 +591,13 @@ class OrderActor(VigilActor):
                 "resize of %s outcome unknown, will retry: %s", order.client_order_id, error
             )
             return
-        resize(order, action.quantity, self.clock.now_ns())
+        try:
+            resize(order, action.quantity, self.clock.now_ns())
+        except (InvalidTransition, ValueError) as error:
+            # The venue accepted a resize our books no longer allow (a fill or cancel crossed
+            # it); the next report settles the order.
+            logger.warning("resize of %s not applied locally: %s", action.client_order_id, error)
+            return
         with UnitOfWork(self._database) as uow:
             uow.orders.update(order)
 
@@ -604,6 +613,9 @@ class OrderActor(VigilActor):
             self._broker.cancel_order(action.client_order_id)
         except BrokerRejected as error:
             logger.warning("cancel of %s refused: %s", action.client_order_id, error)
+            mark_cancel_rejected(order, str(error), self.clock.now_ns())
+            with UnitOfWork(self._database) as uow:
+                uow.orders.update(order)
         except BrokerUnavailable as error:
             self._metrics.retries_total.labels(type="cancel_unknown").inc()
             logger.warning(
@@ -639,7 +651,12 @@ class OrderActor(VigilActor):
             working_plan_ids=tuple(b.plan_client_id for b in self._brackets.values()),
             realized_pnl_today=self._realized_today + realized_open,
             unrealized_pnl=sum((p.unrealized_pnl for p in positions), Decimal(0)),
-            heat=sum((p.risk_amount for p in positions), Decimal(0)),
+            # A working entry can fill at any moment: its risk counts before it does.
+            heat=sum((p.risk_amount for p in positions), Decimal(0))
+            + sum(
+                (abs(b.entry_price - b.stop_price) * b.planned_quantity for b in working),
+                Decimal(0),
+            ),
             ts_event=self.clock.now_ns(),
         )
 
@@ -654,7 +671,6 @@ class OrderActor(VigilActor):
             for order_id in oco.bracket_orders(bracket):
                 self._orders.pop(order_id, None)
                 self._submitted_at_ns.pop(order_id, None)
-            self._replacements.pop(plan_id, None)
             del self._brackets[plan_id]
         if self._flatten_reason is not None:
             self._check_flatten_done(now)
@@ -746,7 +762,23 @@ class OrderActor(VigilActor):
             if gate is None:
                 self._send(order)
 
+    def _roll_trading_day(self, now: int) -> None:
+        day = trading_day(now)
+        if day == self._trading_day:
+            return
+        with UnitOfWork(self._database) as uow:
+            self._realized_today = uow.positions.realized_closed_since(start_of_trading_day_ns(now))
+        if self._trading_day:
+            log_event(
+                logger,
+                "DAILY_RESET",
+                f"trading day {day} starts; realized PnL today reset",
+                trading_day=day,
+            )
+        self._trading_day = day
+
     def _load_from_storage(self) -> None:
+        self._roll_trading_day(self.clock.now_ns())
         with UnitOfWork(self._database) as uow:
             brackets = uow.brackets.list_active()
             self._trade_ids = uow.fills.trade_ids()
@@ -846,9 +878,6 @@ class OrderActor(VigilActor):
             status="OPEN" if bracket.open_quantity > 0 else "CLOSED",
             updated_ns=now,
         )
-
-    def _is_replacement(self, action: oco.PlaceLeg) -> bool:
-        return not action.client_order_id.endswith(("S", "T"))
 
     def _give_up_protection(self, bracket: oco.Bracket, now: int) -> None:
         log_event(

@@ -1347,7 +1347,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--instruments", type=int, default=20, help="instruments (2 and 3)")
     parser.add_argument("--rate", type=int, default=10_000, help="paced feed rate, ticks/s")
-    parser.add_argument("--latency-seconds", type=float, default=12.0, help="paced run length")
+    parser.add_argument("--latency-seconds", type=float, default=15.0, help="paced run length")
     parser.add_argument("--positions", type=int, default=50, help="positions to flatten")
     parser.add_argument(
         "--only", nargs="+", choices=SECTIONS, help="run only these sections (both pinnings)"

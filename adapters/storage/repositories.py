@@ -521,6 +521,16 @@ class PositionRepository:
         )
         return [_position_from_row(row) for row in rows]
 
+    def realized_closed_since(self, since_ns: int) -> Decimal:
+        """Realized PnL of positions closed at or after ``since_ns`` (exact, in Python: the
+        column is text on SQLite, so SQL SUM would go through floats)."""
+        rows = self._connection.execute(
+            select(positions.c.realized_pnl).where(
+                positions.c.status == "CLOSED", positions.c.updated_ns >= since_ns
+            )
+        )
+        return sum((row.realized_pnl for row in rows), Decimal(0))
+
 
 # ---------------------------------------------------------------------------------------------
 # AUDIT TRAIL, LEASE, CONTROL STATE

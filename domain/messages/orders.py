@@ -130,7 +130,7 @@ class PortfolioUpdated(msgspec.Struct, frozen=True, kw_only=True):
     working_plan_ids: tuple[str, ...] = ()
     realized_pnl_today: Decimal
     unrealized_pnl: Decimal
-    heat: Decimal  # sum of risk_amount over open positions
+    heat: Decimal  # risk to the stop of open positions plus working entries
     ts_event: int
 
 

@@ -62,6 +62,13 @@ class TestRestart:
         # Still managed: the target fills and the stop is cancelled by the new incarnation.
         desk.quote("AAA", "102.50", "102.60")
         desk.settle(lambda: not desk.working_legs(plan_id), what="bracket closed")
+        realized = desk.settle(
+            lambda: desk.portfolio().portfolio.realized_pnl_today, what="realized PnL booked"
+        )
+        # Today's realized PnL is storage's, not memory's: a crash does not reset the limit.
+        desk.engine.directory.tell("order", InjectFault(detail="second drill"))
+        desk.settle(lambda: restarts(desk, "order") == 2, what="order restarted again")
+        assert desk.portfolio().portfolio.realized_pnl_today == realized
 
 
 class TestRestartIntensity:
