@@ -40,9 +40,7 @@ def test_a_bracket_round_trip_on_postgresql(
     fresh_postgres_url: str,
     engine_factory: Callable[..., Engine],
 ) -> None:
-    engine = engine_factory(
-        make_config(tmp_path, database_url=fresh_postgres_url, strategies=[])
-    )
+    engine = engine_factory(make_config(tmp_path, database_url=fresh_postgres_url, strategies=[]))
     desk = Desk(engine, clock)
     desk.ready_to_trade()
     plan_id = open_position(desk)
