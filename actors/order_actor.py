@@ -138,7 +138,7 @@ class OrderActor(VigilActor):
         self._conflator = conflator
         self._metrics = metrics
         self._instance_id = instance_id
-        self._strategies = tuple(strategies)
+        self._strategy_labels = set(strategies)
         self._portfolio_subscribers = tuple(portfolio_subscribers)
         self._orders: dict[str, Order] = {}
         self._brackets: dict[str, oco.Bracket] = {}
@@ -628,9 +628,12 @@ class OrderActor(VigilActor):
         portfolio = self._portfolio()
         for subscriber in self._portfolio_subscribers:
             self.directory.tell(subscriber, portfolio)
-        counts = dict.fromkeys(self._strategies, 0)
+        # Every strategy ever reported is set on each publish, so a gauge never sticks at a
+        # stale count when its strategy's last position closes.
+        self._strategy_labels.update(position.strategy for position in portfolio.positions)
+        counts = dict.fromkeys(self._strategy_labels, 0)
         for position in portfolio.positions:
-            counts[position.strategy] = counts.get(position.strategy, 0) + 1
+            counts[position.strategy] += 1
         for strategy, count in counts.items():
             self._metrics.positions_open.labels(strategy=strategy).set(count)
         self._metrics.portfolio_heat_rupees.set(float(portfolio.heat))
