@@ -313,7 +313,7 @@ class Engine:
                     instruments=self.instruments,
                     sinks=sinks,
                     metrics=metrics,
-                    **base,
+                    **{**base, "mailbox_capacity": config.feed_mailbox_batches},
                 ),
             )
         )

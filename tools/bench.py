@@ -3,7 +3,8 @@ and the time to flatten a book of bracketed positions.
 
 ``python -m tools.bench`` runs every measurement, prints one labelled line per figure as it
 lands and a summary table at the end. Timings never fail the run: the exit status is 0 unless
-a measurement crashed (1), so CI can run it without flaking on a slow machine.
+a measurement crashed or hung past its deadline (1), so CI can run it without flaking on a slow
+machine.
 
 Each measurement runs in a fresh child process (``python -m tools.bench --section NAME``):
 CPU pinning (``os.sched_setaffinity``) cannot be undone for threads that already exist, and a
@@ -20,7 +21,6 @@ import argparse
 import datetime
 import importlib.metadata
 import json
-import logging
 import os
 import platform
 import statistics
@@ -53,7 +53,17 @@ from domain.messages.queries import QueryPortfolio
 from domain.plans import plan_client_id
 from launcher.engine import Engine, strategy_actor_name
 
-__all__ = ["SECTIONS", "BenchError", "SectionResult", "main", "run_section"]
+__all__ = [
+    "SECTIONS",
+    "BenchError",
+    "SectionResult",
+    "main",
+    "run_flatten",
+    "run_latency",
+    "run_raw",
+    "run_section",
+    "run_throughput",
+]
 
 RESULT_MARKER = "BENCH_RESULT "
 SECTIONS = ("raw", "throughput", "latency", "flatten")
@@ -64,8 +74,6 @@ _ASK_TIMEOUT_S = 5.0
 _CHILD_TIMEOUT_S = 240.0
 _READY_STABLE_S = 0.3
 
-logger = logging.getLogger(__name__)
-
 
 class BenchError(RuntimeError):
     """A measurement could not be taken (the engine never became ready, a drain timed out)."""
@@ -73,7 +81,7 @@ class BenchError(RuntimeError):
 
 @dataclass
 class SectionResult:
-    """What one child process measured: its figures, and notes worth printing."""
+    """What one child process measured (the ``figures`` are JSON-serialisable)."""
 
     section: str
     pinned: bool
@@ -1186,8 +1194,13 @@ def _report(outcome: _Outcome, raw: dict[bool, float]) -> list[tuple[str, str]]:
             f"trader_order_latency_ms (broker call -> ack, all legs) n={hist_order['count']} "
             f"p50~{_number(hist_order['p50'], 1)} p99~{_number(hist_order['p99'], 1)} ms"
         )
+        strategies = [c for n, c in f["conflation"].items() if n.startswith("strategy:")]
+        conflated = sum(c["conflated"] for c in strategies)
+        offered = sum(c["offered"] for c in strategies)
         print(
-            f"      risk blocks {_compact(f['risk_blocks'])}; late pacing steps {f['late_steps']}"
+            f"      ticks conflated at the strategies {conflated:,} of {offered:,} "
+            f"({100 * conflated / max(offered, 1):.1f} %); risk blocks "
+            f"{_compact(f['risk_blocks'])}; late pacing steps {f['late_steps']}"
         )
         rows.append(
             (

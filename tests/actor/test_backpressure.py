@@ -38,8 +38,8 @@ def strategy_state(engine: Engine, name: str) -> dict:
 def test_a_feed_far_faster_than_the_strategies_stays_bounded_and_counts_conflation(
     tmp_path: Path, clock: ManualClock, engine_factory: Callable[..., Engine]
 ) -> None:
-    # A small mailbox makes the publisher feel backpressure instead of building a backlog.
-    engine = engine_factory(make_config(tmp_path, mailbox_capacity=16))
+    # A small feed mailbox makes the publisher feel backpressure instead of building a backlog.
+    engine = engine_factory(make_config(tmp_path, feed_mailbox_batches=16))
     market = SyntheticMarket(list(engine.instruments.values()), FeedConfig(seed=3))
     feed_inbox = engine.directory.get("feed:synthetic").actor_inbox  # type: ignore[union-attr]
 
