@@ -214,8 +214,7 @@ class EngineControl:
         return OrdersView(orders=views, count=len(views))
 
     def risk(self) -> RiskView:
-        snapshot = self._ask("risk", QueryRisk())
-        return msgspec.convert(msgspec.to_builtins(snapshot), RiskView)
+        return self._ask("risk", QueryRisk())
 
     def debug_actors(self) -> dict[str, Any]:
         return {

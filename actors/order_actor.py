@@ -489,21 +489,7 @@ class OrderActor(VigilActor):
             self._give_up_protection(bracket, now)
             return False
         assert self._leadership is not None
-        order = Order(
-            client_order_id=action.client_order_id,
-            plan_client_id=bracket.plan_client_id,
-            strategy=bracket.strategy,
-            instrument=bracket.instrument,
-            leg=action.leg,
-            side=action.side,
-            order_type=action.order_type,
-            quantity=action.quantity,
-            price=action.price,
-            trigger_price=action.trigger_price,
-            epoch=self._leadership.epoch,
-            ts_created=now,
-            ts_updated=now,
-        )
+        order = oco.new_leg_order(bracket, action, now, epoch=self._leadership.epoch)
         fence = LeaseFence(instance_id=self._instance_id, epoch=self._leadership.epoch)
         try:
             with UnitOfWork(self._database) as uow:

@@ -39,6 +39,7 @@ from domain.messages import (
     TradingStateChanged,
     TripKillSwitch,
 )
+from domain.messages.api import RiskView
 from domain.risk import (
     Approval,
     Denial,
@@ -56,7 +57,7 @@ if TYPE_CHECKING:
     from domain.config import RiskConfig
     from domain.instruments import Instrument
 
-__all__ = ["RiskActor", "RiskSnapshot"]
+__all__ = ["RiskActor"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,18 +71,6 @@ class _PendingApproval(msgspec.Struct, frozen=True, kw_only=True):
     instrument: str
     risk_amount: Decimal
     ts_ns: int
-
-
-class RiskSnapshot(msgspec.Struct, frozen=True, kw_only=True):
-    limits: dict[str, str]
-    heat_rupees: Decimal
-    heat_cap_rupees: Decimal
-    daily_pnl: Decimal
-    daily_loss_limit_rupees: Decimal
-    open_positions: int
-    trades_last_hour: int
-    blocks: dict[str, int]
-    last_blocks: list[RiskBlocked]
 
 
 class RiskActor(VigilActor):
@@ -190,10 +179,10 @@ class RiskActor(VigilActor):
             self._quotes[tick.instrument] = tick
 
     # ------------------------------------------------------------------ QUERIES
-    def risk_view(self) -> RiskSnapshot:
+    def risk_view(self) -> RiskView:
         now = self.clock.now_ns()
         limits = {key: str(value) for key, value in self._limits.model_dump(mode="json").items()}
-        return RiskSnapshot(
+        return RiskView(
             limits=limits,
             heat_rupees=self._portfolio.heat,
             heat_cap_rupees=heat_cap_rupees(self._limits),

@@ -2,7 +2,8 @@
 
 The paper broker's own record, kept apart from the engine's tables so that it outlives an
 engine crash (``adapters/brokers/paper/books.py`` defines the same tables for the code).
-Decimals are stored as their exact text (``DecimalText``), hence the String columns.
+Money columns use the engine's ``ExactDecimal`` storage: NUMERIC(20, 6) on PostgreSQL, canonical
+text on SQLite.
 
 Revision ID: 0002_venue_tables
 Revises: 0001_engine_tables
@@ -22,6 +23,10 @@ branch_labels = None
 depends_on = None
 
 
+def _money() -> sa.types.TypeEngine:
+    return sa.Numeric(20, 6).with_variant(sa.String(48), "sqlite")
+
+
 def upgrade() -> None:
     op.create_table(
         "venue_orders",
@@ -32,11 +37,11 @@ def upgrade() -> None:
         sa.Column("side", sa.String(8), nullable=False),
         sa.Column("order_type", sa.String(16), nullable=False),
         sa.Column("quantity", sa.Integer(), nullable=False),
-        sa.Column("price", sa.String(40), nullable=True),
-        sa.Column("trigger_price", sa.String(40), nullable=True),
+        sa.Column("price", _money(), nullable=True),
+        sa.Column("trigger_price", _money(), nullable=True),
         sa.Column("status", sa.String(24), nullable=False),
         sa.Column("filled_quantity", sa.Integer(), nullable=False),
-        sa.Column("average_fill_price", sa.String(40), nullable=True),
+        sa.Column("average_fill_price", _money(), nullable=True),
         sa.Column("reason", sa.String(256), nullable=False),
         sa.Column("is_accepted", sa.Boolean(), nullable=False),
         sa.Column("is_triggered", sa.Boolean(), nullable=False),
@@ -63,7 +68,7 @@ def upgrade() -> None:
         sa.Column("instrument", sa.String(64), nullable=False),
         sa.Column("side", sa.String(8), nullable=False),
         sa.Column("quantity", sa.Integer(), nullable=False),
-        sa.Column("price", sa.String(40), nullable=False),
+        sa.Column("price", _money(), nullable=False),
         sa.Column("ts_event", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("trade_id", name="pk_venue_fills"),
         sa.UniqueConstraint("seq", name="uq_venue_fills_seq"),
@@ -75,8 +80,8 @@ def upgrade() -> None:
         "venue_positions",
         sa.Column("instrument", sa.String(64), nullable=False),
         sa.Column("quantity", sa.Integer(), nullable=False),
-        sa.Column("average_price", sa.String(40), nullable=False),
-        sa.Column("realized_pnl", sa.String(40), nullable=False),
+        sa.Column("average_price", _money(), nullable=False),
+        sa.Column("realized_pnl", _money(), nullable=False),
         sa.Column("ts_updated", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("instrument", name="pk_venue_positions"),
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -18,7 +17,7 @@ from domain.messages import QueryPortfolio, QuerySnapshot, QueryTradingState, Tr
 from domain.orders import Order
 from domain.plans import plan_client_id
 from launcher.engine import Engine, feed_actor_name
-from tests.helpers import make_config, make_tick
+from tests.helpers import make_config, make_tick, wait_until
 
 T = TypeVar("T")
 
@@ -83,19 +82,12 @@ class Desk:
         self, condition: Callable[[], T], *, timeout_s: float = 10.0, what: str = "condition"
     ) -> T:
         """Fire timers (clock unchanged) until ``condition`` holds: no sleeps as sync."""
-        deadline = time.monotonic() + timeout_s
-        last: AssertionError | None = None
-        while True:
-            try:
-                value = condition()
-                if value:
-                    return value
-            except AssertionError as error:
-                last = error
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}: {last}")
+
+        def fired_then_checked() -> T:
             self.engine.fire_timer()
-            time.sleep(0.002)
+            return condition()
+
+        return wait_until(fired_then_checked, timeout_s=timeout_s, message=what)
 
     # -- views -----------------------------------------------------------------------------
     def portfolio(self) -> PortfolioView:

@@ -13,7 +13,6 @@ broker calls them inside ``Database.transaction()`` while holding its lock.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
@@ -24,7 +23,6 @@ from sqlalchemy import (
     Integer,
     String,
     Table,
-    TypeDecorator,
     func,
     or_,
     select,
@@ -33,6 +31,7 @@ from sqlalchemy import (
 
 from adapters.brokers.paper.venue import VenueFill, VenueOrder, VenuePosition
 from adapters.storage.metadata import metadata
+from adapters.storage.tables import ExactDecimal
 from domain.enums import OrderStatus, OrderType, Side
 
 __all__ = [
@@ -40,7 +39,6 @@ __all__ = [
     "META_NEXT_TRADE_SEQ",
     "META_STARTING_BALANCE",
     "VENUE_TABLES",
-    "DecimalText",
     "bump_submit_count",
     "find_order",
     "insert_fill",
@@ -69,24 +67,6 @@ META_STARTING_BALANCE = "starting_balance"
 _TERMINAL_STATUSES = tuple(status.value for status in OrderStatus if status.is_terminal)
 
 
-class DecimalText(TypeDecorator[Decimal]):
-    """A ``Decimal`` stored as its exact text: SQLite has no exact numeric type, and money
-    must not pass through a float."""
-
-    impl = String(40)
-    cache_ok = True
-
-    def process_bind_param(self, value: Decimal | None, dialect: Any) -> str | None:
-        if value is None:
-            return None
-        if not isinstance(value, Decimal):
-            raise TypeError(f"DecimalText needs a Decimal, was {type(value).__name__}: {value!r}")
-        return str(value)
-
-    def process_result_value(self, value: str | None, dialect: Any) -> Decimal | None:
-        return None if value is None else Decimal(value)
-
-
 venue_orders = Table(
     "venue_orders",
     metadata,
@@ -97,11 +77,11 @@ venue_orders = Table(
     Column("side", String(8), nullable=False),
     Column("order_type", String(16), nullable=False),
     Column("quantity", Integer, nullable=False),
-    Column("price", DecimalText, nullable=True),
-    Column("trigger_price", DecimalText, nullable=True),
+    Column("price", ExactDecimal, nullable=True),
+    Column("trigger_price", ExactDecimal, nullable=True),
     Column("status", String(24), nullable=False, index=True),
     Column("filled_quantity", Integer, nullable=False),
-    Column("average_fill_price", DecimalText, nullable=True),
+    Column("average_fill_price", ExactDecimal, nullable=True),
     Column("reason", String(256), nullable=False),
     Column("is_accepted", Boolean, nullable=False),
     Column("is_triggered", Boolean, nullable=False),
@@ -124,7 +104,7 @@ venue_fills = Table(
     Column("instrument", String(64), nullable=False),
     Column("side", String(8), nullable=False),
     Column("quantity", Integer, nullable=False),
-    Column("price", DecimalText, nullable=False),
+    Column("price", ExactDecimal, nullable=False),
     Column("ts_event", BigInteger, nullable=False, index=True),
 )
 
@@ -133,8 +113,8 @@ venue_positions = Table(
     metadata,
     Column("instrument", String(64), primary_key=True),
     Column("quantity", Integer, nullable=False),
-    Column("average_price", DecimalText, nullable=False),
-    Column("realized_pnl", DecimalText, nullable=False),
+    Column("average_price", ExactDecimal, nullable=False),
+    Column("realized_pnl", ExactDecimal, nullable=False),
     Column("ts_updated", BigInteger, nullable=False),
 )
 
