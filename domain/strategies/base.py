@@ -137,6 +137,11 @@ class BarStrategy:
         self.plans_emitted: int = 0
         self.signals_skipped: int = 0
         """Signals dropped because the ATR was not warm or the quantity rounded to 0."""
+        self._configure()
+
+    def _configure(self) -> None:
+        """Subclass hook: read ``self.params`` into per-instrument state (may raise
+        ValueError for params that are invalid together)."""
 
     # -- Strategy protocol ----------------------------------------------------------------
 

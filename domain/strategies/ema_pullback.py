@@ -17,10 +17,8 @@ Params (``StrategyConfig.params``), with defaults:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
-from domain.config import RiskConfig
 from domain.enums import Side
 from domain.indicators import Atr, Ema
 from domain.instruments import Instrument
@@ -52,27 +50,12 @@ class EmaPullbackStrategy(BarStrategy):
         "cooldown_bars": Param(3, integer=True, minimum=0, doc="bars to sit out after a signal"),
     }
 
-    def __init__(
-        self,
-        *,
-        name: str,
-        instruments: Mapping[str, Instrument],
-        bar_interval_s: int,
-        params: Mapping[str, float],
-        risk: RiskConfig,
-    ) -> None:
-        super().__init__(
-            name=name,
-            instruments=instruments,
-            bar_interval_s=bar_interval_s,
-            params=params,
-            risk=risk,
-        )
+    def _configure(self) -> None:
         fast_period = int(self.params["fast_period"])
         slow_period = int(self.params["slow_period"])
         if fast_period >= slow_period:
             raise ValueError(
-                f"strategy {name!r} (ema_pullback): fast_period ({fast_period}) must be below "
+                f"strategy {self.name!r} (ema_pullback): fast_period ({fast_period}) must be below "
                 f"slow_period ({slow_period})"
             )
         self._cooldown_bars: int = int(self.params["cooldown_bars"])

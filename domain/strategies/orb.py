@@ -25,12 +25,10 @@ Params (``StrategyConfig.params``), with defaults:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
 from domain.clock import NANOS_PER_SECOND
-from domain.config import RiskConfig
 from domain.enums import Side
 from domain.indicators import Atr
 from domain.instruments import Instrument
@@ -65,27 +63,12 @@ class OrbStrategy(BarStrategy):
         "target_atr": Param(2.0, minimum=0.1, doc="target distance, ATRs"),
     }
 
-    def __init__(
-        self,
-        *,
-        name: str,
-        instruments: Mapping[str, Instrument],
-        bar_interval_s: int,
-        params: Mapping[str, float],
-        risk: RiskConfig,
-    ) -> None:
-        super().__init__(
-            name=name,
-            instruments=instruments,
-            bar_interval_s=bar_interval_s,
-            params=params,
-            risk=risk,
-        )
+    def _configure(self) -> None:
         self._range_bars: int = int(self.params["range_bars"])
         self._window_bars: int = int(self.params["window_bars"])
         if self._range_bars >= self._window_bars:
             raise ValueError(
-                f"strategy {name!r} (orb): range_bars ({self._range_bars}) must be below "
+                f"strategy {self.name!r} (orb): range_bars ({self._range_bars}) must be below "
                 f"window_bars ({self._window_bars})"
             )
         self._offset_ns: int = int(self.params["window_offset_s"]) * NANOS_PER_SECOND
