@@ -163,3 +163,11 @@ class TestAutoPause:
             what="plan blocked",
         )
         assert desk.orders_for(plan.plan_client_id) == []
+        # Past the grace period the instance steps down and says so.
+        desk.step(desk.engine.config.leader.grace_s + 1)
+        supervisor = desk.engine.directory.get("supervisor")
+        assert supervisor is not None
+        desk.settle(
+            lambda: supervisor.proxy().snapshot().get(timeout=5)["stepped_down"],
+            what="stepped down",
+        )
