@@ -39,6 +39,8 @@ class VigilActor(pykka.ThreadingActor):
     """Subclasses declare ``handlers()``: message type -> method. Unknown types are logged."""
 
     put_timeout_s: ClassVar[float] = 5.0
+    # Message types that bypass the inbox capacity (never refused for backpressure).
+    unbounded_messages: ClassVar[tuple[type, ...]] = ()
 
     def __init__(
         self,
@@ -65,6 +67,7 @@ class VigilActor(pykka.ThreadingActor):
             actor_name=self.name,
             capacity=self._mailbox_capacity,
             put_timeout_s=self.put_timeout_s,
+            exempt_types=self.unbounded_messages,
         )
 
     # ------------------------------------------------------------------ LIFECYCLE

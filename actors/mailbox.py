@@ -4,7 +4,9 @@ pykka's inboxes are unbounded queues; a producer faster than its consumer grows 
 limit. Here every ``tell`` waits at most ``put_timeout_s`` for room, then raises
 ``MailboxFull`` (backpressure the sender can act on). Asks and stop requests are not counted
 against the capacity: their callers wait for the answer anyway, and a full inbox must never
-make an actor unstoppable.
+make an actor unstoppable. An actor may also name message types that must never be dropped
+(the order actor's broker reports: they are the truth about money, and their volume is bounded
+by our own orders).
 
 Market data does not go through the inbox at all: a ``TickConflator`` keeps the latest tick per
 instrument and wakes its consumer with a single ``DrainTicks``, so a busy strategy sees the
@@ -37,15 +39,23 @@ class MailboxFull(Exception):
 
 
 class BoundedInbox(queue.Queue):  # type: ignore[type-arg]
-    def __init__(self, *, actor_name: str, capacity: int, put_timeout_s: float) -> None:
+    def __init__(
+        self,
+        *,
+        actor_name: str,
+        capacity: int,
+        put_timeout_s: float,
+        exempt_types: tuple[type, ...] = (),
+    ) -> None:
         super().__init__()  # unbounded underneath; the capacity applies to tells only
         self._actor_name = actor_name
         self._capacity = capacity
         self._put_timeout_s = put_timeout_s
+        self._exempt_types = (pykka_messages._ActorStop, *exempt_types)
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         exempt = getattr(item, "reply_to", None) is not None or isinstance(
-            getattr(item, "message", None), pykka_messages._ActorStop
+            getattr(item, "message", None), self._exempt_types
         )
         if exempt:
             super().put(item)

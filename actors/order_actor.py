@@ -118,6 +118,8 @@ class PortfolioView(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class OrderActor(VigilActor):
+    unbounded_messages = (FillReport, OrderStatusReport, OrderStreamHeartbeat)
+
     def __init__(
         self,
         *,

@@ -8,10 +8,14 @@ import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+from pykka._envelope import Envelope
+
+from actors.mailbox import BoundedInbox, MailboxFull
 from adapters.feeds.synthetic import SyntheticMarket
 from domain.clock import ManualClock
 from domain.config import FeedConfig
-from domain.messages import QuerySnapshot
+from domain.messages import OrderStreamHeartbeat, Ping, QuerySnapshot
 from launcher.engine import Engine, strategy_actor_name
 from tests.helpers import make_config, wait_until
 
@@ -103,3 +107,15 @@ def test_a_feed_far_faster_than_the_strategies_stays_bounded_and_counts_conflati
     grown_mb = (after - baseline) / 1e6
     assert grown_mb < 20, f"memory grew {grown_mb:.1f} MB over 80,000 ticks"
     assert time.monotonic() - started < 60
+
+
+def test_a_full_inbox_refuses_commands_but_still_takes_every_broker_report() -> None:
+    inbox = BoundedInbox(
+        actor_name="order", capacity=1, put_timeout_s=0.01, exempt_types=(OrderStreamHeartbeat,)
+    )
+    inbox.put(Envelope(Ping(sequence=1)))
+    with pytest.raises(MailboxFull, match="actor=order capacity=1"):
+        inbox.put(Envelope(Ping(sequence=2)))
+    for ts in range(5):
+        inbox.put(Envelope(OrderStreamHeartbeat(ts_event=ts)))
+    assert inbox.qsize() == 6
