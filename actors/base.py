@@ -10,6 +10,7 @@ at INFO), and the actor lives on.
 from __future__ import annotations
 
 import logging
+import sys
 import traceback
 from collections.abc import Callable
 from types import TracebackType
@@ -55,6 +56,18 @@ class VigilActor(pykka.ThreadingActor):
         self.directory = directory
         self._mailbox_capacity = mailbox_capacity
         super().__init__()
+        # pykka does not call on_failure when on_start raises (it only logs and stops): report
+        # it ourselves, so the supervisor restarts a child that failed to come up.
+        start_up = self.on_start
+
+        def on_start_reporting_failure() -> None:
+            try:
+                start_up()
+            except Exception:
+                self.on_failure(*sys.exc_info())
+                raise
+
+        self.on_start = on_start_reporting_failure  # type: ignore[method-assign]
         self._handlers: dict[type, Callable[[Any], Any]] = {
             QuerySnapshot: lambda _query: self.snapshot(),
             Ping: self._on_ping,
@@ -88,6 +101,7 @@ class VigilActor(pykka.ThreadingActor):
                 name=self.name,
                 error=error_text.strip(),
                 ts_event=self.clock.now_ns(),
+                incarnation=self.actor_urn,
                 snapshot=snapshot,
             ),
         )

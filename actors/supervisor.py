@@ -170,8 +170,13 @@ class Supervisor(VigilActor):
     def on_child_failed(self, failure: ChildFailed) -> None:
         now = self.clock.now_ns()
         name = failure.name
-        if name not in self._specs:
+        current = self.directory.get(name)
+        if name not in self._specs or current is None:
             return
+        if failure.incarnation and failure.incarnation != current.actor_urn:
+            return  # about an incarnation already replaced (or already reaped)
+        if name in self._pending_restarts:
+            return  # this incarnation's death is already being handled
         self._last_errors[name] = failure.error
         self._restart_counts[name] = self._restart_counts.get(name, 0) + 1
         self._metrics.actor_restarts_total.labels(actor=name).inc()
@@ -212,6 +217,7 @@ class Supervisor(VigilActor):
         for name, spec in self._specs.items():
             if spec.receives_timer:
                 self.directory.tell(name, timer)
+        self._reap_silent_deaths(now)
         self._run_due_restarts(now)
         if self._pending_escalation is not None and self.directory.tell(
             self._kill_switch_actor, self._pending_escalation
@@ -418,6 +424,24 @@ class Supervisor(VigilActor):
         )
         if not self.directory.tell(self._kill_switch_actor, trip):
             self._pending_escalation = trip
+
+    def _reap_silent_deaths(self, now: int) -> None:
+        # A child can die without a ChildFailed (a BaseException, a failing hook): treat it as
+        # a crash all the same.
+        for name in self._specs:
+            if name in self._pending_restarts or self.directory.is_alive(name):
+                continue
+            ref = self.directory.get(name)
+            if ref is None:
+                continue
+            self.on_child_failed(
+                ChildFailed(
+                    name=name,
+                    error="died without reporting a failure",
+                    ts_event=now,
+                    incarnation=ref.actor_urn,
+                )
+            )
 
     def _run_due_restarts(self, now: int) -> None:
         for name, due in list(self._pending_restarts.items()):

@@ -91,6 +91,7 @@ class ChildFailed(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     error: str
     ts_event: int
+    incarnation: str = ""  # the crashed actor's URN: a report about an older one is stale
     snapshot: dict[str, Any] = msgspec.field(default_factory=dict)
 
 

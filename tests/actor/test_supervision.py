@@ -39,6 +39,12 @@ class TestRestart:
         plan_id = open_position(desk)
         assert desk.working_legs(plan_id)
 
+    def test_a_child_that_dies_without_reporting_is_restarted_too(self, desk: Desk) -> None:
+        ref = desk.engine.directory.get("risk")
+        assert ref is not None
+        ref.stop()  # gone without a ChildFailed, as after a failing hook
+        desk.settle(lambda: restarts(desk, "risk") == 1, what="risk reaped and restarted")
+
     def test_a_crash_writes_a_post_mortem_dump(self, desk: Desk) -> None:
         logs = Path(desk.engine.config.logs_dir)
         desk.engine.directory.tell("risk", InjectFault(detail="post-mortem drill"))
