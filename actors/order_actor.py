@@ -63,6 +63,7 @@ from domain.messages import (
     Tick,
     TimerFired,
     TradingStateChanged,
+    TripKillSwitch,
 )
 from domain.orders import (
     InvalidTransition,
@@ -131,6 +132,7 @@ class OrderActor(VigilActor):
         instance_id: str,
         strategies: Iterable[str] = (),
         portfolio_subscribers: Iterable[str] = ("risk", SUPERVISOR),
+        kill_switch_actor: str = "kill_switch",
         **base: Any,
     ) -> None:
         super().__init__(**base)
@@ -142,6 +144,7 @@ class OrderActor(VigilActor):
         self._instance_id = instance_id
         self._strategy_labels = set(strategies)
         self._portfolio_subscribers = tuple(portfolio_subscribers)
+        self._kill_switch_actor = kill_switch_actor
         self._orders: dict[str, Order] = {}
         self._brackets: dict[str, oco.Bracket] = {}
         self._positions: dict[str, Position] = {}
@@ -257,33 +260,26 @@ class OrderActor(VigilActor):
             self._unknown_report("fill", fill.client_order_id, fill, now)
             return
         bracket = self._brackets.get(order.plan_client_id)
-        with UnitOfWork(self._database) as uow:
-            if not uow.fills.add(fill, plan_client_id=order.plan_client_id, recorded_ns=now):
-                self._trade_ids.add(fill.trade_id)
-                return
-            try:
-                apply_fill(order, fill, now)
-            except Overfill as error:
-                self._trade_ids.add(fill.trade_id)
-                log_event(
-                    logger,
-                    "OVERFILL",
-                    str(error),
-                    level=logging.CRITICAL,
-                    trade_id=fill.trade_id,
-                    client_order_id=fill.client_order_id,
-                )
-                raise
+        actions: list[oco.BracketAction] = []
+        try:
+            with UnitOfWork(self._database) as uow:
+                if not uow.fills.add(fill, plan_client_id=order.plan_client_id, recorded_ns=now):
+                    self._trade_ids.add(fill.trade_id)
+                    return
+                apply_fill(order, fill, now)  # Overfill leaves the order unchanged
+                uow.orders.update(order)
+                position = self._positions.get(order.plan_client_id) or flat(order.instrument)
+                position = position_apply_fill(position, fill.side, fill.quantity, fill.price)
+                self._positions[order.plan_client_id] = position
+                if bracket is not None:
+                    actions = oco.on_order_update(bracket, self._bracket_orders(bracket), now)
+                    uow.brackets.upsert(bracket)
+                    uow.positions.upsert(self._position_row(bracket, position, now))
+        except Overfill as error:
             self._trade_ids.add(fill.trade_id)
-            uow.orders.update(order)
-            position = self._positions.get(order.plan_client_id) or flat(order.instrument)
-            position = position_apply_fill(position, fill.side, fill.quantity, fill.price)
-            self._positions[order.plan_client_id] = position
-            actions: list[oco.BracketAction] = []
-            if bracket is not None:
-                actions = oco.on_order_update(bracket, self._bracket_orders(bracket), now)
-                uow.brackets.upsert(bracket)
-                uow.positions.upsert(self._position_row(bracket, position, now))
+            self._halt_on_drift("OVERFILL", str(error), fill, now)
+            return
+        self._trade_ids.add(fill.trade_id)
         if bracket is not None:
             self._execute(bracket, actions)
         self._after_change()
@@ -833,6 +829,19 @@ class OrderActor(VigilActor):
                 ts_ns=now,
                 instance_id=self._instance_id,
             )
+
+    def _halt_on_drift(self, reason: str, detail: str, report: object, now: int) -> None:
+        # The broker's books and ours disagree: stop trading and leave the reconciliation to an
+        # operator; flattening from books we no longer trust could make it worse.
+        log_event(logger, reason, detail, level=logging.CRITICAL)
+        with UnitOfWork(self._database) as uow:
+            uow.events.append(
+                reason,
+                {"detail": detail, "report": msgspec.to_builtins(report)},
+                ts_ns=now,
+                instance_id=self._instance_id,
+            )
+        self.directory.tell(self._kill_switch_actor, TripKillSwitch(reason=reason, detail=detail))
 
     def _stream_alive(self, now: int) -> None:
         self._last_stream_ns = now

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 
 from domain.clock import ManualClock
-from domain.enums import PauseCause, TradingState
-from domain.messages import ResetKillSwitch, TripKillSwitch
+from domain.enums import PauseCause, Side, TradingState
+from domain.messages import FillReport, ResetKillSwitch, TripKillSwitch
 from launcher.engine import Engine
 from tests.actor.conftest import Desk
 from tests.actor.test_brackets import open_position
@@ -82,3 +83,31 @@ def test_heat_above_the_cap_pauses_entries_and_flattens_with_reason_risk_cap(
     )
     assert [p.detail for p in state.pauses] == ["risk_cap"]
     desk.settle(lambda: not desk.portfolio().portfolio.positions, what="flattened")
+
+
+def test_a_broker_fill_beyond_the_order_halts_trading_and_changes_nothing(desk: Desk) -> None:
+    plan_id = open_position(desk, quantity=10)
+    [entry] = [o for o in desk.orders_for(plan_id) if o.leg.value == "ENTRY"]
+    # A venue that reports more than the order's quantity: our books and its books disagree.
+    desk.engine.directory.tell(
+        "order",
+        FillReport(
+            trade_id="VENUE-BUG-1",
+            client_order_id=entry.client_order_id,
+            broker_order_id=entry.broker_order_id or "",
+            instrument="AAA",
+            side=Side.BUY,
+            quantity=5,
+            price=Decimal("100.10"),
+            ts_event=desk.clock.now_ns(),
+        ),
+    )
+    state = desk.settle(
+        lambda: desk.trading().state.state is TradingState.HALTED and desk.trading(),
+        what="HALTED on the overfill",
+    )
+    assert state.state.halt_reason == "OVERFILL"
+    [entry_after] = [o for o in desk.orders_for(plan_id) if o.leg.value == "ENTRY"]
+    assert entry_after.filled_quantity == 10
+    assert [p.quantity for p in desk.portfolio().portfolio.positions] == [10]
+    assert set(desk.working_legs(plan_id)) == {"STOP", "TARGET"}  # still protected
