@@ -165,7 +165,6 @@ class OrderActor(VigilActor):
         self._flatten_cancelled = 0
         self._last_flatten: FlattenCompleted | None = None
         self._denied: deque[OrderDenied] = deque(maxlen=50)
-        self._recovered_positions = 0
 
     def handlers(self) -> dict[type, Callable[[Any], Any]]:
         return {
@@ -188,7 +187,6 @@ class OrderActor(VigilActor):
         self._load_from_storage()
         self._reconcile_with_broker()
         open_count = sum(1 for b in self._brackets.values() if b.open_quantity > 0)
-        self._recovered_positions = open_count
         log_event(
             logger,
             "RECOVERY",
@@ -345,7 +343,7 @@ class OrderActor(VigilActor):
             self._roll_trading_day(now)
             self._settle_in_flight(now)
             self._consistency_pass(now)
-            self._after_change(force_publish=True)
+            self._after_change()
 
     # ------------------------------------------------------------------ QUERIES
     def position_views(self) -> list[PositionView]:
@@ -647,7 +645,7 @@ class OrderActor(VigilActor):
             ts_event=self.clock.now_ns(),
         )
 
-    def _after_change(self, *, force_publish: bool = True) -> None:
+    def _after_change(self) -> None:
         now = self.clock.now_ns()
         for plan_id, bracket in list(self._brackets.items()):
             if bracket.status in _ACTIVE:
@@ -661,8 +659,7 @@ class OrderActor(VigilActor):
             del self._brackets[plan_id]
         if self._flatten_reason is not None:
             self._check_flatten_done(now)
-        if force_publish:
-            self._publish_portfolio()
+        self._publish_portfolio()
 
     def _check_flatten_done(self, now: int) -> None:
         remaining_positions = sum(1 for b in self._brackets.values() if b.open_quantity > 0)
