@@ -167,7 +167,10 @@ class Engine:
             self._pump = FeedPump(
                 name=self.feed_name,
                 sink=self._deliver_batch,
-                source=build_tick_source(config.feed, self.instruments),
+                # A restarted paper session resumes its synthetic market where it traded last.
+                source=build_tick_source(
+                    config.feed, self.instruments, start_prices=self.broker.last_trade_prices()
+                ),
                 clock=self.clock,
                 speed=config.feed.replay_speed,
             )

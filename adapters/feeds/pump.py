@@ -30,6 +30,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from decimal import Decimal
 from typing import Any, Protocol, runtime_checkable
 
 import msgspec
@@ -63,13 +64,17 @@ TickSource = PolledSource | Iterator[Tick]
 
 
 def build_tick_source(
-    config: FeedConfig, instruments: Sequence[Instrument] | Mapping[str, Instrument]
+    config: FeedConfig,
+    instruments: Sequence[Instrument] | Mapping[str, Instrument],
+    *,
+    start_prices: Mapping[str, Decimal] | None = None,
 ) -> TickSource:
     """Build the source ``config.kind`` names.
 
     Args:
         config: the feed settings.
         instruments: the configured instruments (a sequence, or a mapping by symbol).
+        start_prices: where the synthetic walks start (ignored for a CSV replay).
 
     Returns:
         A ``SyntheticMarket`` for ``synthetic``; a lazy ``read_ticks`` iterator for ``csv``
@@ -77,7 +82,7 @@ def build_tick_source(
     """
     listed = list(instruments.values()) if isinstance(instruments, Mapping) else list(instruments)
     if config.kind == "synthetic":
-        return SyntheticMarket(listed, config)
+        return SyntheticMarket(listed, config, start_prices)
     if config.csv_path is None:  # FeedConfig validates this; kept for the type checker
         raise ValueError("feed.csv_path is required when feed.kind is 'csv'")
     return read_ticks(config.csv_path, {instrument.symbol: instrument for instrument in listed})

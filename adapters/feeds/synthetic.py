@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -57,7 +57,9 @@ def _stream_seed(seed: int, symbol: str) -> int:
 
 
 class _Walk:
-    def __init__(self, instrument: Instrument, config: FeedConfig) -> None:
+    def __init__(
+        self, instrument: Instrument, config: FeedConfig, start_price: Decimal | None = None
+    ) -> None:
         self.instrument = instrument
         self.rng = random.Random(_stream_seed(config.seed, instrument.symbol))
         tick = instrument.tick_size
@@ -77,7 +79,10 @@ class _Walk:
         self.blowout_probability = config.spread_blowout_probability
         self.band_hit_probability = config.band_hit_probability
         self.mid = self.reference
-        self.last = self.reference
+        if start_price is not None:
+            start = int(instrument.round_price(start_price) / tick)
+            self.mid = min(max(start, self.lower + 1), self.upper - 1)
+        self.last = self.mid
         self.drift = 0.0
         self.regime_left = 0
         self.blowout_spread = 0
@@ -176,17 +181,28 @@ class SyntheticMarket:
     Args:
         instruments: the instruments to quote, in the order ``next_ticks`` returns them.
         config: seed, volatility and event probabilities (``FeedConfig``).
+        start_prices: where each walk starts (e.g. the last traded prices, so a restarted
+            engine's market does not jump back to the reference price); default the
+            instrument's ``reference_price``. Clipped into the band.
 
     Raises:
         ValueError: on duplicate symbols or a band too narrow to quote in.
     """
 
-    def __init__(self, instruments: Sequence[Instrument], config: FeedConfig) -> None:
+    def __init__(
+        self,
+        instruments: Sequence[Instrument],
+        config: FeedConfig,
+        start_prices: Mapping[str, Decimal] | None = None,
+    ) -> None:
         symbols = [instrument.symbol for instrument in instruments]
         if len(set(symbols)) != len(symbols):
             raise ValueError(f"synthetic market: duplicate symbols in {symbols}")
         self.config: FeedConfig = config
-        self._walks: list[_Walk] = [_Walk(instrument, config) for instrument in instruments]
+        starts = start_prices or {}
+        self._walks: list[_Walk] = [
+            _Walk(instrument, config, starts.get(instrument.symbol)) for instrument in instruments
+        ]
 
     @property
     def tick_interval_ms(self) -> int:

@@ -398,3 +398,16 @@ class TestBuildTickSource:
 
         assert not isinstance(source, SyntheticMarket)
         assert len(list(source)) == 200
+
+
+def test_a_synthetic_market_can_resume_from_given_prices() -> None:
+    instruments = [
+        Instrument(symbol="AAA", reference_price=Decimal("100"), tick_size=Decimal("0.05")),
+        Instrument(symbol="BBB", reference_price=Decimal("200"), tick_size=Decimal("0.05")),
+    ]
+    market = SyntheticMarket(
+        instruments, FeedConfig(volatility_bps=0.0), start_prices={"AAA": Decimal("104.37")}
+    )
+    first = {tick.instrument: tick for tick in market.next_ticks(1)}
+    assert abs(first["AAA"].mid - Decimal("104.35")) <= Decimal("0.5")
+    assert abs(first["BBB"].mid - Decimal("200")) <= Decimal("0.5")

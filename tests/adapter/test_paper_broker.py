@@ -789,6 +789,21 @@ class TestRestart:
             "PO00000002"
         }
 
+    def test_the_last_traded_price_per_instrument_survives_a_restart(
+        self, database: Database, clock: ManualClock
+    ) -> None:
+        broker, _ = make_broker(database, clock)
+        quote(broker, clock, "100.00", "100.05")
+        broker.submit_order(request("FIRST"))
+        tick_now(broker, clock)
+        quote(broker, clock, "101.00", "101.05")
+        broker.submit_order(request("SECOND"))
+        tick_now(broker, clock)
+        broker.close()
+        reborn, _ = make_broker(database, clock)
+        prices = reborn.last_trade_prices()
+        assert len(prices) == 1 and next(iter(prices.values())) == Decimal("101.05")
+
     def test_lists_todays_orders_and_fills_and_keeps_older_working_orders(
         self, database: Database, clock: ManualClock
     ) -> None:

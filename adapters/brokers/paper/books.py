@@ -13,6 +13,7 @@ broker calls them inside ``Database.transaction()`` while holding its lock.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
@@ -43,6 +44,7 @@ __all__ = [
     "find_order",
     "insert_fill",
     "insert_order",
+    "last_fill_prices",
     "load_fills_since",
     "load_meta",
     "load_orders_since",
@@ -283,6 +285,22 @@ def insert_fill(connection: Connection, fill: VenueFill) -> None:
             ts_event=fill.ts_event,
         )
     )
+
+
+def last_fill_prices(connection: Connection) -> dict[str, Decimal]:
+    """The price of the latest fill in each instrument."""
+    latest = (
+        select(venue_fills.c.instrument, func.max(venue_fills.c.seq).label("seq"))
+        .group_by(venue_fills.c.instrument)
+        .subquery()
+    )
+    rows = connection.execute(
+        select(venue_fills.c.instrument, venue_fills.c.price).join(
+            latest,
+            (venue_fills.c.instrument == latest.c.instrument) & (venue_fills.c.seq == latest.c.seq),
+        )
+    )
+    return {row.instrument: row.price for row in rows}
 
 
 def load_fills_since(connection: Connection, since_ns: int) -> list[VenueFill]:

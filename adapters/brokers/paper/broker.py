@@ -384,6 +384,12 @@ class PaperBroker:
                 if position.quantity != 0
             ]
 
+    def last_trade_prices(self) -> dict[str, Decimal]:
+        """The latest traded price per instrument, from the books (survives restarts): where a
+        simulated market should resume so that prices do not jump after an engine restart."""
+        with self._lock:
+            return self._read(store.last_fill_prices)
+
     def submission_counts(self) -> dict[str, int]:
         """Return how many times ``submit_order`` was called with each client order id.
 
