@@ -548,11 +548,16 @@ class OrderActor(VigilActor):
             mark_rejected(order, rejected, now)
             self._submitted_at_ns.pop(order.client_order_id, None)
         self._metrics.orders_total.labels(leg=order.leg.value, outcome=outcome).inc()
+        if rejected is None:
+            # SUBMITTED lives in memory only: the stored PENDING_SUBMIT already means "maybe
+            # sent", and recovery settles it from the broker's order list either way (resending
+            # under the same id only if the broker never saw it). One transaction saved per leg.
+            return
         bracket = self._brackets.get(order.plan_client_id)
         actions: list[oco.BracketAction] = []
         with UnitOfWork(self._database) as uow:
             uow.orders.update(order)
-            if rejected is not None and bracket is not None:
+            if bracket is not None:
                 actions = oco.on_order_update(bracket, self._bracket_orders(bracket), now)
                 uow.brackets.upsert(bracket)
         if actions and bracket is not None:
