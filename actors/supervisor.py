@@ -63,6 +63,8 @@ __all__ = ["ChildSpec", "Supervisor"]
 logger = logging.getLogger(__name__)
 
 _PING_EVERY_NS = NANOS_PER_SECOND
+_REAP_AFTER_TICKS = 3
+_SILENT_DEATH = "died without reporting a failure"
 
 
 class ChildSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -104,6 +106,8 @@ class Supervisor(VigilActor):
         self._restart_counts: dict[str, int] = dict.fromkeys(self._specs, 0)
         self._last_errors: dict[str, str] = {}
         self._pending_restarts: dict[str, int] = {}
+        self._dead_ticks: dict[str, int] = {}
+        self._reaped: set[str] = set()
         self._pending_escalation: TripKillSwitch | None = None
         self._feed_data_ns: dict[str, int] = {}
         self._stream_ns: int | None = None
@@ -173,8 +177,14 @@ class Supervisor(VigilActor):
         current = self.directory.get(name)
         if name not in self._specs or current is None:
             return
+        if failure.incarnation in self._reaped:
+            # The reaper got there first and restarted it; keep the real error and its dump.
+            self._reaped.discard(failure.incarnation)
+            self._last_errors[name] = failure.error
+            self._write_post_mortem(failure, now)
+            return
         if failure.incarnation and failure.incarnation != current.actor_urn:
-            return  # about an incarnation already replaced (or already reaped)
+            return  # about an incarnation already replaced
         if name in self._pending_restarts:
             return  # this incarnation's death is already being handled
         self._last_errors[name] = failure.error
@@ -195,13 +205,8 @@ class Supervisor(VigilActor):
             error=failure.error,
             recent_crashes=recent,
         )
-        write_dump_in_background(
-            directory=self.directory,
-            logs_dir=self._logs_dir,
-            kind=f"postmortem-{name}",
-            now_ns=now,
-            extra={"crashed": name, "error": failure.error, "crashed_snapshot": failure.snapshot},
-        )
+        if failure.snapshot or not failure.error.startswith(_SILENT_DEATH):
+            self._write_post_mortem(failure, now)
         if recent > self._supervision.max_restarts:
             self._escalate(name, recent)
         backoff_s = min(
@@ -425,23 +430,43 @@ class Supervisor(VigilActor):
         if not self.directory.tell(self._kill_switch_actor, trip):
             self._pending_escalation = trip
 
+    def _write_post_mortem(self, failure: ChildFailed, now: int) -> None:
+        write_dump_in_background(
+            directory=self.directory,
+            logs_dir=self._logs_dir,
+            kind=f"postmortem-{failure.name}",
+            now_ns=now,
+            extra={
+                "crashed": failure.name,
+                "error": failure.error,
+                "crashed_snapshot": failure.snapshot,
+            },
+        )
+
     def _reap_silent_deaths(self, now: int) -> None:
         # A child can die without a ChildFailed (a BaseException, a failing hook): treat it as
-        # a crash all the same.
+        # a crash all the same. A crashing child is marked dead a moment before its own report
+        # is sent, so wait a few ticks for that report, which carries the error and snapshot.
         for name in self._specs:
             if name in self._pending_restarts or self.directory.is_alive(name):
+                self._dead_ticks.pop(name, None)
                 continue
             ref = self.directory.get(name)
             if ref is None:
                 continue
+            self._dead_ticks[name] = self._dead_ticks.get(name, 0) + 1
+            if self._dead_ticks[name] < _REAP_AFTER_TICKS:
+                continue
+            del self._dead_ticks[name]
             self.on_child_failed(
                 ChildFailed(
                     name=name,
-                    error="died without reporting a failure",
+                    error=_SILENT_DEATH,
                     ts_event=now,
                     incarnation=ref.actor_urn,
                 )
             )
+            self._reaped.add(ref.actor_urn)  # its own late report must not count again
 
     def _run_due_restarts(self, now: int) -> None:
         for name, due in list(self._pending_restarts.items()):

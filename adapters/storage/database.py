@@ -8,6 +8,7 @@ operator runs from the repo root.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -64,6 +65,13 @@ class Database:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # SQLite allows one writer per file, and a thread that finds it locked waits in
+        # sqlite's busy handler, which sleeps 1, 2, 5, 10... ms between tries. Serialising
+        # this process's transactions with a lock hands the file over without those sleeps.
+        # (PostgreSQL needs no such thing.)
+        self._sqlite_lock: threading.RLock | None = (
+            threading.RLock() if engine.dialect.name == "sqlite" else None
+        )
 
     @classmethod
     def from_url(cls, url: str, *, migrate: bool = True) -> Database:
@@ -73,7 +81,11 @@ class Database:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Connection]:
-        with self.engine.begin() as connection:
+        if self._sqlite_lock is None:
+            with self.engine.begin() as connection:
+                yield connection
+            return
+        with self._sqlite_lock, self.engine.begin() as connection:
             yield connection
 
     @property
