@@ -43,6 +43,11 @@ class VigilActor(pykka.ThreadingActor):
     # Message types that bypass the inbox capacity (never refused for backpressure).
     unbounded_messages: ClassVar[tuple[type, ...]] = ()
 
+    @staticmethod
+    def message_weight(message: Any) -> int:
+        """How much of the inbox capacity one message takes (1 unless an actor says more)."""
+        return 1
+
     def __init__(
         self,
         *,
@@ -81,6 +86,7 @@ class VigilActor(pykka.ThreadingActor):
             capacity=self._mailbox_capacity,
             put_timeout_s=self.put_timeout_s,
             exempt_types=self.unbounded_messages,
+            weigh=self.message_weight,
         )
 
     # ------------------------------------------------------------------ LIFECYCLE

@@ -37,6 +37,11 @@ _REJECT_LOG_EVERY_NS = 60 * NANOS_PER_SECOND
 
 
 class FeedActor(VigilActor):
+    @staticmethod
+    def message_weight(message: Any) -> int:
+        # The inbox is bounded in ticks, whatever the batch size of the source.
+        return len(message.ticks) if isinstance(message, TicksReceived) else 1
+
     def __init__(
         self,
         *,

@@ -39,6 +39,13 @@ class MailboxFull(Exception):
 
 
 class BoundedInbox(queue.Queue):  # type: ignore[type-arg]
+    """A pykka inbox whose ``tell`` side is bounded by total message weight.
+
+    The weight of a message is 1 unless ``weigh`` says otherwise (the feed actor weighs a batch
+    by its ticks, so its bound is in ticks, whatever the batch size). A message heavier than
+    the whole capacity is still taken when the inbox is empty, so nothing is refused forever.
+    """
+
     def __init__(
         self,
         *,
@@ -46,12 +53,21 @@ class BoundedInbox(queue.Queue):  # type: ignore[type-arg]
         capacity: int,
         put_timeout_s: float,
         exempt_types: tuple[type, ...] = (),
+        weigh: Callable[[Any], int] | None = None,
     ) -> None:
         super().__init__()  # unbounded underneath; the capacity applies to tells only
         self._actor_name = actor_name
         self._capacity = capacity
         self._put_timeout_s = put_timeout_s
         self._exempt_types = (pykka_messages._ActorStop, *exempt_types)
+        self._weigh = weigh
+        self._load = 0
+
+    @property
+    def load(self) -> int:
+        """Total weight queued (ticks for the feed actor, messages elsewhere)."""
+        with self.mutex:
+            return self._load
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         exempt = getattr(item, "reply_to", None) is not None or isinstance(
@@ -60,9 +76,10 @@ class BoundedInbox(queue.Queue):  # type: ignore[type-arg]
         if exempt:
             super().put(item)
             return
+        weight = self._weight(item)
         deadline = time.monotonic() + self._put_timeout_s
         with self.not_full:
-            while self._qsize() >= self._capacity:
+            while self._load > 0 and self._load + weight > self._capacity:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise MailboxFull(self._actor_name, self._capacity, self._put_timeout_s)
@@ -70,6 +87,21 @@ class BoundedInbox(queue.Queue):  # type: ignore[type-arg]
             self._put(item)
             self.unfinished_tasks += 1
             self.not_empty.notify()
+
+    # queue.Queue calls these with its mutex held.
+    def _put(self, item: Any) -> None:
+        self.queue.append(item)
+        self._load += self._weight(item)
+
+    def _get(self) -> Any:
+        item = self.queue.popleft()
+        self._load -= self._weight(item)
+        return item
+
+    def _weight(self, item: Any) -> int:
+        if self._weigh is None:
+            return 1
+        return max(1, self._weigh(getattr(item, "message", item)))
 
 
 class TickConflator:

@@ -240,7 +240,9 @@ class RiskActor(VigilActor):
     def _check_portfolio_limits(self, portfolio: PortfolioUpdated) -> None:
         now = self.clock.now_ns()
         breach = daily_loss_breached(portfolio, self._limits)
-        if breach is not None and not self._daily_loss_tripped:
+        if breach is None:
+            self._daily_loss_tripped = False  # a new trading day (or a recovery) re-arms it
+        elif not self._daily_loss_tripped:
             self._daily_loss_tripped = True
             log_event(
                 logger,

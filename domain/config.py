@@ -198,9 +198,9 @@ class EngineConfig(_Strict):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     cpu_affinity: tuple[int, ...] | None = None
     mailbox_capacity: int = Field(default=10_000, gt=0)
-    # A feed message is a batch of up to hundreds of ticks: its inbox is bounded far tighter,
-    # so a fast source feels backpressure instead of queueing seconds of work ahead of pings.
-    feed_mailbox_batches: int = Field(default=64, gt=0)
+    # The feed's inbox is bounded in ticks, not messages (a message is a batch): a fast
+    # source feels backpressure instead of queueing seconds of work ahead of pings.
+    feed_mailbox_ticks: int = Field(default=5_000, gt=0)
     instruments: tuple[InstrumentConfig, ...] = Field(min_length=1)
     feed: FeedConfig = Field(default_factory=FeedConfig)
     strategies: tuple[StrategyConfig, ...] = ()

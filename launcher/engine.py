@@ -316,7 +316,7 @@ class Engine:
                     instruments=self.instruments,
                     sinks=sinks,
                     metrics=metrics,
-                    **{**base, "mailbox_capacity": config.feed_mailbox_batches},
+                    **{**base, "mailbox_capacity": config.feed_mailbox_ticks},
                 ),
             )
         )

@@ -20,6 +20,7 @@ from launcher.engine import Engine, strategy_actor_name
 from tests.helpers import make_config, wait_until
 
 BATCH = 200
+FEED_CAPACITY_TICKS = 4 * BATCH
 STRATEGIES = ("orb_1", "ema_1")
 
 
@@ -43,7 +44,7 @@ def test_a_feed_far_faster_than_the_strategies_stays_bounded_and_counts_conflati
     tmp_path: Path, clock: ManualClock, engine_factory: Callable[..., Engine]
 ) -> None:
     # A small feed mailbox makes the publisher feel backpressure instead of building a backlog.
-    engine = engine_factory(make_config(tmp_path, feed_mailbox_batches=16))
+    engine = engine_factory(make_config(tmp_path, feed_mailbox_ticks=FEED_CAPACITY_TICKS))
     market = SyntheticMarket(list(engine.instruments.values()), FeedConfig(seed=3))
     feed_inbox = engine.directory.get("feed:synthetic").actor_inbox  # type: ignore[union-attr]
 
@@ -57,7 +58,7 @@ def test_a_feed_far_faster_than_the_strategies_stays_bounded_and_counts_conflati
         ]
         conflators = [engine.conflator(strategy_actor_name(name)) for name in STRATEGIES]
         while not sampling.is_set():
-            max_depth["feed"] = max(max_depth["feed"], feed_inbox.qsize())
+            max_depth["feed"] = max(max_depth["feed"], feed_inbox.load)
             max_depth["strategy"] = max(
                 max_depth["strategy"], *(inbox.qsize() for inbox in strategy_inboxes)
             )
@@ -98,9 +99,9 @@ def test_a_feed_far_faster_than_the_strategies_stays_bounded_and_counts_conflati
         )
         assert conflated is not None and conflated > ticks_sent / 2
         assert conflated == engine.conflator(strategy_actor_name(name)).conflated
-    # Bounded queues: the feed's mailbox never passed its capacity, each strategy had at most
-    # one wake-up queued, and the conflator held at most one tick per instrument.
-    assert max_depth["feed"] <= 16
+    # Bounded queues: the feed's mailbox never held more ticks than its capacity, each
+    # strategy had at most one wake-up queued, and each conflator one tick per instrument.
+    assert max_depth["feed"] <= FEED_CAPACITY_TICKS
     assert max_depth["strategy"] <= 2  # a wake-up plus a ping at most
     assert max_depth["pending"] <= len(engine.instruments)
     assert catch_up_s < 2.0, f"strategies took {catch_up_s:.2f}s to see the last tick"
@@ -119,3 +120,18 @@ def test_a_full_inbox_refuses_commands_but_still_takes_every_broker_report() -> 
     for ts in range(5):
         inbox.put(Envelope(OrderStreamHeartbeat(ts_event=ts)))
     assert inbox.qsize() == 6
+
+
+def test_a_weighted_inbox_is_bounded_by_weight_and_still_takes_one_oversize_message() -> None:
+    inbox = BoundedInbox(
+        actor_name="feed", capacity=10, put_timeout_s=0.01, weigh=lambda message: message
+    )
+    inbox.put(Envelope(25))  # heavier than the capacity, but the inbox is empty
+    with pytest.raises(MailboxFull):
+        inbox.put(Envelope(1))
+    inbox.get()
+    inbox.put(Envelope(6))
+    inbox.put(Envelope(4))
+    assert inbox.load == 10
+    with pytest.raises(MailboxFull):
+        inbox.put(Envelope(1))
