@@ -19,7 +19,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import pykka
 
 from actors.mailbox import BoundedInbox
-from domain.messages import ChildFailed, InjectFault, Ping, Pong, QuerySnapshot
+from domain.messages import (
+    ChildFailed,
+    DrainTicks,
+    InjectFault,
+    Ping,
+    Pong,
+    QuerySnapshot,
+    RepublishState,
+    TimerFired,
+)
 
 if TYPE_CHECKING:
     from actors.directory import ActorDirectory
@@ -40,8 +49,15 @@ class VigilActor(pykka.ThreadingActor):
     """Subclasses declare ``handlers()``: message type -> method. Unknown types are logged."""
 
     put_timeout_s: ClassVar[float] = 5.0
-    # Message types that bypass the inbox capacity (never refused for backpressure).
-    unbounded_messages: ClassVar[tuple[type, ...]] = ()
+    # Message types that bypass the inbox capacity (never refused for backpressure). Timers,
+    # pings, republish requests and tick wake-ups are few by construction and must never stall
+    # their sender (the supervisor, the feed) behind a full inbox.
+    unbounded_messages: ClassVar[tuple[type, ...]] = (
+        TimerFired,
+        Ping,
+        DrainTicks,
+        RepublishState,
+    )
 
     @staticmethod
     def message_weight(message: Any) -> int:

@@ -176,9 +176,11 @@ class EngineControl:
     def flatten(self, request: FlattenRequest) -> FlattenCompleted:
         """Pause entries, then close everything; return once flat or at the flatten timeout."""
         started = time.monotonic()
-        self._ask("kill_switch", PauseEntries(cause=PauseCause.FLATTEN, detail=request.reason))
         now = self._clock.now_ns()
+        # Flatten first (it carries the operator's reason), then the FLATTEN pause, which keeps
+        # the book flat: anything entered in between is flattened by the order actor too.
         first = self._ask("order", FlattenAll(reason=request.reason, ts_init=now))
+        self._ask("kill_switch", PauseEntries(cause=PauseCause.FLATTEN, detail=request.reason))
         deadline = started + self._config.http.flatten_timeout_s
         status = first
         while status.remaining_positions or status.remaining_working_orders:

@@ -101,6 +101,7 @@ class KillSwitchActor(VigilActor):
         self._halt: KillSwitchRecord | None = None
         self._pauses: dict[PauseCause, PauseCauseState] = {}
         self._last_publish_ns = 0
+        self._halt_unsaved = False
 
     def handlers(self) -> dict[type, Callable[[Any], Any]]:
         return {
@@ -183,14 +184,7 @@ class KillSwitchActor(VigilActor):
                 reset_ns=None,
                 updated_ns=now,
             )
-            with UnitOfWork(self._database) as uow:
-                uow.kill_switch.save(self._halt)
-                uow.events.append(
-                    "KILL_SWITCH",
-                    {"reason": command.reason, "detail": command.detail, "active": True},
-                    ts_ns=now,
-                    instance_id=self._instance_id,
-                )
+            self._persist_halt(now)
             self._metrics.kill_switch_total.labels(reason=command.reason).inc()
             log_event(
                 logger,
@@ -202,9 +196,11 @@ class KillSwitchActor(VigilActor):
             )
             self._publish(now)
         if command.flatten:
-            self.directory.tell(
-                self._order_actor, FlattenAll(reason=f"kill_switch:{command.reason}", ts_init=now)
-            )
+            reason = f"kill_switch:{command.reason}"
+            self.directory.tell(self._order_actor, FlattenAll(reason=reason, ts_init=now))
+            # The persisted FLATTEN pause makes the order actor finish the job even if it was
+            # down when the tell above was sent.
+            self.pause_entries(PauseEntries(cause=PauseCause.FLATTEN, detail=reason))
         return self.view()
 
     def reset_kill_switch(self, command: ResetKillSwitch) -> TradingControlView:
@@ -290,8 +286,28 @@ class KillSwitchActor(VigilActor):
             self._publish(now)
         return self.view()
 
+    def _persist_halt(self, now: int) -> None:
+        # The HALT is in force the moment it is decided, stored or not: a storage error must
+        # not lose it (a crash here would restart without it). Retried on every timer tick.
+        assert self._halt is not None
+        try:
+            with UnitOfWork(self._database) as uow:
+                uow.kill_switch.save(self._halt)
+                uow.events.append(
+                    "KILL_SWITCH",
+                    {"reason": self._halt.reason, "detail": self._halt.detail, "active": True},
+                    ts_ns=now,
+                    instance_id=self._instance_id,
+                )
+            self._halt_unsaved = False
+        except Exception:
+            self._halt_unsaved = True
+            logger.exception("could not persist the kill switch; it stays active, will retry")
+
     # ------------------------------------------------------------------ EVENT HANDLERS
     def on_timer_fired(self, timer: TimerFired) -> None:
+        if self._halt_unsaved and self._halt is not None:
+            self._persist_halt(timer.now_ns)
         # Re-publish periodically: a restarted subscriber learns the state within a second.
         if timer.now_ns - self._last_publish_ns >= NANOS_PER_SECOND:
             self._publish(timer.now_ns)

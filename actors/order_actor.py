@@ -43,7 +43,7 @@ from adapters.storage.repositories import (
 from domain import oco
 from domain.calendar import start_of_trading_day_ns, trading_day
 from domain.clock import NANOS_PER_SECOND
-from domain.enums import DenialCode, LegKind, OrderStatus, TradingState
+from domain.enums import DenialCode, LegKind, OrderStatus, PauseCause, TradingState
 from domain.messages import (
     DrainTicks,
     FillReport,
@@ -59,6 +59,7 @@ from domain.messages import (
     QueryOrders,
     QueryPortfolio,
     QueryPositions,
+    RepublishState,
     SubmitBracket,
     Tick,
     TimerFired,
@@ -119,7 +120,12 @@ class PortfolioView(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class OrderActor(VigilActor):
-    unbounded_messages = (FillReport, OrderStatusReport, OrderStreamHeartbeat)
+    unbounded_messages = (
+        *VigilActor.unbounded_messages,
+        FillReport,
+        OrderStatusReport,
+        OrderStreamHeartbeat,
+    )
 
     def __init__(
         self,
@@ -180,6 +186,7 @@ class OrderActor(VigilActor):
             QueryPositions: lambda _query: self.position_views(),
             QueryOrders: lambda query: self.recent_orders(query.limit),
             QueryPortfolio: lambda _query: self.portfolio_view(),
+            RepublishState: lambda _command: self._publish_portfolio(),
         }
 
     # ------------------------------------------------------------------ LIFECYCLE
@@ -266,10 +273,10 @@ class OrderActor(VigilActor):
                     return
                 apply_fill(order, fill, now)  # Overfill leaves the order unchanged
                 uow.orders.update(order)
-                position = self._positions.get(order.plan_client_id) or flat(order.instrument)
-                position = position_apply_fill(position, fill.side, fill.quantity, fill.price)
-                self._positions[order.plan_client_id] = position
                 if bracket is not None:
+                    position = self._positions.get(order.plan_client_id) or flat(order.instrument)
+                    position = position_apply_fill(position, fill.side, fill.quantity, fill.price)
+                    self._positions[order.plan_client_id] = position
                     actions = oco.on_order_update(bracket, self._bracket_orders(bracket), now)
                     uow.brackets.upsert(bracket)
                     uow.positions.upsert(self._position_row(bracket, position, now))
@@ -277,7 +284,21 @@ class OrderActor(VigilActor):
             self._trade_ids.add(fill.trade_id)
             self._halt_on_drift("OVERFILL", str(error), fill, now)
             return
+        except ValueError as error:  # a fill that does not match its order (instrument, side)
+            self._trade_ids.add(fill.trade_id)
+            self._halt_on_drift("FILL_MISMATCH", str(error), fill, now)
+            return
         self._trade_ids.add(fill.trade_id)
+        if bracket is None:
+            # A fill for a bracket already finished (a cancel that lost a race at the broker):
+            # exposure no bracket protects. Stop and let an operator decide.
+            self._halt_on_drift(
+                "LATE_FILL",
+                f"fill {fill.trade_id} for {fill.client_order_id} after its bracket finished: "
+                f"{fill.side.value} {fill.quantity} {fill.instrument} @ {fill.price}",
+                fill,
+                now,
+            )
         if bracket is not None:
             self._execute(bracket, actions)
         self._after_change()
@@ -319,6 +340,23 @@ class OrderActor(VigilActor):
 
     def on_trading_state_changed(self, state: TradingStateChanged) -> None:
         self._trading = state
+        self._flatten_if_asked(state.ts_event)
+
+    def _flatten_if_asked(self, now: int) -> None:
+        # A FLATTEN pause means "keep the book flat": a flatten that was requested while this
+        # actor was down (or restarting) still happens, and so does one for an entry that
+        # filled after the flatten.
+        trading = self._trading
+        if (
+            trading is None
+            or PauseCause.FLATTEN not in trading.pause_causes
+            or self._flatten_reason is not None
+            or not any(
+                b.status is not oco.BracketStatus.FLATTENING for b in self._brackets.values()
+            )
+        ):
+            return
+        self.flatten_all(FlattenAll(reason="flatten_pause", ts_init=now))
 
     def on_leadership_changed(self, leadership: LeadershipChanged) -> None:
         previous = self._leadership
@@ -342,6 +380,7 @@ class OrderActor(VigilActor):
             self._last_consistency_ns = now
             self._roll_trading_day(now)
             self._settle_in_flight(now)
+            self._flatten_if_asked(now)
             self._consistency_pass(now)
             self._after_change()
 
@@ -592,24 +631,29 @@ class OrderActor(VigilActor):
         order = self._orders.get(action.client_order_id)
         if order is None or order.status.is_terminal or not self._may_touch_broker():
             return
-        now = self.clock.now_ns()
-        mark_cancel_requested(order, now)
+        mark_cancel_requested(order, self.clock.now_ns())
         with UnitOfWork(self._database) as uow:
             uow.orders.update(order)
+        self._request_cancel(order)
+        if self._flatten_reason is not None:
+            self._flatten_cancelled += 1
+
+    def _request_cancel(self, order: Order) -> None:
         try:
-            self._broker.cancel_order(action.client_order_id)
+            self._broker.cancel_order(order.client_order_id)
         except BrokerRejected as error:
-            logger.warning("cancel of %s refused: %s", action.client_order_id, error)
+            logger.warning("cancel of %s refused: %s", order.client_order_id, error)
             mark_cancel_rejected(order, str(error), self.clock.now_ns())
             with UnitOfWork(self._database) as uow:
                 uow.orders.update(order)
         except BrokerUnavailable as error:
             self._metrics.retries_total.labels(type="cancel_unknown").inc()
             logger.warning(
-                "cancel of %s outcome unknown, will retry: %s", order.client_order_id, error
+                "cancel of %s outcome unknown; the settle pass retries: %s",
+                order.client_order_id,
+                error,
             )
-        if self._flatten_reason is not None:
-            self._flatten_cancelled += 1
+        order.ts_updated = self.clock.now_ns()  # the settle pass waits from the last request
 
     def _publish_portfolio(self) -> None:
         portfolio = self._portfolio()
@@ -633,7 +677,9 @@ class OrderActor(VigilActor):
         working = [
             b for b in self._brackets.values() if b.status is oco.BracketStatus.PENDING_ENTRY
         ]
-        realized_open = sum((p.realized_pnl for p in positions), Decimal(0))
+        # Every active bracket's realized part counts, flat or not (a stopped-out bracket still
+        # cancelling its target has realized its loss already).
+        realized_open = sum((p.realized_pnl for p in self._positions.values()), Decimal(0))
         return PortfolioUpdated(
             positions=positions,
             working_entry_count=len(working),
@@ -658,6 +704,8 @@ class OrderActor(VigilActor):
             position = self._positions.pop(plan_id, None)
             if position is not None:
                 self._realized_today += position.realized_pnl
+                with UnitOfWork(self._database) as uow:
+                    uow.positions.upsert(self._position_row(bracket, position, now))
             for order_id in oco.bracket_orders(bracket):
                 self._orders.pop(order_id, None)
                 self._submitted_at_ns.pop(order_id, None)
@@ -736,20 +784,48 @@ class OrderActor(VigilActor):
             return
         for order in stale:
             report = reports.get(order.client_order_id)
-            if report is not None:
+            if report is not None and report.status.is_terminal:
                 self.on_order_status_report(report)
-            elif order.status is OrderStatus.SUBMITTED:
-                # The broker never saw it: send again under the SAME id (the venue dedupes).
-                self._send(order)
+            elif report is not None:
+                self.on_order_status_report(report)
+                if order.status is OrderStatus.PENDING_CANCEL:
+                    # Still working at the broker: our cancel was lost (or its outcome unknown).
+                    self._metrics.retries_total.labels(type="cancel_resend").inc()
+                    self._request_cancel(order)
+            elif order.status is OrderStatus.PENDING_CANCEL:
+                # The broker never had it, so there is nothing to cancel.
+                self._settle_locally(order, "NEVER_REACHED_BROKER: cancelled before it was sent")
             else:
-                self._cancel(oco.CancelLeg(client_order_id=order.client_order_id))
+                self._resend_or_drop(order)
+
+    def _resend_or_drop(self, order: Order) -> None:
+        """An order the broker never saw: send it again under the SAME id if the last gate
+        still allows it now (the venue refuses a second order with a known id); otherwise it
+        was never sent, and it ends here."""
+        gate = self._send_gate(order.leg)
+        if gate is None:
+            self._send(order)
+            return
+        self._settle_locally(order, f"NEVER_REACHED_BROKER: not resent, {gate[0].value} {gate[1]}")
+
+    def _settle_locally(self, order: Order, reason: str) -> None:
+        self.on_order_status_report(
+            OrderStatusReport(
+                client_order_id=order.client_order_id,
+                broker_order_id=order.broker_order_id or "",
+                instrument=order.instrument,
+                status=OrderStatus.CANCELLED,
+                quantity=order.quantity,
+                filled_quantity=order.filled_quantity,
+                reason=reason,
+                ts_event=self.clock.now_ns(),
+            )
+        )
 
     def _resubmit_unsent(self) -> None:
         unsent = [o for o in self._orders.values() if o.status is OrderStatus.PENDING_SUBMIT]
         for order in unsent:
-            gate = self._send_gate(order.leg)
-            if gate is None:
-                self._send(order)
+            self._resend_or_drop(order)
 
     def _roll_trading_day(self, now: int) -> None:
         day = trading_day(now)
@@ -796,7 +872,13 @@ class OrderActor(VigilActor):
                 self.on_fill_report(fill)
         for report in reports:
             if report.client_order_id in self._orders:
-                self.on_order_status_report(report)
+                try:
+                    self.on_order_status_report(report)
+                except InvalidTransition as error:
+                    # One report our books cannot take must not stop the recovery of the rest.
+                    self._halt_on_drift(
+                        "RECONCILE_MISMATCH", str(error), report, self.clock.now_ns()
+                    )
 
     def _find_order(self, client_order_id: str) -> Order | None:
         order = self._orders.get(client_order_id)
@@ -877,7 +959,9 @@ class OrderActor(VigilActor):
             quantity=bracket.open_quantity,
             average_price=position.average_price,
             realized_pnl=position.realized_pnl,
-            status="OPEN" if bracket.open_quantity > 0 else "CLOSED",
+            # CLOSED only once the bracket is finished: "realized today" reads closed rows and
+            # must not count a bracket whose PnL is still in memory.
+            status="OPEN" if bracket.status in _ACTIVE else "CLOSED",
             updated_ns=now,
         )
 

@@ -209,6 +209,9 @@ class RiskActor(VigilActor):
         trading = self._trading
         if trading is None:
             return Denial(code=DenialCode.TRADING_PAUSED, detail="trading_state=unknown")
+        if self._portfolio.ts_event == 0:
+            # Just (re)started: limits checked against an empty book would pass anything.
+            return Denial(code=DenialCode.TRADING_PAUSED, detail="portfolio=unknown")
         if trading.state is TradingState.HALTED:
             return Denial(
                 code=DenialCode.KILL_SWITCH_ACTIVE, detail=f"halt_reason={trading.halt_reason}"

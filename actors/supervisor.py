@@ -89,6 +89,7 @@ class Supervisor(VigilActor):
         logs_dir: str | Path,
         kill_switch_actor: str = "kill_switch",
         leader_actor: str = "leader",
+        order_actor: str = "order",
         **base: Any,
     ) -> None:
         super().__init__(**base)
@@ -101,6 +102,7 @@ class Supervisor(VigilActor):
         self._logs_dir = logs_dir
         self._kill_switch_actor = kill_switch_actor
         self._leader_actor = leader_actor
+        self._order_actor = order_actor
         self._started_ns = 0
         self._crash_times: deque[int] = deque()
         self._restart_counts: dict[str, int] = dict.fromkeys(self._specs, 0)
@@ -158,9 +160,13 @@ class Supervisor(VigilActor):
         return started
 
     def stop_children(self, timeout_s: float = 5.0) -> None:
-        """Stop children in reverse start order."""
+        """Stop children in reverse start order, the leader last: the lease is released only
+        once nothing that could still send an order is running."""
         self._pending_restarts.clear()
-        for name in reversed(list(self._specs)):
+        names = [name for name in reversed(list(self._specs)) if name != self._leader_actor]
+        if self._leader_actor in self._specs:
+            names.append(self._leader_actor)
+        for name in names:
             ref = self.directory.get(name)
             if ref is not None and ref.is_alive():
                 try:
@@ -255,6 +261,13 @@ class Supervisor(VigilActor):
 
     def on_trading_state_changed(self, state: TradingStateChanged) -> None:
         self._trading = state
+        # The kill switch keeps only operator pauses across its own restarts, and a tell can be
+        # dropped: every condition still asserted here must be in force there.
+        for cause, detail in self._asserted.items():
+            if cause not in state.pause_causes:
+                self.directory.tell(
+                    self._kill_switch_actor, PauseEntries(cause=cause, detail=detail)
+                )
         for trading_state in TradingState:
             self._metrics.trading_state.labels(state=trading_state.value).set(
                 1 if trading_state is state.state else 0
@@ -487,8 +500,8 @@ class Supervisor(VigilActor):
             self.directory.register(name, ref)
             self._last_pong[name] = now
             log_event(logger, "ACTOR_RESTART", f"actor {name} restarted", actor=name)
-            # The new incarnation knows nothing of the trading state or leadership yet.
-            for publisher in (self._kill_switch_actor, self._leader_actor):
+            # The new incarnation knows nothing of the trading state, leadership or portfolio.
+            for publisher in (self._kill_switch_actor, self._leader_actor, self._order_actor):
                 self.directory.tell(publisher, RepublishState())
 
     def feed_and_stream_state(self) -> Mapping[str, Any]:

@@ -5,7 +5,8 @@ pass a ``ManualClock`` and ``run_ticker=False``/``run_feed=False`` and drive tim
 themselves with ``fire_timer()`` and ``publish_ticks()``.
 
 Start order: storage (migrated to head), metrics, the paper venue (its books survive a
-crash), then the supervisor, which starts its children in dependency order: order, risk,
+crash), then the supervisor, which starts its children in dependency order: risk, order (its
+first portfolio goes to the running risk actor),
 strategies, feed, kill switch (publishes the trading state to the already-running
 consumers), leader (publishes leadership), admin HTTP. Stop order is the reverse.
 """
@@ -32,6 +33,7 @@ from actors.order_actor import OrderActor
 from actors.risk_actor import RiskActor
 from actors.strategy_actor import StrategyActor
 from actors.supervisor import ChildSpec, Supervisor
+from adapters.brokers.faults import FaultyBroker
 from adapters.brokers.paper.broker import PaperBroker
 from adapters.clock import WallClock
 from adapters.feeds.pump import FeedPump, build_tick_source
@@ -40,11 +42,12 @@ from adapters.metrics import EngineMetrics
 from adapters.storage.database import Database
 from adapters.ticker import Ticker
 from domain.instruments import Instrument
-from domain.messages import Tick, TicksReceived, TimerFired
+from domain.messages import QuerySnapshot, Tick, TicksReceived, TimerFired
 from domain.strategies import build_strategy
 from launcher.config import config_sha
 
 if TYPE_CHECKING:
+    from adapters.brokers.base import BrokerPort
     from domain.clock import Clock
     from domain.config import EngineConfig
 
@@ -70,6 +73,9 @@ class Engine:
         run_ticker: drive timers from a background thread (production).
         run_feed: run the configured market-data pump (production and ``make paper``).
         run_http: start the admin HTTP actor.
+        broker_partial_fill_max: let the paper venue fill at most this much per pass.
+        broker_faults: put a ``FaultyBroker`` between the order actor and the venue
+            (``engine.faults``) for fault drills.
     """
 
     def __init__(
@@ -81,6 +87,7 @@ class Engine:
         run_feed: bool = True,
         run_http: bool = True,
         broker_partial_fill_max: int | None = None,
+        broker_faults: bool = False,
     ) -> None:
         self.config = config
         self.clock: Clock = clock or WallClock()
@@ -89,6 +96,8 @@ class Engine:
         self._run_feed = run_feed
         self._run_http = run_http
         self._broker_partial_fill_max = broker_partial_fill_max
+        self._broker_faults = broker_faults
+        self.faults: FaultyBroker | None = None
         self.instruments: dict[str, Instrument] = {
             item.symbol: Instrument(**item.model_dump()) for item in config.instruments
         }
@@ -137,6 +146,11 @@ class Engine:
         account = self.broker.connect()
         logger.info("broker %s connected: account %s", self.broker.name, account.account_id)
         self.broker.set_report_sink(lambda report: self.directory.tell("order", report))
+        # The order actor talks to the broker through the port; a fault drill wraps it.
+        order_broker: BrokerPort = self.broker
+        if self._broker_faults:
+            self.faults = order_broker = FaultyBroker(self.broker)
+        self._order_broker = order_broker
         self.control = EngineControl(
             directory=self.directory,
             clock=self.clock,
@@ -158,9 +172,13 @@ class Engine:
             logs_dir=config.logs_dir,
         )
         self._supervisor = supervisor
+        self._started = True  # from here on stop() has something to tear down
         self.directory.register(SUPERVISOR, supervisor)
-        supervisor.proxy().start_children().get(timeout=30)
-        self._started = True
+        started = supervisor.proxy().start_children().get(timeout=30)
+        # An ask is answered only after on_start: when these return, every child is up (its
+        # recovery done, its first state published), so start() means "running".
+        for name in started:
+            self.directory.ask(name, QuerySnapshot(), timeout_s=30)
         if self._run_http and not self._http_bound.wait(10):
             raise RuntimeError("admin HTTP server did not start within 10 s; see the log")
         if self._run_feed:
@@ -250,6 +268,7 @@ class Engine:
         config = self.config
         assert self.database is not None and self.broker is not None
         database, broker, metrics = self.database, self.broker, self.metrics
+        order_broker = self._order_broker
         base = {
             "clock": self.clock,
             "directory": self.directory,
@@ -258,21 +277,6 @@ class Engine:
         order_conflator = self._make_conflator("order")
         risk_conflator = self._make_conflator("risk")
         specs: list[ChildSpec] = [
-            ChildSpec(
-                name="order",
-                start=lambda: OrderActor.start(
-                    name="order",
-                    database=database,
-                    broker=broker,
-                    instruments=self.instruments,
-                    conflator=order_conflator,
-                    metrics=metrics,
-                    instance_id=config.instance_id,
-                    strategies=self.strategy_names,
-                    **base,
-                ),
-                receives_timer=True,
-            ),
             ChildSpec(
                 name="risk",
                 start=lambda: RiskActor.start(
@@ -283,6 +287,21 @@ class Engine:
                     metrics=metrics,
                     **base,
                 ),
+            ),
+            ChildSpec(
+                name="order",
+                start=lambda: OrderActor.start(
+                    name="order",
+                    database=database,
+                    broker=order_broker,
+                    instruments=self.instruments,
+                    conflator=order_conflator,
+                    metrics=metrics,
+                    instance_id=config.instance_id,
+                    strategies=self.strategy_names,
+                    **base,
+                ),
+                receives_timer=True,
             ),
         ]
         sinks: list[TickSink] = [broker.on_tick, order_conflator.offer, risk_conflator.offer]

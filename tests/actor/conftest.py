@@ -127,7 +127,7 @@ def desk_factory(
     def build(**config_overrides: Any) -> Desk:
         engine_kwargs = {
             key: config_overrides.pop(key)
-            for key in ("run_http", "broker_partial_fill_max")
+            for key in ("run_http", "broker_partial_fill_max", "broker_faults")
             if key in config_overrides
         }
         # Strategies are left out: plans are sent by the test, so nothing trades on its own.

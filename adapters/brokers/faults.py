@@ -1,0 +1,53 @@
+"""A broker port decorator that loses calls the way a network does (chaos drills and tests).
+
+Between the engine and a real broker, a request can be lost on the way (the broker never sees
+it) or its answer can be lost on the way back (the broker acted, we do not know). Both surface
+as ``BrokerUnavailable``. ``FaultyBroker`` wraps any broker port and, when armed, produces
+exactly those two failures for chosen calls; everything else passes straight through.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Literal
+
+from adapters.brokers.base import BrokerPort, BrokerUnavailable
+
+__all__ = ["FaultyBroker"]
+
+Loss = Literal["request", "response"]
+_FAULTABLE = ("submit_order", "cancel_order", "modify_order", "list_orders")
+
+
+class FaultyBroker:
+    def __init__(self, inner: BrokerPort) -> None:
+        self._inner = inner
+        self._lock = threading.Lock()
+        self._armed: dict[str, list[Loss]] = {}
+        self.lost: list[tuple[str, Loss, tuple[Any, ...]]] = []
+
+    def lose_next(self, method: str, *, loss: Loss = "request", times: int = 1) -> None:
+        """Make the next ``times`` calls of ``method`` fail with ``BrokerUnavailable``;
+        ``request``: the broker never sees them; ``response``: it does, we never hear."""
+        if method not in _FAULTABLE:
+            raise ValueError(f"cannot fault {method!r}; faultable: {', '.join(_FAULTABLE)}")
+        with self._lock:
+            self._armed.setdefault(method, []).extend([loss] * times)
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._inner, name)
+        if name not in _FAULTABLE:
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                pending = self._armed.get(name)
+                loss = pending.pop(0) if pending else None
+            if loss is None:
+                return attribute(*args, **kwargs)
+            self.lost.append((name, loss, args))
+            if loss == "response":
+                attribute(*args, **kwargs)
+            raise BrokerUnavailable(f"BROKER_TIMEOUT: {name} {loss} lost (fault drill)")
+
+        return call
