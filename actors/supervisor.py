@@ -157,6 +157,8 @@ class Supervisor(VigilActor):
         if self._leadership is None or not self._leadership.is_leader:
             # Not leader until the lease says so: entries wait for it.
             self._assert(PauseCause.LEADER_LOST, "awaiting leader lease")
+        # Judge the heartbeats once now, so the gauges are real numbers from the first scrape.
+        self._check_heartbeats(self.clock.now_ns())
         return started
 
     def stop_children(self, timeout_s: float = 5.0) -> None:
