@@ -674,23 +674,35 @@ class OrderActor(VigilActor):
     # ------------------------------------------------------------------ internals
     def _portfolio(self) -> PortfolioUpdated:
         positions = tuple(self.position_views())
-        working = [
+        pending = [
             b for b in self._brackets.values() if b.status is oco.BracketStatus.PENDING_ENTRY
+        ]
+        # The unfilled part of every working entry (a partly filled one too) can become a
+        # position at any moment: its risk and notional count before it does.
+        unfilled = [
+            (bracket, order.remaining_quantity)
+            for bracket in self._brackets.values()
+            if (order := self._orders.get(bracket.entry_order_id)) is not None
+            and order.status.is_working
+            and order.remaining_quantity > 0
         ]
         # Every active bracket's realized part counts, flat or not (a stopped-out bracket still
         # cancelling its target has realized its loss already).
         realized_open = sum((p.realized_pnl for p in self._positions.values()), Decimal(0))
         return PortfolioUpdated(
             positions=positions,
-            working_entry_count=len(working),
-            working_entries=tuple((b.strategy, b.instrument) for b in working),
+            working_entry_count=len(pending),
+            working_entries=tuple((b.strategy, b.instrument) for b in pending),
             working_plan_ids=tuple(b.plan_client_id for b in self._brackets.values()),
+            working_entry_notional=tuple(
+                (bracket.instrument, bracket.entry_price * quantity)
+                for bracket, quantity in unfilled
+            ),
             realized_pnl_today=self._realized_today + realized_open,
             unrealized_pnl=sum((p.unrealized_pnl for p in positions), Decimal(0)),
-            # A working entry can fill at any moment: its risk counts before it does.
             heat=sum((p.risk_amount for p in positions), Decimal(0))
             + sum(
-                (abs(b.entry_price - b.stop_price) * b.planned_quantity for b in working),
+                (abs(b.entry_price - b.stop_price) * quantity for b, quantity in unfilled),
                 Decimal(0),
             ),
             ts_event=self.clock.now_ns(),

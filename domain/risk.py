@@ -175,8 +175,8 @@ def evaluate_entry(
         100``. The quantity is reduced to the largest whole-lot quantity that fits; denied
         only when not even one lot fits.
     13. HEAT_CAP: ``portfolio.heat + quantity * |entry - stop|`` above the heat cap.
-    14. PER_SYMBOL_EXPOSURE: notional of open positions in the instrument plus
-        ``quantity * entry`` above ``per_symbol_exposure_cap_rupees``.
+    14. PER_SYMBOL_EXPOSURE: notional of open positions and working entries in the
+        instrument plus ``quantity * entry`` above ``per_symbol_exposure_cap_rupees``.
 
     Risk and notional use the plan's ``entry_price`` (the reference price of a MARKET entry).
 
@@ -477,6 +477,13 @@ def _check_exposure(
             p.quantity * p.average_price
             for p in portfolio.positions
             if p.instrument == plan.instrument
+        ),
+        Decimal(0),
+    ) + sum(
+        (
+            notional
+            for instrument, notional in portfolio.working_entry_notional
+            if instrument == plan.instrument
         ),
         Decimal(0),
     )

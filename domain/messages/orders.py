@@ -128,6 +128,9 @@ class PortfolioUpdated(msgspec.Struct, frozen=True, kw_only=True):
     working_entries: tuple[tuple[str, str], ...] = ()
     # plan ids of every bracket the order layer holds (lets risk retire pending approvals)
     working_plan_ids: tuple[str, ...] = ()
+    # (instrument, notional) of the unfilled part of every working entry: exposure that can
+    # appear at any moment
+    working_entry_notional: tuple[tuple[str, Decimal], ...] = ()
     realized_pnl_today: Decimal
     unrealized_pnl: Decimal
     heat: Decimal  # risk to the stop of open positions plus working entries

@@ -469,6 +469,16 @@ class TestPerSymbolExposure:
             "exposure_after=15000.00 cap=12000.00"
         )
 
+    def test_counts_the_unfilled_part_of_working_entries(self) -> None:
+        # No position yet, but another strategy's entry for 6,000.00 is working in NIFTY.
+        limits = RiskConfig(per_symbol_exposure_cap_rupees=D("12000"))
+        portfolio = make_portfolio(
+            working_entry_notional=(("NIFTY", D("6000")), ("BANKNIFTY", D("90000")))
+        )
+        denial = denial_of(evaluate(portfolio=portfolio, limits=limits))
+        assert denial.code is DenialCode.PER_SYMBOL_EXPOSURE
+        assert "exposure=6000.00" in denial.detail
+
     def test_allows_notional_exactly_at_the_cap(self) -> None:
         limits = RiskConfig(per_symbol_exposure_cap_rupees=D("15000"))
         portfolio = make_portfolio(positions=(make_position(),))
