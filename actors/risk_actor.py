@@ -24,6 +24,7 @@ import msgspec
 
 from actors.base import VigilActor
 from adapters.logs import log_event
+from adapters.storage.repositories import UnitOfWork
 from domain.clock import NANOS_PER_SECOND
 from domain.enums import DenialCode, PauseCause, TradingState
 from domain.messages import (
@@ -54,6 +55,7 @@ from domain.risk import (
 if TYPE_CHECKING:
     from actors.mailbox import TickConflator
     from adapters.metrics import EngineMetrics
+    from adapters.storage.database import Database
     from domain.config import RiskConfig
     from domain.instruments import Instrument
 
@@ -78,6 +80,7 @@ class RiskActor(VigilActor):
         self,
         *,
         limits: RiskConfig,
+        database: Database,
         instruments: Mapping[str, Instrument],
         conflator: TickConflator,
         metrics: EngineMetrics,
@@ -87,6 +90,7 @@ class RiskActor(VigilActor):
     ) -> None:
         super().__init__(**base)
         self._limits = limits
+        self._database = database
         self._instruments = dict(instruments)
         self._conflator = conflator
         self._metrics = metrics
@@ -121,6 +125,19 @@ class RiskActor(VigilActor):
     # ------------------------------------------------------------------ LIFECYCLE
     def on_start(self) -> None:
         self.on_drain_ticks(DrainTicks())
+        self._rebuild_windows()
+
+    def _rebuild_windows(self) -> None:
+        # The rolling windows (trades per hour, plan dedupe) outlive a restart: rebuilt from
+        # the entries storage holds, so a crash cannot reset a limit.
+        now = self.clock.now_ns()
+        dedupe_ns = int(self._limits.dedupe_window_s * NANOS_PER_SECOND)
+        with UnitOfWork(self._database) as uow:
+            entries = uow.orders.entries_since(now - max(_HOUR_NS, dedupe_ns))
+        self._state = RiskState(
+            recent_plans=tuple((plan, ts) for plan, ts in entries if ts > now - dedupe_ns),
+            entry_times_ns=tuple(ts for _plan, ts in entries if ts > now - _HOUR_NS),
+        )
 
     # ------------------------------------------------------------------ COMMAND HANDLERS
     def on_trade_plan(self, plan: TradePlan) -> None:

@@ -282,6 +282,7 @@ class Engine:
                 start=lambda: RiskActor.start(
                     name="risk",
                     limits=config.risk,
+                    database=database,
                     instruments=self.instruments,
                     conflator=risk_conflator,
                     metrics=metrics,

@@ -378,6 +378,16 @@ class OrderRepository:
         )
         return [_order_from_row(row) for row in rows]
 
+    def entries_since(self, since_ns: int) -> list[tuple[str, int]]:
+        """(plan_client_id, created_ns) of every ENTRY written at or after ``since_ns``, oldest
+        first: what the risk layer's rolling windows need after a restart."""
+        rows = self._connection.execute(
+            select(orders.c.plan_client_id, orders.c.created_ns)
+            .where(orders.c.leg == LegKind.ENTRY.value, orders.c.created_ns >= since_ns)
+            .order_by(orders.c.created_ns, orders.c.id)
+        )
+        return [(row.plan_client_id, row.created_ns) for row in rows]
+
     def count_duplicates(self) -> int:
         """How many ``client_order_id`` values are stored more than once (the runbook's check;
         always 0 while the unique constraint stands)."""

@@ -41,7 +41,7 @@ def test_a_lost_cancel_is_sent_again_so_no_sibling_outlives_its_position(faulty:
     faulty.engine.faults.lose_next("cancel_order", loss="request")
     faulty.quote("AAA", "98.90", "99.00")  # the stop fills; the target's cancel is lost
     faulty.settle(lambda: statuses(faulty, plan_id)["STOP"] is OrderStatus.FILLED, what="stop")
-    assert faulty.engine.faults.lost  # the drill did lose a cancel
+    faulty.settle(lambda: faulty.engine.faults.lost, what="the target's cancel lost")  # type: ignore[union-attr]
     faulty.step(SETTLE_S)
     faulty.settle(lambda: venue_statuses(faulty, plan_id).get("T") == "CANCELLED", what="resent")
     # The target price comes later: nothing is left there to fill, no short is opened.

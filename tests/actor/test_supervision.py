@@ -177,3 +177,22 @@ class TestAutoPause:
             lambda: supervisor.proxy().snapshot().get(timeout=5)["stepped_down"],
             what="stepped down",
         )
+
+
+class TestRiskWindowsSurviveRestart:
+    def test_a_risk_restart_does_not_reset_the_trades_per_hour_limit(
+        self,
+        desk_factory,  # type: ignore[no-untyped-def]
+    ) -> None:
+        desk = desk_factory(risk={"max_trades_per_hour": 1})
+        desk.ready_to_trade()
+        open_position(desk)
+        desk.engine.directory.tell("risk", InjectFault(detail="risk drill"))
+        desk.settle(lambda: restarts(desk, "risk") == 1, what="risk restarted")
+        desk.quote("BBB", "200.00", "200.10")
+        second = desk.send_plan(instrument="BBB", entry="200.10", stop="199", target="202")
+        desk.settle(
+            lambda: desk.engine.control.risk().blocks.get("TRADES_PER_HOUR", 0) >= 1,  # type: ignore[union-attr]
+            what="second entry blocked by the rebuilt window",
+        )
+        assert desk.orders_for(second.plan_client_id) == []
