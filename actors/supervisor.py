@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -505,6 +505,3 @@ class Supervisor(VigilActor):
             # The new incarnation knows nothing of the trading state, leadership or portfolio.
             for publisher in (self._kill_switch_actor, self._leader_actor, self._order_actor):
                 self.directory.tell(publisher, RepublishState())
-
-    def feed_and_stream_state(self) -> Mapping[str, Any]:
-        return self.heartbeat_ages()

@@ -8,7 +8,13 @@ from pathlib import Path
 
 from domain.clock import ManualClock
 from domain.enums import PauseCause, Side, TradingState
-from domain.messages import FillReport, ResetKillSwitch, TripKillSwitch
+from domain.messages import (
+    ArmTrading,
+    DisarmTrading,
+    FillReport,
+    ResetKillSwitch,
+    TripKillSwitch,
+)
 from launcher.engine import Engine
 from tests.actor.conftest import Desk
 from tests.actor.test_brackets import open_position
@@ -111,3 +117,15 @@ def test_a_broker_fill_beyond_the_order_halts_trading_and_changes_nothing(desk: 
     assert entry_after.filled_quantity == 10
     assert [p.quantity for p in desk.portfolio().portfolio.positions] == [10]
     assert set(desk.working_legs(plan_id)) == {"STOP", "TARGET"}  # still protected
+
+
+def test_a_disarmed_engine_refuses_entries_until_armed_again(desk: Desk) -> None:
+    desk.engine.directory.ask("kill_switch", DisarmTrading(reason="drill"), timeout_s=5)
+    blocked = desk.send_plan()
+    desk.settle(
+        lambda: desk.engine.control.risk().blocks.get("NOT_ARMED", 0) >= 1,  # type: ignore[union-attr]
+        what="entry refused while disarmed",
+    )
+    assert desk.orders_for(blocked.plan_client_id) == []
+    assert desk.engine.directory.ask("kill_switch", ArmTrading(), timeout_s=5).state.armed
+    open_position(desk, instrument="BBB", entry="200.10", stop="199", target="202")
