@@ -525,7 +525,7 @@ class OrderActor(VigilActor):
             return False
         assert self._leadership is not None
         order = oco.new_leg_order(bracket, action, now, epoch=self._leadership.epoch)
-        fence = LeaseFence(instance_id=self._instance_id, epoch=self._leadership.epoch)
+        fence = LeaseFence(instance_id=self._instance_id, epoch=self._leadership.epoch, now_ns=now)
         try:
             with UnitOfWork(self._database) as uow:
                 uow.orders.add(order, fence=fence)

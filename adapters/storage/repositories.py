@@ -35,6 +35,7 @@ from sqlalchemy import (
     insert,
     literal,
     select,
+    true,
     update,
 )
 from sqlalchemy.exc import IntegrityError
@@ -147,11 +148,12 @@ class OrderNotFound(LookupError):
 
 class LeaseFence(msgspec.Struct, frozen=True):
     """The leadership an order is written under: the lease ``name`` held by ``instance_id`` at
-    ``epoch``."""
+    ``epoch``, and (when ``now_ns`` is given) not expired at ``now_ns``."""
 
     instance_id: str
     epoch: int
     name: str = DEFAULT_LEASE_NAME
+    now_ns: int | None = None
 
 
 class LeaseState(msgspec.Struct, frozen=True, kw_only=True):
@@ -306,6 +308,8 @@ class OrderRepository:
                     leader_lease.c.name == fence.name,
                     leader_lease.c.holder == fence.instance_id,
                     leader_lease.c.epoch == fence.epoch,
+                    # An expired lease fences too: a standby may take it at any moment.
+                    true() if fence.now_ns is None else leader_lease.c.expires_ns > fence.now_ns,
                 )
                 .with_for_update(read=True)
             )

@@ -169,6 +169,16 @@ class TestFencing:
             uow.orders.add(make_order(epoch=1), fence=LeaseFence("a", 1))
         assert (raised.value.holder, raised.value.current_epoch) == ("a", 2)
 
+    def test_an_expired_lease_fences_even_before_anyone_takes_it(self, database: Database) -> None:
+        acquire(database, "a", now_ns=100)
+        with UnitOfWork(database) as uow:
+            uow.orders.add(make_order(epoch=1), fence=LeaseFence("a", 1, now_ns=100 + TTL_NS - 1))
+        with pytest.raises(StaleEpoch), UnitOfWork(database) as uow:
+            uow.orders.add(
+                make_order(client_order_id="PABCS", epoch=1),
+                fence=LeaseFence("a", 1, now_ns=100 + TTL_NS),
+            )
+
     def test_a_fence_without_any_lease_is_refused(self, database: Database) -> None:
         with pytest.raises(StaleEpoch) as raised, UnitOfWork(database) as uow:
             uow.orders.add(make_order(epoch=1), fence=LeaseFence("a", 1))
