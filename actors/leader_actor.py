@@ -63,7 +63,7 @@ class LeaderActor(VigilActor):
 
     # ------------------------------------------------------------------ LIFECYCLE
     def on_start(self) -> None:
-        self._metrics.is_leader.labels(instance_id=self._instance_id).set(0)
+        self._metrics.set_leader(False)
         self._renew(self.clock.now_ns())
 
     def on_stop(self) -> None:
@@ -73,7 +73,7 @@ class LeaderActor(VigilActor):
                     uow.lease.release(instance_id=self._instance_id, now_ns=self.clock.now_ns())
             except Exception:
                 logger.exception("could not release the leader lease; it expires by itself")
-        self._metrics.is_leader.labels(instance_id=self._instance_id).set(0)
+        self._metrics.set_leader(False)
 
     # ------------------------------------------------------------------ EVENT HANDLERS
     def on_timer_fired(self, timer: TimerFired) -> None:
@@ -124,7 +124,7 @@ class LeaderActor(VigilActor):
             if is_leader:
                 self._broadcast(now)  # renewed expiry matters to the order gate
             return
-        self._metrics.is_leader.labels(instance_id=self._instance_id).set(1 if is_leader else 0)
+        self._metrics.set_leader(is_leader)
         log_event(
             logger,
             "LEADERSHIP",

@@ -6,7 +6,7 @@ Accepts: ``SubmitBracket`` (from risk), ``FlattenAll``, broker reports (``OrderS
 ``FillReport``, ``OrderStreamHeartbeat``), ``TradingStateChanged``, ``LeadershipChanged``,
 ``DrainTicks`` (marks), ``TimerFired``; answers ``QueryPositions``, ``QueryOrders``,
 ``QueryPortfolio``.
-Publishes: ``PortfolioUpdated`` to risk and the supervisor, ``OrderStreamHeartbeat`` to the
+Publishes: ``PortfolioUpdated`` to risk, ``OrderStreamHeartbeat`` to the
 supervisor, ``OrderDenied`` to the log and metrics.
 
 The last gate: right before every broker call it checks leadership (lease held, not expired),
@@ -116,7 +116,6 @@ class PortfolioView(msgspec.Struct, frozen=True, kw_only=True):
     portfolio: PortfolioUpdated
     working_orders: int
     flatten: FlattenStatus
-    last_stream_ns: int | None
 
 
 class OrderActor(VigilActor):
@@ -136,8 +135,7 @@ class OrderActor(VigilActor):
         conflator: TickConflator,
         metrics: EngineMetrics,
         instance_id: str,
-        strategies: Iterable[str] = (),
-        portfolio_subscribers: Iterable[str] = ("risk", SUPERVISOR),
+        portfolio_subscribers: Iterable[str] = ("risk",),
         kill_switch_actor: str = "kill_switch",
         **base: Any,
     ) -> None:
@@ -148,7 +146,6 @@ class OrderActor(VigilActor):
         self._conflator = conflator
         self._metrics = metrics
         self._instance_id = instance_id
-        self._strategy_labels = set(strategies)
         self._portfolio_subscribers = tuple(portfolio_subscribers)
         self._kill_switch_actor = kill_switch_actor
         self._orders: dict[str, Order] = {}
@@ -420,7 +417,6 @@ class OrderActor(VigilActor):
             portfolio=self._portfolio(),
             working_orders=self._working_order_count(),
             flatten=self.flatten_status(),
-            last_stream_ns=self._last_stream_ns,
         )
 
     def flatten_status(self) -> FlattenStatus:
@@ -659,17 +655,16 @@ class OrderActor(VigilActor):
         portfolio = self._portfolio()
         for subscriber in self._portfolio_subscribers:
             self.directory.tell(subscriber, portfolio)
-        # Every strategy ever reported is set on each publish, so a gauge never sticks at a
-        # stale count when its strategy's last position closes.
-        self._strategy_labels.update(position.strategy for position in portfolio.positions)
-        counts = dict.fromkeys(self._strategy_labels, 0)
+        counts: dict[str, int] = {}
         for position in portfolio.positions:
-            counts[position.strategy] += 1
-        for strategy, count in counts.items():
-            self._metrics.positions_open.labels(strategy=strategy).set(count)
-        self._metrics.portfolio_heat_rupees.set(float(portfolio.heat))
-        self._metrics.daily_pnl_rupees.set(float(portfolio.realized_pnl_today))
-        self._metrics.unrealized_pnl_rupees.set(float(portfolio.unrealized_pnl))
+            counts[position.strategy] = counts.get(position.strategy, 0) + 1
+        # Strategies missing from counts go to 0, so no gauge sticks at a stale count.
+        self._metrics.set_positions_open(counts)
+        self._metrics.set_rupees(
+            heat=portfolio.heat,
+            daily_pnl=portfolio.realized_pnl_today,
+            unrealized_pnl=portfolio.unrealized_pnl,
+        )
 
     # ------------------------------------------------------------------ internals
     def _portfolio(self) -> PortfolioUpdated:

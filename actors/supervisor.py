@@ -2,8 +2,7 @@
 
 Accepts: ``ChildFailed`` (a child crashed in a tell handler), ``TimerFired`` (the engine's
 heartbeat, fanned out to the time-driven children), ``FeedHeartbeat``,
-``OrderStreamHeartbeat``, ``LeadershipChanged``, ``TradingStateChanged``,
-``PortfolioUpdated``, ``Pong``.
+``OrderStreamHeartbeat``, ``LeadershipChanged``, ``TradingStateChanged``, ``Pong``.
 Publishes: ``PauseEntries``/``ResumeEntries`` and ``TripKillSwitch`` to the kill switch;
 ``TimerFired`` to its timer subscribers; ``Ping`` to every child.
 
@@ -37,7 +36,7 @@ from actors.base import VigilActor
 from actors.dumps import write_dump_in_background
 from adapters.logs import log_event
 from domain.clock import NANOS_PER_SECOND
-from domain.enums import Mode, PauseCause, TradingState
+from domain.enums import PauseCause
 from domain.messages import (
     ChildFailed,
     FeedHeartbeat,
@@ -46,7 +45,6 @@ from domain.messages import (
     PauseEntries,
     Ping,
     Pong,
-    PortfolioUpdated,
     RepublishState,
     ResumeEntries,
     TimerFired,
@@ -73,7 +71,6 @@ class ChildSpec(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     start: Callable[[], pykka.ActorRef[Any]]
     receives_timer: bool = False
-    pinged: bool = True
 
 
 class Supervisor(VigilActor):
@@ -122,7 +119,6 @@ class Supervisor(VigilActor):
         self._last_ping_ns = 0
         self._last_pong: dict[str, int] = {}
         self._ping_sent_ns: dict[int, int] = {}
-        self._portfolio: PortfolioUpdated | None = None
 
     def handlers(self) -> dict[type, Callable[[Any], Any]]:
         return {
@@ -132,7 +128,6 @@ class Supervisor(VigilActor):
             OrderStreamHeartbeat: self.on_order_stream_heartbeat,
             LeadershipChanged: self.on_leadership_changed,
             TradingStateChanged: self.on_trading_state_changed,
-            PortfolioUpdated: self.on_portfolio_updated,
             Pong: self.on_pong,
         }
 
@@ -270,20 +265,10 @@ class Supervisor(VigilActor):
                 self.directory.tell(
                     self._kill_switch_actor, PauseEntries(cause=cause, detail=detail)
                 )
-        for trading_state in TradingState:
-            self._metrics.trading_state.labels(state=trading_state.value).set(
-                1 if trading_state is state.state else 0
-            )
-        for cause in PauseCause:
-            self._metrics.trading_paused.labels(cause=cause.value).set(
-                1 if cause in state.pause_causes else 0
-            )
-        for mode in Mode:
-            self._metrics.mode.labels(mode=mode.value).set(1 if mode is state.mode else 0)
-        self._metrics.armed.set(1 if state.armed else 0)
-
-    def on_portfolio_updated(self, portfolio: PortfolioUpdated) -> None:
-        self._portfolio = portfolio
+        self._metrics.set_trading_state(state.state)
+        self._metrics.set_pause_causes(state.pause_causes)
+        self._metrics.set_mode(state.mode)
+        self._metrics.set_armed(state.armed)
 
     def on_pong(self, pong: Pong) -> None:
         sent = self._ping_sent_ns.get(pong.sequence)
@@ -373,8 +358,8 @@ class Supervisor(VigilActor):
     def _check_liveness(self, now: int) -> None:
         timeout_ns = int(self._heartbeats.actor_ping_timeout_s * NANOS_PER_SECOND)
         unresponsive = []
-        for name, spec in self._specs.items():
-            if not spec.pinged or name in self._pending_restarts:
+        for name in self._specs:
+            if name in self._pending_restarts:
                 continue
             # Judge only pings old enough to have been answered.
             # Two unanswered pings, the oldest past the timeout: one late pong is not a hang.
@@ -393,9 +378,8 @@ class Supervisor(VigilActor):
             self._ping_sent_ns[self._ping_sequence] = now
             for old in [s for s in self._ping_sent_ns if s < self._ping_sequence - 30]:
                 del self._ping_sent_ns[old]
-            for name, spec in self._specs.items():
-                if spec.pinged:
-                    self.directory.tell(name, Ping(sequence=self._ping_sequence))
+            for name in self._specs:
+                self.directory.tell(name, Ping(sequence=self._ping_sequence))
 
     def _update_queue_metrics(self) -> None:
         for name, ref in self.directory.items():

@@ -299,7 +299,6 @@ class Engine:
                     conflator=order_conflator,
                     metrics=metrics,
                     instance_id=config.instance_id,
-                    strategies=self.strategy_names,
                     **base,
                 ),
                 receives_timer=True,

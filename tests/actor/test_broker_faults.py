@@ -50,6 +50,9 @@ def test_a_lost_cancel_is_sent_again_so_no_sibling_outlives_its_position(faulty:
     faulty.settle(lambda: not faulty.working_legs(plan_id), what="bracket done")
     assert statuses(faulty, plan_id)["TARGET"] is OrderStatus.CANCELLED
     assert not faulty.portfolio().portfolio.positions
+    registry = faulty.engine.metrics.registry
+    assert registry.get_sample_value("trader_retries_total", {"type": "cancel_unknown"}) == 1
+    assert registry.get_sample_value("trader_retries_total", {"type": "cancel_resend"}) == 1
 
 
 def test_an_entry_lost_on_the_way_is_not_resent_once_trading_halted(faulty: Desk) -> None:
