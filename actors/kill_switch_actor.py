@@ -40,6 +40,7 @@ from domain.messages import (
 )
 
 if TYPE_CHECKING:
+    from actors.trading_gate import TradingGate
     from adapters.metrics import EngineMetrics
     from adapters.storage.database import Database
     from domain.config import LiveGateConfig
@@ -86,10 +87,12 @@ class KillSwitchActor(VigilActor):
         auto_arm_paper: bool,
         live_gates: LiveGateConfig,
         subscribers: Sequence[str],
+        gate: TradingGate,
         order_actor: str = "order",
         **base: Any,
     ) -> None:
         super().__init__(**base)
+        self._gate = gate
         self._database = database
         self._metrics = metrics
         self._instance_id = instance_id
@@ -374,6 +377,9 @@ class KillSwitchActor(VigilActor):
 
     def _publish(self, now: int) -> None:
         message = self._state_message(now)
+        # The gate first: from here on the order actor's last gate enforces this decision,
+        # even for orders already queued, before any subscriber or asker hears of it.
+        self._gate.decide(message)
         self._last_publish_ns = now
         for subscriber in self._subscribers:
             self.directory.tell(subscriber, message)

@@ -3,6 +3,11 @@
 Accepts: ``TimerFired`` (renews when due). Publishes: ``LeadershipChanged`` to its subscribers
 whenever leadership or the epoch changes, and again on expiry without renewal.
 
+The lease is held by this process's incarnation (``lease_holder``: the instance_id plus a random
+suffix), not by the instance_id: a second process started with the same instance_id (a copied
+profile, a restart while the old process is only stopped, not dead) finds the lease held by
+another incarnation and stands by, saying so, instead of leading at the same epoch.
+
 The lease is a row with a fencing epoch (``adapters.storage.repositories.LeaseRepository``):
 every order row records the epoch it was written under, and the order insert itself refuses a
 stale epoch, so a deposed leader cannot send even if this actor is slow to notice. A database
@@ -13,6 +18,7 @@ the lease is released so a standby can take over at once.
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +33,15 @@ if TYPE_CHECKING:
     from adapters.storage.database import Database
     from domain.config import LeaderConfig
 
-__all__ = ["LeaderActor"]
+__all__ = ["INCARNATION_SEPARATOR", "LeaderActor", "new_lease_holder"]
+
+INCARNATION_SEPARATOR = "#"
+
+
+def new_lease_holder(instance_id: str) -> str:
+    """This process's lease identity: the configured name plus a random incarnation id."""
+    return f"{instance_id}{INCARNATION_SEPARATOR}{secrets.token_hex(4)}"
+
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +53,7 @@ class LeaderActor(VigilActor):
         database: Database,
         metrics: EngineMetrics,
         instance_id: str,
+        lease_holder: str,
         config: LeaderConfig,
         subscribers: Sequence[str],
         **base: Any,
@@ -47,6 +62,7 @@ class LeaderActor(VigilActor):
         self._database = database
         self._metrics = metrics
         self._instance_id = instance_id
+        self._holder = lease_holder
         self._config = config
         self._subscribers = tuple(subscribers)
         self._is_leader = False
@@ -54,6 +70,8 @@ class LeaderActor(VigilActor):
         self._expires_ns = 0
         self._next_renew_ns = 0
         self._last_error: str | None = None
+        self._current_holder = ""
+        self._standby_reason = ""
 
     def handlers(self) -> dict[type, Callable[[Any], Any]]:
         return {
@@ -70,7 +88,7 @@ class LeaderActor(VigilActor):
         if self._is_leader:
             try:
                 with UnitOfWork(self._database) as uow:
-                    uow.lease.release(instance_id=self._instance_id, now_ns=self.clock.now_ns())
+                    uow.lease.release(instance_id=self._holder, now_ns=self.clock.now_ns())
             except Exception:
                 logger.exception("could not release the leader lease; it expires by itself")
         self._metrics.set_leader(False)
@@ -88,6 +106,9 @@ class LeaderActor(VigilActor):
         return {
             "name": self.name,
             "instance_id": self._instance_id,
+            "lease_holder": self._holder,
+            "current_holder": self._current_holder,
+            "standby_reason": self._standby_reason,
             "is_leader": self._is_leader,
             "epoch": self._epoch,
             "expires_ns": self._expires_ns,
@@ -101,7 +122,7 @@ class LeaderActor(VigilActor):
         try:
             with UnitOfWork(self._database) as uow:
                 lease = uow.lease.acquire_or_renew(
-                    instance_id=self._instance_id, now_ns=now, ttl_ns=ttl_ns
+                    instance_id=self._holder, now_ns=now, ttl_ns=ttl_ns
                 )
             self._last_error = None
         except Exception as error:
@@ -110,10 +131,35 @@ class LeaderActor(VigilActor):
             if self._is_leader and now >= self._expires_ns:
                 self._change(False, self._epoch, self._expires_ns, now, "renewal failed")
             return
+        self._current_holder = lease.holder
         if lease.is_leader:
+            self._standby_reason = ""
             self._change(True, lease.epoch, lease.expires_ns, now, "lease held")
+            return
+        self._explain_standby(lease.holder, lease.epoch)
+        self._change(False, lease.epoch, lease.expires_ns, now, f"held by {lease.holder}")
+
+    def _explain_standby(self, holder: str, epoch: int) -> None:
+        same_name = holder.split(INCARNATION_SEPARATOR, 1)[0] == self._instance_id
+        if same_name:
+            reason = (
+                f"another process with instance_id {self._instance_id} holds the lease "
+                f"(holder {holder}, epoch {epoch}); this one ({self._holder}) stands by until it "
+                "stops or its lease expires"
+            )
         else:
-            self._change(False, lease.epoch, lease.expires_ns, now, f"held by {lease.holder}")
+            reason = f"lease held by {holder} at epoch {epoch}; standing by"
+        if reason != self._standby_reason:
+            self._standby_reason = reason
+            log_event(
+                logger,
+                "STANDBY",
+                reason,
+                level=logging.WARNING,
+                holder=holder,
+                epoch=epoch,
+                lease_holder=self._holder,
+            )
 
     def _change(self, is_leader: bool, epoch: int, expires_ns: int, now: int, why: str) -> None:
         changed = is_leader != self._is_leader or epoch != self._epoch
@@ -142,6 +188,8 @@ class LeaderActor(VigilActor):
             epoch=self._epoch,
             lease_expires_ns=self._expires_ns,
             ts_event=now,
+            holder=self._holder,
+            current_holder=self._current_holder,
         )
         for subscriber in self._subscribers:
             self.directory.tell(subscriber, message)

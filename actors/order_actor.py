@@ -84,6 +84,7 @@ from domain.positions import apply_fill as position_apply_fill
 
 if TYPE_CHECKING:
     from actors.mailbox import TickConflator
+    from actors.trading_gate import TradingGate
     from adapters.brokers.base import BrokerPort
     from adapters.metrics import EngineMetrics
     from adapters.storage.database import Database
@@ -135,6 +136,8 @@ class OrderActor(VigilActor):
         conflator: TickConflator,
         metrics: EngineMetrics,
         instance_id: str,
+        lease_holder: str,
+        gate: TradingGate,
         portfolio_subscribers: Iterable[str] = ("risk",),
         kill_switch_actor: str = "kill_switch",
         **base: Any,
@@ -146,6 +149,8 @@ class OrderActor(VigilActor):
         self._conflator = conflator
         self._metrics = metrics
         self._instance_id = instance_id
+        self._lease_holder = lease_holder
+        self._gate = gate
         self._portfolio_subscribers = tuple(portfolio_subscribers)
         self._kill_switch_actor = kill_switch_actor
         self._orders: dict[str, Order] = {}
@@ -453,14 +458,16 @@ class OrderActor(VigilActor):
         leadership = self._leadership
         now = self.clock.now_ns()
         if leadership is None or not leadership.is_leader:
-            return DenialCode.NOT_LEADER, f"instance={self._instance_id}"
+            return DenialCode.NOT_LEADER, f"holder={self._lease_holder}"
         if leadership.lease_expires_ns <= now:
             return DenialCode.NOT_LEADER, (
                 f"lease_expired_ns={leadership.lease_expires_ns} now_ns={now}"
             )
         if leg is not LegKind.ENTRY:
             return None  # stops, targets and exits only ever reduce exposure
-        trading = self._trading
+        # The kill switch's decision, not our copy of its last message: a HALT, pause or
+        # disarm it has acknowledged stops this order even if the message is still queued.
+        trading = self._gate.current()
         if trading is None:
             return DenialCode.TRADING_PAUSED, "trading_state=unknown"
         if trading.state is TradingState.HALTED:
@@ -521,7 +528,7 @@ class OrderActor(VigilActor):
             return False
         assert self._leadership is not None
         order = oco.new_leg_order(bracket, action, now, epoch=self._leadership.epoch)
-        fence = LeaseFence(instance_id=self._instance_id, epoch=self._leadership.epoch, now_ns=now)
+        fence = LeaseFence(instance_id=self._lease_holder, epoch=self._leadership.epoch, now_ns=now)
         try:
             with UnitOfWork(self._database) as uow:
                 uow.orders.add(order, fence=fence)

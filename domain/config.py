@@ -22,7 +22,9 @@ __all__ = [
     "InstrumentConfig",
     "LeaderConfig",
     "LiveGateConfig",
+    "OrderConfig",
     "PaperBrokerConfig",
+    "ReconciliationConfig",
     "RiskConfig",
     "StrategyConfig",
     "SupervisionConfig",
@@ -175,6 +177,33 @@ class SupervisionConfig(_Strict):
     flatten_on_escalation: bool = False
 
 
+class OrderConfig(_Strict):
+    """How long an entry may live, and how often an unanswered broker call is retried."""
+
+    # An entry not filled within this time is never sent or resent, and a working one is
+    # cancelled; an entry from an earlier trading day is settled at once.
+    entry_ttl_s: float = Field(default=120.0, gt=0)
+    # An order whose outcome is unknown is settled from the broker's order list after this.
+    in_flight_settle_s: float = Field(default=3.0, gt=0)
+    # Resends, cancel resends and resizes the broker refused or never answered: past this many
+    # attempts the loop stops and escalates (an event, a log line, a pause) instead of spinning.
+    max_attempts: int = Field(default=5, ge=1)
+
+
+class ReconciliationConfig(_Strict):
+    """Scheduled comparisons of our books with the broker's (NautilusTrader's live execution
+    engine runs the same three loops). Each also runs at start and on every gain of leadership."""
+
+    in_flight_interval_s: float = Field(default=1.0, gt=0)
+    open_orders_interval_s: float = Field(default=5.0, gt=0)
+    positions_interval_s: float = Field(default=10.0, gt=0)
+    # A difference must persist this long (broker reports in transit explain short ones)
+    # before it counts as drift and halts entries.
+    drift_grace_s: float = Field(default=3.0, ge=0)
+    # Consecutive failures to reach the broker before the report says so and entries pause.
+    max_failures: int = Field(default=5, ge=1)
+
+
 class LiveGateConfig(_Strict):
     """The SOLAT runbook's LIVE gate settings (the gated path itself is a later issue)."""
 
@@ -210,6 +239,8 @@ class EngineConfig(_Strict):
     heartbeats: HeartbeatConfig = Field(default_factory=HeartbeatConfig)
     leader: LeaderConfig = Field(default_factory=LeaderConfig)
     supervision: SupervisionConfig = Field(default_factory=SupervisionConfig)
+    orders: OrderConfig = Field(default_factory=OrderConfig)
+    reconciliation: ReconciliationConfig = Field(default_factory=ReconciliationConfig)
     live: LiveGateConfig = Field(default_factory=LiveGateConfig)
 
     @model_validator(mode="after")

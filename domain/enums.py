@@ -84,6 +84,7 @@ class PauseCause(StrEnum):
     ORDER_STREAM_STALE = "ORDER_STREAM_STALE"
     ACTOR_UNRESPONSIVE = "ACTOR_UNRESPONSIVE"
     BACKPRESSURE = "BACKPRESSURE"
+    RECONCILE_DRIFT = "RECONCILE_DRIFT"  # our books and the broker's disagree unexplained
 
 
 class DenialCode(StrEnum):

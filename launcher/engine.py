@@ -27,12 +27,13 @@ from actors.control import EngineControl
 from actors.directory import ActorDirectory
 from actors.feed_actor import FeedActor, TickSink
 from actors.kill_switch_actor import KillSwitchActor
-from actors.leader_actor import LeaderActor
+from actors.leader_actor import LeaderActor, new_lease_holder
 from actors.mailbox import TickConflator
 from actors.order_actor import OrderActor
 from actors.risk_actor import RiskActor
 from actors.strategy_actor import StrategyActor
 from actors.supervisor import ChildSpec, Supervisor
+from actors.trading_gate import TradingGate
 from adapters.brokers.faults import FaultyBroker
 from adapters.brokers.paper.broker import PaperBroker
 from adapters.clock import WallClock
@@ -104,6 +105,9 @@ class Engine:
         self.strategy_names = [s.name for s in config.strategies]
         self.feed_name = config.feed.name
         self.directory = ActorDirectory()
+        # One process, one lease identity: a second process with the same instance_id stands by.
+        self.lease_holder = new_lease_holder(config.instance_id)
+        self.gate = TradingGate()
         self.metrics = EngineMetrics(
             instance_id=config.instance_id,
             strategies=self.strategy_names,
@@ -299,6 +303,8 @@ class Engine:
                     conflator=order_conflator,
                     metrics=metrics,
                     instance_id=config.instance_id,
+                    lease_holder=self.lease_holder,
+                    gate=self.gate,
                     **base,
                 ),
                 receives_timer=True,
@@ -351,6 +357,7 @@ class Engine:
                     auto_arm_paper=config.auto_arm_paper,
                     live_gates=config.live,
                     subscribers=("order", "risk", SUPERVISOR),
+                    gate=self.gate,
                     **base,
                 ),
                 receives_timer=True,
@@ -364,6 +371,7 @@ class Engine:
                     database=database,
                     metrics=metrics,
                     instance_id=config.instance_id,
+                    lease_holder=self.lease_holder,
                     config=config.leader,
                     subscribers=("order", SUPERVISOR),
                     **base,

@@ -23,6 +23,7 @@ __all__ = [
     "ErrorBody",
     "FlattenRequest",
     "HealthView",
+    "InstrumentReconcileView",
     "ModeRequest",
     "ModeResult",
     "OrderView",
@@ -31,6 +32,7 @@ __all__ = [
     "PauseRequest",
     "PositionsView",
     "ReadyView",
+    "ReconcileReportView",
     "RiskView",
     "StatusView",
 ]
@@ -192,3 +194,33 @@ class RiskView(msgspec.Struct, frozen=True, kw_only=True):
     trades_last_hour: int
     blocks: dict[str, int]
     last_blocks: list[RiskBlocked]
+
+
+class InstrumentReconcileView(msgspec.Struct, frozen=True, kw_only=True):
+    """One instrument's net position in our books and at the broker (signed quantities)."""
+
+    instrument: str
+    local_quantity: int
+    broker_quantity: int
+    difference: int
+
+
+class ReconcileReportView(msgspec.Struct, frozen=True, kw_only=True):
+    """``GET /execution/reconcile/report``: the latest comparison of our books with the
+    broker's orders, fills and positions, and what it did about the differences.
+
+    ``drift`` holds plain sentences for differences no action could explain; any drift halts
+    entries with cause ``RECONCILE_DRIFT``. ``last_run_ns`` is None before the first run.
+    """
+
+    clean: bool
+    trigger: str  # start | leadership | in_flight | open_orders | positions | manual
+    last_run_ns: int | None
+    duration_ms: float | None
+    runs: int
+    instruments: list[InstrumentReconcileView]
+    unknown_broker_orders: list[str]  # client_order_ids the broker has and we do not
+    missing_at_broker: list[str]  # our working orders the broker does not know
+    actions: list[str]  # what the last run applied, one sentence each
+    drift: list[str]
+    error: str | None = None  # the broker could not be asked; the previous facts stand

@@ -76,13 +76,19 @@ class TradingStateChanged(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class LeadershipChanged(msgspec.Struct, frozen=True, kw_only=True):
-    """Leader lease outcome. Orders may be sent only while ``is_leader`` under this epoch."""
+    """Leader lease outcome. Orders may be sent only while ``is_leader`` under this epoch.
+
+    ``holder`` is this process's incarnation (instance_id plus a random suffix): the lease is
+    held by a process, not by a name, so two processes sharing an ``instance_id`` cannot both
+    lead. ``current_holder`` is whoever holds the lease now (ours or another's)."""
 
     instance_id: str
     is_leader: bool
     epoch: int
     lease_expires_ns: int
     ts_event: int
+    holder: str = ""
+    current_holder: str = ""
 
 
 class ChildFailed(msgspec.Struct, frozen=True, kw_only=True):

@@ -11,6 +11,7 @@ __all__ = [
     "QueryOrders",
     "QueryPortfolio",
     "QueryPositions",
+    "QueryReconcileReport",
     "QueryRisk",
     "QuerySnapshot",
     "QueryTradingState",
@@ -31,6 +32,10 @@ class QueryOrders(msgspec.Struct, frozen=True, kw_only=True):
 
 class QueryPortfolio(msgspec.Struct, frozen=True, kw_only=True):
     pass
+
+
+class QueryReconcileReport(msgspec.Struct, frozen=True, kw_only=True):
+    """Ask the order actor for its latest reconciliation report (``ReconcileReportView``)."""
 
 
 class QueryRisk(msgspec.Struct, frozen=True, kw_only=True):
