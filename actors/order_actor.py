@@ -31,6 +31,7 @@ import msgspec
 
 from actors.base import SUPERVISOR, VigilActor
 from actors.heartbeat import HeartbeatThrottle
+from actors.order_reconciliation import FULL_RUNS, DriftChanges, OrderReconciler, Trigger
 from adapters.brokers.base import BrokerRejected, BrokerUnavailable
 from adapters.logs import log_event
 from adapters.storage.repositories import (
@@ -43,6 +44,7 @@ from adapters.storage.repositories import (
 from domain import oco
 from domain.calendar import start_of_trading_day_ns, trading_day
 from domain.clock import NANOS_PER_SECOND
+from domain.config import ReconciliationConfig
 from domain.enums import DenialCode, LegKind, OrderStatus, PauseCause, TradingState
 from domain.messages import (
     DrainTicks,
@@ -54,12 +56,15 @@ from domain.messages import (
     OrderRequest,
     OrderStatusReport,
     OrderStreamHeartbeat,
+    PauseEntries,
     PortfolioUpdated,
     PositionView,
     QueryOrders,
     QueryPortfolio,
     QueryPositions,
+    QueryReconcileReport,
     RepublishState,
+    ResumeEntries,
     SubmitBracket,
     Tick,
     TimerFired,
@@ -81,6 +86,20 @@ from domain.orders import (
 from domain.plans import client_order_id
 from domain.positions import Position, flat, unrealized_pnl
 from domain.positions import apply_fill as position_apply_fill
+from domain.reconcile import (
+    IN_FLIGHT,
+    ApplyFill,
+    ApplyStatus,
+    BrokerFacts,
+    LocalBooks,
+    ReconcileAction,
+    Reconciliation,
+    ResendCancel,
+    SettleInFlight,
+    describe_action,
+    reconcile,
+    signed_quantity,
+)
 
 if TYPE_CHECKING:
     from actors.mailbox import TickConflator
@@ -140,6 +159,7 @@ class OrderActor(VigilActor):
         gate: TradingGate,
         portfolio_subscribers: Iterable[str] = ("risk",),
         kill_switch_actor: str = "kill_switch",
+        reconciliation: ReconciliationConfig | None = None,
         **base: Any,
     ) -> None:
         super().__init__(**base)
@@ -173,6 +193,12 @@ class OrderActor(VigilActor):
         self._flatten_cancelled = 0
         self._last_flatten: FlattenCompleted | None = None
         self._denied: deque[OrderDenied] = deque(maxlen=50)
+        self._reconciler = OrderReconciler(
+            reconciliation or ReconciliationConfig(), in_flight_settle_ns=_IN_FLIGHT_SETTLE_NS
+        )
+        # A drift halt whose TripKillSwitch the kill switch has not yet shown as HALTED.
+        self._pending_trip: TripKillSwitch | None = None
+        self._stored_ids_cache: dict[str, bool] = {}
 
     def handlers(self) -> dict[type, Callable[[Any], Any]]:
         return {
@@ -188,6 +214,7 @@ class OrderActor(VigilActor):
             QueryPositions: lambda _query: self.position_views(),
             QueryOrders: lambda query: self.recent_orders(query.limit),
             QueryPortfolio: lambda _query: self.portfolio_view(),
+            QueryReconcileReport: lambda _query: self._reconciler.view(),
             RepublishState: lambda _command: self._publish_portfolio(),
         }
 
@@ -381,7 +408,7 @@ class OrderActor(VigilActor):
         if now - self._last_consistency_ns >= _CONSISTENCY_EVERY_NS:
             self._last_consistency_ns = now
             self._roll_trading_day(now)
-            self._settle_in_flight(now)
+            self._reconcile_on_schedule(now)
             self._flatten_if_asked(now)
             self._consistency_pass(now)
             self._after_change()
@@ -576,6 +603,7 @@ class OrderActor(VigilActor):
                 # The venue already has this id (a resend after a crash): not a rejection;
                 # its order list settles the state.
                 outcome = "duplicate"
+                self._reconciler.broker_has.add(order.client_order_id)
             else:
                 rejected = str(error)
                 outcome = "rejected"
@@ -782,35 +810,17 @@ class OrderActor(VigilActor):
                 self._execute(bracket, actions)
 
     def _settle_in_flight(self, now: int) -> None:
-        stale = [
-            o
-            for o in self._orders.values()
-            if o.status in (OrderStatus.SUBMITTED, OrderStatus.PENDING_CANCEL)
-            and now - o.ts_updated >= _IN_FLIGHT_SETTLE_NS
-        ]
-        if not stale or not self._may_touch_broker():
-            return
-        try:
-            reports = {r.client_order_id: r for r in self._broker.list_orders()}
-        except (BrokerUnavailable, BrokerRejected) as error:
-            self._metrics.retries_total.labels(type="order_list").inc()
-            logger.warning("could not list broker orders to settle in-flight: %s", error)
-            return
-        for order in stale:
-            report = reports.get(order.client_order_id)
-            if report is not None and report.status.is_terminal:
-                self.on_order_status_report(report)
-            elif report is not None:
-                self.on_order_status_report(report)
-                if order.status is OrderStatus.PENDING_CANCEL:
-                    # Still working at the broker: our cancel was lost (or its outcome unknown).
-                    self._metrics.retries_total.labels(type="cancel_resend").inc()
-                    self._request_cancel(order)
-            elif order.status is OrderStatus.PENDING_CANCEL:
-                # The broker never had it, so there is nothing to cancel.
-                self._settle_locally(order, "NEVER_REACHED_BROKER: cancelled before it was sent")
-            else:
-                self._resend_or_drop(order)
+        """The in-flight loop: orders sent (or cancels asked) longer ago than the settle delay
+        are settled from the broker's order list, by the same rules as every other run."""
+        threshold = self._reconciler.in_flight_settle_ns
+        last_request = self._reconciler.last_request_ns
+        stale = any(
+            order.status in IN_FLIGHT
+            and now - max(order.ts_updated, last_request.get(order_id, 0)) >= threshold
+            for order_id, order in self._orders.items()
+        )
+        if stale and self._may_touch_broker():
+            self._run_reconciliation(Trigger.IN_FLIGHT, now)
 
     def _resend_or_drop(self, order: Order) -> None:
         """An order the broker never saw: send it again under the SAME id if the last gate
@@ -874,25 +884,209 @@ class OrderActor(VigilActor):
                 self._positions[bracket.plan_client_id] = position
 
     def _reconcile_with_broker(self) -> None:
-        """Apply what the broker did while we were down: fills first, then order states."""
+        """Compare the whole book with the broker's orders, fills and positions and apply what
+        they explain (what happened while we were down or not leading). Runs at start and on
+        every gain of leadership; a broker failure is counted and the schedule tries again."""
+        trigger = Trigger.LEADERSHIP if self._reconciler.started else Trigger.START
+        self._run_reconciliation(trigger, self.clock.now_ns())
+
+    def _reconcile_on_schedule(self, now: int) -> None:
+        # The three loops of config.reconciliation, only while we lead (a standby applying
+        # fills would write brackets the leader owns); then make sure the kill switch shows
+        # what the reconciliation decided, whoever lost a message on the way.
+        if self._may_touch_broker():
+            due = self._reconciler.due(now)
+            if due == Trigger.IN_FLIGHT:
+                self._settle_in_flight(now)
+            elif due is not None:
+                self._run_reconciliation(due, now)
+        self._sync_drift_pause()
+
+    def _run_reconciliation(self, trigger: str, now: int) -> None:
+        started_mono = self.clock.monotonic_ns()
+        full = trigger in FULL_RUNS
         try:
-            fills = self._broker.list_fills()
+            # Orders before fills: a fill list newer than the order list cannot make a
+            # filled quantity look unbooked.
             reports = self._broker.list_orders()
+            fills = self._broker.list_fills()
+            positions = self._broker.list_positions() if full else None
         except (BrokerUnavailable, BrokerRejected) as error:
-            logger.error("broker reconciliation at start failed, will settle later: %s", error)
+            self._metrics.retries_total.labels(type="reconcile").inc()
+            if self._reconciler.record_failure(trigger, str(error), now):
+                log_event(
+                    logger,
+                    "RECONCILE",
+                    f"reconciliation cannot reach the broker ({self._reconciler.failures} "
+                    f"attempts in a row); entries pause until it can: {error}",
+                    level=logging.ERROR,
+                    trigger=trigger,
+                    failures=self._reconciler.failures,
+                )
+            elif self._reconciler.failures == 1:
+                logger.warning("reconciliation (%s) could not ask the broker: %s", trigger, error)
+            self._sync_drift_pause()
             return
-        for fill in sorted(fills, key=lambda f: f.ts_event):
-            if fill.trade_id not in self._trade_ids and fill.client_order_id in self._orders:
-                self.on_fill_report(fill)
-        for report in reports:
-            if report.client_order_id in self._orders:
+        outcome = reconcile(
+            self._local_books(reports, fills),
+            BrokerFacts(orders=reports, fills=fills, positions=positions),
+            now_ns=now,
+            in_flight_settle_ns=self._reconciler.in_flight_settle_ns,
+            in_flight_only=trigger == Trigger.IN_FLIGHT,
+        )
+        applied, deferred = self._apply_reconcile_actions(outcome.actions, now)
+        changes = self._reconciler.record_run(
+            trigger,
+            outcome,
+            now_ns=now,
+            duration_ms=(self.clock.monotonic_ns() - started_mono) / 1e6,
+            applied=applied,
+            deferred=deferred,
+        )
+        self._log_unknown_broker_orders(outcome, now)
+        self._announce_drift(changes, trigger, now)
+        self._sync_drift_pause()
+
+    def _local_books(self, reports: list[OrderStatusReport], fills: list[FillReport]) -> LocalBooks:
+        positions: dict[str, int] = {}
+        for bracket in self._brackets.values():
+            quantity = signed_quantity(bracket.side, bracket.open_quantity)
+            positions[bracket.instrument] = positions.get(bracket.instrument, 0) + quantity
+        broker_ids = {r.client_order_id for r in reports} | {f.client_order_id for f in fills}
+        return LocalBooks(
+            orders=self._orders,
+            finished_order_ids=frozenset(self._stored_elsewhere(broker_ids - set(self._orders))),
+            trade_ids=frozenset(self._trade_ids),
+            positions=positions,
+            broker_has=frozenset(self._reconciler.broker_has),
+            last_request_ns=dict(self._reconciler.last_request_ns),
+        )
+
+    def _stored_elsewhere(self, client_order_ids: set[str]) -> set[str]:
+        # Ids the broker lists that are not in memory: ours if storage has them (a finished
+        # bracket's legs). Whether an id is stored never changes, so each is looked up once.
+        known = self._stored_ids_cache
+        lookup = [order_id for order_id in client_order_ids if order_id not in known]
+        if lookup:
+            with UnitOfWork(self._database) as uow:
+                for order_id in lookup:
+                    known[order_id] = uow.orders.get(order_id) is not None
+        return {order_id for order_id in client_order_ids if known[order_id]}
+
+    def _apply_reconcile_actions(
+        self, actions: Iterable[ReconcileAction], now: int
+    ) -> tuple[list[str], bool]:
+        applied: list[str] = []
+        deferred = False
+        may_send = self._may_touch_broker()
+        for action in actions:
+            sentence = describe_action(action)
+            if isinstance(action, ApplyFill):
+                self.on_fill_report(action.fill)
+            elif isinstance(action, ApplyStatus):
                 try:
-                    self.on_order_status_report(report)
+                    self.on_order_status_report(action.report)
                 except InvalidTransition as error:
-                    # One report our books cannot take must not stop the recovery of the rest.
-                    self._halt_on_drift(
-                        "RECONCILE_MISMATCH", str(error), report, self.clock.now_ns()
+                    # One report our books cannot take must not stop the rest.
+                    self._halt_on_drift("RECONCILE_MISMATCH", str(error), action.report, now)
+                    continue
+            elif not may_send:
+                # Settling needs the broker (and the directory, which may not name us yet
+                # during on_start): deferred to the next pass while we lead.
+                applied.append(f"deferred until leading: {sentence}")
+                deferred = True
+                continue
+            elif isinstance(action, SettleInFlight):
+                order = self._orders.get(action.client_order_id)
+                if order is None or order.status not in IN_FLIGHT:
+                    continue
+                if order.status is OrderStatus.PENDING_CANCEL:
+                    # The broker never had it, so there is nothing to cancel.
+                    self._settle_locally(
+                        order, "NEVER_REACHED_BROKER: cancelled before it was sent"
                     )
+                    sentence += "; cancelled locally"
+                else:
+                    self._reconciler.last_request_ns[order.client_order_id] = now
+                    self._resend_or_drop(order)
+                    sentence += "; not resent, settled" if order.status.is_terminal else "; resent"
+            elif isinstance(action, ResendCancel):
+                order = self._orders.get(action.client_order_id)
+                if order is None or order.status is not OrderStatus.PENDING_CANCEL:
+                    continue
+                # Still working at the broker: our cancel was lost (or its outcome unknown).
+                self._metrics.retries_total.labels(type="cancel_resend").inc()
+                self._request_cancel(order)
+            log_event(logger, "RECOVERY", f"reconcile: {sentence}", action=type(action).__name__)
+            applied.append(sentence)
+        return applied, deferred
+
+    def _log_unknown_broker_orders(self, outcome: Reconciliation, now: int) -> None:
+        for order_id in outcome.unknown_broker_orders:
+            if order_id not in self._reconciler.logged_unknown:
+                self._unknown_report("order list", order_id, {"client_order_id": order_id}, now)
+
+    def _announce_drift(self, changes: DriftChanges, trigger: str, now: int) -> None:
+        for drift in changes.confirmed:
+            log_event(
+                logger,
+                "RECONCILE",
+                f"reconcile drift: {drift.sentence}",
+                level=logging.CRITICAL if drift.unprotected else logging.ERROR,
+                drift_key=drift.key,
+                instrument=drift.instrument,
+                unprotected=drift.unprotected,
+                trigger=trigger,
+            )
+            with UnitOfWork(self._database) as uow:
+                uow.events.append(
+                    "RECONCILE_DRIFT",
+                    {
+                        "key": drift.key,
+                        "kind": drift.kind.value,
+                        "instrument": drift.instrument,
+                        "unprotected": drift.unprotected,
+                        "sentence": drift.sentence,
+                        "trigger": trigger,
+                    },
+                    ts_ns=now,
+                    instance_id=self._instance_id,
+                )
+        for drift in changes.cleared:
+            log_event(
+                logger,
+                "RECONCILE",
+                f"reconcile drift cleared: {drift.sentence}",
+                drift_key=drift.key,
+                instrument=drift.instrument,
+                trigger=trigger,
+            )
+
+    def _sync_drift_pause(self) -> None:
+        # Told again on every pass until the kill switch's published state shows it: a tell
+        # can fail (a restarting kill switch) and RECONCILE_DRIFT is not persisted there.
+        trading = self._trading
+        shown = trading is not None and PauseCause.RECONCILE_DRIFT in trading.pause_causes
+        reconciler = self._reconciler
+        if reconciler.pause_wanted():
+            if not shown:
+                command = PauseEntries(
+                    cause=PauseCause.RECONCILE_DRIFT, detail=reconciler.pause_detail()
+                )
+                if not self.directory.tell(self._kill_switch_actor, command):
+                    logger.warning("could not tell the kill switch to pause on drift; retrying")
+        elif shown and reconciler.resume_allowed():
+            self.directory.tell(
+                self._kill_switch_actor, ResumeEntries(cause=PauseCause.RECONCILE_DRIFT)
+            )
+        pending = self._pending_trip
+        if pending is not None:
+            if trading is not None and trading.state is TradingState.HALTED:
+                self._pending_trip = None
+            elif not self.directory.tell(self._kill_switch_actor, pending):
+                logger.warning(
+                    "could not tell the kill switch to halt (%s); retrying", pending.reason
+                )
 
     def _find_order(self, client_order_id: str) -> Order | None:
         order = self._orders.get(client_order_id)
@@ -909,6 +1103,12 @@ class OrderActor(VigilActor):
         return order
 
     def _unknown_report(self, kind: str, client_order_id: str, report: object, now: int) -> None:
+        # Once per order: an unknown order's every report would otherwise repeat the line.
+        # Its exposure is the positions loop's to judge, so that loop looks again soon.
+        self._reconciler.request_positions_check(now)
+        if client_order_id in self._reconciler.logged_unknown:
+            return
+        self._reconciler.logged_unknown.add(client_order_id)
         log_event(
             logger,
             "RECONCILE",
@@ -930,7 +1130,8 @@ class OrderActor(VigilActor):
 
     def _halt_on_drift(self, reason: str, detail: str, report: object, now: int) -> None:
         # The broker's books and ours disagree: stop trading and leave the reconciliation to an
-        # operator; flattening from books we no longer trust could make it worse.
+        # operator; flattening from books we no longer trust could make it worse. The trip is
+        # told again on every pass until the kill switch shows HALTED (a tell can fail).
         log_event(logger, reason, detail, level=logging.CRITICAL)
         with UnitOfWork(self._database) as uow:
             uow.events.append(
@@ -939,7 +1140,12 @@ class OrderActor(VigilActor):
                 ts_ns=now,
                 instance_id=self._instance_id,
             )
-        self.directory.tell(self._kill_switch_actor, TripKillSwitch(reason=reason, detail=detail))
+        self._reconciler.halts.append(f"HALT {reason}: {detail}")
+        trip = TripKillSwitch(reason=reason, detail=detail)
+        if self._pending_trip is None:
+            self._pending_trip = trip
+        if not self.directory.tell(self._kill_switch_actor, trip):
+            logger.warning("could not tell the kill switch to halt (%s); retrying", reason)
 
     def _stream_alive(self, now: int) -> None:
         self._last_stream_ns = now

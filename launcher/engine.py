@@ -305,6 +305,7 @@ class Engine:
                     instance_id=config.instance_id,
                     lease_holder=self.lease_holder,
                     gate=self.gate,
+                    reconciliation=config.reconciliation,
                     **base,
                 ),
                 receives_timer=True,
