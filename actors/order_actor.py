@@ -5,7 +5,7 @@ ahead to storage before the broker sees it.
 Accepts: ``SubmitBracket`` (from risk), ``FlattenAll``, broker reports (``OrderStatusReport``,
 ``FillReport``, ``OrderStreamHeartbeat``), ``TradingStateChanged``, ``LeadershipChanged``,
 ``DrainTicks`` (marks), ``TimerFired``; answers ``QueryPositions``, ``QueryOrders``,
-``QueryPortfolio``.
+``QueryPortfolio``, ``QueryReconcileReport``.
 Publishes: ``PortfolioUpdated`` to risk, ``OrderStreamHeartbeat`` to the
 supervisor, ``OrderDenied`` to the log and metrics.
 
@@ -14,6 +14,11 @@ the trading state (entries need ACTIVE and armed; exits and protective legs only
 exposure and go on while paused or halted) and, at the write-ahead insert, the fencing epoch
 in the database. A broker timeout or 5xx leaves the order in flight (never "rejected") until
 the broker's order list settles it; nothing is re-sent under a new id.
+
+Reconciliation (``domain.reconcile``, scheduled by ``actors.order_reconciliation``) compares
+these books with the broker's orders, fills and positions at start, on every gain of leadership
+and on the loops of ``config.reconciliation``; drift it cannot explain pauses entries with
+``RECONCILE_DRIFT``.
 
 Failure: an exception in a handler stops the actor; the supervisor restarts it, and
 ``on_start`` rebuilds everything from storage and reconciles with the broker's books.
@@ -1140,7 +1145,7 @@ class OrderActor(VigilActor):
                 ts_ns=now,
                 instance_id=self._instance_id,
             )
-        self._reconciler.halts.append(f"HALT {reason}: {detail}")
+        self._reconciler.record_halt(f"HALT {reason}: {detail}")
         trip = TripKillSwitch(reason=reason, detail=detail)
         if self._pending_trip is None:
             self._pending_trip = trip

@@ -41,6 +41,8 @@ class Trigger:
     POSITIONS = "positions"
 
 
+_MAX_HALTS_SHOWN = 20
+
 # Which lists each run fetches.
 FULL_RUNS = frozenset({Trigger.START, Trigger.LEADERSHIP, Trigger.POSITIONS})
 
@@ -109,6 +111,10 @@ class OrderReconciler:
             if last is None or now_ns - last >= self._intervals_ns[trigger]:
                 return trigger
         return None
+
+    def record_halt(self, sentence: str) -> None:
+        """Keep a drift the actor halted on in the report (the latest few)."""
+        self.halts = [*self.halts, sentence][-_MAX_HALTS_SHOWN:]
 
     def request_positions_check(self, now_ns: int) -> None:
         """Run the positions loop at the next pass (an unknown order traded)."""

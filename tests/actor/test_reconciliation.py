@@ -294,3 +294,30 @@ class TestAcrossTheIstDayBoundary:
         # The first send and at most one resend (answered DUPLICATE_CLIENT_ORDER_ID), not one a
         # second.
         assert desk.engine.broker.submission_counts()[entry_id] <= 2
+
+
+def test_a_broker_that_cannot_be_asked_is_reported_logged_once_and_pauses_entries(
+    desk_factory: Callable[..., Desk], caplog: pytest.LogCaptureFixture
+) -> None:
+    desk = desk_factory(broker_faults=True, **QUIET)
+    desk.ready_to_trade()
+    assert desk.engine.faults is not None
+    desk.engine.faults.lose_next("list_orders", loss="request", times=4)
+    seen = advance_until(
+        desk,
+        lambda: PauseCause.RECONCILE_DRIFT in pause_causes(desk) and report(desk),
+        max_s=20,
+        what="entries paused: the books cannot be checked",
+    )
+    assert seen.error is not None and seen.error.startswith("BROKER_UNREACHABLE")
+    assert not seen.clean
+    advance_until(
+        desk,
+        lambda: PauseCause.RECONCILE_DRIFT not in pause_causes(desk),
+        max_s=20,
+        what="the pause cleared by a clean run once the broker answers",
+    )
+    assert report(desk).error is None and report(desk).clean
+    assert len(desk.engine.faults.lost) == 4
+    unreachable = [r for r in caplog.records if "cannot reach the broker" in r.getMessage()]
+    assert len(unreachable) == 1  # once, not on every failed attempt
