@@ -149,7 +149,12 @@ def test_a_fill_whose_report_was_lost_is_applied_and_protected(quiet: Desk) -> N
 
 def test_a_stop_cancelled_at_the_broker_with_its_report_lost_is_replaced(quiet: Desk) -> None:
     plan_id = open_position(quiet, quantity=10)
-    [stop] = quiet.working_legs(plan_id)["STOP"]
+    [stop] = quiet.settle(
+        lambda: [
+            o for o in quiet.working_legs(plan_id)["STOP"] if o.status is OrderStatus.ACCEPTED
+        ],
+        what="the stop acknowledged",
+    )
     lost = LostReports(quiet, lambda r: getattr(r, "client_order_id", "") == stop.client_order_id)
     assert quiet.engine.broker is not None
     quiet.engine.broker.cancel_order(stop.client_order_id)  # the venue's doing, not ours
