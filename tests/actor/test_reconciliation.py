@@ -18,6 +18,7 @@ from domain.clock import NANOS_PER_SECOND, ManualClock
 from domain.enums import OrderStatus, OrderType, PauseCause, Side
 from domain.messages import (
     FillReport,
+    InjectFault,
     OrderRequest,
     QueryReconcileReport,
     QuerySnapshot,
@@ -25,6 +26,7 @@ from domain.messages import (
 from domain.messages.api import ReconcileReportView
 from tests.actor.conftest import Desk
 from tests.actor.test_brackets import open_position
+from tests.actor.test_supervision import restarts
 
 QUIET = {
     # No ticks flow and the clock runs ahead of the actors in these tests: staleness and
@@ -326,3 +328,33 @@ def test_a_broker_that_cannot_be_asked_is_reported_logged_once_and_pauses_entrie
     assert len(desk.engine.faults.lost) == 4
     unreachable = [r for r in caplog.records if "cannot reach the broker" in r.getMessage()]
     assert len(unreachable) == 1  # once, not on every failed attempt
+
+
+def test_a_drift_pause_lost_with_a_restarted_kill_switch_is_told_again(quiet: Desk) -> None:
+    assert quiet.engine.broker is not None
+    quiet.engine.broker.submit_order(
+        OrderRequest(
+            client_order_id="MANUAL-1",
+            instrument="BBB",
+            side=Side.BUY,
+            order_type=OrderType.MARKET,
+            quantity=10,
+        )
+    )
+    quiet.settle(lambda: venue_position(quiet, "BBB") == 10, what="someone else's position")
+    advance_until(
+        quiet,
+        lambda: PauseCause.RECONCILE_DRIFT in pause_causes(quiet),
+        max_s=15,
+        what="entries paused on drift",
+    )
+    # RECONCILE_DRIFT is a condition, not persisted by the kill switch: a restart forgets it.
+    quiet.engine.directory.tell("kill_switch", InjectFault(detail="kill switch drill"))
+    quiet.settle(lambda: restarts(quiet, "kill_switch") == 1, what="kill switch restarted")
+    advance_until(
+        quiet,
+        lambda: PauseCause.RECONCILE_DRIFT in pause_causes(quiet),
+        max_s=3,
+        what="the drift pause told again",
+    )
+    assert len(drift_events(quiet)) == 1  # one drift, recorded once
