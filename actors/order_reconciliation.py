@@ -77,6 +77,7 @@ class OrderReconciler:
             Trigger.OPEN_ORDERS: int(config.open_orders_interval_s * NANOS_PER_SECOND),
             Trigger.POSITIONS: int(config.positions_interval_s * NANOS_PER_SECOND),
         }
+        self._stale_after_ns = 2 * max(self._grace_ns, self._intervals_ns[Trigger.POSITIONS])
         self._last_ns: dict[str, int] = {}
         self._recheck_ns: int | None = None
         self.started = False
@@ -197,6 +198,10 @@ class OrderReconciler:
         confirmed: list[Drift] = []
         for key, drift in seen.items():
             standing = self._drift.get(key)
+            if standing is not None and now_ns - standing.last_seen_ns > self._stale_after_ns:
+                # Not looked at for long (a standby's start run, hours before it leads): the
+                # grace counts between two looks, so this look starts it again.
+                standing = None
             if standing is None:
                 standing = _StandingDrift(drift=drift, first_seen_ns=now_ns, last_seen_ns=now_ns)
                 self._drift[key] = standing
