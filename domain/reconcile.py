@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from domain.orders import Order
 
 __all__ = [
+    "IN_FLIGHT",
     "ApplyFill",
     "ApplyStatus",
     "BrokerFacts",
@@ -385,7 +386,12 @@ def _compare_orders(
             )
 
     for order_id, order in books.orders.items():
-        if order_id in reports or not order.status.is_working:
+        now_order = projected[order_id]
+        if order_id in reports or not now_order.status.is_working:
+            continue
+        if now_order.filled_quantity > order.filled_quantity:
+            # The broker lists fills of it, so it has it, even if its order list (today's
+            # orders only, at some brokers) leaves it out.
             continue
         if order.status is OrderStatus.PENDING_SUBMIT:
             continue  # never sent: the leadership hook sends it, nothing to settle

@@ -204,6 +204,17 @@ class TestOrders:
         assert outcome.missing_at_broker == ("P1S1",)
         assert [d.key for d in outcome.drift] == ["order:P1S1:missing"]
 
+    def test_an_earlier_days_order_that_filled_today_is_neither_missing_nor_resent(
+        self,
+    ) -> None:
+        # Its fill is in today's list, the order itself (received yesterday) is not.
+        stop = order("P1S1", leg=LegKind.STOP, side=Side.SELL, status=OrderStatus.ACCEPTED)
+        entry = order("P2E", status=OrderStatus.SUBMITTED, quantity=10)
+        facts = BrokerFacts(orders=[], fills=[fill(stop, "T1", 10), fill(entry, "T2", 4)])
+        outcome = run(LocalBooks(orders={"P1S1": stop, "P2E": entry}), facts)
+        assert [type(a) for a in outcome.actions] == [ApplyFill, ApplyFill]
+        assert not outcome.drift and not outcome.missing_at_broker
+
     def test_a_filled_quantity_without_its_fills_is_drift(self) -> None:
         entry = order()
         facts = BrokerFacts(orders=[status_line(entry, OrderStatus.FILLED, 10)], fills=[])
