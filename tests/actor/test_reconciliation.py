@@ -180,7 +180,9 @@ def test_a_stop_cancelled_at_the_broker_with_its_report_lost_is_replaced(quiet: 
     assert statuses[stop.client_order_id] is OrderStatus.CANCELLED
 
 
-def test_a_broker_position_we_do_not_know_pauses_entries_until_it_goes_away(quiet: Desk) -> None:
+def test_a_broker_position_we_do_not_know_pauses_entries_until_it_goes_away(
+    quiet: Desk, caplog: pytest.LogCaptureFixture
+) -> None:
     assert quiet.engine.broker is not None
     quiet.engine.broker.submit_order(
         OrderRequest(
@@ -204,6 +206,10 @@ def test_a_broker_position_we_do_not_know_pauses_entries_until_it_goes_away(quie
     assert (bbb.local_quantity, bbb.broker_quantity, bbb.difference) == (0, 20, 20)
     assert "MANUAL-1" in seen.unknown_broker_orders
     assert any("BBB" in d and "not traded against" in d for d in seen.drift)
+    [event] = drift_events(quiet)
+    assert event.payload["instrument"] == "BBB" and event.payload["unprotected"]
+    critical = [r for r in caplog.records if r.levelname == "CRITICAL" and "BBB" in r.getMessage()]
+    assert len(critical) == 1
     # Not traded against: nothing of ours was sent for BBB.
     assert all(not cid.startswith("P") for cid in venue_orders(quiet) if cid != "MANUAL-1")
 
