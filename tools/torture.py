@@ -27,9 +27,10 @@ a violation. The checks (``docs/torture.md`` explains each):
   venue's ``venue_positions``.
 - ``unprotected_position``: an open position without exactly one working STOP and one working
   TARGET sized to it, in the engine's books or at the venue.
-- ``active_with_flatten_pending``: the server had begun a flatten (its ``flatten requested``
-  log line names this trial's reason) and the book was not flat at the kill, yet the restart
-  came up without the FLATTEN pause.
+- ``active_with_flatten_pending``: the server had begun a flatten (the order actor's
+  ``flatten requested`` log line names this trial's reason) and the book was not flat at the
+  kill, yet the restart came up without the FLATTEN pause cause (so ACTIVE, unless something
+  else paused or halted it).
 - ``flatten_unfinished``: such a flatten did not finish (positions or working orders remain).
 - ``pause_lost``: ``POST /pause`` was answered 200 before the kill, yet the restart had no
   OPERATOR pause.
@@ -593,8 +594,13 @@ class _Trial:
         path, connection = request
         at_fault["response_status"] = _read_status_code(connection)
         if path == "/flatten":
+            # "Received" means the order actor began the flatten (it may have cancelled legs):
+            # a request killed before that changed nothing, so restarting ACTIVE is right.
             at_fault["flatten_received"] = bool(
                 self.engine.log_lines(f"flatten requested: {self.reason}")
+            )
+            at_fault["flatten_pause_logged"] = bool(
+                self.engine.log_lines(f"entries paused: FLATTEN {self.reason}")
             )
         else:
             at_fault["pause_received"] = bool(
@@ -630,11 +636,8 @@ class _Trial:
         restart = self.result.at_restart
         at_fault = self.result.at_fault
         causes = restart.get("pause_causes", [])
-        if (
-            self._flatten_pending()
-            and "FLATTEN" not in causes
-            and restart.get("trading_state") != "HALTED"
-        ):
+        # HALTED is no excuse: a HALT blocks entries but does not finish the flatten.
+        if self._flatten_pending() and "FLATTEN" not in causes:
             self.violate(
                 "active_with_flatten_pending",
                 {
