@@ -63,12 +63,18 @@ class EngineProcess:
         workdir: the process's cwd; relative paths of the config resolve against it.
         config: the YAML profile to start with.
         port: the admin HTTP port (``VIGIL_HTTP_PORT``).
+        database_url: passed as ``DATABASE_URL`` (it overrides the config's), so that a
+            password in it never lands in a config file that a failed run keeps; None keeps
+            the config's URL.
     """
 
-    def __init__(self, workdir: Path, config: Path, port: int) -> None:
+    def __init__(
+        self, workdir: Path, config: Path, port: int, *, database_url: str | None = None
+    ) -> None:
         self.workdir = workdir
         self.config = config
         self.port = port
+        self.database_url = database_url
         self.process: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5)
@@ -86,8 +92,11 @@ class EngineProcess:
         """Start a new incarnation (the previous one must have ended)."""
         assert self.process is None or self.process.poll() is not None, "still running"
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "VIGIL_HTTP_PORT": str(self.port)}
-        # The config names the database; an inherited DATABASE_URL would override it.
+        # The config names the database unless we were given one: an inherited DATABASE_URL
+        # would override it.
         env.pop("DATABASE_URL", None)
+        if self.database_url is not None:
+            env["DATABASE_URL"] = self.database_url
         self.started_at = time.monotonic()
         with open(self.workdir / "stderr.log", "ab") as stderr:
             self.process = subprocess.Popen(

@@ -126,17 +126,18 @@ class TrialResult:
 
 
 # ---------------------------------------------------------------------------- config
-def trial_config(workdir: Path, *, seed: int, database_url: str | None) -> Path:
+def trial_config(workdir: Path, *, seed: int) -> Path:
     """``configs/paper.yaml`` made fast and calm for a trial; returns the written YAML's path.
 
     Orders appear within ~3 s of ``/ready``: 1 s bars and indicators of 2-3 bars. The lease is
     2 s (renewed every 0.5 s) so a restart after SIGKILL leads after ~2 s. The market has no
     band jumps or spread blowouts and the risk limits are wide, so no kill switch trip or heat
-    flatten muddles what the fault did.
+    flatten muddles what the fault did. The database is a SQLite file in ``workdir/data``
+    unless the engine is given ``DATABASE_URL``.
     """
     config = yaml.safe_load((REPO_ROOT / "configs" / "paper.yaml").read_text())
     config["instance_id"] = "vigil-torture"
-    config["database_url"] = database_url or "sqlite:///data/vigil.db"
+    config["database_url"] = "sqlite:///data/vigil.db"
     config["feed"].update(
         seed=seed % 2**31,
         tick_interval_ms=50,
@@ -465,8 +466,8 @@ class _Trial:
         self.startup_timeout_s = startup_timeout_s
         if database_url is not None:
             _wipe_database(database_url)
-        config = trial_config(self.workdir, seed=seed, database_url=database_url)
-        self.engine = EngineProcess(self.workdir, config, free_port())
+        config = trial_config(self.workdir, seed=seed)
+        self.engine = EngineProcess(self.workdir, config, free_port(), database_url=database_url)
         self.database: Database | None = None
         self.reason = f"torture-{index}-{seed}"
         self.started = time.monotonic()
