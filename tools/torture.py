@@ -473,7 +473,6 @@ class _Trial:
         self.started = time.monotonic()
         self.killed_at: float | None = None
 
-    # A violation found by waiting is recorded and ends the trial's checks there.
     def violate(self, kind: str, detail: Any) -> None:
         self.result.violations.append(Violation(kind, detail))
 
@@ -482,6 +481,11 @@ class _Trial:
             self._run()
         except EngineExited as error:
             self.violate("engine_exited", str(error))
+        except Exception as error:
+            # The tool itself failed (an HTTP timeout, a database read): say so and go on with
+            # the next trial; what was already found still counts.
+            self.result.outcome = "inconclusive"
+            self.result.notes.append(f"trial aborted: {type(error).__name__}: {error}")
         finally:
             self._finish()
         return self.result
@@ -576,7 +580,10 @@ class _Trial:
         at_fault["venue_net"] = books.venue_net
         at_fault["working_orders"] = books.working_orders
         at_fault["in_flight"] = len(books.in_flight)
-        at_fault["book_flat"] = not books.open_positions and not books.venue_net
+        # Flat: nothing open in either book and nothing working (an entry could still fill).
+        at_fault["book_flat"] = (
+            not books.open_positions and not books.venue_net and not books.working_orders
+        )
         rows = self._rows("SELECT value FROM control_state")
         at_fault["stored_control_state"] = [row["value"] for row in rows]
         at_fault["brackets_by_status"] = {
@@ -841,6 +848,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 results_file.write(json.dumps(asdict(result), default=_json_default) + "\n")
                 results_file.flush()
                 kinds = ",".join(sorted({v.kind for v in result.violations})) or "-"
+                if result.outcome == "inconclusive":
+                    kinds = "; ".join(result.notes)
                 print(
                     f"trial {index:>4} seed {trial_seed:>10} {result.action:<13} "
                     f"{result.outcome:<12} {result.durations_s.get('total_s', 0):>5.1f}s  {kinds}",
