@@ -77,6 +77,7 @@ from tools.reconcile import reconcile
 
 __all__ = [
     "ACTIONS",
+    "Books",
     "TrialResult",
     "Violation",
     "book_violations",
