@@ -3,7 +3,9 @@
 Between the engine and a real broker, a request can be lost on the way (the broker never sees
 it) or its answer can be lost on the way back (the broker acted, we do not know). Both surface
 as ``BrokerUnavailable``. ``FaultyBroker`` wraps any broker port and, when armed, produces
-exactly those two failures for chosen calls; everything else passes straight through.
+exactly those two failures for chosen calls; everything else passes straight through. It can
+also make the broker refuse chosen calls (``BrokerRejected``, the broker never acts), to drill a
+broker that keeps saying no.
 """
 
 from __future__ import annotations
@@ -11,11 +13,11 @@ from __future__ import annotations
 import threading
 from typing import Any, Literal
 
-from adapters.brokers.base import BrokerPort, BrokerUnavailable
+from adapters.brokers.base import BrokerPort, BrokerRejected, BrokerUnavailable
 
 __all__ = ["FaultyBroker"]
 
-Loss = Literal["request", "response"]
+Loss = Literal["request", "response", "refused"]
 _FAULTABLE = ("submit_order", "cancel_order", "modify_order", "list_orders")
 
 
@@ -34,6 +36,14 @@ class FaultyBroker:
         with self._lock:
             self._armed.setdefault(method, []).extend([loss] * times)
 
+    def refuse_next(self, method: str, *, times: int = 1) -> None:
+        """Make the next ``times`` calls of ``method`` fail with ``BrokerRejected``; the broker
+        never sees them."""
+        if method not in _FAULTABLE:
+            raise ValueError(f"cannot fault {method!r}; faultable: {', '.join(_FAULTABLE)}")
+        with self._lock:
+            self._armed.setdefault(method, []).extend(["refused"] * times)
+
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._inner, name)
         if name not in _FAULTABLE:
@@ -46,6 +56,8 @@ class FaultyBroker:
             if loss is None:
                 return attribute(*args, **kwargs)
             self.lost.append((name, loss, args))
+            if loss == "refused":
+                raise BrokerRejected(f"BROKER_REFUSED: {name} refused (fault drill)")
             if loss == "response":
                 attribute(*args, **kwargs)
             raise BrokerUnavailable(f"BROKER_TIMEOUT: {name} {loss} lost (fault drill)")
