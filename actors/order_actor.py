@@ -186,6 +186,9 @@ class OrderActor(VigilActor):
         # The epoch whose takeover (books reloaded, broker caught up) has finished: entries
         # wait for it, exits and protective legs do not.
         self._taken_over_epoch: int | None = None
+        # An epoch the database fence refused: we were deposed before our lease actor noticed,
+        # so nothing more goes to the broker under it.
+        self._deposed_epoch: int | None = None
 
     def handlers(self) -> dict[type, Callable[[Any], Any]]:
         return {
@@ -518,6 +521,8 @@ class OrderActor(VigilActor):
             return DenialCode.NOT_LEADER, (
                 f"lease_expired_ns={leadership.lease_expires_ns} now_ns={now}"
             )
+        if leadership.epoch == self._deposed_epoch:
+            return DenialCode.STALE_EPOCH, f"epoch {leadership.epoch} refused by the database"
         if leg is not LegKind.ENTRY:
             return None  # stops, targets and exits only ever reduce exposure
         if self._taken_over_epoch != leadership.epoch:
@@ -545,6 +550,7 @@ class OrderActor(VigilActor):
             leadership is not None
             and leadership.is_leader
             and leadership.lease_expires_ns > self.clock.now_ns()
+            and leadership.epoch != self._deposed_epoch
         )
 
     # ------------------------------------------------------------------ DENIALS
@@ -609,6 +615,7 @@ class OrderActor(VigilActor):
                 self._orders[stored.client_order_id] = stored
             return False
         except StaleEpoch as error:
+            self._deposed(fence.epoch, error)
             self._deny(action.client_order_id, action.leg, DenialCode.STALE_EPOCH, str(error), now)
             return False
         self._orders[order.client_order_id] = order
@@ -923,9 +930,8 @@ class OrderActor(VigilActor):
             )
             return
         key = ("resend", order.client_order_id)
-        self._attempts[key] += 1
-        if self._attempts[key] > self._order_config.max_attempts:
-            self._give_up_sending(order, self._attempts[key] - 1, now)
+        if self._attempts[key] >= self._order_config.max_attempts:
+            self._give_up_sending(order, self._attempts[key], now)
             return
         assert self._leadership is not None  # the gate passed
         fence = LeaseFence(instance_id=self._lease_holder, epoch=self._leadership.epoch, now_ns=now)
@@ -934,11 +940,28 @@ class OrderActor(VigilActor):
                 uow.orders.refence(order.client_order_id, fence)
         except StaleEpoch as error:
             # Deposed: the order belongs to the leader that holds the lease now.
+            self._deposed(fence.epoch, error)
             self._deny(order.client_order_id, order.leg, DenialCode.STALE_EPOCH, str(error), now)
             return
         order.epoch = fence.epoch
+        self._attempts[key] += 1
         self._metrics.retries_total.labels(type="resend").inc()
         self._send(order)
+
+    def _deposed(self, epoch: int, error: StaleEpoch) -> None:
+        if self._deposed_epoch == epoch:
+            return
+        self._deposed_epoch = epoch
+        log_event(
+            logger,
+            "DEPOSED",
+            f"the database refused epoch {epoch}: another process leads; this one stops "
+            f"sending until it leads again ({error})",
+            level=logging.CRITICAL,
+            epoch=epoch,
+            holder=error.holder,
+            current_epoch=error.current_epoch,
+        )
 
     def _expire_locally(self, order: Order, reason: str, now: int) -> None:
         # Never (re)sent: the broker has not got it, so it ends here.
