@@ -657,6 +657,23 @@ class OrderActor(VigilActor):
             mark_rejected(order, rejected, now)
             self._submitted_at_ns.pop(order.client_order_id, None)
         self._metrics.orders_total.labels(leg=order.leg.value, outcome=outcome).inc()
+        # One line per order we send (bounded by our own order rate), so the log alone shows
+        # what went out, e.g. a flatten's exits finishing after a restart.
+        log_event(
+            logger,
+            "ORDER_REJECTED" if rejected is not None else "ORDER_SUBMITTED",
+            f"{order.leg.value} {order.side.value} {order.quantity} {order.instrument} "
+            f"{order.client_order_id}: {rejected or outcome}",
+            level=logging.WARNING if rejected is not None else logging.INFO,
+            client_order_id=order.client_order_id,
+            plan_client_id=order.plan_client_id,
+            leg=order.leg.value,
+            side=order.side.value,
+            quantity=order.quantity,
+            order_type=order.order_type.value,
+            epoch=order.epoch,
+            outcome=outcome,
+        )
         if rejected is None:
             # SUBMITTED lives in memory only: the stored PENDING_SUBMIT already means "maybe
             # sent", and recovery settles it from the broker's order list either way (resending
