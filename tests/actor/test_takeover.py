@@ -38,10 +38,16 @@ def start_instance(
     engine_factory: Callable[..., Engine],
     name: str,
     database_url: str | None = None,
+    **overrides: Any,
 ) -> Desk:
     url = database_url or f"sqlite:///{tmp_path / 'shared.db'}"
     config = make_config(
-        tmp_path / name, instance_id=name, database_url=url, strategies=[], leader=LEADER
+        tmp_path / name,
+        instance_id=name,
+        database_url=url,
+        strategies=[],
+        leader=LEADER,
+        **overrides,
     )
     return Desk(engine_factory(config), clock)
 
@@ -66,8 +72,9 @@ def start_standby(
     engine_factory: Callable[..., Engine],
     leader: Desk,
     database_url: str | None = None,
+    **overrides: Any,
 ) -> Desk:
-    second = start_instance(tmp_path, clock, engine_factory, "vigil-b", database_url)
+    second = start_instance(tmp_path, clock, engine_factory, "vigil-b", database_url, **overrides)
     second.settle(
         lambda: leader_state(second.engine)["current_holder"] == leader.engine.lease_holder,
         what="second stands by",
@@ -138,3 +145,25 @@ def test_a_standby_venue_does_not_match_its_copy_of_the_leaders_orders(
     fills = [f.client_order_id for f in old.engine.broker.list_fills()]
     assert fills == [plan_id + "E"]
     assert set(old.working_legs(plan_id)) == {"STOP", "TARGET"}
+
+
+def test_the_old_leaders_entries_count_in_the_new_leaders_risk_windows(
+    tmp_path: Path, clock: ManualClock, engine_factory: Callable[..., Engine]
+) -> None:
+    limits = {"risk": {"max_trades_per_hour": 1}}
+    old = start_instance(tmp_path, clock, engine_factory, "vigil-a", **limits)
+    old.settle(lambda: leader_state(old.engine)["is_leader"], what="first leads")
+    # The standby starts (and builds its windows) before the leader trades.
+    new = start_standby(tmp_path, clock, engine_factory, old, **limits)
+    old.ready_to_trade()
+    open_position(old, quantity=10)
+
+    kill_leader(old, new)
+    new.ready_to_trade()
+    blocked = new.send_plan(instrument="BBB", entry="200.10", stop="199.00", target="202.00")
+    assert new.engine.control is not None
+    new.settle(
+        lambda: new.engine.control.risk().blocks.get("TRADES_PER_HOUR", 0) >= 1,  # type: ignore[union-attr]
+        what="the second trade of the hour blocked",
+    )
+    assert new.orders_for(blocked.plan_client_id) == []
