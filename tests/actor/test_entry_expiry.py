@@ -222,3 +222,28 @@ def test_a_resize_the_broker_keeps_refusing_stops_after_max_attempts_and_flatten
     # No more attempts after giving up.
     pass_time(desk, 5)
     assert len([c for c in desk.engine.faults.lost if c[0] == "modify_order"]) == len(refused)
+
+
+def test_an_entry_the_venue_never_gets_is_resent_at_most_max_attempts_times(
+    tmp_path: Path, clock: ManualClock, engine_factory: Callable[..., Engine]
+) -> None:
+    desk = build(tmp_path, clock, engine_factory, orders={"max_attempts": 3})
+    assert desk.engine.faults is not None
+    desk.engine.faults.lose_next("submit_order", loss="request", times=1000)
+    plan = desk.send_plan()
+    entry_id = plan.plan_client_id + "E"
+    desk.settle(lambda: desk.engine.faults.lost, what="entry lost")  # type: ignore[union-attr]
+    pass_time(desk, 20)  # an in-flight settle pass (and a resend) every 3 s
+    order = desk.settle(
+        lambda: (o := stored(desk, entry_id)).status.is_terminal and o, what="given up"
+    )
+    assert order.status is OrderStatus.CANCELLED
+    assert order.reason.startswith("GAVE_UP:")
+    sends = [call for call in desk.engine.faults.lost if call[0] == "submit_order"]
+    assert len(sends) == 1 + 3  # the first send and max_attempts resends
+    assert desk.engine.database is not None
+    with UnitOfWork(desk.engine.database) as uow:
+        [event] = uow.events.list_recent(event="RESEND_GAVE_UP")
+    assert "max_attempts=3" in event.payload["detail"]
+    pass_time(desk, 5)
+    assert len([c for c in desk.engine.faults.lost if c[0] == "submit_order"]) == len(sends)
