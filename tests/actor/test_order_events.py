@@ -23,9 +23,14 @@ def test_each_leg_sent_is_logged_once_and_a_refusal_names_its_reason(
     desk = desk_factory(broker_faults=True)
     desk.ready_to_trade()
     plan_id = open_position(desk, quantity=10)
-    submitted = events(caplog, "ORDER_SUBMITTED")
-    legs = sorted(r.leg for r in submitted if r.plan_client_id == plan_id)  # type: ignore[attr-defined]
-    assert legs == ["ENTRY", "STOP", "TARGET"]
+
+    def legs_logged() -> list[str]:
+        submitted = events(caplog, "ORDER_SUBMITTED")
+        return sorted(r.leg for r in submitted if r.plan_client_id == plan_id)  # type: ignore[attr-defined]
+
+    # A leg's row is stored before it is sent and logged: wait for the line, not the row.
+    desk.settle(lambda: len(legs_logged()) == 3, what="three legs logged")
+    assert legs_logged() == ["ENTRY", "STOP", "TARGET"]
 
     assert desk.engine.faults is not None
     desk.engine.faults.refuse_next("submit_order")
