@@ -82,6 +82,16 @@ def start_standby(
     return second
 
 
+def at_venue(desk: Desk, plan_id: str) -> set[str]:
+    """The working legs of ``plan_id`` at the venue, by leg letter (E, S, T, X)."""
+    assert desk.engine.broker is not None
+    return {
+        r.client_order_id[len(plan_id)]
+        for r in desk.engine.broker.list_orders()
+        if r.client_order_id.startswith(plan_id) and not r.status.is_terminal
+    }
+
+
 def kill_leader(old: Desk, new: Desk) -> int:
     """The old leader goes silent (no more timers: it never renews); time passes beyond its
     lease and the standby takes over. Returns the new epoch."""
@@ -98,6 +108,8 @@ def test_the_new_leader_manages_the_old_leaders_bracket_and_trades(
 ) -> None:
     old, new = start_pair(tmp_path, clock, engine_factory)
     plan_id = open_position(old, quantity=10)
+    # A leg is stored before it is sent: let both reach the venue before the leader dies.
+    old.settle(lambda: at_venue(old, plan_id) == {"S", "T"}, what="stop and target at the venue")
     assert not order_state(new.engine)["brackets"]  # the standby does not manage it yet
 
     kill_leader(old, new)

@@ -27,10 +27,13 @@ matches nothing, writes nothing and refuses requests (``BrokerUnavailable``, ``V
 until ``on_leadership(True, epoch)``, which reloads its books from storage (the previous
 leader's orders, fills, positions and counters), as the venue of a standby must not match its
 stale copy of orders another process may have filled or cancelled. ``on_leadership(False, ...)``
-makes it passive again. A storage conflict on a request (another writer moved the books: a
-primary-key violation on the order sequence) reloads the books and tries once more; if that
-fails too the request is refused (``BrokerRejected``, ``VENUE_STORAGE_CONFLICT``), never left
-to fail the same way forever.
+makes it passive again. While active it is fenced like the engine's orders: every write
+transaction first checks (share-locking the lease row) that the lease is still at its epoch,
+so the venue of a leader that was deposed without knowing it (paused, partitioned) cannot
+write after the new leader's venue has loaded the books; it goes passive instead. A storage
+conflict on a request (another writer moved the books: a primary-key violation on the order
+sequence) reloads the books and tries once more; if that fails too the request is refused
+(``BrokerRejected``, ``VENUE_STORAGE_CONFLICT``), never left to fail the same way forever.
 
 Sessions: ``list_orders`` returns the orders received since the start of the current trading
 day (midnight at ``session_utc_offset_minutes``, IST by default) plus any older order still
@@ -47,6 +50,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from adapters.brokers.base import (
@@ -68,6 +72,8 @@ from adapters.brokers.paper.venue import (
     request_modify,
     step,
 )
+from adapters.storage.repositories import DEFAULT_LEASE_NAME
+from adapters.storage.tables import leader_lease
 from domain.messages import (
     FillReport,
     OrderRequest,
@@ -96,6 +102,18 @@ IST_UTC_OFFSET_MINUTES = 330
 DEFAULT_STARTING_BALANCE = Decimal("1000000")
 
 _T = TypeVar("_T")
+
+
+class _FencedOut(Exception):
+    """The lease moved past this venue's epoch: another process's venue owns the books."""
+
+    def __init__(self, epoch: int, current_epoch: int | None) -> None:
+        super().__init__(
+            f"VENUE_FENCED: this venue acts for epoch {epoch}, the lease is at epoch "
+            f"{current_epoch}; another process leads"
+        )
+        self.epoch = epoch
+        self.current_epoch = current_epoch
 
 
 class PaperBroker:
@@ -282,6 +300,9 @@ class PaperBroker:
                         f"STORAGE_UNAVAILABLE: client_order_id={client_order_id}: {again}",
                         client_order_id=client_order_id,
                     ) from again
+            except _FencedOut as fenced:
+                self._go_passive(fenced)
+                raise BrokerUnavailable(str(fenced), client_order_id=client_order_id) from None
             except SQLAlchemyError as error:
                 raise BrokerUnavailable(
                     f"STORAGE_UNAVAILABLE: client_order_id={client_order_id}: {error}",
@@ -516,6 +537,24 @@ class PaperBroker:
                 "hold the leader lease, so its venue takes no requests"
             )
 
+    def _fence(self, connection: Connection) -> None:
+        """In a write transaction: refuse unless the lease is still at this venue's epoch
+        (share-locked until commit on PostgreSQL, so a takeover waits for this write)."""
+        if self._leader_epoch is None:
+            return  # not following leadership: the only venue on these books
+        current = connection.execute(
+            select(leader_lease.c.epoch)
+            .where(leader_lease.c.name == DEFAULT_LEASE_NAME)
+            .with_for_update(read=True)
+        ).scalar()
+        if current != self._leader_epoch:
+            raise _FencedOut(self._leader_epoch, current)
+
+    def _go_passive(self, fenced: _FencedOut) -> None:
+        if self._is_active:
+            logger.warning("paper venue passive: %s", fenced)
+        self._is_active = False
+
     def _reload_books(self, why: str) -> VenueBooks:
         try:
             with self._database.transaction() as connection:
@@ -536,6 +575,7 @@ class PaperBroker:
         client_order_id = request.client_order_id
         books = self._books
         with self._database.transaction() as connection:
+            self._fence(connection)
             duplicate = store.find_order(connection, client_order_id)
             if duplicate is not None:
                 return duplicate, store.bump_submit_count(connection, client_order_id), None, books
@@ -596,7 +636,11 @@ class PaperBroker:
         if result.has_changes:
             try:
                 with self._database.transaction() as connection:
+                    self._fence(connection)
                     self._persist(connection, result)
+            except _FencedOut as fenced:
+                self._go_passive(fenced)
+                return True
             except SQLAlchemyError:
                 logger.exception(
                     "paper venue could not store a pass; books unchanged, retrying on the next "
@@ -626,7 +670,11 @@ class PaperBroker:
     def _write(self, client_order_id: str, action: Callable[[Connection], None]) -> None:
         try:
             with self._database.transaction() as connection:
+                self._fence(connection)
                 action(connection)
+        except _FencedOut as fenced:
+            self._go_passive(fenced)
+            raise BrokerUnavailable(str(fenced), client_order_id=client_order_id) from None
         except SQLAlchemyError as error:
             raise BrokerUnavailable(
                 f"STORAGE_UNAVAILABLE: client_order_id={client_order_id}: {error}",
