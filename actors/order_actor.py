@@ -27,7 +27,7 @@ Failure: an exception in a handler stops the actor; the supervisor restarts it, 
 from __future__ import annotations
 
 import logging
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -49,8 +49,9 @@ from adapters.storage.repositories import (
 from domain import oco
 from domain.calendar import start_of_trading_day_ns, trading_day
 from domain.clock import NANOS_PER_SECOND
-from domain.config import ReconciliationConfig
+from domain.config import OrderConfig, ReconciliationConfig
 from domain.enums import DenialCode, LegKind, OrderStatus, PauseCause, TradingState
+from domain.expiry import entry_expiry
 from domain.messages import (
     DrainTicks,
     FillReport,
@@ -68,6 +69,7 @@ from domain.messages import (
     QueryPortfolio,
     QueryPositions,
     QueryReconcileReport,
+    ReloadRiskWindows,
     RepublishState,
     ResumeEntries,
     SubmitBracket,
@@ -121,7 +123,6 @@ logger = logging.getLogger(__name__)
 _ACTIVE = (oco.BracketStatus.PENDING_ENTRY, oco.BracketStatus.OPEN, oco.BracketStatus.FLATTENING)
 _HEARTBEAT_EVERY_NS = NANOS_PER_SECOND // 5
 _CONSISTENCY_EVERY_NS = NANOS_PER_SECOND
-_IN_FLIGHT_SETTLE_NS = 3 * NANOS_PER_SECOND
 _MAX_LEG_REPLACEMENTS = 3
 _DUPLICATE_AT_BROKER = "DUPLICATE_CLIENT_ORDER_ID"
 
@@ -165,6 +166,8 @@ class OrderActor(VigilActor):
         portfolio_subscribers: Iterable[str] = ("risk",),
         kill_switch_actor: str = "kill_switch",
         reconciliation: ReconciliationConfig | None = None,
+        risk_actor: str = "risk",
+        orders: OrderConfig | None = None,
         **base: Any,
     ) -> None:
         super().__init__(**base)
@@ -198,12 +201,24 @@ class OrderActor(VigilActor):
         self._flatten_cancelled = 0
         self._last_flatten: FlattenCompleted | None = None
         self._denied: deque[OrderDenied] = deque(maxlen=50)
-        self._reconciler = OrderReconciler(
-            reconciliation or ReconciliationConfig(), in_flight_settle_ns=_IN_FLIGHT_SETTLE_NS
-        )
         # A drift halt whose TripKillSwitch the kill switch has not yet shown as HALTED.
         self._pending_trip: TripKillSwitch | None = None
         self._stored_ids_cache: dict[str, bool] = {}
+        self._risk_actor = risk_actor
+        self._order_config = orders or OrderConfig()
+        self._reconciler = OrderReconciler(
+            reconciliation or ReconciliationConfig(),
+            in_flight_settle_ns=int(self._order_config.in_flight_settle_s * NANOS_PER_SECOND),
+        )
+        # Failed attempts per (loop, client_order_id): resends and resizes stop at
+        # max_attempts and escalate instead of spinning.
+        self._attempts: Counter[tuple[str, str]] = Counter()
+        # The epoch whose takeover (books reloaded, broker caught up) has finished: entries
+        # wait for it, exits and protective legs do not.
+        self._taken_over_epoch: int | None = None
+        # An epoch the database fence refused: we were deposed before our lease actor noticed,
+        # so nothing more goes to the broker under it.
+        self._deposed_epoch: int | None = None
 
     def handlers(self) -> dict[type, Callable[[Any], Any]]:
         return {
@@ -393,16 +408,57 @@ class OrderActor(VigilActor):
         self.flatten_all(FlattenAll(reason="flatten_pause", ts_init=now))
 
     def on_leadership_changed(self, leadership: LeadershipChanged) -> None:
-        previous = self._leadership
         self._leadership = leadership
-        became_leader = leadership.is_leader and (
-            previous is None or not previous.is_leader or previous.epoch != leadership.epoch
+        self._tell_venue(leadership)
+        if leadership.is_leader and self._taken_over_epoch != leadership.epoch:
+            # Repeated on every renewal until it succeeds (a failure raises, the supervisor
+            # restarts this actor, and the next broadcast tries again).
+            self._take_over(leadership)
+
+    def _tell_venue(self, leadership: LeadershipChanged) -> None:
+        # An optional port hook: a simulated venue sharing the database reloads its books on a
+        # gain and goes passive on a loss; real brokers do not have it.
+        hook = getattr(self._broker, "on_leadership", None)
+        if hook is None:
+            return
+        try:
+            hook(leadership.is_leader, leadership.epoch)
+        except (BrokerUnavailable, BrokerRejected) as error:
+            logger.error("broker could not follow leadership epoch %d: %s", leadership.epoch, error)
+
+    def _take_over(self, leadership: LeadershipChanged) -> None:
+        """Gaining the lease is a takeover: whatever the previous leader (another process, or
+        this one before a pause) left in storage becomes ours to manage. Reload the books,
+        catch up with the broker, settle what expired, and only then let entries through."""
+        started_mono = self.clock.monotonic_ns()
+        now = self.clock.now_ns()
+        # Before any plan reaches us: the previous leader's entries count in the risk windows.
+        self.directory.tell(self._risk_actor, ReloadRiskWindows(epoch=leadership.epoch))
+        self._load_from_storage()
+        self._reconcile_with_broker()
+        self._expire_entries(now)
+        self._taken_over_epoch = leadership.epoch
+        # Anything deferred while we could not send happens now.
+        self._resubmit_unsent()
+        self._consistency_pass(now)
+        self._after_change()
+        duration_ms = (self.clock.monotonic_ns() - started_mono) / 1e6
+        details = {
+            "epoch": leadership.epoch,
+            "active_brackets": len(self._brackets),
+            "open_positions": sum(1 for b in self._brackets.values() if b.open_quantity > 0),
+            "working_orders": self._working_order_count(),
+            "duration_ms": round(duration_ms, 3),
+        }
+        log_event(
+            logger,
+            "TAKEOVER",
+            f"leading at epoch {leadership.epoch}: {details['active_brackets']} brackets, "
+            f"{details['working_orders']} working orders taken over; entries allowed",
+            **details,
         )
-        if became_leader:
-            # Recovery and anything deferred while we could not send happen now.
-            self._resubmit_unsent()
-            self._consistency_pass(self.clock.now_ns())
-            self._after_change()
+        with UnitOfWork(self._database) as uow:
+            uow.events.append("TAKEOVER", details, ts_ns=now, instance_id=self._instance_id)
 
     def on_drain_ticks(self, _wake: DrainTicks) -> None:
         for tick in self._conflator.drain():
@@ -413,6 +469,7 @@ class OrderActor(VigilActor):
         if now - self._last_consistency_ns >= _CONSISTENCY_EVERY_NS:
             self._last_consistency_ns = now
             self._roll_trading_day(now)
+            self._expire_entries(now)
             self._reconcile_on_schedule(now)
             self._flatten_if_asked(now)
             self._consistency_pass(now)
@@ -495,8 +552,15 @@ class OrderActor(VigilActor):
             return DenialCode.NOT_LEADER, (
                 f"lease_expired_ns={leadership.lease_expires_ns} now_ns={now}"
             )
+        if leadership.epoch == self._deposed_epoch:
+            return DenialCode.STALE_EPOCH, f"epoch {leadership.epoch} refused by the database"
         if leg is not LegKind.ENTRY:
             return None  # stops, targets and exits only ever reduce exposure
+        if self._taken_over_epoch != leadership.epoch:
+            return DenialCode.NOT_LEADER, (
+                f"takeover of epoch {leadership.epoch} not finished (books not yet reloaded "
+                "and reconciled)"
+            )
         # The kill switch's decision, not our copy of its last message: a HALT, pause or
         # disarm it has acknowledged stops this order even if the message is still queued.
         trading = self._gate.current()
@@ -517,6 +581,7 @@ class OrderActor(VigilActor):
             leadership is not None
             and leadership.is_leader
             and leadership.lease_expires_ns > self.clock.now_ns()
+            and leadership.epoch != self._deposed_epoch
         )
 
     # ------------------------------------------------------------------ DENIALS
@@ -581,6 +646,7 @@ class OrderActor(VigilActor):
                 self._orders[stored.client_order_id] = stored
             return False
         except StaleEpoch as error:
+            self._deposed(fence.epoch, error)
             self._deny(action.client_order_id, action.leg, DenialCode.STALE_EPOCH, str(error), now)
             return False
         self._orders[order.client_order_id] = order
@@ -623,6 +689,23 @@ class OrderActor(VigilActor):
             mark_rejected(order, rejected, now)
             self._submitted_at_ns.pop(order.client_order_id, None)
         self._metrics.orders_total.labels(leg=order.leg.value, outcome=outcome).inc()
+        # One line per order we send (bounded by our own order rate), so the log alone shows
+        # what went out, e.g. a flatten's exits finishing after a restart.
+        log_event(
+            logger,
+            "ORDER_REJECTED" if rejected is not None else "ORDER_SUBMITTED",
+            f"{order.leg.value} {order.side.value} {order.quantity} {order.instrument} "
+            f"{order.client_order_id}: {rejected or outcome}",
+            level=logging.WARNING if rejected is not None else logging.INFO,
+            client_order_id=order.client_order_id,
+            plan_client_id=order.plan_client_id,
+            leg=order.leg.value,
+            side=order.side.value,
+            quantity=order.quantity,
+            order_type=order.order_type.value,
+            epoch=order.epoch,
+            outcome=outcome,
+        )
         if rejected is None:
             # SUBMITTED lives in memory only: the stored PENDING_SUBMIT already means "maybe
             # sent", and recovery settles it from the broker's order list either way (resending
@@ -642,17 +725,21 @@ class OrderActor(VigilActor):
         order = self._orders.get(action.client_order_id)
         if order is None or order.status.is_terminal or not self._may_touch_broker():
             return
+        key = ("resize", order.client_order_id)
         try:
             self._broker.modify_order(action.client_order_id, quantity=action.quantity)
         except BrokerRejected as error:
             logger.warning("resize of %s refused: %s", action.client_order_id, error)
+            self._resize_failed(order, key, str(error))
             return
         except BrokerUnavailable as error:
             self._metrics.retries_total.labels(type="modify_unknown").inc()
             logger.warning(
                 "resize of %s outcome unknown, will retry: %s", order.client_order_id, error
             )
+            self._resize_failed(order, key, str(error))
             return
+        self._attempts.pop(key, None)
         try:
             resize(order, action.quantity, self.clock.now_ns())
         except (InvalidTransition, ValueError) as error:
@@ -662,6 +749,35 @@ class OrderActor(VigilActor):
             return
         with UnitOfWork(self._database) as uow:
             uow.orders.update(order)
+
+    def _resize_failed(self, order: Order, key: tuple[str, str], error: str) -> None:
+        """Count a refused or unanswered resize; past max_attempts, stop resizing and make the
+        bracket safe without it.
+
+        A leg whose size cannot be changed no longer matches the position: too small leaves
+        part of it unprotected, too large can over-exit. Cancel-and-replace would leave the
+        position unprotected between the cancel and a replacement the same broker may refuse
+        again, so a protective leg gives up the bracket instead: flatten it (cancel every leg,
+        then one market EXIT for what is open, the existing ``_give_up_protection`` path). An
+        EXIT leg is already the flatten: cancelling it lets the wind-down place a new EXIT
+        sized to what is open.
+        """
+        self._attempts[key] += 1
+        attempts = self._attempts[key]
+        if attempts < self._order_config.max_attempts:
+            return
+        now = self.clock.now_ns()
+        detail = (
+            f"resize of {order.client_order_id} ({order.leg.value}) failed {attempts} times "
+            f"(max_attempts={self._order_config.max_attempts}), last: {error}"
+        )
+        self._escalate("RESIZE_GAVE_UP", detail, order, now)
+        del self._attempts[key]
+        bracket = self._brackets.get(order.plan_client_id)
+        if order.leg in (LegKind.STOP, LegKind.TARGET) and bracket is not None:
+            self._give_up_protection(bracket, now)
+        else:
+            self._cancel(oco.CancelLeg(client_order_id=order.client_order_id))
 
     def _cancel(self, action: oco.CancelLeg) -> None:
         order = self._orders.get(action.client_order_id)
@@ -828,14 +944,155 @@ class OrderActor(VigilActor):
             self._run_reconciliation(Trigger.IN_FLIGHT, now)
 
     def _resend_or_drop(self, order: Order) -> None:
-        """An order the broker never saw: send it again under the SAME id if the last gate
-        still allows it now (the venue refuses a second order with a known id); otherwise it
-        was never sent, and it ends here."""
-        gate = self._send_gate(order.leg)
-        if gate is None:
-            self._send(order)
+        """An order the broker never saw: send it again under the SAME id if it has not expired,
+        the last gate still allows it now, the database fence takes it under our epoch, and it
+        has not used up its attempts (the venue refuses a second order with a known id);
+        otherwise it was never sent, and it ends here (or, fenced out, is left to the leader
+        that holds the lease)."""
+        now = self.clock.now_ns()
+        expired = entry_expiry(order, now_ns=now, ttl_s=self._order_config.entry_ttl_s)
+        if expired is not None:
+            self._expire_locally(order, expired, now)
             return
-        self._settle_locally(order, f"NEVER_REACHED_BROKER: not resent, {gate[0].value} {gate[1]}")
+        gate = self._send_gate(order.leg)
+        if gate is not None:
+            self._settle_locally(
+                order, f"NEVER_REACHED_BROKER: not resent, {gate[0].value} {gate[1]}"
+            )
+            return
+        key = ("resend", order.client_order_id)
+        if self._attempts[key] >= self._order_config.max_attempts:
+            self._give_up_sending(order, self._attempts[key], now)
+            return
+        assert self._leadership is not None  # the gate passed
+        fence = LeaseFence(instance_id=self._lease_holder, epoch=self._leadership.epoch, now_ns=now)
+        try:
+            with UnitOfWork(self._database) as uow:
+                uow.orders.refence(order.client_order_id, fence)
+        except StaleEpoch as error:
+            # Deposed: the order belongs to the leader that holds the lease now.
+            self._deposed(fence.epoch, error)
+            self._deny(order.client_order_id, order.leg, DenialCode.STALE_EPOCH, str(error), now)
+            return
+        order.epoch = fence.epoch
+        self._attempts[key] += 1
+        self._metrics.retries_total.labels(type="resend").inc()
+        self._send(order)
+
+    def _deposed(self, epoch: int, error: StaleEpoch) -> None:
+        if self._deposed_epoch == epoch:
+            return
+        self._deposed_epoch = epoch
+        log_event(
+            logger,
+            "DEPOSED",
+            f"the database refused epoch {epoch}: another process leads; this one stops "
+            f"sending until it leads again ({error})",
+            level=logging.CRITICAL,
+            epoch=epoch,
+            holder=error.holder,
+            current_epoch=error.current_epoch,
+        )
+
+    def _expire_locally(self, order: Order, reason: str, now: int) -> None:
+        # Never (re)sent: the broker has not got it, so it ends here.
+        self._record_expiry(order, reason, now)
+        self._settle_locally(order, reason)
+
+    def _record_expiry(self, order: Order, reason: str, now: int) -> None:
+        log_event(
+            logger,
+            "ENTRY_EXPIRED",
+            f"{order.client_order_id}: {reason}",
+            level=logging.WARNING,
+            client_order_id=order.client_order_id,
+            status=order.status.value,
+        )
+        with UnitOfWork(self._database) as uow:
+            uow.events.append(
+                "ENTRY_EXPIRED",
+                {
+                    "client_order_id": order.client_order_id,
+                    "status": order.status.value,
+                    "reason": reason,
+                },
+                ts_ns=now,
+                instance_id=self._instance_id,
+            )
+
+    def _expire_entries(self, now: int) -> None:
+        """Entries past their time to live or from an earlier trading day: never-sent ones are
+        settled here, working ones are cancelled at the broker (their filled part stays
+        protected by the bracket). Only a leader touches them."""
+        if not self._may_touch_broker():
+            return
+        ttl_s = self._order_config.entry_ttl_s
+        expired = [
+            (order, reason)
+            for order in list(self._orders.values())
+            if order.leg is LegKind.ENTRY
+            and order.status.is_working
+            and order.status is not OrderStatus.PENDING_CANCEL
+            and (reason := entry_expiry(order, now_ns=now, ttl_s=ttl_s)) is not None
+        ]
+        if not expired:
+            return
+        unsent = [o for o, _ in expired if o.status is OrderStatus.PENDING_SUBMIT]
+        broker_known: dict[str, OrderStatusReport] = {}
+        if unsent:
+            # Storage says "maybe sent": only the broker's list tells whether it has them.
+            try:
+                broker_known = {r.client_order_id: r for r in self._broker.list_orders()}
+            except (BrokerUnavailable, BrokerRejected) as error:
+                logger.warning("could not list broker orders to expire entries: %s", error)
+                expired = [(o, r) for o, r in expired if o.status is not OrderStatus.PENDING_SUBMIT]
+        for order, reason in expired:
+            if order.status is OrderStatus.PENDING_SUBMIT:
+                report = broker_known.get(order.client_order_id)
+                if report is None:
+                    self._expire_locally(order, reason, now)
+                    continue
+                self.on_order_status_report(report)
+                if not order.status.is_working:
+                    continue
+            self._record_expiry(order, reason, now)
+            order.reason = reason
+            self._cancel(oco.CancelLeg(client_order_id=order.client_order_id))
+
+    def _give_up_sending(self, order: Order, attempts: int, now: int) -> None:
+        """A resend loop that used up its attempts: end the order as never sent and escalate
+        so the position is not left as it is."""
+        detail = (
+            f"{order.client_order_id} ({order.leg.value}) not accepted after {attempts} "
+            f"resends (max_attempts={self._order_config.max_attempts})"
+        )
+        self._escalate("RESEND_GAVE_UP", detail, order, now)
+        self._settle_locally(order, f"GAVE_UP: {detail}")
+        bracket = self._brackets.get(order.plan_client_id)
+        if order.leg in (LegKind.STOP, LegKind.TARGET) and bracket is not None:
+            self._give_up_protection(bracket, now)
+        elif order.leg is LegKind.EXIT:
+            # The broker will not take our exit: only an operator can close this position.
+            self.directory.tell(
+                self._kill_switch_actor, TripKillSwitch(reason="RESEND_GAVE_UP", detail=detail)
+            )
+
+    def _escalate(self, event: str, detail: str, order: Order, now: int) -> None:
+        log_event(
+            logger,
+            event,
+            detail,
+            level=logging.CRITICAL,
+            client_order_id=order.client_order_id,
+            leg=order.leg.value,
+        )
+        with UnitOfWork(self._database) as uow:
+            uow.events.append(
+                event,
+                {"detail": detail, "client_order_id": order.client_order_id},
+                ts_ns=now,
+                instance_id=self._instance_id,
+            )
 
     def _settle_locally(self, order: Order, reason: str) -> None:
         self.on_order_status_report(
@@ -872,13 +1129,40 @@ class OrderActor(VigilActor):
         self._trading_day = day
 
     def _load_from_storage(self) -> None:
-        self._roll_trading_day(self.clock.now_ns())
+        """Load the active brackets, their orders, positions (rebuilt from fills), the trade ids
+        and today's realized PnL from storage, merging with what is in memory.
+
+        Storage is the truth: every change this incarnation makes is written before it acts,
+        and anything another leader did is only there. The one thing memory knows better is
+        that an order was handed to the broker (SUBMITTED lives in memory only; storage says
+        PENDING_SUBMIT): that is kept, so the order is settled from the broker's list rather
+        than treated as never sent. A bracket in memory that storage no longer lists as active
+        was finished by another leader and is dropped.
+        """
+        now = self.clock.now_ns()
+        self._roll_trading_day(now)
         with UnitOfWork(self._database) as uow:
             brackets = uow.brackets.list_active()
-            self._trade_ids = uow.fills.trade_ids()
+            self._trade_ids |= uow.fills.trade_ids()
+            self._realized_today = uow.positions.realized_closed_since(start_of_trading_day_ns(now))
+            active = {bracket.plan_client_id for bracket in brackets}
+            for plan_id in [p for p in self._brackets if p not in active]:
+                finished = self._brackets.pop(plan_id)
+                self._positions.pop(plan_id, None)
+                for order_id in oco.bracket_orders(finished):
+                    self._orders.pop(order_id, None)
+                    self._submitted_at_ns.pop(order_id, None)
             for bracket in brackets:
                 self._brackets[bracket.plan_client_id] = bracket
                 for order in uow.orders.list_for_plan(bracket.plan_client_id):
+                    known = self._orders.get(order.client_order_id)
+                    if (
+                        known is not None
+                        and known.status is OrderStatus.SUBMITTED
+                        and order.status is OrderStatus.PENDING_SUBMIT
+                    ):
+                        order.status = OrderStatus.SUBMITTED
+                        order.ts_updated = known.ts_updated
                     self._orders[order.client_order_id] = order
                 position = flat(bracket.instrument)
                 fills = sorted(
@@ -892,6 +1176,11 @@ class OrderActor(VigilActor):
         """Compare the whole book with the broker's orders, fills and positions and apply what
         they explain (what happened while we were down or not leading). Runs at start and on
         every gain of leadership; a broker failure is counted and the schedule tries again."""
+        if not self._may_touch_broker():
+            # A standby applying fills would write brackets the leader owns, and the leader
+            # would then skip them as known trade ids: only the lease holder reconciles (the
+            # takeover runs this again once the lease is ours).
+            return
         trigger = Trigger.LEADERSHIP if self._reconciler.started else Trigger.START
         self._run_reconciliation(trigger, self.clock.now_ns())
 
@@ -1006,9 +1295,12 @@ class OrderActor(VigilActor):
                 if order is None or order.status not in IN_FLIGHT:
                     continue
                 if order.status is OrderStatus.PENDING_CANCEL:
-                    # The broker never had it, so there is nothing to cancel.
+                    # The broker's order list does not show it, so there is nothing to cancel.
+                    # Not proof that it was never sent (a broker lists only today's orders):
+                    # the positions run catches exposure it may have left.
+                    why = f" ({order.reason})" if order.reason else ""
                     self._settle_locally(
-                        order, "NEVER_REACHED_BROKER: cancelled before it was sent"
+                        order, f"NOT_AT_BROKER: cancel asked, not in the broker's orders{why}"
                     )
                     sentence += "; cancelled locally"
                 else:

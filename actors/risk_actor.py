@@ -1,7 +1,8 @@
 """RiskActor: every trade plan passes here before it can become an order.
 
 Accepts: ``TradePlan``, ``PortfolioUpdated`` (from the order actor), ``TradingStateChanged``
-(from the kill switch), ``DrainTicks`` (latest quotes); answers ``QueryRisk``.
+(from the kill switch), ``DrainTicks`` (latest quotes), ``ReloadRiskWindows`` (from the order
+actor when this process takes over leadership); answers ``QueryRisk``.
 Publishes: ``SubmitBracket`` to the order actor for an approved plan; ``RiskBlocked`` is
 recorded, logged and counted in ``trader_risk_blocks_total{reason}``. A breach of the daily
 loss limit trips the kill switch with a flatten; portfolio heat above the cap pauses entries
@@ -33,6 +34,7 @@ from domain.messages import (
     PauseEntries,
     PortfolioUpdated,
     QueryRisk,
+    ReloadRiskWindows,
     RiskBlocked,
     SubmitBracket,
     Tick,
@@ -120,6 +122,8 @@ class RiskActor(VigilActor):
             TradingStateChanged: self.on_trading_state_changed,
             DrainTicks: self.on_drain_ticks,
             QueryRisk: lambda _query: self.risk_view(),
+            # A takeover: the previous leader's entries count against our windows too.
+            ReloadRiskWindows: lambda _command: self._rebuild_windows(),
         }
 
     # ------------------------------------------------------------------ LIFECYCLE

@@ -146,6 +146,9 @@ class Engine:
             database=self.database,
             clock=self.clock,
             partial_fill_max=self._broker_partial_fill_max,
+            # Another process may share these venue tables: only the leader's venue acts, and
+            # it reloads the books when this process takes over (the order actor tells it).
+            follow_leadership=True,
         )
         account = self.broker.connect()
         logger.info("broker %s connected: account %s", self.broker.name, account.account_id)
@@ -306,6 +309,7 @@ class Engine:
                     lease_holder=self.lease_holder,
                     gate=self.gate,
                     reconciliation=config.reconciliation,
+                    orders=config.orders,
                     **base,
                 ),
                 receives_timer=True,

@@ -11,6 +11,11 @@
 | list_fills        | yes      | every execution of the session                               |
 | list_positions    | yes      | net positions                                                |
 | on_tick / on_time | optional | a simulated venue needs prices and time; real ones ignore    |
+| on_leadership     | optional | (is_leader, epoch): the order actor calls it when this       |
+|                   |          | process gains or loses the lease, before its takeover        |
+|                   |          | catch-up; a simulated venue sharing one database between     |
+|                   |          | processes reloads its books and acts only while leading;     |
+|                   |          | real brokers ignore it (their books are the broker's)        |
 | close             | yes      | release connections and threads                              |
 """
 
@@ -90,5 +95,7 @@ class BrokerPort(Protocol):
     def on_tick(self, tick: Tick) -> None: ...
 
     def on_time(self, now_ns: int) -> None: ...
+
+    def on_leadership(self, is_leader: bool, epoch: int) -> None: ...
 
     def close(self) -> None: ...

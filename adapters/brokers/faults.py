@@ -3,7 +3,10 @@
 Between the engine and a real broker, a request can be lost on the way (the broker never sees
 it) or its answer can be lost on the way back (the broker acted, we do not know). Both surface
 as ``BrokerUnavailable``. ``FaultyBroker`` wraps any broker port and, when armed, produces
-exactly those two failures for chosen calls; everything else passes straight through.
+exactly those two failures for chosen calls; everything else passes straight through. It can
+also make the broker refuse chosen calls (``BrokerRejected``, the broker never acts), to drill a
+broker that keeps saying no, and hold a call until the test releases it (a broker that is slow
+to answer: whatever the caller has queued meanwhile stays queued, deterministically).
 """
 
 from __future__ import annotations
@@ -11,12 +14,29 @@ from __future__ import annotations
 import threading
 from typing import Any, Literal
 
-from adapters.brokers.base import BrokerPort, BrokerUnavailable
+from adapters.brokers.base import BrokerPort, BrokerRejected, BrokerUnavailable
 
-__all__ = ["FaultyBroker"]
+__all__ = ["FaultyBroker", "HeldCall"]
 
-Loss = Literal["request", "response"]
+Loss = Literal["request", "response", "refused"]
 _FAULTABLE = ("submit_order", "cancel_order", "modify_order", "list_orders")
+
+
+class HeldCall:
+    """A call parked inside the broker until ``release()`` (or ``max_hold_s``, so a failing
+    test cannot hang its caller forever)."""
+
+    def __init__(self, max_hold_s: float) -> None:
+        self.entered = threading.Event()
+        self._released = threading.Event()
+        self._max_hold_s = max_hold_s
+
+    def release(self) -> None:
+        self._released.set()
+
+    def _park(self) -> None:
+        self.entered.set()
+        self._released.wait(self._max_hold_s)
 
 
 class FaultyBroker:
@@ -24,6 +44,7 @@ class FaultyBroker:
         self._inner = inner
         self._lock = threading.Lock()
         self._armed: dict[str, list[Loss]] = {}
+        self._held: dict[str, list[HeldCall]] = {}
         self.lost: list[tuple[str, Loss, tuple[Any, ...]]] = []
 
     def lose_next(self, method: str, *, loss: Loss = "request", times: int = 1) -> None:
@@ -34,6 +55,24 @@ class FaultyBroker:
         with self._lock:
             self._armed.setdefault(method, []).extend([loss] * times)
 
+    def refuse_next(self, method: str, *, times: int = 1) -> None:
+        """Make the next ``times`` calls of ``method`` fail with ``BrokerRejected``; the broker
+        never sees them."""
+        if method not in _FAULTABLE:
+            raise ValueError(f"cannot fault {method!r}; faultable: {', '.join(_FAULTABLE)}")
+        with self._lock:
+            self._armed.setdefault(method, []).extend(["refused"] * times)
+
+    def hold_next(self, method: str, *, max_hold_s: float = 30.0) -> HeldCall:
+        """Park the next call of ``method`` (on its caller's thread) until the returned
+        ``HeldCall`` is released; then it goes on as usual. ``entered`` is set once parked."""
+        if method not in _FAULTABLE:
+            raise ValueError(f"cannot hold {method!r}; holdable: {', '.join(_FAULTABLE)}")
+        held = HeldCall(max_hold_s)
+        with self._lock:
+            self._held.setdefault(method, []).append(held)
+        return held
+
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._inner, name)
         if name not in _FAULTABLE:
@@ -41,11 +80,18 @@ class FaultyBroker:
 
         def call(*args: Any, **kwargs: Any) -> Any:
             with self._lock:
+                waiting = self._held.get(name)
+                held = waiting.pop(0) if waiting else None
+            if held is not None:
+                held._park()
+            with self._lock:
                 pending = self._armed.get(name)
                 loss = pending.pop(0) if pending else None
             if loss is None:
                 return attribute(*args, **kwargs)
             self.lost.append((name, loss, args))
+            if loss == "refused":
+                raise BrokerRejected(f"BROKER_REFUSED: {name} refused (fault drill)")
             if loss == "response":
                 attribute(*args, **kwargs)
             raise BrokerUnavailable(f"BROKER_TIMEOUT: {name} {loss} lost (fault drill)")

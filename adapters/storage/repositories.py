@@ -337,6 +337,49 @@ class OrderRepository:
                 client_order_id=order.client_order_id,
             )
 
+    def refence(self, client_order_id: str, fence: LeaseFence) -> None:
+        """Re-stamp a stored order with ``fence.epoch``, only if the fence still holds.
+
+        A resend goes through the database fence exactly as the first send did: the order row
+        takes the new epoch in one statement that also checks the lease is held by
+        ``fence.instance_id`` at ``fence.epoch`` (and unexpired at ``fence.now_ns`` when given),
+        so a deposed leader cannot resend an order, under its old epoch or any other.
+
+        Raises:
+            StaleEpoch: the fence no longer matches the lease; nothing was written and the
+                transaction is still usable.
+            OrderNotFound: no such order is stored.
+        """
+        lease_held = (
+            select(literal(1))
+            .select_from(leader_lease)
+            .where(
+                leader_lease.c.name == fence.name,
+                leader_lease.c.holder == fence.instance_id,
+                leader_lease.c.epoch == fence.epoch,
+                true() if fence.now_ns is None else leader_lease.c.expires_ns > fence.now_ns,
+            )
+            .with_for_update(read=True)
+        )
+        result = self._connection.execute(
+            update(orders)
+            .where(orders.c.client_order_id == client_order_id, exists(lease_held))
+            .values(epoch=fence.epoch)
+        )
+        if result.rowcount == 1:
+            return
+        if self.get(client_order_id) is None:
+            raise OrderNotFound(client_order_id)
+        lease = LeaseRepository(self._connection).current(fence.name)
+        raise StaleEpoch(
+            instance_id=fence.instance_id,
+            epoch=fence.epoch,
+            name=fence.name,
+            holder=None if lease is None else lease.holder,
+            current_epoch=None if lease is None else lease.epoch,
+            client_order_id=client_order_id,
+        )
+
     def update(self, order: Order) -> None:
         """Overwrite the stored order with ``order`` (matched by ``client_order_id``).
 

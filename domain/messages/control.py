@@ -16,6 +16,7 @@ __all__ = [
     "InjectFault",
     "LeadershipChanged",
     "PauseEntries",
+    "ReloadRiskWindows",
     "RepublishState",
     "ResetKillSwitch",
     "ResumeEntries",
@@ -127,6 +128,13 @@ class InjectFault(msgspec.Struct, frozen=True, kw_only=True):
     """
 
     detail: str = "injected fault"
+
+
+class ReloadRiskWindows(msgspec.Struct, frozen=True, kw_only=True):
+    """Rebuild the rolling risk windows (trades per hour, plan dedupe) from storage: this
+    process just took over from a leader whose entries its windows never saw."""
+
+    epoch: int = 0
 
 
 class RepublishState(msgspec.Struct, frozen=True, kw_only=True):

@@ -20,6 +20,21 @@ Threads and failure semantics:
 - An exception raised by the sink is logged and the next report is still delivered.
 - Reports queued while no sink is set wait for one (heartbeats are dropped instead).
 
+Leadership: with several processes on one database, each has its own ``PaperBroker`` over the
+same venue tables, and only the leader's may act. Built with ``follow_leadership=True`` (the
+engine does), the venue starts passive: it keeps quotes and answers queries from storage, but
+matches nothing, writes nothing and refuses requests (``BrokerUnavailable``, ``VENUE_PASSIVE``)
+until ``on_leadership(True, epoch)``, which reloads its books from storage (the previous
+leader's orders, fills, positions and counters), as the venue of a standby must not match its
+stale copy of orders another process may have filled or cancelled. ``on_leadership(False, ...)``
+makes it passive again. While active it is fenced like the engine's orders: every write
+transaction first checks (share-locking the lease row) that the lease is still at its epoch,
+so the venue of a leader that was deposed without knowing it (paused, partitioned) cannot
+write after the new leader's venue has loaded the books; it goes passive instead. A storage
+conflict on a request (another writer moved the books: a primary-key violation on the order
+sequence) reloads the books and tries once more; if that fails too the request is refused
+(``BrokerRejected``, ``VENUE_STORAGE_CONFLICT``), never left to fail the same way forever.
+
 Sessions: ``list_orders`` returns the orders received since the start of the current trading
 day (midnight at ``session_utc_offset_minutes``, IST by default) plus any older order still
 working; ``list_fills`` returns the fills of the current day. Positions carry over days.
@@ -35,7 +50,8 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from adapters.brokers.base import (
     AccountInfo,
@@ -56,6 +72,8 @@ from adapters.brokers.paper.venue import (
     request_modify,
     step,
 )
+from adapters.storage.repositories import DEFAULT_LEASE_NAME
+from adapters.storage.tables import leader_lease
 from domain.messages import (
     FillReport,
     OrderRequest,
@@ -86,6 +104,18 @@ DEFAULT_STARTING_BALANCE = Decimal("1000000")
 _T = TypeVar("_T")
 
 
+class _FencedOut(Exception):
+    """The lease moved past this venue's epoch: another process's venue owns the books."""
+
+    def __init__(self, epoch: int, current_epoch: int | None) -> None:
+        super().__init__(
+            f"VENUE_FENCED: this venue acts for epoch {epoch}, the lease is at epoch "
+            f"{current_epoch}; another process leads"
+        )
+        self.epoch = epoch
+        self.current_epoch = current_epoch
+
+
 class PaperBroker:
     """A simulated venue implementing ``adapters.brokers.base.BrokerPort`` structurally.
 
@@ -100,6 +130,8 @@ class PaperBroker:
             balance reported by ``connect`` is this plus the realized PnL of every position.
         session_utc_offset_minutes: where the trading day starts, for ``list_orders`` and
             ``list_fills``.
+        follow_leadership: start passive and act only between ``on_leadership(True, epoch)``
+            and ``on_leadership(False, ...)`` (several processes on one database).
     """
 
     name = "paper"
@@ -114,6 +146,7 @@ class PaperBroker:
         partial_fill_max: int | None = None,
         starting_balance: Decimal = DEFAULT_STARTING_BALANCE,
         session_utc_offset_minutes: int = IST_UTC_OFFSET_MINUTES,
+        follow_leadership: bool = False,
     ) -> None:
         if partial_fill_max is not None and partial_fill_max <= 0:
             raise ValueError(f"partial_fill_max must be > 0 or None, was {partial_fill_max}")
@@ -139,6 +172,8 @@ class PaperBroker:
         self._sink: ReportSink | None = None
         self._outbox: collections.deque[BrokerReport] = collections.deque()
         self._is_draining = False
+        self._is_active = not follow_leadership
+        self._leader_epoch: int | None = None
 
     # -----------------------------------------------------------------------------------------
     # LIFECYCLE
@@ -177,6 +212,41 @@ class PaperBroker:
         with self._lock:
             self._sink = sink
 
+    def on_leadership(self, is_leader: bool, epoch: int) -> None:
+        """This process gained (``is_leader``) or lost the leader lease at ``epoch``.
+
+        Gaining it (or a new epoch) reloads the books from storage, where the previous leader
+        left them, and makes the venue active; losing it makes the venue passive: no matching,
+        no writes, requests refused. Idempotent for a repeated (is_leader, epoch).
+
+        Raises:
+            BrokerUnavailable: storage could not be read; the venue stays passive.
+        """
+        with self._lock:
+            if self._is_closed:
+                return
+            if not is_leader:
+                if self._is_active:
+                    logger.warning(
+                        "paper venue passive: this process lost the lease (epoch %d)", epoch
+                    )
+                self._is_active = False
+                return
+            if self._is_active and self._leader_epoch == epoch:
+                return
+            self._is_active = False  # until the books are reloaded
+            books = self._reload_books("taking over")
+            self._is_active = True
+            self._leader_epoch = epoch
+            logger.info(
+                "paper venue active for epoch %d: working_orders=%d next_order_seq=%d "
+                "next_trade_seq=%d",
+                epoch,
+                len(books.working),
+                books.next_order_seq,
+                books.next_trade_seq,
+            )
+
     def close(self) -> None:
         """Go offline: later requests raise ``BrokerUnavailable``, passes are ignored.
 
@@ -203,33 +273,36 @@ class PaperBroker:
         """
         client_order_id = request.client_order_id
         with self._lock:
-            self._check_online()
+            self._check_active()
             now_ns = self._advance_time(self._clock.now_ns())
-            duplicate: VenueOrder | None = None
-            rejection: VenueRejection | None = None
             try:
-                # The duplicate check and its count commit even though the request is refused.
-                with self._database.transaction() as connection:
-                    duplicate = store.find_order(connection, client_order_id)
-                    if duplicate is not None:
-                        submit_count = store.bump_submit_count(connection, client_order_id)
-                    else:
-                        try:
-                            books, order = receive_order(
-                                self._books,
-                                request,
-                                instruments=self._instruments,
-                                rules=self._rules,
-                                now_ns=now_ns,
-                            )
-                        except VenueRejection as error:
-                            rejection = error
-                        else:
-                            store.insert_order(connection, order)
-                            store.save_meta(
-                                connection,
-                                [(store.META_NEXT_ORDER_SEQ, str(books.next_order_seq))],
-                            )
+                duplicate, submit_count, rejection, books = self._store_request(request, now_ns)
+            except IntegrityError as error:
+                # Another writer moved the venue tables under our in-memory books (a stale
+                # order counter after a takeover): reload them and try once more.
+                logger.warning(
+                    "paper venue storage conflict on submit, reloading books: "
+                    "client_order_id=%s: %s",
+                    client_order_id,
+                    error.orig,
+                )
+                self._reload_books("storage conflict")
+                try:
+                    duplicate, submit_count, rejection, books = self._store_request(request, now_ns)
+                except IntegrityError as again:
+                    raise BrokerRejected(
+                        f"VENUE_STORAGE_CONFLICT: client_order_id={client_order_id} could not "
+                        f"be stored even after reloading the books: {again.orig}",
+                        client_order_id=client_order_id,
+                    ) from again
+                except SQLAlchemyError as again:
+                    raise BrokerUnavailable(
+                        f"STORAGE_UNAVAILABLE: client_order_id={client_order_id}: {again}",
+                        client_order_id=client_order_id,
+                    ) from again
+            except _FencedOut as fenced:
+                self._go_passive(fenced)
+                raise BrokerUnavailable(str(fenced), client_order_id=client_order_id) from None
             except SQLAlchemyError as error:
                 raise BrokerUnavailable(
                     f"STORAGE_UNAVAILABLE: client_order_id={client_order_id}: {error}",
@@ -260,7 +333,7 @@ class PaperBroker:
             BrokerUnavailable: not connected, closed, or storage failed (outcome unknown).
         """
         with self._lock:
-            self._check_online()
+            self._check_active()
             now_ns = self._advance_time(self._clock.now_ns())
             books, order = request_cancel(
                 self._books, client_order_id, rules=self._rules, now_ns=now_ns
@@ -287,7 +360,7 @@ class PaperBroker:
             BrokerUnavailable: not connected, closed, or storage failed (outcome unknown).
         """
         with self._lock:
-            self._check_online()
+            self._check_active()
             now_ns = self._advance_time(self._clock.now_ns())
             try:
                 books, order = request_modify(
@@ -317,7 +390,7 @@ class PaperBroker:
             if self._is_closed:
                 return
             now_ns = self._advance_time(self._clock.now_ns())
-            if not self._is_connected:
+            if not self._is_connected or not self._is_active:
                 if tick.instrument in self._instruments:
                     quotes = {**self._books.quotes, tick.instrument: tick}
                     self._books = msgspec.structs.replace(self._books, quotes=quotes)
@@ -335,7 +408,8 @@ class PaperBroker:
             if self._is_closed or not self._is_connected:
                 return
             pass_ns = self._advance_time(max(now_ns, self._clock.now_ns()))
-            is_healthy = self._run_pass(pass_ns, None)
+            # A passive venue (this process does not lead) only says it is reachable.
+            is_healthy = self._run_pass(pass_ns, None) if self._is_active else True
             if is_healthy and (
                 self._last_heartbeat_ns is None
                 or now_ns - self._last_heartbeat_ns >= HEARTBEAT_INTERVAL_NS
@@ -374,13 +448,20 @@ class PaperBroker:
             return [fill.report() for fill in fills]
 
     def list_positions(self) -> list[PositionReport]:
-        """Return the open net positions (quantity != 0), by instrument."""
+        """Return the open net positions (quantity != 0), by instrument. A passive venue reads
+        them from storage (its books may be stale; the leader's venue moves them)."""
         with self._lock:
             self._check_online()
             now_ns = self._advance_time(self._clock.now_ns())
+            if self._is_active:
+                positions = dict(self._books.positions)
+            else:
+                positions = {
+                    position.instrument: position for position in self._read(store.load_positions)
+                }
             return [
                 position.report(now_ns)
-                for _instrument, position in sorted(self._books.positions.items())
+                for _instrument, position in sorted(positions.items())
                 if position.quantity != 0
             ]
 
@@ -410,6 +491,8 @@ class PaperBroker:
                 "account_id": self._config.account_id,
                 "is_connected": self._is_connected,
                 "is_closed": self._is_closed,
+                "is_active": self._is_active,
+                "leader_epoch": self._leader_epoch,
                 "latency_ms": self._config.latency_ms,
                 "slippage_ticks": self._config.slippage_ticks,
                 "partial_fill_max": self._rules.partial_fill_max,
@@ -445,6 +528,70 @@ class PaperBroker:
             raise BrokerUnavailable(
                 f"NOT_CONNECTED: account_id={self._config.account_id}; call connect() first"
             )
+
+    def _check_active(self) -> None:
+        self._check_online()
+        if not self._is_active:
+            raise BrokerUnavailable(
+                f"VENUE_PASSIVE: account_id={self._config.account_id}; this process does not "
+                "hold the leader lease, so its venue takes no requests"
+            )
+
+    def _fence(self, connection: Connection) -> None:
+        """In a write transaction: refuse unless the lease is still at this venue's epoch
+        (share-locked until commit on PostgreSQL, so a takeover waits for this write)."""
+        if self._leader_epoch is None:
+            return  # not following leadership: the only venue on these books
+        current = connection.execute(
+            select(leader_lease.c.epoch)
+            .where(leader_lease.c.name == DEFAULT_LEASE_NAME)
+            .with_for_update(read=True)
+        ).scalar()
+        if current != self._leader_epoch:
+            raise _FencedOut(self._leader_epoch, current)
+
+    def _go_passive(self, fenced: _FencedOut) -> None:
+        if self._is_active:
+            logger.warning("paper venue passive: %s", fenced)
+        self._is_active = False
+
+    def _reload_books(self, why: str) -> VenueBooks:
+        try:
+            with self._database.transaction() as connection:
+                books, _balance = self._load(connection)
+        except SQLAlchemyError as error:
+            raise BrokerUnavailable(
+                f"STORAGE_UNAVAILABLE: reloading books ({why}): {error}"
+            ) from error
+        self._books = msgspec.structs.replace(books, quotes=self._books.quotes)
+        return self._books
+
+    def _store_request(
+        self, request: OrderRequest, now_ns: int
+    ) -> tuple[VenueOrder | None, int, VenueRejection | None, VenueBooks]:
+        """One transaction: the duplicate check (its count commits even though the request is
+        refused), or validation and the insert. Returns (duplicate, submit_count, rejection,
+        books after)."""
+        client_order_id = request.client_order_id
+        books = self._books
+        with self._database.transaction() as connection:
+            self._fence(connection)
+            duplicate = store.find_order(connection, client_order_id)
+            if duplicate is not None:
+                return duplicate, store.bump_submit_count(connection, client_order_id), None, books
+            try:
+                books, order = receive_order(
+                    self._books,
+                    request,
+                    instruments=self._instruments,
+                    rules=self._rules,
+                    now_ns=now_ns,
+                )
+            except VenueRejection as error:
+                return None, 0, error, books
+            store.insert_order(connection, order)
+            store.save_meta(connection, [(store.META_NEXT_ORDER_SEQ, str(books.next_order_seq))])
+        return None, 0, None, books
 
     def _advance_time(self, now_ns: int) -> int:
         # Callers on different threads read the clock at slightly different moments; the
@@ -489,7 +636,11 @@ class PaperBroker:
         if result.has_changes:
             try:
                 with self._database.transaction() as connection:
+                    self._fence(connection)
                     self._persist(connection, result)
+            except _FencedOut as fenced:
+                self._go_passive(fenced)
+                return True
             except SQLAlchemyError:
                 logger.exception(
                     "paper venue could not store a pass; books unchanged, retrying on the next "
@@ -519,7 +670,11 @@ class PaperBroker:
     def _write(self, client_order_id: str, action: Callable[[Connection], None]) -> None:
         try:
             with self._database.transaction() as connection:
+                self._fence(connection)
                 action(connection)
+        except _FencedOut as fenced:
+            self._go_passive(fenced)
+            raise BrokerUnavailable(str(fenced), client_order_id=client_order_id) from None
         except SQLAlchemyError as error:
             raise BrokerUnavailable(
                 f"STORAGE_UNAVAILABLE: client_order_id={client_order_id}: {error}",
