@@ -5,15 +5,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from domain.clock import ManualClock
 from domain.messages import QuerySnapshot, Tick
-from launcher.engine import feed_actor_name, strategy_actor_name
+from launcher.engine import Engine, feed_actor_name, strategy_actor_name
 from tests.actor.conftest import Desk
 from tests.actor.test_brackets import open_position
-from tests.helpers import make_tick
+from tests.helpers import make_config, make_tick, wait_until
 
 D = Decimal
 
@@ -163,3 +165,62 @@ class TestBadTicksThroughTheEngine:
         snapshot = feed_snapshot(desk)
         assert snapshot["rejected"] == {"NOT_A_TICK": 4}
         assert feed_health(desk)["restarts"] == 0
+
+
+SAMPLE = Path(__file__).resolve().parents[1] / "resources" / "ticks_sample.csv"
+
+
+def test_a_csv_replay_with_bad_rows_in_the_middle_replays_every_good_row(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    # Before the fix the first bad row ended the replay and the process idled.
+    lines = SAMPLE.read_text().splitlines(keepends=True)
+    garbage = {
+        20: "garbage, not a tick\n",
+        60: "2026-01-02T09:15:14+05:30,NIFTY-FUT,NaN,24000.10,24000.05,100\n",
+        61: "2026-01-02T09:15:14+05:30,NIFTY-FUT,1e999999,1e999999,,100\n",
+        120: "2026-01-02T09:15:29+05:30,RELIANCE\n",
+        150: "not-a-time,RELIANCE,2900.00,2900.10,2900.05,1\n",
+    }
+    for index in sorted(garbage):  # each inserted row becomes line ``index + 1`` of the file
+        lines.insert(index, garbage[index])
+    path = tmp_path / "ticks_with_bad_rows.csv"
+    path.write_text("".join(lines))
+    good_rows = len(SAMPLE.read_text().splitlines()) - 1
+    config = make_config(
+        tmp_path,
+        instruments=[
+            {"symbol": "NIFTY-FUT", "lot_size": 50, "reference_price": "24000"},
+            {"symbol": "RELIANCE", "reference_price": "2900"},
+        ],
+        strategies=[
+            {"name": "ema_1", "kind": "ema_pullback", "instruments": ["NIFTY-FUT", "RELIANCE"]}
+        ],
+        feed={"kind": "csv", "name": "replay", "csv_path": str(path), "replay_speed": 0},
+    )
+    engine = Engine(config, clock=clock, run_ticker=False, run_feed=True, run_http=False)
+    engine.start()
+    try:
+        feed = wait_until(
+            lambda: (
+                (state := engine.directory.ask("feed:replay", QuerySnapshot(), timeout_s=5))[
+                    "accepted"
+                ]
+                == good_rows
+                and state
+            ),
+            message=f"{good_rows} replayed ticks",
+        )
+        assert feed["rejected"] == {}
+        assert engine.pump is not None
+        assert wait_until(lambda: engine.pump is not None and engine.pump.exhausted)
+        assert engine.pump.error is None
+        source = engine.pump.snapshot()["source"]
+        assert source["bad_rows"] == len(garbage)
+        assert source["first_bad_row_lines"] == [index + 1 for index in sorted(garbage)]
+        counted = engine.metrics.registry.get_sample_value(
+            "trader_ticks_rejected_total", {"feed": "replay", "reason": "BAD_ROW"}
+        )
+        assert counted == len(garbage)
+    finally:
+        engine.stop()
