@@ -23,6 +23,7 @@ from adapters.feeds.csv_replay import LOG_FIRST_BAD_ROWS, MAX_RECORDED_BAD_LINES
 from domain.clock import NANOS_PER_SECOND, ManualClock
 from domain.config import FeedConfig
 from domain.instruments import Instrument
+from domain.market_data import tick_rejection
 from domain.messages.market import Tick, TicksReceived
 
 D = Decimal
@@ -123,6 +124,19 @@ class TestSyntheticMarket:
         )
         later = ticks[first_hit + 250]
         assert lower + width / 10 < later.last < upper - width / 10
+
+    @pytest.mark.parametrize("band_pct", ["100", "150", "2000"])
+    def test_never_quotes_a_price_the_feed_actor_would_reject_even_with_a_huge_band(
+        self, band_pct: str
+    ) -> None:
+        # Before the fix a band of 100 % or more let the walk quote zero and negative prices.
+        wide = Instrument(symbol="WIDE", reference_price=D("10"), price_band_pct=D(band_pct))
+        config = FeedConfig(seed=11, volatility_bps=50.0, band_hit_probability=0.05)
+        previous: Tick | None = None
+
+        for tick in run_market(SyntheticMarket([wide], config), 2000):
+            assert tick_rejection(tick, wide, previous) is None, tick
+            previous = tick
 
     def test_refuses_a_band_too_narrow_to_quote_in(self) -> None:
         tiny = Instrument(symbol="X", reference_price=D("1"), price_band_pct=D("1"))
