@@ -160,5 +160,8 @@ class FeedActor(VigilActor):
 
 def _shown(tick: Any, field: str) -> str:
     # Garbage can be arbitrarily long (a megabyte "price"); the log gets a bounded repr.
-    text = repr(getattr(tick, field, None))
+    try:
+        text = repr(getattr(tick, field, None))
+    except Exception:
+        return "<unprintable>"
     return text if len(text) <= 40 else text[:37] + "..."
