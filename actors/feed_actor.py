@@ -6,10 +6,15 @@ Publishes: every valid tick to each sink (a conflating mailbox per consuming act
 paper venue, which must see every price to trigger resting orders); ``FeedHeartbeat`` to the
 supervisor, throttled, so staleness can be judged.
 
-Bad market data (unknown instrument, crossed or non-positive prices, time going backwards) is
-dropped, counted in ``trader_ticks_rejected_total{feed,reason}`` and logged once per reason per
-minute; it never reaches a strategy. A sink that raises is logged and skipped: one consumer's
-failure must not starve the others.
+Bad market data is decided by ``domain.market_data.tick_rejection`` (NaN, sNaN, infinities,
+zero or negative prices, absurd magnitudes or precision, crossed quotes, bad sizes or
+timestamps, time going backwards, unknown instruments, things that are not ticks at all). A
+rejected tick is dropped before any sink sees it, counted in
+``trader_ticks_rejected_total{feed,reason}`` and ``snapshot()["rejected"]``, and logged at most
+once per reason per minute (with how many were dropped since the last line). Nothing in a
+batch can make this actor raise: the sinks (the paper venue, the risk and order actors'
+conflators, every strategy's) are only ever handed ticks that passed the check. A sink that
+raises is logged and skipped: one consumer's failure must not starve the others.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from actors.base import SUPERVISOR, VigilActor
 from actors.heartbeat import HeartbeatThrottle
 from domain.clock import NANOS_PER_SECOND
+from domain.market_data import TickRejection, tick_rejection
 from domain.messages import FeedHeartbeat, Tick, TicksReceived
 
 if TYPE_CHECKING:
@@ -39,8 +45,14 @@ _REJECT_LOG_EVERY_NS = 60 * NANOS_PER_SECOND
 class FeedActor(VigilActor):
     @staticmethod
     def message_weight(message: Any) -> int:
-        # The inbox is bounded in ticks, whatever the batch size of the source.
-        return len(message.ticks) if isinstance(message, TicksReceived) else 1
+        # The inbox is bounded in ticks, whatever the batch size of the source. A malformed
+        # batch weighs 1 and is rejected by the handler, not by the sender's tell.
+        if isinstance(message, TicksReceived):
+            try:
+                return max(1, len(message.ticks))
+            except TypeError:
+                return 1
+        return 1
 
     def __init__(
         self,
@@ -63,6 +75,7 @@ class FeedActor(VigilActor):
         self._accepted = 0
         self._rejected: dict[str, int] = {}
         self._reject_logged_ns: dict[str, int] = {}
+        self._rejected_since_log: dict[str, int] = {}
 
     def handlers(self) -> dict[type, Callable[[Any], Any]]:
         return {TicksReceived: self.on_ticks_received}
@@ -70,8 +83,14 @@ class FeedActor(VigilActor):
     # ------------------------------------------------------------------ EVENT HANDLERS
     def on_ticks_received(self, batch: TicksReceived) -> None:
         now = self.clock.now_ns()
+        try:
+            ticks = tuple(batch.ticks)
+        except TypeError:
+            # Not even a sequence: nothing in it can be trusted, but the actor must live on.
+            self._reject(batch, TickRejection.NOT_A_TICK, now)
+            return
         accepted = 0
-        for tick in batch.ticks:
+        for tick in ticks:
             reason = self._rejection(tick)
             if reason is not None:
                 self._reject(tick, reason, now)
@@ -106,30 +125,43 @@ class FeedActor(VigilActor):
         }
 
     # ------------------------------------------------------------------ CHECKS
-    def _rejection(self, tick: Tick) -> str | None:
-        instrument = self._instruments.get(tick.instrument)
-        if instrument is None:
-            return "UNKNOWN_INSTRUMENT"
-        if tick.bid <= 0 or tick.ask <= 0 or tick.last <= 0:
-            return "NON_POSITIVE_PRICE"
-        if tick.bid > tick.ask:
-            return "CROSSED_QUOTE"
-        previous = self._last_tick.get(tick.instrument)
-        if previous is not None and tick.ts_event < previous.ts_event:
-            return "OUT_OF_ORDER"
-        return None
+    def _rejection(self, tick: Any) -> TickRejection | None:
+        symbol = getattr(tick, "instrument", None)
+        # An unhashable "symbol" must not raise out of the lookup.
+        instrument = self._instruments.get(symbol) if isinstance(symbol, str) else None
+        previous = self._last_tick.get(symbol) if instrument is not None else None
+        return tick_rejection(tick, instrument, previous)
 
-    def _reject(self, tick: Tick, reason: str, now: int) -> None:
+    # ------------------------------------------------------------------ DENIALS
+    def _reject(self, tick: Any, reason: TickRejection, now: int) -> None:
         self._rejected[reason] = self._rejected.get(reason, 0) + 1
-        self._metrics.ticks_rejected_total.labels(feed=self._feed, reason=reason).inc()
-        if now - self._reject_logged_ns.get(reason, -_REJECT_LOG_EVERY_NS) >= _REJECT_LOG_EVERY_NS:
-            self._reject_logged_ns[reason] = now
-            logger.warning(
-                "feed %s rejected tick for %s: %s (bid=%s ask=%s ts=%s)",
-                self._feed,
-                tick.instrument,
-                reason,
-                tick.bid,
-                tick.ask,
-                tick.ts_event,
-            )
+        self._metrics.ticks_rejected_total.labels(feed=self._feed, reason=reason.value).inc()
+        self._rejected_since_log[reason] = self._rejected_since_log.get(reason, 0) + 1
+        last_logged = self._reject_logged_ns.get(reason)
+        if last_logged is not None and now - last_logged < _REJECT_LOG_EVERY_NS:
+            return
+        self._reject_logged_ns[reason] = now
+        dropped = self._rejected_since_log.pop(reason)
+        logger.warning(
+            "feed %s rejected a tick: %s (instrument=%s bid=%s ask=%s last=%s ts_event=%s); "
+            "%d rejected for this reason since the last such line, %d in all",
+            self._feed,
+            reason.value,
+            _shown(tick, "instrument"),
+            _shown(tick, "bid"),
+            _shown(tick, "ask"),
+            _shown(tick, "last"),
+            _shown(tick, "ts_event"),
+            dropped,
+            self._rejected[reason],
+            extra={"event": "TICK_REJECTED", "feed": self._feed, "reason": reason.value},
+        )
+
+
+def _shown(tick: Any, field: str) -> str:
+    # Garbage can be arbitrarily long (a megabyte "price"); the log gets a bounded repr.
+    try:
+        text = repr(getattr(tick, field, None))
+    except Exception:
+        return "<unprintable>"
+    return text if len(text) <= 40 else text[:37] + "..."

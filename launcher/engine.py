@@ -194,7 +194,13 @@ class Engine:
                 sink=self._deliver_batch,
                 # A restarted paper session resumes its synthetic market where it traded last.
                 source=build_tick_source(
-                    config.feed, self.instruments, start_prices=self.broker.last_trade_prices()
+                    config.feed,
+                    self.instruments,
+                    start_prices=self.broker.last_trade_prices(),
+                    # A replayed row that is not a tick is skipped; it counts as a rejection.
+                    on_bad_row=lambda _: self.metrics.ticks_rejected_total.labels(
+                        feed=self.feed_name, reason="BAD_ROW"
+                    ).inc(),
                 ),
                 clock=self.clock,
                 speed=config.feed.replay_speed,

@@ -6,11 +6,17 @@ the pump hands ``TicksReceived`` batches to the actor's ``tell``.
 
 from __future__ import annotations
 
-from adapters.feeds.csv_replay import TickDataError, parse_timestamp_ns, read_ticks
+from adapters.feeds.csv_replay import (
+    CsvTickReplay,
+    TickDataError,
+    parse_timestamp_ns,
+    read_ticks,
+)
 from adapters.feeds.pump import FeedPump, PolledSource, TickSource, build_tick_source
 from adapters.feeds.synthetic import SyntheticMarket
 
 __all__ = [
+    "CsvTickReplay",
     "FeedPump",
     "PolledSource",
     "SyntheticMarket",

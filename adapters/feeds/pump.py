@@ -20,8 +20,10 @@ Threads and failures:
   ticks the stall skipped.
 - A sink that raises (its actor is dead or restarting) is logged, rate-limited, and counted
   in ``sink_errors``; the pump keeps going so a restarted consumer gets data again.
-- A source that raises (a bad row in a replayed file) ends the pump: the error is logged and
-  kept in ``error``. A recorded source that runs out ends it too (``exhausted``).
+- A bad row in a replayed file does not reach the pump: ``CsvTickReplay`` skips, counts and
+  logs it and the replay goes on (its counters appear in ``snapshot()["source"]``). A source
+  that raises anyway (a file that cannot be opened, a bad header) ends the pump: the error is
+  logged and kept in ``error``. A recorded source that runs out ends it too (``exhausted``).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 
-from adapters.feeds.csv_replay import read_ticks
+from adapters.feeds.csv_replay import CsvTickReplay, TickDataError
 from adapters.feeds.synthetic import SyntheticMarket
 from domain.clock import NANOS_PER_SECOND, Clock
 from domain.config import FeedConfig
@@ -68,6 +70,7 @@ def build_tick_source(
     instruments: Sequence[Instrument] | Mapping[str, Instrument],
     *,
     start_prices: Mapping[str, Decimal] | None = None,
+    on_bad_row: Callable[[TickDataError], None] | None = None,
 ) -> TickSource:
     """Build the source ``config.kind`` names.
 
@@ -75,17 +78,23 @@ def build_tick_source(
         config: the feed settings.
         instruments: the configured instruments (a sequence, or a mapping by symbol).
         start_prices: where the synthetic walks start (ignored for a CSV replay).
+        on_bad_row: told about every row a CSV replay skips (ignored for the synthetic
+            market), e.g. to count it in ``trader_ticks_rejected_total{reason="BAD_ROW"}``.
 
     Returns:
-        A ``SyntheticMarket`` for ``synthetic``; a lazy ``read_ticks`` iterator for ``csv``
-        (the file is opened on the first read, in the pump thread).
+        A ``SyntheticMarket`` for ``synthetic``; a lazy ``CsvTickReplay`` for ``csv`` (the
+        file is opened on the first read, in the pump thread; bad rows are skipped).
     """
     listed = list(instruments.values()) if isinstance(instruments, Mapping) else list(instruments)
     if config.kind == "synthetic":
         return SyntheticMarket(listed, config, start_prices)
     if config.csv_path is None:  # FeedConfig validates this; kept for the type checker
         raise ValueError("feed.csv_path is required when feed.kind is 'csv'")
-    return read_ticks(config.csv_path, {instrument.symbol: instrument for instrument in listed})
+    return CsvTickReplay(
+        config.csv_path,
+        {instrument.symbol: instrument for instrument in listed},
+        on_bad_row=on_bad_row,
+    )
 
 
 class FeedPump:
@@ -225,6 +234,7 @@ class FeedPump:
             "last_emit_ns": self.last_emit_ns,
             "exhausted": self.exhausted,
             "error": None if self.error is None else repr(self.error),
+            "source": self._source.snapshot() if isinstance(self._source, CsvTickReplay) else None,
         }
 
     # -- pump thread ------------------------------------------------------------------------

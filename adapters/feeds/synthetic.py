@@ -16,7 +16,9 @@ What the walk does, per call and per instrument:
   few ticks, then mean-reverts towards where it came from.
 
 Invariants of every tick: ``lower band <= bid < ask <= upper band``, every price on the tick
-grid, ``bid <= last <= ask``, sizes and volume positive, ``ts_event == ts_init == now_ns``.
+grid and one the feed actor accepts (a band that reaches zero or past ten times the reference
+is clipped to positive prices within ``domain.market_data.ABSURD_PRICE_MULTIPLE``),
+``bid <= last <= ask``, sizes and volume positive, ``ts_event == ts_init == now_ns``.
 ``volume`` is the quantity traded at this tick, not a running total.
 
 Prices are held as integer tick counts and leave as ``Decimal`` multiples of ``tick_size``.
@@ -29,11 +31,12 @@ import hashlib
 import math
 import random
 from collections.abc import Mapping, Sequence
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
 from domain.config import FeedConfig
 from domain.instruments import Instrument
+from domain.market_data import ABSURD_PRICE_MULTIPLE
 from domain.messages.market import Tick
 
 __all__ = ["SyntheticMarket"]
@@ -64,8 +67,12 @@ class _Walk:
         self.rng = random.Random(_stream_seed(config.seed, instrument.symbol))
         tick = instrument.tick_size
         lower, upper = instrument.band()
-        self.lower = int(lower / tick)
-        self.upper = int(upper / tick)
+        # A band of 100 % or more reaches zero (and past ten times the reference, the feed
+        # actor's ABSURD_PRICE): the walk stays where every price it quotes is a valid one.
+        lower = max(lower, tick, instrument.reference_price / ABSURD_PRICE_MULTIPLE)
+        upper = min(upper, instrument.reference_price * ABSURD_PRICE_MULTIPLE)
+        self.lower = int((lower / tick).to_integral_value(ROUND_CEILING))
+        self.upper = int((upper / tick).to_integral_value(ROUND_FLOOR))
         if self.upper - self.lower < 2:
             raise ValueError(
                 f"instrument {instrument.symbol}: price band {lower}..{upper} is narrower "

@@ -12,15 +12,18 @@ from pathlib import Path
 import pytest
 
 from adapters.feeds import (
+    CsvTickReplay,
     FeedPump,
     SyntheticMarket,
     TickDataError,
     build_tick_source,
     read_ticks,
 )
+from adapters.feeds.csv_replay import LOG_FIRST_BAD_ROWS, MAX_RECORDED_BAD_LINES
 from domain.clock import NANOS_PER_SECOND, ManualClock
 from domain.config import FeedConfig
 from domain.instruments import Instrument
+from domain.market_data import tick_rejection
 from domain.messages.market import Tick, TicksReceived
 
 D = Decimal
@@ -122,6 +125,19 @@ class TestSyntheticMarket:
         later = ticks[first_hit + 250]
         assert lower + width / 10 < later.last < upper - width / 10
 
+    @pytest.mark.parametrize("band_pct", ["100", "150", "2000"])
+    def test_never_quotes_a_price_the_feed_actor_would_reject_even_with_a_huge_band(
+        self, band_pct: str
+    ) -> None:
+        # Before the fix a band of 100 % or more let the walk quote zero and negative prices.
+        wide = Instrument(symbol="WIDE", reference_price=D("10"), price_band_pct=D(band_pct))
+        config = FeedConfig(seed=11, volatility_bps=50.0, band_hit_probability=0.05)
+        previous: Tick | None = None
+
+        for tick in run_market(SyntheticMarket([wide], config), 2000):
+            assert tick_rejection(tick, wide, previous) is None, tick
+            previous = tick
+
     def test_refuses_a_band_too_narrow_to_quote_in(self) -> None:
         tiny = Instrument(symbol="X", reference_price=D("1"), price_band_pct=D("1"))
 
@@ -154,13 +170,14 @@ class TestCsvReplay:
     def test_accepts_integer_epoch_nanoseconds_and_optional_columns(self, tmp_path: Path) -> None:
         path = write_csv(
             tmp_path,
-            f"ts,instrument,bid,ask\n{T0 + 1},RELIANCE,100.00,100.05\n{T0 + 1},INFY,50.00,50.05\n",
+            f"ts,instrument,bid,ask\n{T0 + 1},RELIANCE,2900.00,2900.05\n"
+            f"{T0 + 1},INFY,1800,1800.05\n",
         )
 
         ticks = list(read_ticks(path, BY_SYMBOL))
 
         assert [tick.ts_event for tick in ticks] == [T0 + 1, T0 + 1]
-        assert ticks[0].last == D("100.025")
+        assert ticks[0].last == D("2900.025")
         assert ticks[0].volume == 0
 
     @pytest.mark.parametrize(
@@ -176,6 +193,11 @@ class TestCsvReplay:
             ("2026-01-02T09:14:59+05:30,RELIANCE,2900,2901,2900,1\n", "ts", "went backwards"),
             ("2026-01-02T09:15:01,RELIANCE,2900,2901,2900,1\n", "ts", "no timezone"),
             ("yesterday,RELIANCE,2900,2901,2900,1\n", "ts", "unparseable timestamp"),
+            ("2026-01-02T09:15:01+05:30,RELIANCE,sNaN,2901,2900,1\n", "bid", "not finite"),
+            ("2026-01-02T09:15:01+05:30,RELIANCE,2900,Infinity,2900,1\n", "ask", "not finite"),
+            ("2026-01-02T09:15:01+05:30,RELIANCE,1e999999,9e999999,,1\n", "*", "ABSURD_PRICE"),
+            ("2026-01-02T09:15:01+05:30,RELIANCE,29000.5,29001,29001,1\n", "*", "ABSURD_PRICE"),
+            ("99999999999999999999999,RELIANCE,2900,2901,2900,1\n", "*", "BAD_TIMESTAMP"),
         ],
     )
     def test_names_file_line_column_and_rule_of_a_bad_row(
@@ -359,29 +381,133 @@ class TestFeedPump:
         sizes = [len(batch.ticks) for batch in sink.batches]
         assert sizes == [64, 64, 64, 8]
 
-    def test_a_bad_row_ends_the_replay_after_delivering_the_good_rows_before_it(
+    def test_a_bad_row_is_skipped_and_the_replay_goes_on_to_the_end(
         self, tmp_path: Path, pumps: list[FeedPump]
     ) -> None:
+        # Before the fix the bad row on line 4 ended the replay: only two ticks came out.
         path = write_csv(
             tmp_path,
-            HEADER + GOOD_ROW + GOOD_ROW + "2026-01-02T09:15:01+05:30,RELIANCE,9,1,1,1\n",
+            HEADER
+            + GOOD_ROW
+            + GOOD_ROW
+            + "2026-01-02T09:15:01+05:30,RELIANCE,9,1,1,1\n"
+            + GOOD_ROW.replace("09:15:00", "09:15:02"),
+        )
+        skipped: list[TickDataError] = []
+        source = build_tick_source(
+            FeedConfig(kind="csv", name="csv", csv_path=str(path)),
+            BY_SYMBOL,
+            on_bad_row=skipped.append,
         )
         sink = Collector()
         pump = start_pump(
-            pumps,
-            FeedPump(
-                name="csv",
-                sink=sink,
-                source=read_ticks(path, BY_SYMBOL),
-                clock=ManualClock(T0),
-                speed=0,
-            ),
+            pumps, FeedPump(name="csv", sink=sink, source=source, clock=ManualClock(T0), speed=0)
         )
 
         assert pump.wait_finished(5.0)
-        assert len(sink.ticks()) == 2
+        assert len(sink.ticks()) == 3
+        assert pump.exhausted and pump.error is None
+        assert [error.line for error in skipped] == [4]
+        assert pump.snapshot()["source"]["bad_rows"] == 1
+        assert pump.snapshot()["source"]["first_bad_row_lines"] == [4]
+
+    def test_a_bad_header_still_ends_the_replay_with_the_reason(
+        self, tmp_path: Path, pumps: list[FeedPump]
+    ) -> None:
+        path = write_csv(tmp_path, "ts,instrument,bid\n" + GOOD_ROW)
+        source = CsvTickReplay(path, BY_SYMBOL)
+        pump = start_pump(
+            pumps, FeedPump(name="csv", sink=Collector(), source=source, clock=ManualClock(T0))
+        )
+
+        assert pump.wait_finished(5.0)
         assert isinstance(pump.error, TickDataError)
-        assert pump.error.line == 4
+        assert (pump.error.line, pump.error.column) == (1, "ask")
+
+
+ROW = "2026-01-02T09:15:{second:02d}+05:30,RELIANCE,{bid},{ask},{last},10\n"
+
+
+def good_row(second: int) -> str:
+    return ROW.format(second=second, bid="2900.00", ask="2900.10", last="2900.05")
+
+
+class TestCsvTickReplaySkipsBadRows:
+    def test_every_good_row_is_replayed_and_every_bad_line_is_reported(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        lines: list[bytes] = [HEADER.encode()]
+        bad_lines: list[int] = []
+
+        def add(row: str | bytes, *, bad: bool) -> None:
+            lines.append(row if isinstance(row, bytes) else row.encode())
+            if bad:
+                bad_lines.append(len(lines))
+
+        add(good_row(0), bad=False)
+        add("this is not a tick at all\n", bad=True)
+        add(good_row(1), bad=False)
+        add("2026-01-02T09:15:02+05:30,RELIANCE,2900.00\n", bad=True)  # missing columns
+        add(ROW.format(second=2, bid="NaN", ask="2900.10", last="2900.05"), bad=True)
+        add(ROW.format(second=2, bid="2900", ask="sNaN", last="2900.05"), bad=True)
+        add(ROW.format(second=2, bid="9E+999999", ask="9E+999999", last=""), bad=True)
+        add(ROW.format(second=2, bid="-Infinity", ask="2900.10", last=""), bad=True)
+        add("yesterday,RELIANCE,2900.00,2900.10,2900.05,10\n", bad=True)
+        add("y" * 100_000 + ",RELIANCE,2900.00,2900.10,2900.05,10\n", bad=True)
+        add(good_row(3), bad=False)
+        add(b"2026-01-02T09:15:04+05:30,RELIANCE,2900.00,2900.10,2900.05,1\xff0\n", bad=True)
+        add("2026-01-02T09:15:04+05:30," + "x" * 200_000 + ",1,1,1,1\n", bad=True)
+        add(good_row(1), bad=True)  # time went backwards
+        add(good_row(5), bad=False)
+        add(ROW.format(second=6, bid="2900.00", ask="2900.10", last="0"), bad=True)
+        add(good_row(7), bad=False)
+        path = tmp_path / "ticks.csv"
+        path.write_bytes(b"".join(lines))
+        skipped: list[int] = []
+        replay = CsvTickReplay(path, BY_SYMBOL, on_bad_row=lambda error: skipped.append(error.line))
+
+        with caplog.at_level("WARNING", logger="adapters.feeds.csv_replay"):
+            ticks = list(replay)
+
+        assert [tick.ts_event % (60 * NANOS_PER_SECOND) // NANOS_PER_SECOND for tick in ticks] == [
+            0,
+            1,
+            3,
+            5,
+            7,
+        ]
+        assert all(tick.bid == D("2900.00") and tick.ask == D("2900.10") for tick in ticks)
+        assert skipped == bad_lines
+        assert replay.bad_row_lines == bad_lines
+        assert (replay.ticks_read, replay.bad_rows, replay.finished) == (5, len(bad_lines), True)
+        logged = " ".join(record.getMessage() for record in caplog.records)
+        assert len(logged) < 20_000  # a huge bad cell is not copied into the log
+        for line in bad_lines[:LOG_FIRST_BAD_ROWS]:
+            assert f"ticks.csv:{line}:" in logged
+        assert f"at lines {bad_lines}" in logged
+        assert "finished: 5 ticks read, 12 bad rows skipped" in logged
+
+    def test_a_file_of_garbage_does_not_flood_the_log(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        path = write_csv(tmp_path, HEADER + "garbage\n" * 5_000 + good_row(9))
+        replay = CsvTickReplay(path, BY_SYMBOL)
+
+        with caplog.at_level("WARNING", logger="adapters.feeds.csv_replay"):
+            ticks = list(replay)
+
+        assert len(ticks) == 1
+        assert replay.bad_rows == 5_000
+        assert len(replay.bad_row_lines) == MAX_RECORDED_BAD_LINES
+        # The first ones one by one, then at most one line per interval, then the summary.
+        assert len(caplog.records) <= LOG_FIRST_BAD_ROWS + 3
+        assert "5000 bad rows skipped" in caplog.records[-1].getMessage()
+
+    def test_a_utf8_byte_order_mark_is_not_part_of_the_first_column(self, tmp_path: Path) -> None:
+        path = tmp_path / "ticks.csv"
+        path.write_bytes(b"\xef\xbb\xbf" + (HEADER + good_row(0)).encode())
+
+        assert len(list(CsvTickReplay(path, BY_SYMBOL))) == 1
 
 
 class TestBuildTickSource:
