@@ -33,12 +33,20 @@ class TimerFired(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class PauseEntries(msgspec.Struct, frozen=True, kw_only=True):
+    """Pause entries for ``cause``. A FLATTEN pause also means "keep the book flat": the kill
+    switch stores it, then tells the order actor ``FlattenAll`` with ``detail`` as the reason.
+
+    ``routine`` marks an expected, momentary pause (waiting for the leader lease at start): it
+    is logged at INFO and not audited, so a normal start does not look like an incident."""
+
     cause: PauseCause
     detail: str = ""
+    routine: bool = False
 
 
 class ResumeEntries(msgspec.Struct, frozen=True, kw_only=True):
     cause: PauseCause
+    routine: bool = False
 
 
 class TripKillSwitch(msgspec.Struct, frozen=True, kw_only=True):
@@ -65,6 +73,9 @@ class TradingStateChanged(msgspec.Struct, frozen=True, kw_only=True):
     pause_causes: tuple[PauseCause, ...]
     halt_reason: str | None
     ts_event: int
+    # False while a decision of the kill switch (HALT, operator pause, disarm) is in force in
+    # memory but not yet stored: a sender waiting for its trip to be safe waits for True.
+    persisted: bool = True
 
     @property
     def entries_allowed(self) -> bool:
@@ -102,9 +113,11 @@ class ChildFailed(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ResetKillSwitch(msgspec.Struct, frozen=True, kw_only=True):
-    """Operator clears a HALT. The only way out of HALTED."""
+    """Operator clears a HALT. The only way out of HALTED. It does not re-arm: after a reset
+    the engine is disarmed until an explicit ``ArmTrading``."""
 
     operator: str = "operator"
+    reason: str = "manual"
 
 
 class SetMode(msgspec.Struct, frozen=True, kw_only=True):
