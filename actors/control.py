@@ -38,6 +38,7 @@ from domain.messages import (
     FlattenAll,
     FlattenCompleted,
     PauseEntries,
+    QueryLastPortfolio,
     QueryOrders,
     QueryPortfolio,
     QueryPositions,
@@ -79,6 +80,7 @@ if TYPE_CHECKING:
     from adapters.metrics import EngineMetrics
     from domain.clock import Clock
     from domain.config import EngineConfig
+    from domain.messages import PortfolioUpdated
 
 __all__ = ["EngineControl"]
 
@@ -153,10 +155,9 @@ class EngineControl:
         control: TradingControlView = self._ask_or_last(
             "kill_switch", QueryTradingState(), degraded
         )
-        portfolio_view: PortfolioView = self._ask_or_last("order", QueryPortfolio(), degraded)
+        portfolio, working_orders = self._portfolio_figures(degraded)
         supervisor = self._supervisor_state()
         leadership = supervisor.get("leadership") or {}
-        portfolio = portfolio_view.portfolio
         heartbeats = supervisor["heartbeats"]
         redactor = self._redactor()
         halt_reason = control.state.halt_reason
@@ -180,7 +181,7 @@ class EngineControl:
             marketdata_age_s=heartbeats["marketdata_age_s"],
             order_stream_age_s=heartbeats["order_stream_age_s"],
             positions_open=len(portfolio.positions),
-            working_orders=portfolio_view.working_orders,
+            working_orders=working_orders,
             realized_pnl_today=portfolio.realized_pnl_today,
             unrealized_pnl=portfolio.unrealized_pnl,
             heat_rupees=portfolio.heat,
@@ -395,6 +396,30 @@ class EngineControl:
         with self._last_lock:
             self._last_answers[key] = (time.monotonic(), answer)
         return answer
+
+    def _portfolio_figures(self, degraded: list[str]) -> tuple[PortfolioUpdated, int]:
+        try:
+            view: PortfolioView = self._ask_or_last("order", QueryPortfolio(), degraded)
+            return view.portfolio, view.working_orders
+        except ControlError as order_error:
+            # Never answered yet: the risk actor holds the order actor's last published
+            # portfolio (working orders known there only as working entries).
+            try:
+                last: PortfolioUpdated = self._directory.ask(
+                    "risk", QueryLastPortfolio(), timeout_s=self._timeout_s
+                )
+            except ActorUnavailable:
+                raise order_error from None
+            age = (
+                "none published yet"
+                if last.ts_event == 0
+                else f"as of {(self._clock.now_ns() - last.ts_event) / 1e9:.1f}s ago"
+            )
+            degraded.append(
+                f"order: {order_error.message}; positions and PnL from the last portfolio the "
+                f"risk actor received ({age}); working_orders counts entries only"
+            )
+            return last, last.working_entry_count
 
     def _redactor(self) -> Redactor:
         return current_redactor(self._secrets)

@@ -1,7 +1,9 @@
 """RiskActor: every trade plan passes here before it can become an order.
 
 Accepts: ``TradePlan``, ``PortfolioUpdated`` (from the order actor), ``TradingStateChanged``
-(from the kill switch), ``DrainTicks`` (latest quotes); answers ``QueryRisk``.
+(from the kill switch), ``DrainTicks`` (latest quotes); answers ``QueryRisk`` and
+``QueryLastPortfolio`` (the order actor's last published portfolio, for ``/status`` while the
+order actor cannot answer).
 Publishes: ``SubmitBracket`` to the order actor for an approved plan; ``RiskBlocked`` is
 recorded, logged and counted in ``trader_risk_blocks_total{reason}``. A breach of the daily
 loss limit trips the kill switch with a flatten; portfolio heat above the cap asks the kill
@@ -39,6 +41,7 @@ from domain.messages import (
     DrainTicks,
     PauseEntries,
     PortfolioUpdated,
+    QueryLastPortfolio,
     QueryRisk,
     RiskBlocked,
     SubmitBracket,
@@ -134,6 +137,7 @@ class RiskActor(VigilActor):
             TradingStateChanged: self.on_trading_state_changed,
             DrainTicks: self.on_drain_ticks,
             QueryRisk: lambda _query: self.risk_view(),
+            QueryLastPortfolio: lambda _query: self._portfolio,
         }
 
     # ------------------------------------------------------------------ LIFECYCLE

@@ -16,6 +16,7 @@ __all__ = [
     "InjectFault",
     "LeadershipChanged",
     "PauseEntries",
+    "QueryLastPortfolio",
     "RepublishState",
     "ResetKillSwitch",
     "ResumeEntries",
@@ -144,3 +145,8 @@ class InjectFault(msgspec.Struct, frozen=True, kw_only=True):
 
 class RepublishState(msgspec.Struct, frozen=True, kw_only=True):
     """Send your current state to your subscribers again (a subscriber was restarted)."""
+
+
+class QueryLastPortfolio(msgspec.Struct, frozen=True, kw_only=True):
+    """Ask the risk actor for the last ``PortfolioUpdated`` it received from the order actor:
+    what ``/status`` shows when the order actor itself cannot answer (``ts_event`` 0: none)."""
