@@ -264,7 +264,7 @@ class ErrorRepeats:
     def __init__(self, logger: logging.Logger, *, window_ns: int) -> None:
         self._logger = logger
         self._window_ns = window_ns
-        # key -> [window start, repeats since, last message, event, level]
+        # key -> [window start, repeats since, last message, event, level, fields]
         self._open: dict[str, list[Any]] = {}
 
     def error(
@@ -281,7 +281,7 @@ class ErrorRepeats:
         """Record one occurrence; returns True when it was logged in full (the first)."""
         entry = self._open.get(key)
         if entry is None:
-            self._open[key] = [now_ns, 0, message, event, level]
+            self._open[key] = [now_ns, 0, message, event, level, fields]
             extra = {"event": event, "repeat_key": key, **fields}
             self._logger.log(level, "%s", message, extra=extra, exc_info=exc_info, stacklevel=2)
             return True
@@ -308,7 +308,7 @@ class ErrorRepeats:
             self._summarise(key, entry, now_ns, forget=True)
 
     def _summarise(self, key: str, entry: list[Any], now_ns: int, *, forget: bool = False) -> None:
-        started, count, message, event, level = entry
+        started, count, message, event, level, fields = entry
         seconds = (now_ns - started) / 1_000_000_000
         self._logger.log(
             level,
@@ -316,7 +316,7 @@ class ErrorRepeats:
             count,
             seconds,
             message,
-            extra={"event": event, "repeat_key": key, "repeats": count},
+            extra={**fields, "event": event, "repeat_key": key, "repeats": count},
         )
         if not forget:
             entry[0], entry[1] = now_ns, 0
