@@ -348,7 +348,15 @@ class EngineControl:
         return PositionsView(positions=list(positions), count=len(positions))
 
     def orders(self, limit: int) -> OrdersView:
-        orders = self._ask("order", QueryOrders(limit=limit))
+        try:
+            orders = self._ask("order", QueryOrders(limit=limit))
+        except ControlError:
+            raise
+        except Exception as error:
+            # The order list is read from storage: a dead disk is a 503, not a 500.
+            raise ControlError(
+                503, "STORAGE_UNAVAILABLE", f"orders could not be read: {error!r}"
+            ) from error
         views = [msgspec.convert(msgspec.to_builtins(o), OrderView) for o in orders]
         return OrdersView(orders=views, count=len(views))
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from adapters.logs import ErrorRepeats
 from domain.clock import NANOS_PER_SECOND
 from domain.enums import TradingState
 from domain.messages import PauseEntries, TradingStateChanged, TripKillSwitch
@@ -72,6 +73,8 @@ class SafetyOutbox:
         self._target = target
         self._retry_interval_ns = retry_interval_ns
         self._pending: dict[str, _Pending] = {}
+        # A kill switch down for a minute must not mean sixty identical lines.
+        self._repeats = ErrorRepeats(logger, window_ns=60 * NANOS_PER_SECOND)
 
     def send(self, key: str, command: SafetyCommand, *, now_ns: int) -> bool:
         """Tell ``command`` now and keep it pending under ``key`` until confirmed.
@@ -103,6 +106,7 @@ class SafetyOutbox:
         confirmed = [key for key, p in self._pending.items() if is_confirmed(p.command, state)]
         for key in confirmed:
             del self._pending[key]
+            self._repeats.resolved(key, state.ts_event)
         return confirmed
 
     def is_pending(self, key: str) -> bool:
@@ -128,13 +132,14 @@ class SafetyOutbox:
         delivered = self._directory.tell(self._target, pending.command)
         pending.delivered = pending.delivered or delivered
         if not delivered:
-            logger.error(
-                "%s could not deliver %s (%s) to %s (attempt %d); kept and retried",
-                self._owner,
-                type(pending.command).__name__,
+            self._repeats.error(
                 key,
-                self._target,
-                pending.attempts,
-                extra={"event": "SAFETY_RETRY", "key": key, "attempts": pending.attempts},
+                f"{self._owner} could not deliver {type(pending.command).__name__} ({key}) to "
+                f"{self._target}; kept and re-sent every "
+                f"{self._retry_interval_ns / NANOS_PER_SECOND:.0f}s until confirmed",
+                now_ns=now_ns,
+                event="SAFETY_RETRY",
+                command_key=key,
+                attempts=pending.attempts,
             )
         return delivered

@@ -271,6 +271,7 @@ class ErrorRepeats:
         self,
         key: str,
         message: str,
+        /,
         *,
         now_ns: int,
         event: str = "ERROR",
