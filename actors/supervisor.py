@@ -12,9 +12,9 @@ within ``window_s`` escalates: HALT through the kill switch (and flatten if conf
 child is still restarted after an escalation, because flatten and cancels need it.
 
 Calm failure: once HALTED (or escalated) a fault is usually persistent (a full disk, a dead
-database), so a crashing child's delay doubles per crash of that child from
-``max(backoff_max_s, 1)`` up to ``halted_backoff_max_s`` (60 s), until it has run for
-``window_s`` without crashing. A crash with the same error as the last one of that child is
+database), so a crashing child's delay (the kill switch's excepted) doubles per crash of that
+child from ``max(backoff_max_s, 1)`` up to ``halted_backoff_max_s`` (60 s), until it has run
+for ``window_s`` without crashing. A crash with the same error as the last one of that child is
 counted, not logged again: one line at the first, then ``same error xN in 60s`` per window
 (``ErrorRepeats``); only the first writes a post-mortem dump to ``logs/``.
 
@@ -509,7 +509,10 @@ class Supervisor(VigilActor):
     def _backoff_s(self, name: str, recent: int, now: int) -> float:
         supervision = self._supervision
         halted = self._trading is not None and self._trading.state is TradingState.HALTED
-        if not halted and recent <= supervision.max_restarts:
+        # The kill switch never waits long: it holds the HALT and takes the safety commands
+        # (it does not crash on storage errors, so it cannot storm on a dead disk).
+        degraded = halted or recent > supervision.max_restarts
+        if not degraded or name == self._kill_switch_actor:
             self._degraded_streak.pop(name, None)
             return min(
                 supervision.backoff_initial_s * (2 ** max(0, recent - 1)),
