@@ -27,7 +27,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Mapping
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 
@@ -88,6 +88,13 @@ class _PendingApproval(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class RiskActor(VigilActor):
+    # The kill switch publishes to every subscriber from its own thread: a full inbox here must
+    # never stall it (nor drop the state that confirms a pending trip).
+    unbounded_messages: ClassVar[tuple[type, ...]] = (
+        *VigilActor.unbounded_messages,
+        TradingStateChanged,
+    )
+
     def __init__(
         self,
         *,

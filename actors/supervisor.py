@@ -41,7 +41,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 import pykka
@@ -92,6 +92,15 @@ class ChildSpec(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Supervisor(VigilActor):
+    # Crash reports and the safety signals it judges are few by construction and must never be
+    # refused: a child's crash would go unrestarted, a HALT unseen by the backoff.
+    unbounded_messages: ClassVar[tuple[type, ...]] = (
+        *VigilActor.unbounded_messages,
+        ChildFailed,
+        TradingStateChanged,
+        LeadershipChanged,
+    )
+
     def __init__(
         self,
         *,
