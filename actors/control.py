@@ -442,7 +442,7 @@ class EngineControl:
         active = control.state.state is TradingState.HALTED
         return KillSwitchView(
             active=active,
-            reason=redactor.text(control.state.halt_reason) if active else None,
+            reason=redactor.text(control.state.halt_reason or "") if active else None,
             detail=redactor.text(control.halt_detail) if active else None,
             activated_ns=control.halted_since_ns,
             persisted=control.persisted,

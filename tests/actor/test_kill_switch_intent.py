@@ -17,10 +17,13 @@ from typing import Any
 
 import pytest
 import sqlalchemy.exc
+from pykka._envelope import Envelope
 
+from actors.directory import ActorDirectory
 from actors.kill_switch_actor import KillSwitchActor
 from actors.mailbox import MailboxFull
 from actors.trading_gate import TradingGate
+from adapters.metrics import EngineMetrics
 from adapters.storage.database import Database
 from adapters.storage.repositories import UnitOfWork
 from domain.clock import ManualClock
@@ -336,11 +339,9 @@ def test_a_kill_switch_that_crashes_holding_an_unstored_halt_gets_it_back(
     ids=lambda command: type(command).__name__,
 )
 def test_safety_commands_are_never_refused_by_a_full_kill_switch_inbox(
-    tmp_path: Path, command: object
+    monkeypatch: pytest.MonkeyPatch, command: object
 ) -> None:
-    from actors.directory import ActorDirectory
-    from adapters.metrics import EngineMetrics
-
+    monkeypatch.setattr(KillSwitchActor, "put_timeout_s", 0.05)
     # Built, not started: only its inbox is exercised.
     actor = KillSwitchActor(
         name="kill_switch",
@@ -356,16 +357,10 @@ def test_safety_commands_are_never_refused_by_a_full_kill_switch_inbox(
         subscribers=(),
         gate=TradingGate(),
     )
-    from pykka._envelope import Envelope
-
     inbox = actor.actor_inbox
     inbox.put(Envelope(SetMode(mode=Mode.PAPER)))  # full now
     with pytest.raises(MailboxFull):
-        type(actor).put_timeout_s = 0.05
-        try:
-            inbox.put(Envelope(SetMode(mode=Mode.PAPER)))
-        finally:
-            del type(actor).put_timeout_s
+        inbox.put(Envelope(SetMode(mode=Mode.PAPER)))  # an ordinary command is refused
     inbox.put(Envelope(command))  # taken at once, capacity or not
     assert inbox.qsize() == 2
 
