@@ -23,6 +23,7 @@ from actors.directory import ActorDirectory
 from actors.kill_switch_actor import KillSwitchActor
 from actors.mailbox import MailboxFull
 from actors.trading_gate import TradingGate
+from adapters.http.app import ControlError
 from adapters.metrics import EngineMetrics
 from adapters.storage.database import Database
 from adapters.storage.repositories import UnitOfWork
@@ -43,7 +44,7 @@ from domain.messages import (
     TradePlan,
     TripKillSwitch,
 )
-from domain.messages.api import FlattenRequest
+from domain.messages.api import FlattenRequest, PauseRequest
 from domain.plans import plan_client_id
 from launcher.engine import Engine
 from tests.actor.conftest import Desk
@@ -416,8 +417,17 @@ def test_a_reset_is_audited_and_leaves_the_engine_disarmed(desk: Desk) -> None:
     )
 
 
-def test_no_order_reaches_the_broker_after_a_disarm_is_acknowledged_whatever_was_queued(
-    desk: Desk, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    "decision",
+    [
+        TripKillSwitch(reason="DRILL"),
+        PauseEntries(cause=PauseCause.OPERATOR, detail="drill"),
+        DisarmTrading(reason="drill"),
+    ],
+    ids=["halt", "pause", "disarm"],
+)
+def test_no_entry_reaches_the_broker_after_a_decision_is_acknowledged_whatever_was_queued(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch, decision: object
 ) -> None:
     engine = desk.engine
     assert engine.broker is not None
@@ -442,11 +452,35 @@ def test_no_order_reaches_the_broker_after_a_disarm_is_acknowledged_whatever_was
         assert engine.directory.tell(
             "order", SubmitBracket(plan=plan, quantity=10, ts_init=desk.clock.now_ns())
         )
-    view = engine.directory.ask("kill_switch", DisarmTrading(reason="drill"), timeout_s=5)
-    assert not view.state.armed
+    view = engine.directory.ask("kill_switch", decision, timeout_s=5)
+    assert not view.state.entries_allowed  # acknowledged
     release.set()
     desk.settle(lambda: desk.working_legs(first.plan_client_id), what="the first one went on")
     # An ask queued behind the three is answered only after they were handled.
     engine.directory.ask("order", QuerySnapshot(), timeout_s=5)
     late = [request for request in submitted if request.instrument == "BBB"]
-    assert late == [], f"entries sent after the disarm was acknowledged: {late}"
+    assert late == [], f"entries sent after {decision} was acknowledged: {late}"
+
+
+def test_an_operator_pause_while_storage_is_down_holds_and_a_resume_is_refused_until_stored(
+    clock: ManualClock,
+    desk: Desk,
+    engine_factory: Callable[..., Engine],
+    outages: list[StorageOutage],
+) -> None:
+    outage = storage_outage(desk, outages)
+    assert desk.engine.control is not None
+    status = desk.engine.control.pause(PauseRequest(reason="lunch"))
+    assert status.trading_state is TradingState.REDUCING and not status.control_persisted
+    # Loosening is stored first: with storage down the resume is refused and changes nothing.
+    with pytest.raises(ControlError) as refused:
+        desk.engine.control.resume()
+    assert refused.value.status == 503 and refused.value.code == "STORAGE_UNAVAILABLE"
+    assert control_view(desk.engine).state.state is TradingState.REDUCING
+
+    outage.end()
+    desk.settle(lambda: control_view(desk.engine).persisted, what="pause stored")
+    desk.engine.stop()
+    after = Desk(engine_factory(desk.engine.config), clock)
+    view = after.settle(lambda: control_view(after.engine).loaded and control_view(after.engine))
+    assert [p.detail for p in view.pauses if p.cause is PauseCause.OPERATOR] == ["lunch"]
