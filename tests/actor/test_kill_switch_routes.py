@@ -16,7 +16,7 @@ from domain.messages import QueryTradingState
 from launcher.engine import Engine
 from tests.actor.conftest import Desk
 from tests.actor.test_brackets import open_position
-from tests.helpers import make_config
+from tests.helpers import make_config, wait_until
 
 TOKEN = "s3cret-admin-token-for-tests"
 LIVE_TOKEN = "live-enable-9f8e7d6c"
@@ -161,11 +161,16 @@ class TestQuietStart:
         engine_factory(config)
         caplog.set_level(logging.INFO)
         caplog.clear()
-        engine_factory(config)  # same instance_id: stands by
-        auto_pauses = [
-            r
-            for r in caplog.records
-            if getattr(r, "event", None) == "AUTO_PAUSE"
-            and getattr(r, "cause", "") == "LEADER_LOST"
-        ]
-        assert auto_pauses and auto_pauses[0].levelno == logging.WARNING
+        standby = engine_factory(config)  # same instance_id: stands by
+
+        def auto_pauses() -> list[logging.LogRecord]:
+            standby.fire_timer()  # the refusal arrives as a message: wait for it, do not race
+            return [
+                record
+                for record in caplog.records
+                if getattr(record, "event", None) == "AUTO_PAUSE"
+                and getattr(record, "cause", "") == PauseCause.LEADER_LOST.value
+            ]
+
+        [first, *_] = wait_until(auto_pauses, message="AUTO_PAUSE LEADER_LOST logged")
+        assert first.levelno == logging.WARNING
