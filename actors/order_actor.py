@@ -37,6 +37,7 @@ import msgspec
 from actors.base import SUPERVISOR, VigilActor
 from actors.heartbeat import HeartbeatThrottle
 from actors.order_reconciliation import FULL_RUNS, DriftChanges, OrderReconciler, Trigger
+from actors.safety_outbox import SafetyOutbox
 from adapters.brokers.base import BrokerRejected, BrokerUnavailable
 from adapters.logs import log_event
 from adapters.storage.repositories import (
@@ -150,6 +151,9 @@ class OrderActor(VigilActor):
         FillReport,
         OrderStatusReport,
         OrderStreamHeartbeat,
+        # The kill switch and the lease publish to us; a full inbox must not stall them.
+        TradingStateChanged,
+        LeadershipChanged,
     )
 
     def __init__(
@@ -201,8 +205,10 @@ class OrderActor(VigilActor):
         self._flatten_cancelled = 0
         self._last_flatten: FlattenCompleted | None = None
         self._denied: deque[OrderDenied] = deque(maxlen=50)
-        # A drift halt whose TripKillSwitch the kill switch has not yet shown as HALTED.
-        self._pending_trip: TripKillSwitch | None = None
+        # Drift halts are re-sent until the kill switch shows them in force and stored.
+        self._safety = SafetyOutbox(
+            directory=self.directory, owner=self.name, target=kill_switch_actor
+        )
         self._stored_ids_cache: dict[str, bool] = {}
         self._risk_actor = risk_actor
         self._order_config = orders or OrderConfig()
@@ -389,6 +395,7 @@ class OrderActor(VigilActor):
 
     def on_trading_state_changed(self, state: TradingStateChanged) -> None:
         self._trading = state
+        self._safety.acknowledge(state)
         self._flatten_if_asked(state.ts_event)
 
     def _flatten_if_asked(self, now: int) -> None:
@@ -538,6 +545,7 @@ class OrderActor(VigilActor):
             "trading": msgspec.to_builtins(self._trading) if self._trading else None,
             "flatten": msgspec.to_builtins(self.flatten_status()),
             "recent_denials": msgspec.to_builtins(list(self._denied)),
+            "safety_outbox": self._safety.snapshot(),
             "last_stream_ns": self._last_stream_ns,
             "mailbox_depth": self.mailbox_depth,
         }
@@ -1073,8 +1081,10 @@ class OrderActor(VigilActor):
             self._give_up_protection(bracket, now)
         elif order.leg is LegKind.EXIT:
             # The broker will not take our exit: only an operator can close this position.
-            self.directory.tell(
-                self._kill_switch_actor, TripKillSwitch(reason="RESEND_GAVE_UP", detail=detail)
+            self._safety.send(
+                "halt:RESEND_GAVE_UP",
+                TripKillSwitch(reason="RESEND_GAVE_UP", detail=detail),
+                now_ns=now,
             )
 
     def _escalate(self, event: str, detail: str, order: Order, now: int) -> None:
@@ -1376,14 +1386,7 @@ class OrderActor(VigilActor):
             self.directory.tell(
                 self._kill_switch_actor, ResumeEntries(cause=PauseCause.RECONCILE_DRIFT)
             )
-        pending = self._pending_trip
-        if pending is not None:
-            if trading is not None and trading.state is TradingState.HALTED:
-                self._pending_trip = None
-            elif not self.directory.tell(self._kill_switch_actor, pending):
-                logger.warning(
-                    "could not tell the kill switch to halt (%s); retrying", pending.reason
-                )
+        self._safety.retry(self.clock.now_ns())
 
     def _find_order(self, client_order_id: str) -> Order | None:
         order = self._orders.get(client_order_id)
@@ -1438,11 +1441,9 @@ class OrderActor(VigilActor):
                 instance_id=self._instance_id,
             )
         self._reconciler.record_halt(f"HALT {reason}: {detail}")
-        trip = TripKillSwitch(reason=reason, detail=detail)
-        if self._pending_trip is None:
-            self._pending_trip = trip
-        if not self.directory.tell(self._kill_switch_actor, trip):
-            logger.warning("could not tell the kill switch to halt (%s); retrying", reason)
+        self._safety.send(
+            f"halt:{reason}", TripKillSwitch(reason=reason, detail=detail), now_ns=now
+        )
 
     def _stream_alive(self, now: int) -> None:
         self._last_stream_ns = now

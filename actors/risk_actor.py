@@ -2,11 +2,20 @@
 
 Accepts: ``TradePlan``, ``PortfolioUpdated`` (from the order actor), ``TradingStateChanged``
 (from the kill switch), ``DrainTicks`` (latest quotes), ``ReloadRiskWindows`` (from the order
-actor when this process takes over leadership); answers ``QueryRisk``.
+actor when this process takes over leadership); answers ``QueryRisk`` and
+``QueryLastPortfolio`` (the order actor's last published portfolio, for ``/status`` while the
+order actor cannot answer).
 Publishes: ``SubmitBracket`` to the order actor for an approved plan; ``RiskBlocked`` is
 recorded, logged and counted in ``trader_risk_blocks_total{reason}``. A breach of the daily
-loss limit trips the kill switch with a flatten; portfolio heat above the cap pauses entries
-and flattens (reason ``risk_cap``), as the AITRAPP runbook's decision table says.
+loss limit trips the kill switch with a flatten; portfolio heat above the cap asks the kill
+switch for a FLATTEN pause (reason ``risk_cap``), which the kill switch stores and then turns
+into ``FlattenAll``, as the AITRAPP runbook's decision table says.
+
+Trips cannot be lost: both go through a ``SafetyOutbox``, re-sent every second until the kill
+switch's published state shows them in force and stored; the "already tripped today" latch is
+set only then. A storage error while rebuilding the rolling windows at start does not stop the
+actor: every plan is blocked (``TRADING_PAUSED``) until the windows load, so the safety trips
+keep working while storage is down.
 
 Approved plans the order actor has not yet reflected in a ``PortfolioUpdated`` are counted as
 pending, so two plans in quick succession cannot both squeeze under a limit. Exits never come
@@ -19,20 +28,21 @@ import logging
 from collections import deque
 from collections.abc import Callable, Mapping
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 
 from actors.base import VigilActor
+from actors.safety_outbox import SafetyOutbox
 from adapters.logs import log_event
 from adapters.storage.repositories import UnitOfWork
 from domain.clock import NANOS_PER_SECOND
 from domain.enums import DenialCode, PauseCause, TradingState
 from domain.messages import (
     DrainTicks,
-    FlattenAll,
     PauseEntries,
     PortfolioUpdated,
+    QueryLastPortfolio,
     QueryRisk,
     ReloadRiskWindows,
     RiskBlocked,
@@ -67,6 +77,8 @@ logger = logging.getLogger(__name__)
 
 _PENDING_EXPIRY_NS = 10 * NANOS_PER_SECOND
 _HOUR_NS = 3600 * NANOS_PER_SECOND
+_DAILY_LOSS_TRIP = "daily_loss"
+_RISK_CAP_FLATTEN = "risk_cap"
 
 
 class _PendingApproval(msgspec.Struct, frozen=True, kw_only=True):
@@ -78,6 +90,13 @@ class _PendingApproval(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class RiskActor(VigilActor):
+    # The kill switch publishes to every subscriber from its own thread: a full inbox here must
+    # never stall it (nor drop the state that confirms a pending trip).
+    unbounded_messages: ClassVar[tuple[type, ...]] = (
+        *VigilActor.unbounded_messages,
+        TradingStateChanged,
+    )
+
     def __init__(
         self,
         *,
@@ -114,6 +133,11 @@ class RiskActor(VigilActor):
         self._last_blocks: deque[RiskBlocked] = deque(maxlen=50)
         self._risk_cap_flatten_sent = False
         self._daily_loss_tripped = False
+        self._windows_loaded = False
+        self._windows_error_logged = False
+        self._outbox = SafetyOutbox(
+            directory=self.directory, owner=self.name, target=kill_switch_actor
+        )
 
     def handlers(self) -> dict[type, Callable[[Any], Any]]:
         return {
@@ -124,6 +148,7 @@ class RiskActor(VigilActor):
             QueryRisk: lambda _query: self.risk_view(),
             # A takeover: the previous leader's entries count against our windows too.
             ReloadRiskWindows: lambda _command: self._rebuild_windows(),
+            QueryLastPortfolio: lambda _query: self._portfolio,
         }
 
     # ------------------------------------------------------------------ LIFECYCLE
@@ -133,15 +158,24 @@ class RiskActor(VigilActor):
 
     def _rebuild_windows(self) -> None:
         # The rolling windows (trades per hour, plan dedupe) outlive a restart: rebuilt from
-        # the entries storage holds, so a crash cannot reset a limit.
+        # the entries storage holds, so a crash cannot reset a limit. Until they are, every
+        # plan is blocked; the actor itself stays up (its trips must work with storage down).
         now = self.clock.now_ns()
         dedupe_ns = int(self._limits.dedupe_window_s * NANOS_PER_SECOND)
-        with UnitOfWork(self._database) as uow:
-            entries = uow.orders.entries_since(now - max(_HOUR_NS, dedupe_ns))
+        try:
+            with UnitOfWork(self._database) as uow:
+                entries = uow.orders.entries_since(now - max(_HOUR_NS, dedupe_ns))
+        except Exception as error:
+            if not self._windows_error_logged:  # once, not on every portfolio update
+                logger.error("risk windows could not be rebuilt from storage: %r", error)
+                self._windows_error_logged = True
+            return
         self._state = RiskState(
             recent_plans=tuple((plan, ts) for plan, ts in entries if ts > now - dedupe_ns),
             entry_times_ns=tuple(ts for _plan, ts in entries if ts > now - _HOUR_NS),
         )
+        self._windows_loaded = True
+        self._windows_error_logged = False
 
     # ------------------------------------------------------------------ COMMAND HANDLERS
     def on_trade_plan(self, plan: TradePlan) -> None:
@@ -177,6 +211,9 @@ class RiskActor(VigilActor):
     # ------------------------------------------------------------------ EVENT HANDLERS
     def on_portfolio_updated(self, portfolio: PortfolioUpdated) -> None:
         self._portfolio = portfolio
+        if not self._windows_loaded:
+            self._rebuild_windows()
+        self._outbox.retry(self.clock.now_ns())
         # The order actor handles our tells in order, so anything it reports as working or open
         # is no longer pending here.
         known = {position.position_id for position in portfolio.positions}
@@ -192,8 +229,15 @@ class RiskActor(VigilActor):
 
     def on_trading_state_changed(self, state: TradingStateChanged) -> None:
         self._trading = state
-        if state.state is TradingState.ACTIVE:
+        confirmed = self._outbox.acknowledge(state)
+        # The latches are set only once the kill switch has the trip in force and stored.
+        if _DAILY_LOSS_TRIP in confirmed:
+            self._daily_loss_tripped = True
+        if _RISK_CAP_FLATTEN in confirmed:
+            self._risk_cap_flatten_sent = True
+        if state.state is TradingState.ACTIVE and not self._outbox.is_pending(_RISK_CAP_FLATTEN):
             self._risk_cap_flatten_sent = False
+        self._outbox.retry(self.clock.now_ns())
 
     def on_drain_ticks(self, _wake: DrainTicks) -> None:
         for tick in self._conflator.drain():
@@ -222,6 +266,10 @@ class RiskActor(VigilActor):
             "pending_approvals": msgspec.to_builtins(list(self._pending.values())),
             "trading": msgspec.to_builtins(self._trading) if self._trading else None,
             "quotes": len(self._quotes),
+            "windows_loaded": self._windows_loaded,
+            "daily_loss_tripped": self._daily_loss_tripped,
+            "risk_cap_flatten_sent": self._risk_cap_flatten_sent,
+            "pending_safety_commands": self._outbox.snapshot(),
             "mailbox_depth": self.mailbox_depth,
         }
 
@@ -233,6 +281,8 @@ class RiskActor(VigilActor):
         if self._portfolio.ts_event == 0:
             # Just (re)started: limits checked against an empty book would pass anything.
             return Denial(code=DenialCode.TRADING_PAUSED, detail="portfolio=unknown")
+        if not self._windows_loaded:
+            return Denial(code=DenialCode.TRADING_PAUSED, detail="risk_windows=not_loaded")
         if trading.state is TradingState.HALTED:
             return Denial(
                 code=DenialCode.KILL_SWITCH_ACTIVE, detail=f"halt_reason={trading.halt_reason}"
@@ -265,9 +315,9 @@ class RiskActor(VigilActor):
         now = self.clock.now_ns()
         breach = daily_loss_breached(portfolio, self._limits)
         if breach is None:
-            self._daily_loss_tripped = False  # a new trading day (or a recovery) re-arms it
-        elif not self._daily_loss_tripped:
-            self._daily_loss_tripped = True
+            if not self._outbox.is_pending(_DAILY_LOSS_TRIP):
+                self._daily_loss_tripped = False  # a new trading day (or a recovery) re-arms it
+        elif not self._daily_loss_tripped and not self._outbox.is_pending(_DAILY_LOSS_TRIP):
             log_event(
                 logger,
                 "RISK_LIMIT",
@@ -276,13 +326,17 @@ class RiskActor(VigilActor):
                 code=breach.code.value,
                 detail=breach.detail,
             )
-            self.directory.tell(
-                self._kill_switch_actor,
+            self._outbox.send(
+                _DAILY_LOSS_TRIP,
                 TripKillSwitch(reason=breach.code.value, detail=breach.detail, flatten=True),
+                now_ns=now,
             )
         heat = heat_breached(portfolio, self._limits)
-        if heat is not None and not self._risk_cap_flatten_sent:
-            self._risk_cap_flatten_sent = True
+        if (
+            heat is not None
+            and not self._risk_cap_flatten_sent
+            and not self._outbox.is_pending(_RISK_CAP_FLATTEN)
+        ):
             log_event(
                 logger,
                 "RISK_LIMIT",
@@ -291,10 +345,12 @@ class RiskActor(VigilActor):
                 code=heat.code.value,
                 detail=heat.detail,
             )
-            self.directory.tell(
-                self._kill_switch_actor, PauseEntries(cause=PauseCause.FLATTEN, detail="risk_cap")
+            # The kill switch stores the FLATTEN pause, then tells the order actor FlattenAll.
+            self._outbox.send(
+                _RISK_CAP_FLATTEN,
+                PauseEntries(cause=PauseCause.FLATTEN, detail="risk_cap"),
+                now_ns=now,
             )
-            self.directory.tell(self._order_actor, FlattenAll(reason="risk_cap", ts_init=now))
 
     # ------------------------------------------------------------------ DENIALS
     def _block(self, plan: TradePlan, denial: Denial, now: int) -> None:

@@ -9,13 +9,27 @@ Publishes: ``PauseEntries``/``ResumeEntries`` and ``TripKillSwitch`` to the kill
 Restarts: a crashed child is restarted from persisted state after a backoff that doubles per
 recent crash (``backoff_initial_s`` .. ``backoff_max_s``). More than ``max_restarts`` crashes
 within ``window_s`` escalates: HALT through the kill switch (and flatten if configured). The
-child is still restarted after an escalation, because flatten and cancels need it. Each crash
-writes a post-mortem state dump to ``logs/``.
+child is still restarted after an escalation, because flatten and cancels need it.
+
+Calm failure: once HALTED (or escalated) a fault is usually persistent (a full disk, a dead
+database), so a crashing child's delay (the kill switch's excepted) doubles per crash of that
+child from ``max(backoff_max_s, 1)`` up to ``halted_backoff_max_s`` (60 s), until it has run
+for ``window_s`` without crashing. A crash with the same error as the last one of that child is
+counted, not logged again: one line at the first, then ``same error xN in 60s`` per window
+(``ErrorRepeats``); only the first writes a post-mortem dump to ``logs/``.
+
+Safety commands cannot be lost: escalation trips go through a ``SafetyOutbox`` and are re-sent
+every second until the kill switch's state shows them in force and stored. When the kill switch
+itself crashes holding a HALT it had not stored yet (its last snapshot says so), the HALT is
+re-sent to its next incarnation the same way.
 
 Auto-pause causes, each named in ``/status``, the logs and ``trader_trading_paused{cause}``:
 leader lease not held (and a STEP_DOWN event after the grace period), market data or the
 order stream older than its limit, a child that stopped answering its liveness ping. They
-clear themselves when the condition does.
+clear themselves when the condition does. At start, entries wait for the first lease with the
+same LEADER_LOST cause, but as a routine wait: one ``AWAITING_LEADER`` line at INFO and a
+``LEADER`` line when the lease is taken, no AUTO_PAUSE; only a first renewal that says
+"not leader" is an incident (AUTO_PAUSE at WARNING).
 
 The supervisor must outlive everything it watches: an exception in one of its handlers is
 logged, never allowed to stop it.
@@ -27,16 +41,17 @@ import logging
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 import pykka
 
 from actors.base import VigilActor
 from actors.dumps import write_dump_in_background
-from adapters.logs import log_event
+from actors.safety_outbox import SafetyOutbox
+from adapters.logs import ErrorRepeats, log_event
 from domain.clock import NANOS_PER_SECOND
-from domain.enums import PauseCause
+from domain.enums import PauseCause, TradingState
 from domain.messages import (
     ChildFailed,
     FeedHeartbeat,
@@ -63,6 +78,9 @@ logger = logging.getLogger(__name__)
 _PING_EVERY_NS = NANOS_PER_SECOND
 _REAP_AFTER_TICKS = 3
 _SILENT_DEATH = "died without reporting a failure"
+_AWAITING_LEADER = "awaiting leader lease"
+_ESCALATION_KEY = "escalation"
+_UNSTORED_HALT_KEY = "unstored_halt"
 
 
 class ChildSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -74,6 +92,15 @@ class ChildSpec(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Supervisor(VigilActor):
+    # Crash reports and the safety signals it judges are few by construction and must never be
+    # refused: a child's crash would go unrestarted, a HALT unseen by the backoff.
+    unbounded_messages: ClassVar[tuple[type, ...]] = (
+        *VigilActor.unbounded_messages,
+        ChildFailed,
+        TradingStateChanged,
+        LeadershipChanged,
+    )
+
     def __init__(
         self,
         *,
@@ -107,7 +134,13 @@ class Supervisor(VigilActor):
         self._pending_restarts: dict[str, int] = {}
         self._dead_ticks: dict[str, int] = {}
         self._reaped: set[str] = set()
-        self._pending_escalation: TripKillSwitch | None = None
+        self._outbox = SafetyOutbox(
+            directory=self.directory, owner=self.name, target=kill_switch_actor
+        )
+        self._repeats = ErrorRepeats(logger, window_ns=int(supervision.window_s * NANOS_PER_SECOND))
+        self._degraded_streak: dict[str, int] = {}
+        self._last_restart_ns: dict[str, int] = {}
+        self._awaiting_first_lease = False
         self._feed_data_ns: dict[str, int] = {}
         self._stream_ns: int | None = None
         self._leadership: LeadershipChanged | None = None
@@ -150,8 +183,17 @@ class Supervisor(VigilActor):
             self._last_pong[name] = self.clock.now_ns()
             started.append(name)
         if self._leadership is None or not self._leadership.is_leader:
-            # Not leader until the lease says so: entries wait for it.
-            self._assert(PauseCause.LEADER_LOST, "awaiting leader lease")
+            # Not leader until the lease says so: entries wait for it. This is the routine
+            # wait of every start, not an incident: quiet unless the lease is refused.
+            self._awaiting_first_lease = True
+            self._asserted[PauseCause.LEADER_LOST] = _AWAITING_LEADER
+            log_event(
+                logger, "AWAITING_LEADER", "entries wait for the leader lease", level=logging.INFO
+            )
+            self.directory.tell(
+                self._kill_switch_actor,
+                PauseEntries(cause=PauseCause.LEADER_LOST, detail=_AWAITING_LEADER, routine=True),
+            )
         # Judge the heartbeats once now, so the gauges are real numbers from the first scrape.
         self._check_heartbeats(self.clock.now_ns())
         return started
@@ -198,24 +240,25 @@ class Supervisor(VigilActor):
         while self._crash_times and self._crash_times[0] <= now - window_ns:
             self._crash_times.popleft()
         recent = len(self._crash_times)
-        log_event(
-            logger,
-            "ACTOR_CRASH",
+        # The same error again is counted, not logged and dumped again (a full disk would
+        # otherwise write a line, a traceback and a dump per restart).
+        first_of_its_kind = self._repeats.error(
+            f"crash:{name}:{failure.error}",
             f"actor {name} crashed ({recent} crashes in {self._supervision.window_s:.0f}s): "
             f"{failure.error}",
-            level=logging.ERROR,
+            now_ns=now,
+            event="ACTOR_CRASH",
             actor=name,
             error=failure.error,
             recent_crashes=recent,
         )
-        if failure.snapshot or not failure.error.startswith(_SILENT_DEATH):
+        if first_of_its_kind and (failure.snapshot or not failure.error.startswith(_SILENT_DEATH)):
             self._write_post_mortem(failure, now)
+        if name == self._kill_switch_actor:
+            self._resend_unstored_halt(failure.snapshot, now)
         if recent > self._supervision.max_restarts:
             self._escalate(name, recent)
-        backoff_s = min(
-            self._supervision.backoff_initial_s * (2 ** max(0, recent - 1)),
-            self._supervision.backoff_max_s,
-        )
+        backoff_s = self._backoff_s(name, recent, now)
         self._pending_restarts[name] = now + int(backoff_s * NANOS_PER_SECOND)
         if backoff_s == 0:
             self._run_due_restarts(now)
@@ -227,10 +270,8 @@ class Supervisor(VigilActor):
                 self.directory.tell(name, timer)
         self._reap_silent_deaths(now)
         self._run_due_restarts(now)
-        if self._pending_escalation is not None and self.directory.tell(
-            self._kill_switch_actor, self._pending_escalation
-        ):
-            self._pending_escalation = None
+        self._outbox.retry(now)
+        self._repeats.flush(now)
         self._check_heartbeats(now)
         self._check_leader(now)
         self._check_liveness(now)
@@ -247,23 +288,43 @@ class Supervisor(VigilActor):
     def on_leadership_changed(self, leadership: LeadershipChanged) -> None:
         self._leadership = leadership
         now = self.clock.now_ns()
+        awaiting_first = self._awaiting_first_lease
+        self._awaiting_first_lease = False
         if leadership.is_leader:
             self._not_leader_since_ns = None
             self._stepped_down = False
-            self._clear(PauseCause.LEADER_LOST)
+            if awaiting_first and self._asserted.pop(PauseCause.LEADER_LOST, None) is not None:
+                log_event(
+                    logger,
+                    "LEADER",
+                    f"leader lease taken (epoch {leadership.epoch}): entries may flow",
+                    epoch=leadership.epoch,
+                )
+                self.directory.tell(
+                    self._kill_switch_actor,
+                    ResumeEntries(cause=PauseCause.LEADER_LOST, routine=True),
+                )
+            else:
+                self._clear(PauseCause.LEADER_LOST)
         else:
             if self._not_leader_since_ns is None:
                 self._not_leader_since_ns = now
-            self._assert(PauseCause.LEADER_LOST, f"epoch={leadership.epoch}")
+            if awaiting_first:
+                # The lease was refused: now it is an incident, logged as one.
+                self._asserted.pop(PauseCause.LEADER_LOST, None)
+            holder = f" held by {leadership.current_holder}" if leadership.current_holder else ""
+            self._assert(PauseCause.LEADER_LOST, f"epoch={leadership.epoch}{holder}")
 
     def on_trading_state_changed(self, state: TradingStateChanged) -> None:
         self._trading = state
+        self._outbox.acknowledge(state)
         # The kill switch keeps only operator pauses across its own restarts, and a tell can be
         # dropped: every condition still asserted here must be in force there.
         for cause, detail in self._asserted.items():
             if cause not in state.pause_causes:
                 self.directory.tell(
-                    self._kill_switch_actor, PauseEntries(cause=cause, detail=detail)
+                    self._kill_switch_actor,
+                    PauseEntries(cause=cause, detail=detail, routine=detail == _AWAITING_LEADER),
                 )
         self._metrics.set_trading_state(state.state)
         self._metrics.set_pause_causes(state.pause_causes)
@@ -304,6 +365,8 @@ class Supervisor(VigilActor):
             "children": self.actor_health(),
             "heartbeats": self.heartbeat_ages(),
             "recent_crashes": len(self._crash_times),
+            "degraded_backoff_streaks": dict(self._degraded_streak),
+            "pending_safety_commands": self._outbox.snapshot(),
             "leadership": msgspec.to_builtins(self._leadership) if self._leadership else None,
             "stepped_down": self._stepped_down,
         }
@@ -426,8 +489,53 @@ class Supervisor(VigilActor):
             f"restart intensity exceeded: {trip.detail}",
             level=logging.CRITICAL,
         )
-        if not self.directory.tell(self._kill_switch_actor, trip):
-            self._pending_escalation = trip
+        self._outbox.send(_ESCALATION_KEY, trip, now_ns=self.clock.now_ns())
+
+    def _resend_unstored_halt(self, snapshot: dict[str, Any], now: int) -> None:
+        # The crashed kill switch held a HALT it had not stored: its restart (from storage)
+        # will not know it. Send it again until the new incarnation has it stored.
+        halt = snapshot.get("halt")
+        if not isinstance(halt, dict) or snapshot.get("halt_persisted", True):
+            return
+        pauses = snapshot.get("pauses") or []
+        flatten = any(
+            isinstance(p, dict) and p.get("cause") == PauseCause.FLATTEN.value for p in pauses
+        )
+        trip = TripKillSwitch(
+            reason=str(halt.get("reason") or "UNSTORED_HALT"),
+            detail=str(halt.get("detail") or ""),
+            flatten=flatten,
+        )
+        log_event(
+            logger,
+            "KILL_SWITCH",
+            f"kill switch crashed holding an unstored HALT ({trip.reason}); re-sending it",
+            level=logging.CRITICAL,
+            reason=trip.reason,
+        )
+        self._outbox.send(_UNSTORED_HALT_KEY, trip, now_ns=now)
+
+    def _backoff_s(self, name: str, recent: int, now: int) -> float:
+        supervision = self._supervision
+        halted = self._trading is not None and self._trading.state is TradingState.HALTED
+        # The kill switch never waits long: it holds the HALT and takes the safety commands
+        # (it does not crash on storage errors, so it cannot storm on a dead disk).
+        degraded = halted or recent > supervision.max_restarts
+        if not degraded or name == self._kill_switch_actor:
+            self._degraded_streak.pop(name, None)
+            return min(
+                supervision.backoff_initial_s * (2 ** max(0, recent - 1)),
+                supervision.backoff_max_s,
+            )
+        # Degraded: per child, doubling until it runs window_s without crashing.
+        window_ns = int(supervision.window_s * NANOS_PER_SECOND)
+        ran_since = now - self._last_restart_ns.get(name, self._started_ns)
+        streak = 1 if ran_since >= window_ns else self._degraded_streak.get(name, 0) + 1
+        self._degraded_streak[name] = streak
+        if supervision.backoff_initial_s == 0:
+            return 0.0  # backoff switched off (tests that restart on the spot)
+        base_s = max(supervision.backoff_max_s, 1.0)
+        return min(base_s * 2 ** (streak - 1), supervision.halted_backoff_max_s)
 
     def _write_post_mortem(self, failure: ChildFailed, now: int) -> None:
         write_dump_in_background(
@@ -478,13 +586,21 @@ class Supervisor(VigilActor):
             try:
                 ref = spec.start()
             except Exception as error:
-                logger.exception("restart of %s failed; retrying", name)
+                self._repeats.error(
+                    f"restart:{name}:{error!r}",
+                    f"restart of {name} failed; retrying: {error!r}",
+                    now_ns=now,
+                    event="ACTOR_RESTART",
+                    exc_info=True,
+                    actor=name,
+                )
                 self._last_errors[name] = f"restart failed: {error!r}"
                 retry_ns = int(self._supervision.backoff_max_s * NANOS_PER_SECOND)
                 self._pending_restarts[name] = now + max(retry_ns, NANOS_PER_SECOND // 10)
                 continue
             self.directory.register(name, ref)
             self._last_pong[name] = now
+            self._last_restart_ns[name] = now
             log_event(logger, "ACTOR_RESTART", f"actor {name} restarted", actor=name)
             # The new incarnation knows nothing of the trading state, leadership or portfolio.
             for publisher in (self._kill_switch_actor, self._leader_actor, self._order_actor):

@@ -30,10 +30,12 @@ import msgspec
 
 __all__ = [
     "REDACTED",
+    "ErrorRepeats",
     "JsonFormatter",
     "RedactingFilter",
     "Redactor",
     "configure_logging",
+    "current_redactor",
     "log_event",
     "shutdown_logging",
     "write_state_dump",
@@ -67,6 +69,7 @@ class Redactor:
         values = {secret for secret in secrets if secret and len(secret) >= _MIN_SECRET_LENGTH}
         # Longest first, so a secret that contains another is replaced whole.
         ordered = sorted(values, key=len, reverse=True)
+        self.secret_values: tuple[str, ...] = tuple(ordered)
         self._secrets = re.compile("|".join(map(re.escape, ordered))) if ordered else None
 
     def text(self, value: str) -> str:
@@ -231,6 +234,93 @@ def log_event(
         safe_key = f"{key}_" if key in _RECORD_ATTRIBUTES or key in _OUTPUT_KEYS else key
         extra[safe_key] = value
     logger.log(level, "%s", message, extra=extra, stacklevel=2)
+
+
+def current_redactor(extra_secrets: Sequence[str] = ()) -> Redactor:
+    """The redactor the log handlers use, plus ``extra_secrets``: for text that leaves the
+    process another way (``/status``, ``/debug/actors``), redacted exactly as the logs are.
+
+    Without ``configure_logging`` (tests, tools) it redacts ``extra_secrets`` and the patterns.
+    """
+    with _configure_lock:
+        configured = _current_redactor
+    if configured is None:
+        return Redactor(extra_secrets)
+    return Redactor([*configured.secret_values, *extra_secrets])
+
+
+class ErrorRepeats:
+    """Log a repeating error once, then one summary line per window with its count.
+
+    A failure that repeats on every timer tick (storage down, a child that crashes at every
+    start) must not write a line, a traceback and a dump each time: the first occurrence of a
+    key is logged in full; repeats within ``window_ns`` are counted; the first call after the
+    window (or ``flush``/``resolved``) writes ``same error xN in Ws: <message>``.
+
+    Not thread-safe: each actor owns its own, used from its own thread. Time is passed in
+    (the actor's clock), so tests on a manual clock see exact windows.
+    """
+
+    def __init__(self, logger: logging.Logger, *, window_ns: int) -> None:
+        self._logger = logger
+        self._window_ns = window_ns
+        # key -> [window start, repeats since, last message, event, level, fields]
+        self._open: dict[str, list[Any]] = {}
+
+    def error(
+        self,
+        key: str,
+        message: str,
+        /,
+        *,
+        now_ns: int,
+        event: str = "ERROR",
+        level: int = logging.ERROR,
+        exc_info: bool = False,
+        **fields: Any,
+    ) -> bool:
+        """Record one occurrence; returns True when it was logged in full (the first)."""
+        entry = self._open.get(key)
+        if entry is None:
+            self._open[key] = [now_ns, 0, message, event, level, fields]
+            extra = {"event": event, "repeat_key": key, **fields}
+            self._logger.log(level, "%s", message, extra=extra, exc_info=exc_info, stacklevel=2)
+            return True
+        entry[1] += 1
+        entry[2] = message
+        if now_ns - entry[0] >= self._window_ns:
+            self._summarise(key, entry, now_ns)
+        return False
+
+    def flush(self, now_ns: int) -> None:
+        """Write the summaries of windows that have ended (call from a timer)."""
+        for key, entry in list(self._open.items()):
+            if now_ns - entry[0] < self._window_ns:
+                continue
+            if entry[1]:
+                self._summarise(key, entry, now_ns)
+            else:
+                del self._open[key]  # quiet for a whole window: the next one is news again
+
+    def resolved(self, key: str, now_ns: int) -> None:
+        """The condition is over: summarise what was counted and forget the key."""
+        entry = self._open.pop(key, None)
+        if entry is not None and entry[1]:
+            self._summarise(key, entry, now_ns, forget=True)
+
+    def _summarise(self, key: str, entry: list[Any], now_ns: int, *, forget: bool = False) -> None:
+        started, count, message, event, level, fields = entry
+        seconds = (now_ns - started) / 1_000_000_000
+        self._logger.log(
+            level,
+            "same error x%d in %.0fs: %s",
+            count,
+            seconds,
+            message,
+            extra={**fields, "event": event, "repeat_key": key, "repeats": count},
+        )
+        if not forget:
+            entry[0], entry[1] = now_ns, 0
 
 
 def write_state_dump(

@@ -168,12 +168,26 @@ class LeaderConfig(_Strict):
 
 
 class SupervisionConfig(_Strict):
-    """Restart policy: at most ``max_restarts`` within ``window_s``, then HALT."""
+    """Restart policy: at most ``max_restarts`` within ``window_s``, then HALT.
+
+    Fields:
+        max_restarts: crashes (of any child) within ``window_s`` before escalating to a HALT.
+        window_s: the crash-counting window; also how long a child must run crash-free for
+            its backoff to start again from the bottom.
+        backoff_initial_s, backoff_max_s: restart delay while trading normally, doubling per
+            recent crash from the first to the second. ``backoff_initial_s: 0`` switches every
+            backoff off, the HALTED one included (tests that restart on the spot).
+        halted_backoff_max_s: once HALTED (or escalated), a crashing child is restarted after
+            ``max(backoff_max_s, 1)`` doubling per crash of that child up to this cap: a HALT
+            caused by a persistent fault (a full disk) must not turn into a restart storm.
+        flatten_on_escalation: the escalation HALT also flattens.
+    """
 
     max_restarts: int = Field(default=3, ge=0)
     window_s: float = Field(default=60.0, gt=0)
     backoff_initial_s: float = Field(default=0.1, ge=0)
     backoff_max_s: float = Field(default=5.0, ge=0)
+    halted_backoff_max_s: float = Field(default=60.0, gt=0)
     flatten_on_escalation: bool = False
 
 
@@ -221,6 +235,9 @@ class EngineConfig(_Strict):
     instance_id: str = "vigil-1"
     mode: Mode = Mode.PAPER
     auto_arm_paper: bool = True
+    # POST /execution/kill-switch/activate also closes every position (the SOLAT runbook's
+    # close_on_kill_switch; env CLOSE_ON_KILL_SWITCH).
+    close_on_kill_switch: bool = True
     database_url: str = "sqlite:///data/vigil.db"
     data_dir: str = "data"
     logs_dir: str = "logs"

@@ -69,6 +69,8 @@ ENV_OVERRIDES: Mapping[str, tuple[str, ...]] = types.MappingProxyType(
         "MAX_CONCURRENT_POSITIONS": ("risk", "max_concurrent_positions"),
         "PER_SYMBOL_EXPOSURE_CAP": ("risk", "per_symbol_exposure_cap_rupees"),
         "MAX_TRADES_PER_HOUR": ("risk", "max_trades_per_hour"),
+        # SOLAT runbook: kill switch
+        "CLOSE_ON_KILL_SWITCH": ("close_on_kill_switch",),
         # Deployment
         "DATABASE_URL": ("database_url",),
         "VIGIL_HTTP_HOST": ("http", "host"),

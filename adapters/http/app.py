@@ -19,6 +19,15 @@ AITRAPP runbook            method  SOLAT runbook alias      handler / response
 /positions                 GET     /execution/positions     positions / PositionsView
 /orders?limit=N            GET     /execution/orders        orders / OrdersView
 /risk                      GET     /execution/risk          risk / RiskView
+-                          POST    /execution/kill-switch/activate  kill_switch_activate /
+                                                            KillSwitchView
+-                          POST    /execution/kill-switch/reset     kill_switch_reset /
+                                                            KillSwitchView
+-                          GET     /execution/kill-switch   kill_switch / KillSwitchView
+-                          POST    /execution/arm           arm / ArmView
+-                          POST    /execution/disarm        disarm / ArmView
+-                          GET     /execution/reconcile/report  reconcile_report /
+                                                            ReconcileReportView (503 if none)
 /metrics                   GET     -                        Prometheus text 0.0.4
 /debug/actors              GET     -                        actor snapshots (JSON object)
 /openapi.json              GET     -                        OpenAPI 3.1 document
@@ -27,8 +36,13 @@ AITRAPP runbook            method  SOLAT runbook alias      handler / response
 SOLAT routes that do not exist yet (the LIVE gate path is a later issue) answer
 501 ``NOT_IMPLEMENTED`` with a pointer to what to use instead, rather than a bare 404:
 ``/execution/gates``, ``/execution/connect``, ``/execution/prelive/run``,
-``/execution/live/confirm``, ``/execution/live/revoke``, ``/execution/arm``,
-``/execution/disarm``, ``/execution/kill-switch/activate``, ``/execution/reconcile/report``.
+``/execution/live/confirm``, ``/execution/live/revoke``.
+
+The kill switch: ``activate`` trips the sticky HALT (body optional, reason defaults to
+``manual``; closes every position when ``close_on_kill_switch``); ``reset`` clears it, audited
+with the operator and reason, and leaves the engine disarmed (``POST /execution/arm`` to trade
+again, after ``POST /resume`` if pauses remain). ``POST /resume`` while HALTED is a 409
+``HALTED`` naming the HALT and the reset route.
 
 Errors. Every failure is JSON ``ErrorBody`` (``{"error": CODE, "message": ...}``): 404
 ``NOT_FOUND``, 405 ``METHOD_NOT_ALLOWED``, 400 ``BAD_REQUEST`` (the message names the field and
@@ -63,15 +77,23 @@ from werkzeug.wrappers import Request, Response
 
 from adapters.http.openapi import Operation, QueryParameter, build_openapi
 from domain.messages.api import (
+    ArmRequest,
+    ArmView,
+    DisarmRequest,
     ErrorBody,
     FlattenRequest,
     HealthView,
+    KillSwitchActivateRequest,
+    KillSwitchResetRequest,
+    KillSwitchView,
     ModeRequest,
     ModeResult,
     OrdersView,
     PauseRequest,
     PositionsView,
     ReadyView,
+    Reason,
+    ReconcileReportView,
     RiskView,
     StatusView,
 )
@@ -156,6 +178,18 @@ class ControlPort(Protocol):
 
     def risk(self) -> RiskView: ...
 
+    def kill_switch_activate(self, request: KillSwitchActivateRequest) -> KillSwitchView: ...
+
+    def kill_switch_reset(self, request: KillSwitchResetRequest) -> KillSwitchView: ...
+
+    def kill_switch(self) -> KillSwitchView: ...
+
+    def arm(self, request: ArmRequest) -> ArmView: ...
+
+    def disarm(self, request: DisarmRequest) -> ArmView: ...
+
+    def reconcile_report(self) -> ReconcileReportView: ...
+
     def debug_actors(self) -> dict[str, Any]: ...
 
     def metrics_text(self) -> bytes: ...
@@ -168,6 +202,8 @@ class ControlPort(Protocol):
 _REASON_QUERY = QueryParameter(
     name="reason",
     description="Same as the body's reason; use one or the other (or the same value in both).",
+    # The same constraints the body's field has (1 to 200 characters), from the same type.
+    schema=tuple(msgspec.json.schema(Reason).items()),
 )
 _LIMIT_QUERY = QueryParameter(
     name="limit",
@@ -180,6 +216,13 @@ _LIMIT_QUERY = QueryParameter(
     ),
 )
 _NOT_READY = ((503, "NOT READY: the blockers say why", ReadyView),)
+_NO_REPORT = (
+    (
+        503,
+        "RECONCILE_UNAVAILABLE: no report to give (the order actor is down or has none)",
+        ErrorBody,
+    ),
+)
 
 OPERATIONS: tuple[Operation, ...] = (
     # AITRAPP dialect
@@ -254,6 +297,62 @@ OPERATIONS: tuple[Operation, ...] = (
         dialect="solat",
     ),
     Operation("/execution/risk", "GET", "risk", "Risk limits", RiskView, dialect="solat"),
+    Operation(
+        "/execution/kill-switch/activate",
+        "POST",
+        "kill_switch_activate",
+        "Trip the sticky HALT (closes positions when close_on_kill_switch)",
+        KillSwitchView,
+        KillSwitchActivateRequest,
+        (_REASON_QUERY,),
+        dialect="solat",
+    ),
+    Operation(
+        "/execution/kill-switch/reset",
+        "POST",
+        "kill_switch_reset",
+        "Clear the HALT (audited; leaves the engine disarmed)",
+        KillSwitchView,
+        KillSwitchResetRequest,
+        (_REASON_QUERY,),
+        dialect="solat",
+    ),
+    Operation(
+        "/execution/kill-switch",
+        "GET",
+        "kill_switch",
+        "Kill switch state",
+        KillSwitchView,
+        dialect="solat",
+    ),
+    Operation(
+        "/execution/arm",
+        "POST",
+        "arm",
+        "Arm order flow (PAPER)",
+        ArmView,
+        ArmRequest,
+        dialect="solat",
+    ),
+    Operation(
+        "/execution/disarm",
+        "POST",
+        "disarm",
+        "Disarm: refuse entries until armed (survives restarts)",
+        ArmView,
+        DisarmRequest,
+        (_REASON_QUERY,),
+        dialect="solat",
+    ),
+    Operation(
+        "/execution/reconcile/report",
+        "GET",
+        "reconcile_report",
+        "Latest comparison of our books with the broker's",
+        ReconcileReportView,
+        extra_responses=_NO_REPORT,
+        dialect="solat",
+    ),
 )
 
 # SOLAT gate routes still to come. Delete a line when its route is added to OPERATIONS.
@@ -263,10 +362,6 @@ PLANNED_ROUTES: dict[str, str] = {
     "/execution/prelive/run": "pre-live check",
     "/execution/live/confirm": "LIVE confirmation",
     "/execution/live/revoke": "LIVE revocation",
-    "/execution/arm": "arming",
-    "/execution/disarm": "disarming",
-    "/execution/kill-switch/activate": "kill switch activation",
-    "/execution/reconcile/report": "reconciliation report",
 }
 
 _PLANNED_ENDPOINT_PREFIX = "planned:"
@@ -322,6 +417,12 @@ class AdminApp:
             "positions": self._positions,
             "orders": self._orders,
             "risk": self._risk,
+            "kill_switch_activate": self._kill_switch_activate,
+            "kill_switch_reset": self._kill_switch_reset,
+            "kill_switch": self._kill_switch,
+            "arm": self._arm,
+            "disarm": self._disarm,
+            "reconcile_report": self._reconcile_report,
             "metrics": self._metrics,
             "debug_actors": self._debug_actors,
             "openapi": self._openapi,
@@ -481,6 +582,27 @@ class AdminApp:
     def _risk(self, request: Request) -> Response:
         return _json_response(self._control.risk())
 
+    def _kill_switch_activate(self, request: Request) -> Response:
+        activate = _decode_with_reason(request, KillSwitchActivateRequest)
+        return _json_response(self._control.kill_switch_activate(activate))
+
+    def _kill_switch_reset(self, request: Request) -> Response:
+        reset = _decode_with_reason(request, KillSwitchResetRequest)
+        return _json_response(self._control.kill_switch_reset(reset))
+
+    def _kill_switch(self, request: Request) -> Response:
+        return _json_response(self._control.kill_switch())
+
+    def _arm(self, request: Request) -> Response:
+        arm_request, _had_body = _decode_body(request, ArmRequest)
+        return _json_response(self._control.arm(arm_request))
+
+    def _disarm(self, request: Request) -> Response:
+        return _json_response(self._control.disarm(_decode_with_reason(request, DisarmRequest)))
+
+    def _reconcile_report(self, request: Request) -> Response:
+        return _json_response(self._control.reconcile_report())
+
     def _metrics(self, request: Request) -> Response:
         return Response(
             self._control.metrics_text(),
@@ -556,7 +678,8 @@ def _decode_with_reason(request: Request, type_: type[_StructT]) -> _StructT:
             "BAD_REQUEST",
             f"reason was given twice and differs: query {query_reason!r}, body {body_reason!r}",
         )
-    return from_query
+    # The same reason in both: the body keeps its other fields (a reset's operator).
+    return decoded if had_body else from_query
 
 
 def _convert(data: dict[str, Any], type_: type[_StructT]) -> _StructT:

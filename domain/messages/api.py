@@ -20,10 +20,16 @@ from domain.messages.orders import PositionView, RiskBlocked
 
 __all__ = [
     "ActorView",
+    "ArmRequest",
+    "ArmView",
+    "DisarmRequest",
     "ErrorBody",
     "FlattenRequest",
     "HealthView",
     "InstrumentReconcileView",
+    "KillSwitchActivateRequest",
+    "KillSwitchResetRequest",
+    "KillSwitchView",
     "ModeRequest",
     "ModeResult",
     "OrderView",
@@ -61,6 +67,36 @@ class PauseRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
 class FlattenRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Cancel every working sibling, then close every position at market."""
+
+    reason: Reason = "operator"
+
+
+class KillSwitchActivateRequest(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
+):
+    """Trip the kill switch (sticky HALT). Whether positions are closed too is the engine's
+    ``close_on_kill_switch`` setting, not the caller's choice."""
+
+    reason: Reason = "manual"
+
+
+class KillSwitchResetRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Clear the HALT. Audited with ``operator`` and ``reason``; leaves the engine disarmed."""
+
+    reason: Reason = "manual"
+    operator: Reason = "operator"
+
+
+class ArmRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Arm order flow (the SOLAT runbook's body). ``live_mode`` asks for LIVE arming, which
+    goes through the LIVE gates (not built yet: refused with 409)."""
+
+    confirm: bool = True
+    live_mode: bool = False
+
+
+class DisarmRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Stop order flow for entries until armed again (persists across restarts)."""
 
     reason: Reason = "operator"
 
@@ -126,6 +162,43 @@ class StatusView(msgspec.Struct, frozen=True, kw_only=True):
     uptime_s: float
     actors: list[ActorView]
     ts_event: int
+    halt_detail: str | None = None
+    # False while the HALT is in force in memory but could not be stored yet (storage down):
+    # it is retried every timer tick; a crash before it is stored would lose it.
+    halt_persisted: bool = True
+    # False while any kill-switch decision (HALT, operator pause, disarm) is not yet stored.
+    control_persisted: bool = True
+    # Parts of this view answered from the last known figures because their owner could not
+    # answer now (e.g. "order: ACTOR_UNAVAILABLE ...; figures as of 12.0s ago").
+    degraded: list[str] = msgspec.field(default_factory=list)
+
+
+class KillSwitchView(msgspec.Struct, frozen=True, kw_only=True):
+    """``/execution/kill-switch``: the sticky HALT and what it takes to clear it.
+
+    ``reason`` is the UPPER_SNAKE code (``MANUAL`` for an operator, ``DAILY_LOSS_LIMIT``, ...);
+    ``detail`` the figures or the operator's text. ``flatten_pause`` is True while the FLATTEN
+    pause keeps the book flat (cleared by ``POST /resume``, not by a reset)."""
+
+    active: bool
+    reason: str | None
+    detail: str | None
+    activated_ns: int | None
+    persisted: bool
+    armed: bool
+    trading_state: TradingState
+    flatten_pause: bool
+    message: str
+
+
+class ArmView(msgspec.Struct, frozen=True, kw_only=True):
+    """Outcome of ``/execution/arm`` and ``/execution/disarm`` (the SOLAT runbook's shape)."""
+
+    ok: bool
+    armed: bool
+    mode: Mode
+    live: bool
+    message: str
 
 
 class HealthView(msgspec.Struct, frozen=True, kw_only=True):

@@ -16,6 +16,7 @@ __all__ = [
     "InjectFault",
     "LeadershipChanged",
     "PauseEntries",
+    "QueryLastPortfolio",
     "ReloadRiskWindows",
     "RepublishState",
     "ResetKillSwitch",
@@ -34,12 +35,20 @@ class TimerFired(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class PauseEntries(msgspec.Struct, frozen=True, kw_only=True):
+    """Pause entries for ``cause``. A FLATTEN pause also means "keep the book flat": the kill
+    switch stores it, then tells the order actor ``FlattenAll`` with ``detail`` as the reason.
+
+    ``routine`` marks an expected, momentary pause (waiting for the leader lease at start): it
+    is logged at INFO and not audited, so a normal start does not look like an incident."""
+
     cause: PauseCause
     detail: str = ""
+    routine: bool = False
 
 
 class ResumeEntries(msgspec.Struct, frozen=True, kw_only=True):
     cause: PauseCause
+    routine: bool = False
 
 
 class TripKillSwitch(msgspec.Struct, frozen=True, kw_only=True):
@@ -66,6 +75,9 @@ class TradingStateChanged(msgspec.Struct, frozen=True, kw_only=True):
     pause_causes: tuple[PauseCause, ...]
     halt_reason: str | None
     ts_event: int
+    # False while a decision of the kill switch (HALT, operator pause, disarm) is in force in
+    # memory but not yet stored: a sender waiting for its trip to be safe waits for True.
+    persisted: bool = True
 
     @property
     def entries_allowed(self) -> bool:
@@ -103,9 +115,11 @@ class ChildFailed(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ResetKillSwitch(msgspec.Struct, frozen=True, kw_only=True):
-    """Operator clears a HALT. The only way out of HALTED."""
+    """Operator clears a HALT. The only way out of HALTED. It does not re-arm: after a reset
+    the engine is disarmed until an explicit ``ArmTrading``."""
 
     operator: str = "operator"
+    reason: str = "manual"
 
 
 class SetMode(msgspec.Struct, frozen=True, kw_only=True):
@@ -139,3 +153,8 @@ class ReloadRiskWindows(msgspec.Struct, frozen=True, kw_only=True):
 
 class RepublishState(msgspec.Struct, frozen=True, kw_only=True):
     """Send your current state to your subscribers again (a subscriber was restarted)."""
+
+
+class QueryLastPortfolio(msgspec.Struct, frozen=True, kw_only=True):
+    """Ask the risk actor for the last ``PortfolioUpdated`` it received from the order actor:
+    what ``/status`` shows when the order actor itself cannot answer (``ts_event`` 0: none)."""

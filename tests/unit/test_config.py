@@ -84,6 +84,7 @@ class TestEnvironmentOverrides:
             "MAX_CONCURRENT_POSITIONS": "3",
             "PER_SYMBOL_EXPOSURE_CAP": "5000",
             "MAX_TRADES_PER_HOUR": "10",
+            "CLOSE_ON_KILL_SWITCH": "false",
             "DATABASE_URL": "sqlite:///tmp/x.db",
             "VIGIL_HTTP_HOST": "0.0.0.0",
             "VIGIL_HTTP_PORT": "8042",
@@ -107,6 +108,7 @@ class TestEnvironmentOverrides:
         assert config.risk.per_symbol_exposure_cap_rupees == Decimal("5000")
         assert config.risk.max_trades_per_hour == 10
         assert config.risk.capital_rupees == Decimal("500000")  # untouched YAML value stays
+        assert config.close_on_kill_switch is False
         assert config.database_url == "sqlite:///tmp/x.db"
         assert (config.http.host, config.http.port) == ("0.0.0.0", 8042)
         assert config.http.token is not None
