@@ -311,8 +311,13 @@ class OrderActor(VigilActor):
 
     # ------------------------------------------------------------------ EVENT HANDLERS
     def on_fill_report(self, fill: FillReport) -> None:
+        # Only a report the broker pushed proves its stream alive; one we fetched by asking
+        # (reconciliation, settling) must not hide a silent stream.
+        self._stream_alive(self.clock.now_ns())
+        self._apply_fill_report(fill)
+
+    def _apply_fill_report(self, fill: FillReport) -> None:
         now = self.clock.now_ns()
-        self._stream_alive(now)
         if fill.trade_id in self._trade_ids:
             return
         order = self._find_order(fill.client_order_id)
@@ -359,8 +364,11 @@ class OrderActor(VigilActor):
         self._after_change()
 
     def on_order_status_report(self, report: OrderStatusReport) -> None:
+        self._stream_alive(self.clock.now_ns())
+        self._apply_status_report(report)
+
+    def _apply_status_report(self, report: OrderStatusReport) -> None:
         now = self.clock.now_ns()
-        self._stream_alive(now)
         order = self._find_order(report.client_order_id)
         if order is None:
             self._unknown_report("status", report.client_order_id, report, now)
@@ -1060,12 +1068,35 @@ class OrderActor(VigilActor):
                 if report is None:
                     self._expire_locally(order, reason, now)
                     continue
-                self.on_order_status_report(report)
+                self._apply_status_report(report)
                 if not order.status.is_working:
                     continue
             self._record_expiry(order, reason, now)
             order.reason = reason
             self._cancel(oco.CancelLeg(client_order_id=order.client_order_id))
+
+    def _may_resend_cancel(self, order: Order, now: int) -> bool:
+        """Count a cancel the broker still shows working; past max_attempts stop asking and
+        HALT: a stop or target the broker will not cancel can outlive its position, and only
+        an operator (or the broker's own desk) can remove it."""
+        key = ("cancel", order.client_order_id)
+        self._attempts[key] += 1
+        attempts = self._attempts[key]
+        limit = self._order_config.max_attempts
+        if attempts <= limit:
+            return True
+        if attempts == limit + 1:
+            detail = (
+                f"{order.client_order_id} ({order.leg.value}) still working at the broker after "
+                f"{limit} cancel requests (max_attempts={limit})"
+            )
+            self._escalate("CANCEL_GAVE_UP", detail, order, now)
+            self._safety.send(
+                "halt:CANCEL_GAVE_UP",
+                TripKillSwitch(reason="CANCEL_GAVE_UP", detail=detail),
+                now_ns=now,
+            )
+        return False
 
     def _give_up_sending(self, order: Order, attempts: int, now: int) -> None:
         """A resend loop that used up its attempts: end the order as never sent and escalate
@@ -1105,7 +1136,7 @@ class OrderActor(VigilActor):
             )
 
     def _settle_locally(self, order: Order, reason: str) -> None:
-        self.on_order_status_report(
+        self._apply_status_report(
             OrderStatusReport(
                 client_order_id=order.client_order_id,
                 broker_order_id=order.broker_order_id or "",
@@ -1286,10 +1317,10 @@ class OrderActor(VigilActor):
         for action in actions:
             sentence = describe_action(action)
             if isinstance(action, ApplyFill):
-                self.on_fill_report(action.fill)
+                self._apply_fill_report(action.fill)
             elif isinstance(action, ApplyStatus):
                 try:
-                    self.on_order_status_report(action.report)
+                    self._apply_status_report(action.report)
                 except InvalidTransition as error:
                     # One report our books cannot take must not stop the rest.
                     self._halt_on_drift("RECONCILE_MISMATCH", str(error), action.report, now)
@@ -1322,6 +1353,8 @@ class OrderActor(VigilActor):
                 if order is None or order.status is not OrderStatus.PENDING_CANCEL:
                     continue
                 # Still working at the broker: our cancel was lost (or its outcome unknown).
+                if not self._may_resend_cancel(order, now):
+                    continue
                 self._metrics.retries_total.labels(type="cancel_resend").inc()
                 self._request_cancel(order)
             log_event(logger, "RECOVERY", f"reconcile: {sentence}", action=type(action).__name__)
