@@ -150,11 +150,12 @@ class Database:
         except DBAPIError as error:
             if engine is not None:
                 engine.dispose()
-            raise DatabaseUnavailable(where, _driver_message(error)) from error
+            cause = _without_password(_driver_message(error), parsed)
+            raise DatabaseUnavailable(where, cause) from error
         except SQLAlchemyError as error:
             if engine is not None:
                 engine.dispose()
-            raise DatabaseUnavailable(where, str(error)) from error
+            raise DatabaseUnavailable(where, _without_password(str(error), parsed)) from error
         except _alembic_errors() as error:
             raise DatabaseUnavailable(where, f"schema migration failed: {error}") from error
         return cls(engine)
@@ -218,6 +219,12 @@ def _check_sqlite_location(parsed: URL, where: str) -> None:
         raise DatabaseUnavailable(
             where, f"its folder {folder.absolute()} is not writable by this user"
         )
+
+
+def _without_password(text: str, parsed: URL) -> str:
+    # Drivers do not usually echo the password, but a DSN in an error message would.
+    password = parsed.password
+    return text.replace(str(password), "***") if password else text
 
 
 def _os_reason(error: OSError) -> str:
