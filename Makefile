@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: verify paper test bench lint post-close clean
+.PHONY: verify paper test test-loop bench lint post-close clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,12 @@ paper: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# The whole suite N times in a row (default 10); stops at the first failure, prints the pass
+# count and each run's duration, keeps the failing run's output in logs/test-loop-failure.log.
+N ?= 10
+test-loop: $(STAMP)
+	$(PY) -m tools.test_loop --runs $(N)
 
 bench: $(STAMP)
 	$(PY) -m tools.bench

@@ -8,6 +8,7 @@ actor shows up in the dump as such instead of failing the whole dump.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -20,9 +21,20 @@ from domain.messages import QuerySnapshot
 if TYPE_CHECKING:
     from actors.directory import ActorDirectory
 
-__all__ = ["gather_snapshots", "write_dump_in_background"]
+__all__ = ["dump_kind", "gather_snapshots", "write_dump_in_background"]
 
 logger = logging.getLogger(__name__)
+
+# A dump's kind becomes part of its file name, where write_state_dump allows only these.
+_UNSAFE_IN_KIND = re.compile(r"[^A-Za-z0-9_-]")
+_MAX_KIND_LENGTH = 64
+
+
+def dump_kind(text: str) -> str:
+    """``text`` made fit for a dump file name: ``postmortem-feed:synthetic`` becomes
+    ``postmortem-feed_synthetic`` (actor names hold ``:``; the dump itself keeps the real name).
+    """
+    return _UNSAFE_IN_KIND.sub("_", text)[:_MAX_KIND_LENGTH] or "dump"
 
 
 def gather_snapshots(directory: ActorDirectory, *, timeout_s: float = 2.0) -> dict[str, Any]:
@@ -50,7 +62,12 @@ def write_dump_in_background(
     extra: Mapping[str, Any] | None = None,
     on_written: Callable[[Path], None] | None = None,
 ) -> threading.Thread:
-    """Gather and write a dump on a helper thread, so an actor can ask for one safely."""
+    """Gather and write a dump on a helper thread, so an actor can ask for one safely.
+
+    ``kind`` may hold any characters (an actor name such as ``strategy:orb_1``): it is made
+    fit for the file name with ``dump_kind``.
+    """
+    kind = dump_kind(kind)
 
     def run() -> None:
         try:

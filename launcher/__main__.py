@@ -2,6 +2,12 @@
 
 SIGINT/SIGTERM stop the engine cleanly (children in reverse order, lease released).
 SIGUSR1 writes an actor-state dump to the logs folder without stopping anything.
+
+Exit codes: 0 after a clean stop; 2 for a configuration that cannot be used (bad YAML or
+value, a logs folder that cannot be written); 1 when the engine cannot start. A start-up
+failure the pre-flight foresaw (admin port taken, database unusable) is one line on stderr and
+one ``START_FAILED`` log event, without a traceback: it is the operator's to fix, not a bug.
+Anything else that fails the start is logged with its traceback.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from actors.dumps import write_dump_in_background
 from adapters.logs import configure_logging, log_event
 from launcher.config import ConfigError, config_sha, load_config
 from launcher.engine import Engine
+from launcher.preflight import StartupError
 
 __all__ = ["main"]
 
@@ -45,7 +52,11 @@ def main(argv: list[str] | None = None) -> int:
         for secret in (config.http.token, config.live.live_enable_token)
         if secret is not None
     ]
-    configure_logging(logs_dir=config.logs_dir, level=config.log_level, secrets=secrets)
+    try:
+        configure_logging(logs_dir=config.logs_dir, level=config.log_level, secrets=secrets)
+    except OSError as error:
+        print(f"configuration error: logs_dir {config.logs_dir!r}: {error}", file=sys.stderr)
+        return 2
     engine = Engine(config)
     stop_requested = threading.Event()
 
@@ -66,6 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGUSR1, dump_state)
     try:
         engine.start()
+    except StartupError as error:
+        log_event(logger, "START_FAILED", str(error), level=logging.ERROR)
+        print(f"cannot start: {error}", file=sys.stderr)
+        engine.stop()
+        return 1
     except Exception:
         logger.exception("engine failed to start")
         engine.stop()

@@ -9,6 +9,12 @@ environment. Only the variables in ``ENV_OVERRIDES`` are read; their names are t
 runbook's. Any failure raises ``ConfigError`` with one line per problem, each naming the key
 (dotted path) and the rule, so the launcher can print it to the operator and exit.
 
+``data_dir`` (``VIGIL_DATA_DIR``) is the folder for the engine's data files, the default SQLite
+database above all. The database is chosen, first match wins: ``DATABASE_URL`` in the
+environment (or ``.env``); ``database_url`` in the YAML profile; else
+``sqlite:///<data_dir>/vigil.db``. So ``VIGIL_DATA_DIR`` moves the database only while no URL
+is given explicitly; an explicit URL is never rewritten.
+
 Relative paths in the config (``data_dir``, ``logs_dir``, a ``sqlite:///relative.db``
 ``database_url``) are NOT resolved here: they stay relative to the process working
 directory, as the operator typed them. Only the default profile location is anchored to the
@@ -38,6 +44,7 @@ from domain.config import EngineConfig
 __all__ = [
     "CONFIG_PATH_ENV",
     "DEFAULT_CONFIG_PATH",
+    "DEFAULT_DATABASE_FILE",
     "ENV_OVERRIDES",
     "REPO_ROOT",
     "ConfigError",
@@ -54,6 +61,9 @@ DEFAULT_CONFIG_PATH = REPO_ROOT / "configs" / "paper.yaml"
 
 CONFIG_PATH_ENV = "VIGIL_CONFIG"
 """Environment variable naming the profile to load."""
+
+DEFAULT_DATABASE_FILE = "vigil.db"
+"""The SQLite file, inside ``data_dir``, used when no ``database_url`` is given."""
 
 ENV_OVERRIDES: Mapping[str, tuple[str, ...]] = types.MappingProxyType(
     {
@@ -143,6 +153,7 @@ def load_config(
     source = Path(path) if path is not None else _default_path(env)
     document = _read_yaml(source)
     overridden = _apply_overrides(document, env)
+    _place_default_database(document)
     try:
         return EngineConfig.model_validate(document)
     except ValidationError as error:
@@ -217,6 +228,17 @@ def _apply_overrides(
         section[key_path[-1]] = value
         overridden[key_path] = variable
     return overridden
+
+
+def _place_default_database(document: dict[str, Any]) -> None:
+    # An explicit URL (YAML or DATABASE_URL, already applied) is used as given; otherwise the
+    # SQLite file lives in data_dir, so VIGIL_DATA_DIR moves it.
+    if document.get("database_url"):
+        return
+    data_dir = document.get("data_dir") or EngineConfig.model_fields["data_dir"].default
+    if not isinstance(data_dir, str):
+        return  # validation names the bad data_dir
+    document["database_url"] = f"sqlite:///{(Path(data_dir) / DEFAULT_DATABASE_FILE).as_posix()}"
 
 
 def _section(document: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any] | None:

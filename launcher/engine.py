@@ -46,6 +46,7 @@ from domain.instruments import Instrument
 from domain.messages import QuerySnapshot, Tick, TicksReceived, TimerFired
 from domain.strategies import build_strategy
 from launcher.config import config_sha
+from launcher.preflight import check_admin_port, open_database
 
 if TYPE_CHECKING:
     from adapters.brokers.base import BrokerPort
@@ -128,7 +129,18 @@ class Engine:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
+        """Pre-flight, then build and start everything; return once it runs.
+
+        Raises:
+            StartupError: a pre-flight check failed (admin port taken, database unusable);
+                nothing was started and no lease was taken.
+        """
         config = self.config
+        # Pre-flight, before the lease can be taken: a process that cannot serve its port or
+        # open its database must not lead (a standby could have), and says why in one line.
+        if self._run_http:
+            check_admin_port(config.http)
+        database = open_database(config.database_url)
         if config.cpu_affinity:
             os.sched_setaffinity(0, set(config.cpu_affinity))
         log_event(
@@ -139,7 +151,7 @@ class Engine:
             mode=config.mode.value,
             config_sha=self.config_sha,
         )
-        self.database = Database.from_url(config.database_url)
+        self.database = database
         self.broker = PaperBroker(
             config=config.paper_broker,
             instruments=self.instruments,

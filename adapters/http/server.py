@@ -8,6 +8,7 @@ trigger, closes every socket on the loop's own thread and joins the threads.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import socket
@@ -21,7 +22,7 @@ from waitress.trigger import trigger as WaitressTrigger
 if TYPE_CHECKING:
     from wsgiref.types import WSGIApplication
 
-__all__ = ["AdminHttpServer"]
+__all__ = ["AdminHttpServer", "check_bindable"]
 
 _log = logging.getLogger(__name__)
 
@@ -144,7 +145,12 @@ class AdminHttpServer:
         if thread.is_alive() and trigger is not None:
             # Sockets belong to the loop thread: close them there, and the loop ends when its
             # socket map is empty.
-            trigger.pull_trigger(lambda: wasyncore.close_all(self._map, ignore_all=True))
+            # pull_trigger queues the thunk, then writes the wake-up byte. A worker that pulled
+            # the trigger just before (a response done) can wake the loop in between: it runs
+            # the thunk, which closes the trigger too, and the write finds its pipe closed
+            # (EBADF). The thunk ran; nothing is left to wake.
+            with contextlib.suppress(OSError):
+                trigger.pull_trigger(lambda: wasyncore.close_all(self._map, ignore_all=True))
             thread.join(_STOP_TIMEOUT_S)
         if thread.is_alive():
             _log.warning(
@@ -185,6 +191,19 @@ class AdminHttpServer:
                 self._host,
                 extra={"event": "HTTP_NO_TOKEN", "host": self._host},
             )
+
+
+def check_bindable(host: str, port: int) -> None:
+    """Bind ``host:port`` exactly as ``AdminHttpServer.start`` will, then let it go.
+
+    A start-up pre-flight: it finds a port in use before anything else is set up (the leader
+    lease above all). Another process can still take the port between this check and the
+    real bind; the real bind then fails as before.
+
+    Raises:
+        OSError: the address cannot be bound; the message names ``host:port`` and the cause.
+    """
+    _bind(host, port).close()
 
 
 def _is_loopback(host: str) -> bool:

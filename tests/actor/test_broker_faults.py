@@ -7,12 +7,15 @@ from collections.abc import Callable
 import pytest
 
 from domain.enums import OrderStatus, PauseCause, TradingState
-from domain.messages import InjectFault, TripKillSwitch
+from domain.messages import InjectFault, QuerySnapshot, TripKillSwitch
 from tests.actor.conftest import Desk
 from tests.actor.test_brackets import open_position
-from tests.actor.test_supervision import restarts
+from tests.actor.test_supervision import restarts, wait_for_restart
 
-SETTLE_S = 3.5  # past the order actor's in-flight settle delay
+
+def settle_delay_s(desk: Desk) -> float:
+    """Manual-clock seconds that put an in-flight order past the order actor's settle delay."""
+    return desk.engine.config.orders.in_flight_settle_s + 0.5
 
 
 @pytest.fixture
@@ -20,6 +23,19 @@ def faulty(desk_factory: Callable[..., Desk]) -> Desk:
     desk = desk_factory(broker_faults=True)
     desk.ready_to_trade()
     return desk
+
+
+def wait_for_loss(desk: Desk, what: str) -> None:
+    """Wait until the armed fault has struck AND the order actor has finished handling it.
+
+    ``faults.lost`` fills in while the order actor is still inside the failed call; it dates
+    the request (the in-flight settle delay runs from it) only after the call raises. A clock
+    moved in between would date it after the jump, and the settle pass would then wait for a
+    clock that no longer moves. An ask returns only once that handler is done.
+    """
+    assert desk.engine.faults is not None
+    desk.settle(lambda: desk.engine.faults.lost, what=what)  # type: ignore[union-attr]
+    desk.engine.directory.ask("order", QuerySnapshot(), timeout_s=10)
 
 
 def statuses(desk: Desk, plan_id: str) -> dict[str, OrderStatus]:
@@ -41,8 +57,8 @@ def test_a_lost_cancel_is_sent_again_so_no_sibling_outlives_its_position(faulty:
     faulty.engine.faults.lose_next("cancel_order", loss="request")
     faulty.quote("AAA", "98.90", "99.00")  # the stop fills; the target's cancel is lost
     faulty.settle(lambda: statuses(faulty, plan_id)["STOP"] is OrderStatus.FILLED, what="stop")
-    faulty.settle(lambda: faulty.engine.faults.lost, what="the target's cancel lost")  # type: ignore[union-attr]
-    faulty.step(SETTLE_S)
+    wait_for_loss(faulty, "the target's cancel lost")
+    faulty.step(settle_delay_s(faulty))
     faulty.settle(lambda: venue_statuses(faulty, plan_id).get("T") == "CANCELLED", what="resent")
     # The target price comes later: nothing is left there to fill, no short is opened.
     faulty.quote("AAA", "102.50", "102.60")
@@ -59,10 +75,10 @@ def test_an_entry_lost_on_the_way_is_not_resent_once_trading_halted(faulty: Desk
     assert faulty.engine.faults is not None
     faulty.engine.faults.lose_next("submit_order", loss="request")
     plan = faulty.send_plan()
-    faulty.settle(lambda: faulty.engine.faults.lost, what="entry lost")  # type: ignore[union-attr]
+    wait_for_loss(faulty, "entry lost")
     faulty.engine.directory.tell("kill_switch", TripKillSwitch(reason="OPERATOR_DRILL"))
     faulty.settle(lambda: faulty.trading().state.state is TradingState.HALTED, what="HALTED")
-    faulty.step(SETTLE_S)
+    faulty.step(settle_delay_s(faulty))
     [entry] = faulty.settle(
         lambda: [
             o for o in faulty.orders_for(plan.plan_client_id) if o.status is OrderStatus.CANCELLED
@@ -77,8 +93,8 @@ def test_an_entry_whose_answer_was_lost_is_settled_from_the_broker_list(faulty: 
     assert faulty.engine.faults is not None
     faulty.engine.faults.lose_next("submit_order", loss="response")
     plan = faulty.send_plan()
-    faulty.settle(lambda: faulty.engine.faults.lost, what="answer lost")  # type: ignore[union-attr]
-    faulty.step(SETTLE_S)
+    wait_for_loss(faulty, "answer lost")
+    faulty.step(settle_delay_s(faulty))
     faulty.settle(
         lambda: set(faulty.working_legs(plan.plan_client_id)) == {"STOP", "TARGET"},
         what="bracket formed from the broker's word",
@@ -114,7 +130,11 @@ def test_a_stopped_out_loss_counts_today_while_its_sibling_cancel_is_pending(
     )
     assert realized < 0
     faulty.engine.directory.tell("order", InjectFault(detail="order drill"))
-    faulty.step(SETTLE_S)
+    # The clock moves only once the new incarnation has recovered: recovering after the jump,
+    # it would date the pending cancel from then, and the settle pass would wait for a clock
+    # that no longer moves.
+    wait_for_restart(faulty, "order", 1)
+    faulty.step(settle_delay_s(faulty))
     faulty.settle(lambda: not faulty.working_legs(plan_id), what="bracket done")
     faulty.step(1.0)
     faulty.settle(

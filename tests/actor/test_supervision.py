@@ -7,7 +7,7 @@ from pathlib import Path
 from adapters.storage.repositories import UnitOfWork
 from domain.clock import NANOS_PER_SECOND
 from domain.enums import PauseCause, TradingState
-from domain.messages import InjectFault
+from domain.messages import InjectFault, QuerySnapshot
 from tests.actor.conftest import Desk
 from tests.actor.test_brackets import open_position
 
@@ -20,6 +20,26 @@ def restarts(desk: Desk, name: str) -> int:
     return health["restarts"] if health["alive"] else -1
 
 
+# The actors the supervisor asks to republish their state when it restarts a child.
+_REPUBLISHERS = ("kill_switch", "leader", "order")
+
+
+def wait_for_restart(desk: Desk, name: str, count: int) -> None:
+    """Wait until ``name`` runs its ``count``-th restart AND has been told the current state.
+
+    A restarted actor starts knowing nothing of the trading state, leadership or portfolio
+    (the risk actor refuses every plan until it does). The supervisor restarts a child and tells
+    the publishers to republish in the same handler, so once ``restarts`` sees the new
+    incarnation alive, an ask to each publisher returns only after it has republished (inboxes
+    are FIFO), and an ask to the new incarnation only after it has taken those messages in.
+    No timing margin: an ordering barrier.
+    """
+    desk.settle(lambda: restarts(desk, name) == count, what=f"{name} restart {count}")
+    for publisher in _REPUBLISHERS:
+        desk.engine.directory.ask(publisher, QuerySnapshot(), timeout_s=10)
+    desk.engine.directory.ask(name, QuerySnapshot(), timeout_s=10)
+
+
 def metric(desk: Desk, name: str, **labels: str) -> float | None:
     return desk.engine.metrics.registry.get_sample_value(name, labels)
 
@@ -28,13 +48,11 @@ class TestRestart:
     def test_a_crashed_actor_is_restarted_and_keeps_working(self, desk: Desk) -> None:
         old_ref = desk.engine.directory.get("risk")
         assert desk.engine.directory.tell("risk", InjectFault(detail="drill"))
-        desk.settle(lambda: restarts(desk, "risk") == 1, what="risk restarted")
+        wait_for_restart(desk, "risk", 1)
         new_ref = desk.engine.directory.get("risk")
         assert new_ref is not None and new_ref is not old_ref and new_ref.is_alive()
         assert metric(desk, "trader_actor_restarts_total", actor="risk") == 1
-        # The restarted risk actor still approves plans end to end.
-        desk.step()  # the kill switch re-publishes the trading state within a timer tick
-        desk.step(1.0)
+        # The restarted risk actor, once told the state, still approves plans end to end.
         desk.quote("AAA", "100.00", "100.10")
         plan_id = open_position(desk)
         assert desk.working_legs(plan_id)
@@ -137,6 +155,11 @@ class TestAutoPause:
         assert desk.engine.broker is not None
         limit = desk.engine.config.heartbeats.order_stream_stale_s
         desk.engine.broker.set_report_sink(lambda report: None)  # the stream goes quiet
+        # The order actor dates a venue heartbeat by when it handles it, not by when the venue
+        # sent it: one still queued would be handled after the jump and count as fresh data
+        # at the new time, which the manual clock then never leaves. An ask queued behind it
+        # returns once it is handled; only then does the clock jump.
+        desk.engine.directory.ask("order", QuerySnapshot(), timeout_s=10)
         desk.clock.advance(limit + 1)
         desk.quote("AAA", "100.00", "100.10")  # market data stays fresh
         desk.settle(
@@ -188,7 +211,9 @@ class TestRiskWindowsSurviveRestart:
         desk.ready_to_trade()
         open_position(desk)
         desk.engine.directory.tell("risk", InjectFault(detail="risk drill"))
-        desk.settle(lambda: restarts(desk, "risk") == 1, what="risk restarted")
+        # Sent before the new incarnation knows the trading state, the plan would be refused
+        # as TRADING_PAUSED (portfolio or state unknown), never reaching the hourly window.
+        wait_for_restart(desk, "risk", 1)
         desk.quote("BBB", "200.00", "200.10")
         second = desk.send_plan(instrument="BBB", entry="200.10", stop="199", target="202")
         desk.settle(

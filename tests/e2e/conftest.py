@@ -59,13 +59,16 @@ class Launcher:
     def log_file(self) -> Path:
         return self.workdir / "logs" / "vigil.log"
 
-    def start(self) -> None:
+    def start(self, environment: dict[str, str] | None = None) -> None:
+        """Start the process; ``environment`` adds or overrides variables (DATABASE_URL...)."""
         env = {
             **os.environ,
             "PYTHONPATH": str(REPO_ROOT),
             "VIGIL_HTTP_PORT": str(self.port),
         }
         env.pop("DATABASE_URL", None)
+        env.pop("VIGIL_DATA_DIR", None)
+        env.update(environment or {})
         self.started_at = time.monotonic()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "launcher", "--config", str(self.config)],
@@ -91,6 +94,11 @@ class Launcher:
 
         wait_until(ready, timeout_s=timeout_s, message="/ready 200")
         return time.monotonic() - self.started_at
+
+    def wait_exit(self, timeout_s: float = 30.0) -> int:
+        """Wait for the process to end by itself; returns its exit code."""
+        assert self.process is not None
+        return self.process.wait(timeout_s)
 
     def get(self, path: str, **kwargs: Any) -> httpx.Response:
         return self.client.get(path, **kwargs)
