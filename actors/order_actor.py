@@ -399,7 +399,9 @@ class OrderActor(VigilActor):
         self._after_change()
 
     def on_order_stream_heartbeat(self, heartbeat: OrderStreamHeartbeat) -> None:
-        self._stream_alive(self.clock.now_ns())
+        # Dated when sent (never later than now): a heartbeat that waited in a backlog must not
+        # make a stream that has since gone silent look alive.
+        self._stream_alive(min(heartbeat.ts_event, self.clock.now_ns()))
 
     def on_trading_state_changed(self, state: TradingStateChanged) -> None:
         self._trading = state
@@ -1478,10 +1480,10 @@ class OrderActor(VigilActor):
             f"halt:{reason}", TripKillSwitch(reason=reason, detail=detail), now_ns=now
         )
 
-    def _stream_alive(self, now: int) -> None:
-        self._last_stream_ns = now
-        if self._stream_heartbeat.due(now, now):
-            self.directory.tell(SUPERVISOR, OrderStreamHeartbeat(ts_event=now))
+    def _stream_alive(self, seen_ns: int) -> None:
+        self._last_stream_ns = max(seen_ns, self._last_stream_ns or 0)
+        if self._stream_heartbeat.due(seen_ns, self.clock.now_ns()):
+            self.directory.tell(SUPERVISOR, OrderStreamHeartbeat(ts_event=seen_ns))
 
     def _bracket_orders(self, bracket: oco.Bracket) -> dict[str, Order]:
         return {

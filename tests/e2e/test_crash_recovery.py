@@ -69,7 +69,8 @@ def test_sigkill_with_open_brackets_recovers_every_position_protected_and_sends_
     launcher.kill()
 
     at_kill = open_brackets(launcher)
-    assert len(at_kill) >= 2
+    # Two were open a moment ago; a stop or target may close one before the kill lands.
+    assert at_kill, "every position closed between the check and the kill"
     trades_at_kill = {row["trade_id"] for row in query(launcher, "SELECT trade_id FROM fills")}
 
     launcher.start()
