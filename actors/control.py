@@ -138,6 +138,7 @@ class EngineControl:
                 PauseCause.ACTOR_UNRESPONSIVE,
             ):
                 blockers.append(f"{cause.cause.value}: {cause.detail}")
+        blockers.extend(self._stale_now(status))
         for actor in status.actors:
             if not actor.alive:
                 blockers.append(f"actor {actor.name} is not running")
@@ -149,6 +150,30 @@ class EngineControl:
             )
         blockers.extend(f"stale: {note}" for note in status.degraded)
         return ReadyView(ready=not blockers, blockers=blockers)
+
+    def _stale_now(self, status: StatusView) -> list[str]:
+        """Heartbeats judged at the moment of asking, not at the supervisor's last timer: a
+        process resumed after SIGSTOP (or a stalled timer thread) answers before its timers
+        catch up, and must not say ready on ages it has not looked at yet."""
+        limits = self._config.heartbeats
+        asserted = {cause.cause for cause in status.pause_causes}
+        stale = []
+        if PauseCause.MARKETDATA_STALE not in asserted:
+            stale.extend(
+                f"MARKETDATA_STALE: feed={feed} age_s={age:.1f} limit_s={limits.marketdata_stale_s}"
+                for feed, age in status.marketdata_age_s.items()
+                if age > limits.marketdata_stale_s
+            )
+        stream_age = status.order_stream_age_s
+        if (
+            PauseCause.ORDER_STREAM_STALE not in asserted
+            and stream_age is not None
+            and stream_age > limits.order_stream_stale_s
+        ):
+            stale.append(
+                f"ORDER_STREAM_STALE: age_s={stream_age:.1f} limit_s={limits.order_stream_stale_s}"
+            )
+        return stale
 
     def status(self) -> StatusView:
         degraded: list[str] = []

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from actors.base import VigilActor
-from adapters.logs import log_event
+from adapters.logs import ErrorRepeats, log_event
 from adapters.storage.repositories import UnitOfWork
 from domain.clock import NANOS_PER_SECOND
 from domain.messages import LeadershipChanged, RepublishState, TimerFired
@@ -71,6 +71,8 @@ class LeaderActor(VigilActor):
         self._next_renew_ns = 0
         self._last_error: str | None = None
         self._current_holder = ""
+        # Storage down means a failed renewal every second: one line, then counted summaries.
+        self._repeats = ErrorRepeats(logger, window_ns=60 * NANOS_PER_SECOND)
         self._standby_reason = ""
 
     def handlers(self) -> dict[type, Callable[[Any], Any]]:
@@ -127,10 +129,17 @@ class LeaderActor(VigilActor):
             self._last_error = None
         except Exception as error:
             self._last_error = repr(error)
-            logger.exception("leader lease renewal failed")
+            self._repeats.error(
+                "lease_renewal",
+                f"leader lease renewal failed: {error!r}",
+                now_ns=now,
+                event="LEADERSHIP",
+                exc_info=True,
+            )
             if self._is_leader and now >= self._expires_ns:
                 self._change(False, self._epoch, self._expires_ns, now, "renewal failed")
             return
+        self._repeats.resolved("lease_renewal", now)
         self._current_holder = lease.holder
         if lease.is_leader:
             self._standby_reason = ""

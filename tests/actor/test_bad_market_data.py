@@ -224,3 +224,17 @@ def test_a_csv_replay_with_bad_rows_in_the_middle_replays_every_good_row(
         assert counted == len(garbage)
     finally:
         engine.stop()
+
+
+def test_the_paper_venue_ignores_a_quote_the_feed_would_reject_even_when_called_directly(
+    desk: Desk,
+) -> None:
+    # Belt and braces: the venue fills money on a price, so it checks the price itself.
+    plan_id = open_position(desk, quantity=10)
+    broker = desk.engine.broker
+    assert broker is not None
+    for bad in ("NaN", "sNaN", "Infinity", "-1", "0"):
+        broker.on_tick(bad_tick(bad, bad, bad, ts=desk.clock.now_ns()))  # must not raise
+    desk.step(1.0)
+    legs = desk.working_legs(plan_id)
+    assert set(legs) == {"STOP", "TARGET"}, legs  # a zero bid did not trigger the stop

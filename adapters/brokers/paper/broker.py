@@ -74,6 +74,7 @@ from adapters.brokers.paper.venue import (
 )
 from adapters.storage.repositories import DEFAULT_LEASE_NAME
 from adapters.storage.tables import leader_lease
+from domain.market_data import tick_rejection
 from domain.messages import (
     FillReport,
     OrderRequest,
@@ -384,8 +385,12 @@ class PaperBroker:
     def on_tick(self, tick: Tick) -> None:
         """Take a new quote: apply what is due by the clock's now, then match on the quote.
 
-        Storage failures are logged and the pass is retried on the next call.
+        Storage failures are logged and the pass is retried on the next call. A quote the
+        feed actor would reject (NaN, infinite, crossed, absurd) is ignored here too: the venue
+        is the one consumer that fills money on a price, so it does not rely on its caller.
         """
+        if tick_rejection(tick, self._instruments.get(getattr(tick, "instrument", "")), None):
+            return
         with self._lock:
             if self._is_closed:
                 return
