@@ -79,6 +79,18 @@ def test_the_runbook_paper_steps_pass(launcher: Launcher) -> None:
     assert status["trading_state"] == "REDUCING"
     assert [c["cause"] for c in status["pause_causes"]] == ["FLATTEN"]
 
+    # SOLAT: the books are checked against the venue's, and the report says so.
+    report = wait_until(
+        lambda: (
+            (answer := launcher.get("/execution/reconcile/report")).status_code == 200
+            and answer.json()["runs"] > 0
+            and answer.json()
+        ),
+        timeout_s=30,
+        message="a reconciliation report",
+    )
+    assert report["error"] is None and report["last_run_ns"] is not None, report
+
     # LIVE is refused with what blocks it.
     response = launcher.post("/mode", json={"mode": "LIVE", "confirm": "CONFIRM LIVE TRADING"})
     assert response.status_code == 403
