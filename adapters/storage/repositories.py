@@ -301,18 +301,7 @@ class OrderRepository:
                     f"order epoch differs from its fence: client_order_id="
                     f"{order.client_order_id} order.epoch={order.epoch} fence.epoch={fence.epoch}"
                 )
-            lease_held = (
-                select(literal(1))
-                .select_from(leader_lease)
-                .where(
-                    leader_lease.c.name == fence.name,
-                    leader_lease.c.holder == fence.instance_id,
-                    leader_lease.c.epoch == fence.epoch,
-                    # An expired lease fences too: a standby may take it at any moment.
-                    true() if fence.now_ns is None else leader_lease.c.expires_ns > fence.now_ns,
-                )
-                .with_for_update(read=True)
-            )
+            lease_held = _lease_held(fence)
             columns = list(values)
             source = select(
                 *(literal(values[name], type_=orders.c[name].type) for name in columns)
@@ -327,15 +316,7 @@ class OrderRepository:
                 raise DuplicateClientOrderId(order.client_order_id) from error
             raise
         if fence is not None and result.first() is None:
-            lease = LeaseRepository(self._connection).current(fence.name)
-            raise StaleEpoch(
-                instance_id=fence.instance_id,
-                epoch=fence.epoch,
-                name=fence.name,
-                holder=None if lease is None else lease.holder,
-                current_epoch=None if lease is None else lease.epoch,
-                client_order_id=order.client_order_id,
-            )
+            raise self._stale(fence, order.client_order_id)
 
     def refence(self, client_order_id: str, fence: LeaseFence) -> None:
         """Re-stamp a stored order with ``fence.epoch``, only if the fence still holds.
@@ -350,28 +331,20 @@ class OrderRepository:
                 transaction is still usable.
             OrderNotFound: no such order is stored.
         """
-        lease_held = (
-            select(literal(1))
-            .select_from(leader_lease)
-            .where(
-                leader_lease.c.name == fence.name,
-                leader_lease.c.holder == fence.instance_id,
-                leader_lease.c.epoch == fence.epoch,
-                true() if fence.now_ns is None else leader_lease.c.expires_ns > fence.now_ns,
-            )
-            .with_for_update(read=True)
-        )
         result = self._connection.execute(
             update(orders)
-            .where(orders.c.client_order_id == client_order_id, exists(lease_held))
+            .where(orders.c.client_order_id == client_order_id, exists(_lease_held(fence)))
             .values(epoch=fence.epoch)
         )
         if result.rowcount == 1:
             return
         if self.get(client_order_id) is None:
             raise OrderNotFound(client_order_id)
+        raise self._stale(fence, client_order_id)
+
+    def _stale(self, fence: LeaseFence, client_order_id: str) -> StaleEpoch:
         lease = LeaseRepository(self._connection).current(fence.name)
-        raise StaleEpoch(
+        return StaleEpoch(
             instance_id=fence.instance_id,
             epoch=fence.epoch,
             name=fence.name,
@@ -825,6 +798,23 @@ class DailyReportRepository:
 # ---------------------------------------------------------------------------------------------
 # ROW MAPPING
 # ---------------------------------------------------------------------------------------------
+
+
+def _lease_held(fence: LeaseFence) -> Any:
+    """The fence as a sub-select: the lease is held by the fence's holder at its epoch (and, with
+    ``now_ns``, unexpired; an expired lease fences too, since a standby may take it at any
+    moment). Share-locked on PostgreSQL, so a takeover waits for the fenced write to commit."""
+    return (
+        select(literal(1))
+        .select_from(leader_lease)
+        .where(
+            leader_lease.c.name == fence.name,
+            leader_lease.c.holder == fence.instance_id,
+            leader_lease.c.epoch == fence.epoch,
+            true() if fence.now_ns is None else leader_lease.c.expires_ns > fence.now_ns,
+        )
+        .with_for_update(read=True)
+    )
 
 
 def _order_values(order: Order) -> dict[str, Any]:

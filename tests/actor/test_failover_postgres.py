@@ -13,13 +13,11 @@ and the wall time the same run took on this machine.
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import select
 
 from actors.base import SUPERVISOR
 from adapters.storage.repositories import UnitOfWork
@@ -37,19 +35,6 @@ pytestmark = pytest.mark.postgres
 
 STEP_S = 0.1
 GOAL_S = 3.0
-
-
-@pytest.fixture
-def fresh_postgres_url(postgres_url: str) -> Iterator[str]:
-    """A new, empty database on the throwaway server for this test alone."""
-    name = f"vigil_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    yield make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def step_everyone(desk: Desk) -> None:

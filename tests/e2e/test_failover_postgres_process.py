@@ -9,8 +9,6 @@ order the venue took.
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +16,6 @@ import httpx
 import pytest
 import yaml
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from adapters.storage.database import Database
 from tests.e2e.conftest import Launcher, fast_paper_config, free_port
@@ -28,19 +25,6 @@ from tools.reconcile import reconcile
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.timeout(300)]
 
 TERMINAL = ("FILLED", "CANCELLED", "REJECTED")
-
-
-@pytest.fixture
-def fresh_postgres_url(postgres_url: str) -> Iterator[str]:
-    """A new, empty database on the throwaway server for this test alone."""
-    name = f"vigil_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    yield make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def process(tmp_path: Path, name: str, database_url: str) -> Launcher:
