@@ -136,10 +136,14 @@ class TickConflator:
                 self._wake_pending = False
 
     def drain(self) -> list[Tick]:
+        """The latest tick of each instrument, oldest first: the consumer sees time move
+        forward across instruments (a dict keeps the order instruments were first offered,
+        which after conflation is not the order of their ticks)."""
         with self._lock:
             ticks = list(self._pending.values())
             self._pending.clear()
             self._wake_pending = False
+        ticks.sort(key=lambda tick: tick.ts_event)
         return ticks
 
     @property

@@ -132,13 +132,16 @@ def test_a_fill_whose_report_was_lost_is_applied_and_protected(quiet: Desk) -> N
     # Without the fill our books hold no position, so nothing protects the venue's 10.
     assert not quiet.working_legs(plan.plan_client_id).get("STOP")
 
-    advance(quiet, 5)  # the open-orders loop
-    legs = quiet.settle(
+    # The open-orders loop (every 5 s) finds the fill; passes go on while the clock moves, so
+    # a pass that had to defer (the actor busy, a renewal in flight) is not the last chance.
+    legs = advance_until(
+        quiet,
         lambda: (
             legs
             if set(legs := quiet.working_legs(plan.plan_client_id)) == {"STOP", "TARGET"}
             else None
         ),
+        max_s=15,
         what="protection placed from the fill the reconciliation found",
     )
     assert [o.quantity for o in legs["STOP"]] == [10]
