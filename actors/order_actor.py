@@ -29,13 +29,14 @@ from __future__ import annotations
 import logging
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from actors.base import SUPERVISOR, VigilActor
 from actors.heartbeat import HeartbeatThrottle
+from actors.order_book import ACTIVE, OrderBook, position_row
+from actors.order_portfolio import FlattenStatus, PortfolioProjection, PortfolioView
 from actors.order_reconciliation import FULL_RUNS, DriftChanges, OrderReconciler, Trigger
 from actors.safety_outbox import SafetyOutbox
 from adapters.brokers.base import BrokerRejected, BrokerUnavailable
@@ -43,12 +44,10 @@ from adapters.logs import log_event
 from adapters.storage.repositories import (
     DuplicateClientOrderId,
     LeaseFence,
-    PositionRow,
     StaleEpoch,
     UnitOfWork,
 )
 from domain import oco
-from domain.calendar import start_of_trading_day_ns, trading_day
 from domain.clock import NANOS_PER_SECOND
 from domain.config import OrderConfig, ReconciliationConfig
 from domain.enums import DenialCode, LegKind, OrderStatus, PauseCause, TradingState
@@ -64,7 +63,6 @@ from domain.messages import (
     OrderStatusReport,
     OrderStreamHeartbeat,
     PauseEntries,
-    PortfolioUpdated,
     PositionView,
     QueryOrders,
     QueryPortfolio,
@@ -74,7 +72,6 @@ from domain.messages import (
     RepublishState,
     ResumeEntries,
     SubmitBracket,
-    Tick,
     TimerFired,
     TradingStateChanged,
     TripKillSwitch,
@@ -92,8 +89,8 @@ from domain.orders import (
     resize,
 )
 from domain.plans import client_order_id
-from domain.positions import Position, flat, unrealized_pnl
 from domain.positions import apply_fill as position_apply_fill
+from domain.positions import flat
 from domain.reconcile import (
     IN_FLIGHT,
     ApplyFill,
@@ -121,28 +118,10 @@ __all__ = ["FlattenStatus", "OrderActor", "PortfolioView"]
 
 logger = logging.getLogger(__name__)
 
-_ACTIVE = (oco.BracketStatus.PENDING_ENTRY, oco.BracketStatus.OPEN, oco.BracketStatus.FLATTENING)
 _HEARTBEAT_EVERY_NS = NANOS_PER_SECOND // 5
 _CONSISTENCY_EVERY_NS = NANOS_PER_SECOND
 _MAX_LEG_REPLACEMENTS = 3
 _DUPLICATE_AT_BROKER = "DUPLICATE_CLIENT_ORDER_ID"
-
-
-class FlattenStatus(msgspec.Struct, frozen=True, kw_only=True):
-    reason: str | None
-    in_progress: bool
-    positions_at_start: int
-    orders_at_start: int
-    remaining_positions: int
-    remaining_working_orders: int
-    started_ns: int | None
-    completed: FlattenCompleted | None
-
-
-class PortfolioView(msgspec.Struct, frozen=True, kw_only=True):
-    portfolio: PortfolioUpdated
-    working_orders: int
-    flatten: FlattenStatus
 
 
 class OrderActor(VigilActor):
@@ -183,18 +162,19 @@ class OrderActor(VigilActor):
         self._instance_id = instance_id
         self._lease_holder = lease_holder
         self._gate = gate
-        self._portfolio_subscribers = tuple(portfolio_subscribers)
         self._kill_switch_actor = kill_switch_actor
-        self._orders: dict[str, Order] = {}
-        self._brackets: dict[str, oco.Bracket] = {}
-        self._positions: dict[str, Position] = {}
-        self._trade_ids: set[str] = set()
-        self._marks: dict[str, Tick] = {}
+        self._book = OrderBook()
+        self._projection = PortfolioProjection(
+            self._book,
+            database=database,
+            metrics=metrics,
+            clock=self.clock,
+            tell=self.directory.tell,
+            subscribers=portfolio_subscribers,
+        )
         self._trading: TradingStateChanged | None = None
         self._leadership: LeadershipChanged | None = None
         self._submitted_at_ns: dict[str, int] = {}
-        self._realized_today = Decimal(0)
-        self._trading_day = ""
         self._last_stream_ns: int | None = None
         self._stream_heartbeat = HeartbeatThrottle(_HEARTBEAT_EVERY_NS)
         self._last_consistency_ns = 0
@@ -241,51 +221,51 @@ class OrderActor(VigilActor):
             QueryOrders: lambda query: self.recent_orders(query.limit),
             QueryPortfolio: lambda _query: self.portfolio_view(),
             QueryReconcileReport: lambda _query: self._reconciler.view(),
-            RepublishState: lambda _command: self._publish_portfolio(),
+            RepublishState: lambda _command: self._projection.publish(),
         }
 
     # ------------------------------------------------------------------ LIFECYCLE
     def on_start(self) -> None:
         self._load_from_storage()
         self._reconcile_with_broker()
-        open_count = sum(1 for b in self._brackets.values() if b.open_quantity > 0)
+        open_count = self._book.open_position_count()
         log_event(
             logger,
             "RECOVERY",
             f"Recovering {open_count} open positions",
             open_positions=open_count,
-            active_brackets=len(self._brackets),
-            working_orders=self._working_order_count(),
+            active_brackets=len(self._book.brackets),
+            working_orders=self._book.working_order_count(),
         )
         with UnitOfWork(self._database) as uow:
             uow.events.append(
                 "RECOVERY",
-                {"open_positions": open_count, "active_brackets": len(self._brackets)},
+                {"open_positions": open_count, "active_brackets": len(self._book.brackets)},
                 ts_ns=self.clock.now_ns(),
                 instance_id=self._instance_id,
             )
         self.on_drain_ticks(DrainTicks())
-        self._publish_portfolio()
+        self._projection.publish()
 
     # ------------------------------------------------------------------ COMMAND HANDLERS
     def submit_bracket(self, command: SubmitBracket) -> None:
         plan = command.plan
         now = self.clock.now_ns()
         entry_id = client_order_id(plan.plan_client_id, LegKind.ENTRY)
-        if plan.plan_client_id in self._brackets:
+        if plan.plan_client_id in self._book.brackets:
             self._deny(entry_id, LegKind.ENTRY, DenialCode.DUPLICATE_PLAN, "bracket exists", now)
             return
         bracket, entry = oco.open_bracket(plan, command.quantity, now)
-        self._brackets[plan.plan_client_id] = bracket
+        self._book.brackets[plan.plan_client_id] = bracket
         placed = self._place(bracket, entry)
         if not placed:
-            del self._brackets[plan.plan_client_id]
-        self._publish_portfolio()
+            del self._book.brackets[plan.plan_client_id]
+        self._projection.publish()
 
     def flatten_all(self, command: FlattenAll) -> FlattenStatus:
         now = self.clock.now_ns()
-        open_positions = sum(1 for b in self._brackets.values() if b.open_quantity > 0)
-        working = self._working_order_count()
+        open_positions = self._book.open_position_count()
+        working = self._book.working_order_count()
         if self._flatten_reason is None:
             self._flatten_reason = command.reason
             self._flatten_started_ns = now
@@ -300,9 +280,9 @@ class OrderActor(VigilActor):
             open_positions=open_positions,
             working_orders=working,
         )
-        for bracket in list(self._brackets.values()):
+        for bracket in list(self._book.brackets.values()):
             actions = oco.request_flatten(
-                bracket, self._bracket_orders(bracket), command.reason, now
+                bracket, self._book.bracket_orders(bracket), command.reason, now
             )
             self._persist_bracket(bracket)
             self._execute(bracket, actions)
@@ -318,37 +298,39 @@ class OrderActor(VigilActor):
 
     def _apply_fill_report(self, fill: FillReport) -> None:
         now = self.clock.now_ns()
-        if fill.trade_id in self._trade_ids:
+        if fill.trade_id in self._book.trade_ids:
             return
         order = self._find_order(fill.client_order_id)
         if order is None:
             self._unknown_report("fill", fill.client_order_id, fill, now)
             return
-        bracket = self._brackets.get(order.plan_client_id)
+        bracket = self._book.brackets.get(order.plan_client_id)
         actions: list[oco.BracketAction] = []
         try:
             with UnitOfWork(self._database) as uow:
                 if not uow.fills.add(fill, plan_client_id=order.plan_client_id, recorded_ns=now):
-                    self._trade_ids.add(fill.trade_id)
+                    self._book.trade_ids.add(fill.trade_id)
                     return
                 apply_fill(order, fill, now)  # Overfill leaves the order unchanged
                 uow.orders.update(order)
                 if bracket is not None:
-                    position = self._positions.get(order.plan_client_id) or flat(order.instrument)
+                    position = self._book.positions.get(order.plan_client_id) or flat(
+                        order.instrument
+                    )
                     position = position_apply_fill(position, fill.side, fill.quantity, fill.price)
-                    self._positions[order.plan_client_id] = position
-                    actions = oco.on_order_update(bracket, self._bracket_orders(bracket), now)
+                    self._book.positions[order.plan_client_id] = position
+                    actions = oco.on_order_update(bracket, self._book.bracket_orders(bracket), now)
                     uow.brackets.upsert(bracket)
-                    uow.positions.upsert(self._position_row(bracket, position, now))
+                    uow.positions.upsert(position_row(bracket, position, now))
         except Overfill as error:
-            self._trade_ids.add(fill.trade_id)
+            self._book.trade_ids.add(fill.trade_id)
             self._halt_on_drift("OVERFILL", str(error), fill, now)
             return
         except ValueError as error:  # a fill that does not match its order (instrument, side)
-            self._trade_ids.add(fill.trade_id)
+            self._book.trade_ids.add(fill.trade_id)
             self._halt_on_drift("FILL_MISMATCH", str(error), fill, now)
             return
-        self._trade_ids.add(fill.trade_id)
+        self._book.trade_ids.add(fill.trade_id)
         if bracket is None:
             # A fill for a bracket already finished (a cancel that lost a race at the broker):
             # exposure no bracket protects. Stop and let an operator decide.
@@ -387,12 +369,12 @@ class OrderActor(VigilActor):
             logger.warning(
                 "broker rejected %s (%s): %s", order.client_order_id, order.leg.value, report.reason
             )
-        bracket = self._brackets.get(order.plan_client_id)
+        bracket = self._book.brackets.get(order.plan_client_id)
         actions: list[oco.BracketAction] = []
         with UnitOfWork(self._database) as uow:
             uow.orders.update(order)
             if bracket is not None:
-                actions = oco.on_order_update(bracket, self._bracket_orders(bracket), now)
+                actions = oco.on_order_update(bracket, self._book.bracket_orders(bracket), now)
                 uow.brackets.upsert(bracket)
         if bracket is not None:
             self._execute(bracket, actions)
@@ -418,7 +400,7 @@ class OrderActor(VigilActor):
             or PauseCause.FLATTEN not in trading.pause_causes
             or self._flatten_reason is not None
             or not any(
-                b.status is not oco.BracketStatus.FLATTENING for b in self._brackets.values()
+                b.status is not oco.BracketStatus.FLATTENING for b in self._book.brackets.values()
             )
         ):
             return
@@ -462,9 +444,9 @@ class OrderActor(VigilActor):
         duration_ms = (self.clock.monotonic_ns() - started_mono) / 1e6
         details = {
             "epoch": leadership.epoch,
-            "active_brackets": len(self._brackets),
-            "open_positions": sum(1 for b in self._brackets.values() if b.open_quantity > 0),
-            "working_orders": self._working_order_count(),
+            "active_brackets": len(self._book.brackets),
+            "open_positions": self._book.open_position_count(),
+            "working_orders": self._book.working_order_count(),
             "duration_ms": round(duration_ms, 3),
         }
         log_event(
@@ -478,14 +460,13 @@ class OrderActor(VigilActor):
             uow.events.append("TAKEOVER", details, ts_ns=now, instance_id=self._instance_id)
 
     def on_drain_ticks(self, _wake: DrainTicks) -> None:
-        for tick in self._conflator.drain():
-            self._marks[tick.instrument] = tick
+        self._projection.on_ticks(self._conflator.drain())
 
     def on_timer_fired(self, timer: TimerFired) -> None:
         now = timer.now_ns
         if now - self._last_consistency_ns >= _CONSISTENCY_EVERY_NS:
             self._last_consistency_ns = now
-            self._roll_trading_day(now)
+            self._projection.roll_trading_day(now)
             self._expire_entries(now)
             self._reconcile_on_schedule(now)
             self._flatten_if_asked(now)
@@ -494,30 +475,7 @@ class OrderActor(VigilActor):
 
     # ------------------------------------------------------------------ QUERIES
     def position_views(self) -> list[PositionView]:
-        views = []
-        for bracket in self._brackets.values():
-            if bracket.open_quantity <= 0:
-                continue
-            position = self._positions.get(bracket.plan_client_id) or flat(bracket.instrument)
-            mark = self._mark_price(bracket.instrument)
-            unrealized = unrealized_pnl(position, mark) if mark is not None else Decimal(0)
-            views.append(
-                PositionView(
-                    position_id=bracket.plan_client_id,
-                    strategy=bracket.strategy,
-                    instrument=bracket.instrument,
-                    side=bracket.side,
-                    quantity=bracket.open_quantity,
-                    average_price=position.average_price,
-                    stop_price=bracket.stop_price,
-                    target_price=bracket.target_price,
-                    realized_pnl=position.realized_pnl,
-                    unrealized_pnl=unrealized,
-                    risk_amount=abs(position.average_price - bracket.stop_price)
-                    * bracket.open_quantity,
-                )
-            )
-        return views
+        return self._projection.position_views()
 
     def recent_orders(self, limit: int) -> list[Order]:
         with UnitOfWork(self._database) as uow:
@@ -525,8 +483,8 @@ class OrderActor(VigilActor):
 
     def portfolio_view(self) -> PortfolioView:
         return PortfolioView(
-            portfolio=self._portfolio(),
-            working_orders=self._working_order_count(),
+            portfolio=self._projection.portfolio(),
+            working_orders=self._book.working_order_count(),
             flatten=self.flatten_status(),
         )
 
@@ -536,8 +494,8 @@ class OrderActor(VigilActor):
             in_progress=self._flatten_reason is not None,
             positions_at_start=self._flatten_at_start[0],
             orders_at_start=self._flatten_at_start[1],
-            remaining_positions=sum(1 for b in self._brackets.values() if b.open_quantity > 0),
-            remaining_working_orders=self._working_order_count(),
+            remaining_positions=self._book.open_position_count(),
+            remaining_working_orders=self._book.working_order_count(),
             started_ns=self._flatten_started_ns,
             completed=self._last_flatten,
         )
@@ -545,12 +503,12 @@ class OrderActor(VigilActor):
     def snapshot(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "brackets": msgspec.to_builtins(list(self._brackets.values())),
+            "brackets": msgspec.to_builtins(list(self._book.brackets.values())),
             "working_orders": msgspec.to_builtins(
-                [o for o in self._orders.values() if o.status.is_working]
+                [o for o in self._book.orders.values() if o.status.is_working]
             ),
             "positions": msgspec.to_builtins(self.position_views()),
-            "realized_pnl_today": str(self._realized_today),
+            "realized_pnl_today": str(self._projection.realized_today),
             "leadership": msgspec.to_builtins(self._leadership) if self._leadership else None,
             "trading": msgspec.to_builtins(self._trading) if self._trading else None,
             "flatten": msgspec.to_builtins(self.flatten_status()),
@@ -661,13 +619,13 @@ class OrderActor(VigilActor):
             with UnitOfWork(self._database) as uow:
                 stored = uow.orders.get(action.client_order_id)
             if stored is not None:
-                self._orders[stored.client_order_id] = stored
+                self._book.orders[stored.client_order_id] = stored
             return False
         except StaleEpoch as error:
             self._deposed(fence.epoch, error)
             self._deny(action.client_order_id, action.leg, DenialCode.STALE_EPOCH, str(error), now)
             return False
-        self._orders[order.client_order_id] = order
+        self._book.orders[order.client_order_id] = order
         self._send(order)
         return True
 
@@ -729,18 +687,18 @@ class OrderActor(VigilActor):
             # sent", and recovery settles it from the broker's order list either way (resending
             # under the same id only if the broker never saw it). One transaction saved per leg.
             return
-        bracket = self._brackets.get(order.plan_client_id)
+        bracket = self._book.brackets.get(order.plan_client_id)
         actions: list[oco.BracketAction] = []
         with UnitOfWork(self._database) as uow:
             uow.orders.update(order)
             if bracket is not None:
-                actions = oco.on_order_update(bracket, self._bracket_orders(bracket), now)
+                actions = oco.on_order_update(bracket, self._book.bracket_orders(bracket), now)
                 uow.brackets.upsert(bracket)
         if actions and bracket is not None:
             self._execute(bracket, actions)
 
     def _resize(self, action: oco.ResizeLeg) -> None:
-        order = self._orders.get(action.client_order_id)
+        order = self._book.orders.get(action.client_order_id)
         if order is None or order.status.is_terminal or not self._may_touch_broker():
             return
         key = ("resize", order.client_order_id)
@@ -791,14 +749,14 @@ class OrderActor(VigilActor):
         )
         self._escalate("RESIZE_GAVE_UP", detail, order, now)
         del self._attempts[key]
-        bracket = self._brackets.get(order.plan_client_id)
+        bracket = self._book.brackets.get(order.plan_client_id)
         if order.leg in (LegKind.STOP, LegKind.TARGET) and bracket is not None:
             self._give_up_protection(bracket, now)
         else:
             self._cancel(oco.CancelLeg(client_order_id=order.client_order_id))
 
     def _cancel(self, action: oco.CancelLeg) -> None:
-        order = self._orders.get(action.client_order_id)
+        order = self._book.orders.get(action.client_order_id)
         if order is None or order.status.is_terminal or not self._may_touch_broker():
             return
         mark_cancel_requested(order, self.clock.now_ns())
@@ -825,79 +783,28 @@ class OrderActor(VigilActor):
             )
         order.ts_updated = self.clock.now_ns()  # the settle pass waits from the last request
 
-    def _publish_portfolio(self) -> None:
-        portfolio = self._portfolio()
-        for subscriber in self._portfolio_subscribers:
-            self.directory.tell(subscriber, portfolio)
-        counts: dict[str, int] = {}
-        for position in portfolio.positions:
-            counts[position.strategy] = counts.get(position.strategy, 0) + 1
-        # Strategies missing from counts go to 0, so no gauge sticks at a stale count.
-        self._metrics.set_positions_open(counts)
-        self._metrics.set_rupees(
-            heat=portfolio.heat,
-            daily_pnl=portfolio.realized_pnl_today,
-            unrealized_pnl=portfolio.unrealized_pnl,
-        )
-
     # ------------------------------------------------------------------ internals
-    def _portfolio(self) -> PortfolioUpdated:
-        positions = tuple(self.position_views())
-        pending = [
-            b for b in self._brackets.values() if b.status is oco.BracketStatus.PENDING_ENTRY
-        ]
-        # The unfilled part of every working entry (a partly filled one too) can become a
-        # position at any moment: its risk and notional count before it does.
-        unfilled = [
-            (bracket, order.remaining_quantity)
-            for bracket in self._brackets.values()
-            if (order := self._orders.get(bracket.entry_order_id)) is not None
-            and order.status.is_working
-            and order.remaining_quantity > 0
-        ]
-        # Every active bracket's realized part counts, flat or not (a stopped-out bracket still
-        # cancelling its target has realized its loss already).
-        realized_open = sum((p.realized_pnl for p in self._positions.values()), Decimal(0))
-        return PortfolioUpdated(
-            positions=positions,
-            working_entry_count=len(pending),
-            working_entries=tuple((b.strategy, b.instrument) for b in pending),
-            working_plan_ids=tuple(b.plan_client_id for b in self._brackets.values()),
-            working_entry_notional=tuple(
-                (bracket.instrument, bracket.entry_price * quantity)
-                for bracket, quantity in unfilled
-            ),
-            realized_pnl_today=self._realized_today + realized_open,
-            unrealized_pnl=sum((p.unrealized_pnl for p in positions), Decimal(0)),
-            heat=sum((p.risk_amount for p in positions), Decimal(0))
-            + sum(
-                (abs(b.entry_price - b.stop_price) * quantity for b, quantity in unfilled),
-                Decimal(0),
-            ),
-            ts_event=self.clock.now_ns(),
-        )
-
     def _after_change(self) -> None:
         now = self.clock.now_ns()
-        for plan_id, bracket in list(self._brackets.items()):
-            if bracket.status in _ACTIVE:
+        for plan_id, bracket in list(self._book.brackets.items()):
+            if bracket.status in ACTIVE:
                 continue
-            position = self._positions.pop(plan_id, None)
+            position = self._book.positions.pop(plan_id, None)
             if position is not None:
-                self._realized_today += position.realized_pnl
+                self._projection.book_closed(position)
                 with UnitOfWork(self._database) as uow:
-                    uow.positions.upsert(self._position_row(bracket, position, now))
+                    uow.positions.upsert(position_row(bracket, position, now))
             for order_id in oco.bracket_orders(bracket):
-                self._orders.pop(order_id, None)
+                self._book.orders.pop(order_id, None)
                 self._submitted_at_ns.pop(order_id, None)
-            del self._brackets[plan_id]
+            del self._book.brackets[plan_id]
         if self._flatten_reason is not None:
             self._check_flatten_done(now)
-        self._publish_portfolio()
+        self._projection.publish()
 
     def _check_flatten_done(self, now: int) -> None:
-        remaining_positions = sum(1 for b in self._brackets.values() if b.open_quantity > 0)
-        remaining_orders = self._working_order_count()
+        remaining_positions = self._book.open_position_count()
+        remaining_orders = self._book.working_order_count()
         if remaining_positions or remaining_orders:
             return
         assert self._flatten_started_mono is not None and self._flatten_reason is not None
@@ -934,16 +841,16 @@ class OrderActor(VigilActor):
     def _consistency_pass(self, now: int) -> None:
         if not self._may_touch_broker():
             return
-        for bracket in list(self._brackets.values()):
+        for bracket in list(self._book.brackets.values()):
             if (
                 self._flatten_reason is not None
                 and bracket.status is not oco.BracketStatus.FLATTENING
             ):
                 actions = oco.request_flatten(
-                    bracket, self._bracket_orders(bracket), self._flatten_reason, now
+                    bracket, self._book.bracket_orders(bracket), self._flatten_reason, now
                 )
             else:
-                actions = oco.on_order_update(bracket, self._bracket_orders(bracket), now)
+                actions = oco.on_order_update(bracket, self._book.bracket_orders(bracket), now)
             if actions:
                 self._persist_bracket(bracket)
                 self._execute(bracket, actions)
@@ -956,7 +863,7 @@ class OrderActor(VigilActor):
         stale = any(
             order.status in IN_FLIGHT
             and now - max(order.ts_updated, last_request.get(order_id, 0)) >= threshold
-            for order_id, order in self._orders.items()
+            for order_id, order in self._book.orders.items()
         )
         if stale and self._may_touch_broker():
             self._run_reconciliation(Trigger.IN_FLIGHT, now)
@@ -1047,7 +954,7 @@ class OrderActor(VigilActor):
         ttl_s = self._order_config.entry_ttl_s
         expired = [
             (order, reason)
-            for order in list(self._orders.values())
+            for order in list(self._book.orders.values())
             if order.leg is LegKind.ENTRY
             and order.status.is_working
             and order.status is not OrderStatus.PENDING_CANCEL
@@ -1109,7 +1016,7 @@ class OrderActor(VigilActor):
         )
         self._escalate("RESEND_GAVE_UP", detail, order, now)
         self._settle_locally(order, f"GAVE_UP: {detail}")
-        bracket = self._brackets.get(order.plan_client_id)
+        bracket = self._book.brackets.get(order.plan_client_id)
         if order.leg in (LegKind.STOP, LegKind.TARGET) and bracket is not None:
             self._give_up_protection(bracket, now)
         elif order.leg is LegKind.EXIT:
@@ -1152,24 +1059,9 @@ class OrderActor(VigilActor):
         )
 
     def _resubmit_unsent(self) -> None:
-        unsent = [o for o in self._orders.values() if o.status is OrderStatus.PENDING_SUBMIT]
+        unsent = [o for o in self._book.orders.values() if o.status is OrderStatus.PENDING_SUBMIT]
         for order in unsent:
             self._resend_or_drop(order)
-
-    def _roll_trading_day(self, now: int) -> None:
-        day = trading_day(now)
-        if day == self._trading_day:
-            return
-        with UnitOfWork(self._database) as uow:
-            self._realized_today = uow.positions.realized_closed_since(start_of_trading_day_ns(now))
-        if self._trading_day:
-            log_event(
-                logger,
-                "DAILY_RESET",
-                f"trading day {day} starts; realized PnL today reset",
-                trading_day=day,
-            )
-        self._trading_day = day
 
     def _load_from_storage(self) -> None:
         """Load the active brackets, their orders, positions (rebuilt from fills), the trade ids
@@ -1183,22 +1075,22 @@ class OrderActor(VigilActor):
         was finished by another leader and is dropped.
         """
         now = self.clock.now_ns()
-        self._roll_trading_day(now)
+        self._projection.roll_trading_day(now)
         with UnitOfWork(self._database) as uow:
             brackets = uow.brackets.list_active()
-            self._trade_ids |= uow.fills.trade_ids()
-            self._realized_today = uow.positions.realized_closed_since(start_of_trading_day_ns(now))
+            self._book.trade_ids |= uow.fills.trade_ids()
+            self._projection.reload_realized(uow, now)
             active = {bracket.plan_client_id for bracket in brackets}
-            for plan_id in [p for p in self._brackets if p not in active]:
-                finished = self._brackets.pop(plan_id)
-                self._positions.pop(plan_id, None)
+            for plan_id in [p for p in self._book.brackets if p not in active]:
+                finished = self._book.brackets.pop(plan_id)
+                self._book.positions.pop(plan_id, None)
                 for order_id in oco.bracket_orders(finished):
-                    self._orders.pop(order_id, None)
+                    self._book.orders.pop(order_id, None)
                     self._submitted_at_ns.pop(order_id, None)
             for bracket in brackets:
-                self._brackets[bracket.plan_client_id] = bracket
+                self._book.brackets[bracket.plan_client_id] = bracket
                 for order in uow.orders.list_for_plan(bracket.plan_client_id):
-                    known = self._orders.get(order.client_order_id)
+                    known = self._book.orders.get(order.client_order_id)
                     if (
                         known is not None
                         and known.status is OrderStatus.SUBMITTED
@@ -1206,14 +1098,14 @@ class OrderActor(VigilActor):
                     ):
                         order.status = OrderStatus.SUBMITTED
                         order.ts_updated = known.ts_updated
-                    self._orders[order.client_order_id] = order
+                    self._book.orders[order.client_order_id] = order
                 position = flat(bracket.instrument)
                 fills = sorted(
                     uow.fills.list_for_plan(bracket.plan_client_id), key=lambda f: f.ts_event
                 )
                 for fill in fills:
                     position = position_apply_fill(position, fill.side, fill.quantity, fill.price)
-                self._positions[bracket.plan_client_id] = position
+                self._book.positions[bracket.plan_client_id] = position
 
     def _reconcile_with_broker(self) -> None:
         """Compare the whole book with the broker's orders, fills and positions and apply what
@@ -1286,14 +1178,16 @@ class OrderActor(VigilActor):
 
     def _local_books(self, reports: list[OrderStatusReport], fills: list[FillReport]) -> LocalBooks:
         positions: dict[str, int] = {}
-        for bracket in self._brackets.values():
+        for bracket in self._book.brackets.values():
             quantity = signed_quantity(bracket.side, bracket.open_quantity)
             positions[bracket.instrument] = positions.get(bracket.instrument, 0) + quantity
         broker_ids = {r.client_order_id for r in reports} | {f.client_order_id for f in fills}
         return LocalBooks(
-            orders=self._orders,
-            finished_order_ids=frozenset(self._stored_elsewhere(broker_ids - set(self._orders))),
-            trade_ids=frozenset(self._trade_ids),
+            orders=self._book.orders,
+            finished_order_ids=frozenset(
+                self._stored_elsewhere(broker_ids - set(self._book.orders))
+            ),
+            trade_ids=frozenset(self._book.trade_ids),
             positions=positions,
             broker_has=frozenset(self._reconciler.broker_has),
             last_request_ns=dict(self._reconciler.last_request_ns),
@@ -1334,7 +1228,7 @@ class OrderActor(VigilActor):
                 deferred = True
                 continue
             elif isinstance(action, SettleInFlight):
-                order = self._orders.get(action.client_order_id)
+                order = self._book.orders.get(action.client_order_id)
                 if order is None or order.status not in IN_FLIGHT:
                     continue
                 if order.status is OrderStatus.PENDING_CANCEL:
@@ -1351,7 +1245,7 @@ class OrderActor(VigilActor):
                     self._resend_or_drop(order)
                     sentence += "; not resent, settled" if order.status.is_terminal else "; resent"
             elif isinstance(action, ResendCancel):
-                order = self._orders.get(action.client_order_id)
+                order = self._book.orders.get(action.client_order_id)
                 if order is None or order.status is not OrderStatus.PENDING_CANCEL:
                     continue
                 # Still working at the broker: our cancel was lost (or its outcome unknown).
@@ -1424,7 +1318,7 @@ class OrderActor(VigilActor):
         self._safety.retry(self.clock.now_ns())
 
     def _find_order(self, client_order_id: str) -> Order | None:
-        order = self._orders.get(client_order_id)
+        order = self._book.orders.get(client_order_id)
         if order is not None:
             return order
         with UnitOfWork(self._database) as uow:
@@ -1432,9 +1326,9 @@ class OrderActor(VigilActor):
             if order is None:
                 return None
             bracket = uow.brackets.get(order.plan_client_id)
-        if bracket is None or bracket.status not in _ACTIVE:
+        if bracket is None or bracket.status not in ACTIVE:
             return order  # a late report for a finished bracket: apply to the order only
-        self._orders[order.client_order_id] = order
+        self._book.orders[order.client_order_id] = order
         return order
 
     def _unknown_report(self, kind: str, client_order_id: str, report: object, now: int) -> None:
@@ -1485,38 +1379,9 @@ class OrderActor(VigilActor):
         if self._stream_heartbeat.due(seen_ns, self.clock.now_ns()):
             self.directory.tell(SUPERVISOR, OrderStreamHeartbeat(ts_event=seen_ns))
 
-    def _bracket_orders(self, bracket: oco.Bracket) -> dict[str, Order]:
-        return {
-            order_id: self._orders[order_id]
-            for order_id in oco.bracket_orders(bracket)
-            if order_id in self._orders
-        }
-
     def _persist_bracket(self, bracket: oco.Bracket) -> None:
         with UnitOfWork(self._database) as uow:
             uow.brackets.upsert(bracket)
-
-    def _working_order_count(self) -> int:
-        return sum(1 for o in self._orders.values() if o.status.is_working)
-
-    def _mark_price(self, instrument: str) -> Decimal | None:
-        tick = self._marks.get(instrument)
-        return tick.mid if tick is not None else None
-
-    def _position_row(self, bracket: oco.Bracket, position: Position, now: int) -> PositionRow:
-        return PositionRow(
-            position_id=bracket.plan_client_id,
-            strategy=bracket.strategy,
-            instrument=bracket.instrument,
-            side=bracket.side,
-            quantity=bracket.open_quantity,
-            average_price=position.average_price,
-            realized_pnl=position.realized_pnl,
-            # CLOSED only once the bracket is finished: "realized today" reads closed rows and
-            # must not count a bracket whose PnL is still in memory.
-            status="OPEN" if bracket.status in _ACTIVE else "CLOSED",
-            updated_ns=now,
-        )
 
     def _give_up_protection(self, bracket: oco.Bracket, now: int) -> None:
         log_event(
@@ -1527,7 +1392,7 @@ class OrderActor(VigilActor):
             plan_client_id=bracket.plan_client_id,
         )
         actions = oco.request_flatten(
-            bracket, self._bracket_orders(bracket), "protection_failed", now
+            bracket, self._book.bracket_orders(bracket), "protection_failed", now
         )
         self._persist_bracket(bracket)
         self._execute(bracket, actions)
