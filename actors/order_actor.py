@@ -27,7 +27,6 @@ Failure: an exception in a handler stops the actor; the supervisor restarts it, 
 from __future__ import annotations
 
 import logging
-from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -36,30 +35,25 @@ import msgspec
 from actors.base import SUPERVISOR, VigilActor
 from actors.heartbeat import HeartbeatThrottle
 from actors.order_book import ACTIVE, OrderBook, position_row
+from actors.order_execution import OrderExecution
 from actors.order_portfolio import FlattenStatus, PortfolioProjection, PortfolioView
 from actors.order_reconciliation import FULL_RUNS, DriftChanges, OrderReconciler, Trigger
 from actors.safety_outbox import SafetyOutbox
 from adapters.brokers.base import BrokerRejected, BrokerUnavailable
 from adapters.logs import log_event
 from adapters.storage.repositories import (
-    DuplicateClientOrderId,
-    LeaseFence,
-    StaleEpoch,
     UnitOfWork,
 )
 from domain import oco
 from domain.clock import NANOS_PER_SECOND
 from domain.config import OrderConfig, ReconciliationConfig
-from domain.enums import DenialCode, LegKind, OrderStatus, PauseCause, TradingState
-from domain.expiry import entry_expiry
+from domain.enums import DenialCode, LegKind, OrderStatus, PauseCause
 from domain.messages import (
     DrainTicks,
     FillReport,
     FlattenAll,
     FlattenCompleted,
     LeadershipChanged,
-    OrderDenied,
-    OrderRequest,
     OrderStatusReport,
     OrderStreamHeartbeat,
     PauseEntries,
@@ -82,11 +76,6 @@ from domain.orders import (
     Overfill,
     apply_fill,
     apply_status_report,
-    mark_cancel_rejected,
-    mark_cancel_requested,
-    mark_rejected,
-    mark_submitted,
-    resize,
 )
 from domain.plans import client_order_id
 from domain.positions import apply_fill as position_apply_fill
@@ -120,8 +109,6 @@ logger = logging.getLogger(__name__)
 
 _HEARTBEAT_EVERY_NS = NANOS_PER_SECOND // 5
 _CONSISTENCY_EVERY_NS = NANOS_PER_SECOND
-_MAX_LEG_REPLACEMENTS = 3
-_DUPLICATE_AT_BROKER = "DUPLICATE_CLIENT_ORDER_ID"
 
 
 class OrderActor(VigilActor):
@@ -160,8 +147,6 @@ class OrderActor(VigilActor):
         self._conflator = conflator
         self._metrics = metrics
         self._instance_id = instance_id
-        self._lease_holder = lease_holder
-        self._gate = gate
         self._kill_switch_actor = kill_switch_actor
         self._book = OrderBook()
         self._projection = PortfolioProjection(
@@ -173,8 +158,6 @@ class OrderActor(VigilActor):
             subscribers=portfolio_subscribers,
         )
         self._trading: TradingStateChanged | None = None
-        self._leadership: LeadershipChanged | None = None
-        self._submitted_at_ns: dict[str, int] = {}
         self._last_stream_ns: int | None = None
         self._stream_heartbeat = HeartbeatThrottle(_HEARTBEAT_EVERY_NS)
         self._last_consistency_ns = 0
@@ -184,7 +167,6 @@ class OrderActor(VigilActor):
         self._flatten_at_start = (0, 0)
         self._flatten_cancelled = 0
         self._last_flatten: FlattenCompleted | None = None
-        self._denied: deque[OrderDenied] = deque(maxlen=50)
         # Drift halts are re-sent until the kill switch shows them in force and stored.
         self._safety = SafetyOutbox(
             directory=self.directory, owner=self.name, target=kill_switch_actor
@@ -196,15 +178,21 @@ class OrderActor(VigilActor):
             reconciliation or ReconciliationConfig(),
             in_flight_settle_ns=int(self._order_config.in_flight_settle_s * NANOS_PER_SECOND),
         )
-        # Failed attempts per (loop, client_order_id): resends and resizes stop at
-        # max_attempts and escalate instead of spinning.
-        self._attempts: Counter[tuple[str, str]] = Counter()
-        # The epoch whose takeover (books reloaded, broker caught up) has finished: entries
-        # wait for it, exits and protective legs do not.
-        self._taken_over_epoch: int | None = None
-        # An epoch the database fence refused: we were deposed before our lease actor noticed,
-        # so nothing more goes to the broker under it.
-        self._deposed_epoch: int | None = None
+        self._execution = OrderExecution(
+            self._book,
+            database=database,
+            broker=broker,
+            metrics=metrics,
+            clock=self.clock,
+            gate=gate,
+            lease_holder=lease_holder,
+            instance_id=instance_id,
+            config=self._order_config,
+            reconciler=self._reconciler,
+            safety=self._safety,
+            apply_status_report=self._apply_status_report,
+            on_cancel_requested=self._count_flatten_cancel,
+        )
 
     def handlers(self) -> dict[type, Callable[[Any], Any]]:
         return {
@@ -253,11 +241,13 @@ class OrderActor(VigilActor):
         now = self.clock.now_ns()
         entry_id = client_order_id(plan.plan_client_id, LegKind.ENTRY)
         if plan.plan_client_id in self._book.brackets:
-            self._deny(entry_id, LegKind.ENTRY, DenialCode.DUPLICATE_PLAN, "bracket exists", now)
+            self._execution.deny(
+                entry_id, LegKind.ENTRY, DenialCode.DUPLICATE_PLAN, "bracket exists", now
+            )
             return
         bracket, entry = oco.open_bracket(plan, command.quantity, now)
         self._book.brackets[plan.plan_client_id] = bracket
-        placed = self._place(bracket, entry)
+        placed = self._execution.place(bracket, entry)
         if not placed:
             del self._book.brackets[plan.plan_client_id]
         self._projection.publish()
@@ -284,8 +274,8 @@ class OrderActor(VigilActor):
             actions = oco.request_flatten(
                 bracket, self._book.bracket_orders(bracket), command.reason, now
             )
-            self._persist_bracket(bracket)
-            self._execute(bracket, actions)
+            self._execution.persist_bracket(bracket)
+            self._execution.execute(bracket, actions)
         self._after_change()
         return self.flatten_status()
 
@@ -342,7 +332,7 @@ class OrderActor(VigilActor):
                 now,
             )
         if bracket is not None:
-            self._execute(bracket, actions)
+            self._execution.execute(bracket, actions)
         self._after_change()
 
     def on_order_status_report(self, report: OrderStatusReport) -> None:
@@ -359,7 +349,7 @@ class OrderActor(VigilActor):
         if not apply_status_report(order, report, now):
             return
         if not was_acknowledged and order.status is not OrderStatus.SUBMITTED:
-            sent = self._submitted_at_ns.pop(order.client_order_id, None)
+            sent = self._execution.submitted_at_ns.pop(order.client_order_id, None)
             if sent is not None:
                 latency_ms = (self.clock.monotonic_ns() - sent) / 1e6
                 self._metrics.order_latency_ms.observe(latency_ms)
@@ -377,7 +367,7 @@ class OrderActor(VigilActor):
                 actions = oco.on_order_update(bracket, self._book.bracket_orders(bracket), now)
                 uow.brackets.upsert(bracket)
         if bracket is not None:
-            self._execute(bracket, actions)
+            self._execution.execute(bracket, actions)
         self._after_change()
 
     def on_order_stream_heartbeat(self, heartbeat: OrderStreamHeartbeat) -> None:
@@ -407,9 +397,9 @@ class OrderActor(VigilActor):
         self.flatten_all(FlattenAll(reason="flatten_pause", ts_init=now))
 
     def on_leadership_changed(self, leadership: LeadershipChanged) -> None:
-        self._leadership = leadership
+        self._execution.leadership = leadership
         self._tell_venue(leadership)
-        if leadership.is_leader and self._taken_over_epoch != leadership.epoch:
+        if leadership.is_leader and self._execution.taken_over_epoch != leadership.epoch:
             # Repeated on every renewal until it succeeds (a failure raises, the supervisor
             # restarts this actor, and the next broadcast tries again).
             self._take_over(leadership)
@@ -435,10 +425,10 @@ class OrderActor(VigilActor):
         self.directory.tell(self._risk_actor, ReloadRiskWindows(epoch=leadership.epoch))
         self._load_from_storage()
         self._reconcile_with_broker()
-        self._expire_entries(now)
-        self._taken_over_epoch = leadership.epoch
+        self._execution.expire_entries(now)
+        self._execution.taken_over_epoch = leadership.epoch
         # Anything deferred while we could not send happens now.
-        self._resubmit_unsent()
+        self._execution.resubmit_unsent()
         self._consistency_pass(now)
         self._after_change()
         duration_ms = (self.clock.monotonic_ns() - started_mono) / 1e6
@@ -467,7 +457,7 @@ class OrderActor(VigilActor):
         if now - self._last_consistency_ns >= _CONSISTENCY_EVERY_NS:
             self._last_consistency_ns = now
             self._projection.roll_trading_day(now)
-            self._expire_entries(now)
+            self._execution.expire_entries(now)
             self._reconcile_on_schedule(now)
             self._flatten_if_asked(now)
             self._consistency_pass(now)
@@ -501,6 +491,7 @@ class OrderActor(VigilActor):
         )
 
     def snapshot(self) -> dict[str, Any]:
+        leadership = self._execution.leadership
         return {
             "name": self.name,
             "brackets": msgspec.to_builtins(list(self._book.brackets.values())),
@@ -509,280 +500,18 @@ class OrderActor(VigilActor):
             ),
             "positions": msgspec.to_builtins(self.position_views()),
             "realized_pnl_today": str(self._projection.realized_today),
-            "leadership": msgspec.to_builtins(self._leadership) if self._leadership else None,
+            "leadership": msgspec.to_builtins(leadership) if leadership else None,
             "trading": msgspec.to_builtins(self._trading) if self._trading else None,
             "flatten": msgspec.to_builtins(self.flatten_status()),
-            "recent_denials": msgspec.to_builtins(list(self._denied)),
+            "recent_denials": msgspec.to_builtins(list(self._execution.denied)),
             "safety_outbox": self._safety.snapshot(),
             "last_stream_ns": self._last_stream_ns,
             "mailbox_depth": self.mailbox_depth,
         }
 
     # ------------------------------------------------------------------ CHECKS
-    def _send_gate(self, leg: LegKind) -> tuple[DenialCode, str] | None:
-        leadership = self._leadership
-        now = self.clock.now_ns()
-        if leadership is None or not leadership.is_leader:
-            return DenialCode.NOT_LEADER, f"holder={self._lease_holder}"
-        if leadership.lease_expires_ns <= now:
-            return DenialCode.NOT_LEADER, (
-                f"lease_expired_ns={leadership.lease_expires_ns} now_ns={now}"
-            )
-        if leadership.epoch == self._deposed_epoch:
-            return DenialCode.STALE_EPOCH, f"epoch {leadership.epoch} refused by the database"
-        if leg is not LegKind.ENTRY:
-            return None  # stops, targets and exits only ever reduce exposure
-        if self._taken_over_epoch != leadership.epoch:
-            return DenialCode.NOT_LEADER, (
-                f"takeover of epoch {leadership.epoch} not finished (books not yet reloaded "
-                "and reconciled)"
-            )
-        # The kill switch's decision, not our copy of its last message: a HALT, pause or
-        # disarm it has acknowledged stops this order even if the message is still queued.
-        trading = self._gate.current()
-        if trading is None:
-            return DenialCode.TRADING_PAUSED, "trading_state=unknown"
-        if trading.state is TradingState.HALTED:
-            return DenialCode.KILL_SWITCH_ACTIVE, f"halt_reason={trading.halt_reason}"
-        if trading.state is TradingState.REDUCING:
-            causes = ",".join(c.value for c in trading.pause_causes)
-            return DenialCode.TRADING_PAUSED, f"pause_causes={causes}"
-        if not trading.armed:
-            return DenialCode.NOT_ARMED, f"mode={trading.mode.value}"
-        return None
-
-    def _may_touch_broker(self) -> bool:
-        leadership = self._leadership
-        return (
-            leadership is not None
-            and leadership.is_leader
-            and leadership.lease_expires_ns > self.clock.now_ns()
-            and leadership.epoch != self._deposed_epoch
-        )
-
     # ------------------------------------------------------------------ DENIALS
-    def _deny(self, client_id: str, leg: LegKind, code: DenialCode, detail: str, now: int) -> None:
-        denied = OrderDenied(
-            client_order_id=client_id, leg=leg, code=code, detail=detail, ts_event=now
-        )
-        self._denied.append(denied)
-        self._metrics.orders_total.labels(leg=leg.value, outcome="denied").inc()
-        self._metrics.risk_blocks_total.labels(reason=code.value).inc()
-        logger.warning("order %s (%s) denied: %s %s", client_id, leg.value, code.value, detail)
-
     # ------------------------------------------------------------------ EGRESS
-    def _execute(self, bracket: oco.Bracket, actions: list[oco.BracketAction]) -> None:
-        for action in actions:
-            if isinstance(action, oco.PlaceLeg):
-                self._place(bracket, action)
-            elif isinstance(action, oco.ResizeLeg):
-                self._resize(action)
-            else:
-                self._cancel(action)
-
-    def _place(self, bracket: oco.Bracket, action: oco.PlaceLeg) -> bool:
-        now = self.clock.now_ns()
-        gate = self._send_gate(action.leg)
-        if gate is not None:
-            if action.leg is LegKind.ENTRY:
-                self._deny(action.client_order_id, action.leg, gate[0], gate[1], now)
-            else:
-                # Deferred, not dropped: the consistency pass asks for this leg again.
-                logger.info("deferring %s: %s %s", action.client_order_id, gate[0].value, gate[1])
-            return False
-        replacements = {
-            LegKind.STOP: bracket.stop_sequence,
-            LegKind.TARGET: bracket.target_sequence,
-        }
-        if replacements.get(action.leg, 0) > _MAX_LEG_REPLACEMENTS:
-            # The venue keeps killing this protective leg: holding the position unprotected is
-            # worse than closing it.
-            self._give_up_protection(bracket, now)
-            return False
-        assert self._leadership is not None
-        order = oco.new_leg_order(bracket, action, now, epoch=self._leadership.epoch)
-        fence = LeaseFence(instance_id=self._lease_holder, epoch=self._leadership.epoch, now_ns=now)
-        try:
-            with UnitOfWork(self._database) as uow:
-                uow.orders.add(order, fence=fence)
-                uow.brackets.upsert(bracket)
-        except DuplicateClientOrderId:
-            if action.leg is LegKind.ENTRY:
-                self._deny(
-                    action.client_order_id,
-                    action.leg,
-                    DenialCode.DUPLICATE_PLAN,
-                    f"client_order_id={action.client_order_id} already stored",
-                    now,
-                )
-                return False
-            with UnitOfWork(self._database) as uow:
-                stored = uow.orders.get(action.client_order_id)
-            if stored is not None:
-                self._book.orders[stored.client_order_id] = stored
-            return False
-        except StaleEpoch as error:
-            self._deposed(fence.epoch, error)
-            self._deny(action.client_order_id, action.leg, DenialCode.STALE_EPOCH, str(error), now)
-            return False
-        self._book.orders[order.client_order_id] = order
-        self._send(order)
-        return True
-
-    def _send(self, order: Order) -> None:
-        request = OrderRequest(
-            client_order_id=order.client_order_id,
-            instrument=order.instrument,
-            side=order.side,
-            order_type=order.order_type,
-            quantity=order.quantity,
-            price=order.price,
-            trigger_price=order.trigger_price,
-        )
-        now = self.clock.now_ns()
-        self._submitted_at_ns[order.client_order_id] = self.clock.monotonic_ns()
-        rejected: str | None = None
-        try:
-            self._broker.submit_order(request)
-            outcome = "submitted"
-        except BrokerRejected as error:
-            if str(error).startswith(_DUPLICATE_AT_BROKER):
-                # The venue already has this id (a resend after a crash): not a rejection;
-                # its order list settles the state.
-                outcome = "duplicate"
-                self._reconciler.broker_has.add(order.client_order_id)
-            else:
-                rejected = str(error)
-                outcome = "rejected"
-        except BrokerUnavailable as error:
-            # Unknown, not rejected: stays in flight until the broker's order list settles it.
-            outcome = "unknown"
-            self._metrics.retries_total.labels(type="submit_unknown").inc()
-            logger.warning("submit of %s outcome unknown: %s", order.client_order_id, error)
-        if order.status is OrderStatus.PENDING_SUBMIT:
-            mark_submitted(order, now)
-        if rejected is not None:
-            mark_rejected(order, rejected, now)
-            self._submitted_at_ns.pop(order.client_order_id, None)
-        self._metrics.orders_total.labels(leg=order.leg.value, outcome=outcome).inc()
-        # One line per order we send (bounded by our own order rate), so the log alone shows
-        # what went out, e.g. a flatten's exits finishing after a restart.
-        log_event(
-            logger,
-            "ORDER_REJECTED" if rejected is not None else "ORDER_SUBMITTED",
-            f"{order.leg.value} {order.side.value} {order.quantity} {order.instrument} "
-            f"{order.client_order_id}: {rejected or outcome}",
-            level=logging.WARNING if rejected is not None else logging.INFO,
-            client_order_id=order.client_order_id,
-            plan_client_id=order.plan_client_id,
-            leg=order.leg.value,
-            side=order.side.value,
-            quantity=order.quantity,
-            order_type=order.order_type.value,
-            epoch=order.epoch,
-            outcome=outcome,
-        )
-        if rejected is None:
-            # SUBMITTED lives in memory only: the stored PENDING_SUBMIT already means "maybe
-            # sent", and recovery settles it from the broker's order list either way (resending
-            # under the same id only if the broker never saw it). One transaction saved per leg.
-            return
-        bracket = self._book.brackets.get(order.plan_client_id)
-        actions: list[oco.BracketAction] = []
-        with UnitOfWork(self._database) as uow:
-            uow.orders.update(order)
-            if bracket is not None:
-                actions = oco.on_order_update(bracket, self._book.bracket_orders(bracket), now)
-                uow.brackets.upsert(bracket)
-        if actions and bracket is not None:
-            self._execute(bracket, actions)
-
-    def _resize(self, action: oco.ResizeLeg) -> None:
-        order = self._book.orders.get(action.client_order_id)
-        if order is None or order.status.is_terminal or not self._may_touch_broker():
-            return
-        key = ("resize", order.client_order_id)
-        try:
-            self._broker.modify_order(action.client_order_id, quantity=action.quantity)
-        except BrokerRejected as error:
-            logger.warning("resize of %s refused: %s", action.client_order_id, error)
-            self._resize_failed(order, key, str(error))
-            return
-        except BrokerUnavailable as error:
-            self._metrics.retries_total.labels(type="modify_unknown").inc()
-            logger.warning(
-                "resize of %s outcome unknown, will retry: %s", order.client_order_id, error
-            )
-            self._resize_failed(order, key, str(error))
-            return
-        self._attempts.pop(key, None)
-        try:
-            resize(order, action.quantity, self.clock.now_ns())
-        except (InvalidTransition, ValueError) as error:
-            # The venue accepted a resize our books no longer allow (a fill or cancel crossed
-            # it); the next report settles the order.
-            logger.warning("resize of %s not applied locally: %s", action.client_order_id, error)
-            return
-        with UnitOfWork(self._database) as uow:
-            uow.orders.update(order)
-
-    def _resize_failed(self, order: Order, key: tuple[str, str], error: str) -> None:
-        """Count a refused or unanswered resize; past max_attempts, stop resizing and make the
-        bracket safe without it.
-
-        A leg whose size cannot be changed no longer matches the position: too small leaves
-        part of it unprotected, too large can over-exit. Cancel-and-replace would leave the
-        position unprotected between the cancel and a replacement the same broker may refuse
-        again, so a protective leg gives up the bracket instead: flatten it (cancel every leg,
-        then one market EXIT for what is open, the existing ``_give_up_protection`` path). An
-        EXIT leg is already the flatten: cancelling it lets the wind-down place a new EXIT
-        sized to what is open.
-        """
-        self._attempts[key] += 1
-        attempts = self._attempts[key]
-        if attempts < self._order_config.max_attempts:
-            return
-        now = self.clock.now_ns()
-        detail = (
-            f"resize of {order.client_order_id} ({order.leg.value}) failed {attempts} times "
-            f"(max_attempts={self._order_config.max_attempts}), last: {error}"
-        )
-        self._escalate("RESIZE_GAVE_UP", detail, order, now)
-        del self._attempts[key]
-        bracket = self._book.brackets.get(order.plan_client_id)
-        if order.leg in (LegKind.STOP, LegKind.TARGET) and bracket is not None:
-            self._give_up_protection(bracket, now)
-        else:
-            self._cancel(oco.CancelLeg(client_order_id=order.client_order_id))
-
-    def _cancel(self, action: oco.CancelLeg) -> None:
-        order = self._book.orders.get(action.client_order_id)
-        if order is None or order.status.is_terminal or not self._may_touch_broker():
-            return
-        mark_cancel_requested(order, self.clock.now_ns())
-        with UnitOfWork(self._database) as uow:
-            uow.orders.update(order)
-        self._request_cancel(order)
-        if self._flatten_reason is not None:
-            self._flatten_cancelled += 1
-
-    def _request_cancel(self, order: Order) -> None:
-        try:
-            self._broker.cancel_order(order.client_order_id)
-        except BrokerRejected as error:
-            logger.warning("cancel of %s refused: %s", order.client_order_id, error)
-            mark_cancel_rejected(order, str(error), self.clock.now_ns())
-            with UnitOfWork(self._database) as uow:
-                uow.orders.update(order)
-        except BrokerUnavailable as error:
-            self._metrics.retries_total.labels(type="cancel_unknown").inc()
-            logger.warning(
-                "cancel of %s outcome unknown; the settle pass retries: %s",
-                order.client_order_id,
-                error,
-            )
-        order.ts_updated = self.clock.now_ns()  # the settle pass waits from the last request
-
     # ------------------------------------------------------------------ internals
     def _after_change(self) -> None:
         now = self.clock.now_ns()
@@ -796,11 +525,15 @@ class OrderActor(VigilActor):
                     uow.positions.upsert(position_row(bracket, position, now))
             for order_id in oco.bracket_orders(bracket):
                 self._book.orders.pop(order_id, None)
-                self._submitted_at_ns.pop(order_id, None)
+                self._execution.submitted_at_ns.pop(order_id, None)
             del self._book.brackets[plan_id]
         if self._flatten_reason is not None:
             self._check_flatten_done(now)
         self._projection.publish()
+
+    def _count_flatten_cancel(self) -> None:
+        if self._flatten_reason is not None:
+            self._flatten_cancelled += 1
 
     def _check_flatten_done(self, now: int) -> None:
         remaining_positions = self._book.open_position_count()
@@ -839,7 +572,7 @@ class OrderActor(VigilActor):
         self._flatten_started_mono = None
 
     def _consistency_pass(self, now: int) -> None:
-        if not self._may_touch_broker():
+        if not self._execution.may_touch_broker():
             return
         for bracket in list(self._book.brackets.values()):
             if (
@@ -852,8 +585,8 @@ class OrderActor(VigilActor):
             else:
                 actions = oco.on_order_update(bracket, self._book.bracket_orders(bracket), now)
             if actions:
-                self._persist_bracket(bracket)
-                self._execute(bracket, actions)
+                self._execution.persist_bracket(bracket)
+                self._execution.execute(bracket, actions)
 
     def _settle_in_flight(self, now: int) -> None:
         """The in-flight loop: orders sent (or cancels asked) longer ago than the settle delay
@@ -865,203 +598,8 @@ class OrderActor(VigilActor):
             and now - max(order.ts_updated, last_request.get(order_id, 0)) >= threshold
             for order_id, order in self._book.orders.items()
         )
-        if stale and self._may_touch_broker():
+        if stale and self._execution.may_touch_broker():
             self._run_reconciliation(Trigger.IN_FLIGHT, now)
-
-    def _resend_or_drop(self, order: Order) -> None:
-        """An order the broker never saw: send it again under the SAME id if it has not expired,
-        the last gate still allows it now, the database fence takes it under our epoch, and it
-        has not used up its attempts (the venue refuses a second order with a known id);
-        otherwise it was never sent, and it ends here (or, fenced out, is left to the leader
-        that holds the lease)."""
-        now = self.clock.now_ns()
-        expired = entry_expiry(order, now_ns=now, ttl_s=self._order_config.entry_ttl_s)
-        if expired is not None:
-            self._expire_locally(order, expired, now)
-            return
-        gate = self._send_gate(order.leg)
-        if gate is not None:
-            self._settle_locally(
-                order, f"NEVER_REACHED_BROKER: not resent, {gate[0].value} {gate[1]}"
-            )
-            return
-        key = ("resend", order.client_order_id)
-        if self._attempts[key] >= self._order_config.max_attempts:
-            self._give_up_sending(order, self._attempts[key], now)
-            return
-        assert self._leadership is not None  # the gate passed
-        fence = LeaseFence(instance_id=self._lease_holder, epoch=self._leadership.epoch, now_ns=now)
-        try:
-            with UnitOfWork(self._database) as uow:
-                uow.orders.refence(order.client_order_id, fence)
-        except StaleEpoch as error:
-            # Deposed: the order belongs to the leader that holds the lease now.
-            self._deposed(fence.epoch, error)
-            self._deny(order.client_order_id, order.leg, DenialCode.STALE_EPOCH, str(error), now)
-            return
-        order.epoch = fence.epoch
-        self._attempts[key] += 1
-        self._metrics.retries_total.labels(type="resend").inc()
-        self._send(order)
-
-    def _deposed(self, epoch: int, error: StaleEpoch) -> None:
-        if self._deposed_epoch == epoch:
-            return
-        self._deposed_epoch = epoch
-        log_event(
-            logger,
-            "DEPOSED",
-            f"the database refused epoch {epoch}: another process leads; this one stops "
-            f"sending until it leads again ({error})",
-            level=logging.CRITICAL,
-            epoch=epoch,
-            holder=error.holder,
-            current_epoch=error.current_epoch,
-        )
-
-    def _expire_locally(self, order: Order, reason: str, now: int) -> None:
-        # Never (re)sent: the broker has not got it, so it ends here.
-        self._record_expiry(order, reason, now)
-        self._settle_locally(order, reason)
-
-    def _record_expiry(self, order: Order, reason: str, now: int) -> None:
-        log_event(
-            logger,
-            "ENTRY_EXPIRED",
-            f"{order.client_order_id}: {reason}",
-            level=logging.WARNING,
-            client_order_id=order.client_order_id,
-            status=order.status.value,
-        )
-        with UnitOfWork(self._database) as uow:
-            uow.events.append(
-                "ENTRY_EXPIRED",
-                {
-                    "client_order_id": order.client_order_id,
-                    "status": order.status.value,
-                    "reason": reason,
-                },
-                ts_ns=now,
-                instance_id=self._instance_id,
-            )
-
-    def _expire_entries(self, now: int) -> None:
-        """Entries past their time to live or from an earlier trading day: never-sent ones are
-        settled here, working ones are cancelled at the broker (their filled part stays
-        protected by the bracket). Only a leader touches them."""
-        if not self._may_touch_broker():
-            return
-        ttl_s = self._order_config.entry_ttl_s
-        expired = [
-            (order, reason)
-            for order in list(self._book.orders.values())
-            if order.leg is LegKind.ENTRY
-            and order.status.is_working
-            and order.status is not OrderStatus.PENDING_CANCEL
-            and (reason := entry_expiry(order, now_ns=now, ttl_s=ttl_s)) is not None
-        ]
-        if not expired:
-            return
-        unsent = [o for o, _ in expired if o.status is OrderStatus.PENDING_SUBMIT]
-        broker_known: dict[str, OrderStatusReport] = {}
-        if unsent:
-            # Storage says "maybe sent": only the broker's list tells whether it has them.
-            try:
-                broker_known = {r.client_order_id: r for r in self._broker.list_orders()}
-            except (BrokerUnavailable, BrokerRejected) as error:
-                logger.warning("could not list broker orders to expire entries: %s", error)
-                expired = [(o, r) for o, r in expired if o.status is not OrderStatus.PENDING_SUBMIT]
-        for order, reason in expired:
-            if order.status is OrderStatus.PENDING_SUBMIT:
-                report = broker_known.get(order.client_order_id)
-                if report is None:
-                    self._expire_locally(order, reason, now)
-                    continue
-                self._apply_status_report(report)
-                if not order.status.is_working:
-                    continue
-            self._record_expiry(order, reason, now)
-            order.reason = reason
-            self._cancel(oco.CancelLeg(client_order_id=order.client_order_id))
-
-    def _may_resend_cancel(self, order: Order, now: int) -> bool:
-        """Count a cancel the broker still shows working; past max_attempts stop asking and
-        HALT: a stop or target the broker will not cancel can outlive its position, and only
-        an operator (or the broker's own desk) can remove it."""
-        key = ("cancel", order.client_order_id)
-        self._attempts[key] += 1
-        attempts = self._attempts[key]
-        limit = self._order_config.max_attempts
-        if attempts <= limit:
-            return True
-        if attempts == limit + 1:
-            detail = (
-                f"{order.client_order_id} ({order.leg.value}) still working at the broker after "
-                f"{limit} cancel requests (max_attempts={limit})"
-            )
-            self._escalate("CANCEL_GAVE_UP", detail, order, now)
-            self._safety.send(
-                "halt:CANCEL_GAVE_UP",
-                TripKillSwitch(reason="CANCEL_GAVE_UP", detail=detail),
-                now_ns=now,
-            )
-        return False
-
-    def _give_up_sending(self, order: Order, attempts: int, now: int) -> None:
-        """A resend loop that used up its attempts: end the order as never sent and escalate
-        so the position is not left as it is."""
-        detail = (
-            f"{order.client_order_id} ({order.leg.value}) not accepted after {attempts} "
-            f"resends (max_attempts={self._order_config.max_attempts})"
-        )
-        self._escalate("RESEND_GAVE_UP", detail, order, now)
-        self._settle_locally(order, f"GAVE_UP: {detail}")
-        bracket = self._book.brackets.get(order.plan_client_id)
-        if order.leg in (LegKind.STOP, LegKind.TARGET) and bracket is not None:
-            self._give_up_protection(bracket, now)
-        elif order.leg is LegKind.EXIT:
-            # The broker will not take our exit: only an operator can close this position.
-            self._safety.send(
-                "halt:RESEND_GAVE_UP",
-                TripKillSwitch(reason="RESEND_GAVE_UP", detail=detail),
-                now_ns=now,
-            )
-
-    def _escalate(self, event: str, detail: str, order: Order, now: int) -> None:
-        log_event(
-            logger,
-            event,
-            detail,
-            level=logging.CRITICAL,
-            client_order_id=order.client_order_id,
-            leg=order.leg.value,
-        )
-        with UnitOfWork(self._database) as uow:
-            uow.events.append(
-                event,
-                {"detail": detail, "client_order_id": order.client_order_id},
-                ts_ns=now,
-                instance_id=self._instance_id,
-            )
-
-    def _settle_locally(self, order: Order, reason: str) -> None:
-        self._apply_status_report(
-            OrderStatusReport(
-                client_order_id=order.client_order_id,
-                broker_order_id=order.broker_order_id or "",
-                instrument=order.instrument,
-                status=OrderStatus.CANCELLED,
-                quantity=order.quantity,
-                filled_quantity=order.filled_quantity,
-                reason=reason,
-                ts_event=self.clock.now_ns(),
-            )
-        )
-
-    def _resubmit_unsent(self) -> None:
-        unsent = [o for o in self._book.orders.values() if o.status is OrderStatus.PENDING_SUBMIT]
-        for order in unsent:
-            self._resend_or_drop(order)
 
     def _load_from_storage(self) -> None:
         """Load the active brackets, their orders, positions (rebuilt from fills), the trade ids
@@ -1086,7 +624,7 @@ class OrderActor(VigilActor):
                 self._book.positions.pop(plan_id, None)
                 for order_id in oco.bracket_orders(finished):
                     self._book.orders.pop(order_id, None)
-                    self._submitted_at_ns.pop(order_id, None)
+                    self._execution.submitted_at_ns.pop(order_id, None)
             for bracket in brackets:
                 self._book.brackets[bracket.plan_client_id] = bracket
                 for order in uow.orders.list_for_plan(bracket.plan_client_id):
@@ -1111,7 +649,7 @@ class OrderActor(VigilActor):
         """Compare the whole book with the broker's orders, fills and positions and apply what
         they explain (what happened while we were down or not leading). Runs at start and on
         every gain of leadership; a broker failure is counted and the schedule tries again."""
-        if not self._may_touch_broker():
+        if not self._execution.may_touch_broker():
             # A standby applying fills would write brackets the leader owns, and the leader
             # would then skip them as known trade ids: only the lease holder reconciles (the
             # takeover runs this again once the lease is ours).
@@ -1123,7 +661,7 @@ class OrderActor(VigilActor):
         # The three loops of config.reconciliation, only while we lead (a standby applying
         # fills would write brackets the leader owns); then make sure the kill switch shows
         # what the reconciliation decided, whoever lost a message on the way.
-        if self._may_touch_broker():
+        if self._execution.may_touch_broker():
             due = self._reconciler.due(now)
             if due == Trigger.IN_FLIGHT:
                 self._settle_in_flight(now)
@@ -1209,7 +747,7 @@ class OrderActor(VigilActor):
     ) -> tuple[list[str], bool]:
         applied: list[str] = []
         deferred = False
-        may_send = self._may_touch_broker()
+        may_send = self._execution.may_touch_broker()
         for action in actions:
             sentence = describe_action(action)
             if isinstance(action, ApplyFill):
@@ -1236,23 +774,23 @@ class OrderActor(VigilActor):
                     # Not proof that it was never sent (a broker lists only today's orders):
                     # the positions run catches exposure it may have left.
                     why = f" ({order.reason})" if order.reason else ""
-                    self._settle_locally(
+                    self._execution.settle_locally(
                         order, f"NOT_AT_BROKER: cancel asked, not in the broker's orders{why}"
                     )
                     sentence += "; cancelled locally"
                 else:
                     self._reconciler.last_request_ns[order.client_order_id] = now
-                    self._resend_or_drop(order)
+                    self._execution.resend_or_drop(order)
                     sentence += "; not resent, settled" if order.status.is_terminal else "; resent"
             elif isinstance(action, ResendCancel):
                 order = self._book.orders.get(action.client_order_id)
                 if order is None or order.status is not OrderStatus.PENDING_CANCEL:
                     continue
                 # Still working at the broker: our cancel was lost (or its outcome unknown).
-                if not self._may_resend_cancel(order, now):
+                if not self._execution.may_resend_cancel(order, now):
                     continue
                 self._metrics.retries_total.labels(type="cancel_resend").inc()
-                self._request_cancel(order)
+                self._execution.request_cancel(order)
             log_event(logger, "RECOVERY", f"reconcile: {sentence}", action=type(action).__name__)
             applied.append(sentence)
         return applied, deferred
@@ -1378,21 +916,3 @@ class OrderActor(VigilActor):
         self._last_stream_ns = max(seen_ns, self._last_stream_ns or 0)
         if self._stream_heartbeat.due(seen_ns, self.clock.now_ns()):
             self.directory.tell(SUPERVISOR, OrderStreamHeartbeat(ts_event=seen_ns))
-
-    def _persist_bracket(self, bracket: oco.Bracket) -> None:
-        with UnitOfWork(self._database) as uow:
-            uow.brackets.upsert(bracket)
-
-    def _give_up_protection(self, bracket: oco.Bracket, now: int) -> None:
-        log_event(
-            logger,
-            "PROTECTION_FAILED",
-            f"protective legs of {bracket.plan_client_id} keep dying; flattening it",
-            level=logging.CRITICAL,
-            plan_client_id=bracket.plan_client_id,
-        )
-        actions = oco.request_flatten(
-            bracket, self._book.bracket_orders(bracket), "protection_failed", now
-        )
-        self._persist_bracket(bracket)
-        self._execute(bracket, actions)
