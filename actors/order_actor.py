@@ -37,7 +37,7 @@ from actors.heartbeat import HeartbeatThrottle
 from actors.order_book import ACTIVE, OrderBook, position_row
 from actors.order_execution import OrderExecution
 from actors.order_portfolio import FlattenStatus, PortfolioProjection, PortfolioView
-from actors.order_reconciliation import FULL_RUNS, DriftChanges, OrderReconciler, Trigger
+from actors.order_reconciliation import BrokerReconciliation, OrderReconciler
 from actors.safety_outbox import SafetyOutbox
 from adapters.brokers.base import BrokerRejected, BrokerUnavailable
 from adapters.logs import log_event
@@ -56,7 +56,6 @@ from domain.messages import (
     LeadershipChanged,
     OrderStatusReport,
     OrderStreamHeartbeat,
-    PauseEntries,
     PositionView,
     QueryOrders,
     QueryPortfolio,
@@ -64,14 +63,11 @@ from domain.messages import (
     QueryReconcileReport,
     ReloadRiskWindows,
     RepublishState,
-    ResumeEntries,
     SubmitBracket,
     TimerFired,
     TradingStateChanged,
-    TripKillSwitch,
 )
 from domain.orders import (
-    InvalidTransition,
     Order,
     Overfill,
     apply_fill,
@@ -80,20 +76,6 @@ from domain.orders import (
 from domain.plans import client_order_id
 from domain.positions import apply_fill as position_apply_fill
 from domain.positions import flat
-from domain.reconcile import (
-    IN_FLIGHT,
-    ApplyFill,
-    ApplyStatus,
-    BrokerFacts,
-    LocalBooks,
-    ReconcileAction,
-    Reconciliation,
-    ResendCancel,
-    SettleInFlight,
-    describe_action,
-    reconcile,
-    signed_quantity,
-)
 
 if TYPE_CHECKING:
     from actors.mailbox import TickConflator
@@ -147,7 +129,6 @@ class OrderActor(VigilActor):
         self._conflator = conflator
         self._metrics = metrics
         self._instance_id = instance_id
-        self._kill_switch_actor = kill_switch_actor
         self._book = OrderBook()
         self._projection = PortfolioProjection(
             self._book,
@@ -171,7 +152,6 @@ class OrderActor(VigilActor):
         self._safety = SafetyOutbox(
             directory=self.directory, owner=self.name, target=kill_switch_actor
         )
-        self._stored_ids_cache: dict[str, bool] = {}
         self._risk_actor = risk_actor
         self._order_config = orders or OrderConfig()
         self._reconciler = OrderReconciler(
@@ -192,6 +172,22 @@ class OrderActor(VigilActor):
             safety=self._safety,
             apply_status_report=self._apply_status_report,
             on_cancel_requested=self._count_flatten_cancel,
+        )
+        self._reconciliation = BrokerReconciliation(
+            self._book,
+            reconciler=self._reconciler,
+            execution=self._execution,
+            database=database,
+            broker=broker,
+            metrics=metrics,
+            clock=self.clock,
+            safety=self._safety,
+            tell=self.directory.tell,
+            kill_switch_actor=kill_switch_actor,
+            instance_id=instance_id,
+            trading_state=lambda: self._trading,
+            apply_fill_report=self._apply_fill_report,
+            apply_status_report=self._apply_status_report,
         )
 
     def handlers(self) -> dict[type, Callable[[Any], Any]]:
@@ -215,7 +211,7 @@ class OrderActor(VigilActor):
     # ------------------------------------------------------------------ LIFECYCLE
     def on_start(self) -> None:
         self._load_from_storage()
-        self._reconcile_with_broker()
+        self._reconciliation.reconcile_with_broker()
         open_count = self._book.open_position_count()
         log_event(
             logger,
@@ -292,7 +288,7 @@ class OrderActor(VigilActor):
             return
         order = self._find_order(fill.client_order_id)
         if order is None:
-            self._unknown_report("fill", fill.client_order_id, fill, now)
+            self._reconciliation.unknown_report("fill", fill.client_order_id, fill, now)
             return
         bracket = self._book.brackets.get(order.plan_client_id)
         actions: list[oco.BracketAction] = []
@@ -314,17 +310,17 @@ class OrderActor(VigilActor):
                     uow.positions.upsert(position_row(bracket, position, now))
         except Overfill as error:
             self._book.trade_ids.add(fill.trade_id)
-            self._halt_on_drift("OVERFILL", str(error), fill, now)
+            self._reconciliation.halt_on_drift("OVERFILL", str(error), fill, now)
             return
         except ValueError as error:  # a fill that does not match its order (instrument, side)
             self._book.trade_ids.add(fill.trade_id)
-            self._halt_on_drift("FILL_MISMATCH", str(error), fill, now)
+            self._reconciliation.halt_on_drift("FILL_MISMATCH", str(error), fill, now)
             return
         self._book.trade_ids.add(fill.trade_id)
         if bracket is None:
             # A fill for a bracket already finished (a cancel that lost a race at the broker):
             # exposure no bracket protects. Stop and let an operator decide.
-            self._halt_on_drift(
+            self._reconciliation.halt_on_drift(
                 "LATE_FILL",
                 f"fill {fill.trade_id} for {fill.client_order_id} after its bracket finished: "
                 f"{fill.side.value} {fill.quantity} {fill.instrument} @ {fill.price}",
@@ -343,7 +339,7 @@ class OrderActor(VigilActor):
         now = self.clock.now_ns()
         order = self._find_order(report.client_order_id)
         if order is None:
-            self._unknown_report("status", report.client_order_id, report, now)
+            self._reconciliation.unknown_report("status", report.client_order_id, report, now)
             return
         was_acknowledged = order.status not in (OrderStatus.PENDING_SUBMIT, OrderStatus.SUBMITTED)
         if not apply_status_report(order, report, now):
@@ -424,7 +420,7 @@ class OrderActor(VigilActor):
         # Before any plan reaches us: the previous leader's entries count in the risk windows.
         self.directory.tell(self._risk_actor, ReloadRiskWindows(epoch=leadership.epoch))
         self._load_from_storage()
-        self._reconcile_with_broker()
+        self._reconciliation.reconcile_with_broker()
         self._execution.expire_entries(now)
         self._execution.taken_over_epoch = leadership.epoch
         # Anything deferred while we could not send happens now.
@@ -458,7 +454,7 @@ class OrderActor(VigilActor):
             self._last_consistency_ns = now
             self._projection.roll_trading_day(now)
             self._execution.expire_entries(now)
-            self._reconcile_on_schedule(now)
+            self._reconciliation.reconcile_on_schedule(now)
             self._flatten_if_asked(now)
             self._consistency_pass(now)
             self._after_change()
@@ -588,19 +584,6 @@ class OrderActor(VigilActor):
                 self._execution.persist_bracket(bracket)
                 self._execution.execute(bracket, actions)
 
-    def _settle_in_flight(self, now: int) -> None:
-        """The in-flight loop: orders sent (or cancels asked) longer ago than the settle delay
-        are settled from the broker's order list, by the same rules as every other run."""
-        threshold = self._reconciler.in_flight_settle_ns
-        last_request = self._reconciler.last_request_ns
-        stale = any(
-            order.status in IN_FLIGHT
-            and now - max(order.ts_updated, last_request.get(order_id, 0)) >= threshold
-            for order_id, order in self._book.orders.items()
-        )
-        if stale and self._execution.may_touch_broker():
-            self._run_reconciliation(Trigger.IN_FLIGHT, now)
-
     def _load_from_storage(self) -> None:
         """Load the active brackets, their orders, positions (rebuilt from fills), the trade ids
         and today's realized PnL from storage, merging with what is in memory.
@@ -645,216 +628,6 @@ class OrderActor(VigilActor):
                     position = position_apply_fill(position, fill.side, fill.quantity, fill.price)
                 self._book.positions[bracket.plan_client_id] = position
 
-    def _reconcile_with_broker(self) -> None:
-        """Compare the whole book with the broker's orders, fills and positions and apply what
-        they explain (what happened while we were down or not leading). Runs at start and on
-        every gain of leadership; a broker failure is counted and the schedule tries again."""
-        if not self._execution.may_touch_broker():
-            # A standby applying fills would write brackets the leader owns, and the leader
-            # would then skip them as known trade ids: only the lease holder reconciles (the
-            # takeover runs this again once the lease is ours).
-            return
-        trigger = Trigger.LEADERSHIP if self._reconciler.started else Trigger.START
-        self._run_reconciliation(trigger, self.clock.now_ns())
-
-    def _reconcile_on_schedule(self, now: int) -> None:
-        # The three loops of config.reconciliation, only while we lead (a standby applying
-        # fills would write brackets the leader owns); then make sure the kill switch shows
-        # what the reconciliation decided, whoever lost a message on the way.
-        if self._execution.may_touch_broker():
-            due = self._reconciler.due(now)
-            if due == Trigger.IN_FLIGHT:
-                self._settle_in_flight(now)
-            elif due is not None:
-                self._run_reconciliation(due, now)
-        self._sync_drift_pause()
-
-    def _run_reconciliation(self, trigger: str, now: int) -> None:
-        started_mono = self.clock.monotonic_ns()
-        full = trigger in FULL_RUNS
-        try:
-            # Orders before fills: a fill list newer than the order list cannot make a
-            # filled quantity look unbooked.
-            reports = self._broker.list_orders()
-            fills = self._broker.list_fills()
-            positions = self._broker.list_positions() if full else None
-        except (BrokerUnavailable, BrokerRejected) as error:
-            self._metrics.retries_total.labels(type="reconcile").inc()
-            if self._reconciler.record_failure(trigger, str(error), now):
-                log_event(
-                    logger,
-                    "RECONCILE",
-                    f"reconciliation cannot reach the broker ({self._reconciler.failures} "
-                    f"attempts in a row); entries pause until it can: {error}",
-                    level=logging.ERROR,
-                    trigger=trigger,
-                    failures=self._reconciler.failures,
-                )
-            elif self._reconciler.failures == 1:
-                logger.warning("reconciliation (%s) could not ask the broker: %s", trigger, error)
-            self._sync_drift_pause()
-            return
-        outcome = reconcile(
-            self._local_books(reports, fills),
-            BrokerFacts(orders=reports, fills=fills, positions=positions),
-            now_ns=now,
-            in_flight_settle_ns=self._reconciler.in_flight_settle_ns,
-            in_flight_only=trigger == Trigger.IN_FLIGHT,
-        )
-        applied, deferred = self._apply_reconcile_actions(outcome.actions, now)
-        changes = self._reconciler.record_run(
-            trigger,
-            outcome,
-            now_ns=now,
-            duration_ms=(self.clock.monotonic_ns() - started_mono) / 1e6,
-            applied=applied,
-            deferred=deferred,
-        )
-        self._log_unknown_broker_orders(outcome, now)
-        self._announce_drift(changes, trigger, now)
-        self._sync_drift_pause()
-
-    def _local_books(self, reports: list[OrderStatusReport], fills: list[FillReport]) -> LocalBooks:
-        positions: dict[str, int] = {}
-        for bracket in self._book.brackets.values():
-            quantity = signed_quantity(bracket.side, bracket.open_quantity)
-            positions[bracket.instrument] = positions.get(bracket.instrument, 0) + quantity
-        broker_ids = {r.client_order_id for r in reports} | {f.client_order_id for f in fills}
-        return LocalBooks(
-            orders=self._book.orders,
-            finished_order_ids=frozenset(
-                self._stored_elsewhere(broker_ids - set(self._book.orders))
-            ),
-            trade_ids=frozenset(self._book.trade_ids),
-            positions=positions,
-            broker_has=frozenset(self._reconciler.broker_has),
-            last_request_ns=dict(self._reconciler.last_request_ns),
-        )
-
-    def _stored_elsewhere(self, client_order_ids: set[str]) -> set[str]:
-        # Ids the broker lists that are not in memory: ours if storage has them (a finished
-        # bracket's legs). Whether an id is stored never changes, so each is looked up once.
-        known = self._stored_ids_cache
-        lookup = [order_id for order_id in client_order_ids if order_id not in known]
-        if lookup:
-            with UnitOfWork(self._database) as uow:
-                for order_id in lookup:
-                    known[order_id] = uow.orders.get(order_id) is not None
-        return {order_id for order_id in client_order_ids if known[order_id]}
-
-    def _apply_reconcile_actions(
-        self, actions: Iterable[ReconcileAction], now: int
-    ) -> tuple[list[str], bool]:
-        applied: list[str] = []
-        deferred = False
-        may_send = self._execution.may_touch_broker()
-        for action in actions:
-            sentence = describe_action(action)
-            if isinstance(action, ApplyFill):
-                self._apply_fill_report(action.fill)
-            elif isinstance(action, ApplyStatus):
-                try:
-                    self._apply_status_report(action.report)
-                except InvalidTransition as error:
-                    # One report our books cannot take must not stop the rest.
-                    self._halt_on_drift("RECONCILE_MISMATCH", str(error), action.report, now)
-                    continue
-            elif not may_send:
-                # Settling needs the broker (and the directory, which may not name us yet
-                # during on_start): deferred to the next pass while we lead.
-                applied.append(f"deferred until leading: {sentence}")
-                deferred = True
-                continue
-            elif isinstance(action, SettleInFlight):
-                order = self._book.orders.get(action.client_order_id)
-                if order is None or order.status not in IN_FLIGHT:
-                    continue
-                if order.status is OrderStatus.PENDING_CANCEL:
-                    # The broker's order list does not show it, so there is nothing to cancel.
-                    # Not proof that it was never sent (a broker lists only today's orders):
-                    # the positions run catches exposure it may have left.
-                    why = f" ({order.reason})" if order.reason else ""
-                    self._execution.settle_locally(
-                        order, f"NOT_AT_BROKER: cancel asked, not in the broker's orders{why}"
-                    )
-                    sentence += "; cancelled locally"
-                else:
-                    self._reconciler.last_request_ns[order.client_order_id] = now
-                    self._execution.resend_or_drop(order)
-                    sentence += "; not resent, settled" if order.status.is_terminal else "; resent"
-            elif isinstance(action, ResendCancel):
-                order = self._book.orders.get(action.client_order_id)
-                if order is None or order.status is not OrderStatus.PENDING_CANCEL:
-                    continue
-                # Still working at the broker: our cancel was lost (or its outcome unknown).
-                if not self._execution.may_resend_cancel(order, now):
-                    continue
-                self._metrics.retries_total.labels(type="cancel_resend").inc()
-                self._execution.request_cancel(order)
-            log_event(logger, "RECOVERY", f"reconcile: {sentence}", action=type(action).__name__)
-            applied.append(sentence)
-        return applied, deferred
-
-    def _log_unknown_broker_orders(self, outcome: Reconciliation, now: int) -> None:
-        for order_id in outcome.unknown_broker_orders:
-            if order_id not in self._reconciler.logged_unknown:
-                self._unknown_report("order list", order_id, {"client_order_id": order_id}, now)
-
-    def _announce_drift(self, changes: DriftChanges, trigger: str, now: int) -> None:
-        for drift in changes.confirmed:
-            log_event(
-                logger,
-                "RECONCILE",
-                f"reconcile drift: {drift.sentence}",
-                level=logging.CRITICAL if drift.unprotected else logging.ERROR,
-                drift_key=drift.key,
-                instrument=drift.instrument,
-                unprotected=drift.unprotected,
-                trigger=trigger,
-            )
-            with UnitOfWork(self._database) as uow:
-                uow.events.append(
-                    "RECONCILE_DRIFT",
-                    {
-                        "key": drift.key,
-                        "kind": drift.kind.value,
-                        "instrument": drift.instrument,
-                        "unprotected": drift.unprotected,
-                        "sentence": drift.sentence,
-                        "trigger": trigger,
-                    },
-                    ts_ns=now,
-                    instance_id=self._instance_id,
-                )
-        for drift in changes.cleared:
-            log_event(
-                logger,
-                "RECONCILE",
-                f"reconcile drift cleared: {drift.sentence}",
-                drift_key=drift.key,
-                instrument=drift.instrument,
-                trigger=trigger,
-            )
-
-    def _sync_drift_pause(self) -> None:
-        # Told again on every pass until the kill switch's published state shows it: a tell
-        # can fail (a restarting kill switch) and RECONCILE_DRIFT is not persisted there.
-        trading = self._trading
-        shown = trading is not None and PauseCause.RECONCILE_DRIFT in trading.pause_causes
-        reconciler = self._reconciler
-        if reconciler.pause_wanted():
-            if not shown:
-                command = PauseEntries(
-                    cause=PauseCause.RECONCILE_DRIFT, detail=reconciler.pause_detail()
-                )
-                if not self.directory.tell(self._kill_switch_actor, command):
-                    logger.warning("could not tell the kill switch to pause on drift; retrying")
-        elif shown and reconciler.resume_allowed():
-            self.directory.tell(
-                self._kill_switch_actor, ResumeEntries(cause=PauseCause.RECONCILE_DRIFT)
-            )
-        self._safety.retry(self.clock.now_ns())
-
     def _find_order(self, client_order_id: str) -> Order | None:
         order = self._book.orders.get(client_order_id)
         if order is not None:
@@ -868,49 +641,6 @@ class OrderActor(VigilActor):
             return order  # a late report for a finished bracket: apply to the order only
         self._book.orders[order.client_order_id] = order
         return order
-
-    def _unknown_report(self, kind: str, client_order_id: str, report: object, now: int) -> None:
-        # Once per order: an unknown order's every report would otherwise repeat the line.
-        # Its exposure is the positions loop's to judge, so that loop looks again soon.
-        self._reconciler.request_positions_check(now)
-        if client_order_id in self._reconciler.logged_unknown:
-            return
-        self._reconciler.logged_unknown.add(client_order_id)
-        log_event(
-            logger,
-            "RECONCILE",
-            f"{kind} report for an order this engine does not know: {client_order_id}",
-            level=logging.WARNING,
-            client_order_id=client_order_id,
-        )
-        with UnitOfWork(self._database) as uow:
-            uow.events.append(
-                "RECONCILE",
-                {
-                    "kind": kind,
-                    "client_order_id": client_order_id,
-                    "report": msgspec.to_builtins(report),
-                },
-                ts_ns=now,
-                instance_id=self._instance_id,
-            )
-
-    def _halt_on_drift(self, reason: str, detail: str, report: object, now: int) -> None:
-        # The broker's books and ours disagree: stop trading and leave the reconciliation to an
-        # operator; flattening from books we no longer trust could make it worse. The trip is
-        # told again on every pass until the kill switch shows HALTED (a tell can fail).
-        log_event(logger, reason, detail, level=logging.CRITICAL)
-        with UnitOfWork(self._database) as uow:
-            uow.events.append(
-                reason,
-                {"detail": detail, "report": msgspec.to_builtins(report)},
-                ts_ns=now,
-                instance_id=self._instance_id,
-            )
-        self._reconciler.record_halt(f"HALT {reason}: {detail}")
-        self._safety.send(
-            f"halt:{reason}", TripKillSwitch(reason=reason, detail=detail), now_ns=now
-        )
 
     def _stream_alive(self, seen_ns: int) -> None:
         self._last_stream_ns = max(seen_ns, self._last_stream_ns or 0)
