@@ -9,16 +9,20 @@ Accepts: ``SubmitBracket`` (from risk), ``FlattenAll``, broker reports (``OrderS
 Publishes: ``PortfolioUpdated`` to risk, ``OrderStreamHeartbeat`` to the
 supervisor, ``OrderDenied`` to the log and metrics.
 
-The last gate: right before every broker call it checks leadership (lease held, not expired),
-the trading state (entries need ACTIVE and armed; exits and protective legs only reduce
-exposure and go on while paused or halted) and, at the write-ahead insert, the fencing epoch
-in the database. A broker timeout or 5xx leaves the order in flight (never "rejected") until
-the broker's order list settles it; nothing is re-sent under a new id.
+The actor owns the state and is the composition of three helpers it calls on its own thread,
+all sharing one ``OrderBook`` (``actors.order_book``) by reference:
 
-Reconciliation (``domain.reconcile``, scheduled by ``actors.order_reconciliation``) compares
-these books with the broker's orders, fills and positions at start, on every gain of leadership
-and on the loops of ``config.reconciliation``; drift it cannot explain pauses entries with
-``RECONCILE_DRIFT``.
+- ``OrderExecution`` (``actors.order_execution``): the last gate, the write-ahead fence, and
+  placing, sending, resending, resizing and cancelling orders; entry expiry and retry caps.
+- ``BrokerReconciliation`` and ``OrderReconciler`` (``actors.order_reconciliation``): compare
+  these books (pure rules in ``domain.reconcile``) with the broker's orders, fills and
+  positions at start, on every gain of leadership and on the loops of
+  ``config.reconciliation``; drift it cannot explain pauses entries with ``RECONCILE_DRIFT``.
+- ``PortfolioProjection`` (``actors.order_portfolio``): positions, heat and PnL published to
+  risk, realized-today and the trading-day roll.
+
+What stays here: the lifecycle, message dispatch, the takeover on a gain of leadership, the
+flatten orchestration, and applying fills and status reports to orders, brackets and positions.
 
 Failure: an exception in a handler stops the actor; the supervisor restarts it, and
 ``on_start`` rebuilds everything from storage and reconciles with the broker's books.
@@ -41,9 +45,7 @@ from actors.order_reconciliation import BrokerReconciliation, OrderReconciler
 from actors.safety_outbox import SafetyOutbox
 from adapters.brokers.base import BrokerRejected, BrokerUnavailable
 from adapters.logs import log_event
-from adapters.storage.repositories import (
-    UnitOfWork,
-)
+from adapters.storage.repositories import UnitOfWork
 from domain import oco
 from domain.clock import NANOS_PER_SECOND
 from domain.config import OrderConfig, ReconciliationConfig
@@ -67,12 +69,7 @@ from domain.messages import (
     TimerFired,
     TradingStateChanged,
 )
-from domain.orders import (
-    Order,
-    Overfill,
-    apply_fill,
-    apply_status_report,
-)
+from domain.orders import Order, Overfill, apply_fill, apply_status_report
 from domain.plans import client_order_id
 from domain.positions import apply_fill as position_apply_fill
 from domain.positions import flat
@@ -355,15 +352,7 @@ class OrderActor(VigilActor):
             logger.warning(
                 "broker rejected %s (%s): %s", order.client_order_id, order.leg.value, report.reason
             )
-        bracket = self._book.brackets.get(order.plan_client_id)
-        actions: list[oco.BracketAction] = []
-        with UnitOfWork(self._database) as uow:
-            uow.orders.update(order)
-            if bracket is not None:
-                actions = oco.on_order_update(bracket, self._book.bracket_orders(bracket), now)
-                uow.brackets.upsert(bracket)
-        if bracket is not None:
-            self._execution.execute(bracket, actions)
+        self._execution.store_order_update(order, now)
         self._after_change()
 
     def on_order_stream_heartbeat(self, heartbeat: OrderStreamHeartbeat) -> None:
@@ -505,10 +494,7 @@ class OrderActor(VigilActor):
             "mailbox_depth": self.mailbox_depth,
         }
 
-    # ------------------------------------------------------------------ CHECKS
-    # ------------------------------------------------------------------ DENIALS
-    # ------------------------------------------------------------------ EGRESS
-    # ------------------------------------------------------------------ internals
+    # ------------------------------------------------------------------ BOOKKEEPING
     def _after_change(self) -> None:
         now = self.clock.now_ns()
         for plan_id, bracket in list(self._book.brackets.items()):

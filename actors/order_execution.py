@@ -138,6 +138,7 @@ class OrderExecution:
         # so nothing more goes to the broker under it.
         self._deposed_epoch: int | None = None
 
+    # ------------------------------------------------------------------ LAST GATE
     def send_gate(self, leg: LegKind) -> tuple[DenialCode, str] | None:
         leadership = self.leadership
         now = self._clock.now_ns()
@@ -179,6 +180,7 @@ class OrderExecution:
             and leadership.epoch != self._deposed_epoch
         )
 
+    # ------------------------------------------------------------------ DENIALS
     def deny(self, client_id: str, leg: LegKind, code: DenialCode, detail: str, now: int) -> None:
         denied = OrderDenied(
             client_order_id=client_id, leg=leg, code=code, detail=detail, ts_event=now
@@ -187,6 +189,20 @@ class OrderExecution:
         self._metrics.orders_total.labels(leg=leg.value, outcome="denied").inc()
         self._metrics.risk_blocks_total.labels(reason=code.value).inc()
         logger.warning("order %s (%s) denied: %s %s", client_id, leg.value, code.value, detail)
+
+    # ------------------------------------------------------------------ EGRESS
+    def store_order_update(self, order: Order, now: int) -> None:
+        """Store a changed order, let its bracket (if still active) react, and carry out what
+        the bracket asks for."""
+        bracket = self._book.brackets.get(order.plan_client_id)
+        actions: list[oco.BracketAction] = []
+        with UnitOfWork(self._database) as uow:
+            uow.orders.update(order)
+            if bracket is not None:
+                actions = oco.on_order_update(bracket, self._book.bracket_orders(bracket), now)
+                uow.brackets.upsert(bracket)
+        if bracket is not None:
+            self.execute(bracket, actions)
 
     def execute(self, bracket: oco.Bracket, actions: list[oco.BracketAction]) -> None:
         for action in actions:
@@ -304,15 +320,7 @@ class OrderExecution:
             # sent", and recovery settles it from the broker's order list either way (resending
             # under the same id only if the broker never saw it). One transaction saved per leg.
             return
-        bracket = self._book.brackets.get(order.plan_client_id)
-        actions: list[oco.BracketAction] = []
-        with UnitOfWork(self._database) as uow:
-            uow.orders.update(order)
-            if bracket is not None:
-                actions = oco.on_order_update(bracket, self._book.bracket_orders(bracket), now)
-                uow.brackets.upsert(bracket)
-        if actions and bracket is not None:
-            self.execute(bracket, actions)
+        self.store_order_update(order, now)
 
     def _resize(self, action: oco.ResizeLeg) -> None:
         order = self._book.orders.get(action.client_order_id)
@@ -399,6 +407,7 @@ class OrderExecution:
             )
         order.ts_updated = self._clock.now_ns()  # the settle pass waits from the last request
 
+    # ------------------------------------------------------------- RESENDS, EXPIRY, RETRY CAPS
     def resend_or_drop(self, order: Order) -> None:
         """An order the broker never saw: send it again under the SAME id if it has not expired,
         the last gate still allows it now, the database fence takes it under our epoch, and it
