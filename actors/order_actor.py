@@ -9,16 +9,20 @@ Accepts: ``SubmitBracket`` (from risk), ``FlattenAll``, broker reports (``OrderS
 Publishes: ``PortfolioUpdated`` to risk, ``OrderStreamHeartbeat`` to the
 supervisor, ``OrderDenied`` to the log and metrics.
 
-The last gate: right before every broker call it checks leadership (lease held, not expired),
-the trading state (entries need ACTIVE and armed; exits and protective legs only reduce
-exposure and go on while paused or halted) and, at the write-ahead insert, the fencing epoch
-in the database. A broker timeout or 5xx leaves the order in flight (never "rejected") until
-the broker's order list settles it; nothing is re-sent under a new id.
+The actor owns the state and is the composition of three helpers it calls on its own thread,
+all sharing one ``OrderBook`` (``actors.order_book``) by reference:
 
-Reconciliation (``domain.reconcile``, scheduled by ``actors.order_reconciliation``) compares
-these books with the broker's orders, fills and positions at start, on every gain of leadership
-and on the loops of ``config.reconciliation``; drift it cannot explain pauses entries with
-``RECONCILE_DRIFT``.
+- ``OrderExecution`` (``actors.order_execution``): the last gate, the write-ahead fence, and
+  placing, sending, resending, resizing and cancelling orders; entry expiry and retry caps.
+- ``BrokerReconciliation`` and ``OrderReconciler`` (``actors.order_reconciliation``): compare
+  these books (pure rules in ``domain.reconcile``) with the broker's orders, fills and
+  positions at start, on every gain of leadership and on the loops of
+  ``config.reconciliation``; drift it cannot explain pauses entries with ``RECONCILE_DRIFT``.
+- ``PortfolioProjection`` (``actors.order_portfolio``): positions, heat and PnL published to
+  risk, realized-today and the trading-day roll.
+
+What stays here: the lifecycle, message dispatch, the takeover on a gain of leadership, the
+flatten orchestration, and applying fills and status reports to orders, brackets and positions.
 
 Failure: an exception in a handler stops the actor; the supervisor restarts it, and
 ``on_start`` rebuilds everything from storage and reconciles with the broker's books.
@@ -27,44 +31,33 @@ Failure: an exception in a handler stops the actor; the supervisor restarts it, 
 from __future__ import annotations
 
 import logging
-from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from actors.base import SUPERVISOR, VigilActor
 from actors.heartbeat import HeartbeatThrottle
-from actors.order_reconciliation import FULL_RUNS, DriftChanges, OrderReconciler, Trigger
+from actors.order_book import ACTIVE, OrderBook, position_row
+from actors.order_execution import OrderExecution
+from actors.order_portfolio import FlattenStatus, PortfolioProjection, PortfolioView
+from actors.order_reconciliation import BrokerReconciliation, OrderReconciler
 from actors.safety_outbox import SafetyOutbox
 from adapters.brokers.base import BrokerRejected, BrokerUnavailable
 from adapters.logs import log_event
-from adapters.storage.repositories import (
-    DuplicateClientOrderId,
-    LeaseFence,
-    PositionRow,
-    StaleEpoch,
-    UnitOfWork,
-)
+from adapters.storage.repositories import UnitOfWork
 from domain import oco
-from domain.calendar import start_of_trading_day_ns, trading_day
 from domain.clock import NANOS_PER_SECOND
 from domain.config import OrderConfig, ReconciliationConfig
-from domain.enums import DenialCode, LegKind, OrderStatus, PauseCause, TradingState
-from domain.expiry import entry_expiry
+from domain.enums import DenialCode, LegKind, OrderStatus, PauseCause
 from domain.messages import (
     DrainTicks,
     FillReport,
     FlattenAll,
     FlattenCompleted,
     LeadershipChanged,
-    OrderDenied,
-    OrderRequest,
     OrderStatusReport,
     OrderStreamHeartbeat,
-    PauseEntries,
-    PortfolioUpdated,
     PositionView,
     QueryOrders,
     QueryPortfolio,
@@ -72,42 +65,14 @@ from domain.messages import (
     QueryReconcileReport,
     ReloadRiskWindows,
     RepublishState,
-    ResumeEntries,
     SubmitBracket,
-    Tick,
     TimerFired,
     TradingStateChanged,
-    TripKillSwitch,
 )
-from domain.orders import (
-    InvalidTransition,
-    Order,
-    Overfill,
-    apply_fill,
-    apply_status_report,
-    mark_cancel_rejected,
-    mark_cancel_requested,
-    mark_rejected,
-    mark_submitted,
-    resize,
-)
+from domain.orders import Order, Overfill, apply_fill, apply_status_report
 from domain.plans import client_order_id
-from domain.positions import Position, flat, unrealized_pnl
 from domain.positions import apply_fill as position_apply_fill
-from domain.reconcile import (
-    IN_FLIGHT,
-    ApplyFill,
-    ApplyStatus,
-    BrokerFacts,
-    LocalBooks,
-    ReconcileAction,
-    Reconciliation,
-    ResendCancel,
-    SettleInFlight,
-    describe_action,
-    reconcile,
-    signed_quantity,
-)
+from domain.positions import flat
 
 if TYPE_CHECKING:
     from actors.mailbox import TickConflator
@@ -121,28 +86,8 @@ __all__ = ["FlattenStatus", "OrderActor", "PortfolioView"]
 
 logger = logging.getLogger(__name__)
 
-_ACTIVE = (oco.BracketStatus.PENDING_ENTRY, oco.BracketStatus.OPEN, oco.BracketStatus.FLATTENING)
 _HEARTBEAT_EVERY_NS = NANOS_PER_SECOND // 5
 _CONSISTENCY_EVERY_NS = NANOS_PER_SECOND
-_MAX_LEG_REPLACEMENTS = 3
-_DUPLICATE_AT_BROKER = "DUPLICATE_CLIENT_ORDER_ID"
-
-
-class FlattenStatus(msgspec.Struct, frozen=True, kw_only=True):
-    reason: str | None
-    in_progress: bool
-    positions_at_start: int
-    orders_at_start: int
-    remaining_positions: int
-    remaining_working_orders: int
-    started_ns: int | None
-    completed: FlattenCompleted | None
-
-
-class PortfolioView(msgspec.Struct, frozen=True, kw_only=True):
-    portfolio: PortfolioUpdated
-    working_orders: int
-    flatten: FlattenStatus
 
 
 class OrderActor(VigilActor):
@@ -181,20 +126,16 @@ class OrderActor(VigilActor):
         self._conflator = conflator
         self._metrics = metrics
         self._instance_id = instance_id
-        self._lease_holder = lease_holder
-        self._gate = gate
-        self._portfolio_subscribers = tuple(portfolio_subscribers)
-        self._kill_switch_actor = kill_switch_actor
-        self._orders: dict[str, Order] = {}
-        self._brackets: dict[str, oco.Bracket] = {}
-        self._positions: dict[str, Position] = {}
-        self._trade_ids: set[str] = set()
-        self._marks: dict[str, Tick] = {}
+        self._book = OrderBook()
+        self._projection = PortfolioProjection(
+            self._book,
+            database=database,
+            metrics=metrics,
+            clock=self.clock,
+            tell=self.directory.tell,
+            subscribers=portfolio_subscribers,
+        )
         self._trading: TradingStateChanged | None = None
-        self._leadership: LeadershipChanged | None = None
-        self._submitted_at_ns: dict[str, int] = {}
-        self._realized_today = Decimal(0)
-        self._trading_day = ""
         self._last_stream_ns: int | None = None
         self._stream_heartbeat = HeartbeatThrottle(_HEARTBEAT_EVERY_NS)
         self._last_consistency_ns = 0
@@ -204,27 +145,47 @@ class OrderActor(VigilActor):
         self._flatten_at_start = (0, 0)
         self._flatten_cancelled = 0
         self._last_flatten: FlattenCompleted | None = None
-        self._denied: deque[OrderDenied] = deque(maxlen=50)
         # Drift halts are re-sent until the kill switch shows them in force and stored.
         self._safety = SafetyOutbox(
             directory=self.directory, owner=self.name, target=kill_switch_actor
         )
-        self._stored_ids_cache: dict[str, bool] = {}
         self._risk_actor = risk_actor
         self._order_config = orders or OrderConfig()
         self._reconciler = OrderReconciler(
             reconciliation or ReconciliationConfig(),
             in_flight_settle_ns=int(self._order_config.in_flight_settle_s * NANOS_PER_SECOND),
         )
-        # Failed attempts per (loop, client_order_id): resends and resizes stop at
-        # max_attempts and escalate instead of spinning.
-        self._attempts: Counter[tuple[str, str]] = Counter()
-        # The epoch whose takeover (books reloaded, broker caught up) has finished: entries
-        # wait for it, exits and protective legs do not.
-        self._taken_over_epoch: int | None = None
-        # An epoch the database fence refused: we were deposed before our lease actor noticed,
-        # so nothing more goes to the broker under it.
-        self._deposed_epoch: int | None = None
+        self._execution = OrderExecution(
+            self._book,
+            database=database,
+            broker=broker,
+            metrics=metrics,
+            clock=self.clock,
+            gate=gate,
+            lease_holder=lease_holder,
+            instance_id=instance_id,
+            config=self._order_config,
+            reconciler=self._reconciler,
+            safety=self._safety,
+            apply_status_report=self._apply_status_report,
+            on_cancel_requested=self._count_flatten_cancel,
+        )
+        self._reconciliation = BrokerReconciliation(
+            self._book,
+            reconciler=self._reconciler,
+            execution=self._execution,
+            database=database,
+            broker=broker,
+            metrics=metrics,
+            clock=self.clock,
+            safety=self._safety,
+            tell=self.directory.tell,
+            kill_switch_actor=kill_switch_actor,
+            instance_id=instance_id,
+            trading_state=lambda: self._trading,
+            apply_fill_report=self._apply_fill_report,
+            apply_status_report=self._apply_status_report,
+        )
 
     def handlers(self) -> dict[type, Callable[[Any], Any]]:
         return {
@@ -241,51 +202,53 @@ class OrderActor(VigilActor):
             QueryOrders: lambda query: self.recent_orders(query.limit),
             QueryPortfolio: lambda _query: self.portfolio_view(),
             QueryReconcileReport: lambda _query: self._reconciler.view(),
-            RepublishState: lambda _command: self._publish_portfolio(),
+            RepublishState: lambda _command: self._projection.publish(),
         }
 
     # ------------------------------------------------------------------ LIFECYCLE
     def on_start(self) -> None:
         self._load_from_storage()
-        self._reconcile_with_broker()
-        open_count = sum(1 for b in self._brackets.values() if b.open_quantity > 0)
+        self._reconciliation.reconcile_with_broker()
+        open_count = self._book.open_position_count()
         log_event(
             logger,
             "RECOVERY",
             f"Recovering {open_count} open positions",
             open_positions=open_count,
-            active_brackets=len(self._brackets),
-            working_orders=self._working_order_count(),
+            active_brackets=len(self._book.brackets),
+            working_orders=self._book.working_order_count(),
         )
         with UnitOfWork(self._database) as uow:
             uow.events.append(
                 "RECOVERY",
-                {"open_positions": open_count, "active_brackets": len(self._brackets)},
+                {"open_positions": open_count, "active_brackets": len(self._book.brackets)},
                 ts_ns=self.clock.now_ns(),
                 instance_id=self._instance_id,
             )
         self.on_drain_ticks(DrainTicks())
-        self._publish_portfolio()
+        self._projection.publish()
 
     # ------------------------------------------------------------------ COMMAND HANDLERS
     def submit_bracket(self, command: SubmitBracket) -> None:
         plan = command.plan
         now = self.clock.now_ns()
         entry_id = client_order_id(plan.plan_client_id, LegKind.ENTRY)
-        if plan.plan_client_id in self._brackets:
-            self._deny(entry_id, LegKind.ENTRY, DenialCode.DUPLICATE_PLAN, "bracket exists", now)
+        if plan.plan_client_id in self._book.brackets:
+            self._execution.deny(
+                entry_id, LegKind.ENTRY, DenialCode.DUPLICATE_PLAN, "bracket exists", now
+            )
             return
         bracket, entry = oco.open_bracket(plan, command.quantity, now)
-        self._brackets[plan.plan_client_id] = bracket
-        placed = self._place(bracket, entry)
+        self._book.brackets[plan.plan_client_id] = bracket
+        placed = self._execution.place(bracket, entry)
         if not placed:
-            del self._brackets[plan.plan_client_id]
-        self._publish_portfolio()
+            del self._book.brackets[plan.plan_client_id]
+        self._projection.publish()
 
     def flatten_all(self, command: FlattenAll) -> FlattenStatus:
         now = self.clock.now_ns()
-        open_positions = sum(1 for b in self._brackets.values() if b.open_quantity > 0)
-        working = self._working_order_count()
+        open_positions = self._book.open_position_count()
+        working = self._book.working_order_count()
         if self._flatten_reason is None:
             self._flatten_reason = command.reason
             self._flatten_started_ns = now
@@ -300,12 +263,12 @@ class OrderActor(VigilActor):
             open_positions=open_positions,
             working_orders=working,
         )
-        for bracket in list(self._brackets.values()):
+        for bracket in list(self._book.brackets.values()):
             actions = oco.request_flatten(
-                bracket, self._bracket_orders(bracket), command.reason, now
+                bracket, self._book.bracket_orders(bracket), command.reason, now
             )
-            self._persist_bracket(bracket)
-            self._execute(bracket, actions)
+            self._execution.persist_bracket(bracket)
+            self._execution.execute(bracket, actions)
         self._after_change()
         return self.flatten_status()
 
@@ -318,41 +281,43 @@ class OrderActor(VigilActor):
 
     def _apply_fill_report(self, fill: FillReport) -> None:
         now = self.clock.now_ns()
-        if fill.trade_id in self._trade_ids:
+        if fill.trade_id in self._book.trade_ids:
             return
         order = self._find_order(fill.client_order_id)
         if order is None:
-            self._unknown_report("fill", fill.client_order_id, fill, now)
+            self._reconciliation.unknown_report("fill", fill.client_order_id, fill, now)
             return
-        bracket = self._brackets.get(order.plan_client_id)
+        bracket = self._book.brackets.get(order.plan_client_id)
         actions: list[oco.BracketAction] = []
         try:
             with UnitOfWork(self._database) as uow:
                 if not uow.fills.add(fill, plan_client_id=order.plan_client_id, recorded_ns=now):
-                    self._trade_ids.add(fill.trade_id)
+                    self._book.trade_ids.add(fill.trade_id)
                     return
                 apply_fill(order, fill, now)  # Overfill leaves the order unchanged
                 uow.orders.update(order)
                 if bracket is not None:
-                    position = self._positions.get(order.plan_client_id) or flat(order.instrument)
+                    position = self._book.positions.get(order.plan_client_id) or flat(
+                        order.instrument
+                    )
                     position = position_apply_fill(position, fill.side, fill.quantity, fill.price)
-                    self._positions[order.plan_client_id] = position
-                    actions = oco.on_order_update(bracket, self._bracket_orders(bracket), now)
+                    self._book.positions[order.plan_client_id] = position
+                    actions = oco.on_order_update(bracket, self._book.bracket_orders(bracket), now)
                     uow.brackets.upsert(bracket)
-                    uow.positions.upsert(self._position_row(bracket, position, now))
+                    uow.positions.upsert(position_row(bracket, position, now))
         except Overfill as error:
-            self._trade_ids.add(fill.trade_id)
-            self._halt_on_drift("OVERFILL", str(error), fill, now)
+            self._book.trade_ids.add(fill.trade_id)
+            self._reconciliation.halt_on_drift("OVERFILL", str(error), fill, now)
             return
         except ValueError as error:  # a fill that does not match its order (instrument, side)
-            self._trade_ids.add(fill.trade_id)
-            self._halt_on_drift("FILL_MISMATCH", str(error), fill, now)
+            self._book.trade_ids.add(fill.trade_id)
+            self._reconciliation.halt_on_drift("FILL_MISMATCH", str(error), fill, now)
             return
-        self._trade_ids.add(fill.trade_id)
+        self._book.trade_ids.add(fill.trade_id)
         if bracket is None:
             # A fill for a bracket already finished (a cancel that lost a race at the broker):
             # exposure no bracket protects. Stop and let an operator decide.
-            self._halt_on_drift(
+            self._reconciliation.halt_on_drift(
                 "LATE_FILL",
                 f"fill {fill.trade_id} for {fill.client_order_id} after its bracket finished: "
                 f"{fill.side.value} {fill.quantity} {fill.instrument} @ {fill.price}",
@@ -360,7 +325,7 @@ class OrderActor(VigilActor):
                 now,
             )
         if bracket is not None:
-            self._execute(bracket, actions)
+            self._execution.execute(bracket, actions)
         self._after_change()
 
     def on_order_status_report(self, report: OrderStatusReport) -> None:
@@ -371,13 +336,13 @@ class OrderActor(VigilActor):
         now = self.clock.now_ns()
         order = self._find_order(report.client_order_id)
         if order is None:
-            self._unknown_report("status", report.client_order_id, report, now)
+            self._reconciliation.unknown_report("status", report.client_order_id, report, now)
             return
         was_acknowledged = order.status not in (OrderStatus.PENDING_SUBMIT, OrderStatus.SUBMITTED)
         if not apply_status_report(order, report, now):
             return
         if not was_acknowledged and order.status is not OrderStatus.SUBMITTED:
-            sent = self._submitted_at_ns.pop(order.client_order_id, None)
+            sent = self._execution.submitted_at_ns.pop(order.client_order_id, None)
             if sent is not None:
                 latency_ms = (self.clock.monotonic_ns() - sent) / 1e6
                 self._metrics.order_latency_ms.observe(latency_ms)
@@ -387,15 +352,7 @@ class OrderActor(VigilActor):
             logger.warning(
                 "broker rejected %s (%s): %s", order.client_order_id, order.leg.value, report.reason
             )
-        bracket = self._brackets.get(order.plan_client_id)
-        actions: list[oco.BracketAction] = []
-        with UnitOfWork(self._database) as uow:
-            uow.orders.update(order)
-            if bracket is not None:
-                actions = oco.on_order_update(bracket, self._bracket_orders(bracket), now)
-                uow.brackets.upsert(bracket)
-        if bracket is not None:
-            self._execute(bracket, actions)
+        self._execution.store_order_update(order, now)
         self._after_change()
 
     def on_order_stream_heartbeat(self, heartbeat: OrderStreamHeartbeat) -> None:
@@ -418,16 +375,16 @@ class OrderActor(VigilActor):
             or PauseCause.FLATTEN not in trading.pause_causes
             or self._flatten_reason is not None
             or not any(
-                b.status is not oco.BracketStatus.FLATTENING for b in self._brackets.values()
+                b.status is not oco.BracketStatus.FLATTENING for b in self._book.brackets.values()
             )
         ):
             return
         self.flatten_all(FlattenAll(reason="flatten_pause", ts_init=now))
 
     def on_leadership_changed(self, leadership: LeadershipChanged) -> None:
-        self._leadership = leadership
+        self._execution.leadership = leadership
         self._tell_venue(leadership)
-        if leadership.is_leader and self._taken_over_epoch != leadership.epoch:
+        if leadership.is_leader and self._execution.taken_over_epoch != leadership.epoch:
             # Repeated on every renewal until it succeeds (a failure raises, the supervisor
             # restarts this actor, and the next broadcast tries again).
             self._take_over(leadership)
@@ -452,19 +409,19 @@ class OrderActor(VigilActor):
         # Before any plan reaches us: the previous leader's entries count in the risk windows.
         self.directory.tell(self._risk_actor, ReloadRiskWindows(epoch=leadership.epoch))
         self._load_from_storage()
-        self._reconcile_with_broker()
-        self._expire_entries(now)
-        self._taken_over_epoch = leadership.epoch
+        self._reconciliation.reconcile_with_broker()
+        self._execution.expire_entries(now)
+        self._execution.taken_over_epoch = leadership.epoch
         # Anything deferred while we could not send happens now.
-        self._resubmit_unsent()
+        self._execution.resubmit_unsent()
         self._consistency_pass(now)
         self._after_change()
         duration_ms = (self.clock.monotonic_ns() - started_mono) / 1e6
         details = {
             "epoch": leadership.epoch,
-            "active_brackets": len(self._brackets),
-            "open_positions": sum(1 for b in self._brackets.values() if b.open_quantity > 0),
-            "working_orders": self._working_order_count(),
+            "active_brackets": len(self._book.brackets),
+            "open_positions": self._book.open_position_count(),
+            "working_orders": self._book.working_order_count(),
             "duration_ms": round(duration_ms, 3),
         }
         log_event(
@@ -478,46 +435,22 @@ class OrderActor(VigilActor):
             uow.events.append("TAKEOVER", details, ts_ns=now, instance_id=self._instance_id)
 
     def on_drain_ticks(self, _wake: DrainTicks) -> None:
-        for tick in self._conflator.drain():
-            self._marks[tick.instrument] = tick
+        self._projection.on_ticks(self._conflator.drain())
 
     def on_timer_fired(self, timer: TimerFired) -> None:
         now = timer.now_ns
         if now - self._last_consistency_ns >= _CONSISTENCY_EVERY_NS:
             self._last_consistency_ns = now
-            self._roll_trading_day(now)
-            self._expire_entries(now)
-            self._reconcile_on_schedule(now)
+            self._projection.roll_trading_day(now)
+            self._execution.expire_entries(now)
+            self._reconciliation.reconcile_on_schedule(now)
             self._flatten_if_asked(now)
             self._consistency_pass(now)
             self._after_change()
 
     # ------------------------------------------------------------------ QUERIES
     def position_views(self) -> list[PositionView]:
-        views = []
-        for bracket in self._brackets.values():
-            if bracket.open_quantity <= 0:
-                continue
-            position = self._positions.get(bracket.plan_client_id) or flat(bracket.instrument)
-            mark = self._mark_price(bracket.instrument)
-            unrealized = unrealized_pnl(position, mark) if mark is not None else Decimal(0)
-            views.append(
-                PositionView(
-                    position_id=bracket.plan_client_id,
-                    strategy=bracket.strategy,
-                    instrument=bracket.instrument,
-                    side=bracket.side,
-                    quantity=bracket.open_quantity,
-                    average_price=position.average_price,
-                    stop_price=bracket.stop_price,
-                    target_price=bracket.target_price,
-                    realized_pnl=position.realized_pnl,
-                    unrealized_pnl=unrealized,
-                    risk_amount=abs(position.average_price - bracket.stop_price)
-                    * bracket.open_quantity,
-                )
-            )
-        return views
+        return self._projection.position_views()
 
     def recent_orders(self, limit: int) -> list[Order]:
         with UnitOfWork(self._database) as uow:
@@ -525,8 +458,8 @@ class OrderActor(VigilActor):
 
     def portfolio_view(self) -> PortfolioView:
         return PortfolioView(
-            portfolio=self._portfolio(),
-            working_orders=self._working_order_count(),
+            portfolio=self._projection.portfolio(),
+            working_orders=self._book.working_order_count(),
             flatten=self.flatten_status(),
         )
 
@@ -536,368 +469,57 @@ class OrderActor(VigilActor):
             in_progress=self._flatten_reason is not None,
             positions_at_start=self._flatten_at_start[0],
             orders_at_start=self._flatten_at_start[1],
-            remaining_positions=sum(1 for b in self._brackets.values() if b.open_quantity > 0),
-            remaining_working_orders=self._working_order_count(),
+            remaining_positions=self._book.open_position_count(),
+            remaining_working_orders=self._book.working_order_count(),
             started_ns=self._flatten_started_ns,
             completed=self._last_flatten,
         )
 
     def snapshot(self) -> dict[str, Any]:
+        leadership = self._execution.leadership
         return {
             "name": self.name,
-            "brackets": msgspec.to_builtins(list(self._brackets.values())),
+            "brackets": msgspec.to_builtins(list(self._book.brackets.values())),
             "working_orders": msgspec.to_builtins(
-                [o for o in self._orders.values() if o.status.is_working]
+                [o for o in self._book.orders.values() if o.status.is_working]
             ),
             "positions": msgspec.to_builtins(self.position_views()),
-            "realized_pnl_today": str(self._realized_today),
-            "leadership": msgspec.to_builtins(self._leadership) if self._leadership else None,
+            "realized_pnl_today": str(self._projection.realized_today),
+            "leadership": msgspec.to_builtins(leadership) if leadership else None,
             "trading": msgspec.to_builtins(self._trading) if self._trading else None,
             "flatten": msgspec.to_builtins(self.flatten_status()),
-            "recent_denials": msgspec.to_builtins(list(self._denied)),
+            "recent_denials": msgspec.to_builtins(list(self._execution.denied)),
             "safety_outbox": self._safety.snapshot(),
             "last_stream_ns": self._last_stream_ns,
             "mailbox_depth": self.mailbox_depth,
         }
 
-    # ------------------------------------------------------------------ CHECKS
-    def _send_gate(self, leg: LegKind) -> tuple[DenialCode, str] | None:
-        leadership = self._leadership
+    # ------------------------------------------------------------------ BOOKKEEPING
+    def _after_change(self) -> None:
         now = self.clock.now_ns()
-        if leadership is None or not leadership.is_leader:
-            return DenialCode.NOT_LEADER, f"holder={self._lease_holder}"
-        if leadership.lease_expires_ns <= now:
-            return DenialCode.NOT_LEADER, (
-                f"lease_expired_ns={leadership.lease_expires_ns} now_ns={now}"
-            )
-        if leadership.epoch == self._deposed_epoch:
-            return DenialCode.STALE_EPOCH, f"epoch {leadership.epoch} refused by the database"
-        if leg is not LegKind.ENTRY:
-            return None  # stops, targets and exits only ever reduce exposure
-        if self._taken_over_epoch != leadership.epoch:
-            return DenialCode.NOT_LEADER, (
-                f"takeover of epoch {leadership.epoch} not finished (books not yet reloaded "
-                "and reconciled)"
-            )
-        # The kill switch's decision, not our copy of its last message: a HALT, pause or
-        # disarm it has acknowledged stops this order even if the message is still queued.
-        trading = self._gate.current()
-        if trading is None:
-            return DenialCode.TRADING_PAUSED, "trading_state=unknown"
-        if trading.state is TradingState.HALTED:
-            return DenialCode.KILL_SWITCH_ACTIVE, f"halt_reason={trading.halt_reason}"
-        if trading.state is TradingState.REDUCING:
-            causes = ",".join(c.value for c in trading.pause_causes)
-            return DenialCode.TRADING_PAUSED, f"pause_causes={causes}"
-        if not trading.armed:
-            return DenialCode.NOT_ARMED, f"mode={trading.mode.value}"
-        return None
+        for plan_id, bracket in list(self._book.brackets.items()):
+            if bracket.status in ACTIVE:
+                continue
+            position = self._book.positions.pop(plan_id, None)
+            if position is not None:
+                self._projection.book_closed(position)
+                with UnitOfWork(self._database) as uow:
+                    uow.positions.upsert(position_row(bracket, position, now))
+            for order_id in oco.bracket_orders(bracket):
+                self._book.orders.pop(order_id, None)
+                self._execution.submitted_at_ns.pop(order_id, None)
+            del self._book.brackets[plan_id]
+        if self._flatten_reason is not None:
+            self._check_flatten_done(now)
+        self._projection.publish()
 
-    def _may_touch_broker(self) -> bool:
-        leadership = self._leadership
-        return (
-            leadership is not None
-            and leadership.is_leader
-            and leadership.lease_expires_ns > self.clock.now_ns()
-            and leadership.epoch != self._deposed_epoch
-        )
-
-    # ------------------------------------------------------------------ DENIALS
-    def _deny(self, client_id: str, leg: LegKind, code: DenialCode, detail: str, now: int) -> None:
-        denied = OrderDenied(
-            client_order_id=client_id, leg=leg, code=code, detail=detail, ts_event=now
-        )
-        self._denied.append(denied)
-        self._metrics.orders_total.labels(leg=leg.value, outcome="denied").inc()
-        self._metrics.risk_blocks_total.labels(reason=code.value).inc()
-        logger.warning("order %s (%s) denied: %s %s", client_id, leg.value, code.value, detail)
-
-    # ------------------------------------------------------------------ EGRESS
-    def _execute(self, bracket: oco.Bracket, actions: list[oco.BracketAction]) -> None:
-        for action in actions:
-            if isinstance(action, oco.PlaceLeg):
-                self._place(bracket, action)
-            elif isinstance(action, oco.ResizeLeg):
-                self._resize(action)
-            else:
-                self._cancel(action)
-
-    def _place(self, bracket: oco.Bracket, action: oco.PlaceLeg) -> bool:
-        now = self.clock.now_ns()
-        gate = self._send_gate(action.leg)
-        if gate is not None:
-            if action.leg is LegKind.ENTRY:
-                self._deny(action.client_order_id, action.leg, gate[0], gate[1], now)
-            else:
-                # Deferred, not dropped: the consistency pass asks for this leg again.
-                logger.info("deferring %s: %s %s", action.client_order_id, gate[0].value, gate[1])
-            return False
-        replacements = {
-            LegKind.STOP: bracket.stop_sequence,
-            LegKind.TARGET: bracket.target_sequence,
-        }
-        if replacements.get(action.leg, 0) > _MAX_LEG_REPLACEMENTS:
-            # The venue keeps killing this protective leg: holding the position unprotected is
-            # worse than closing it.
-            self._give_up_protection(bracket, now)
-            return False
-        assert self._leadership is not None
-        order = oco.new_leg_order(bracket, action, now, epoch=self._leadership.epoch)
-        fence = LeaseFence(instance_id=self._lease_holder, epoch=self._leadership.epoch, now_ns=now)
-        try:
-            with UnitOfWork(self._database) as uow:
-                uow.orders.add(order, fence=fence)
-                uow.brackets.upsert(bracket)
-        except DuplicateClientOrderId:
-            if action.leg is LegKind.ENTRY:
-                self._deny(
-                    action.client_order_id,
-                    action.leg,
-                    DenialCode.DUPLICATE_PLAN,
-                    f"client_order_id={action.client_order_id} already stored",
-                    now,
-                )
-                return False
-            with UnitOfWork(self._database) as uow:
-                stored = uow.orders.get(action.client_order_id)
-            if stored is not None:
-                self._orders[stored.client_order_id] = stored
-            return False
-        except StaleEpoch as error:
-            self._deposed(fence.epoch, error)
-            self._deny(action.client_order_id, action.leg, DenialCode.STALE_EPOCH, str(error), now)
-            return False
-        self._orders[order.client_order_id] = order
-        self._send(order)
-        return True
-
-    def _send(self, order: Order) -> None:
-        request = OrderRequest(
-            client_order_id=order.client_order_id,
-            instrument=order.instrument,
-            side=order.side,
-            order_type=order.order_type,
-            quantity=order.quantity,
-            price=order.price,
-            trigger_price=order.trigger_price,
-        )
-        now = self.clock.now_ns()
-        self._submitted_at_ns[order.client_order_id] = self.clock.monotonic_ns()
-        rejected: str | None = None
-        try:
-            self._broker.submit_order(request)
-            outcome = "submitted"
-        except BrokerRejected as error:
-            if str(error).startswith(_DUPLICATE_AT_BROKER):
-                # The venue already has this id (a resend after a crash): not a rejection;
-                # its order list settles the state.
-                outcome = "duplicate"
-                self._reconciler.broker_has.add(order.client_order_id)
-            else:
-                rejected = str(error)
-                outcome = "rejected"
-        except BrokerUnavailable as error:
-            # Unknown, not rejected: stays in flight until the broker's order list settles it.
-            outcome = "unknown"
-            self._metrics.retries_total.labels(type="submit_unknown").inc()
-            logger.warning("submit of %s outcome unknown: %s", order.client_order_id, error)
-        if order.status is OrderStatus.PENDING_SUBMIT:
-            mark_submitted(order, now)
-        if rejected is not None:
-            mark_rejected(order, rejected, now)
-            self._submitted_at_ns.pop(order.client_order_id, None)
-        self._metrics.orders_total.labels(leg=order.leg.value, outcome=outcome).inc()
-        # One line per order we send (bounded by our own order rate), so the log alone shows
-        # what went out, e.g. a flatten's exits finishing after a restart.
-        log_event(
-            logger,
-            "ORDER_REJECTED" if rejected is not None else "ORDER_SUBMITTED",
-            f"{order.leg.value} {order.side.value} {order.quantity} {order.instrument} "
-            f"{order.client_order_id}: {rejected or outcome}",
-            level=logging.WARNING if rejected is not None else logging.INFO,
-            client_order_id=order.client_order_id,
-            plan_client_id=order.plan_client_id,
-            leg=order.leg.value,
-            side=order.side.value,
-            quantity=order.quantity,
-            order_type=order.order_type.value,
-            epoch=order.epoch,
-            outcome=outcome,
-        )
-        if rejected is None:
-            # SUBMITTED lives in memory only: the stored PENDING_SUBMIT already means "maybe
-            # sent", and recovery settles it from the broker's order list either way (resending
-            # under the same id only if the broker never saw it). One transaction saved per leg.
-            return
-        bracket = self._brackets.get(order.plan_client_id)
-        actions: list[oco.BracketAction] = []
-        with UnitOfWork(self._database) as uow:
-            uow.orders.update(order)
-            if bracket is not None:
-                actions = oco.on_order_update(bracket, self._bracket_orders(bracket), now)
-                uow.brackets.upsert(bracket)
-        if actions and bracket is not None:
-            self._execute(bracket, actions)
-
-    def _resize(self, action: oco.ResizeLeg) -> None:
-        order = self._orders.get(action.client_order_id)
-        if order is None or order.status.is_terminal or not self._may_touch_broker():
-            return
-        key = ("resize", order.client_order_id)
-        try:
-            self._broker.modify_order(action.client_order_id, quantity=action.quantity)
-        except BrokerRejected as error:
-            logger.warning("resize of %s refused: %s", action.client_order_id, error)
-            self._resize_failed(order, key, str(error))
-            return
-        except BrokerUnavailable as error:
-            self._metrics.retries_total.labels(type="modify_unknown").inc()
-            logger.warning(
-                "resize of %s outcome unknown, will retry: %s", order.client_order_id, error
-            )
-            self._resize_failed(order, key, str(error))
-            return
-        self._attempts.pop(key, None)
-        try:
-            resize(order, action.quantity, self.clock.now_ns())
-        except (InvalidTransition, ValueError) as error:
-            # The venue accepted a resize our books no longer allow (a fill or cancel crossed
-            # it); the next report settles the order.
-            logger.warning("resize of %s not applied locally: %s", action.client_order_id, error)
-            return
-        with UnitOfWork(self._database) as uow:
-            uow.orders.update(order)
-
-    def _resize_failed(self, order: Order, key: tuple[str, str], error: str) -> None:
-        """Count a refused or unanswered resize; past max_attempts, stop resizing and make the
-        bracket safe without it.
-
-        A leg whose size cannot be changed no longer matches the position: too small leaves
-        part of it unprotected, too large can over-exit. Cancel-and-replace would leave the
-        position unprotected between the cancel and a replacement the same broker may refuse
-        again, so a protective leg gives up the bracket instead: flatten it (cancel every leg,
-        then one market EXIT for what is open, the existing ``_give_up_protection`` path). An
-        EXIT leg is already the flatten: cancelling it lets the wind-down place a new EXIT
-        sized to what is open.
-        """
-        self._attempts[key] += 1
-        attempts = self._attempts[key]
-        if attempts < self._order_config.max_attempts:
-            return
-        now = self.clock.now_ns()
-        detail = (
-            f"resize of {order.client_order_id} ({order.leg.value}) failed {attempts} times "
-            f"(max_attempts={self._order_config.max_attempts}), last: {error}"
-        )
-        self._escalate("RESIZE_GAVE_UP", detail, order, now)
-        del self._attempts[key]
-        bracket = self._brackets.get(order.plan_client_id)
-        if order.leg in (LegKind.STOP, LegKind.TARGET) and bracket is not None:
-            self._give_up_protection(bracket, now)
-        else:
-            self._cancel(oco.CancelLeg(client_order_id=order.client_order_id))
-
-    def _cancel(self, action: oco.CancelLeg) -> None:
-        order = self._orders.get(action.client_order_id)
-        if order is None or order.status.is_terminal or not self._may_touch_broker():
-            return
-        mark_cancel_requested(order, self.clock.now_ns())
-        with UnitOfWork(self._database) as uow:
-            uow.orders.update(order)
-        self._request_cancel(order)
+    def _count_flatten_cancel(self) -> None:
         if self._flatten_reason is not None:
             self._flatten_cancelled += 1
 
-    def _request_cancel(self, order: Order) -> None:
-        try:
-            self._broker.cancel_order(order.client_order_id)
-        except BrokerRejected as error:
-            logger.warning("cancel of %s refused: %s", order.client_order_id, error)
-            mark_cancel_rejected(order, str(error), self.clock.now_ns())
-            with UnitOfWork(self._database) as uow:
-                uow.orders.update(order)
-        except BrokerUnavailable as error:
-            self._metrics.retries_total.labels(type="cancel_unknown").inc()
-            logger.warning(
-                "cancel of %s outcome unknown; the settle pass retries: %s",
-                order.client_order_id,
-                error,
-            )
-        order.ts_updated = self.clock.now_ns()  # the settle pass waits from the last request
-
-    def _publish_portfolio(self) -> None:
-        portfolio = self._portfolio()
-        for subscriber in self._portfolio_subscribers:
-            self.directory.tell(subscriber, portfolio)
-        counts: dict[str, int] = {}
-        for position in portfolio.positions:
-            counts[position.strategy] = counts.get(position.strategy, 0) + 1
-        # Strategies missing from counts go to 0, so no gauge sticks at a stale count.
-        self._metrics.set_positions_open(counts)
-        self._metrics.set_rupees(
-            heat=portfolio.heat,
-            daily_pnl=portfolio.realized_pnl_today,
-            unrealized_pnl=portfolio.unrealized_pnl,
-        )
-
-    # ------------------------------------------------------------------ internals
-    def _portfolio(self) -> PortfolioUpdated:
-        positions = tuple(self.position_views())
-        pending = [
-            b for b in self._brackets.values() if b.status is oco.BracketStatus.PENDING_ENTRY
-        ]
-        # The unfilled part of every working entry (a partly filled one too) can become a
-        # position at any moment: its risk and notional count before it does.
-        unfilled = [
-            (bracket, order.remaining_quantity)
-            for bracket in self._brackets.values()
-            if (order := self._orders.get(bracket.entry_order_id)) is not None
-            and order.status.is_working
-            and order.remaining_quantity > 0
-        ]
-        # Every active bracket's realized part counts, flat or not (a stopped-out bracket still
-        # cancelling its target has realized its loss already).
-        realized_open = sum((p.realized_pnl for p in self._positions.values()), Decimal(0))
-        return PortfolioUpdated(
-            positions=positions,
-            working_entry_count=len(pending),
-            working_entries=tuple((b.strategy, b.instrument) for b in pending),
-            working_plan_ids=tuple(b.plan_client_id for b in self._brackets.values()),
-            working_entry_notional=tuple(
-                (bracket.instrument, bracket.entry_price * quantity)
-                for bracket, quantity in unfilled
-            ),
-            realized_pnl_today=self._realized_today + realized_open,
-            unrealized_pnl=sum((p.unrealized_pnl for p in positions), Decimal(0)),
-            heat=sum((p.risk_amount for p in positions), Decimal(0))
-            + sum(
-                (abs(b.entry_price - b.stop_price) * quantity for b, quantity in unfilled),
-                Decimal(0),
-            ),
-            ts_event=self.clock.now_ns(),
-        )
-
-    def _after_change(self) -> None:
-        now = self.clock.now_ns()
-        for plan_id, bracket in list(self._brackets.items()):
-            if bracket.status in _ACTIVE:
-                continue
-            position = self._positions.pop(plan_id, None)
-            if position is not None:
-                self._realized_today += position.realized_pnl
-                with UnitOfWork(self._database) as uow:
-                    uow.positions.upsert(self._position_row(bracket, position, now))
-            for order_id in oco.bracket_orders(bracket):
-                self._orders.pop(order_id, None)
-                self._submitted_at_ns.pop(order_id, None)
-            del self._brackets[plan_id]
-        if self._flatten_reason is not None:
-            self._check_flatten_done(now)
-        self._publish_portfolio()
-
     def _check_flatten_done(self, now: int) -> None:
-        remaining_positions = sum(1 for b in self._brackets.values() if b.open_quantity > 0)
-        remaining_orders = self._working_order_count()
+        remaining_positions = self._book.open_position_count()
+        remaining_orders = self._book.working_order_count()
         if remaining_positions or remaining_orders:
             return
         assert self._flatten_started_mono is not None and self._flatten_reason is not None
@@ -932,244 +554,21 @@ class OrderActor(VigilActor):
         self._flatten_started_mono = None
 
     def _consistency_pass(self, now: int) -> None:
-        if not self._may_touch_broker():
+        if not self._execution.may_touch_broker():
             return
-        for bracket in list(self._brackets.values()):
+        for bracket in list(self._book.brackets.values()):
             if (
                 self._flatten_reason is not None
                 and bracket.status is not oco.BracketStatus.FLATTENING
             ):
                 actions = oco.request_flatten(
-                    bracket, self._bracket_orders(bracket), self._flatten_reason, now
+                    bracket, self._book.bracket_orders(bracket), self._flatten_reason, now
                 )
             else:
-                actions = oco.on_order_update(bracket, self._bracket_orders(bracket), now)
+                actions = oco.on_order_update(bracket, self._book.bracket_orders(bracket), now)
             if actions:
-                self._persist_bracket(bracket)
-                self._execute(bracket, actions)
-
-    def _settle_in_flight(self, now: int) -> None:
-        """The in-flight loop: orders sent (or cancels asked) longer ago than the settle delay
-        are settled from the broker's order list, by the same rules as every other run."""
-        threshold = self._reconciler.in_flight_settle_ns
-        last_request = self._reconciler.last_request_ns
-        stale = any(
-            order.status in IN_FLIGHT
-            and now - max(order.ts_updated, last_request.get(order_id, 0)) >= threshold
-            for order_id, order in self._orders.items()
-        )
-        if stale and self._may_touch_broker():
-            self._run_reconciliation(Trigger.IN_FLIGHT, now)
-
-    def _resend_or_drop(self, order: Order) -> None:
-        """An order the broker never saw: send it again under the SAME id if it has not expired,
-        the last gate still allows it now, the database fence takes it under our epoch, and it
-        has not used up its attempts (the venue refuses a second order with a known id);
-        otherwise it was never sent, and it ends here (or, fenced out, is left to the leader
-        that holds the lease)."""
-        now = self.clock.now_ns()
-        expired = entry_expiry(order, now_ns=now, ttl_s=self._order_config.entry_ttl_s)
-        if expired is not None:
-            self._expire_locally(order, expired, now)
-            return
-        gate = self._send_gate(order.leg)
-        if gate is not None:
-            self._settle_locally(
-                order, f"NEVER_REACHED_BROKER: not resent, {gate[0].value} {gate[1]}"
-            )
-            return
-        key = ("resend", order.client_order_id)
-        if self._attempts[key] >= self._order_config.max_attempts:
-            self._give_up_sending(order, self._attempts[key], now)
-            return
-        assert self._leadership is not None  # the gate passed
-        fence = LeaseFence(instance_id=self._lease_holder, epoch=self._leadership.epoch, now_ns=now)
-        try:
-            with UnitOfWork(self._database) as uow:
-                uow.orders.refence(order.client_order_id, fence)
-        except StaleEpoch as error:
-            # Deposed: the order belongs to the leader that holds the lease now.
-            self._deposed(fence.epoch, error)
-            self._deny(order.client_order_id, order.leg, DenialCode.STALE_EPOCH, str(error), now)
-            return
-        order.epoch = fence.epoch
-        self._attempts[key] += 1
-        self._metrics.retries_total.labels(type="resend").inc()
-        self._send(order)
-
-    def _deposed(self, epoch: int, error: StaleEpoch) -> None:
-        if self._deposed_epoch == epoch:
-            return
-        self._deposed_epoch = epoch
-        log_event(
-            logger,
-            "DEPOSED",
-            f"the database refused epoch {epoch}: another process leads; this one stops "
-            f"sending until it leads again ({error})",
-            level=logging.CRITICAL,
-            epoch=epoch,
-            holder=error.holder,
-            current_epoch=error.current_epoch,
-        )
-
-    def _expire_locally(self, order: Order, reason: str, now: int) -> None:
-        # Never (re)sent: the broker has not got it, so it ends here.
-        self._record_expiry(order, reason, now)
-        self._settle_locally(order, reason)
-
-    def _record_expiry(self, order: Order, reason: str, now: int) -> None:
-        log_event(
-            logger,
-            "ENTRY_EXPIRED",
-            f"{order.client_order_id}: {reason}",
-            level=logging.WARNING,
-            client_order_id=order.client_order_id,
-            status=order.status.value,
-        )
-        with UnitOfWork(self._database) as uow:
-            uow.events.append(
-                "ENTRY_EXPIRED",
-                {
-                    "client_order_id": order.client_order_id,
-                    "status": order.status.value,
-                    "reason": reason,
-                },
-                ts_ns=now,
-                instance_id=self._instance_id,
-            )
-
-    def _expire_entries(self, now: int) -> None:
-        """Entries past their time to live or from an earlier trading day: never-sent ones are
-        settled here, working ones are cancelled at the broker (their filled part stays
-        protected by the bracket). Only a leader touches them."""
-        if not self._may_touch_broker():
-            return
-        ttl_s = self._order_config.entry_ttl_s
-        expired = [
-            (order, reason)
-            for order in list(self._orders.values())
-            if order.leg is LegKind.ENTRY
-            and order.status.is_working
-            and order.status is not OrderStatus.PENDING_CANCEL
-            and (reason := entry_expiry(order, now_ns=now, ttl_s=ttl_s)) is not None
-        ]
-        if not expired:
-            return
-        unsent = [o for o, _ in expired if o.status is OrderStatus.PENDING_SUBMIT]
-        broker_known: dict[str, OrderStatusReport] = {}
-        if unsent:
-            # Storage says "maybe sent": only the broker's list tells whether it has them.
-            try:
-                broker_known = {r.client_order_id: r for r in self._broker.list_orders()}
-            except (BrokerUnavailable, BrokerRejected) as error:
-                logger.warning("could not list broker orders to expire entries: %s", error)
-                expired = [(o, r) for o, r in expired if o.status is not OrderStatus.PENDING_SUBMIT]
-        for order, reason in expired:
-            if order.status is OrderStatus.PENDING_SUBMIT:
-                report = broker_known.get(order.client_order_id)
-                if report is None:
-                    self._expire_locally(order, reason, now)
-                    continue
-                self._apply_status_report(report)
-                if not order.status.is_working:
-                    continue
-            self._record_expiry(order, reason, now)
-            order.reason = reason
-            self._cancel(oco.CancelLeg(client_order_id=order.client_order_id))
-
-    def _may_resend_cancel(self, order: Order, now: int) -> bool:
-        """Count a cancel the broker still shows working; past max_attempts stop asking and
-        HALT: a stop or target the broker will not cancel can outlive its position, and only
-        an operator (or the broker's own desk) can remove it."""
-        key = ("cancel", order.client_order_id)
-        self._attempts[key] += 1
-        attempts = self._attempts[key]
-        limit = self._order_config.max_attempts
-        if attempts <= limit:
-            return True
-        if attempts == limit + 1:
-            detail = (
-                f"{order.client_order_id} ({order.leg.value}) still working at the broker after "
-                f"{limit} cancel requests (max_attempts={limit})"
-            )
-            self._escalate("CANCEL_GAVE_UP", detail, order, now)
-            self._safety.send(
-                "halt:CANCEL_GAVE_UP",
-                TripKillSwitch(reason="CANCEL_GAVE_UP", detail=detail),
-                now_ns=now,
-            )
-        return False
-
-    def _give_up_sending(self, order: Order, attempts: int, now: int) -> None:
-        """A resend loop that used up its attempts: end the order as never sent and escalate
-        so the position is not left as it is."""
-        detail = (
-            f"{order.client_order_id} ({order.leg.value}) not accepted after {attempts} "
-            f"resends (max_attempts={self._order_config.max_attempts})"
-        )
-        self._escalate("RESEND_GAVE_UP", detail, order, now)
-        self._settle_locally(order, f"GAVE_UP: {detail}")
-        bracket = self._brackets.get(order.plan_client_id)
-        if order.leg in (LegKind.STOP, LegKind.TARGET) and bracket is not None:
-            self._give_up_protection(bracket, now)
-        elif order.leg is LegKind.EXIT:
-            # The broker will not take our exit: only an operator can close this position.
-            self._safety.send(
-                "halt:RESEND_GAVE_UP",
-                TripKillSwitch(reason="RESEND_GAVE_UP", detail=detail),
-                now_ns=now,
-            )
-
-    def _escalate(self, event: str, detail: str, order: Order, now: int) -> None:
-        log_event(
-            logger,
-            event,
-            detail,
-            level=logging.CRITICAL,
-            client_order_id=order.client_order_id,
-            leg=order.leg.value,
-        )
-        with UnitOfWork(self._database) as uow:
-            uow.events.append(
-                event,
-                {"detail": detail, "client_order_id": order.client_order_id},
-                ts_ns=now,
-                instance_id=self._instance_id,
-            )
-
-    def _settle_locally(self, order: Order, reason: str) -> None:
-        self._apply_status_report(
-            OrderStatusReport(
-                client_order_id=order.client_order_id,
-                broker_order_id=order.broker_order_id or "",
-                instrument=order.instrument,
-                status=OrderStatus.CANCELLED,
-                quantity=order.quantity,
-                filled_quantity=order.filled_quantity,
-                reason=reason,
-                ts_event=self.clock.now_ns(),
-            )
-        )
-
-    def _resubmit_unsent(self) -> None:
-        unsent = [o for o in self._orders.values() if o.status is OrderStatus.PENDING_SUBMIT]
-        for order in unsent:
-            self._resend_or_drop(order)
-
-    def _roll_trading_day(self, now: int) -> None:
-        day = trading_day(now)
-        if day == self._trading_day:
-            return
-        with UnitOfWork(self._database) as uow:
-            self._realized_today = uow.positions.realized_closed_since(start_of_trading_day_ns(now))
-        if self._trading_day:
-            log_event(
-                logger,
-                "DAILY_RESET",
-                f"trading day {day} starts; realized PnL today reset",
-                trading_day=day,
-            )
-        self._trading_day = day
+                self._execution.persist_bracket(bracket)
+                self._execution.execute(bracket, actions)
 
     def _load_from_storage(self) -> None:
         """Load the active brackets, their orders, positions (rebuilt from fills), the trade ids
@@ -1183,22 +582,22 @@ class OrderActor(VigilActor):
         was finished by another leader and is dropped.
         """
         now = self.clock.now_ns()
-        self._roll_trading_day(now)
+        self._projection.roll_trading_day(now)
         with UnitOfWork(self._database) as uow:
             brackets = uow.brackets.list_active()
-            self._trade_ids |= uow.fills.trade_ids()
-            self._realized_today = uow.positions.realized_closed_since(start_of_trading_day_ns(now))
+            self._book.trade_ids |= uow.fills.trade_ids()
+            self._projection.reload_realized(uow, now)
             active = {bracket.plan_client_id for bracket in brackets}
-            for plan_id in [p for p in self._brackets if p not in active]:
-                finished = self._brackets.pop(plan_id)
-                self._positions.pop(plan_id, None)
+            for plan_id in [p for p in self._book.brackets if p not in active]:
+                finished = self._book.brackets.pop(plan_id)
+                self._book.positions.pop(plan_id, None)
                 for order_id in oco.bracket_orders(finished):
-                    self._orders.pop(order_id, None)
-                    self._submitted_at_ns.pop(order_id, None)
+                    self._book.orders.pop(order_id, None)
+                    self._execution.submitted_at_ns.pop(order_id, None)
             for bracket in brackets:
-                self._brackets[bracket.plan_client_id] = bracket
+                self._book.brackets[bracket.plan_client_id] = bracket
                 for order in uow.orders.list_for_plan(bracket.plan_client_id):
-                    known = self._orders.get(order.client_order_id)
+                    known = self._book.orders.get(order.client_order_id)
                     if (
                         known is not None
                         and known.status is OrderStatus.SUBMITTED
@@ -1206,225 +605,17 @@ class OrderActor(VigilActor):
                     ):
                         order.status = OrderStatus.SUBMITTED
                         order.ts_updated = known.ts_updated
-                    self._orders[order.client_order_id] = order
+                    self._book.orders[order.client_order_id] = order
                 position = flat(bracket.instrument)
                 fills = sorted(
                     uow.fills.list_for_plan(bracket.plan_client_id), key=lambda f: f.ts_event
                 )
                 for fill in fills:
                     position = position_apply_fill(position, fill.side, fill.quantity, fill.price)
-                self._positions[bracket.plan_client_id] = position
-
-    def _reconcile_with_broker(self) -> None:
-        """Compare the whole book with the broker's orders, fills and positions and apply what
-        they explain (what happened while we were down or not leading). Runs at start and on
-        every gain of leadership; a broker failure is counted and the schedule tries again."""
-        if not self._may_touch_broker():
-            # A standby applying fills would write brackets the leader owns, and the leader
-            # would then skip them as known trade ids: only the lease holder reconciles (the
-            # takeover runs this again once the lease is ours).
-            return
-        trigger = Trigger.LEADERSHIP if self._reconciler.started else Trigger.START
-        self._run_reconciliation(trigger, self.clock.now_ns())
-
-    def _reconcile_on_schedule(self, now: int) -> None:
-        # The three loops of config.reconciliation, only while we lead (a standby applying
-        # fills would write brackets the leader owns); then make sure the kill switch shows
-        # what the reconciliation decided, whoever lost a message on the way.
-        if self._may_touch_broker():
-            due = self._reconciler.due(now)
-            if due == Trigger.IN_FLIGHT:
-                self._settle_in_flight(now)
-            elif due is not None:
-                self._run_reconciliation(due, now)
-        self._sync_drift_pause()
-
-    def _run_reconciliation(self, trigger: str, now: int) -> None:
-        started_mono = self.clock.monotonic_ns()
-        full = trigger in FULL_RUNS
-        try:
-            # Orders before fills: a fill list newer than the order list cannot make a
-            # filled quantity look unbooked.
-            reports = self._broker.list_orders()
-            fills = self._broker.list_fills()
-            positions = self._broker.list_positions() if full else None
-        except (BrokerUnavailable, BrokerRejected) as error:
-            self._metrics.retries_total.labels(type="reconcile").inc()
-            if self._reconciler.record_failure(trigger, str(error), now):
-                log_event(
-                    logger,
-                    "RECONCILE",
-                    f"reconciliation cannot reach the broker ({self._reconciler.failures} "
-                    f"attempts in a row); entries pause until it can: {error}",
-                    level=logging.ERROR,
-                    trigger=trigger,
-                    failures=self._reconciler.failures,
-                )
-            elif self._reconciler.failures == 1:
-                logger.warning("reconciliation (%s) could not ask the broker: %s", trigger, error)
-            self._sync_drift_pause()
-            return
-        outcome = reconcile(
-            self._local_books(reports, fills),
-            BrokerFacts(orders=reports, fills=fills, positions=positions),
-            now_ns=now,
-            in_flight_settle_ns=self._reconciler.in_flight_settle_ns,
-            in_flight_only=trigger == Trigger.IN_FLIGHT,
-        )
-        applied, deferred = self._apply_reconcile_actions(outcome.actions, now)
-        changes = self._reconciler.record_run(
-            trigger,
-            outcome,
-            now_ns=now,
-            duration_ms=(self.clock.monotonic_ns() - started_mono) / 1e6,
-            applied=applied,
-            deferred=deferred,
-        )
-        self._log_unknown_broker_orders(outcome, now)
-        self._announce_drift(changes, trigger, now)
-        self._sync_drift_pause()
-
-    def _local_books(self, reports: list[OrderStatusReport], fills: list[FillReport]) -> LocalBooks:
-        positions: dict[str, int] = {}
-        for bracket in self._brackets.values():
-            quantity = signed_quantity(bracket.side, bracket.open_quantity)
-            positions[bracket.instrument] = positions.get(bracket.instrument, 0) + quantity
-        broker_ids = {r.client_order_id for r in reports} | {f.client_order_id for f in fills}
-        return LocalBooks(
-            orders=self._orders,
-            finished_order_ids=frozenset(self._stored_elsewhere(broker_ids - set(self._orders))),
-            trade_ids=frozenset(self._trade_ids),
-            positions=positions,
-            broker_has=frozenset(self._reconciler.broker_has),
-            last_request_ns=dict(self._reconciler.last_request_ns),
-        )
-
-    def _stored_elsewhere(self, client_order_ids: set[str]) -> set[str]:
-        # Ids the broker lists that are not in memory: ours if storage has them (a finished
-        # bracket's legs). Whether an id is stored never changes, so each is looked up once.
-        known = self._stored_ids_cache
-        lookup = [order_id for order_id in client_order_ids if order_id not in known]
-        if lookup:
-            with UnitOfWork(self._database) as uow:
-                for order_id in lookup:
-                    known[order_id] = uow.orders.get(order_id) is not None
-        return {order_id for order_id in client_order_ids if known[order_id]}
-
-    def _apply_reconcile_actions(
-        self, actions: Iterable[ReconcileAction], now: int
-    ) -> tuple[list[str], bool]:
-        applied: list[str] = []
-        deferred = False
-        may_send = self._may_touch_broker()
-        for action in actions:
-            sentence = describe_action(action)
-            if isinstance(action, ApplyFill):
-                self._apply_fill_report(action.fill)
-            elif isinstance(action, ApplyStatus):
-                try:
-                    self._apply_status_report(action.report)
-                except InvalidTransition as error:
-                    # One report our books cannot take must not stop the rest.
-                    self._halt_on_drift("RECONCILE_MISMATCH", str(error), action.report, now)
-                    continue
-            elif not may_send:
-                # Settling needs the broker (and the directory, which may not name us yet
-                # during on_start): deferred to the next pass while we lead.
-                applied.append(f"deferred until leading: {sentence}")
-                deferred = True
-                continue
-            elif isinstance(action, SettleInFlight):
-                order = self._orders.get(action.client_order_id)
-                if order is None or order.status not in IN_FLIGHT:
-                    continue
-                if order.status is OrderStatus.PENDING_CANCEL:
-                    # The broker's order list does not show it, so there is nothing to cancel.
-                    # Not proof that it was never sent (a broker lists only today's orders):
-                    # the positions run catches exposure it may have left.
-                    why = f" ({order.reason})" if order.reason else ""
-                    self._settle_locally(
-                        order, f"NOT_AT_BROKER: cancel asked, not in the broker's orders{why}"
-                    )
-                    sentence += "; cancelled locally"
-                else:
-                    self._reconciler.last_request_ns[order.client_order_id] = now
-                    self._resend_or_drop(order)
-                    sentence += "; not resent, settled" if order.status.is_terminal else "; resent"
-            elif isinstance(action, ResendCancel):
-                order = self._orders.get(action.client_order_id)
-                if order is None or order.status is not OrderStatus.PENDING_CANCEL:
-                    continue
-                # Still working at the broker: our cancel was lost (or its outcome unknown).
-                if not self._may_resend_cancel(order, now):
-                    continue
-                self._metrics.retries_total.labels(type="cancel_resend").inc()
-                self._request_cancel(order)
-            log_event(logger, "RECOVERY", f"reconcile: {sentence}", action=type(action).__name__)
-            applied.append(sentence)
-        return applied, deferred
-
-    def _log_unknown_broker_orders(self, outcome: Reconciliation, now: int) -> None:
-        for order_id in outcome.unknown_broker_orders:
-            if order_id not in self._reconciler.logged_unknown:
-                self._unknown_report("order list", order_id, {"client_order_id": order_id}, now)
-
-    def _announce_drift(self, changes: DriftChanges, trigger: str, now: int) -> None:
-        for drift in changes.confirmed:
-            log_event(
-                logger,
-                "RECONCILE",
-                f"reconcile drift: {drift.sentence}",
-                level=logging.CRITICAL if drift.unprotected else logging.ERROR,
-                drift_key=drift.key,
-                instrument=drift.instrument,
-                unprotected=drift.unprotected,
-                trigger=trigger,
-            )
-            with UnitOfWork(self._database) as uow:
-                uow.events.append(
-                    "RECONCILE_DRIFT",
-                    {
-                        "key": drift.key,
-                        "kind": drift.kind.value,
-                        "instrument": drift.instrument,
-                        "unprotected": drift.unprotected,
-                        "sentence": drift.sentence,
-                        "trigger": trigger,
-                    },
-                    ts_ns=now,
-                    instance_id=self._instance_id,
-                )
-        for drift in changes.cleared:
-            log_event(
-                logger,
-                "RECONCILE",
-                f"reconcile drift cleared: {drift.sentence}",
-                drift_key=drift.key,
-                instrument=drift.instrument,
-                trigger=trigger,
-            )
-
-    def _sync_drift_pause(self) -> None:
-        # Told again on every pass until the kill switch's published state shows it: a tell
-        # can fail (a restarting kill switch) and RECONCILE_DRIFT is not persisted there.
-        trading = self._trading
-        shown = trading is not None and PauseCause.RECONCILE_DRIFT in trading.pause_causes
-        reconciler = self._reconciler
-        if reconciler.pause_wanted():
-            if not shown:
-                command = PauseEntries(
-                    cause=PauseCause.RECONCILE_DRIFT, detail=reconciler.pause_detail()
-                )
-                if not self.directory.tell(self._kill_switch_actor, command):
-                    logger.warning("could not tell the kill switch to pause on drift; retrying")
-        elif shown and reconciler.resume_allowed():
-            self.directory.tell(
-                self._kill_switch_actor, ResumeEntries(cause=PauseCause.RECONCILE_DRIFT)
-            )
-        self._safety.retry(self.clock.now_ns())
+                self._book.positions[bracket.plan_client_id] = position
 
     def _find_order(self, client_order_id: str) -> Order | None:
-        order = self._orders.get(client_order_id)
+        order = self._book.orders.get(client_order_id)
         if order is not None:
             return order
         with UnitOfWork(self._database) as uow:
@@ -1432,102 +623,12 @@ class OrderActor(VigilActor):
             if order is None:
                 return None
             bracket = uow.brackets.get(order.plan_client_id)
-        if bracket is None or bracket.status not in _ACTIVE:
+        if bracket is None or bracket.status not in ACTIVE:
             return order  # a late report for a finished bracket: apply to the order only
-        self._orders[order.client_order_id] = order
+        self._book.orders[order.client_order_id] = order
         return order
-
-    def _unknown_report(self, kind: str, client_order_id: str, report: object, now: int) -> None:
-        # Once per order: an unknown order's every report would otherwise repeat the line.
-        # Its exposure is the positions loop's to judge, so that loop looks again soon.
-        self._reconciler.request_positions_check(now)
-        if client_order_id in self._reconciler.logged_unknown:
-            return
-        self._reconciler.logged_unknown.add(client_order_id)
-        log_event(
-            logger,
-            "RECONCILE",
-            f"{kind} report for an order this engine does not know: {client_order_id}",
-            level=logging.WARNING,
-            client_order_id=client_order_id,
-        )
-        with UnitOfWork(self._database) as uow:
-            uow.events.append(
-                "RECONCILE",
-                {
-                    "kind": kind,
-                    "client_order_id": client_order_id,
-                    "report": msgspec.to_builtins(report),
-                },
-                ts_ns=now,
-                instance_id=self._instance_id,
-            )
-
-    def _halt_on_drift(self, reason: str, detail: str, report: object, now: int) -> None:
-        # The broker's books and ours disagree: stop trading and leave the reconciliation to an
-        # operator; flattening from books we no longer trust could make it worse. The trip is
-        # told again on every pass until the kill switch shows HALTED (a tell can fail).
-        log_event(logger, reason, detail, level=logging.CRITICAL)
-        with UnitOfWork(self._database) as uow:
-            uow.events.append(
-                reason,
-                {"detail": detail, "report": msgspec.to_builtins(report)},
-                ts_ns=now,
-                instance_id=self._instance_id,
-            )
-        self._reconciler.record_halt(f"HALT {reason}: {detail}")
-        self._safety.send(
-            f"halt:{reason}", TripKillSwitch(reason=reason, detail=detail), now_ns=now
-        )
 
     def _stream_alive(self, seen_ns: int) -> None:
         self._last_stream_ns = max(seen_ns, self._last_stream_ns or 0)
         if self._stream_heartbeat.due(seen_ns, self.clock.now_ns()):
             self.directory.tell(SUPERVISOR, OrderStreamHeartbeat(ts_event=seen_ns))
-
-    def _bracket_orders(self, bracket: oco.Bracket) -> dict[str, Order]:
-        return {
-            order_id: self._orders[order_id]
-            for order_id in oco.bracket_orders(bracket)
-            if order_id in self._orders
-        }
-
-    def _persist_bracket(self, bracket: oco.Bracket) -> None:
-        with UnitOfWork(self._database) as uow:
-            uow.brackets.upsert(bracket)
-
-    def _working_order_count(self) -> int:
-        return sum(1 for o in self._orders.values() if o.status.is_working)
-
-    def _mark_price(self, instrument: str) -> Decimal | None:
-        tick = self._marks.get(instrument)
-        return tick.mid if tick is not None else None
-
-    def _position_row(self, bracket: oco.Bracket, position: Position, now: int) -> PositionRow:
-        return PositionRow(
-            position_id=bracket.plan_client_id,
-            strategy=bracket.strategy,
-            instrument=bracket.instrument,
-            side=bracket.side,
-            quantity=bracket.open_quantity,
-            average_price=position.average_price,
-            realized_pnl=position.realized_pnl,
-            # CLOSED only once the bracket is finished: "realized today" reads closed rows and
-            # must not count a bracket whose PnL is still in memory.
-            status="OPEN" if bracket.status in _ACTIVE else "CLOSED",
-            updated_ns=now,
-        )
-
-    def _give_up_protection(self, bracket: oco.Bracket, now: int) -> None:
-        log_event(
-            logger,
-            "PROTECTION_FAILED",
-            f"protective legs of {bracket.plan_client_id} keep dying; flattening it",
-            level=logging.CRITICAL,
-            plan_client_id=bracket.plan_client_id,
-        )
-        actions = oco.request_flatten(
-            bracket, self._bracket_orders(bracket), "protection_failed", now
-        )
-        self._persist_bracket(bracket)
-        self._execute(bracket, actions)

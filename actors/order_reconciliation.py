@@ -1,8 +1,9 @@
-"""The order actor's reconciler: when to compare our books with the broker's, and what came of it.
+"""The order actor's reconciliation: comparing our books with the broker's, and acting on it.
 
-Not an actor: a helper the ``OrderActor`` owns and calls on its own thread, so nothing here
-needs a lock. The comparison itself is ``domain.reconcile.reconcile`` (pure); this class holds
-what lives between runs:
+Not an actor: helpers the ``OrderActor`` owns and calls on its own thread, so nothing here
+needs a lock. The comparison itself is ``domain.reconcile.reconcile`` (pure). Two classes:
+
+``OrderReconciler`` holds what lives between runs:
 
 - the schedule of the three loops from ``config.reconciliation`` (in-flight, open orders,
   positions) and an early re-check when a difference is first seen, so that a difference that
@@ -14,23 +15,67 @@ what lives between runs:
 - ids the broker refused as duplicates (it holds them), and when each order was last resent;
 - the latest report, answered as ``ReconcileReportView``.
 
-The actor does the I/O (broker lists, applying actions, telling the kill switch) and logs.
+``BrokerReconciliation`` does the I/O of a run: it lists the broker's orders, fills and
+positions, builds the ``LocalBooks`` from the shared ``OrderBook``, applies the actions
+(missed fills and status reports through the actor's own paths, settling and resending through
+``OrderExecution``), logs and stores drift, and keeps the kill switch showing what the
+reconciliation decided (a ``RECONCILE_DRIFT`` pause, halts on drift it cannot explain).
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 import msgspec
 
+from adapters.brokers.base import BrokerRejected, BrokerUnavailable
+from adapters.logs import log_event
+from adapters.storage.repositories import UnitOfWork
 from domain.clock import NANOS_PER_SECOND
+from domain.enums import OrderStatus, PauseCause
+from domain.messages import (
+    FillReport,
+    OrderStatusReport,
+    PauseEntries,
+    ResumeEntries,
+    TradingStateChanged,
+    TripKillSwitch,
+)
 from domain.messages.api import InstrumentReconcileView, ReconcileReportView
-from domain.reconcile import Drift, DriftKind, Reconciliation
+from domain.orders import InvalidTransition
+from domain.reconcile import (
+    IN_FLIGHT,
+    ApplyFill,
+    ApplyStatus,
+    BrokerFacts,
+    Drift,
+    DriftKind,
+    LocalBooks,
+    ReconcileAction,
+    Reconciliation,
+    ResendCancel,
+    SettleInFlight,
+    describe_action,
+    reconcile,
+    signed_quantity,
+)
 
 if TYPE_CHECKING:
+    from actors.order_book import OrderBook
+    from actors.order_execution import OrderExecution
+    from actors.safety_outbox import SafetyOutbox
+    from adapters.brokers.base import BrokerPort
+    from adapters.metrics import EngineMetrics
+    from adapters.storage.database import Database
+    from domain.clock import Clock
     from domain.config import ReconciliationConfig
 
-__all__ = ["DriftChanges", "OrderReconciler", "Trigger"]
+__all__ = ["BrokerReconciliation", "DriftChanges", "OrderReconciler", "Trigger"]
+
+# The order actor's log lines keep one logger name, whichever module writes them.
+logger = logging.getLogger("actors.order_actor")
 
 
 class Trigger:
@@ -249,4 +294,324 @@ class OrderReconciler:
             actions=list(self.actions),
             drift=drift,
             error=self.error,
+        )
+
+
+class BrokerReconciliation:
+    """Runs reconciliation for one order actor and applies what it finds.
+
+    Args:
+        book: the actor's books, shared by reference.
+        reconciler: schedule and state between runs.
+        execution: the last gate, settling, resending and cancel retries.
+        database: stored orders and events.
+        broker: the broker port (orders, fills, positions).
+        metrics: retry counters.
+        clock: the actor's clock.
+        safety: halts that must reach the kill switch.
+        tell: sends a message to an actor by name (the actor's directory).
+        kill_switch_actor: name of the kill switch (told to pause or resume on drift).
+        instance_id: stamped on stored events.
+        trading_state: the kill switch's last published state, as the actor saw it.
+        apply_fill_report: the actor's fill path (a missed fill).
+        apply_status_report: the actor's status path (a missed status report).
+    """
+
+    def __init__(
+        self,
+        book: OrderBook,
+        *,
+        reconciler: OrderReconciler,
+        execution: OrderExecution,
+        database: Database,
+        broker: BrokerPort,
+        metrics: EngineMetrics,
+        clock: Clock,
+        safety: SafetyOutbox,
+        tell: Callable[[str, object], bool],
+        kill_switch_actor: str,
+        instance_id: str,
+        trading_state: Callable[[], TradingStateChanged | None],
+        apply_fill_report: Callable[[FillReport], None],
+        apply_status_report: Callable[[OrderStatusReport], None],
+    ) -> None:
+        self._book = book
+        self._reconciler = reconciler
+        self._execution = execution
+        self._database = database
+        self._broker = broker
+        self._metrics = metrics
+        self._clock = clock
+        self._safety = safety
+        self._tell = tell
+        self._kill_switch_actor = kill_switch_actor
+        self._instance_id = instance_id
+        self._trading_state = trading_state
+        self._apply_fill_report = apply_fill_report
+        self._apply_status_report = apply_status_report
+        # Whether the broker's unknown ids are ours in storage (that never changes).
+        self._stored_ids_cache: dict[str, bool] = {}
+
+    def reconcile_with_broker(self) -> None:
+        """Compare the whole book with the broker's orders, fills and positions and apply what
+        they explain (what happened while we were down or not leading). Runs at start and on
+        every gain of leadership; a broker failure is counted and the schedule tries again."""
+        if not self._execution.may_touch_broker():
+            # A standby applying fills would write brackets the leader owns, and the leader
+            # would then skip them as known trade ids: only the lease holder reconciles (the
+            # takeover runs this again once the lease is ours).
+            return
+        trigger = Trigger.LEADERSHIP if self._reconciler.started else Trigger.START
+        self._run(trigger, self._clock.now_ns())
+
+    def reconcile_on_schedule(self, now: int) -> None:
+        # The three loops of config.reconciliation, only while we lead (a standby applying
+        # fills would write brackets the leader owns); then make sure the kill switch shows
+        # what the reconciliation decided, whoever lost a message on the way.
+        if self._execution.may_touch_broker():
+            due = self._reconciler.due(now)
+            if due == Trigger.IN_FLIGHT:
+                self._settle_in_flight(now)
+            elif due is not None:
+                self._run(due, now)
+        self._sync_drift_pause()
+
+    def _settle_in_flight(self, now: int) -> None:
+        """The in-flight loop: orders sent (or cancels asked) longer ago than the settle delay
+        are settled from the broker's order list, by the same rules as every other run."""
+        threshold = self._reconciler.in_flight_settle_ns
+        last_request = self._reconciler.last_request_ns
+        stale = any(
+            order.status in IN_FLIGHT
+            and now - max(order.ts_updated, last_request.get(order_id, 0)) >= threshold
+            for order_id, order in self._book.orders.items()
+        )
+        if stale and self._execution.may_touch_broker():
+            self._run(Trigger.IN_FLIGHT, now)
+
+    def _run(self, trigger: str, now: int) -> None:
+        started_mono = self._clock.monotonic_ns()
+        full = trigger in FULL_RUNS
+        try:
+            # Orders before fills: a fill list newer than the order list cannot make a
+            # filled quantity look unbooked.
+            reports = self._broker.list_orders()
+            fills = self._broker.list_fills()
+            positions = self._broker.list_positions() if full else None
+        except (BrokerUnavailable, BrokerRejected) as error:
+            self._metrics.retries_total.labels(type="reconcile").inc()
+            if self._reconciler.record_failure(trigger, str(error), now):
+                log_event(
+                    logger,
+                    "RECONCILE",
+                    f"reconciliation cannot reach the broker ({self._reconciler.failures} "
+                    f"attempts in a row); entries pause until it can: {error}",
+                    level=logging.ERROR,
+                    trigger=trigger,
+                    failures=self._reconciler.failures,
+                )
+            elif self._reconciler.failures == 1:
+                logger.warning("reconciliation (%s) could not ask the broker: %s", trigger, error)
+            self._sync_drift_pause()
+            return
+        outcome = reconcile(
+            self._local_books(reports, fills),
+            BrokerFacts(orders=reports, fills=fills, positions=positions),
+            now_ns=now,
+            in_flight_settle_ns=self._reconciler.in_flight_settle_ns,
+            in_flight_only=trigger == Trigger.IN_FLIGHT,
+        )
+        applied, deferred = self._apply_actions(outcome.actions, now)
+        changes = self._reconciler.record_run(
+            trigger,
+            outcome,
+            now_ns=now,
+            duration_ms=(self._clock.monotonic_ns() - started_mono) / 1e6,
+            applied=applied,
+            deferred=deferred,
+        )
+        self._log_unknown_broker_orders(outcome, now)
+        self._announce_drift(changes, trigger, now)
+        self._sync_drift_pause()
+
+    def _local_books(self, reports: list[OrderStatusReport], fills: list[FillReport]) -> LocalBooks:
+        positions: dict[str, int] = {}
+        for bracket in self._book.brackets.values():
+            quantity = signed_quantity(bracket.side, bracket.open_quantity)
+            positions[bracket.instrument] = positions.get(bracket.instrument, 0) + quantity
+        broker_ids = {r.client_order_id for r in reports} | {f.client_order_id for f in fills}
+        return LocalBooks(
+            orders=self._book.orders,
+            finished_order_ids=frozenset(
+                self._stored_elsewhere(broker_ids - set(self._book.orders))
+            ),
+            trade_ids=frozenset(self._book.trade_ids),
+            positions=positions,
+            broker_has=frozenset(self._reconciler.broker_has),
+            last_request_ns=dict(self._reconciler.last_request_ns),
+        )
+
+    def _stored_elsewhere(self, client_order_ids: set[str]) -> set[str]:
+        # Ids the broker lists that are not in memory: ours if storage has them (a finished
+        # bracket's legs). Whether an id is stored never changes, so each is looked up once.
+        known = self._stored_ids_cache
+        lookup = [order_id for order_id in client_order_ids if order_id not in known]
+        if lookup:
+            with UnitOfWork(self._database) as uow:
+                for order_id in lookup:
+                    known[order_id] = uow.orders.get(order_id) is not None
+        return {order_id for order_id in client_order_ids if known[order_id]}
+
+    def _apply_actions(
+        self, actions: Iterable[ReconcileAction], now: int
+    ) -> tuple[list[str], bool]:
+        applied: list[str] = []
+        deferred = False
+        may_send = self._execution.may_touch_broker()
+        for action in actions:
+            sentence = describe_action(action)
+            if isinstance(action, ApplyFill):
+                self._apply_fill_report(action.fill)
+            elif isinstance(action, ApplyStatus):
+                try:
+                    self._apply_status_report(action.report)
+                except InvalidTransition as error:
+                    # One report our books cannot take must not stop the rest.
+                    self.halt_on_drift("RECONCILE_MISMATCH", str(error), action.report, now)
+                    continue
+            elif not may_send:
+                # Settling needs the broker (and the directory, which may not name us yet
+                # during on_start): deferred to the next pass while we lead.
+                applied.append(f"deferred until leading: {sentence}")
+                deferred = True
+                continue
+            elif isinstance(action, SettleInFlight):
+                order = self._book.orders.get(action.client_order_id)
+                if order is None or order.status not in IN_FLIGHT:
+                    continue
+                if order.status is OrderStatus.PENDING_CANCEL:
+                    # The broker's order list does not show it, so there is nothing to cancel.
+                    # Not proof that it was never sent (a broker lists only today's orders):
+                    # the positions run catches exposure it may have left.
+                    why = f" ({order.reason})" if order.reason else ""
+                    self._execution.settle_locally(
+                        order, f"NOT_AT_BROKER: cancel asked, not in the broker's orders{why}"
+                    )
+                    sentence += "; cancelled locally"
+                else:
+                    self._reconciler.last_request_ns[order.client_order_id] = now
+                    self._execution.resend_or_drop(order)
+                    sentence += "; not resent, settled" if order.status.is_terminal else "; resent"
+            elif isinstance(action, ResendCancel):
+                order = self._book.orders.get(action.client_order_id)
+                if order is None or order.status is not OrderStatus.PENDING_CANCEL:
+                    continue
+                # Still working at the broker: our cancel was lost (or its outcome unknown).
+                if not self._execution.may_resend_cancel(order, now):
+                    continue
+                self._metrics.retries_total.labels(type="cancel_resend").inc()
+                self._execution.request_cancel(order)
+            log_event(logger, "RECOVERY", f"reconcile: {sentence}", action=type(action).__name__)
+            applied.append(sentence)
+        return applied, deferred
+
+    def _log_unknown_broker_orders(self, outcome: Reconciliation, now: int) -> None:
+        for order_id in outcome.unknown_broker_orders:
+            if order_id not in self._reconciler.logged_unknown:
+                self.unknown_report("order list", order_id, {"client_order_id": order_id}, now)
+
+    def _announce_drift(self, changes: DriftChanges, trigger: str, now: int) -> None:
+        for drift in changes.confirmed:
+            log_event(
+                logger,
+                "RECONCILE",
+                f"reconcile drift: {drift.sentence}",
+                level=logging.CRITICAL if drift.unprotected else logging.ERROR,
+                drift_key=drift.key,
+                instrument=drift.instrument,
+                unprotected=drift.unprotected,
+                trigger=trigger,
+            )
+            with UnitOfWork(self._database) as uow:
+                uow.events.append(
+                    "RECONCILE_DRIFT",
+                    {
+                        "key": drift.key,
+                        "kind": drift.kind.value,
+                        "instrument": drift.instrument,
+                        "unprotected": drift.unprotected,
+                        "sentence": drift.sentence,
+                        "trigger": trigger,
+                    },
+                    ts_ns=now,
+                    instance_id=self._instance_id,
+                )
+        for drift in changes.cleared:
+            log_event(
+                logger,
+                "RECONCILE",
+                f"reconcile drift cleared: {drift.sentence}",
+                drift_key=drift.key,
+                instrument=drift.instrument,
+                trigger=trigger,
+            )
+
+    def _sync_drift_pause(self) -> None:
+        # Told again on every pass until the kill switch's published state shows it: a tell
+        # can fail (a restarting kill switch) and RECONCILE_DRIFT is not persisted there.
+        trading = self._trading_state()
+        shown = trading is not None and PauseCause.RECONCILE_DRIFT in trading.pause_causes
+        reconciler = self._reconciler
+        if reconciler.pause_wanted():
+            if not shown:
+                command = PauseEntries(
+                    cause=PauseCause.RECONCILE_DRIFT, detail=reconciler.pause_detail()
+                )
+                if not self._tell(self._kill_switch_actor, command):
+                    logger.warning("could not tell the kill switch to pause on drift; retrying")
+        elif shown and reconciler.resume_allowed():
+            self._tell(self._kill_switch_actor, ResumeEntries(cause=PauseCause.RECONCILE_DRIFT))
+        self._safety.retry(self._clock.now_ns())
+
+    def unknown_report(self, kind: str, client_order_id: str, report: object, now: int) -> None:
+        # Once per order: an unknown order's every report would otherwise repeat the line.
+        # Its exposure is the positions loop's to judge, so that loop looks again soon.
+        self._reconciler.request_positions_check(now)
+        if client_order_id in self._reconciler.logged_unknown:
+            return
+        self._reconciler.logged_unknown.add(client_order_id)
+        log_event(
+            logger,
+            "RECONCILE",
+            f"{kind} report for an order this engine does not know: {client_order_id}",
+            level=logging.WARNING,
+            client_order_id=client_order_id,
+        )
+        with UnitOfWork(self._database) as uow:
+            uow.events.append(
+                "RECONCILE",
+                {
+                    "kind": kind,
+                    "client_order_id": client_order_id,
+                    "report": msgspec.to_builtins(report),
+                },
+                ts_ns=now,
+                instance_id=self._instance_id,
+            )
+
+    def halt_on_drift(self, reason: str, detail: str, report: object, now: int) -> None:
+        # The broker's books and ours disagree: stop trading and leave the reconciliation to an
+        # operator; flattening from books we no longer trust could make it worse. The trip is
+        # told again on every pass until the kill switch shows HALTED (a tell can fail).
+        log_event(logger, reason, detail, level=logging.CRITICAL)
+        with UnitOfWork(self._database) as uow:
+            uow.events.append(
+                reason,
+                {"detail": detail, "report": msgspec.to_builtins(report)},
+                ts_ns=now,
+                instance_id=self._instance_id,
+            )
+        self._reconciler.record_halt(f"HALT {reason}: {detail}")
+        self._safety.send(
+            f"halt:{reason}", TripKillSwitch(reason=reason, detail=detail), now_ns=now
         )

@@ -1,0 +1,622 @@
+"""The order actor's execution: every order it places, sends, resends, resizes or cancels.
+
+Not an actor: a helper the ``OrderActor`` owns and calls on its own thread, working on the
+shared ``OrderBook``. It owns the way to the broker:
+
+- the last gate (``send_gate``, ``may_touch_broker``): leadership (lease held, not expired,
+  epoch not refused by the database), the finished takeover for entries, and the kill switch's
+  authoritative decision (``TradingGate.current()``) for entries; exits and protective legs
+  only reduce exposure and go on while paused or halted;
+- the write-ahead fence: every order is stored under our lease holder and epoch before the
+  broker sees it, resends included (a ``StaleEpoch`` means deposed: nothing more is sent
+  under that epoch);
+- outcomes: a broker timeout or 5xx leaves the order in flight (never "rejected") until the
+  broker's order list settles it; nothing is re-sent under a new id;
+- entry expiry (``config.orders.entry_ttl_s`` and the trading day) and the retry caps
+  (``config.orders.max_attempts``) on resends, resizes and cancels, which escalate instead of
+  spinning.
+
+What it needs from the actor comes in as collaborators and two callbacks: applying a status
+report (the actor's fill/status path) and counting a cancel for a flatten in progress.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from adapters.brokers.base import BrokerRejected, BrokerUnavailable
+from adapters.logs import log_event
+from adapters.storage.repositories import (
+    DuplicateClientOrderId,
+    LeaseFence,
+    StaleEpoch,
+    UnitOfWork,
+)
+from domain import oco
+from domain.enums import DenialCode, LegKind, OrderStatus, TradingState
+from domain.expiry import entry_expiry
+from domain.messages import (
+    LeadershipChanged,
+    OrderDenied,
+    OrderRequest,
+    OrderStatusReport,
+    TripKillSwitch,
+)
+from domain.orders import (
+    InvalidTransition,
+    Order,
+    mark_cancel_rejected,
+    mark_cancel_requested,
+    mark_rejected,
+    mark_submitted,
+    resize,
+)
+
+if TYPE_CHECKING:
+    from actors.order_book import OrderBook
+    from actors.order_reconciliation import OrderReconciler
+    from actors.safety_outbox import SafetyOutbox
+    from actors.trading_gate import TradingGate
+    from adapters.brokers.base import BrokerPort
+    from adapters.metrics import EngineMetrics
+    from adapters.storage.database import Database
+    from domain.clock import Clock
+    from domain.config import OrderConfig
+
+__all__ = ["OrderExecution"]
+
+# The order actor's log lines keep one logger name, whichever module writes them.
+logger = logging.getLogger("actors.order_actor")
+
+_MAX_LEG_REPLACEMENTS = 3
+_DUPLICATE_AT_BROKER = "DUPLICATE_CLIENT_ORDER_ID"
+
+
+class OrderExecution:
+    """Placing, sending and cancelling the orders of one order actor's books.
+
+    Args:
+        book: the actor's books, shared by reference.
+        database: the write-ahead store (and the lease fence).
+        broker: the broker port.
+        metrics: order, retry and denial counters.
+        clock: the actor's clock.
+        gate: the kill switch's authoritative trading state.
+        lease_holder: our lease holder (instance id plus incarnation), written with each order.
+        instance_id: stamped on stored events.
+        config: entry time to live and retry caps.
+        reconciler: told which ids the broker already holds.
+        safety: halts that must reach the kill switch.
+        apply_status_report: the actor's status-report path (settling an order locally).
+        on_cancel_requested: called after each cancel sent (a flatten counts them).
+    """
+
+    def __init__(
+        self,
+        book: OrderBook,
+        *,
+        database: Database,
+        broker: BrokerPort,
+        metrics: EngineMetrics,
+        clock: Clock,
+        gate: TradingGate,
+        lease_holder: str,
+        instance_id: str,
+        config: OrderConfig,
+        reconciler: OrderReconciler,
+        safety: SafetyOutbox,
+        apply_status_report: Callable[[OrderStatusReport], None],
+        on_cancel_requested: Callable[[], None],
+    ) -> None:
+        self._book = book
+        self._database = database
+        self._broker = broker
+        self._metrics = metrics
+        self._clock = clock
+        self._gate = gate
+        self._lease_holder = lease_holder
+        self._instance_id = instance_id
+        self._order_config = config
+        self._reconciler = reconciler
+        self._safety = safety
+        self._apply_status_report = apply_status_report
+        self._on_cancel_requested = on_cancel_requested
+        self.leadership: LeadershipChanged | None = None
+        # Monotonic send time per order, for the acknowledgement latency.
+        self.submitted_at_ns: dict[str, int] = {}
+        self.denied: deque[OrderDenied] = deque(maxlen=50)
+        # Failed attempts per (loop, client_order_id): resends and resizes stop at
+        # max_attempts and escalate instead of spinning.
+        self._attempts: Counter[tuple[str, str]] = Counter()
+        # The epoch whose takeover (books reloaded, broker caught up) has finished: entries
+        # wait for it, exits and protective legs do not.
+        self.taken_over_epoch: int | None = None
+        # An epoch the database fence refused: we were deposed before our lease actor noticed,
+        # so nothing more goes to the broker under it.
+        self._deposed_epoch: int | None = None
+
+    # ------------------------------------------------------------------ LAST GATE
+    def send_gate(self, leg: LegKind) -> tuple[DenialCode, str] | None:
+        leadership = self.leadership
+        now = self._clock.now_ns()
+        if leadership is None or not leadership.is_leader:
+            return DenialCode.NOT_LEADER, f"holder={self._lease_holder}"
+        if leadership.lease_expires_ns <= now:
+            return DenialCode.NOT_LEADER, (
+                f"lease_expired_ns={leadership.lease_expires_ns} now_ns={now}"
+            )
+        if leadership.epoch == self._deposed_epoch:
+            return DenialCode.STALE_EPOCH, f"epoch {leadership.epoch} refused by the database"
+        if leg is not LegKind.ENTRY:
+            return None  # stops, targets and exits only ever reduce exposure
+        if self.taken_over_epoch != leadership.epoch:
+            return DenialCode.NOT_LEADER, (
+                f"takeover of epoch {leadership.epoch} not finished (books not yet reloaded "
+                "and reconciled)"
+            )
+        # The kill switch's decision, not our copy of its last message: a HALT, pause or
+        # disarm it has acknowledged stops this order even if the message is still queued.
+        trading = self._gate.current()
+        if trading is None:
+            return DenialCode.TRADING_PAUSED, "trading_state=unknown"
+        if trading.state is TradingState.HALTED:
+            return DenialCode.KILL_SWITCH_ACTIVE, f"halt_reason={trading.halt_reason}"
+        if trading.state is TradingState.REDUCING:
+            causes = ",".join(c.value for c in trading.pause_causes)
+            return DenialCode.TRADING_PAUSED, f"pause_causes={causes}"
+        if not trading.armed:
+            return DenialCode.NOT_ARMED, f"mode={trading.mode.value}"
+        return None
+
+    def may_touch_broker(self) -> bool:
+        leadership = self.leadership
+        return (
+            leadership is not None
+            and leadership.is_leader
+            and leadership.lease_expires_ns > self._clock.now_ns()
+            and leadership.epoch != self._deposed_epoch
+        )
+
+    # ------------------------------------------------------------------ DENIALS
+    def deny(self, client_id: str, leg: LegKind, code: DenialCode, detail: str, now: int) -> None:
+        denied = OrderDenied(
+            client_order_id=client_id, leg=leg, code=code, detail=detail, ts_event=now
+        )
+        self.denied.append(denied)
+        self._metrics.orders_total.labels(leg=leg.value, outcome="denied").inc()
+        self._metrics.risk_blocks_total.labels(reason=code.value).inc()
+        logger.warning("order %s (%s) denied: %s %s", client_id, leg.value, code.value, detail)
+
+    # ------------------------------------------------------------------ EGRESS
+    def store_order_update(self, order: Order, now: int) -> None:
+        """Store a changed order, let its bracket (if still active) react, and carry out what
+        the bracket asks for."""
+        bracket = self._book.brackets.get(order.plan_client_id)
+        actions: list[oco.BracketAction] = []
+        with UnitOfWork(self._database) as uow:
+            uow.orders.update(order)
+            if bracket is not None:
+                actions = oco.on_order_update(bracket, self._book.bracket_orders(bracket), now)
+                uow.brackets.upsert(bracket)
+        if bracket is not None:
+            self.execute(bracket, actions)
+
+    def execute(self, bracket: oco.Bracket, actions: list[oco.BracketAction]) -> None:
+        for action in actions:
+            if isinstance(action, oco.PlaceLeg):
+                self.place(bracket, action)
+            elif isinstance(action, oco.ResizeLeg):
+                self._resize(action)
+            else:
+                self.cancel(action)
+
+    def place(self, bracket: oco.Bracket, action: oco.PlaceLeg) -> bool:
+        now = self._clock.now_ns()
+        gate = self.send_gate(action.leg)
+        if gate is not None:
+            if action.leg is LegKind.ENTRY:
+                self.deny(action.client_order_id, action.leg, gate[0], gate[1], now)
+            else:
+                # Deferred, not dropped: the consistency pass asks for this leg again.
+                logger.info("deferring %s: %s %s", action.client_order_id, gate[0].value, gate[1])
+            return False
+        replacements = {
+            LegKind.STOP: bracket.stop_sequence,
+            LegKind.TARGET: bracket.target_sequence,
+        }
+        if replacements.get(action.leg, 0) > _MAX_LEG_REPLACEMENTS:
+            # The venue keeps killing this protective leg: holding the position unprotected is
+            # worse than closing it.
+            self.give_up_protection(bracket, now)
+            return False
+        assert self.leadership is not None
+        order = oco.new_leg_order(bracket, action, now, epoch=self.leadership.epoch)
+        fence = LeaseFence(instance_id=self._lease_holder, epoch=self.leadership.epoch, now_ns=now)
+        try:
+            with UnitOfWork(self._database) as uow:
+                uow.orders.add(order, fence=fence)
+                uow.brackets.upsert(bracket)
+        except DuplicateClientOrderId:
+            if action.leg is LegKind.ENTRY:
+                self.deny(
+                    action.client_order_id,
+                    action.leg,
+                    DenialCode.DUPLICATE_PLAN,
+                    f"client_order_id={action.client_order_id} already stored",
+                    now,
+                )
+                return False
+            with UnitOfWork(self._database) as uow:
+                stored = uow.orders.get(action.client_order_id)
+            if stored is not None:
+                self._book.orders[stored.client_order_id] = stored
+            return False
+        except StaleEpoch as error:
+            self._deposed(fence.epoch, error)
+            self.deny(action.client_order_id, action.leg, DenialCode.STALE_EPOCH, str(error), now)
+            return False
+        self._book.orders[order.client_order_id] = order
+        self._send(order)
+        return True
+
+    def _send(self, order: Order) -> None:
+        request = OrderRequest(
+            client_order_id=order.client_order_id,
+            instrument=order.instrument,
+            side=order.side,
+            order_type=order.order_type,
+            quantity=order.quantity,
+            price=order.price,
+            trigger_price=order.trigger_price,
+        )
+        now = self._clock.now_ns()
+        self.submitted_at_ns[order.client_order_id] = self._clock.monotonic_ns()
+        rejected: str | None = None
+        try:
+            self._broker.submit_order(request)
+            outcome = "submitted"
+        except BrokerRejected as error:
+            if str(error).startswith(_DUPLICATE_AT_BROKER):
+                # The venue already has this id (a resend after a crash): not a rejection;
+                # its order list settles the state.
+                outcome = "duplicate"
+                self._reconciler.broker_has.add(order.client_order_id)
+            else:
+                rejected = str(error)
+                outcome = "rejected"
+        except BrokerUnavailable as error:
+            # Unknown, not rejected: stays in flight until the broker's order list settles it.
+            outcome = "unknown"
+            self._metrics.retries_total.labels(type="submit_unknown").inc()
+            logger.warning("submit of %s outcome unknown: %s", order.client_order_id, error)
+        if order.status is OrderStatus.PENDING_SUBMIT:
+            mark_submitted(order, now)
+        if rejected is not None:
+            mark_rejected(order, rejected, now)
+            self.submitted_at_ns.pop(order.client_order_id, None)
+        self._metrics.orders_total.labels(leg=order.leg.value, outcome=outcome).inc()
+        # One line per order we send (bounded by our own order rate), so the log alone shows
+        # what went out, e.g. a flatten's exits finishing after a restart.
+        log_event(
+            logger,
+            "ORDER_REJECTED" if rejected is not None else "ORDER_SUBMITTED",
+            f"{order.leg.value} {order.side.value} {order.quantity} {order.instrument} "
+            f"{order.client_order_id}: {rejected or outcome}",
+            level=logging.WARNING if rejected is not None else logging.INFO,
+            client_order_id=order.client_order_id,
+            plan_client_id=order.plan_client_id,
+            leg=order.leg.value,
+            side=order.side.value,
+            quantity=order.quantity,
+            order_type=order.order_type.value,
+            epoch=order.epoch,
+            outcome=outcome,
+        )
+        if rejected is None:
+            # SUBMITTED lives in memory only: the stored PENDING_SUBMIT already means "maybe
+            # sent", and recovery settles it from the broker's order list either way (resending
+            # under the same id only if the broker never saw it). One transaction saved per leg.
+            return
+        self.store_order_update(order, now)
+
+    def _resize(self, action: oco.ResizeLeg) -> None:
+        order = self._book.orders.get(action.client_order_id)
+        if order is None or order.status.is_terminal or not self.may_touch_broker():
+            return
+        key = ("resize", order.client_order_id)
+        try:
+            self._broker.modify_order(action.client_order_id, quantity=action.quantity)
+        except BrokerRejected as error:
+            logger.warning("resize of %s refused: %s", action.client_order_id, error)
+            self._resize_failed(order, key, str(error))
+            return
+        except BrokerUnavailable as error:
+            self._metrics.retries_total.labels(type="modify_unknown").inc()
+            logger.warning(
+                "resize of %s outcome unknown, will retry: %s", order.client_order_id, error
+            )
+            self._resize_failed(order, key, str(error))
+            return
+        self._attempts.pop(key, None)
+        try:
+            resize(order, action.quantity, self._clock.now_ns())
+        except (InvalidTransition, ValueError) as error:
+            # The venue accepted a resize our books no longer allow (a fill or cancel crossed
+            # it); the next report settles the order.
+            logger.warning("resize of %s not applied locally: %s", action.client_order_id, error)
+            return
+        with UnitOfWork(self._database) as uow:
+            uow.orders.update(order)
+
+    def _resize_failed(self, order: Order, key: tuple[str, str], error: str) -> None:
+        """Count a refused or unanswered resize; past max_attempts, stop resizing and make the
+        bracket safe without it.
+
+        A leg whose size cannot be changed no longer matches the position: too small leaves
+        part of it unprotected, too large can over-exit. Cancel-and-replace would leave the
+        position unprotected between the cancel and a replacement the same broker may refuse
+        again, so a protective leg gives up the bracket instead: flatten it (cancel every leg,
+        then one market EXIT for what is open, the existing ``_give_up_protection`` path). An
+        EXIT leg is already the flatten: cancelling it lets the wind-down place a new EXIT
+        sized to what is open.
+        """
+        self._attempts[key] += 1
+        attempts = self._attempts[key]
+        if attempts < self._order_config.max_attempts:
+            return
+        now = self._clock.now_ns()
+        detail = (
+            f"resize of {order.client_order_id} ({order.leg.value}) failed {attempts} times "
+            f"(max_attempts={self._order_config.max_attempts}), last: {error}"
+        )
+        self._escalate("RESIZE_GAVE_UP", detail, order, now)
+        del self._attempts[key]
+        bracket = self._book.brackets.get(order.plan_client_id)
+        if order.leg in (LegKind.STOP, LegKind.TARGET) and bracket is not None:
+            self.give_up_protection(bracket, now)
+        else:
+            self.cancel(oco.CancelLeg(client_order_id=order.client_order_id))
+
+    def cancel(self, action: oco.CancelLeg) -> None:
+        order = self._book.orders.get(action.client_order_id)
+        if order is None or order.status.is_terminal or not self.may_touch_broker():
+            return
+        mark_cancel_requested(order, self._clock.now_ns())
+        with UnitOfWork(self._database) as uow:
+            uow.orders.update(order)
+        self.request_cancel(order)
+        self._on_cancel_requested()
+
+    def request_cancel(self, order: Order) -> None:
+        try:
+            self._broker.cancel_order(order.client_order_id)
+        except BrokerRejected as error:
+            logger.warning("cancel of %s refused: %s", order.client_order_id, error)
+            mark_cancel_rejected(order, str(error), self._clock.now_ns())
+            with UnitOfWork(self._database) as uow:
+                uow.orders.update(order)
+        except BrokerUnavailable as error:
+            self._metrics.retries_total.labels(type="cancel_unknown").inc()
+            logger.warning(
+                "cancel of %s outcome unknown; the settle pass retries: %s",
+                order.client_order_id,
+                error,
+            )
+        order.ts_updated = self._clock.now_ns()  # the settle pass waits from the last request
+
+    # ------------------------------------------------------------- RESENDS, EXPIRY, RETRY CAPS
+    def resend_or_drop(self, order: Order) -> None:
+        """An order the broker never saw: send it again under the SAME id if it has not expired,
+        the last gate still allows it now, the database fence takes it under our epoch, and it
+        has not used up its attempts (the venue refuses a second order with a known id);
+        otherwise it was never sent, and it ends here (or, fenced out, is left to the leader
+        that holds the lease)."""
+        now = self._clock.now_ns()
+        expired = entry_expiry(order, now_ns=now, ttl_s=self._order_config.entry_ttl_s)
+        if expired is not None:
+            self._expire_locally(order, expired, now)
+            return
+        gate = self.send_gate(order.leg)
+        if gate is not None:
+            self.settle_locally(
+                order, f"NEVER_REACHED_BROKER: not resent, {gate[0].value} {gate[1]}"
+            )
+            return
+        key = ("resend", order.client_order_id)
+        if self._attempts[key] >= self._order_config.max_attempts:
+            self._give_up_sending(order, self._attempts[key], now)
+            return
+        assert self.leadership is not None  # the gate passed
+        fence = LeaseFence(instance_id=self._lease_holder, epoch=self.leadership.epoch, now_ns=now)
+        try:
+            with UnitOfWork(self._database) as uow:
+                uow.orders.refence(order.client_order_id, fence)
+        except StaleEpoch as error:
+            # Deposed: the order belongs to the leader that holds the lease now.
+            self._deposed(fence.epoch, error)
+            self.deny(order.client_order_id, order.leg, DenialCode.STALE_EPOCH, str(error), now)
+            return
+        order.epoch = fence.epoch
+        self._attempts[key] += 1
+        self._metrics.retries_total.labels(type="resend").inc()
+        self._send(order)
+
+    def _deposed(self, epoch: int, error: StaleEpoch) -> None:
+        if self._deposed_epoch == epoch:
+            return
+        self._deposed_epoch = epoch
+        log_event(
+            logger,
+            "DEPOSED",
+            f"the database refused epoch {epoch}: another process leads; this one stops "
+            f"sending until it leads again ({error})",
+            level=logging.CRITICAL,
+            epoch=epoch,
+            holder=error.holder,
+            current_epoch=error.current_epoch,
+        )
+
+    def expire_entries(self, now: int) -> None:
+        """Entries past their time to live or from an earlier trading day: never-sent ones are
+        settled here, working ones are cancelled at the broker (their filled part stays
+        protected by the bracket). Only a leader touches them."""
+        if not self.may_touch_broker():
+            return
+        ttl_s = self._order_config.entry_ttl_s
+        expired = [
+            (order, reason)
+            for order in list(self._book.orders.values())
+            if order.leg is LegKind.ENTRY
+            and order.status.is_working
+            and order.status is not OrderStatus.PENDING_CANCEL
+            and (reason := entry_expiry(order, now_ns=now, ttl_s=ttl_s)) is not None
+        ]
+        if not expired:
+            return
+        unsent = [o for o, _ in expired if o.status is OrderStatus.PENDING_SUBMIT]
+        broker_known: dict[str, OrderStatusReport] = {}
+        if unsent:
+            # Storage says "maybe sent": only the broker's list tells whether it has them.
+            try:
+                broker_known = {r.client_order_id: r for r in self._broker.list_orders()}
+            except (BrokerUnavailable, BrokerRejected) as error:
+                logger.warning("could not list broker orders to expire entries: %s", error)
+                expired = [(o, r) for o, r in expired if o.status is not OrderStatus.PENDING_SUBMIT]
+        for order, reason in expired:
+            if order.status is OrderStatus.PENDING_SUBMIT:
+                report = broker_known.get(order.client_order_id)
+                if report is None:
+                    self._expire_locally(order, reason, now)
+                    continue
+                self._apply_status_report(report)
+                if not order.status.is_working:
+                    continue
+            self._record_expiry(order, reason, now)
+            order.reason = reason
+            self.cancel(oco.CancelLeg(client_order_id=order.client_order_id))
+
+    def _expire_locally(self, order: Order, reason: str, now: int) -> None:
+        # Never (re)sent: the broker has not got it, so it ends here.
+        self._record_expiry(order, reason, now)
+        self.settle_locally(order, reason)
+
+    def _record_expiry(self, order: Order, reason: str, now: int) -> None:
+        log_event(
+            logger,
+            "ENTRY_EXPIRED",
+            f"{order.client_order_id}: {reason}",
+            level=logging.WARNING,
+            client_order_id=order.client_order_id,
+            status=order.status.value,
+        )
+        with UnitOfWork(self._database) as uow:
+            uow.events.append(
+                "ENTRY_EXPIRED",
+                {
+                    "client_order_id": order.client_order_id,
+                    "status": order.status.value,
+                    "reason": reason,
+                },
+                ts_ns=now,
+                instance_id=self._instance_id,
+            )
+
+    def may_resend_cancel(self, order: Order, now: int) -> bool:
+        """Count a cancel the broker still shows working; past max_attempts stop asking and
+        HALT: a stop or target the broker will not cancel can outlive its position, and only
+        an operator (or the broker's own desk) can remove it."""
+        key = ("cancel", order.client_order_id)
+        self._attempts[key] += 1
+        attempts = self._attempts[key]
+        limit = self._order_config.max_attempts
+        if attempts <= limit:
+            return True
+        if attempts == limit + 1:
+            detail = (
+                f"{order.client_order_id} ({order.leg.value}) still working at the broker after "
+                f"{limit} cancel requests (max_attempts={limit})"
+            )
+            self._escalate("CANCEL_GAVE_UP", detail, order, now)
+            self._safety.send(
+                "halt:CANCEL_GAVE_UP",
+                TripKillSwitch(reason="CANCEL_GAVE_UP", detail=detail),
+                now_ns=now,
+            )
+        return False
+
+    def _give_up_sending(self, order: Order, attempts: int, now: int) -> None:
+        """A resend loop that used up its attempts: end the order as never sent and escalate
+        so the position is not left as it is."""
+        detail = (
+            f"{order.client_order_id} ({order.leg.value}) not accepted after {attempts} "
+            f"resends (max_attempts={self._order_config.max_attempts})"
+        )
+        self._escalate("RESEND_GAVE_UP", detail, order, now)
+        self.settle_locally(order, f"GAVE_UP: {detail}")
+        bracket = self._book.brackets.get(order.plan_client_id)
+        if order.leg in (LegKind.STOP, LegKind.TARGET) and bracket is not None:
+            self.give_up_protection(bracket, now)
+        elif order.leg is LegKind.EXIT:
+            # The broker will not take our exit: only an operator can close this position.
+            self._safety.send(
+                "halt:RESEND_GAVE_UP",
+                TripKillSwitch(reason="RESEND_GAVE_UP", detail=detail),
+                now_ns=now,
+            )
+
+    def _escalate(self, event: str, detail: str, order: Order, now: int) -> None:
+        log_event(
+            logger,
+            event,
+            detail,
+            level=logging.CRITICAL,
+            client_order_id=order.client_order_id,
+            leg=order.leg.value,
+        )
+        with UnitOfWork(self._database) as uow:
+            uow.events.append(
+                event,
+                {"detail": detail, "client_order_id": order.client_order_id},
+                ts_ns=now,
+                instance_id=self._instance_id,
+            )
+
+    def settle_locally(self, order: Order, reason: str) -> None:
+        self._apply_status_report(
+            OrderStatusReport(
+                client_order_id=order.client_order_id,
+                broker_order_id=order.broker_order_id or "",
+                instrument=order.instrument,
+                status=OrderStatus.CANCELLED,
+                quantity=order.quantity,
+                filled_quantity=order.filled_quantity,
+                reason=reason,
+                ts_event=self._clock.now_ns(),
+            )
+        )
+
+    def resubmit_unsent(self) -> None:
+        unsent = [o for o in self._book.orders.values() if o.status is OrderStatus.PENDING_SUBMIT]
+        for order in unsent:
+            self.resend_or_drop(order)
+
+    def give_up_protection(self, bracket: oco.Bracket, now: int) -> None:
+        log_event(
+            logger,
+            "PROTECTION_FAILED",
+            f"protective legs of {bracket.plan_client_id} keep dying; flattening it",
+            level=logging.CRITICAL,
+            plan_client_id=bracket.plan_client_id,
+        )
+        actions = oco.request_flatten(
+            bracket, self._book.bracket_orders(bracket), "protection_failed", now
+        )
+        self.persist_bracket(bracket)
+        self.execute(bracket, actions)
+
+    def persist_bracket(self, bracket: oco.Bracket) -> None:
+        with UnitOfWork(self._database) as uow:
+            uow.brackets.upsert(bracket)
