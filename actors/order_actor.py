@@ -139,6 +139,7 @@ class OrderActor(VigilActor):
         self._last_stream_ns: int | None = None
         self._stream_heartbeat = HeartbeatThrottle(_HEARTBEAT_EVERY_NS)
         self._last_consistency_ns = 0
+        self._broker_pass_missed = False
         self._flatten_reason: str | None = None
         self._flatten_started_ns: int | None = None
         self._flatten_started_mono: int | None = None
@@ -439,8 +440,16 @@ class OrderActor(VigilActor):
 
     def on_timer_fired(self, timer: TimerFired) -> None:
         now = timer.now_ns
-        if now - self._last_consistency_ns >= _CONSISTENCY_EVERY_NS:
+        if now - self._last_consistency_ns >= _CONSISTENCY_EVERY_NS or self._broker_pass_missed:
             self._last_consistency_ns = now
+            # A leader's pass that found its lease expired (the renewal still on its way) did no
+            # broker work: the next timer tries again instead of a second later.
+            leadership = self._execution.leadership
+            self._broker_pass_missed = (
+                leadership is not None
+                and leadership.is_leader
+                and not self._execution.may_touch_broker()
+            )
             self._projection.roll_trading_day(now)
             self._execution.expire_entries(now)
             self._reconciliation.reconcile_on_schedule(now)
