@@ -432,8 +432,15 @@ class OrderActor(VigilActor):
             f"{details['working_orders']} working orders taken over; entries allowed",
             **details,
         )
-        with UnitOfWork(self._database) as uow:
-            uow.events.append("TAKEOVER", details, ts_ns=now, instance_id=self._instance_id)
+        try:
+            with UnitOfWork(self._database) as uow:
+                uow.events.append("TAKEOVER", details, ts_ns=now, instance_id=self._instance_id)
+        except Exception as error:
+            # The takeover is done and logged; losing its audit row must not crash the actor
+            # into a restart loop (storage down is judged by the writes that matter).
+            logger.error(
+                "could not store the TAKEOVER event (epoch %d): %r", leadership.epoch, error
+            )
 
     def on_drain_ticks(self, _wake: DrainTicks) -> None:
         self._projection.on_ticks(self._conflator.drain())
@@ -495,6 +502,8 @@ class OrderActor(VigilActor):
             "positions": msgspec.to_builtins(self.position_views()),
             "realized_pnl_today": str(self._projection.realized_today),
             "leadership": msgspec.to_builtins(leadership) if leadership else None,
+            # The epoch whose takeover finished: entries wait until it equals the lease's.
+            "taken_over_epoch": self._execution.taken_over_epoch,
             "trading": msgspec.to_builtins(self._trading) if self._trading else None,
             "flatten": msgspec.to_builtins(self.flatten_status()),
             "recent_denials": msgspec.to_builtins(list(self._execution.denied)),

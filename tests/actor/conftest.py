@@ -115,9 +115,14 @@ class Desk:
 
         def ready() -> bool:
             state = self.trading().state
-            return state.state.value == "ACTIVE" and state.armed
+            if not (state.state.value == "ACTIVE" and state.armed):
+                return False
+            # Entries also wait for the order actor's takeover of the lease's epoch.
+            order = self.engine.directory.ask("order", QuerySnapshot(), timeout_s=5)
+            leadership = order["leadership"]
+            return leadership is not None and order["taken_over_epoch"] == leadership["epoch"]
 
-        self.settle(ready, what="ACTIVE and armed")
+        self.settle(ready, what="ACTIVE, armed and the book taken over")
 
 
 @pytest.fixture
