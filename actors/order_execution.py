@@ -327,6 +327,8 @@ class OrderExecution:
         if order is None or order.status.is_terminal or not self.may_touch_broker():
             return
         key = ("resize", order.client_order_id)
+        if self.stamp_under_fence(order, self._clock.now_ns()) is not None:
+            return
         try:
             self._broker.modify_order(action.client_order_id, quantity=action.quantity)
         except BrokerRejected as error:
@@ -384,9 +386,9 @@ class OrderExecution:
         order = self._book.orders.get(action.client_order_id)
         if order is None or order.status.is_terminal or not self.may_touch_broker():
             return
-        mark_cancel_requested(order, self._clock.now_ns())
-        with UnitOfWork(self._database) as uow:
-            uow.orders.update(order)
+        now = self._clock.now_ns()
+        if self.stamp_under_fence(order, now, change=mark_cancel_requested) is not None:
+            return
         self.request_cancel(order)
         self._on_cancel_requested()
 
@@ -429,20 +431,46 @@ class OrderExecution:
         if self._attempts[key] >= self._order_config.max_attempts:
             self._give_up_sending(order, self._attempts[key], now)
             return
-        assert self.leadership is not None  # the gate passed
+        refused = self.stamp_under_fence(order, now)
+        if refused is not None:
+            # Deposed: the order belongs to the leader that holds the lease now.
+            self.deny(order.client_order_id, order.leg, DenialCode.STALE_EPOCH, refused, now)
+            return
+        self._attempts[key] += 1
+        self._metrics.retries_total.labels(type="resend").inc()
+        self._send(order)
+
+    def stamp_under_fence(
+        self,
+        order: Order,
+        now: int,
+        *,
+        change: Callable[[Order, int], None] | None = None,
+    ) -> str | None:
+        """Re-stamp ``order`` with our epoch through the database fence (lease held by this
+        process, at this epoch, unexpired) before a broker call that touches it: a resend, a
+        cancel, a cancel resend, a resize. ``change`` (e.g. marking the cancel requested) is
+        applied and stored in the same transaction.
+
+        Returns:
+            None once stamped; else why the fence refused (we are deposed): nothing was
+            written or changed, and no broker call may follow.
+        """
+        if self.leadership is None:
+            return "no leadership known"
+
         fence = LeaseFence(instance_id=self._lease_holder, epoch=self.leadership.epoch, now_ns=now)
         try:
             with UnitOfWork(self._database) as uow:
                 uow.orders.refence(order.client_order_id, fence)
+                order.epoch = fence.epoch
+                if change is not None:
+                    change(order, now)
+                    uow.orders.update(order)
         except StaleEpoch as error:
-            # Deposed: the order belongs to the leader that holds the lease now.
             self._deposed(fence.epoch, error)
-            self.deny(order.client_order_id, order.leg, DenialCode.STALE_EPOCH, str(error), now)
-            return
-        order.epoch = fence.epoch
-        self._attempts[key] += 1
-        self._metrics.retries_total.labels(type="resend").inc()
-        self._send(order)
+            return str(error)
+        return None
 
     def _deposed(self, epoch: int, error: StaleEpoch) -> None:
         if self._deposed_epoch == epoch:

@@ -507,7 +507,10 @@ class BrokerReconciliation:
                 if order is None or order.status is not OrderStatus.PENDING_CANCEL:
                     continue
                 # Still working at the broker: our cancel was lost (or its outcome unknown).
-                if not self._execution.may_resend_cancel(order, now):
+                if (
+                    not self._execution.may_resend_cancel(order, now)
+                    or self._execution.stamp_under_fence(order, now) is not None
+                ):
                     continue
                 self._metrics.retries_total.labels(type="cancel_resend").inc()
                 self._execution.request_cancel(order)

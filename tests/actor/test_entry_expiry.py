@@ -20,7 +20,7 @@ from adapters.storage.repositories import UnitOfWork
 from adapters.storage.tables import leader_lease
 from domain.clock import NANOS_PER_SECOND, ManualClock
 from domain.enums import OrderStatus, OrderType, Side
-from domain.messages import QuerySnapshot, TradePlan
+from domain.messages import FlattenAll, QuerySnapshot, TradePlan
 from domain.plans import plan_client_id
 from launcher.engine import Engine
 from tests.actor.conftest import Desk
@@ -247,3 +247,36 @@ def test_an_entry_the_venue_never_gets_is_resent_at_most_max_attempts_times(
     assert "max_attempts=3" in event.payload["detail"]
     pass_time(desk, 5)
     assert len([c for c in desk.engine.faults.lost if c[0] == "submit_order"]) == len(sends)
+
+
+def test_a_cancel_by_an_instance_whose_lease_was_taken_is_refused_by_the_database_fence(
+    tmp_path: Path, clock: ManualClock, engine_factory: Callable[..., Engine]
+) -> None:
+    # Cancels only reduce exposure, but a deposed leader cancelling a stop that the new
+    # leader manages would leave a position unprotected: they are fenced like every send.
+    desk = build(
+        tmp_path, clock, engine_factory, leader={"lease_ttl_s": 60, "renew_interval_s": 30}
+    )
+    plan = desk.send_plan(quantity=10)
+    plan_id = plan.plan_client_id
+    desk.settle(lambda: set(desk.working_legs(plan_id)) == {"STOP", "TARGET"}, what="protected")
+    assert desk.engine.database is not None
+    with UnitOfWork(desk.engine.database) as uow:  # another process takes the lease
+        uow.connection.execute(
+            update(leader_lease).values(holder="thief#0001", epoch=leader_lease.c.epoch + 1)
+        )
+    # The flatten cancels both siblings first: the fence refuses each, nothing is written.
+    desk.engine.directory.ask("order", FlattenAll(reason="drill", ts_init=0), timeout_s=5)
+    legs = desk.working_legs(plan_id)
+    assert {leg: [o.status for o in orders] for leg, orders in legs.items()} == {
+        "STOP": [OrderStatus.ACCEPTED],
+        "TARGET": [OrderStatus.ACCEPTED],
+    }
+    assert desk.engine.broker is not None
+    at_venue = {
+        r.client_order_id[-1]: r.status.value
+        for r in desk.engine.broker.list_orders()
+        if r.client_order_id.startswith(plan_id)
+    }
+    assert at_venue == {"E": "FILLED", "S": "ACCEPTED", "T": "ACCEPTED"}
+    assert all(o.epoch == 1 for o in desk.orders_for(plan_id))
