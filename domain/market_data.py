@@ -33,8 +33,10 @@ if TYPE_CHECKING:
 __all__ = [
     "ABSURD_PRICE_MULTIPLE",
     "MAX_PRICE_DIGITS",
+    "MAX_PRICE_EXPONENT",
     "MAX_TIMESTAMP_NS",
     "TickRejection",
+    "quote_rejection",
     "tick_rejection",
 ]
 
@@ -44,6 +46,10 @@ ABSURD_PRICE_MULTIPLE = Decimal(10)
 MAX_PRICE_DIGITS = 20
 """More significant digits than any exchange's tick grid needs (and below the default
 28-digit context, so arithmetic on an accepted price never rounds silently)."""
+
+MAX_PRICE_EXPONENT = 12
+"""A price of 1E+13 or more, or below 1E-12, is no quote on any market (and its arithmetic
+could overflow or underflow the decimal context)."""
 
 MAX_TIMESTAMP_NS = 2**63 - 1
 """Epoch nanoseconds must fit a signed 64-bit integer (storage, metrics, msgspec)."""
@@ -106,6 +112,26 @@ def tick_rejection(
         return TickRejection.INVALID
 
 
+def quote_rejection(tick: Any, instrument: Instrument | None) -> TickRejection | None:
+    """The price part of ``tick_rejection`` alone: whether a consumer that fills money on this
+    quote (the paper venue) may use it. Sizes, timestamps and ordering are the feed's business.
+    Never raises."""
+    try:
+        if not isinstance(tick, Tick):
+            return TickRejection.NOT_A_TICK
+        if instrument is None or instrument.symbol != tick.instrument:
+            return TickRejection.UNKNOWN_INSTRUMENT
+        prices = [getattr(tick, field) for field in _PRICE_FIELDS]
+        # No reference-price bound here: how far from the reference a price may be is the
+        # feed's policy; the venue needs numbers it can do arithmetic with.
+        reason = _price_rejection(prices, None)
+        if reason is None and tick.bid > tick.ask:
+            return TickRejection.CROSSED_QUOTE
+        return reason
+    except Exception:
+        return TickRejection.INVALID
+
+
 def _first_rejection(
     tick: Any, instrument: Instrument | None, previous: Tick | None
 ) -> TickRejection | None:
@@ -133,7 +159,7 @@ def _first_rejection(
     return None
 
 
-def _price_rejection(prices: list[Any], reference: Decimal) -> TickRejection | None:
+def _price_rejection(prices: list[Any], reference: Decimal | None) -> TickRejection | None:
     # One pass per check over all three prices, so a NaN anywhere is reported as NaN before
     # another field's sign or size is looked at (which would have to compare the NaN).
     if not all(isinstance(price, Decimal) for price in prices):
@@ -144,11 +170,17 @@ def _price_rejection(prices: list[Any], reference: Decimal) -> TickRejection | N
         return TickRejection.INFINITE
     if any(price.is_zero() or price.is_signed() for price in prices):
         return TickRejection.NON_POSITIVE_PRICE
+    for price in prices:
+        if (
+            len(price.as_tuple().digits) > MAX_PRICE_DIGITS
+            or abs(price.adjusted()) > MAX_PRICE_EXPONENT
+        ):
+            return TickRejection.ABSURD_PRICE
+    if reference is None:
+        return None
     upper = reference * ABSURD_PRICE_MULTIPLE
     lower = reference / ABSURD_PRICE_MULTIPLE
     for price in prices:
-        if len(price.as_tuple().digits) > MAX_PRICE_DIGITS:
-            return TickRejection.ABSURD_PRICE
         # Comparisons of finite decimals are exact and cannot overflow, even for 1E+999999.
         if price > upper or price < lower:
             return TickRejection.ABSURD_PRICE

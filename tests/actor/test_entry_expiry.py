@@ -259,7 +259,14 @@ def test_a_cancel_by_an_instance_whose_lease_was_taken_is_refused_by_the_databas
     )
     plan = desk.send_plan(quantity=10)
     plan_id = plan.plan_client_id
-    desk.settle(lambda: set(desk.working_legs(plan_id)) == {"STOP", "TARGET"}, what="protected")
+
+    def acknowledged() -> dict[str, list[OrderStatus]]:
+        return {
+            leg: [o.status for o in orders] for leg, orders in desk.working_legs(plan_id).items()
+        }
+
+    protected = {"STOP": [OrderStatus.ACCEPTED], "TARGET": [OrderStatus.ACCEPTED]}
+    desk.settle(lambda: acknowledged() == protected, what="stop and target acknowledged")
     assert desk.engine.database is not None
     with UnitOfWork(desk.engine.database) as uow:  # another process takes the lease
         uow.connection.execute(
@@ -267,11 +274,7 @@ def test_a_cancel_by_an_instance_whose_lease_was_taken_is_refused_by_the_databas
         )
     # The flatten cancels both siblings first: the fence refuses each, nothing is written.
     desk.engine.directory.ask("order", FlattenAll(reason="drill", ts_init=0), timeout_s=5)
-    legs = desk.working_legs(plan_id)
-    assert {leg: [o.status for o in orders] for leg, orders in legs.items()} == {
-        "STOP": [OrderStatus.ACCEPTED],
-        "TARGET": [OrderStatus.ACCEPTED],
-    }
+    assert acknowledged() == protected
     assert desk.engine.broker is not None
     at_venue = {
         r.client_order_id[-1]: r.status.value

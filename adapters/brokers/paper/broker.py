@@ -74,7 +74,7 @@ from adapters.brokers.paper.venue import (
 )
 from adapters.storage.repositories import DEFAULT_LEASE_NAME
 from adapters.storage.tables import leader_lease
-from domain.market_data import tick_rejection
+from domain.market_data import quote_rejection
 from domain.messages import (
     FillReport,
     OrderRequest,
@@ -389,7 +389,7 @@ class PaperBroker:
         feed actor would reject (NaN, infinite, crossed, absurd) is ignored here too: the venue
         is the one consumer that fills money on a price, so it does not rely on its caller.
         """
-        if tick_rejection(tick, self._instruments.get(getattr(tick, "instrument", "")), None):
+        if quote_rejection(tick, self._instruments.get(getattr(tick, "instrument", ""))):
             return
         with self._lock:
             if self._is_closed:
