@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -15,6 +19,7 @@ from adapters.logs import (
     REDACTED,
     JsonFormatter,
     configure_logging,
+    flush_logging,
     log_event,
     shutdown_logging,
     write_state_dump,
@@ -41,8 +46,7 @@ def logs_dir(tmp_path: Path) -> Path:
 
 
 def _lines(logs_dir: Path, file_name: str = "vigil.log") -> list[dict[str, Any]]:
-    for handler in logging.getLogger().handlers:
-        handler.flush()
+    assert flush_logging()  # the writer thread has written every line logged so far
     text = (logs_dir / file_name).read_text(encoding="utf-8")
     return [json.loads(line) for line in text.splitlines()]
 
@@ -107,6 +111,7 @@ class TestJsonLines:
         configure_logging(logs_dir=logs_dir, stream=True)
 
         logging.getLogger("x").info("to both")
+        assert flush_logging()
 
         stderr_lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
         assert [line["message"] for line in stderr_lines] == ["to both"]
@@ -130,7 +135,7 @@ class TestIdempotence:
         after_first = len(root.handlers)
         configure_logging(logs_dir=logs_dir, stream=True)
 
-        assert len(root.handlers) == after_first == before + 2
+        assert len(root.handlers) == after_first == before + 1  # one queue handler
         logging.getLogger("x").warning("once")
         assert [line["message"] for line in _lines(logs_dir)] == ["once"]
 
@@ -259,6 +264,86 @@ class TestLogEvent:
         assert line["level"] == "ERROR"
         assert line["logger"] == "x"
         assert line["name_"] == "spread"
+
+
+class TestWriterThread:
+    """The caller only queues a record; the vigil-log-writer thread writes it."""
+
+    def test_a_stuck_stderr_does_not_block_the_caller(
+        self, logs_dir: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        release = threading.Event()
+        writer_reached_stderr = threading.Event()
+
+        class StuckStream(io.StringIO):
+            def write(self, text: str) -> int:
+                writer_reached_stderr.set()
+                release.wait(10)
+                return super().write(text)
+
+        monkeypatch.setattr(sys, "stderr", StuckStream())
+        configure_logging(logs_dir=logs_dir, stream=True)
+        returned = threading.Event()
+
+        def log_one_line() -> None:
+            logging.getLogger("x").warning("while stderr is stuck")
+            returned.set()
+
+        caller = threading.Thread(target=log_one_line, name="caller")
+        caller.start()
+        try:
+            assert returned.wait(5), "the caller waited for stderr"
+            assert writer_reached_stderr.wait(5)
+        finally:
+            release.set()
+            caller.join(10)
+        (line,) = _lines(logs_dir)
+        assert line["message"] == "while stderr is stuck"
+        assert line["thread"] == "caller"  # the caller's thread, not the writer's
+
+    def test_the_message_is_merged_when_logged_not_when_written(self, logs_dir: Path) -> None:
+        configure_logging(logs_dir=logs_dir, stream=False)
+        fills = [1]
+
+        logging.getLogger("x").info("fills=%s", fills)
+        fills.append(2)
+
+        (line,) = _lines(logs_dir)
+        assert line["message"] == "fills=[1]"
+
+    def test_a_field_that_cannot_be_written_costs_its_line_not_the_writer(
+        self, logs_dir: Path
+    ) -> None:
+        configure_logging(logs_dir=logs_dir, stream=False)
+
+        class Unprintable:
+            def __repr__(self) -> str:
+                raise RuntimeError("no repr")
+
+            __str__ = __repr__
+
+        logging.getLogger("x").info("bad", extra={"field": Unprintable()})
+        logging.getLogger("x").info("good")
+
+        assert [line["message"] for line in _lines(logs_dir)] == ["good"]
+
+    def test_lines_logged_before_a_clean_exit_are_all_written(self, logs_dir: Path) -> None:
+        # No shutdown_logging() call: the exit hook must drain the queue on its own.
+        script = (
+            "import logging, sys\n"
+            "from adapters.logs import configure_logging\n"
+            "configure_logging(logs_dir=sys.argv[1], stream=False)\n"
+            "for i in range(2000):\n"
+            "    logging.getLogger('x').info('line %d', i)\n"
+        )
+        repo_root = Path(__file__).resolve().parents[2]
+        subprocess.run(
+            [sys.executable, "-c", script, str(logs_dir)], cwd=repo_root, check=True, timeout=60
+        )
+
+        text = (logs_dir / "vigil.log").read_text(encoding="utf-8")
+        messages = [json.loads(line)["message"] for line in text.splitlines()]
+        assert messages == [f"line {i}" for i in range(2000)]
 
 
 class TestStateDump:

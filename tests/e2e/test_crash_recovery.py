@@ -75,7 +75,13 @@ def test_sigkill_with_open_brackets_recovers_every_position_protected_and_sends_
 
     launcher.start()
     launcher.wait_ready()
-    recovery = [line for line in launcher.log_lines("RECOVERY") if "Recovering" in line]
+
+    def recovery_lines() -> list[str]:
+        return [line for line in launcher.log_lines("RECOVERY") if "Recovering" in line]
+
+    # The log writer thread writes a line a moment after the call that logged it.
+    wait_until(lambda: len(recovery_lines()) >= 2, message="both RECOVERY lines written")
+    recovery = recovery_lines()
     assert len(recovery) == 2, recovery
     recovered = int(re.search(r"Recovering (\d+) open positions", recovery[-1]).group(1))  # type: ignore[union-attr]
     assert recovered == len(at_kill)
