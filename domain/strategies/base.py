@@ -149,8 +149,11 @@ class BarStrategy:
         aggregator = self._aggregators.get(tick.instrument)
         if aggregator is None:
             return []
+        bars = aggregator.on_tick(tick)
+        if not bars:
+            return []  # most ticks close no bar
         plans: list[TradePlan] = []
-        for bar in aggregator.on_tick(tick):
+        for bar in bars:
             plans.extend(self._on_bar(bar, tick.ts_init))
         return plans
 
