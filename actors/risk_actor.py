@@ -129,6 +129,11 @@ class RiskActor(VigilActor):
         self._trading: TradingStateChanged | None = None
         self._state = RiskState()
         self._pending: dict[str, _PendingApproval] = {}
+        # _portfolio_with_pending()'s result, until the portfolio or the pending approvals
+        # change: a plan after a plan with nothing new in between reuses it.
+        self._portfolio_with_pending_memo: PortfolioUpdated | None = None
+        # The counter child of each denial code: labels() costs a lock and a validation.
+        self._block_counters: dict[str, Any] = {}
         self._blocks: dict[str, int] = {}
         self._last_blocks: deque[RiskBlocked] = deque(maxlen=50)
         self._risk_cap_flatten_sent = False
@@ -211,6 +216,7 @@ class RiskActor(VigilActor):
     # ------------------------------------------------------------------ EVENT HANDLERS
     def on_portfolio_updated(self, portfolio: PortfolioUpdated) -> None:
         self._portfolio = portfolio
+        self._portfolio_with_pending_memo = None
         if not self._windows_loaded:
             self._rebuild_windows()
         self._outbox.retry(self.clock.now_ns())
@@ -297,19 +303,26 @@ class RiskActor(VigilActor):
     def _portfolio_with_pending(self) -> PortfolioUpdated:
         if not self._pending:
             return self._portfolio
+        if self._portfolio_with_pending_memo is not None:
+            return self._portfolio_with_pending_memo
         pending = list(self._pending.values())
-        return msgspec.structs.replace(
+        self._portfolio_with_pending_memo = msgspec.structs.replace(
             self._portfolio,
             working_entry_count=self._portfolio.working_entry_count + len(pending),
             working_entries=self._portfolio.working_entries
             + tuple((p.strategy, p.instrument) for p in pending),
             heat=self._portfolio.heat + sum((p.risk_amount for p in pending), Decimal(0)),
         )
+        return self._portfolio_with_pending_memo
 
     def _expire_pending(self, now: int) -> None:
+        if not self._pending:
+            return
         expired = [p for p, a in self._pending.items() if a.ts_ns <= now - _PENDING_EXPIRY_NS]
         for plan_id in expired:
             del self._pending[plan_id]
+        if expired:
+            self._portfolio_with_pending_memo = None
 
     def _check_portfolio_limits(self, portfolio: PortfolioUpdated) -> None:
         now = self.clock.now_ns()
@@ -364,7 +377,11 @@ class RiskActor(VigilActor):
         )
         self._blocks[denial.code.value] = self._blocks.get(denial.code.value, 0) + 1
         self._last_blocks.append(blocked)
-        self._metrics.risk_blocks_total.labels(reason=denial.code.value).inc()
+        counter = self._block_counters.get(denial.code.value)
+        if counter is None:
+            counter = self._metrics.risk_blocks_total.labels(reason=denial.code.value)
+            self._block_counters[denial.code.value] = counter
+        counter.inc()
         if denial.code in (DenialCode.FREEZE_BAND, DenialCode.SPREAD_BLOWOUT):
             log_event(
                 logger,
@@ -393,6 +410,7 @@ class RiskActor(VigilActor):
                 now,
             )
             return
+        self._portfolio_with_pending_memo = None
         self._pending[plan.plan_client_id] = _PendingApproval(
             plan_client_id=plan.plan_client_id,
             strategy=plan.strategy,

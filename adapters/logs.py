@@ -308,6 +308,10 @@ def configure_logging(
         queue_handler.listener.start()
         root.addHandler(queue_handler)
         root.setLevel(numeric_level)
+        # The lines carry no process id or name: skip computing them for every record (the
+        # logging docs' "Optimization" switches; threadName stays, it is the "thread" key).
+        logging.logProcesses = False
+        logging.logMultiprocessing = False
         _current_redactor = redactor
 
 
