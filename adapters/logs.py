@@ -66,12 +66,17 @@ _BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9\-._~+/]+=*")
 _KEY_EQUALS = re.compile(rf"(?i)\b(\w*{_SECRET_KEY_WORDS})=([^\s&\"',;]+)")
 _JSON_KEY = re.compile(rf"(?i)(\"\w*{_SECRET_KEY_WORDS}\"\s*:\s*\")([^\"]*)(\")")
 _SECRET_FIELD_NAME = re.compile(rf"(?i)^\w*{_SECRET_KEY_WORDS}$")
+# Each of the three patterns above needs one of these words, so text without any of them
+# skips the three substitutions (one search instead of three subs: most lines have none).
+_ANY_SECRET_WORD = re.compile(rf"(?i)bearer|{_SECRET_KEY_WORDS}")
 
 # Attributes every LogRecord has; anything else on a record came in through ``extra``.
 _RECORD_ATTRIBUTES = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys() | {"message", "asctime"}
 )
 _OUTPUT_KEYS = frozenset({"ts", "level", "logger", "event", "message", "thread", "exc"})
+# Where JsonFormatter keeps a record's line, so the file and stderr handlers encode it once.
+_LINE_ATTRIBUTE = "_vigil_json_line"
 _DUMP_KIND = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _WRITER_THREAD_NAME = "vigil-log-writer"
 _FLUSH_TIMEOUT_S = 5.0
@@ -94,6 +99,8 @@ class Redactor:
         """``value`` with every secret and secret-looking pattern replaced by ``[REDACTED]``."""
         if self._secrets is not None:
             value = self._secrets.sub(REDACTED, value)
+        if _ANY_SECRET_WORD.search(value) is None:
+            return value
         value = _BEARER.sub(rf"\1 {REDACTED}", value)
         value = _KEY_EQUALS.sub(rf"\1={REDACTED}", value)
         return _JSON_KEY.sub(rf"\1{REDACTED}\3", value)
@@ -152,6 +159,9 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per record (see the module docstring for the keys)."""
 
     def format(self, record: logging.LogRecord) -> str:
+        encoded = record.__dict__.get(_LINE_ATTRIBUTE)
+        if encoded is not None:
+            return str(encoded)
         line: dict[str, Any] = {
             "ts": _iso_utc(record.created),
             "level": record.levelname,
@@ -161,7 +171,7 @@ class JsonFormatter(logging.Formatter):
             "thread": record.threadName,
         }
         for key, value in vars(record).items():
-            if key not in _RECORD_ATTRIBUTES and key not in _OUTPUT_KEYS:
+            if key not in _RECORD_ATTRIBUTES and key not in _OUTPUT_KEYS and key != _LINE_ATTRIBUTE:
                 line[key] = value
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
@@ -169,7 +179,9 @@ class JsonFormatter(logging.Formatter):
             line["exc"] = record.exc_text
         if record.stack_info:
             line["stack"] = record.stack_info
-        return _encode_line(line)
+        encoded = _encode_line(line)
+        setattr(record, _LINE_ATTRIBUTE, encoded)
+        return encoded
 
 
 class _FlushRequest:
@@ -212,10 +224,17 @@ class _RecordQueueHandler(logging.handlers.QueueHandler):
 
 
 class _RecordWriter(logging.handlers.QueueListener):
-    """The writer thread: hands each queued record to the file and stderr handlers."""
+    """The writer thread: redacts each queued record once, then hands it to the file and
+    stderr handlers (which share its encoded line)."""
 
-    def __init__(self, records: queue.SimpleQueue[Any], handlers: Sequence[logging.Handler]):
+    def __init__(
+        self,
+        records: queue.SimpleQueue[Any],
+        handlers: Sequence[logging.Handler],
+        redaction: RedactingFilter,
+    ):
         super().__init__(records, *handlers, respect_handler_level=True)  # type: ignore[arg-type]
+        self.redaction = redaction
 
     def start(self) -> None:
         super().start()
@@ -230,15 +249,23 @@ class _RecordWriter(logging.handlers.QueueListener):
         if isinstance(record, _FlushRequest):
             record.written.set()
             return
+        try:
+            self.redaction.filter(record)
+        except Exception as error:
+            # A field whose repr raises must cost that one line, not the writer thread and
+            # every line after it. Nothing of the record is printed: it is not redacted.
+            sys.stderr.write(
+                f"vigil-log-writer: dropped a line of logger {record.name!r} that could not "
+                f"be redacted: {type(error).__name__}\n"
+            )
+            return
         for handler in self.handlers:
             if record.levelno < handler.level:
                 continue
             try:
                 handler.handle(record)
             except Exception:
-                # A filter that raises (a field whose repr raises) must cost that one line,
-                # not the writer thread and every line after it.
-                handler.handleError(record)
+                handler.handleError(record)  # as above: one line, never the writer
 
     def wait_written(self, timeout_s: float) -> bool:
         if not self.is_running():
@@ -295,10 +322,9 @@ def configure_logging(
         handlers.append(logging.StreamHandler(sys.stderr))
     for handler in handlers:
         handler.setFormatter(formatter)
-        handler.addFilter(RedactingFilter(redactor))
     records: queue.SimpleQueue[Any] = queue.SimpleQueue()
     queue_handler = _RecordQueueHandler(records)
-    queue_handler.listener = _RecordWriter(records, handlers)
+    queue_handler.listener = _RecordWriter(records, handlers, RedactingFilter(redactor))
     queue_handler._vigil = True  # type: ignore[attr-defined]
 
     global _current_redactor
@@ -353,6 +379,7 @@ def _write_synchronously_from_now_on() -> None:
                 listener.stop()
                 root.removeHandler(handler)
                 for target in listener.handlers:
+                    target.addFilter(listener.redaction)
                     target._vigil = True  # type: ignore[attr-defined]
                     root.addHandler(target)
 

@@ -18,6 +18,7 @@ import pytest
 from adapters.logs import (
     REDACTED,
     JsonFormatter,
+    _write_synchronously_from_now_on,
     configure_logging,
     flush_logging,
     log_event,
@@ -326,6 +327,21 @@ class TestWriterThread:
         logging.getLogger("x").info("good")
 
         assert [line["message"] for line in _lines(logs_dir)] == ["good"]
+
+    def test_lines_logged_after_the_exit_hook_are_still_redacted_and_written(
+        self, logs_dir: Path
+    ) -> None:
+        configure_logging(logs_dir=logs_dir, secrets=[SECRET], stream=False)
+        logging.getLogger("x").info("queued")
+
+        _write_synchronously_from_now_on()  # what atexit runs
+        logging.getLogger("x").info(f"from a later exit hook: {SECRET}")
+
+        lines = _lines(logs_dir)
+        assert [line["message"] for line in lines] == [
+            "queued",
+            f"from a later exit hook: {REDACTED}",
+        ]
 
     def test_lines_logged_before_a_clean_exit_are_all_written(self, logs_dir: Path) -> None:
         # No shutdown_logging() call: the exit hook must drain the queue on its own.
