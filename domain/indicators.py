@@ -31,6 +31,7 @@ class Ema:
         _check_period("EMA", period)
         self.period: int = period
         self._alpha: Decimal = Decimal(2) / Decimal(period + 1)
+        self._period_decimal: Decimal = Decimal(period)
         self._seed_sum: Decimal = Decimal(0)
         self._count: int = 0
         self._value: Decimal | None = None
@@ -46,7 +47,7 @@ class Ema:
         if self._value is None:
             self._seed_sum += price
             if self._count == self.period:
-                self._value = self._seed_sum / Decimal(self.period)
+                self._value = self._seed_sum / self._period_decimal
             return self._value
         self._value = self._value + self._alpha * (price - self._value)
         return self._value
@@ -67,6 +68,9 @@ class Atr:
     def __init__(self, period: int) -> None:
         _check_period("ATR", period)
         self.period: int = period
+        # Built once: the smoothing runs on every bar, and Decimal(int) is not free.
+        self._period_decimal: Decimal = Decimal(period)
+        self._period_minus_one: Decimal = Decimal(period - 1)
         self._previous_close: Decimal | None = None
         self._seed_sum: Decimal = Decimal(0)
         self._count: int = 0
@@ -82,16 +86,23 @@ class Atr:
         if high < low:
             raise ValueError(f"bar high below low: high={high} low={low}")
         true_range = high - low
-        if self._previous_close is not None:
-            true_range = max(
-                true_range, abs(high - self._previous_close), abs(low - self._previous_close)
-            )
+        previous_close = self._previous_close
+        if previous_close is not None:
+            # max(true_range, |high - pc|, |low - pc|) without the max() call (it costs more
+            # than the comparisons); like max(), a later candidate wins only when strictly
+            # greater, so of two equal values the same Decimal (and exponent) is kept.
+            from_high = abs(high - previous_close)
+            if from_high > true_range:
+                true_range = from_high
+            from_low = abs(low - previous_close)
+            if from_low > true_range:
+                true_range = from_low
         self._previous_close = close
         self._count += 1
         if self._value is None:
             self._seed_sum += true_range
             if self._count == self.period:
-                self._value = self._seed_sum / Decimal(self.period)
+                self._value = self._seed_sum / self._period_decimal
             return self._value
-        self._value = (self._value * Decimal(self.period - 1) + true_range) / Decimal(self.period)
+        self._value = (self._value * self._period_minus_one + true_range) / self._period_decimal
         return self._value

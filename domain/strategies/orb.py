@@ -89,9 +89,11 @@ class OrbStrategy(BarStrategy):
             state.window_valid = position == 0
             state.bought = state.sold = False
         if position < self._range_bars:
-            high, low = state.range_high, state.range_low
-            state.range_high = bar.high if high is None else max(high, bar.high)
-            state.range_low = bar.low if low is None else min(low, bar.low)
+            # As max()/min() would, without their call cost: the first of equal values stays.
+            if state.range_high is None or bar.high > state.range_high:
+                state.range_high = bar.high
+            if state.range_low is None or bar.low < state.range_low:
+                state.range_low = bar.low
             return []
         if not state.window_valid or state.range_high is None or state.range_low is None:
             return []

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from domain.bars import BarAggregator
 from domain.config import RiskConfig
 from domain.enums import OrderType, Side
+from domain.indicators import Atr, Ema
 from domain.instruments import Instrument
 from domain.messages.market import Tick
 from domain.messages.orders import PortfolioUpdated, PositionView, TradePlan
@@ -29,7 +30,7 @@ from domain.risk import (
     heat_cap_rupees,
 )
 from domain.strategies import EmaPullbackStrategy, OrbStrategy
-from tests.unit.reference import bars_2c33d1f, risk_2c33d1f
+from tests.unit.reference import bars_2c33d1f, indicators_2c33d1f, risk_2c33d1f
 
 S = 1_000_000_000
 NOW = 1_700_000_000 * S
@@ -279,6 +280,31 @@ def tick_streams(draw: st.DrawFn) -> list[Tick]:
             )
         )
     return ticks
+
+
+# Prices on three exponents, so equal values printed differently meet in max() ties.
+_bar_prices = st.integers(1_995, 2_005).flatmap(
+    lambda n: st.sampled_from(
+        [Decimal(n) / 20, (Decimal(n) / 20).quantize(Decimal("0.001")), Decimal(n) * 5 / 100]
+    )
+)
+
+
+class TestIndicators:
+    @settings(max_examples=300, deadline=None)
+    @given(
+        bars=st.lists(st.tuples(_bar_prices, _bar_prices, _bar_prices), max_size=40),
+        period=st.integers(1, 6),
+    )
+    def test_atr_and_ema_give_the_same_values_printed_the_same_as_before(
+        self, bars: list[tuple[Decimal, Decimal, Decimal]], period: int
+    ) -> None:
+        atr, old_atr = Atr(period), indicators_2c33d1f.Atr(period)
+        ema, old_ema = Ema(period), indicators_2c33d1f.Ema(period)
+        for first, second, close in bars:
+            high, low = max(first, second), min(first, second)
+            assert str(atr.update(high, low, close)) == str(old_atr.update(high, low, close))
+            assert str(ema.update(close)) == str(old_ema.update(close))
 
 
 class TestBars:
