@@ -220,17 +220,8 @@ class RiskActor(VigilActor):
         if not self._windows_loaded:
             self._rebuild_windows()
         self._outbox.retry(self.clock.now_ns())
-        # The order actor handles our tells in order, so anything it reports as working or open
-        # is no longer pending here.
-        known = {position.position_id for position in portfolio.positions}
-        known.update(portfolio.working_plan_ids)
-        for plan_id in [p for p in self._pending if p in known]:
-            del self._pending[plan_id]
-        self._pending = {
-            plan_id: pending
-            for plan_id, pending in self._pending.items()
-            if pending.ts_ns > portfolio.ts_event - _PENDING_EXPIRY_NS
-        }
+        if self._pending:  # usually empty: skip the sets, built from every open position
+            self._retire_pending(portfolio)
         self._check_portfolio_limits(portfolio)
 
     def on_trading_state_changed(self, state: TradingStateChanged) -> None:
@@ -314,6 +305,19 @@ class RiskActor(VigilActor):
             heat=self._portfolio.heat + sum((p.risk_amount for p in pending), Decimal(0)),
         )
         return self._portfolio_with_pending_memo
+
+    def _retire_pending(self, portfolio: PortfolioUpdated) -> None:
+        # The order actor handles our tells in order, so anything it reports as working or open
+        # is no longer pending here.
+        known = {position.position_id for position in portfolio.positions}
+        known.update(portfolio.working_plan_ids)
+        for plan_id in [p for p in self._pending if p in known]:
+            del self._pending[plan_id]
+        self._pending = {
+            plan_id: pending
+            for plan_id, pending in self._pending.items()
+            if pending.ts_ns > portfolio.ts_event - _PENDING_EXPIRY_NS
+        }
 
     def _expire_pending(self, now: int) -> None:
         if not self._pending:
