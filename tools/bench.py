@@ -218,7 +218,13 @@ class _Counter(pykka.ThreadingActor):
             self._done.set()
 
 
-_ChainStarter = Callable[[int, threading.Event], list[pykka.ActorRef[Any]]]
+@dataclass(frozen=True)
+class _Chain:
+    """How to start a 4-actor chain (the last one sets the event at the ``expected``-th
+    message) and how to stop it."""
+
+    start: Callable[[int, threading.Event], list[pykka.ActorRef[Any]]]
+    stop: Callable[[Sequence[pykka.ActorRef[Any]]], None]
 
 
 def _threaded_chain(expected: int, done: threading.Event) -> list[pykka.ActorRef[Any]]:
@@ -229,34 +235,54 @@ def _threaded_chain(expected: int, done: threading.Event) -> list[pykka.ActorRef
     return refs
 
 
-def _shared_chain_starter() -> tuple[_ChainStarter | None, str]:
-    """The same chain on the shared dispatcher, or None and why not.
+def _shared_chain() -> tuple[_Chain | None, str]:
+    """The same chain with the four actors' loops on one shared dispatcher thread, or None and
+    why not.
 
     The dispatcher is built in parallel with this bench (issue 6). Until ``actors/
-    dispatcher.py`` exists the figure says "not built"; once it exists, this is the one place
-    that knows its API (``DispatchedActor`` subclasses started with ``dispatcher=``)."""
+    dispatcher.py`` exists the figure says "not built". The chain uses only what the dispatcher
+    asks of any pykka actor (an inbox from ``Dispatcher.create_inbox``, ``Dispatcher.attach``
+    instead of a thread of its own), so bare actors are compared with bare actors."""
     if importlib.util.find_spec("actors.dispatcher") is None:
         return None, "not built (actors/dispatcher.py does not exist)"
     module = importlib.import_module("actors.dispatcher")
-    base = getattr(module, "DispatchedActor", None)
     dispatcher_type = getattr(module, "Dispatcher", None)
-    if base is None or dispatcher_type is None:
+    if dispatcher_type is None or not all(
+        hasattr(dispatcher_type, method) for method in ("create_inbox", "attach", "start", "stop")
+    ):
         return None, (
-            "not measured: actors/dispatcher.py has no DispatchedActor and Dispatcher "
-            "(tools/bench.py _shared_chain_starter must learn its API)"
+            "not measured: actors.dispatcher.Dispatcher lacks create_inbox/attach/start/stop "
+            "(tools/bench.py _shared_chain must learn its API)"
         )
 
-    class _SharedForwarder(base):  # type: ignore[misc, valid-type]
-        def __init__(self, next_actor: pykka.ActorRef[Any], **kwargs: Any) -> None:
-            super().__init__(**kwargs)
+    class _OnDispatcher(pykka.ThreadingActor):
+        def __init__(self, dispatcher: Any, capacity: int) -> None:
+            self._dispatcher = dispatcher  # before super(): pykka creates the inbox there
+            self._capacity = capacity
+            super().__init__()
+
+        def _create_actor_inbox(self) -> Any:  # type: ignore[override]
+            # Room for the whole run: pykka's own inbox (the threaded chain's) is unbounded.
+            return self._dispatcher.create_inbox(
+                actor_name=type(self).__name__, capacity=self._capacity, put_timeout_s=60.0
+            )
+
+        def _start_actor_loop(self) -> None:
+            self._dispatcher.attach(self)
+
+    class _SharedForwarder(_OnDispatcher):
+        def __init__(self, next_actor: pykka.ActorRef[Any], dispatcher: Any, capacity: int):
+            super().__init__(dispatcher, capacity)
             self._next = next_actor
 
         def on_receive(self, message: Any) -> None:
             self._next.tell(message)
 
-    class _SharedCounter(base):  # type: ignore[misc, valid-type]
-        def __init__(self, expected: int, done: threading.Event, **kwargs: Any) -> None:
-            super().__init__(**kwargs)
+    class _SharedCounter(_OnDispatcher):
+        def __init__(
+            self, expected: int, done: threading.Event, dispatcher: Any, capacity: int
+        ) -> None:
+            super().__init__(dispatcher, capacity)
             self._expected = expected
             self._done = done
             self._count = 0
@@ -266,16 +292,26 @@ def _shared_chain_starter() -> tuple[_ChainStarter | None, str]:
             if self._count >= self._expected:
                 self._done.set()
 
+    dispatchers: list[Any] = []
+
     def start(expected: int, done: threading.Event) -> list[pykka.ActorRef[Any]]:
-        dispatcher = dispatcher_type(name="bench-dispatcher")
+        dispatcher = dispatcher_type(name="bench-chain")
+        dispatcher.start()
+        dispatchers.append(dispatcher)
+        capacity = max(expected, 1) + 10
         refs: list[pykka.ActorRef[Any]] = [
-            _SharedCounter.start(expected, done, dispatcher=dispatcher)
+            _SharedCounter.start(expected, done, dispatcher, capacity)
         ]
         for _ in range(_CHAIN_LENGTH - 1):
-            refs.insert(0, _SharedForwarder.start(refs[0], dispatcher=dispatcher))
+            refs.insert(0, _SharedForwarder.start(refs[0], dispatcher, capacity))
         return refs
 
-    return start, "built"
+    def stop(refs: Sequence[pykka.ActorRef[Any]]) -> None:
+        _stop_chain(refs)
+        while dispatchers:
+            dispatchers.pop().stop()
+
+    return _Chain(start, stop), "built"
 
 
 def _stop_chain(refs: Sequence[pykka.ActorRef[Any]]) -> None:
@@ -283,9 +319,9 @@ def _stop_chain(refs: Sequence[pykka.ActorRef[Any]]) -> None:
         ref.stop(block=True, timeout=10)
 
 
-def _chain_throughput(starter: _ChainStarter, ticks: Sequence[Tick], count: int) -> float:
+def _chain_throughput(chain: _Chain, ticks: Sequence[Tick], count: int) -> float:
     done = threading.Event()
-    refs = starter(count, done)
+    refs = chain.start(count, done)
     try:
         started = time.perf_counter()
         for index in range(count):
@@ -294,15 +330,15 @@ def _chain_throughput(starter: _ChainStarter, ticks: Sequence[Tick], count: int)
             raise BenchError(f"the chain did not deliver {count} ticks within 120 s")
         return count / (time.perf_counter() - started)
     finally:
-        _stop_chain(refs)
+        chain.stop(refs)
 
 
-def _chain_trips_us(starter: _ChainStarter, ticks: Sequence[Tick], rounds: int) -> list[float]:
+def _chain_trips_us(chain: _Chain, ticks: Sequence[Tick], rounds: int) -> list[float]:
     # One tick at a time through the idle chain: four hops with wake-ups, what a lone quote
     # sees (a saturated chain batches the wake-ups away). The counter, expecting 1, sets the
     # event on every message, so one chain serves every round.
     arrived = threading.Event()
-    refs = starter(1, arrived)
+    refs = chain.start(1, arrived)
     samples: list[float] = []
     try:
         for index in range(rounds):
@@ -313,16 +349,16 @@ def _chain_trips_us(starter: _ChainStarter, ticks: Sequence[Tick], rounds: int) 
                 raise BenchError(f"chain round trip {index} took more than 5 s")
             samples.append((time.perf_counter_ns() - started) / 1000)
     finally:
-        _stop_chain(refs)
+        chain.stop(refs)
     return samples
 
 
 def _measure_chain(
-    starter: _ChainStarter, ticks: Sequence[Tick], *, count: int, repeats: int, rounds: int
+    chain: _Chain, ticks: Sequence[Tick], *, count: int, repeats: int, rounds: int
 ) -> dict[str, Any]:
-    _chain_throughput(starter, ticks, min(count, 20_000))  # warm-up: threads, allocator
-    rates = sorted(_chain_throughput(starter, ticks, count) for _ in range(repeats))
-    trips = sorted(_chain_trips_us(starter, ticks, rounds))
+    _chain_throughput(chain, ticks, min(count, 20_000))  # warm-up: threads, allocator
+    rates = sorted(_chain_throughput(chain, ticks, count) for _ in range(repeats))
+    trips = sorted(_chain_trips_us(chain, ticks, rounds))
     return {
         "ticks_per_s": statistics.median(rates),
         "all_ticks_per_s": rates,
@@ -335,28 +371,21 @@ def run_chain(sizes: Sizes) -> dict[str, Any]:
     """Figure 1: ticks/s through the 4-actor chain (median of ``chain_repeats`` runs of
     ``chain_ticks``) and one tick's trip through the idle chain, threaded and shared."""
     ticks = _sample_ticks(_bench_instruments(20), steps=50)
+    measure = {
+        "count": sizes.chain_ticks,
+        "repeats": sizes.chain_repeats,
+        "rounds": sizes.round_trips,
+    }
     figures: dict[str, Any] = {
         "ticks": sizes.chain_ticks,
         "repeats": sizes.chain_repeats,
         "round_trips": sizes.round_trips,
-        "threaded": _measure_chain(
-            _threaded_chain,
-            ticks,
-            count=sizes.chain_ticks,
-            repeats=sizes.chain_repeats,
-            rounds=sizes.round_trips,
-        ),
+        "threaded": _measure_chain(_Chain(_threaded_chain, _stop_chain), ticks, **measure),
     }
-    starter, status = _shared_chain_starter()
+    shared, status = _shared_chain()
     figures["shared_status"] = status
-    if starter is not None:
-        figures["shared"] = _measure_chain(
-            starter,
-            ticks,
-            count=sizes.chain_ticks,
-            repeats=sizes.chain_repeats,
-            rounds=sizes.round_trips,
-        )
+    if shared is not None:
+        figures["shared"] = _measure_chain(shared, ticks, **measure)
     return figures
 
 
@@ -714,7 +743,11 @@ def _paced(
 ) -> dict[str, Any]:
     """Publish one round (a tick per instrument) every ``len(round) / rate`` s for
     ``seconds``, each tick stamped with the wall clock as it is sent, and the timer every
-    100 ms; then wait for the feed to take in what it accepted and the actors to drain."""
+    100 ms; then wait for the feed to take in what it accepted and the actors to drain.
+
+    ``publish_ticks`` waits for room when the feed's bounded inbox is full (backpressure), so
+    a feed that cannot keep up holds the publisher back: the run still ends after ``seconds``
+    of wall time, with fewer ticks sent, and ``offered_rate`` says what was achieved."""
     per_round = len(rounds[0])
     interval_s = per_round / rate
     steps = max(1, int(seconds / interval_s))
@@ -722,20 +755,24 @@ def _paced(
     refused = late = 0
     started = time.perf_counter()
     next_timer = started + _TIMER_EVERY_S
+    sent_rounds = 0
     for index in range(steps):
         due = started + index * interval_s
         now = time.perf_counter()
+        if now - started >= seconds:
+            break
         if due > now:
             time.sleep(due - now)  # pacing the feed, not synchronising
         elif now - due > interval_s:
             late += 1
         if not engine.publish_ticks(_restamp(rounds[index % len(rounds)], time.time_ns())):
             refused += per_round
+        sent_rounds += 1
         if time.perf_counter() >= next_timer:
             engine.fire_timer()
             next_timer = time.perf_counter() + _TIMER_EVERY_S
     paced_s = time.perf_counter() - started
-    offered = steps * per_round
+    offered = sent_rounds * per_round
     _wait_until(
         lambda: _feed_accepted(engine) >= before + offered - refused,
         timeout_s=120,
@@ -748,7 +785,8 @@ def _paced(
         "refused": refused,
         "offered_rate": offered / paced_s,
         "late_rounds": late,
-        "rounds": steps,
+        "rounds": sent_rounds,
+        "rounds_asked": steps,
     }
 
 
@@ -1457,7 +1495,17 @@ def _machine() -> dict[str, str]:
         "pykka": importlib.metadata.version("pykka"),
         "os": platform.platform(),
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "engine_dispatcher": _engine_dispatcher_setting(),
     }
+
+
+def _engine_dispatcher_setting() -> str:
+    """The engine's default ``dispatcher`` setting (shared thread or a thread per actor), which
+    the engine figures (2-7) ran with; the bench's configs do not set it."""
+    setting = EngineConfig.model_fields.get("dispatcher")
+    if setting is None:
+        return "threads (no dispatcher setting in this tree)"
+    return str(setting.default)
 
 
 def _percentile(sorted_values: Sequence[float], pct: float) -> float | None:
@@ -1679,7 +1727,7 @@ def _parent_main(options: argparse.Namespace) -> int:
     machine = _machine()
     print(f"Vigil benchmarks ({'tiny sizes: smoke only' if options.tiny else 'make bench'})")
     for key, value in machine.items():
-        print(f"  {key:13s} {value}")
+        print(f"  {key:17s} {value}")
     sections = [section for section in SECTIONS if not options.only or section in options.only]
     outcomes: list[_Outcome] = []
     overload_rate: float | None = options.overload_rate
