@@ -734,6 +734,15 @@ class _DepthSampler:
                 self.peaks[key] = max(self.peaks.get(key, 0), pending)
 
 
+def _ping_pong(index: int, length: int) -> int:
+    """0, 1, ..., length - 1, length - 2, ..., 1, 0, 1, ...: replaying pre-generated rounds
+    forwards then backwards keeps every price path continuous (no jump back to the start)."""
+    if length < 2:
+        return 0
+    position = index % (2 * length - 2)
+    return position if position < length else 2 * length - 2 - position
+
+
 def _paced(
     engine: Engine,
     rounds: Sequence[Sequence[Tick]],
@@ -765,7 +774,9 @@ def _paced(
             time.sleep(due - now)  # pacing the feed, not synchronising
         elif now - due > interval_s:
             late += 1
-        if not engine.publish_ticks(_restamp(rounds[index % len(rounds)], time.time_ns())):
+        if not engine.publish_ticks(
+            _restamp(rounds[_ping_pong(index, len(rounds))], time.time_ns())
+        ):
             refused += per_round
         sent_rounds += 1
         if time.perf_counter() >= next_timer:
@@ -1349,7 +1360,7 @@ def run_replay(sizes: Sizes, root: Path, *, timeout_s: float) -> dict[str, Any]:
         seed=1,
         instruments=instruments_from_config(REPO_ROOT / "configs" / "paper.yaml"),
     )
-    runs = [_replay_once(quotes, cwd=root, timeout_s=timeout_s / 2 - 10) for _ in range(2)]
+    runs = [_replay_once(quotes, timeout_s=timeout_s / 2 - 10) for _ in range(2)]
     return {
         "built": True,
         "rows": sizes.replay_rows,
@@ -1359,13 +1370,14 @@ def run_replay(sizes: Sizes, root: Path, *, timeout_s: float) -> dict[str, Any]:
     }
 
 
-def _replay_once(quotes: Path, *, cwd: Path, timeout_s: float) -> dict[str, Any]:
+def _replay_once(quotes: Path, *, timeout_s: float) -> dict[str, Any]:
+    # From the repository root, like ``make``: the tool may read configs/ by a relative path.
     completed = subprocess.run(
         [sys.executable, "-m", "tools.replay", str(quotes), "--json"],
         capture_output=True,
         text=True,
         timeout=timeout_s,
-        cwd=cwd,
+        cwd=REPO_ROOT,
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
         check=False,
     )
@@ -1687,7 +1699,7 @@ def _describe(outcome: _Outcome) -> None:
     elif section == "replay":
         if not f["built"]:
             lines.append("[8] replay: not built (tools/replay.py does not exist)")
-            rows.append(("8. replay of 1M quotes", "not built", target))
+            rows.append((f"8. replay of {f['rows']:,} quotes", "not built", target))
             return
         first, second = f["runs"]
         lines.append(
@@ -1699,7 +1711,7 @@ def _describe(outcome: _Outcome) -> None:
         )
         rows.append(
             (
-                "8. replay of 1M quotes",
+                f"8. replay of {f['rows']:,} quotes",
                 f"{_n(first['ticks_per_s'])} ticks/s, {first['evaluations']:,} evals of "
                 f"{first['ticks']:,} ticks, {first['orders']} orders, digests "
                 f"{'match' if f['digests_match'] else 'DIFFER'}",
