@@ -1726,13 +1726,14 @@ def _describe(outcome: _Outcome) -> None:
             f"{_n(second['ticks_per_s'])} ticks/s; {first['ticks']:,} ticks, "
             f"{first['evaluations']:,} evaluations, {first['orders']} orders, {first['fills']} "
             f"fills, PnL {first['pnl']}; digests {'match' if f['digests_match'] else 'DIFFER'} "
-            f"({first['digest']} / {second['digest']})"
+            f"({str(first['digest'])[:16]}... / {str(second['digest'])[:16]}...)"
         )
         rows.append(
             (
                 f"8. replay of {f['rows']:,} quotes",
                 f"{_n(first['ticks_per_s'])} ticks/s, {first['evaluations']:,} evals of "
-                f"{first['ticks']:,} ticks, {first['orders']} orders, digests "
+                f"{first['ticks']:,} ticks ({first['evaluations'] / max(first['ticks'], 1):.2f} "
+                f"per tick), {first['orders']} orders, digests "
                 f"{'match' if f['digests_match'] else 'DIFFER'}",
                 target,
             )
