@@ -28,8 +28,10 @@ N ?= 10
 test-loop: $(STAMP)
 	$(PY) -m tools.test_loop --runs $(N)
 
+# The eight figures of docs/benchmarks.md, each next to its target (about 8 minutes on 2 cores);
+# all numbers go to one JSON file in bench/results/. BENCH_ARGS="--only chain intake" runs a few.
 bench: $(STAMP)
-	$(PY) -m tools.bench
+	$(PY) -m tools.bench $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
