@@ -146,6 +146,8 @@ class OrderActor(VigilActor):
             clock=self.clock,
             tell=self.directory.tell,
             subscribers=portfolio_subscribers,
+            # A marks-only change is published after what is queued: one per burst.
+            wake=lambda: self.directory.tell(self.name, RepublishState()),
         )
         self._trading: TradingStateChanged | None = None
         self._last_stream_ns: int | None = None
@@ -563,7 +565,8 @@ class OrderActor(VigilActor):
             del self._book.brackets[plan_id]
         if self._flatten_reason is not None:
             self._check_flatten_done(now)
-        self._projection.publish()
+        # At once if exposure changed (a fill, a new or finished bracket); marks are throttled.
+        self._projection.refresh()
 
     def _count_flatten_cancel(self) -> None:
         if self._flatten_reason is not None:
