@@ -289,10 +289,15 @@ class OrderExecution:
         if order.status is OrderStatus.PENDING_SUBMIT:
             # "Maybe sent" from here on: the gateway may call the broker at any moment.
             mark_submitted(order, now)
+        # SUBMITTED lives in memory only: the stored PENDING_SUBMIT already means "maybe sent",
+        # and recovery settles it from the broker's order list either way (resending under the
+        # same id only if the broker never saw it). One transaction saved per leg.
+        self._gateway.submit(request, leg=order.leg)
         self._metrics.orders_total.labels(leg=order.leg.value, outcome="submitted").inc()
         # One line per order we send (bounded by our own order rate), so the log alone shows
         # what went out, e.g. a flatten's exits finishing after a restart. A refusal adds an
-        # ORDER_REJECTED line when the gateway reports it.
+        # ORDER_REJECTED line when the gateway reports it. Written after the hand-over: a log
+        # line costs more than the paper venue's whole call.
         log_event(
             logger,
             "ORDER_SUBMITTED",
@@ -307,10 +312,6 @@ class OrderExecution:
             epoch=order.epoch,
             outcome="submitted",
         )
-        # SUBMITTED lives in memory only: the stored PENDING_SUBMIT already means "maybe sent",
-        # and recovery settles it from the broker's order list either way (resending under the
-        # same id only if the broker never saw it). One transaction saved per leg.
-        self._gateway.submit(request, leg=order.leg)
 
     def _resize(self, action: oco.ResizeLeg) -> None:
         order = self._book.orders.get(action.client_order_id)
