@@ -134,6 +134,9 @@ class PortfolioProjection:
         # Per active bracket (plan id): its cached part of the portfolio.
         self._contributions: dict[str, _Contribution] = {}
         self._cached: PortfolioUpdated | None = None
+        # Bumped on every rebuild of the cached portfolio; the one last sent to risk had this.
+        self._version = 0
+        self._published_version = -1
         self._cached_realized_today: Decimal | None = None
         self._last_published: PortfolioUpdated | None = None
         self._last_published_ns: int | None = None
@@ -192,6 +195,7 @@ class PortfolioProjection:
         )
         self._cached = portfolio
         self._cached_realized_today = self.realized_today
+        self._version += 1
         return portfolio
 
     def _update(self) -> bool:
@@ -340,13 +344,14 @@ class PortfolioProjection:
         portfolio at most once a second. Returns whether it published now."""
         portfolio = self.portfolio()
         last = self._last_published
-        if last is None or _exposure(portfolio) != _exposure(last):
+        if self._version == self._published_version:
+            pass  # nothing rebuilt since the last publish: only the once-a-second refresh
+        elif last is None or _exposure(portfolio) != _exposure(last):
             self._send(portfolio)
             return True
-        marks_moved = portfolio.unrealized_pnl != last.unrealized_pnl or not _marks_unchanged(
+        elif portfolio.unrealized_pnl != last.unrealized_pnl or not _marks_unchanged(
             portfolio, last
-        )
-        if marks_moved:
+        ):
             if self._publish_asked:
                 return False
             if self._wake is not None and self._wake():
@@ -366,6 +371,7 @@ class PortfolioProjection:
     def _send(self, portfolio: PortfolioUpdated) -> None:
         self._last_published = portfolio
         self._last_published_ns = portfolio.ts_event
+        self._published_version = self._version
         self._publish_asked = False
         self.publish_count += 1
         for subscriber in self._subscribers:
