@@ -29,7 +29,9 @@ from domain.messages import (
     BrokerRequestWithheld,
     FlattenAll,
     OrderRequest,
+    QuerySnapshot,
     TradingStateChanged,
+    TripKillSwitch,
 )
 from launcher.engine import Engine
 from tests.actor.conftest import Desk
@@ -466,3 +468,35 @@ def test_an_entry_queued_in_the_gateway_at_stop_stays_in_flight_and_recovery_set
     assert restarted.broker is not None
     assert restarted.broker.submission_counts()[queued_entry] == 1
     assert first.plan_client_id + "E" in restarted.broker.submission_counts()
+
+
+def test_an_entry_waiting_in_the_gateway_when_the_kill_switch_halts_never_reaches_the_broker(
+    desk_factory: Callable[..., Desk],
+) -> None:
+    """The order actor's last gate passed the entry before the HALT, but it was still queued
+    behind a slow call: the gateway re-reads the kill switch's decision right before the call,
+    withholds it, and the order actor denies and settles it as never sent."""
+    desk = desk_factory(broker_faults=True, broker={"gateway": "thread", "gateway_workers": 1})
+    desk.ready_to_trade()
+    engine = desk.engine
+    assert engine.faults is not None and engine.gateway is not None and engine.broker is not None
+    held = engine.faults.hold_next("submit_order")
+    desk.send_plan(instrument="AAA")
+    assert held.entered.wait(10)
+    queued = desk.send_plan(instrument="BBB", entry="200.10", stop="199.00", target="202.00")
+    wait_until(
+        lambda: engine.gateway.snapshot()["queued"] == 1,  # type: ignore[union-attr]
+        message="the second entry queued in the gateway",
+    )
+    engine.directory.ask("kill_switch", TripKillSwitch(reason="OPERATOR_DRILL"), timeout_s=5)
+    held.release()
+    [entry] = desk.settle(
+        lambda: [
+            o for o in desk.orders_for(queued.plan_client_id) if o.status is OrderStatus.CANCELLED
+        ],
+        what="the withheld entry settled",
+    )
+    assert entry.reason.startswith("NEVER_REACHED_BROKER: withheld by the gateway")
+    assert queued.plan_client_id + "E" not in engine.broker.submission_counts()
+    denials = engine.directory.ask("order", QuerySnapshot(), timeout_s=5)["recent_denials"]
+    assert [d["code"] for d in denials] == ["KILL_SWITCH_ACTIVE"]
