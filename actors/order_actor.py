@@ -4,8 +4,10 @@ Owns: orders, OCO brackets, fills and the positions derived from them; writes ev
 ahead to storage before the broker sees it.
 Accepts: ``SubmitBracket`` (from risk), ``FlattenAll``, broker reports (``OrderStatusReport``,
 ``FillReport``, ``OrderStreamHeartbeat``), ``TradingStateChanged``, ``LeadershipChanged``,
-``DrainTicks`` (marks), ``TimerFired``; answers ``QueryPositions``, ``QueryOrders``,
-``QueryPortfolio``, ``QueryReconcileReport``.
+``DrainTicks`` (marks), ``TimerFired``, the broker gateway's outcomes (``BrokerRequestFailed``,
+``BrokerRequestCompleted``, ``BrokerRequestWithheld``: submits, cancels and modifies go to the
+broker through ``actors.broker_gateway``, never on this thread when it is threaded); answers
+``QueryPositions``, ``QueryOrders``, ``QueryPortfolio``, ``QueryReconcileReport``.
 Publishes: ``PortfolioUpdated`` to risk, ``OrderStreamHeartbeat`` to the
 supervisor, ``OrderDenied`` to the log and metrics.
 
@@ -37,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from actors.base import SUPERVISOR, VigilActor
+from actors.broker_gateway import BrokerGateway, InlineBrokerGateway
 from actors.heartbeat import HeartbeatThrottle
 from actors.order_book import ACTIVE, OrderBook, position_row
 from actors.order_execution import OrderExecution
@@ -51,6 +54,9 @@ from domain.clock import NANOS_PER_SECOND
 from domain.config import OrderConfig, ReconciliationConfig
 from domain.enums import DenialCode, LegKind, OrderStatus, PauseCause
 from domain.messages import (
+    BrokerRequestCompleted,
+    BrokerRequestFailed,
+    BrokerRequestWithheld,
     DrainTicks,
     FillReport,
     FlattenAll,
@@ -99,6 +105,11 @@ class OrderActor(VigilActor):
         # The kill switch and the lease publish to us; a full inbox must not stall them.
         TradingStateChanged,
         LeadershipChanged,
+        # The broker gateway's outcomes: never lost to a full inbox, and an inline gateway
+        # tells them from this actor's own thread, which must not block on itself.
+        BrokerRequestFailed,
+        BrokerRequestCompleted,
+        BrokerRequestWithheld,
     )
 
     def __init__(
@@ -117,6 +128,7 @@ class OrderActor(VigilActor):
         reconciliation: ReconciliationConfig | None = None,
         risk_actor: str = "risk",
         orders: OrderConfig | None = None,
+        gateway: BrokerGateway | None = None,
         **base: Any,
     ) -> None:
         super().__init__(**base)
@@ -134,6 +146,8 @@ class OrderActor(VigilActor):
             clock=self.clock,
             tell=self.directory.tell,
             subscribers=portfolio_subscribers,
+            # A marks-only change is published after what is queued: one per burst.
+            wake=lambda: self.directory.tell(self.name, RepublishState()),
         )
         self._trading: TradingStateChanged | None = None
         self._last_stream_ns: int | None = None
@@ -160,6 +174,14 @@ class OrderActor(VigilActor):
             self._book,
             database=database,
             broker=broker,
+            # Without one from the engine: the broker is called here, outcomes told to us.
+            gateway=gateway
+            or InlineBrokerGateway(
+                broker,
+                deliver=lambda message: self.directory.tell(self.name, message),
+                clock=self.clock,
+                metrics=metrics,
+            ),
             metrics=metrics,
             clock=self.clock,
             gate=gate,
@@ -204,6 +226,9 @@ class OrderActor(VigilActor):
             QueryPortfolio: lambda _query: self.portfolio_view(),
             QueryReconcileReport: lambda _query: self._reconciler.view(),
             RepublishState: lambda _command: self._projection.publish(),
+            BrokerRequestFailed: self.on_broker_request_failed,
+            BrokerRequestCompleted: self.on_broker_request_completed,
+            BrokerRequestWithheld: self.on_broker_request_withheld,
         }
 
     # ------------------------------------------------------------------ LIFECYCLE
@@ -354,6 +379,17 @@ class OrderActor(VigilActor):
                 "broker rejected %s (%s): %s", order.client_order_id, order.leg.value, report.reason
             )
         self._execution.store_order_update(order, now)
+        self._after_change()
+
+    def on_broker_request_failed(self, failed: BrokerRequestFailed) -> None:
+        self._execution.on_request_failed(failed)
+        self._after_change()
+
+    def on_broker_request_completed(self, completed: BrokerRequestCompleted) -> None:
+        self._execution.on_request_completed(completed)
+
+    def on_broker_request_withheld(self, withheld: BrokerRequestWithheld) -> None:
+        self._execution.on_request_withheld(withheld)
         self._after_change()
 
     def on_order_stream_heartbeat(self, heartbeat: OrderStreamHeartbeat) -> None:
@@ -529,7 +565,8 @@ class OrderActor(VigilActor):
             del self._book.brackets[plan_id]
         if self._flatten_reason is not None:
             self._check_flatten_done(now)
-        self._projection.publish()
+        # At once if exposure changed (a fill, a new or finished bracket); marks are throttled.
+        self._projection.refresh()
 
     def _count_flatten_cancel(self) -> None:
         if self._flatten_reason is not None:

@@ -39,6 +39,10 @@ from domain import oco
 from domain.enums import DenialCode, LegKind, OrderStatus, TradingState
 from domain.expiry import entry_expiry
 from domain.messages import (
+    BrokerRequestCompleted,
+    BrokerRequestFailed,
+    BrokerRequestKind,
+    BrokerRequestWithheld,
     LeadershipChanged,
     OrderDenied,
     OrderRequest,
@@ -56,6 +60,7 @@ from domain.orders import (
 )
 
 if TYPE_CHECKING:
+    from actors.broker_gateway import BrokerGateway
     from actors.order_book import OrderBook
     from actors.order_reconciliation import OrderReconciler
     from actors.safety_outbox import SafetyOutbox
@@ -81,7 +86,9 @@ class OrderExecution:
     Args:
         book: the actor's books, shared by reference.
         database: the write-ahead store (and the lease fence).
-        broker: the broker port.
+        broker: the broker port (its order list, for expiry).
+        gateway: where submits, cancels and modifies go; their outcomes come back as messages
+            (``on_request_failed``, ``on_request_completed``).
         metrics: order, retry and denial counters.
         clock: the actor's clock.
         gate: the kill switch's authoritative trading state.
@@ -100,6 +107,7 @@ class OrderExecution:
         *,
         database: Database,
         broker: BrokerPort,
+        gateway: BrokerGateway,
         metrics: EngineMetrics,
         clock: Clock,
         gate: TradingGate,
@@ -114,6 +122,7 @@ class OrderExecution:
         self._book = book
         self._database = database
         self._broker = broker
+        self._gateway = gateway
         self._metrics = metrics
         self._clock = clock
         self._gate = gate
@@ -128,6 +137,9 @@ class OrderExecution:
         # Monotonic send time per order, for the acknowledgement latency.
         self.submitted_at_ns: dict[str, int] = {}
         self.denied: deque[OrderDenied] = deque(maxlen=50)
+        # Resizes handed to the gateway and not yet answered (client_order_id -> quantity): a
+        # consistency pass meanwhile must not ask for the same resize again.
+        self._resizing: dict[str, int] = {}
         # Failed attempts per (loop, client_order_id): resends and resizes stop at
         # max_attempts and escalate instead of spinning.
         self._attempts: Counter[tuple[str, str]] = Counter()
@@ -274,38 +286,23 @@ class OrderExecution:
         )
         now = self._clock.now_ns()
         self.submitted_at_ns[order.client_order_id] = self._clock.monotonic_ns()
-        rejected: str | None = None
-        try:
-            self._broker.submit_order(request)
-            outcome = "submitted"
-        except BrokerRejected as error:
-            if str(error).startswith(_DUPLICATE_AT_BROKER):
-                # The venue already has this id (a resend after a crash): not a rejection;
-                # its order list settles the state.
-                outcome = "duplicate"
-                self._reconciler.broker_has.add(order.client_order_id)
-            else:
-                rejected = str(error)
-                outcome = "rejected"
-        except BrokerUnavailable as error:
-            # Unknown, not rejected: stays in flight until the broker's order list settles it.
-            outcome = "unknown"
-            self._metrics.retries_total.labels(type="submit_unknown").inc()
-            logger.warning("submit of %s outcome unknown: %s", order.client_order_id, error)
         if order.status is OrderStatus.PENDING_SUBMIT:
+            # "Maybe sent" from here on: the gateway may call the broker at any moment.
             mark_submitted(order, now)
-        if rejected is not None:
-            mark_rejected(order, rejected, now)
-            self.submitted_at_ns.pop(order.client_order_id, None)
-        self._metrics.orders_total.labels(leg=order.leg.value, outcome=outcome).inc()
+        # SUBMITTED lives in memory only: the stored PENDING_SUBMIT already means "maybe sent",
+        # and recovery settles it from the broker's order list either way (resending under the
+        # same id only if the broker never saw it). One transaction saved per leg.
+        self._gateway.submit(request, leg=order.leg)
+        self._metrics.orders_total.labels(leg=order.leg.value, outcome="submitted").inc()
         # One line per order we send (bounded by our own order rate), so the log alone shows
-        # what went out, e.g. a flatten's exits finishing after a restart.
+        # what went out, e.g. a flatten's exits finishing after a restart. A refusal adds an
+        # ORDER_REJECTED line when the gateway reports it. Written after the hand-over: a log
+        # line costs more than the paper venue's whole call.
         log_event(
             logger,
-            "ORDER_REJECTED" if rejected is not None else "ORDER_SUBMITTED",
+            "ORDER_SUBMITTED",
             f"{order.leg.value} {order.side.value} {order.quantity} {order.instrument} "
-            f"{order.client_order_id}: {rejected or outcome}",
-            level=logging.WARNING if rejected is not None else logging.INFO,
+            f"{order.client_order_id}: submitted",
             client_order_id=order.client_order_id,
             plan_client_id=order.plan_client_id,
             leg=order.leg.value,
@@ -313,45 +310,19 @@ class OrderExecution:
             quantity=order.quantity,
             order_type=order.order_type.value,
             epoch=order.epoch,
-            outcome=outcome,
+            outcome="submitted",
         )
-        if rejected is None:
-            # SUBMITTED lives in memory only: the stored PENDING_SUBMIT already means "maybe
-            # sent", and recovery settles it from the broker's order list either way (resending
-            # under the same id only if the broker never saw it). One transaction saved per leg.
-            return
-        self.store_order_update(order, now)
 
     def _resize(self, action: oco.ResizeLeg) -> None:
         order = self._book.orders.get(action.client_order_id)
         if order is None or order.status.is_terminal or not self.may_touch_broker():
             return
-        key = ("resize", order.client_order_id)
+        if self._resizing.get(order.client_order_id) == action.quantity:
+            return  # already on its way to the broker; its outcome comes back as a message
         if self.stamp_under_fence(order, self._clock.now_ns()) is not None:
             return
-        try:
-            self._broker.modify_order(action.client_order_id, quantity=action.quantity)
-        except BrokerRejected as error:
-            logger.warning("resize of %s refused: %s", action.client_order_id, error)
-            self._resize_failed(order, key, str(error))
-            return
-        except BrokerUnavailable as error:
-            self._metrics.retries_total.labels(type="modify_unknown").inc()
-            logger.warning(
-                "resize of %s outcome unknown, will retry: %s", order.client_order_id, error
-            )
-            self._resize_failed(order, key, str(error))
-            return
-        self._attempts.pop(key, None)
-        try:
-            resize(order, action.quantity, self._clock.now_ns())
-        except (InvalidTransition, ValueError) as error:
-            # The venue accepted a resize our books no longer allow (a fill or cancel crossed
-            # it); the next report settles the order.
-            logger.warning("resize of %s not applied locally: %s", action.client_order_id, error)
-            return
-        with UnitOfWork(self._database) as uow:
-            uow.orders.update(order)
+        self._resizing[order.client_order_id] = action.quantity
+        self._gateway.modify(order.client_order_id, quantity=action.quantity, leg=order.leg)
 
     def _resize_failed(self, order: Order, key: tuple[str, str], error: str) -> None:
         """Count a refused or unanswered resize; past max_attempts, stop resizing and make the
@@ -393,21 +364,140 @@ class OrderExecution:
         self._on_cancel_requested()
 
     def request_cancel(self, order: Order) -> None:
+        order.ts_updated = self._clock.now_ns()  # the settle pass waits from the last request
+        self._gateway.cancel(order.client_order_id, leg=order.leg)
+
+    # ------------------------------------------------------------------ BROKER OUTCOMES
+    def on_request_failed(self, failed: BrokerRequestFailed) -> None:
+        """The gateway's report of a refused (``rejected``) or unanswered request: what the
+        broker call's exception branches did when the call ran here. A refused submit is
+        rejected (a ``DUPLICATE_CLIENT_ORDER_ID`` is not: the broker has the order); a refused
+        cancel leaves the order working; a failed resize counts towards its retry cap; an
+        unanswered submit or cancel stays in flight until the broker's order list settles it."""
+        client_id = failed.client_order_id
+        if failed.request is BrokerRequestKind.MODIFY and self._resizing.get(client_id) == (
+            failed.quantity
+        ):
+            del self._resizing[client_id]
+        order = self._book.orders.get(client_id)
+        if order is None:
+            logger.info(
+                "broker %s of %s failed after it left the books: %s",
+                failed.request.value,
+                client_id,
+                failed.error,
+            )
+            return
+        if failed.request is BrokerRequestKind.SUBMIT:
+            self._submit_failed(order, failed)
+        elif failed.request is BrokerRequestKind.CANCEL:
+            self._cancel_failed(order, failed)
+        else:
+            self._resize_answered_failed(order, failed)
+
+    def on_request_completed(self, completed: BrokerRequestCompleted) -> None:
+        """A resize the broker took: only now is the leg's new size in our books."""
+        client_id = completed.client_order_id
+        if completed.request is not BrokerRequestKind.MODIFY or completed.quantity is None:
+            return
+        if self._resizing.get(client_id) == completed.quantity:
+            del self._resizing[client_id]
+        order = self._book.orders.get(client_id)
+        if order is None:
+            return
+        self._attempts.pop(("resize", client_id), None)
         try:
-            self._broker.cancel_order(order.client_order_id)
-        except BrokerRejected as error:
-            logger.warning("cancel of %s refused: %s", order.client_order_id, error)
-            mark_cancel_rejected(order, str(error), self._clock.now_ns())
-            with UnitOfWork(self._database) as uow:
-                uow.orders.update(order)
-        except BrokerUnavailable as error:
+            resize(order, completed.quantity, self._clock.now_ns())
+        except (InvalidTransition, ValueError) as error:
+            # The venue accepted a resize our books no longer allow (a fill or cancel crossed
+            # it); the next report settles the order.
+            logger.warning("resize of %s not applied locally: %s", client_id, error)
+            return
+        with UnitOfWork(self._database) as uow:
+            uow.orders.update(order)
+
+    def on_request_withheld(self, withheld: BrokerRequestWithheld) -> None:
+        """An entry the gateway did not send: the kill switch stopped entries while it waited
+        in the queue. Denied as at the last gate, and settled: the broker never saw it."""
+        order = self._book.orders.get(withheld.client_order_id)
+        if order is None or order.status.is_terminal:
+            return
+        self.deny(
+            order.client_order_id, order.leg, withheld.code, withheld.detail, now=withheld.ts_event
+        )
+        self.settle_locally(
+            order,
+            f"NEVER_REACHED_BROKER: withheld by the gateway, {withheld.code.value} "
+            f"{withheld.detail}",
+        )
+
+    def _submit_failed(self, order: Order, failed: BrokerRequestFailed) -> None:
+        now = self._clock.now_ns()
+        leg = order.leg.value
+        if not failed.rejected:
+            # Unknown, not rejected: stays in flight until the broker's order list settles it.
+            self._metrics.orders_total.labels(leg=leg, outcome="unknown").inc()
+            self._metrics.retries_total.labels(type="submit_unknown").inc()
+            logger.warning("submit of %s outcome unknown: %s", order.client_order_id, failed.error)
+            return
+        if failed.error.startswith(_DUPLICATE_AT_BROKER):
+            # The venue already has this id (a resend after a crash): not a rejection; its
+            # order list settles the state.
+            self._metrics.orders_total.labels(leg=leg, outcome="duplicate").inc()
+            self._reconciler.broker_has.add(order.client_order_id)
+            logger.info("submit of %s: the broker already has it", order.client_order_id)
+            return
+        try:
+            mark_rejected(order, failed.error, now)
+        except InvalidTransition as error:
+            # Our books moved on meanwhile (a fill reported first): the broker's reports and
+            # reconciliation settle it, not this refusal.
+            logger.warning("refusal of %s not applied: %s", order.client_order_id, error)
+            return
+        self.submitted_at_ns.pop(order.client_order_id, None)
+        self._metrics.orders_total.labels(leg=leg, outcome="rejected").inc()
+        log_event(
+            logger,
+            "ORDER_REJECTED",
+            f"{order.leg.value} {order.side.value} {order.quantity} {order.instrument} "
+            f"{order.client_order_id}: {failed.error}",
+            level=logging.WARNING,
+            client_order_id=order.client_order_id,
+            plan_client_id=order.plan_client_id,
+            leg=leg,
+            side=order.side.value,
+            quantity=order.quantity,
+            order_type=order.order_type.value,
+            epoch=order.epoch,
+            outcome="rejected",
+        )
+        self.store_order_update(order, now)
+
+    def _cancel_failed(self, order: Order, failed: BrokerRequestFailed) -> None:
+        if not failed.rejected:
             self._metrics.retries_total.labels(type="cancel_unknown").inc()
             logger.warning(
                 "cancel of %s outcome unknown; the settle pass retries: %s",
                 order.client_order_id,
-                error,
+                failed.error,
             )
-        order.ts_updated = self._clock.now_ns()  # the settle pass waits from the last request
+            return
+        logger.warning("cancel of %s refused: %s", order.client_order_id, failed.error)
+        mark_cancel_rejected(order, failed.error, self._clock.now_ns())
+        with UnitOfWork(self._database) as uow:
+            uow.orders.update(order)
+
+    def _resize_answered_failed(self, order: Order, failed: BrokerRequestFailed) -> None:
+        if order.status.is_terminal:
+            return  # the order ended meanwhile: nothing is left to resize
+        if failed.rejected:
+            logger.warning("resize of %s refused: %s", order.client_order_id, failed.error)
+        else:
+            self._metrics.retries_total.labels(type="modify_unknown").inc()
+            logger.warning(
+                "resize of %s outcome unknown, will retry: %s", order.client_order_id, failed.error
+            )
+        self._resize_failed(order, ("resize", order.client_order_id), failed.error)
 
     # ------------------------------------------------------------- RESENDS, EXPIRY, RETRY CAPS
     def resend_or_drop(self, order: Order) -> None:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from domain.enums import Mode
 
 __all__ = [
+    "BrokerConfig",
     "EngineConfig",
     "FeedConfig",
     "HeartbeatConfig",
@@ -128,6 +129,22 @@ class PaperBrokerConfig(_Strict):
     latency_ms: int = Field(default=20, ge=0)
     slippage_ticks: int = Field(default=0, ge=0)
     account_id: str = "PAPER-0001"
+
+
+class BrokerConfig(_Strict):
+    """How the order actor reaches the broker (``actors.broker_gateway``).
+
+    ``gateway``: ``thread`` hands each request to a priority queue served by worker threads (a
+    real broker takes ~200 ms to answer; decisions, cancels and other instruments must not wait
+    for it); ``inline`` calls the broker on the order actor's thread, outcomes still come back
+    as messages (only for a venue that never blocks: the in-process paper venue, where a thread
+    hand-off would cost more than the call); ``auto`` (default): inline for the paper venue,
+    thread for any other broker. ``gateway_workers``: broker calls in progress at once (for
+    different orders; one order's requests always run one at a time, in order).
+    """
+
+    gateway: Literal["auto", "thread", "inline"] = "auto"
+    gateway_workers: int = Field(default=4, ge=1, le=64)
 
 
 class HttpConfig(_Strict):
@@ -252,6 +269,7 @@ class EngineConfig(_Strict):
     strategies: tuple[StrategyConfig, ...] = ()
     risk: RiskConfig = Field(default_factory=RiskConfig)
     paper_broker: PaperBrokerConfig = Field(default_factory=PaperBrokerConfig)
+    broker: BrokerConfig = Field(default_factory=BrokerConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
     heartbeats: HeartbeatConfig = Field(default_factory=HeartbeatConfig)
     leader: LeaderConfig = Field(default_factory=LeaderConfig)

@@ -23,6 +23,7 @@ import pykka
 
 from actors.admin_http_actor import AdminHttpActor
 from actors.base import SUPERVISOR
+from actors.broker_gateway import BrokerGateway, build_broker_gateway
 from actors.control import EngineControl
 from actors.directory import ActorDirectory
 from actors.feed_actor import FeedActor, TickSink
@@ -118,6 +119,7 @@ class Engine:
         )
         self.database: Database | None = None
         self.broker: PaperBroker | None = None
+        self.gateway: BrokerGateway | None = None
         self.control: EngineControl | None = None
         self._supervisor: pykka.ActorRef[Any] | None = None
         self._pump: FeedPump | None = None
@@ -170,6 +172,19 @@ class Engine:
         if self._broker_faults:
             self.faults = order_broker = FaultyBroker(self.broker)
         self._order_broker = order_broker
+        # Broker I/O off the order actor's thread. "auto": the paper venue is in process and
+        # never blocks, so it is called inline (a thread hand-off would cost more than the
+        # call); any real broker goes through the threaded gateway.
+        gateway_mode = config.broker.gateway
+        self.gateway = build_broker_gateway(
+            "inline" if gateway_mode == "auto" else gateway_mode,
+            order_broker,
+            deliver=lambda outcome: self.directory.tell("order", outcome),
+            clock=self.clock,
+            gate=self.gate,
+            metrics=self.metrics,
+            workers=config.broker.gateway_workers,
+        )
         self.control = EngineControl(
             directory=self.directory,
             clock=self.clock,
@@ -242,6 +257,10 @@ class Engine:
                 logger.exception("stopping children failed")
             self._supervisor.stop(block=True, timeout=10)
             self.directory.unregister(SUPERVISOR)
+        if self.gateway is not None:
+            # After the order actor: nothing more is handed over; what is still queued stays
+            # in flight in the books and recovery settles it.
+            self.gateway.stop()
         if self.broker is not None:
             self.broker.close()
         if self.database is not None:
@@ -328,6 +347,7 @@ class Engine:
                     gate=self.gate,
                     reconciliation=config.reconciliation,
                     orders=config.orders,
+                    gateway=self.gateway,
                     **base,
                 ),
                 receives_timer=True,
