@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from adapters.brokers.base import BrokerRejected
+from adapters.brokers.base import BrokerRejected, BrokerUnavailable
 from adapters.brokers.paper import PaperBroker, venue_fills, venue_orders
 from adapters.storage.database import Database
 from domain.clock import NANOS_PER_SECOND, ManualClock
@@ -106,11 +106,12 @@ def test_no_report_reaches_the_sink_before_its_batch_has_committed(
     broker.submit_order(request("C1", quantity=50))
     broker.on_time(clock.now_ns())  # acks and fills C1 in memory
     wait_until(lambda: write_failures(broker) >= 1, message="the writer hit the outage")
-    # Matched, but not durable: nothing reported, nothing listed, nothing stored.
+    # Matched, but not durable: nothing reported, and no list that would
+    # leave out what the venue took (an incomplete list makes a reconciliation resend).
     assert broker.snapshot()["positions"][0]["quantity"] == 50
     assert recorder.reports == []
-    assert broker.list_fills() == []
-    assert broker.list_positions() == []
+    with pytest.raises(BrokerUnavailable, match=r"^VENUE_STORAGE_BEHIND: list_fills"):
+        broker.list_fills()
     clock.advance(nanos=NANOS_PER_SECOND)
     broker.on_time(clock.now_ns())  # a heartbeat waits behind the unwritten batch too
     assert recorder.reports == []

@@ -33,8 +33,12 @@ including across restarts once it was committed.
 
 Queries answer from memory and only with what was reported: ``list_orders``, ``list_fills`` and
 ``list_positions`` read a mirror of the tables that the writer brings up to date after it has
-delivered each batch's reports (so a reconciliation never sees a fill before its report).
-A passive venue (see below) reads its tables instead: another process's venue moves them.
+delivered each batch's reports (so a reconciliation never sees a fill before its report). They
+first wait (briefly) for the writer to catch up with everything done before the call, so a list
+never leaves out an order the venue took (the order actor would resend it); if storage keeps the
+writer behind they raise ``BrokerUnavailable`` (``VENUE_STORAGE_BEHIND``) rather than answer
+with an incomplete list. A passive venue (see below) reads its tables instead: another
+process's venue moves them.
 
 Failures:
 - A batch whose transaction fails (storage unavailable) is retried with backoff until it
@@ -132,6 +136,8 @@ DEFAULT_STARTING_BALANCE = Decimal("1000000")
 RETRY_FIRST_DELAY_S = 0.05
 RETRY_MAX_DELAY_S = 1.0
 CLOSE_TIMEOUT_S = 10.0
+# How long a query waits for the writer to catch up before it says the venue is unavailable.
+QUERY_CATCH_UP_TIMEOUT_S = 2.0
 
 _T = TypeVar("_T")
 
@@ -582,6 +588,7 @@ class PaperBroker:
     def list_orders(self) -> list[OrderStatusReport]:
         """Return the orders of the current session (working and terminal), oldest first, as
         reported so far."""
+        self._catch_up("list_orders")
         with self._lock:
             self._check_online()
             now_ns = self._advance_time(self._clock.now_ns())
@@ -597,6 +604,7 @@ class PaperBroker:
 
     def list_fills(self) -> list[FillReport]:
         """Return every fill of the current session reported so far, in execution order."""
+        self._catch_up("list_fills")
         with self._lock:
             self._check_online()
             now_ns = self._advance_time(self._clock.now_ns())
@@ -610,6 +618,7 @@ class PaperBroker:
         """Return the open net positions (quantity != 0), by instrument, as reported so far. A
         passive venue reads them from storage (its books may be stale; the leader's venue
         moves them)."""
+        self._catch_up("list_positions")
         with self._lock:
             self._check_online()
             now_ns = self._advance_time(self._clock.now_ns())
@@ -687,6 +696,22 @@ class PaperBroker:
     # -----------------------------------------------------------------------------------------
     # INTERNALS (called with _lock held unless they say otherwise)
     # -----------------------------------------------------------------------------------------
+
+    def _catch_up(self, query: str) -> None:
+        """Called without the lock. Wait until what the venue did before the query has been
+        written and reported, so the answer leaves out nothing the venue has taken: an order
+        missing from the list would be resent by a reconciliation after its settle threshold.
+
+        Raises:
+            BrokerUnavailable: ``VENUE_STORAGE_BEHIND`` when the writer cannot catch up in time
+                (storage failing); an incomplete list is not an answer.
+        """
+        if not self.flush(QUERY_CATCH_UP_TIMEOUT_S):
+            raise BrokerUnavailable(
+                f"VENUE_STORAGE_BEHIND: {query}: account_id={self._config.account_id}; the "
+                f"venue's writer has not stored its recent work within "
+                f"{QUERY_CATCH_UP_TIMEOUT_S:.0f} s"
+            )
 
     def _check_open(self) -> None:
         if self._is_closed:
