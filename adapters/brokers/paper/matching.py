@@ -57,6 +57,8 @@ __all__ = ["IndexedBooks"]
 
 _Entry = tuple[Decimal, int, str]  # (price, seq, client_order_id): sorts by price, then age
 
+_NO_CHANGES = PassChanges()
+
 # Buckets of the trigger index.
 _BUY_LIMITS, _SELL_LIMITS, _BUY_STOPS, _SELL_STOPS, _ANY_QUOTE = range(5)
 
@@ -229,6 +231,17 @@ class IndexedBooks:
 
     def step(self, *, now_ns: int, tick: Tick | None = None) -> PassChanges:
         """Run one pass at ``now_ns``, as ``venue.step`` does, changing these books in place."""
+        has_due = bool(self._due) and self._due[0][0] <= now_ns
+        if not has_due:
+            # The common tick: nothing due, and (usually) no order the quote crosses. Then the
+            # pass changes nothing but the quote, and no pass state need be built.
+            if tick is not None and tick.instrument in self._instruments:
+                self.quotes[tick.instrument] = tick
+                self._dirty.add(tick.instrument)
+            if not self._candidates(self._dirty):
+                self._dirty = set()
+                return _NO_CHANGES
+            tick = None  # applied above
         touched: set[str] = set()
 
         def on_store(order: VenueOrder) -> None:
@@ -245,28 +258,31 @@ class IndexedBooks:
             rules=self._rules,
             on_store=on_store,
         )
-        if self._due and self._due[0][0] <= now_ns:
+        if has_due:
             run.apply_due(self._pop_due(now_ns))
         if tick is not None and tick.instrument in self._instruments:
             self.quotes[tick.instrument] = tick
             self._dirty.add(tick.instrument)
-        looked_at = self._dirty | touched
-        if looked_at:
-            candidates: set[str] = set()
-            for instrument in looked_at:
-                index = self._index.get(instrument)
-                quote = self.quotes.get(instrument)
-                if index is not None and quote is not None:
-                    candidates.update(index.crossed(quote))
-            if candidates:
-                orders = [self.working[client_order_id] for client_order_id in candidates]
-                orders.sort(key=lambda order: order.seq)
-                run.match_all(orders)
+        candidates = self._candidates(self._dirty | touched)
+        if candidates:
+            orders = [self.working[client_order_id] for client_order_id in candidates]
+            orders.sort(key=lambda order: order.seq)
+            run.match_all(orders)
         self.next_trade_seq = run.next_trade_seq
         # An order changed in this pass may be crossable by the same quote in the next one (a
         # partial fill, a modify, an ack that filled at once): look there again.
         self._dirty = touched
         return run.changes()
+
+    def _candidates(self, instruments: set[str]) -> set[str]:
+        """Ids of the orders the current quotes of ``instruments`` may cross."""
+        candidates: set[str] = set()
+        for instrument in instruments:
+            index = self._index.get(instrument)
+            quote = self.quotes.get(instrument)
+            if index is not None and quote is not None:
+                candidates.update(index.crossed(quote))
+        return candidates
 
     def _pop_due(self, now_ns: int) -> list[DueAction]:
         # Take every entry due by now and keep those still true of the books before the pass
