@@ -63,8 +63,39 @@ _NO_CHANGES = PassChanges()
 _BUY_LIMITS, _SELL_LIMITS, _BUY_STOPS, _SELL_STOPS, _ANY_QUOTE = range(5)
 
 
-def _price_of(entry: _Entry) -> Decimal:
-    return entry[0]
+class _Levels:
+    """Orders of one bucket sorted by (price, seq), with the prices in a plain list of their
+    own so that a quote finds its boundary with a C-level ``bisect`` and no key function."""
+
+    __slots__ = ("ids", "keys", "prices")
+
+    def __init__(self) -> None:
+        self.keys: list[tuple[Decimal, int]] = []
+        self.prices: list[Decimal] = []
+        self.ids: list[str] = []
+
+    def add(self, entry: _Entry) -> None:
+        price, seq, client_order_id = entry
+        position = bisect.bisect_left(self.keys, (price, seq))
+        self.keys.insert(position, (price, seq))
+        self.prices.insert(position, price)
+        self.ids.insert(position, client_order_id)
+
+    def remove(self, entry: _Entry) -> None:
+        price, seq, client_order_id = entry
+        position = bisect.bisect_left(self.keys, (price, seq))
+        if position < len(self.ids) and self.ids[position] == client_order_id:
+            del self.keys[position]
+            del self.prices[position]
+            del self.ids[position]
+
+    def at_or_above(self, price: Decimal) -> list[str]:
+        start = bisect.bisect_left(self.prices, price)
+        return self.ids[start:] if start < len(self.ids) else []
+
+    def at_or_below(self, price: Decimal) -> list[str]:
+        end = bisect.bisect_right(self.prices, price)
+        return self.ids[:end] if end else []
 
 
 class _InstrumentIndex:
@@ -74,30 +105,25 @@ class _InstrumentIndex:
 
     def __init__(self) -> None:
         # levels[bucket] for the four priced buckets; any_quote: ids any quote may fill.
-        self.levels: tuple[list[_Entry], list[_Entry], list[_Entry], list[_Entry]] = (
-            [],
-            [],
-            [],
-            [],
-        )
+        self.levels = (_Levels(), _Levels(), _Levels(), _Levels())
         self.any_quote: set[str] = set()
 
     def crossed(self, quote: Tick) -> list[str]:
         """Ids of the orders ``quote`` may fill or trigger (a superset; ``match`` decides)."""
-        found = list(self.any_quote)
+        found = list(self.any_quote) if self.any_quote else []
         buy_limits, sell_limits, buy_stops, sell_stops = self.levels
         ask, bid = quote.ask, quote.bid
         # An empty side (price <= 0) fills and triggers nothing on that side.
         if ask > 0:
-            start = bisect.bisect_left(buy_limits, ask, key=_price_of)  # limit >= ask
-            found.extend(entry[2] for entry in buy_limits[start:])
-            end = bisect.bisect_right(buy_stops, ask, key=_price_of)  # trigger <= ask
-            found.extend(entry[2] for entry in buy_stops[:end])
+            if buy_limits.ids:
+                found += buy_limits.at_or_above(ask)  # buy limit fills when ask <= limit
+            if buy_stops.ids:
+                found += buy_stops.at_or_below(ask)  # buy stop triggers when ask >= trigger
         if bid > 0:
-            end = bisect.bisect_right(sell_limits, bid, key=_price_of)  # limit <= bid
-            found.extend(entry[2] for entry in sell_limits[:end])
-            start = bisect.bisect_left(sell_stops, bid, key=_price_of)  # trigger >= bid
-            found.extend(entry[2] for entry in sell_stops[start:])
+            if sell_limits.ids:
+                found += sell_limits.at_or_below(bid)  # sell limit fills when bid >= limit
+            if sell_stops.ids:
+                found += sell_stops.at_or_above(bid)  # sell stop triggers when bid <= trigger
         return found
 
 
@@ -339,7 +365,7 @@ class IndexedBooks:
             index.any_quote.add(client_order_id)
         else:
             assert entry is not None
-            bisect.insort(index.levels[bucket], entry)
+            index.levels[bucket].add(entry)
         self._placed[client_order_id] = wanted
 
     def _unindex(self, client_order_id: str, placed: tuple[str, int, _Entry | None]) -> None:
@@ -349,7 +375,4 @@ class IndexedBooks:
             index.any_quote.discard(client_order_id)
             return
         assert entry is not None
-        levels = index.levels[bucket]
-        position = bisect.bisect_left(levels, entry)
-        if position < len(levels) and levels[position] == entry:
-            del levels[position]
+        index.levels[bucket].remove(entry)
