@@ -8,6 +8,7 @@ away (every write to it fails) and renamed back."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -22,7 +23,7 @@ from adapters.brokers.paper import PaperBroker, venue_fills, venue_orders
 from adapters.storage.database import Database
 from domain.clock import NANOS_PER_SECOND, ManualClock
 from domain.enums import OrderStatus, OrderType
-from domain.messages import FillReport
+from domain.messages import FillReport, Tick
 from tests.adapter.test_paper_broker import (
     Recorder,
     make_broker,
@@ -266,3 +267,32 @@ def test_a_sink_that_calls_flush_does_not_deadlock(database: Database, clock: Ma
     broker.submit_order(request("C1", quantity=50))
     tick_now(broker, clock)
     assert len(recorder.fills()) == 1
+
+
+def test_reports_go_out_on_the_venues_writer_thread_never_on_the_callers(
+    database: Database, clock: ManualClock
+) -> None:
+    # The feed thread calls on_tick and the order actor's thread the requests: neither may
+    # be the one that runs the sink (the old venue delivered on whichever thread drove it).
+    delivered_on: list[str] = []
+
+    def sink(report: object) -> None:
+        delivered_on.append(threading.current_thread().name)
+
+    broker, _ = make_broker(database, clock, sink=sink)
+    quote(broker, clock, "100.00", "100.05")
+    broker.submit_order(request("C1", quantity=50))
+    broker.on_tick(  # the order fills on this thread's call, and is reported elsewhere
+        Tick(
+            instrument="NIFTY",
+            bid=Decimal("100.00"),
+            ask=Decimal("100.05"),
+            last=Decimal("100.00"),
+            ts_event=clock.now_ns(),
+            ts_init=clock.now_ns(),
+        )
+    )
+    settled(broker)
+    assert len(delivered_on) == 3  # ACCEPTED, the fill, FILLED
+    assert set(delivered_on) == {"paper-venue-writer"}
+    assert threading.current_thread().name not in delivered_on

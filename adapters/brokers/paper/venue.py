@@ -2,8 +2,10 @@
 
 ``PaperBroker`` (``broker.py``) owns the lock, the storage and the report sink; this module
 decides what a request does to the books and what happens when time passes or a quote arrives.
-Every function takes the current ``VenueBooks`` and returns new ones; the input is never
-mutated, so a caller whose storage write fails simply keeps the old books.
+Every function here takes the current ``VenueBooks`` and returns new ones; the input is never
+mutated. ``step`` is the reference pass (it scans every working order); the venue runs the same
+per-pass rules (``MatchingPass``) over its indexed live books (``matching.IndexedBooks``),
+which must give exactly the same result.
 
 Rules a caller can rely on:
 
