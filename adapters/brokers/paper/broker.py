@@ -593,7 +593,10 @@ class PaperBroker:
             self._check_online()
             now_ns = self._advance_time(self._clock.now_ns())
             since_ns = self._session_start_ns(now_ns)
-            orders = list(self._published_orders.values()) if self._is_active else None
+            orders = None
+            if self._is_active:
+                self._forget_before(since_ns)
+                orders = list(self._published_orders.values())
         if orders is None:
             orders = self._read(lambda connection: store.load_orders_since(connection, since_ns))
         return [
@@ -609,7 +612,10 @@ class PaperBroker:
             self._check_online()
             now_ns = self._advance_time(self._clock.now_ns())
             since_ns = self._session_start_ns(now_ns)
-            fills = list(self._published_fills) if self._is_active else None
+            fills = None
+            if self._is_active:
+                self._forget_before(since_ns)
+                fills = list(self._published_fills)
         if fills is None:
             fills = self._read(lambda connection: store.load_fills_since(connection, since_ns))
         return [fill.report() for fill in fills if fill.ts_event >= since_ns]
@@ -741,6 +747,22 @@ class PaperBroker:
     def _session_start_ns(self, now_ns: int) -> int:
         local = now_ns + self._session_offset_ns
         return local - local % NANOS_PER_DAY - self._session_offset_ns
+
+    def _forget_before(self, since_ns: int) -> None:
+        # A new session: earlier sessions' finished orders and fills leave the memory (they
+        # stay in storage; their ids stay in _submit_counts, so they are still duplicates).
+        if self._published_fills and self._published_fills[0].ts_event < since_ns:
+            self._published_fills = [f for f in self._published_fills if f.ts_event >= since_ns]
+        stale = [
+            order.client_order_id
+            for order in self._published_orders.values()
+            if order.ts_received < since_ns and order.status.is_terminal
+        ]
+        for client_order_id in stale:
+            del self._published_orders[client_order_id]
+            latest = self._latest.get(client_order_id)
+            if latest is not None and latest.status.is_terminal:
+                del self._latest[client_order_id]
 
     def _batch_for_writes(self) -> _Batch:
         batch = self._open
