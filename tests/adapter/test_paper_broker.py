@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from adapters.brokers.base import (
     BrokerRejected,
@@ -154,7 +155,15 @@ def request(
     )
 
 
+def settled(broker: PaperBroker) -> PaperBroker:
+    """Wait until the venue's writer has committed, and delivered the reports of, everything
+    done so far (reports reach the sink only after their batch commits)."""
+    assert broker.flush(timeout_s=JOIN_TIMEOUT_S), "the venue's writer did not catch up"
+    return broker
+
+
 def quote(broker: PaperBroker, clock: ManualClock, bid: str, ask: str) -> None:
+    """A quote for ``SYMBOL``; returns once what it caused has been reported."""
     now_ns = clock.now_ns()
     broker.on_tick(
         Tick(
@@ -166,14 +175,17 @@ def quote(broker: PaperBroker, clock: ManualClock, bid: str, ask: str) -> None:
             ts_init=now_ns,
         )
     )
+    settled(broker)
 
 
 def tick_now(broker: PaperBroker, clock: ManualClock) -> None:
+    """Let the venue's time pass; returns once what it caused has been reported."""
     broker.on_time(clock.now_ns())
+    settled(broker)
 
 
 def status_of(broker: PaperBroker, client_order_id: str) -> OrderStatusReport:
-    (report,) = [r for r in broker.list_orders() if r.client_order_id == client_order_id]
+    (report,) = [r for r in settled(broker).list_orders() if r.client_order_id == client_order_id]
     return report
 
 
@@ -228,7 +240,7 @@ class TestSubmitOrder:
 
         assert raised.value.client_order_id == "DUP"
         assert broker.submission_counts() == {"DUP": 2}
-        assert len(broker.list_orders()) == 1
+        assert len(settled(broker).list_orders()) == 1
         tick_now(broker, clock)
         assert len(recorder.statuses("DUP")) == 1  # one ack, for the one order
 
@@ -411,17 +423,17 @@ class TestMatching:
         self, database: Database, clock: ManualClock
     ) -> None:
         seen: list[tuple[str, bool, int]] = []
-        holder: dict[str, PaperBroker] = {}
+        fills_table, positions_table = VENUE_TABLES[1], VENUE_TABLES[2]
 
         def sink(report: BrokerReport) -> None:
             if isinstance(report, FillReport):
-                broker = holder["broker"]
-                stored = {fill.trade_id for fill in broker.list_fills()}
-                position = broker.list_positions()[0].quantity
+                # Committed: another connection sees the fill and the position it made.
+                with database.transaction() as connection:
+                    stored = set(connection.execute(select(fills_table.c.trade_id)).scalars())
+                    position = connection.execute(select(positions_table.c.quantity)).scalar()
                 seen.append((report.trade_id, report.trade_id in stored, position))
 
         broker, _ = make_broker(database, clock, sink=sink)
-        holder["broker"] = broker
         quote(broker, clock, "100.00", "100.05")
         broker.submit_order(request(quantity=100))
         tick_now(broker, clock)
@@ -785,7 +797,7 @@ class TestRestart:
         assert [r.status for r in recorder.statuses("INFLIGHT")] == [OrderStatus.ACCEPTED]
         broker_order_ids = {r.broker_order_id for r in reborn.list_orders()}
         reborn.submit_order(request("NEXT", order_type=OrderType.LIMIT, price="90"))
-        assert {r.broker_order_id for r in reborn.list_orders()} - broker_order_ids == {
+        assert {r.broker_order_id for r in settled(reborn).list_orders()} - broker_order_ids == {
             "PO00000002"
         }
 
@@ -856,6 +868,7 @@ class TestHeartbeat:
         assert recorder.reports == []
         broker.connect()
         broker.on_time(clock.now_ns() + NANOS_PER_SECOND)
+        settled(broker)
         assert len(recorder.heartbeats()) == 1
 
 

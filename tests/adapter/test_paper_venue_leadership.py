@@ -14,7 +14,14 @@ from adapters.storage.database import Database
 from adapters.storage.repositories import UnitOfWork
 from domain.clock import ManualClock
 from domain.enums import OrderStatus, OrderType, Side
-from tests.adapter.test_paper_broker import Recorder, make_broker, quote, request, tick_now
+from tests.adapter.test_paper_broker import (
+    Recorder,
+    make_broker,
+    quote,
+    request,
+    settled,
+    tick_now,
+)
 
 
 @pytest.fixture
@@ -50,6 +57,7 @@ def test_a_venue_with_a_stale_order_counter_reloads_its_books_instead_of_failing
     (first, _), (second, _) = make_broker(database, clock), make_broker(database, clock)
     quote(first, clock, "100.00", "100.05")
     first.submit_order(request("A1", quantity=50))
+    settled(first)
     # The second venue's counter still says 1: its insert collides with A1's venue order id.
     quote(second, clock, "100.00", "100.05")
     second.submit_order(request("B1", quantity=50))
@@ -100,12 +108,22 @@ def test_a_passive_venue_refuses_requests_and_matches_nothing_until_it_leads(
 def test_a_deposed_leaders_venue_cannot_write_after_the_takeover(
     database: Database, clock: ManualClock
 ) -> None:
-    (old, _), (new, _) = two_venues(database, clock)
+    (old, old_reports), (new, _) = two_venues(database, clock)
     old.on_leadership(True, take_lease(database, "a#1", now_ns=0))
     quote(old, clock, "100.00", "100.05")
     # The new leader takes the lease; the old process has not noticed yet.
     new.on_leadership(True, take_lease(database, "b#2", now_ns=10_000))
-    with pytest.raises(BrokerUnavailable, match=r"^VENUE_FENCED"):
-        old.submit_order(request("LATE", quantity=50))
+    # The old venue takes the request into memory (a request does not wait for storage) and
+    # even fills it there, but its writer is fenced out: nothing is stored, nothing reported.
+    old.submit_order(request("LATE", quantity=50))
+    tick_now(old, clock)
+    assert old_reports.order_reports() == []
     assert "LATE" not in {r.client_order_id for r in new.list_orders()}
     assert not old.snapshot()["is_active"]
+    with pytest.raises(BrokerUnavailable, match=r"^VENUE_PASSIVE"):
+        old.submit_order(request("LATER", quantity=50))
+    # The new leader's venue never heard of it: the order actor may send it again there.
+    quote(new, clock, "100.00", "100.05")
+    new.submit_order(request("LATE", quantity=50))
+    tick_now(new, clock)
+    assert {r.client_order_id: r.status for r in new.list_orders()}["LATE"] is (OrderStatus.FILLED)

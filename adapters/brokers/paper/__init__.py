@@ -1,8 +1,10 @@
 """The paper broker: a simulated venue with asynchronous acks and fills, resting stops and
-targets, and its own books in storage (``venue_*`` tables), so it outlives an engine crash.
+targets, its books in memory and written behind to its own tables (``venue_*``), so it
+outlives an engine crash.
 
-``venue`` holds the matching rules (pure), ``books`` the tables and their queries, ``broker``
-the ``PaperBroker`` that implements the broker port over both.
+``venue`` holds the matching rules (pure), ``matching`` the live books with their trigger index
+(pure), ``books`` the tables and their queries, ``broker`` the ``PaperBroker`` that implements
+the broker port over them with its own writer thread.
 """
 
 from __future__ import annotations

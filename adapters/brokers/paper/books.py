@@ -7,7 +7,8 @@ tables: the venue never reads the engine's rows and the engine never writes thes
 of the engine leaves an independent record to reconcile against.
 
 Functions here take an open ``Connection`` and do no locking and no transaction handling; the
-broker calls them inside ``Database.transaction()`` while holding its lock.
+broker's writer thread calls them inside ``Database.transaction()``, one transaction per batch,
+and the broker reads them when it loads its books (connect, takeover, a storage conflict).
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ __all__ = [
     "bump_submit_count",
     "find_order",
     "insert_fill",
+    "insert_fills",
     "insert_order",
+    "insert_orders",
     "last_fill_prices",
     "load_fills_since",
     "load_meta",
@@ -54,6 +57,7 @@ __all__ = [
     "max_fill_seq",
     "max_order_seq",
     "save_meta",
+    "set_submit_counts",
     "update_order",
     "upsert_position",
     "venue_fills",
@@ -194,9 +198,24 @@ def insert_order(connection: Connection, order: VenueOrder) -> None:
     connection.execute(venue_orders.insert().values(**_order_row(order)))
 
 
+def insert_orders(connection: Connection, orders: Iterable[VenueOrder]) -> None:
+    """Insert newly received orders in one statement (a client order id stored twice raises)."""
+    rows = [_order_row(order) for order in orders]
+    if rows:
+        connection.execute(venue_orders.insert(), rows)
+
+
 def update_order(connection: Connection, order: VenueOrder) -> None:
-    """Overwrite the stored order with ``order`` (matched by venue order id)."""
+    """Overwrite the stored order with ``order`` (matched by venue order id).
+
+    The submit count is left alone: it is counted by ``set_submit_counts`` (a duplicate can
+    arrive for any stored order), and an order's in-memory copy does not carry it.
+
+    Raises:
+        LookupError: no stored order has that venue order id (another writer moved the books).
+    """
     row = _order_row(order)
+    del row["submit_count"]
     venue_order_id = row.pop("venue_order_id")
     result = connection.execute(
         update(venue_orders).where(venue_orders.c.venue_order_id == venue_order_id).values(**row)
@@ -227,6 +246,16 @@ def bump_submit_count(connection: Connection, client_order_id: str) -> int:
         select(venue_orders.c.submit_count).where(venue_orders.c.client_order_id == client_order_id)
     ).scalar_one()
     return int(count)
+
+
+def set_submit_counts(connection: Connection, counts: Iterable[tuple[str, int]]) -> None:
+    """Store how many times each client order id was submitted (ids already stored)."""
+    for client_order_id, count in counts:
+        connection.execute(
+            update(venue_orders)
+            .where(venue_orders.c.client_order_id == client_order_id)
+            .values(submit_count=count)
+        )
 
 
 def load_working_orders(connection: Connection) -> list[VenueOrder]:
@@ -285,6 +314,26 @@ def insert_fill(connection: Connection, fill: VenueFill) -> None:
             ts_event=fill.ts_event,
         )
     )
+
+
+def insert_fills(connection: Connection, fills: Iterable[VenueFill]) -> None:
+    """Insert executions in one statement (trade ids are unique: a second insert raises)."""
+    rows = [
+        {
+            "trade_id": fill.trade_id,
+            "seq": fill.seq,
+            "venue_order_id": fill.venue_order_id,
+            "client_order_id": fill.client_order_id,
+            "instrument": fill.instrument,
+            "side": fill.side.value,
+            "quantity": fill.quantity,
+            "price": fill.price,
+            "ts_event": fill.ts_event,
+        }
+        for fill in fills
+    ]
+    if rows:
+        connection.execute(venue_fills.insert(), rows)
 
 
 def last_fill_prices(connection: Connection) -> dict[str, Decimal]:

@@ -1,39 +1,69 @@
-"""``PaperBroker``: a simulated venue behind the broker port, with its own books in storage.
+"""``PaperBroker``: a simulated venue behind the broker port, its books in memory, written
+behind to its own tables by a writer thread of its own.
 
-It owns the venue's in-memory books (``venue.VenueBooks``), one lock over them, the venue
-tables (``books.py``) and the report sink. The matching rules live in ``venue.py``.
+It owns the venue's live books (``matching.IndexedBooks``: working orders indexed for
+matching, positions, quotes, counters), one short lock over them, a writer thread that
+persists what the venue did in batches (``books.py``'s tables), and the report sink. The
+matching rules live in ``venue.py``.
 
-Threads and failure semantics:
-- Any method may be called from any thread (order actor, feed actor, timer). One lock guards
-  the books and the storage writes. The sink is called outside the lock, in event order: each
-  pass queues its reports under the lock, then whichever thread is not already delivering
-  drains the queue. A sink may call back into the broker (``list_orders``, even ``on_time``)
-  without deadlocking; reports it causes are delivered after the current ones.
-- Nothing is emitted from ``submit_order``, ``cancel_order`` or ``modify_order``: acks, fills,
-  cancels and modifies come from a later ``on_time``/``on_tick`` once the clock has moved
-  ``latency_ms`` past the request.
-- Every change is committed (orders, fills, positions, counters in one transaction) before its
-  reports are queued. If the commit fails the books stay as they were, the pass is retried by
-  the next ``on_time``/``on_tick``, and no heartbeat goes out for it, so the engine sees the
-  order stream go stale. A storage failure in a request raises ``BrokerUnavailable`` (outcome
-  unknown), never ``BrokerRejected``.
+Threads and what a caller waits for:
+- ``submit_order``/``cancel_order``/``modify_order`` validate and apply the request to the
+  in-memory books under the lock, queue it for the writer and return: no database, no matching,
+  microseconds. Nothing is emitted from them: acks, fills, cancels and modifies come from a
+  later ``on_time``/``on_tick`` once the clock has moved ``latency_ms`` past the request.
+- ``on_tick`` (the feed thread, every valid quote) and ``on_time`` (the timer) run a matching
+  pass under the lock; the trigger index hands the pass only the orders it can touch (about
+  a microsecond per tick with nothing crossed, whatever the number of working orders).
+- Everything a request or a pass changes (orders, fills, positions, counters) and the reports
+  it produces go into the open batch, in the order they happened. The writer takes the whole
+  open batch when it is free (a group commit: what piles up while it writes goes in the next
+  one), writes it in one transaction, and only then hands that batch's reports to the sink,
+  on the writer thread, outside any venue lock. Batches are written and delivered one at a
+  time, in order.
+
+The ordering guarantee: **a report reaches the sink only after the transaction holding the
+change it reports has committed**, and reports keep the order of the events. So after a
+SIGKILL the venue's tables hold everything the order actor was told, and perhaps more (a batch
+committed and killed before its reports went out: the engine's reconciliation reads those from
+``list_orders``/``list_fills``). What was not committed is lost as if the venue never received
+it: a request the caller was told "received" but whose batch did not commit is unknown after a
+restart; the order actor resends it under the same id after its settle threshold. A duplicate
+client order id is refused against every id the venue has taken, in memory or in storage,
+including across restarts once it was committed.
+
+Queries answer from memory and only with what was reported: ``list_orders``, ``list_fills`` and
+``list_positions`` read a mirror of the tables that the writer brings up to date after it has
+delivered each batch's reports (so a reconciliation never sees a fill before its report). They
+first wait (briefly) for the writer to catch up with everything done before the call, so a list
+never leaves out an order the venue took (the order actor would resend it); if storage keeps the
+writer behind they raise ``BrokerUnavailable`` (``VENUE_STORAGE_BEHIND``) rather than answer
+with an incomplete list. A passive venue (see below) reads its tables instead: another
+process's venue moves them.
+
+Failures:
+- A batch whose transaction fails (storage unavailable) is retried with backoff until it
+  commits; later work queues behind it and nothing is delivered meanwhile, heartbeats included,
+  so the engine sees the order stream go stale.
 - An exception raised by the sink is logged and the next report is still delivered.
-- Reports queued while no sink is set wait for one (heartbeats are dropped instead).
+- Reports due while no sink is set wait for one (heartbeats are not produced without a sink).
+- ``flush`` waits until everything done so far is committed and delivered (tests, shutdown).
 
 Leadership: with several processes on one database, each has its own ``PaperBroker`` over the
 same venue tables, and only the leader's may act. Built with ``follow_leadership=True`` (the
 engine does), the venue starts passive: it keeps quotes and answers queries from storage, but
 matches nothing, writes nothing and refuses requests (``BrokerUnavailable``, ``VENUE_PASSIVE``)
-until ``on_leadership(True, epoch)``, which reloads its books from storage (the previous
-leader's orders, fills, positions and counters), as the venue of a standby must not match its
-stale copy of orders another process may have filled or cancelled. ``on_leadership(False, ...)``
-makes it passive again. While active it is fenced like the engine's orders: every write
-transaction first checks (share-locking the lease row) that the lease is still at its epoch,
-so the venue of a leader that was deposed without knowing it (paused, partitioned) cannot
-write after the new leader's venue has loaded the books; it goes passive instead. A storage
-conflict on a request (another writer moved the books: a primary-key violation on the order
-sequence) reloads the books and tries once more; if that fails too the request is refused
-(``BrokerRejected``, ``VENUE_STORAGE_CONFLICT``), never left to fail the same way forever.
+until ``on_leadership(True, epoch)``, which lets the writer finish what it holds and reloads the
+books from storage (the previous leader's orders, fills, positions and counters), as the venue of
+a standby must not match its stale copy of orders another process may have filled or cancelled.
+``on_leadership(False, ...)`` makes it passive again. While active its writes are fenced like the
+engine's orders: every batch's transaction first checks (share-locking the lease row) that the
+lease is still at the epoch the batch was made in, so the venue of a leader that was deposed
+without knowing it (paused, partitioned) cannot write after the new leader's venue has loaded
+the books. A fenced batch is dropped with everything queued behind it (none of it was reported)
+and the venue goes passive. A storage conflict (another writer moved the books: a duplicate key
+or a missing row) reloads the books and applies the lost batches' requests again as new
+arrivals; requests that conflict twice in a row are refused with a REJECTED status report
+(``VENUE_STORAGE_CONFLICT``), never left to fail the same way forever.
 
 Sessions: ``list_orders`` returns the orders received since the start of the current trading
 day (midnight at ``session_utc_offset_minutes``, IST by default) plus any older order still
@@ -45,7 +75,7 @@ from __future__ import annotations
 import collections
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -61,19 +91,19 @@ from adapters.brokers.base import (
     ReportSink,
 )
 from adapters.brokers.paper import books as store
+from adapters.brokers.paper.matching import IndexedBooks
 from adapters.brokers.paper.venue import (
-    StepResult,
+    PassChanges,
     VenueBooks,
+    VenueFill,
     VenueOrder,
+    VenuePosition,
     VenueRejection,
     VenueRules,
-    receive_order,
-    request_cancel,
-    request_modify,
-    step,
 )
 from adapters.storage.repositories import DEFAULT_LEASE_NAME
 from adapters.storage.tables import leader_lease
+from domain.enums import OrderStatus
 from domain.market_data import quote_rejection
 from domain.messages import (
     FillReport,
@@ -85,6 +115,8 @@ from domain.messages import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from sqlalchemy import Connection
 
     from adapters.storage.database import Database
@@ -101,8 +133,20 @@ NANOS_PER_MILLISECOND = 1_000_000
 NANOS_PER_DAY = 86_400 * 1_000_000_000
 IST_UTC_OFFSET_MINUTES = 330
 DEFAULT_STARTING_BALANCE = Decimal("1000000")
+RETRY_FIRST_DELAY_S = 0.05
+RETRY_MAX_DELAY_S = 1.0
+CLOSE_TIMEOUT_S = 10.0
+# How long a query waits for the writer to catch up before it says the venue is unavailable.
+QUERY_CATCH_UP_TIMEOUT_S = 2.0
 
 _T = TypeVar("_T")
+
+# A request as the venue received it, kept until its batch commits: after a storage conflict
+# the venue reloads its books and applies these again.
+_Request = (
+    tuple[str, OrderRequest, None]  # ("submit", request, None)
+    | tuple[str, str, int | None]  # ("cancel", client_order_id, None) / ("modify", id, quantity)
+)
 
 
 class _FencedOut(Exception):
@@ -115,6 +159,68 @@ class _FencedOut(Exception):
         )
         self.epoch = epoch
         self.current_epoch = current_epoch
+
+
+class _Batch:
+    """What the venue did since the previous batch, to write in one transaction, and the
+    reports to deliver once it has committed. Rows are kept in their final version."""
+
+    __slots__ = (
+        "epoch",
+        "fills",
+        "inserts",
+        "meta",
+        "number",
+        "positions",
+        "reports",
+        "requests",
+        "submit_counts",
+        "updates",
+    )
+
+    def __init__(self, number: int, epoch: int | None) -> None:
+        self.number = number
+        self.epoch = epoch  # the lease epoch its writes were made at (None: not fenced)
+        self.inserts: dict[str, VenueOrder] = {}
+        self.updates: dict[str, VenueOrder] = {}
+        self.fills: list[VenueFill] = []
+        self.positions: dict[str, VenuePosition] = {}
+        self.submit_counts: dict[str, int] = {}
+        self.meta: dict[str, str] = {}
+        self.reports: list[BrokerReport] = []
+        self.requests: list[_Request] = []
+
+    @property
+    def has_writes(self) -> bool:
+        return bool(
+            self.inserts
+            or self.updates
+            or self.fills
+            or self.positions
+            or self.submit_counts
+            or self.meta
+        )
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.has_writes or self.reports)
+
+    def record_order(self, order: VenueOrder) -> None:
+        if order.client_order_id in self.inserts:
+            self.inserts[order.client_order_id] = order
+        else:
+            self.updates[order.client_order_id] = order
+
+
+class _Loaded(msgspec.Struct, frozen=True, kw_only=True):
+    """The venue's tables as read at connect, takeover or after a conflict."""
+
+    books: VenueBooks
+    balance: Decimal
+    session_orders: tuple[VenueOrder, ...]
+    session_fills: tuple[VenueFill, ...]
+    submit_counts: dict[str, int]
+    last_prices: dict[str, Decimal]
 
 
 class PaperBroker:
@@ -163,16 +269,33 @@ class PaperBroker:
         self._starting_balance = starting_balance
         self._session_offset_ns = session_utc_offset_minutes * 60 * 1_000_000_000
         self._lock = threading.Lock()
-        # Guarded by _lock:
-        self._books = VenueBooks()
+        self._changed = threading.Condition(self._lock)  # the writer's wake-up, flush's too
+        # Guarded by _lock. The live books (ahead of storage by the batches not yet written):
+        self._books = IndexedBooks(VenueBooks(), instruments=self._instruments, rules=self._rules)
+        self._latest: dict[str, VenueOrder] = {}  # latest version of each order known here
+        self._submit_counts: dict[str, int] = {}  # every client order id taken, ever
+        self._refused_counts: collections.Counter[str] = collections.Counter()
+        # What was reported (the tables as of the last delivered batch):
+        self._published_orders: dict[str, VenueOrder] = {}
+        self._published_fills: list[VenueFill] = []
+        self._published_positions: dict[str, VenuePosition] = {}
+        self._last_prices: dict[str, Decimal] = {}
+        # The write-behind:
+        self._open = _Batch(1, None)
+        self._in_flight: _Batch | None = None
+        self._done_through = 0  # every batch numbered up to this is written (or dropped)
+        self._held: list[BrokerReport] = []  # committed, waiting for a sink
+        # Requests already taken again once after a storage conflict, by id() (kept alive
+        # here, so an id is not reused); cleared when a batch with writes commits.
+        self._conflicted_requests: dict[int, _Request] = {}
+        self._writer: threading.Thread | None = None
+        self._batches_written = 0
+        self._write_failures = 0
+        self._sink: ReportSink | None = None
         self._is_connected = False
         self._is_closed = False
         self._venue_now_ns = 0
         self._last_heartbeat_ns: int | None = None
-        self._refused_counts: collections.Counter[str] = collections.Counter()
-        self._sink: ReportSink | None = None
-        self._outbox: collections.deque[BrokerReport] = collections.deque()
-        self._is_draining = False
         self._is_active = not follow_leadership
         self._leader_epoch: int | None = None
 
@@ -181,44 +304,54 @@ class PaperBroker:
     # -----------------------------------------------------------------------------------------
 
     def connect(self) -> AccountInfo:
-        """Load the books from storage (working orders, positions, counters) and go online.
+        """Load the books from storage (working orders, positions, counters, the session's
+        orders and fills) and go online; starts the writer thread.
 
-        Calling it again reloads from storage. Quotes seen before are kept.
+        Calling it again lets the writer finish, then reloads from storage. Quotes are kept.
 
         Raises:
             BrokerUnavailable: storage could not be read.
         """
         with self._lock:
             self._check_open()
-            try:
-                with self._database.transaction() as connection:
-                    books, balance = self._load(connection)
-            except SQLAlchemyError as error:
-                raise BrokerUnavailable(f"STORAGE_UNAVAILABLE: loading books: {error}") from error
-            self._books = msgspec.structs.replace(books, quotes=self._books.quotes)
+        self.flush()
+        loaded = self._load_all("connecting")
+        with self._lock:
+            self._check_open()
+            self._install(loaded)
             self._is_connected = True
-            logger.info(
-                "paper venue connected: account_id=%s working_orders=%d positions=%d "
-                "next_order_seq=%d next_trade_seq=%d",
-                self._config.account_id,
-                len(books.working),
-                sum(1 for position in books.positions.values() if position.quantity != 0),
-                books.next_order_seq,
-                books.next_trade_seq,
-            )
-        return AccountInfo(account_id=self._config.account_id, balance=balance, is_live=False)
+            if self._writer is None:
+                self._writer = threading.Thread(
+                    target=self._write_loop, name="paper-venue-writer", daemon=True
+                )
+                self._writer.start()
+        books = loaded.books
+        logger.info(
+            "paper venue connected: account_id=%s working_orders=%d positions=%d "
+            "next_order_seq=%d next_trade_seq=%d",
+            self._config.account_id,
+            len(books.working),
+            sum(1 for position in books.positions.values() if position.quantity != 0),
+            books.next_order_seq,
+            books.next_trade_seq,
+        )
+        return AccountInfo(
+            account_id=self._config.account_id, balance=loaded.balance, is_live=False
+        )
 
     def set_report_sink(self, sink: ReportSink) -> None:
-        """Route reports to ``sink``. It runs on whichever thread drives the venue."""
+        """Route reports to ``sink``. The venue's writer thread calls it, outside any lock."""
         with self._lock:
             self._sink = sink
+            self._changed.notify_all()
 
     def on_leadership(self, is_leader: bool, epoch: int) -> None:
         """This process gained (``is_leader``) or lost the leader lease at ``epoch``.
 
-        Gaining it (or a new epoch) reloads the books from storage, where the previous leader
-        left them, and makes the venue active; losing it makes the venue passive: no matching,
-        no writes, requests refused. Idempotent for a repeated (is_leader, epoch).
+        Gaining it (or a new epoch) lets the writer finish (a batch of an older epoch is fenced
+        out and dropped), reloads the books from storage, where the previous leader left them,
+        and makes the venue active; losing it makes the venue passive: no matching, no writes,
+        requests refused. Idempotent (and immediate) for a repeated (is_leader, epoch).
 
         Raises:
             BrokerUnavailable: storage could not be read; the venue stays passive.
@@ -227,127 +360,156 @@ class PaperBroker:
             if self._is_closed:
                 return
             if not is_leader:
-                if self._is_active:
-                    logger.warning(
-                        "paper venue passive: this process lost the lease (epoch %d)", epoch
-                    )
+                was_active = self._is_active
                 self._is_active = False
+            elif self._is_active and self._leader_epoch == epoch:
                 return
-            if self._is_active and self._leader_epoch == epoch:
+            else:
+                was_active = False
+                self._is_active = False  # until the books are reloaded
+        if not is_leader:
+            if was_active:
+                logger.warning("paper venue passive: this process lost the lease (epoch %d)", epoch)
+            return
+        self.flush()
+        loaded = self._load_all("taking over")
+        with self._lock:
+            if self._is_closed:
                 return
-            self._is_active = False  # until the books are reloaded
-            books = self._reload_books("taking over")
-            self._is_active = True
+            self._install(loaded)
             self._leader_epoch = epoch
-            logger.info(
-                "paper venue active for epoch %d: working_orders=%d next_order_seq=%d "
-                "next_trade_seq=%d",
-                epoch,
-                len(books.working),
-                books.next_order_seq,
-                books.next_trade_seq,
+            self._is_active = True
+        logger.info(
+            "paper venue active for epoch %d: working_orders=%d next_order_seq=%d "
+            "next_trade_seq=%d",
+            epoch,
+            len(loaded.books.working),
+            loaded.books.next_order_seq,
+            loaded.books.next_trade_seq,
+        )
+
+    def flush(self, timeout_s: float = CLOSE_TIMEOUT_S) -> bool:
+        """Wait until everything the venue did before this call is committed and its reports
+        delivered (or dropped, if fenced). Returns False on timeout; True at once when called
+        from the writer thread (a sink), which cannot wait for itself."""
+        if threading.current_thread() is self._writer:
+            return True
+        with self._lock:
+            target = self._open.number if not self._open.is_empty else self._open.number - 1
+            return self._changed.wait_for(
+                lambda: (
+                    self._done_through >= target
+                    or self._writer is None
+                    or not self._writer.is_alive()
+                ),
+                timeout=timeout_s,
             )
 
     def close(self) -> None:
-        """Go offline: later requests raise ``BrokerUnavailable``, passes are ignored.
+        """Go offline: later requests raise ``BrokerUnavailable``, passes are ignored. The
+        writer commits and delivers what it holds, then stops.
 
         The database is the caller's and stays open.
         """
         with self._lock:
             self._is_closed = True
             self._is_connected = False
+            self._changed.notify_all()
+            writer = self._writer
+        if writer is not None and writer is not threading.current_thread():
+            writer.join(CLOSE_TIMEOUT_S)
+            if writer.is_alive():
+                logger.error(
+                    "paper venue writer did not stop within %.0f s; unwritten batches are lost",
+                    CLOSE_TIMEOUT_S,
+                )
 
     # -----------------------------------------------------------------------------------------
     # COMMANDS
     # -----------------------------------------------------------------------------------------
 
     def submit_order(self, request: OrderRequest) -> None:
-        """Validate and store ``request`` as received; the ack comes after the latency.
+        """Validate ``request`` and take it as received; the ack comes after the latency.
 
         Raises:
             BrokerRejected: a bad request (the message opens with the code, e.g.
                 ``UNKNOWN_INSTRUMENT``, ``INVALID_QUANTITY``, ``NOT_LOT_MULTIPLE``,
                 ``FREEZE_QUANTITY``, ``MISSING_LIMIT_PRICE``, ``MISSING_TRIGGER_PRICE``,
-                ``INVALID_PRICE``), or ``DUPLICATE_CLIENT_ORDER_ID`` when the id is already on
-                the books: no second order is created, and the first one is untouched.
-            BrokerUnavailable: not connected, closed, or storage failed (outcome unknown).
+                ``INVALID_PRICE``), or ``DUPLICATE_CLIENT_ORDER_ID`` when the id was taken
+                before: no second order is created, and the first one is untouched.
+            BrokerUnavailable: not connected, closed, or passive.
         """
         client_order_id = request.client_order_id
         with self._lock:
             self._check_active()
             now_ns = self._advance_time(self._clock.now_ns())
-            try:
-                duplicate, submit_count, rejection, books = self._store_request(request, now_ns)
-            except IntegrityError as error:
-                # Another writer moved the venue tables under our in-memory books (a stale
-                # order counter after a takeover): reload them and try once more.
-                logger.warning(
-                    "paper venue storage conflict on submit, reloading books: "
-                    "client_order_id=%s: %s",
-                    client_order_id,
-                    error.orig,
-                )
-                self._reload_books("storage conflict")
+            count = self._submit_counts.get(client_order_id)
+            if count is not None:
+                # Taken before (working, finished, or an earlier session's): count it, keep
+                # the first order as it is.
+                count += 1
+                self._submit_counts[client_order_id] = count
+                self._batch_for_writes().submit_counts[client_order_id] = count
+                self._changed.notify_all()
+                existing = self._latest.get(client_order_id)
+                rejection: VenueRejection | None = None
+            else:
                 try:
-                    duplicate, submit_count, rejection, books = self._store_request(request, now_ns)
-                except IntegrityError as again:
-                    raise BrokerRejected(
-                        f"VENUE_STORAGE_CONFLICT: client_order_id={client_order_id} could not "
-                        f"be stored even after reloading the books: {again.orig}",
-                        client_order_id=client_order_id,
-                    ) from again
-                except SQLAlchemyError as again:
-                    raise BrokerUnavailable(
-                        f"STORAGE_UNAVAILABLE: client_order_id={client_order_id}: {again}",
-                        client_order_id=client_order_id,
-                    ) from again
-            except _FencedOut as fenced:
-                self._go_passive(fenced)
-                raise BrokerUnavailable(str(fenced), client_order_id=client_order_id) from None
-            except SQLAlchemyError as error:
-                raise BrokerUnavailable(
-                    f"STORAGE_UNAVAILABLE: client_order_id={client_order_id}: {error}",
-                    client_order_id=client_order_id,
-                ) from error
-            if duplicate is not None:
-                logger.warning(
-                    "paper venue refused a duplicate: client_order_id=%s submit_count=%d",
-                    client_order_id,
-                    submit_count,
-                )
-                raise BrokerRejected(
-                    f"DUPLICATE_CLIENT_ORDER_ID: client_order_id={client_order_id} "
-                    f"venue_order_id={duplicate.venue_order_id} "
-                    f"status={duplicate.status.value} submit_count={submit_count}",
-                    client_order_id=client_order_id,
-                )
-            if rejection is not None:
-                self._refused_counts[client_order_id] += 1
-                logger.info("paper venue rejected an order: %s", rejection)
-                raise BrokerRejected(str(rejection), client_order_id=client_order_id)
-            self._books = books
+                    order = self._books.receive(request, now_ns=now_ns)
+                except VenueRejection as error:
+                    self._refused_counts[client_order_id] += 1
+                    rejection = error
+                else:
+                    self._submit_counts[client_order_id] = 1
+                    self._latest[client_order_id] = order
+                    batch = self._batch_for_writes()
+                    batch.inserts[client_order_id] = order
+                    batch.meta[store.META_NEXT_ORDER_SEQ] = str(self._books.next_order_seq)
+                    batch.requests.append(("submit", request, None))
+                    self._changed.notify_all()
+                    return
+        # Logged and raised outside the lock: a log line costs far more than the request.
+        if rejection is not None:
+            logger.info("paper venue rejected an order: %s", rejection)
+            raise BrokerRejected(str(rejection), client_order_id=client_order_id)
+        logger.warning(
+            "paper venue refused a duplicate: client_order_id=%s submit_count=%d",
+            client_order_id,
+            count,
+        )
+        described = (
+            "status=unknown (an earlier session's order)"
+            if existing is None
+            else f"venue_order_id={existing.venue_order_id} status={existing.status.value}"
+        )
+        raise BrokerRejected(
+            f"DUPLICATE_CLIENT_ORDER_ID: client_order_id={client_order_id} {described} "
+            f"submit_count={count}",
+            client_order_id=client_order_id,
+        )
 
     def cancel_order(self, client_order_id: str) -> None:
         """Cancel after the latency. A dead, unknown or already-cancelling order: a no-op.
 
         Raises:
-            BrokerUnavailable: not connected, closed, or storage failed (outcome unknown).
+            BrokerUnavailable: not connected, closed, or passive.
         """
         with self._lock:
             self._check_active()
             now_ns = self._advance_time(self._clock.now_ns())
-            books, order = request_cancel(
-                self._books, client_order_id, rules=self._rules, now_ns=now_ns
-            )
-            if order is None:
-                logger.info(
-                    "paper venue cancel is a no-op: client_order_id=%s is not working or "
-                    "already cancelling",
-                    client_order_id,
-                )
+            order = self._books.cancel(client_order_id, now_ns=now_ns)
+            if order is not None:
+                self._latest[client_order_id] = order
+                batch = self._batch_for_writes()
+                batch.record_order(order)
+                batch.requests.append(("cancel", client_order_id, None))
+                self._changed.notify_all()
                 return
-            self._write(client_order_id, lambda connection: store.update_order(connection, order))
-            self._books = books
+        logger.info(
+            "paper venue cancel is a no-op: client_order_id=%s is not working or "
+            "already cancelling",
+            client_order_id,
+        )
 
     def modify_order(self, client_order_id: str, *, quantity: int) -> None:
         """Change the order's total quantity after the latency.
@@ -358,25 +520,24 @@ class PaperBroker:
         Raises:
             BrokerRejected: ``ORDER_NOT_WORKING``, ``ORDER_PENDING_CANCEL``, a bad quantity, or
                 ``MODIFY_BELOW_FILLED``; the order is unchanged.
-            BrokerUnavailable: not connected, closed, or storage failed (outcome unknown).
+            BrokerUnavailable: not connected, closed, or passive.
         """
         with self._lock:
             self._check_active()
             now_ns = self._advance_time(self._clock.now_ns())
             try:
-                books, order = request_modify(
-                    self._books,
-                    client_order_id,
-                    quantity,
-                    instruments=self._instruments,
-                    rules=self._rules,
-                    now_ns=now_ns,
-                )
-            except VenueRejection as rejection:
-                logger.info("paper venue rejected a modify: %s", rejection)
-                raise BrokerRejected(str(rejection), client_order_id=client_order_id) from None
-            self._write(client_order_id, lambda connection: store.update_order(connection, order))
-            self._books = books
+                order = self._books.modify(client_order_id, quantity, now_ns=now_ns)
+            except VenueRejection as error:
+                rejection = error
+            else:
+                self._latest[client_order_id] = order
+                batch = self._batch_for_writes()
+                batch.record_order(order)
+                batch.requests.append(("modify", client_order_id, quantity))
+                self._changed.notify_all()
+                return
+        logger.info("paper venue rejected a modify: %s", rejection)
+        raise BrokerRejected(str(rejection), client_order_id=client_order_id)
 
     # -----------------------------------------------------------------------------------------
     # EVENTS (time and prices)
@@ -385,9 +546,9 @@ class PaperBroker:
     def on_tick(self, tick: Tick) -> None:
         """Take a new quote: apply what is due by the clock's now, then match on the quote.
 
-        Storage failures are logged and the pass is retried on the next call. A quote the
-        feed actor would reject (NaN, infinite, crossed, absurd) is ignored here too: the venue
-        is the one consumer that fills money on a price, so it does not rely on its caller.
+        A quote the feed actor would reject (NaN, infinite, crossed, absurd) is ignored here
+        too: the venue is the one consumer that fills money on a price, so it does not rely
+        on its caller.
         """
         if quote_rejection(tick, self._instruments.get(getattr(tick, "instrument", ""))):
             return
@@ -396,95 +557,106 @@ class PaperBroker:
                 return
             now_ns = self._advance_time(self._clock.now_ns())
             if not self._is_connected or not self._is_active:
-                if tick.instrument in self._instruments:
-                    quotes = {**self._books.quotes, tick.instrument: tick}
-                    self._books = msgspec.structs.replace(self._books, quotes=quotes)
-            else:
-                self._run_pass(now_ns, tick)
-        self._drain()
+                self._books.set_quote(tick)
+                return
+            self._record(self._books.step(now_ns=now_ns, tick=tick))
 
     def on_time(self, now_ns: int) -> None:
         """Let time pass: apply due acks, cancels and modifies, continue partial fills, and
-        emit an ``OrderStreamHeartbeat(ts_event=now_ns)`` at most every 500 ms of clock time.
-
-        Storage failures are logged; that pass emits no heartbeat.
+        emit an ``OrderStreamHeartbeat(ts_event=now_ns)`` at most every 500 ms of clock time
+        (delivered, like every report, after the batches before it have committed).
         """
         with self._lock:
             if self._is_closed or not self._is_connected:
                 return
             pass_ns = self._advance_time(max(now_ns, self._clock.now_ns()))
             # A passive venue (this process does not lead) only says it is reachable.
-            is_healthy = self._run_pass(pass_ns, None) if self._is_active else True
-            if is_healthy and (
+            if self._is_active:
+                self._record(self._books.step(now_ns=pass_ns))
+            if self._sink is not None and (
                 self._last_heartbeat_ns is None
                 or now_ns - self._last_heartbeat_ns >= HEARTBEAT_INTERVAL_NS
             ):
                 self._last_heartbeat_ns = now_ns
-                if self._sink is not None:
-                    self._outbox.append(OrderStreamHeartbeat(ts_event=now_ns))
-        self._drain()
+                self._open.reports.append(OrderStreamHeartbeat(ts_event=now_ns))
+                self._changed.notify_all()
 
     # -----------------------------------------------------------------------------------------
     # QUERIES
     # -----------------------------------------------------------------------------------------
 
     def list_orders(self) -> list[OrderStatusReport]:
-        """Return the orders of the current session (working and terminal), oldest first."""
+        """Return the orders of the current session (working and terminal), oldest first, as
+        reported so far."""
+        self._catch_up("list_orders")
         with self._lock:
             self._check_online()
             now_ns = self._advance_time(self._clock.now_ns())
-            orders = self._read(
-                lambda connection: store.load_orders_since(
-                    connection, self._session_start_ns(now_ns)
-                )
-            )
-            return [order.status_report(now_ns) for order in orders]
+            since_ns = self._session_start_ns(now_ns)
+            orders = None
+            if self._is_active:
+                self._forget_before(since_ns)
+                orders = list(self._published_orders.values())
+        if orders is None:
+            orders = self._read(lambda connection: store.load_orders_since(connection, since_ns))
+        return [
+            order.status_report(now_ns)
+            for order in sorted(orders, key=lambda order: order.seq)
+            if order.ts_received >= since_ns or not order.status.is_terminal
+        ]
 
     def list_fills(self) -> list[FillReport]:
-        """Return every fill of the current session, in execution order."""
+        """Return every fill of the current session reported so far, in execution order."""
+        self._catch_up("list_fills")
         with self._lock:
             self._check_online()
             now_ns = self._advance_time(self._clock.now_ns())
-            fills = self._read(
-                lambda connection: store.load_fills_since(
-                    connection, self._session_start_ns(now_ns)
-                )
-            )
-            return [fill.report() for fill in fills]
+            since_ns = self._session_start_ns(now_ns)
+            fills = None
+            if self._is_active:
+                self._forget_before(since_ns)
+                fills = list(self._published_fills)
+        if fills is None:
+            fills = self._read(lambda connection: store.load_fills_since(connection, since_ns))
+        return [fill.report() for fill in fills if fill.ts_event >= since_ns]
 
     def list_positions(self) -> list[PositionReport]:
-        """Return the open net positions (quantity != 0), by instrument. A passive venue reads
-        them from storage (its books may be stale; the leader's venue moves them)."""
+        """Return the open net positions (quantity != 0), by instrument, as reported so far. A
+        passive venue reads them from storage (its books may be stale; the leader's venue
+        moves them)."""
+        self._catch_up("list_positions")
         with self._lock:
             self._check_online()
             now_ns = self._advance_time(self._clock.now_ns())
-            if self._is_active:
-                positions = dict(self._books.positions)
-            else:
-                positions = {
-                    position.instrument: position for position in self._read(store.load_positions)
-                }
-            return [
-                position.report(now_ns)
-                for _instrument, position in sorted(positions.items())
-                if position.quantity != 0
-            ]
+            positions = dict(self._published_positions) if self._is_active else None
+        if positions is None:
+            positions = {
+                position.instrument: position for position in self._read(store.load_positions)
+            }
+        return [
+            position.report(now_ns)
+            for _instrument, position in sorted(positions.items())
+            if position.quantity != 0
+        ]
 
     def last_trade_prices(self) -> dict[str, Decimal]:
         """The latest traded price per instrument, from the books (survives restarts): where a
         simulated market should resume so that prices do not jump after an engine restart."""
         with self._lock:
-            return self._read(store.last_fill_prices)
+            if self._is_connected:
+                return dict(self._last_prices)
+        return self._read(store.last_fill_prices)
 
     def submission_counts(self) -> dict[str, int]:
         """Return how many times ``submit_order`` was called with each client order id.
 
         Calls that reached the books (the first one and every duplicate) are counted in
-        storage and survive restarts; calls refused by validation are counted in memory.
+        storage and survive restarts once written; calls refused by validation are counted
+        in memory only.
         """
         with self._lock:
             counts = collections.Counter(self._refused_counts)
-            counts.update(self._read(store.load_submit_counts))
+            counts.update(self._submit_counts)
             return dict(counts)
 
     def snapshot(self) -> dict[str, Any]:
@@ -516,12 +688,36 @@ class PaperBroker:
                     for symbol, tick in sorted(books.quotes.items())
                 },
                 "refused_submit_counts": dict(self._refused_counts),
-                "outbox_depth": len(self._outbox),
+                "write_behind": {
+                    "open_batch": self._open.number,
+                    "open_batch_reports": len(self._open.reports),
+                    "in_flight_batch": None if self._in_flight is None else self._in_flight.number,
+                    "done_through": self._done_through,
+                    "batches_written": self._batches_written,
+                    "write_failures": self._write_failures,
+                    "held_reports": len(self._held),
+                },
             }
 
     # -----------------------------------------------------------------------------------------
-    # INTERNALS (all called with _lock held, except _drain)
+    # INTERNALS (called with _lock held unless they say otherwise)
     # -----------------------------------------------------------------------------------------
+
+    def _catch_up(self, query: str) -> None:
+        """Called without the lock. Wait until what the venue did before the query has been
+        written and reported, so the answer leaves out nothing the venue has taken: an order
+        missing from the list would be resent by a reconciliation after its settle threshold.
+
+        Raises:
+            BrokerUnavailable: ``VENUE_STORAGE_BEHIND`` when the writer cannot catch up in time
+                (storage failing); an incomplete list is not an answer.
+        """
+        if not self.flush(QUERY_CATCH_UP_TIMEOUT_S):
+            raise BrokerUnavailable(
+                f"VENUE_STORAGE_BEHIND: {query}: account_id={self._config.account_id}; the "
+                f"venue's writer has not stored its recent work within "
+                f"{QUERY_CATCH_UP_TIMEOUT_S:.0f} s"
+            )
 
     def _check_open(self) -> None:
         if self._is_closed:
@@ -542,62 +738,6 @@ class PaperBroker:
                 "hold the leader lease, so its venue takes no requests"
             )
 
-    def _fence(self, connection: Connection) -> None:
-        """In a write transaction: refuse unless the lease is still at this venue's epoch
-        (share-locked until commit on PostgreSQL, so a takeover waits for this write)."""
-        if self._leader_epoch is None:
-            return  # not following leadership: the only venue on these books
-        current = connection.execute(
-            select(leader_lease.c.epoch)
-            .where(leader_lease.c.name == DEFAULT_LEASE_NAME)
-            .with_for_update(read=True)
-        ).scalar()
-        if current != self._leader_epoch:
-            raise _FencedOut(self._leader_epoch, current)
-
-    def _go_passive(self, fenced: _FencedOut) -> None:
-        if self._is_active:
-            logger.warning("paper venue passive: %s", fenced)
-        self._is_active = False
-
-    def _reload_books(self, why: str) -> VenueBooks:
-        try:
-            with self._database.transaction() as connection:
-                books, _balance = self._load(connection)
-        except SQLAlchemyError as error:
-            raise BrokerUnavailable(
-                f"STORAGE_UNAVAILABLE: reloading books ({why}): {error}"
-            ) from error
-        self._books = msgspec.structs.replace(books, quotes=self._books.quotes)
-        return self._books
-
-    def _store_request(
-        self, request: OrderRequest, now_ns: int
-    ) -> tuple[VenueOrder | None, int, VenueRejection | None, VenueBooks]:
-        """One transaction: the duplicate check (its count commits even though the request is
-        refused), or validation and the insert. Returns (duplicate, submit_count, rejection,
-        books after)."""
-        client_order_id = request.client_order_id
-        books = self._books
-        with self._database.transaction() as connection:
-            self._fence(connection)
-            duplicate = store.find_order(connection, client_order_id)
-            if duplicate is not None:
-                return duplicate, store.bump_submit_count(connection, client_order_id), None, books
-            try:
-                books, order = receive_order(
-                    self._books,
-                    request,
-                    instruments=self._instruments,
-                    rules=self._rules,
-                    now_ns=now_ns,
-                )
-            except VenueRejection as error:
-                return None, 0, error, books
-            store.insert_order(connection, order)
-            store.save_meta(connection, [(store.META_NEXT_ORDER_SEQ, str(books.next_order_seq))])
-        return None, 0, None, books
-
     def _advance_time(self, now_ns: int) -> int:
         # Callers on different threads read the clock at slightly different moments; the
         # venue's time never goes backwards.
@@ -607,6 +747,77 @@ class PaperBroker:
     def _session_start_ns(self, now_ns: int) -> int:
         local = now_ns + self._session_offset_ns
         return local - local % NANOS_PER_DAY - self._session_offset_ns
+
+    def _forget_before(self, since_ns: int) -> None:
+        # A new session: earlier sessions' finished orders and fills leave the memory (they
+        # stay in storage; their ids stay in _submit_counts, so they are still duplicates).
+        if self._published_fills and self._published_fills[0].ts_event < since_ns:
+            self._published_fills = [f for f in self._published_fills if f.ts_event >= since_ns]
+        stale = [
+            order.client_order_id
+            for order in self._published_orders.values()
+            if order.ts_received < since_ns and order.status.is_terminal
+        ]
+        for client_order_id in stale:
+            del self._published_orders[client_order_id]
+            latest = self._latest.get(client_order_id)
+            if latest is not None and latest.status.is_terminal:
+                del self._latest[client_order_id]
+
+    def _batch_for_writes(self) -> _Batch:
+        batch = self._open
+        if not batch.has_writes:
+            # Its writes are fenced at the epoch they are made in (the venue reloads and
+            # changes epoch only while passive, with the writer flushed).
+            batch.epoch = self._leader_epoch
+        return batch
+
+    def _record(self, changes: PassChanges) -> None:
+        if not (changes.has_changes or changes.reports):
+            return
+        batch = self._batch_for_writes()
+        for order in changes.orders:
+            self._latest[order.client_order_id] = order
+            batch.record_order(order)
+        if changes.fills:
+            batch.fills.extend(changes.fills)
+            batch.meta[store.META_NEXT_TRADE_SEQ] = str(self._books.next_trade_seq)
+        for position in changes.positions:
+            batch.positions[position.instrument] = position
+        batch.reports.extend(changes.reports)
+        self._changed.notify_all()
+
+    def _install(self, loaded: _Loaded) -> None:
+        """Replace the live books and the reported mirror with what storage holds."""
+        books = msgspec.structs.replace(loaded.books, quotes=self._books.quotes)
+        self._books = IndexedBooks(books, instruments=self._instruments, rules=self._rules)
+        self._latest = {order.client_order_id: order for order in loaded.session_orders}
+        self._latest.update(books.working)
+        self._submit_counts = dict(loaded.submit_counts)
+        self._published_orders = dict(self._latest)
+        self._published_fills = list(loaded.session_fills)
+        self._published_positions = dict(books.positions)
+        self._last_prices = dict(loaded.last_prices)
+
+    def _load_all(self, why: str) -> _Loaded:
+        """Read the venue's tables. Called without the lock."""
+        with self._lock:
+            since_ns = self._session_start_ns(self._advance_time(self._clock.now_ns()))
+        try:
+            with self._database.transaction() as connection:
+                books, balance = self._load(connection)
+                return _Loaded(
+                    books=books,
+                    balance=balance,
+                    session_orders=tuple(store.load_orders_since(connection, since_ns)),
+                    session_fills=tuple(store.load_fills_since(connection, since_ns)),
+                    submit_counts=store.load_submit_counts(connection),
+                    last_prices=store.last_fill_prices(connection),
+                )
+        except SQLAlchemyError as error:
+            raise BrokerUnavailable(
+                f"STORAGE_UNAVAILABLE: loading books ({why}): {error}"
+            ) from error
 
     def _load(self, connection: Connection) -> tuple[VenueBooks, Decimal]:
         meta = store.load_meta(connection)
@@ -634,87 +845,256 @@ class PaperBroker:
         realized = sum((position.realized_pnl for position in positions), Decimal(0))
         return books, Decimal(meta[store.META_STARTING_BALANCE]) + realized
 
-    def _run_pass(self, now_ns: int, tick: Tick | None) -> bool:
-        result = step(
-            self._books, now_ns=now_ns, instruments=self._instruments, rules=self._rules, tick=tick
-        )
-        if result.has_changes:
-            try:
-                with self._database.transaction() as connection:
-                    self._fence(connection)
-                    self._persist(connection, result)
-            except _FencedOut as fenced:
-                self._go_passive(fenced)
-                return True
-            except SQLAlchemyError:
-                logger.exception(
-                    "paper venue could not store a pass; books unchanged, retrying on the next "
-                    "pass: now_ns=%d orders=%d fills=%d",
-                    now_ns,
-                    len(result.orders),
-                    len(result.fills),
-                )
-                return False
-        self._books = result.books
-        self._outbox.extend(result.reports)
-        return True
-
-    @staticmethod
-    def _persist(connection: Connection, result: StepResult) -> None:
-        for order in result.orders:
-            store.update_order(connection, order)
-        for fill in result.fills:
-            store.insert_fill(connection, fill)
-        for position in result.positions:
-            store.upsert_position(connection, position)
-        if result.fills:
-            store.save_meta(
-                connection, [(store.META_NEXT_TRADE_SEQ, str(result.books.next_trade_seq))]
-            )
-
-    def _write(self, client_order_id: str, action: Callable[[Connection], None]) -> None:
-        try:
-            with self._database.transaction() as connection:
-                self._fence(connection)
-                action(connection)
-        except _FencedOut as fenced:
-            self._go_passive(fenced)
-            raise BrokerUnavailable(str(fenced), client_order_id=client_order_id) from None
-        except SQLAlchemyError as error:
-            raise BrokerUnavailable(
-                f"STORAGE_UNAVAILABLE: client_order_id={client_order_id}: {error}",
-                client_order_id=client_order_id,
-            ) from error
-
     def _read(self, query: Callable[[Connection], _T]) -> _T:
+        # Without the lock: a passive venue's queries and start-up reads.
         try:
             with self._database.transaction() as connection:
                 return query(connection)
         except SQLAlchemyError as error:
             raise BrokerUnavailable(f"STORAGE_UNAVAILABLE: reading books: {error}") from error
 
-    def _drain(self) -> None:
-        # Called without the lock. Only one thread delivers at a time, so reports keep the
-        # order they were queued in; a thread that finds delivery in progress leaves its
-        # reports to the deliverer, which loops until the queue is empty.
+    # -----------------------------------------------------------------------------------------
+    # THE WRITER THREAD
+    # -----------------------------------------------------------------------------------------
+
+    def _write_loop(self) -> None:
         while True:
             with self._lock:
-                sink = self._sink
-                if self._is_draining or sink is None or not self._outbox:
-                    return
-                self._is_draining = True
-                batch = list(self._outbox)
-                self._outbox.clear()
+                self._changed.wait_for(
+                    lambda: (
+                        self._is_closed
+                        or not self._open.is_empty
+                        or (self._held and self._sink is not None)
+                    )
+                )
+                if self._open.is_empty and not (self._held and self._sink is not None):
+                    return  # closed, and nothing left to write
+                batch = self._open
+                self._open = _Batch(batch.number + 1, self._leader_epoch)
+                self._in_flight = batch
+            done = True
             try:
-                for report in batch:
-                    try:
-                        sink(report)
-                    except Exception:
-                        logger.exception(
-                            "paper venue report sink raised; continuing with the next report: "
-                            "report=%s",
-                            type(report).__name__,
-                        )
+                done = self._write_and_deliver(batch)
+            except Exception:
+                # Nothing may kill the writer: every report would stop. Log and carry on.
+                logger.exception("paper venue writer failed on batch %d", batch.number)
             finally:
                 with self._lock:
-                    self._is_draining = False
+                    self._in_flight = None
+                    if done:
+                        self._done_through = max(self._done_through, batch.number)
+                    self._changed.notify_all()
+
+    def _write_and_deliver(self, batch: _Batch) -> bool:
+        """Called without the lock, on the writer thread. Returns False when the batch's work
+        was taken again into the open batch (a conflict): a ``flush`` waits for that one."""
+        outcome = self._commit(batch)
+        if outcome == "conflict":
+            self._recover_from_conflict(batch)
+            return False
+        if outcome in ("fenced", "abandoned"):
+            return True
+        with self._lock:
+            if batch.has_writes:
+                self._batches_written += 1
+                self._conflicted_requests.clear()
+            sink = self._sink
+            reports = [*self._held, *batch.reports]
+            self._held = [] if sink is not None else reports
+        if sink is not None:
+            for report in reports:
+                try:
+                    sink(report)
+                except Exception:
+                    logger.exception(
+                        "paper venue report sink raised; continuing with the next report: "
+                        "report=%s",
+                        type(report).__name__,
+                    )
+        # Only now do the queries show the batch: nothing is listed before it was reported.
+        with self._lock:
+            self._publish(batch)
+        return True
+
+    def _commit(self, batch: _Batch) -> str:
+        """Write ``batch`` in one transaction, retrying storage failures with backoff.
+        Returns "written", "fenced", "conflict" or "abandoned" (closed while failing)."""
+        if not batch.has_writes:
+            return "written"
+        delay_s = RETRY_FIRST_DELAY_S
+        while True:
+            try:
+                with self._database.transaction() as connection:
+                    self._fence(connection, batch.epoch)
+                    self._persist(connection, batch)
+                return "written"
+            except _FencedOut as fenced:
+                self._drop_fenced(batch, fenced)
+                return "fenced"
+            except (IntegrityError, LookupError) as error:
+                logger.warning(
+                    "paper venue storage conflict writing batch %d (another writer moved the "
+                    "books): %s",
+                    batch.number,
+                    getattr(error, "orig", error),
+                )
+                return "conflict"
+            except SQLAlchemyError:
+                logger.exception(
+                    "paper venue could not write batch %d (orders=%d fills=%d); nothing after "
+                    "it is reported until it is written; retrying in %.2f s",
+                    batch.number,
+                    len(batch.inserts) + len(batch.updates),
+                    len(batch.fills),
+                    delay_s,
+                )
+            with self._lock:
+                self._write_failures += 1
+                if self._changed.wait_for(lambda: self._is_closed, timeout=delay_s):
+                    logger.error(
+                        "paper venue closed with batch %d unwritten: its requests and fills "
+                        "are lost as if never received",
+                        batch.number,
+                    )
+                    return "abandoned"
+            delay_s = min(delay_s * 2, RETRY_MAX_DELAY_S)
+
+    def _fence(self, connection: Connection, epoch: int | None) -> None:
+        """In a write transaction: refuse unless the lease is still at ``epoch`` (share-locked
+        until commit on PostgreSQL, so a takeover waits for this write)."""
+        if epoch is None:
+            return  # not following leadership: the only venue on these books
+        current = connection.execute(
+            select(leader_lease.c.epoch)
+            .where(leader_lease.c.name == DEFAULT_LEASE_NAME)
+            .with_for_update(read=True)
+        ).scalar()
+        if current != epoch:
+            raise _FencedOut(epoch, current)
+
+    @staticmethod
+    def _persist(connection: Connection, batch: _Batch) -> None:
+        store.insert_orders(connection, batch.inserts.values())
+        for order in batch.updates.values():
+            store.update_order(connection, order)
+        store.insert_fills(connection, batch.fills)
+        for position in batch.positions.values():
+            store.upsert_position(connection, position)
+        store.set_submit_counts(connection, batch.submit_counts.items())
+        if batch.meta:
+            store.save_meta(connection, batch.meta.items())
+
+    def _publish(self, batch: _Batch) -> None:
+        for order in batch.inserts.values():
+            self._published_orders[order.client_order_id] = order
+        for order in batch.updates.values():
+            self._published_orders[order.client_order_id] = order
+        self._published_fills.extend(batch.fills)
+        for fill in batch.fills:
+            self._last_prices[fill.instrument] = fill.price
+        self._published_positions.update(batch.positions)
+
+    def _drop_fenced(self, batch: _Batch, fenced: _FencedOut) -> None:
+        # Another process leads: this batch and everything queued behind it were never
+        # reported, so dropping them is as if the venue never received them.
+        with self._lock:
+            if batch.epoch == self._leader_epoch and self._is_active:
+                self._is_active = False
+                dropped = self._open
+                self._open = _Batch(dropped.number, self._leader_epoch)
+                logger.warning(
+                    "paper venue passive: %s; dropped unwritten batches %d..%d (%d requests)",
+                    fenced,
+                    batch.number,
+                    dropped.number,
+                    len(batch.requests) + len(dropped.requests),
+                )
+
+    def _recover_from_conflict(self, batch: _Batch) -> None:
+        """Another writer moved the venue tables under the live books: reload them and take
+        the requests of the lost batches again, as new arrivals. Requests lost to a conflict
+        twice in a row are refused instead (REJECTED status report)."""
+        while True:
+            try:
+                loaded = self._load_all("storage conflict")
+                break
+            except BrokerUnavailable:
+                logger.exception("paper venue could not reload its books after a conflict")
+                with self._lock:
+                    if self._changed.wait_for(lambda: self._is_closed, timeout=RETRY_MAX_DELAY_S):
+                        return
+        with self._lock:
+            requests = [*batch.requests, *self._open.requests]
+            self._open = _Batch(self._open.number, self._leader_epoch)
+            self._install(loaded)
+            now_ns = self._advance_time(self._clock.now_ns())
+            refused: list[BrokerReport] = []
+            replayed: dict[int, _Request] = {}
+            for request in requests:
+                report = self._replay(request, now_ns)
+                if report is not None:
+                    refused.append(report)
+                replayed[id(request)] = request
+            self._conflicted_requests = replayed
+            self._record(self._books.step(now_ns=now_ns))
+            self._open.reports.extend(refused)
+            self._changed.notify_all()
+
+    def _replay(self, request: _Request, now_ns: int) -> BrokerReport | None:
+        kind, subject, quantity = request
+        if kind == "submit":
+            assert isinstance(subject, OrderRequest)
+            client_order_id = subject.client_order_id
+            if id(request) in self._conflicted_requests:
+                return self._refusal(subject, "lost to a storage conflict twice", now_ns)
+            if client_order_id in self._submit_counts:
+                logger.warning(
+                    "paper venue: client_order_id=%s was stored by another writer meanwhile; "
+                    "not taken again",
+                    client_order_id,
+                )
+                return None
+            try:
+                order = self._books.receive(subject, now_ns=now_ns)
+            except VenueRejection as rejection:
+                return self._refusal(subject, str(rejection), now_ns)
+            self._submit_counts[client_order_id] = 1
+            self._latest[client_order_id] = order
+            batch = self._batch_for_writes()
+            batch.inserts[client_order_id] = order
+            batch.meta[store.META_NEXT_ORDER_SEQ] = str(self._books.next_order_seq)
+            batch.requests.append(request)
+            return None
+        assert isinstance(subject, str)
+        try:
+            if kind == "cancel":
+                order = self._books.cancel(subject, now_ns=now_ns)
+            else:
+                assert quantity is not None
+                order = self._books.modify(subject, quantity, now_ns=now_ns)
+        except VenueRejection as rejection:
+            logger.warning("paper venue: a %s taken again after a conflict: %s", kind, rejection)
+            return None
+        if order is not None:
+            self._latest[subject] = order
+            batch = self._batch_for_writes()
+            batch.record_order(order)
+            batch.requests.append(request)
+        return None
+
+    def _refusal(self, request: OrderRequest, why: str, now_ns: int) -> OrderStatusReport:
+        logger.error(
+            "paper venue refused client_order_id=%s after a storage conflict: %s",
+            request.client_order_id,
+            why,
+        )
+        return OrderStatusReport(
+            client_order_id=request.client_order_id,
+            broker_order_id="",
+            instrument=request.instrument,
+            status=OrderStatus.REJECTED,
+            quantity=request.quantity,
+            filled_quantity=0,
+            reason=f"VENUE_STORAGE_CONFLICT: {why}",
+            ts_event=now_ns,
+        )

@@ -2,8 +2,10 @@
 
 ``PaperBroker`` (``broker.py``) owns the lock, the storage and the report sink; this module
 decides what a request does to the books and what happens when time passes or a quote arrives.
-Every function takes the current ``VenueBooks`` and returns new ones; the input is never
-mutated, so a caller whose storage write fails simply keeps the old books.
+Every function here takes the current ``VenueBooks`` and returns new ones; the input is never
+mutated. ``step`` is the reference pass (it scans every working order); the venue runs the same
+per-pass rules (``MatchingPass``) over its indexed live books (``matching.IndexedBooks``),
+which must give exactly the same result.
 
 Rules a caller can rely on:
 
@@ -34,7 +36,7 @@ Rules a caller can rely on:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 
 import msgspec
@@ -50,6 +52,13 @@ from domain.messages import (
 )
 
 __all__ = [
+    "ACK",
+    "ACTION_RANK",
+    "CANCEL",
+    "MODIFY",
+    "DueAction",
+    "MatchingPass",
+    "PassChanges",
     "StepResult",
     "VenueBooks",
     "VenueFill",
@@ -57,13 +66,18 @@ __all__ = [
     "VenuePosition",
     "VenueRejection",
     "VenueRules",
+    "cancel_requested",
+    "due_actions_of",
     "fill_price",
     "format_order_id",
     "format_trade_id",
+    "modify_requested",
+    "new_order",
     "receive_order",
     "request_cancel",
     "request_modify",
     "step",
+    "stop_touched",
     "update_position",
 ]
 
@@ -204,14 +218,13 @@ class VenueBooks(msgspec.Struct, frozen=True, kw_only=True):
     next_trade_seq: int = 1
 
 
-class StepResult(msgspec.Struct, frozen=True, kw_only=True):
+class PassChanges(msgspec.Struct, frozen=True, kw_only=True):
     """What one pass changed, in the order it happened.
 
     ``orders`` holds the final version of each changed order (to store), ``fills`` and
     ``positions`` the new fills and changed positions, ``reports`` the events to emit.
     """
 
-    books: VenueBooks
     orders: tuple[VenueOrder, ...] = ()
     fills: tuple[VenueFill, ...] = ()
     positions: tuple[VenuePosition, ...] = ()
@@ -220,6 +233,12 @@ class StepResult(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def has_changes(self) -> bool:
         return bool(self.orders or self.fills or self.positions)
+
+
+class StepResult(PassChanges, frozen=True, kw_only=True):
+    """``PassChanges`` plus the books after the pass (the reference ``step``'s answer)."""
+
+    books: VenueBooks
 
 
 def format_order_id(seq: int) -> str:
@@ -260,12 +279,31 @@ def receive_order(
             f"status={existing.status.value}",
             client_order_id=client_order_id,
         )
-    _validate_request(request, instruments)
     seq = books.next_order_seq
-    order = VenueOrder(
+    order = new_order(request, seq=seq, instruments=instruments, rules=rules, now_ns=now_ns)
+    working = dict(books.working)
+    working[client_order_id] = order
+    return msgspec.structs.replace(books, working=working, next_order_seq=seq + 1), order
+
+
+def new_order(
+    request: OrderRequest,
+    *,
+    seq: int,
+    instruments: Mapping[str, Instrument],
+    rules: VenueRules,
+    now_ns: int,
+) -> VenueOrder:
+    """Validate ``request`` and return it as a received order with sequence ``seq``.
+
+    Raises:
+        VenueRejection: a bad request. Duplicates are the caller's to check.
+    """
+    _validate_request(request, instruments)
+    return VenueOrder(
         seq=seq,
         venue_order_id=format_order_id(seq),
-        client_order_id=client_order_id,
+        client_order_id=request.client_order_id,
         instrument=request.instrument,
         side=request.side,
         order_type=request.order_type,
@@ -276,9 +314,6 @@ def receive_order(
         ack_due_ns=now_ns + rules.latency_ns,
         ts_updated=now_ns,
     )
-    working = dict(books.working)
-    working[client_order_id] = order
-    return msgspec.structs.replace(books, working=working, next_order_seq=seq + 1), order
 
 
 def request_cancel(
@@ -289,13 +324,22 @@ def request_cancel(
     Returns the updated order, or ``None`` when there is nothing to do: the order is not
     working (filled, cancelled, unknown) or a cancel is already pending. Never raises.
     """
-    order = books.working.get(client_order_id)
-    if order is None or order.cancel_due_ns is not None:
+    updated = cancel_requested(books.working.get(client_order_id), rules=rules, now_ns=now_ns)
+    if updated is None:
         return books, None
-    updated = msgspec.structs.replace(
+    return _with_order(books, updated), updated
+
+
+def cancel_requested(
+    order: VenueOrder | None, *, rules: VenueRules, now_ns: int
+) -> VenueOrder | None:
+    """Return the working ``order`` with a cancel due at ``now_ns + latency``, or ``None``
+    when there is nothing to do (no such working order, or a cancel already pending)."""
+    if order is None or order.cancel_due_ns is not None:
+        return None
+    return msgspec.structs.replace(
         order, cancel_due_ns=now_ns + rules.latency_ns, ts_updated=now_ns
     )
-    return _with_order(books, updated), updated
 
 
 def request_modify(
@@ -315,7 +359,31 @@ def request_modify(
         VenueRejection: ``ORDER_NOT_WORKING`` (unknown or terminal), ``ORDER_PENDING_CANCEL``,
             a bad quantity, or ``MODIFY_BELOW_FILLED`` (not above what has already filled).
     """
-    order = books.working.get(client_order_id)
+    updated = modify_requested(
+        books.working.get(client_order_id),
+        client_order_id,
+        quantity,
+        instruments=instruments,
+        rules=rules,
+        now_ns=now_ns,
+    )
+    return _with_order(books, updated), updated
+
+
+def modify_requested(
+    order: VenueOrder | None,
+    client_order_id: str,
+    quantity: int,
+    *,
+    instruments: Mapping[str, Instrument],
+    rules: VenueRules,
+    now_ns: int,
+) -> VenueOrder:
+    """Return the working ``order`` with a change to ``quantity`` due at ``now_ns + latency``.
+
+    Raises:
+        VenueRejection: as ``request_modify``.
+    """
     if order is None:
         raise VenueRejection(
             "ORDER_NOT_WORKING",
@@ -336,13 +404,12 @@ def request_modify(
             f"filled_quantity={order.filled_quantity}",
             client_order_id=client_order_id,
         )
-    updated = msgspec.structs.replace(
+    return msgspec.structs.replace(
         order,
         modify_quantity=quantity,
         modify_due_ns=now_ns + rules.latency_ns,
         ts_updated=now_ns,
     )
-    return _with_order(books, updated), updated
 
 
 def _validate_request(request: OrderRequest, instruments: Mapping[str, Instrument]) -> None:
@@ -436,66 +503,95 @@ def step(
 
     ``tick`` (optional) is a new quote; it is applied after the due actions, which therefore
     see the quote before it. Ticks for instruments the venue does not list are ignored.
+
+    This is the reference: it scans every working order. ``matching.IndexedBooks`` runs the
+    same ``MatchingPass`` over only the orders a pass can touch, and must give the same result
+    (tests/adapter/test_paper_matching_index.py).
     """
-    run = _Pass(books, now_ns=now_ns, instruments=instruments, rules=rules)
-    for _due, _rank, _seq, kind, client_order_id in _due_actions(books, now_ns):
-        order = run.working.get(client_order_id)
-        if order is None:  # an earlier action this pass ended it
-            continue
-        if kind == _ACK:
-            run.acknowledge(order)
-        elif kind == _MODIFY:
-            run.apply_modify(order)
-        else:
-            run.apply_cancel(order)
+    run = MatchingPass(
+        working=dict(books.working),
+        positions=dict(books.positions),
+        quotes=dict(books.quotes),
+        next_trade_seq=books.next_trade_seq,
+        now_ns=now_ns,
+        instruments=instruments,
+        rules=rules,
+    )
+    run.apply_due(_due_actions(books, now_ns))
     if tick is not None and tick.instrument in instruments:
         run.quotes[tick.instrument] = tick
-    for order in sorted(run.working.values(), key=lambda item: item.seq):
-        if order.is_accepted and order.client_order_id not in run.filled_this_pass:
-            run.match(order)
-    return run.result()
+    run.match_all(sorted(run.working.values(), key=lambda item: item.seq))
+    changes = run.changes()
+    return StepResult(
+        books=msgspec.structs.replace(
+            books,
+            working=run.working,
+            positions=run.positions,
+            quotes=run.quotes,
+            next_trade_seq=run.next_trade_seq,
+        ),
+        orders=changes.orders,
+        fills=changes.fills,
+        positions=changes.positions,
+        reports=changes.reports,
+    )
 
 
-_ACK, _MODIFY, _CANCEL = "ack", "modify", "cancel"
-_RANK = {_ACK: 0, _MODIFY: 1, _CANCEL: 2}
+ACK, MODIFY, CANCEL = "ack", "modify", "cancel"
+ACTION_RANK = {ACK: 0, MODIFY: 1, CANCEL: 2}
+DueAction = tuple[int, int, int, str, str]  # (due_ns, rank, seq, kind, client_order_id)
 
 
-def _due_actions(books: VenueBooks, now_ns: int) -> list[tuple[int, int, int, str, str]]:
-    actions: list[tuple[int, int, int, str, str]] = []
+def due_actions_of(order: VenueOrder, now_ns: int) -> list[DueAction]:
+    """The actions of ``order`` due by ``now_ns``, as ``step`` orders them (due time, then ack
+    before modify before cancel, then order sequence)."""
+    actions: list[DueAction] = []
+    if not order.is_accepted and order.ack_due_ns <= now_ns:
+        actions.append((order.ack_due_ns, ACTION_RANK[ACK], order.seq, ACK, order.client_order_id))
+    if order.modify_due_ns is not None and order.modify_due_ns <= now_ns:
+        actions.append(
+            (order.modify_due_ns, ACTION_RANK[MODIFY], order.seq, MODIFY, order.client_order_id)
+        )
+    if order.cancel_due_ns is not None and order.cancel_due_ns <= now_ns:
+        actions.append(
+            (order.cancel_due_ns, ACTION_RANK[CANCEL], order.seq, CANCEL, order.client_order_id)
+        )
+    return actions
+
+
+def _due_actions(books: VenueBooks, now_ns: int) -> list[DueAction]:
+    actions: list[DueAction] = []
     for order in books.working.values():
-        if not order.is_accepted and order.ack_due_ns <= now_ns:
-            actions.append((order.ack_due_ns, _RANK[_ACK], order.seq, _ACK, order.client_order_id))
-        if order.modify_due_ns is not None and order.modify_due_ns <= now_ns:
-            actions.append(
-                (order.modify_due_ns, _RANK[_MODIFY], order.seq, _MODIFY, order.client_order_id)
-            )
-        if order.cancel_due_ns is not None and order.cancel_due_ns <= now_ns:
-            actions.append(
-                (order.cancel_due_ns, _RANK[_CANCEL], order.seq, _CANCEL, order.client_order_id)
-            )
+        actions.extend(due_actions_of(order, now_ns))
     actions.sort()
     return actions
 
 
-class _Pass:
-    """The mutable scratch state of one ``step``; copies the books' mappings up front."""
+class MatchingPass:
+    """The mutable scratch state of one pass, over mappings the caller owns and lets it change
+    (``step`` hands it copies; ``IndexedBooks`` its own live mappings). ``on_store`` is told
+    every order the pass changes, after the change."""
 
     def __init__(
         self,
-        books: VenueBooks,
         *,
+        working: dict[str, VenueOrder],
+        positions: dict[str, VenuePosition],
+        quotes: dict[str, Tick],
+        next_trade_seq: int,
         now_ns: int,
         instruments: Mapping[str, Instrument],
         rules: VenueRules,
+        on_store: Callable[[VenueOrder], None] | None = None,
     ) -> None:
-        self.books = books
         self.now_ns = now_ns
         self.instruments = instruments
         self.rules = rules
-        self.working: dict[str, VenueOrder] = dict(books.working)
-        self.positions: dict[str, VenuePosition] = dict(books.positions)
-        self.quotes: dict[str, Tick] = dict(books.quotes)
-        self.next_trade_seq = books.next_trade_seq
+        self.working = working
+        self.positions = positions
+        self.quotes = quotes
+        self.next_trade_seq = next_trade_seq
+        self.on_store = on_store
         self.changed_orders: dict[str, VenueOrder] = {}
         self.changed_positions: dict[str, VenuePosition] = {}
         self.fills: list[VenueFill] = []
@@ -503,12 +599,41 @@ class _Pass:
         self.filled_this_pass: set[str] = set()
         self.acked_this_pass: set[str] = set()
 
+    def apply_due(self, actions: Iterable[DueAction]) -> None:
+        """Apply due actions in the order given (sorted as ``step`` sorts them)."""
+        for _due, _rank, _seq, kind, client_order_id in actions:
+            order = self.working.get(client_order_id)
+            if order is None:  # an earlier action this pass ended it
+                continue
+            if kind == ACK:
+                self.acknowledge(order)
+            elif kind == MODIFY:
+                self.apply_modify(order)
+            else:
+                self.apply_cancel(order)
+
+    def match_all(self, orders: Iterable[VenueOrder]) -> None:
+        """Give each order (in sequence order) its one matching chance of the pass."""
+        for order in orders:
+            if order.is_accepted and order.client_order_id not in self.filled_this_pass:
+                self.match(order)
+
+    def changes(self) -> PassChanges:
+        return PassChanges(
+            orders=tuple(self.changed_orders.values()),
+            fills=tuple(self.fills),
+            positions=tuple(self.changed_positions.values()),
+            reports=tuple(self.reports),
+        )
+
     def store(self, order: VenueOrder) -> VenueOrder:
         self.changed_orders[order.client_order_id] = order
         if order.status.is_terminal:
             self.working.pop(order.client_order_id, None)
         else:
             self.working[order.client_order_id] = order
+        if self.on_store is not None:
+            self.on_store(order)
         return order
 
     def acknowledge(self, order: VenueOrder) -> None:
@@ -564,7 +689,7 @@ class _Pass:
         if quote is None:
             return
         instrument = self.instruments[order.instrument]
-        is_triggered = order.is_triggered or _stop_touched(order, quote)
+        is_triggered = order.is_triggered or stop_touched(order, quote)
         if order.order_type is OrderType.STOP and not is_triggered:
             return
         price = fill_price(
@@ -629,24 +754,8 @@ class _Pass:
         self.reports.append(fill.report())
         self.reports.append(updated.status_report(self.now_ns))
 
-    def result(self) -> StepResult:
-        books = msgspec.structs.replace(
-            self.books,
-            working=self.working,
-            positions=self.positions,
-            quotes=self.quotes,
-            next_trade_seq=self.next_trade_seq,
-        )
-        return StepResult(
-            books=books,
-            orders=tuple(self.changed_orders.values()),
-            fills=tuple(self.fills),
-            positions=tuple(self.changed_positions.values()),
-            reports=tuple(self.reports),
-        )
 
-
-def _stop_touched(order: VenueOrder, quote: Tick) -> bool:
+def stop_touched(order: VenueOrder, quote: Tick) -> bool:
     if order.order_type is not OrderType.STOP or order.trigger_price is None:
         return False
     if order.side is Side.SELL:
