@@ -284,9 +284,10 @@ class OrderJournal:
         # The engine's own connect arguments and SQLite pragmas, but a DBAPI connection that
         # leaves the pool: the journal keeps it, in autocommit mode (one statement, one commit).
         proxy = self._database.engine.raw_connection()
-        proxy.detach()
         connection = proxy.driver_connection
-        assert connection is not None
+        if connection is None:
+            raise RuntimeError("the database engine gave no DBAPI connection")
+        proxy.detach()
         connection.rollback()
         if self._postgres:
             connection.autocommit = True

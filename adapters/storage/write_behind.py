@@ -143,7 +143,7 @@ class WriteBehind:
         journal and the broker still have what recovery needs)."""
         try:
             self.flush(timeout_s=timeout_s)
-        except (StorageWriteFailed, TimeoutError) as error:
+        except (StorageWriteFailed, TimeoutError, RuntimeError) as error:
             logger.error("write-behind stopped with changes not stored: %s", error)
         with self._condition:
             self._stopping = True
