@@ -38,12 +38,11 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-from sqlalchemy import delete
+from sqlalchemy import Dialect, Table, bindparam, delete
 
 from adapters.logs import log_event
 from adapters.storage.repositories import (
     PositionRow,
-    UnitOfWork,
     bracket_values,
     dialect_insert,
     fill_values,
@@ -52,6 +51,7 @@ from adapters.storage.repositories import (
 )
 from adapters.storage.tables import (
     brackets,
+    control_state,
     events,
     fills,
     order_journal,
@@ -60,8 +60,6 @@ from adapters.storage.tables import (
 )
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection
-
     from adapters.storage.database import Database
     from domain.messages.orders import FillReport
     from domain.oco import Bracket
@@ -128,6 +126,7 @@ class WriteBehind:
         """The journal seq up to which this writer has brought the tables."""
         self.batches = 0
         self.statements = 0
+        self._prepared: dict[str, _Prepared] | None = None
 
     # ------------------------------------------------------------------ LIFECYCLE
     def start(self) -> None:
@@ -364,38 +363,115 @@ class WriteBehind:
                 event_rows.append(values)
             else:
                 seq = max(seq, values)
-        statements = 0
-        with UnitOfWork(self._database) as uow:
-            connection = uow.connection
-            if order_rows:
-                _upsert_many(connection, orders, list(order_rows.values()), "client_order_id")
-                statements += 1
-            if bracket_rows:
-                _upsert_many(connection, brackets, list(bracket_rows.values()), "plan_client_id")
-                statements += 1
-            if fill_rows:
-                insert = dialect_insert(connection)
-                connection.execute(
-                    insert(fills).on_conflict_do_nothing(index_elements=["trade_id"]), fill_rows
+        statements = self._statements()
+        # Everything Python does to the rows happens before the transaction: on SQLite the
+        # transaction holds the file's one write lock, which the journal append waits for.
+        work: list[tuple[str, list[Any]]] = []
+        for name, rows in (
+            ("orders", list(order_rows.values())),
+            ("brackets", list(bracket_rows.values())),
+            ("fills", fill_rows),
+            ("positions", list(position_rows.values())),
+            ("events", event_rows),
+        ):
+            if rows:
+                statement = statements[name]
+                work.append((statement.sql, [statement.parameters(row) for row in rows]))
+        if seq > self.applied_seq:
+            mark = statements["applied_seq"]
+            work.append(
+                (
+                    mark.sql,
+                    [
+                        mark.parameters(
+                            {
+                                "key": APPLIED_SEQ_KEY,
+                                "value": str(seq),
+                                "updated_ns": time.time_ns(),
+                            }
+                        )
+                    ],
                 )
-                statements += 1
-            if position_rows:
-                _upsert_many(connection, positions, list(position_rows.values()), "position_id")
-                statements += 1
-            if event_rows:
-                connection.execute(events.insert(), event_rows)
-                statements += 1
-            if seq > self.applied_seq:
-                uow.control.put(APPLIED_SEQ_KEY, str(seq), ts_ns=time.time_ns())
-                connection.execute(delete(order_journal).where(order_journal.c.seq <= seq))
-                statements += 2
+            )
+            forget = statements["forget_journal"]
+            work.append((forget.sql, [forget.parameters({"seq": seq})]))
+        with self._database.transaction() as connection:
+            for sql, parameters in work:
+                connection.exec_driver_sql(sql, parameters)
         if seq > self.applied_seq:
             self.applied_seq = seq
         self.batches += 1
-        self.statements += statements
+        self.statements += len(work)
+
+    def _statements(self) -> dict[str, _Prepared]:
+        if self._prepared is None:
+            dialect = self._database.engine.dialect
+            with self._database.engine.connect() as connection:
+                insert = dialect_insert(connection)
+            self._prepared = {
+                "orders": _Prepared.upsert(insert, orders, "client_order_id", dialect),
+                "brackets": _Prepared.upsert(insert, brackets, "plan_client_id", dialect),
+                "positions": _Prepared.upsert(insert, positions, "position_id", dialect),
+                "applied_seq": _Prepared.upsert(insert, control_state, "key", dialect),
+                "fills": _Prepared(
+                    insert(fills)
+                    .values({c.name: bindparam(c.name) for c in fills.columns if c.name != "id"})
+                    .on_conflict_do_nothing(index_elements=["trade_id"]),
+                    fills,
+                    dialect,
+                ),
+                "events": _Prepared(
+                    events.insert().values(
+                        {c.name: bindparam(c.name) for c in events.columns if c.name != "id"}
+                    ),
+                    events,
+                    dialect,
+                ),
+                "forget_journal": _Prepared(
+                    delete(order_journal).where(order_journal.c.seq <= bindparam("seq")),
+                    order_journal,
+                    dialect,
+                ),
+            }
+        return self._prepared
 
 
-def _upsert_many(connection: Connection, table: Any, rows: list[dict[str, Any]], key: str) -> None:
-    insert = dialect_insert(connection)(table)
-    changes = {column: insert.excluded[column] for column in rows[0] if column != key}
-    connection.execute(insert.on_conflict_do_update(index_elements=[key], set_=changes), rows)
+class _Prepared:
+    """A statement compiled once for the dialect, with the bind processors of its columns, so
+    a batch goes to the driver as plain parameters (``exec_driver_sql``, one executemany)."""
+
+    def __init__(self, statement: Any, table: Table, dialect: Dialect) -> None:
+        compiled = statement.compile(dialect=dialect)
+        self.sql: str = compiled.string
+        # Positional paramstyles (SQLite's qmark) need the names' order; named ones (psycopg's
+        # pyformat) take a mapping.
+        self._positions: list[str] | None = (
+            list(compiled.positiontup) if compiled.positional else None
+        )
+        self._processors: dict[str, Any] = {}
+        for name in compiled.binds:
+            column = table.columns.get(name)
+            if column is None:
+                continue
+            processor = column.type.dialect_impl(dialect).bind_processor(dialect)
+            if processor is not None:
+                self._processors[name] = processor
+
+    @classmethod
+    def upsert(cls, insert: Any, table: Table, key: str, dialect: Dialect) -> _Prepared:
+        columns = [c.name for c in table.columns if c.name != "id"]
+        statement = insert(table).values({name: bindparam(name) for name in columns})
+        changes = {name: statement.excluded[name] for name in columns if name != key}
+        return cls(
+            statement.on_conflict_do_update(index_elements=[key], set_=changes), table, dialect
+        )
+
+    def parameters(self, row: dict[str, Any]) -> Any:
+        processors = self._processors
+        values = {
+            name: (processors[name](value) if name in processors else value)
+            for name, value in row.items()
+        }
+        if self._positions is None:
+            return values
+        return tuple(values[name] for name in self._positions)
