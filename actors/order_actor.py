@@ -447,7 +447,9 @@ class OrderActor(VigilActor):
         catch up with the broker, settle what expired, and only then let entries through."""
         started_mono = self.clock.monotonic_ns()
         now = self.clock.now_ns()
-        # Before any plan reaches us: the previous leader's entries count in the risk windows.
+        # Before any plan reaches us: the previous leader's entries count in the risk windows,
+        # and so do ours (the risk actor reads the tables: they must have caught up first).
+        self._store.flush(timeout_s=30)
         self.directory.tell(self._risk_actor, ReloadRiskWindows(epoch=leadership.epoch))
         self._load_from_storage()
         self._reconciliation.reconcile_with_broker()
