@@ -565,7 +565,7 @@ class OrderActor(VigilActor):
                 self._projection.book_closed(position)
                 self._store.write(position=position_row(bracket, position, now))
             for order_id in oco.bracket_orders(bracket):
-                self._book.orders.pop(order_id, None)
+                self._book.retire_order(order_id)
                 self._execution.submitted_at_ns.pop(order_id, None)
             del self._book.brackets[plan_id]
         if self._flatten_reason is not None:
@@ -652,6 +652,7 @@ class OrderActor(VigilActor):
         now = self.clock.now_ns()
         self._projection.roll_trading_day(now)
         self._store.flush(timeout_s=30)
+        self._book.finished.clear()  # the tables answer for finished orders from here
         with UnitOfWork(self._database) as uow:
             applied_seq = int(uow.control.get(APPLIED_SEQ_KEY) or 0)
         tail = self._journal.tail(applied_seq)
@@ -761,6 +762,9 @@ class OrderActor(VigilActor):
         order = self._book.orders.get(client_order_id)
         if order is not None:
             return order
+        order = self._book.finished.get(client_order_id)
+        if order is not None:
+            return order  # a late report for a bracket this incarnation finished
         self._store.flush()  # a finished bracket's leg: its rows may still be on the way
         with UnitOfWork(self._database) as uow:
             order = uow.orders.get(client_order_id)

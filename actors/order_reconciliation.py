@@ -460,6 +460,8 @@ class BrokerReconciliation:
         # Ids the broker lists that are not in memory: ours if storage has them (a finished
         # bracket's legs). Whether an id is stored never changes, so each is looked up once.
         known = self._stored_ids_cache
+        for order_id in client_order_ids & self._book.finished.keys():
+            known[order_id] = True  # finished by us: stored, or on its way to the tables
         lookup = [order_id for order_id in client_order_ids if order_id not in known]
         if lookup:
             self._store.flush()  # the tables answer: what we handed over first
