@@ -33,8 +33,9 @@ broker's books. A write-behind that cannot store for long (``StorageWriteFailed`
 from the next timer or plan, as a failed transaction used to be.
 
 Where it waits for storage: the journal append before each broker call (one INSERT); a flush
-of the write-behind before reading the tables (loading at start and takeover, an order that is
-not in the books, the broker's ids reconciliation does not know, ``QueryOrders``), and at stop.
+of the write-behind before reading the tables (loading at start and takeover, an order neither
+in the books nor among those this incarnation last finished, the broker's ids reconciliation
+does not know, ``QueryOrders``), and at stop.
 """
 
 from __future__ import annotations
