@@ -1,7 +1,9 @@
 """OrderActor: the only actor that talks to the broker for orders.
 
-Owns: orders, OCO brackets, fills and the positions derived from them; writes every order
-ahead to storage before the broker sees it.
+Owns: orders, OCO brackets, fills and the positions derived from them; journals every broker
+call ahead (one fenced INSERT, ``adapters.storage.journal``) and hands every change to the
+write-behind (``adapters.storage.write_behind``), which brings the tables up to date in batches
+on its own thread. The books in memory are the truth while it runs.
 Accepts: ``SubmitBracket`` (from risk), ``FlattenAll``, broker reports (``OrderStatusReport``,
 ``FillReport``, ``OrderStreamHeartbeat``), ``TradingStateChanged``, ``LeadershipChanged``,
 ``DrainTicks`` (marks), ``TimerFired``, the broker gateway's outcomes (``BrokerRequestFailed``,
@@ -27,11 +29,20 @@ What stays here: the lifecycle, message dispatch, the takeover on a gain of lead
 flatten orchestration, and applying fills and status reports to orders, brackets and positions.
 
 Failure: an exception in a handler stops the actor; the supervisor restarts it, and
-``on_start`` rebuilds everything from storage and reconciles with the broker's books.
+``on_start`` rebuilds everything from storage (the tables, once the write-behind has stored
+what the previous incarnation handed it, plus the journal's tail) and reconciles with the
+broker's books. A write-behind that cannot store for long (``StorageWriteFailed``) is raised
+from the next timer or plan, as a failed transaction used to be.
+
+Where it waits for storage: the journal append before each broker call (one INSERT); a flush
+of the write-behind before reading the tables (loading at start and takeover, an order neither
+in the books nor among those this incarnation last finished, the broker's ids reconciliation
+does not know, ``QueryOrders``), and at stop.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -48,7 +59,9 @@ from actors.order_reconciliation import BrokerReconciliation, OrderReconciler
 from actors.safety_outbox import SafetyOutbox
 from adapters.brokers.base import BrokerRejected, BrokerUnavailable
 from adapters.logs import log_event
+from adapters.storage.journal import JournalKind
 from adapters.storage.repositories import UnitOfWork
+from adapters.storage.write_behind import APPLIED_SEQ_KEY, StorageWriteFailed
 from domain import oco
 from domain.clock import NANOS_PER_SECOND
 from domain.config import OrderConfig, ReconciliationConfig
@@ -75,7 +88,14 @@ from domain.messages import (
     TimerFired,
     TradingStateChanged,
 )
-from domain.orders import Order, Overfill, apply_fill, apply_status_report
+from domain.orders import (
+    InvalidTransition,
+    Order,
+    Overfill,
+    apply_fill,
+    apply_status_report,
+    mark_cancel_requested,
+)
 from domain.plans import client_order_id
 from domain.positions import apply_fill as position_apply_fill
 from domain.positions import flat
@@ -86,6 +106,8 @@ if TYPE_CHECKING:
     from adapters.brokers.base import BrokerPort
     from adapters.metrics import EngineMetrics
     from adapters.storage.database import Database
+    from adapters.storage.journal import JournalEntry, OrderJournal
+    from adapters.storage.write_behind import WriteBehind
     from domain.instruments import Instrument
 
 __all__ = ["FlattenStatus", "OrderActor", "PortfolioView"]
@@ -116,6 +138,8 @@ class OrderActor(VigilActor):
         self,
         *,
         database: Database,
+        journal: OrderJournal,
+        write_behind: WriteBehind,
         broker: BrokerPort,
         instruments: Mapping[str, Instrument],
         conflator: TickConflator,
@@ -133,6 +157,8 @@ class OrderActor(VigilActor):
     ) -> None:
         super().__init__(**base)
         self._database = database
+        self._journal = journal
+        self._store = write_behind
         self._broker = broker
         self._instruments = dict(instruments)
         self._conflator = conflator
@@ -173,6 +199,8 @@ class OrderActor(VigilActor):
         self._execution = OrderExecution(
             self._book,
             database=database,
+            journal=journal,
+            store=write_behind,
             broker=broker,
             # Without one from the engine: the broker is called here, outcomes told to us.
             gateway=gateway
@@ -198,6 +226,7 @@ class OrderActor(VigilActor):
             reconciler=self._reconciler,
             execution=self._execution,
             database=database,
+            store=write_behind,
             broker=broker,
             metrics=metrics,
             clock=self.clock,
@@ -244,18 +273,27 @@ class OrderActor(VigilActor):
             active_brackets=len(self._book.brackets),
             working_orders=self._book.working_order_count(),
         )
-        with UnitOfWork(self._database) as uow:
-            uow.events.append(
-                "RECOVERY",
-                {"open_positions": open_count, "active_brackets": len(self._book.brackets)},
-                ts_ns=self.clock.now_ns(),
-                instance_id=self._instance_id,
-            )
+        self._store.write_event(
+            "RECOVERY",
+            {"open_positions": open_count, "active_brackets": len(self._book.brackets)},
+            ts_ns=self.clock.now_ns(),
+            instance_id=self._instance_id,
+        )
         self.on_drain_ticks(DrainTicks())
         self._projection.publish()
 
+    def on_stop(self) -> None:
+        # What this incarnation handed over reaches the tables before it is gone (the engine
+        # stops the writer itself after every child).
+        try:
+            self._store.flush(timeout_s=10)
+        except (StorageWriteFailed, TimeoutError, RuntimeError) as error:
+            logger.error("order actor stopped with changes not stored: %s", error)
+
     # ------------------------------------------------------------------ COMMAND HANDLERS
     def submit_bracket(self, command: SubmitBracket) -> None:
+        # Tables that cannot be written for long fail this handler, as a failed transaction did.
+        self._store.raise_if_failed()
         plan = command.plan
         now = self.clock.now_ns()
         entry_id = client_order_id(plan.plan_client_id, LegKind.ENTRY)
@@ -315,22 +353,14 @@ class OrderActor(VigilActor):
             return
         bracket = self._book.brackets.get(order.plan_client_id)
         actions: list[oco.BracketAction] = []
+        position = None
         try:
-            with UnitOfWork(self._database) as uow:
-                if not uow.fills.add(fill, plan_client_id=order.plan_client_id, recorded_ns=now):
-                    self._book.trade_ids.add(fill.trade_id)
-                    return
-                apply_fill(order, fill, now)  # Overfill leaves the order unchanged
-                uow.orders.update(order)
-                if bracket is not None:
-                    position = self._book.positions.get(order.plan_client_id) or flat(
-                        order.instrument
-                    )
-                    position = position_apply_fill(position, fill.side, fill.quantity, fill.price)
-                    self._book.positions[order.plan_client_id] = position
-                    actions = oco.on_order_update(bracket, self._book.bracket_orders(bracket), now)
-                    uow.brackets.upsert(bracket)
-                    uow.positions.upsert(position_row(bracket, position, now))
+            apply_fill(order, fill, now)  # Overfill leaves the order unchanged
+            if bracket is not None:
+                position = self._book.positions.get(order.plan_client_id) or flat(order.instrument)
+                position = position_apply_fill(position, fill.side, fill.quantity, fill.price)
+                self._book.positions[order.plan_client_id] = position
+                actions = oco.on_order_update(bracket, self._book.bracket_orders(bracket), now)
         except Overfill as error:
             self._book.trade_ids.add(fill.trade_id)
             self._reconciliation.halt_on_drift("OVERFILL", str(error), fill, now)
@@ -339,6 +369,17 @@ class OrderActor(VigilActor):
             self._book.trade_ids.add(fill.trade_id)
             self._reconciliation.halt_on_drift("FILL_MISMATCH", str(error), fill, now)
             return
+        # The trade id is booked in memory now; a fill lost with the write-behind in a crash is
+        # listed by the broker and applied again by the reconciliation at start.
+        self._store.write(
+            order=order,
+            fill=fill,
+            recorded_ns=now,
+            bracket=bracket,
+            position=None
+            if bracket is None or position is None
+            else position_row(bracket, position, now),
+        )
         self._book.trade_ids.add(fill.trade_id)
         if bracket is None:
             # A fill for a bracket already finished (a cancel that lost a race at the broker):
@@ -443,7 +484,9 @@ class OrderActor(VigilActor):
         catch up with the broker, settle what expired, and only then let entries through."""
         started_mono = self.clock.monotonic_ns()
         now = self.clock.now_ns()
-        # Before any plan reaches us: the previous leader's entries count in the risk windows.
+        # Before any plan reaches us: the previous leader's entries count in the risk windows,
+        # and so do ours (the risk actor reads the tables: they must have caught up first).
+        self._store.flush(timeout_s=30)
         self.directory.tell(self._risk_actor, ReloadRiskWindows(epoch=leadership.epoch))
         self._load_from_storage()
         self._reconciliation.reconcile_with_broker()
@@ -468,20 +511,14 @@ class OrderActor(VigilActor):
             f"{details['working_orders']} working orders taken over; entries allowed",
             **details,
         )
-        try:
-            with UnitOfWork(self._database) as uow:
-                uow.events.append("TAKEOVER", details, ts_ns=now, instance_id=self._instance_id)
-        except Exception as error:
-            # The takeover is done and logged; losing its audit row must not crash the actor
-            # into a restart loop (storage down is judged by the writes that matter).
-            logger.error(
-                "could not store the TAKEOVER event (epoch %d): %r", leadership.epoch, error
-            )
+        self._store.write_event("TAKEOVER", details, ts_ns=now, instance_id=self._instance_id)
 
     def on_drain_ticks(self, _wake: DrainTicks) -> None:
         self._projection.on_ticks(self._conflator.drain())
 
     def on_timer_fired(self, timer: TimerFired) -> None:
+        # Tables that cannot be written for long fail this handler, as a failed transaction did.
+        self._store.raise_if_failed()
         now = timer.now_ns
         if now - self._last_consistency_ns >= _CONSISTENCY_EVERY_NS or self._broker_pass_missed:
             self._last_consistency_ns = now
@@ -505,6 +542,11 @@ class OrderActor(VigilActor):
         return self._projection.position_views()
 
     def recent_orders(self, limit: int) -> list[Order]:
+        try:
+            # The tables answer: let them catch up with what this actor handed over.
+            self._store.flush(timeout_s=2)
+        except (StorageWriteFailed, TimeoutError, RuntimeError) as error:
+            logger.warning("orders listed from tables not yet current: %s", error)
         with UnitOfWork(self._database) as uow:
             return uow.orders.list_recent(limit)
 
@@ -544,6 +586,7 @@ class OrderActor(VigilActor):
             "flatten": msgspec.to_builtins(self.flatten_status()),
             "recent_denials": msgspec.to_builtins(list(self._execution.denied)),
             "safety_outbox": self._safety.snapshot(),
+            "write_behind": self._store.snapshot(),
             "last_stream_ns": self._last_stream_ns,
             "mailbox_depth": self.mailbox_depth,
         }
@@ -557,10 +600,9 @@ class OrderActor(VigilActor):
             position = self._book.positions.pop(plan_id, None)
             if position is not None:
                 self._projection.book_closed(position)
-                with UnitOfWork(self._database) as uow:
-                    uow.positions.upsert(position_row(bracket, position, now))
+                self._store.write(position=position_row(bracket, position, now))
             for order_id in oco.bracket_orders(bracket):
-                self._book.orders.pop(order_id, None)
+                self._book.retire_order(order_id)
                 self._execution.submitted_at_ns.pop(order_id, None)
             del self._book.brackets[plan_id]
         if self._flatten_reason is not None:
@@ -597,13 +639,12 @@ class OrderActor(VigilActor):
             duration_ms=round(duration_ms, 3),
             positions_closed=self._flatten_at_start[0],
         )
-        with UnitOfWork(self._database) as uow:
-            uow.events.append(
-                "FLATTEN",
-                msgspec.to_builtins(self._last_flatten),
-                ts_ns=now,
-                instance_id=self._instance_id,
-            )
+        self._store.write_event(
+            "FLATTEN",
+            msgspec.to_builtins(self._last_flatten),
+            ts_ns=now,
+            instance_id=self._instance_id,
+        )
         self._flatten_reason = None
         self._flatten_started_ns = None
         self._flatten_started_mono = None
@@ -627,22 +668,43 @@ class OrderActor(VigilActor):
 
     def _load_from_storage(self) -> None:
         """Load the active brackets, their orders, positions (rebuilt from fills), the trade ids
-        and today's realized PnL from storage, merging with what is in memory.
+        and today's realized PnL from the tables, then apply the journal's tail, merging with
+        what is in memory.
 
-        Storage is the truth: every change this incarnation makes is written before it acts,
-        and anything another leader did is only there. The one thing memory knows better is
-        that an order was handed to the broker (SUBMITTED lives in memory only; storage says
+        First the write-behind stores everything handed to it (this incarnation's, or the one
+        that crashed before it in this process): the one place where recovery waits for it.
+        What a killed process never stored is in the journal's tail (entries the tables have
+        not caught up with, read before the tables so that an entry the tables take meanwhile
+        is seen in one or the other): an order placed but not in the tables comes back
+        PENDING_SUBMIT with the bracket it was placed for, a cancel as requested, a resend or
+        resize under its epoch; the reconciliation with the broker settles the rest (fills the
+        tables lost are in the broker's fill list).
+
+        Storage is the truth: every change this incarnation made is stored before this reads
+        it, and anything another leader did is only there. The one thing memory knows better
+        is that an order was handed to the broker (SUBMITTED lives in memory only; storage says
         PENDING_SUBMIT): that is kept, so the order is settled from the broker's list rather
         than treated as never sent. A bracket in memory that storage no longer lists as active
         was finished by another leader and is dropped.
         """
         now = self.clock.now_ns()
         self._projection.roll_trading_day(now)
+        self._store.flush(timeout_s=30)
+        self._book.finished.clear()  # the tables answer for finished orders from here
+        with UnitOfWork(self._database) as uow:
+            applied_seq = int(uow.control.get(APPLIED_SEQ_KEY) or 0)
+        tail = self._journal.tail(applied_seq)
+        stored_ids: set[str] = set()
         with UnitOfWork(self._database) as uow:
             brackets = uow.brackets.list_active()
             self._book.trade_ids |= uow.fills.trade_ids()
             self._projection.reload_realized(uow, now)
             active = {bracket.plan_client_id for bracket in brackets}
+            active |= {
+                entry.bracket.plan_client_id
+                for entry in tail
+                if entry.bracket is not None and entry.bracket.status in ACTIVE
+            }
             for plan_id in [p for p in self._book.brackets if p not in active]:
                 finished = self._book.brackets.pop(plan_id)
                 self._book.positions.pop(plan_id, None)
@@ -652,15 +714,8 @@ class OrderActor(VigilActor):
             for bracket in brackets:
                 self._book.brackets[bracket.plan_client_id] = bracket
                 for order in uow.orders.list_for_plan(bracket.plan_client_id):
-                    known = self._book.orders.get(order.client_order_id)
-                    if (
-                        known is not None
-                        and known.status is OrderStatus.SUBMITTED
-                        and order.status is OrderStatus.PENDING_SUBMIT
-                    ):
-                        order.status = OrderStatus.SUBMITTED
-                        order.ts_updated = known.ts_updated
-                    self._book.orders[order.client_order_id] = order
+                    stored_ids.add(order.client_order_id)
+                    self._merge_loaded(order)
                 position = flat(bracket.instrument)
                 fills = sorted(
                     uow.fills.list_for_plan(bracket.plan_client_id), key=lambda f: f.ts_event
@@ -668,11 +723,87 @@ class OrderActor(VigilActor):
                 for fill in fills:
                     position = position_apply_fill(position, fill.side, fill.quantity, fill.price)
                 self._book.positions[bracket.plan_client_id] = position
+            if tail:
+                # An order of the tail that the tables do have (but not under an active
+                # bracket) is settled there: never resurrect it.
+                stored_ids |= {
+                    entry.client_order_id
+                    for entry in tail
+                    if entry.client_order_id not in stored_ids
+                    and uow.orders.get(entry.client_order_id) is not None
+                }
+        if tail:
+            self._apply_journal_tail(tail, stored_ids)
+
+    def _merge_loaded(self, order: Order) -> None:
+        known = self._book.orders.get(order.client_order_id)
+        if (
+            known is not None
+            and known.status is OrderStatus.SUBMITTED
+            and order.status is OrderStatus.PENDING_SUBMIT
+        ):
+            order.status = OrderStatus.SUBMITTED
+            order.ts_updated = known.ts_updated
+        self._book.orders[order.client_order_id] = order
+
+    def _apply_journal_tail(self, tail: list[JournalEntry], stored_ids: set[str]) -> None:
+        # Entries newer than the tables, oldest first. A state the tables already hold is as
+        # new as the entry or newer, so an entry only adds what they lack: never a regression.
+        recovered: dict[str, Order] = {}
+        brackets: dict[str, oco.Bracket] = {}
+        for entry in tail:
+            order_id = entry.client_order_id
+            if entry.kind is JournalKind.PLACE:
+                bracket = entry.bracket
+                if order_id in stored_ids or bracket is None or bracket.status not in ACTIVE:
+                    continue
+                # Placed, maybe sent, never stored: the bracket it was placed for is newer
+                # than the stored one (which may not exist at all).
+                self._book.brackets[bracket.plan_client_id] = bracket
+                self._book.positions.setdefault(bracket.plan_client_id, flat(bracket.instrument))
+                brackets[bracket.plan_client_id] = bracket
+                self._merge_loaded(entry.order)
+                recovered[order_id] = self._book.orders[order_id]
+                continue
+            order = self._book.orders.get(order_id)
+            if order is None or order.status.is_terminal:
+                continue
+            order.epoch = max(order.epoch, entry.epoch)
+            if (
+                entry.kind is JournalKind.CANCEL
+                and entry.order.status is OrderStatus.PENDING_CANCEL
+                and order.status is not OrderStatus.PENDING_CANCEL
+            ):
+                # Not yet acknowledged in the tables: the broker's list settles it.
+                with contextlib.suppress(InvalidTransition):
+                    mark_cancel_requested(order, entry.ts_ns)
+            recovered[order_id] = order
+        for order in recovered.values():
+            self._store.write(order=order)
+        for bracket in brackets.values():
+            self._store.write(bracket=bracket)
+        # Caught up once these are stored: the tail goes with them.
+        self._store.write(journal_seq=tail[-1].seq)
+        log_event(
+            logger,
+            "RECOVERY",
+            f"journal tail: {len(tail)} entries newer than the tables, {len(recovered)} orders "
+            f"and {len(brackets)} brackets recovered from them",
+            journal_entries=len(tail),
+            orders=len(recovered),
+            brackets=len(brackets),
+            first_seq=tail[0].seq,
+            last_seq=tail[-1].seq,
+        )
 
     def _find_order(self, client_order_id: str) -> Order | None:
         order = self._book.orders.get(client_order_id)
         if order is not None:
             return order
+        order = self._book.finished.get(client_order_id)
+        if order is not None:
+            return order  # a late report for a bracket this incarnation finished
+        self._store.flush()  # a finished bracket's leg: its rows may still be on the way
         with UnitOfWork(self._database) as uow:
             order = uow.orders.get(client_order_id)
             if order is None:

@@ -8,6 +8,7 @@ lock. Storage stays the truth; this is what the running incarnation manages.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 from adapters.storage.repositories import PositionRow
@@ -19,19 +20,35 @@ if TYPE_CHECKING:
 
 __all__ = ["ACTIVE", "OrderBook", "position_row"]
 
+# Finished orders kept in memory for late reports (an EXIT's status after its fill closed the
+# bracket): reading them back from the tables would wait for the write-behind.
+_FINISHED_KEPT = 10_000
+
 # Bracket states the actor still manages; any other is finished and leaves the book.
 ACTIVE = (oco.BracketStatus.PENDING_ENTRY, oco.BracketStatus.OPEN, oco.BracketStatus.FLATTENING)
 
 
 class OrderBook:
     """Active brackets by plan id, their orders by client order id, the position each bracket
-    holds (rebuilt from fills) and every trade id booked (a fill is applied once)."""
+    holds (rebuilt from fills), every trade id booked (a fill is applied once), and the latest
+    orders of finished brackets (``finished``, bounded)."""
 
     def __init__(self) -> None:
         self.orders: dict[str, Order] = {}
         self.brackets: dict[str, oco.Bracket] = {}
         self.positions: dict[str, Position] = {}
         self.trade_ids: set[str] = set()
+        self.finished: OrderedDict[str, Order] = OrderedDict()
+
+    def retire_order(self, client_order_id: str) -> None:
+        """Move an order of a finished bracket out of the book, into ``finished``."""
+        order = self.orders.pop(client_order_id, None)
+        if order is None:
+            return
+        self.finished[client_order_id] = order
+        self.finished.move_to_end(client_order_id)
+        while len(self.finished) > _FINISHED_KEPT:
+            self.finished.popitem(last=False)
 
     def bracket_orders(self, bracket: oco.Bracket) -> dict[str, Order]:
         """The orders of ``bracket`` that are in the book."""

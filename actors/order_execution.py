@@ -7,9 +7,11 @@ shared ``OrderBook``. It owns the way to the broker:
   epoch not refused by the database), the finished takeover for entries, and the kill switch's
   authoritative decision (``TradingGate.current()``) for entries; exits and protective legs
   only reduce exposure and go on while paused or halted;
-- the write-ahead fence: every order is stored under our lease holder and epoch before the
-  broker sees it, resends included (a ``StaleEpoch`` means deposed: nothing more is sent
-  under that epoch);
+- the write-ahead fence: before every broker call (place, resend, cancel, cancel resend,
+  resize) one entry is appended to the order journal (``adapters.storage.journal``) by one
+  fenced INSERT under our lease holder and epoch (a ``StaleEpoch`` means deposed: nothing more
+  is sent under that epoch); every other change goes to the tables behind it, through the
+  write-behind (``adapters.storage.write_behind``), never in a transaction of its own;
 - outcomes: a broker timeout or 5xx leaves the order in flight (never "rejected") until the
   broker's order list settles it; nothing is re-sent under a new id;
 - entry expiry (``config.orders.entry_ttl_s`` and the trading day) and the retry caps
@@ -27,8 +29,11 @@ from collections import Counter, deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import msgspec
+
 from adapters.brokers.base import BrokerRejected, BrokerUnavailable
 from adapters.logs import log_event
+from adapters.storage.journal import JournalKind
 from adapters.storage.repositories import (
     DuplicateClientOrderId,
     LeaseFence,
@@ -68,6 +73,8 @@ if TYPE_CHECKING:
     from adapters.brokers.base import BrokerPort
     from adapters.metrics import EngineMetrics
     from adapters.storage.database import Database
+    from adapters.storage.journal import OrderJournal
+    from adapters.storage.write_behind import WriteBehind
     from domain.clock import Clock
     from domain.config import OrderConfig
 
@@ -85,7 +92,9 @@ class OrderExecution:
 
     Args:
         book: the actor's books, shared by reference.
-        database: the write-ahead store (and the lease fence).
+        database: the tables, read on cold paths only (an order not in the books).
+        journal: the write-ahead journal (and the lease fence), appended before each call.
+        store: the write-behind that brings the tables up to date.
         broker: the broker port (its order list, for expiry).
         gateway: where submits, cancels and modifies go; their outcomes come back as messages
             (``on_request_failed``, ``on_request_completed``).
@@ -106,6 +115,8 @@ class OrderExecution:
         book: OrderBook,
         *,
         database: Database,
+        journal: OrderJournal,
+        store: WriteBehind,
         broker: BrokerPort,
         gateway: BrokerGateway,
         metrics: EngineMetrics,
@@ -121,6 +132,8 @@ class OrderExecution:
     ) -> None:
         self._book = book
         self._database = database
+        self._journal = journal
+        self._store = store
         self._broker = broker
         self._gateway = gateway
         self._metrics = metrics
@@ -208,11 +221,9 @@ class OrderExecution:
         the bracket asks for."""
         bracket = self._book.brackets.get(order.plan_client_id)
         actions: list[oco.BracketAction] = []
-        with UnitOfWork(self._database) as uow:
-            uow.orders.update(order)
-            if bracket is not None:
-                actions = oco.on_order_update(bracket, self._book.bracket_orders(bracket), now)
-                uow.brackets.upsert(bracket)
+        if bracket is not None:
+            actions = oco.on_order_update(bracket, self._book.bracket_orders(bracket), now)
+        self._store.write(order=order, bracket=bracket)
         if bracket is not None:
             self.execute(bracket, actions)
 
@@ -248,9 +259,8 @@ class OrderExecution:
         order = oco.new_leg_order(bracket, action, now, epoch=self.leadership.epoch)
         fence = LeaseFence(instance_id=self._lease_holder, epoch=self.leadership.epoch, now_ns=now)
         try:
-            with UnitOfWork(self._database) as uow:
-                uow.orders.add(order, fence=fence)
-                uow.brackets.upsert(bracket)
+            # The write-ahead record: one fenced INSERT, with the bracket recovery needs.
+            seq = self._journal.append(JournalKind.PLACE, order, fence, bracket=bracket)
         except DuplicateClientOrderId:
             if action.leg is LegKind.ENTRY:
                 self.deny(
@@ -261,6 +271,8 @@ class OrderExecution:
                     now,
                 )
                 return False
+            # Cold path: the stored leg (a leg id reused after a restart) from the tables.
+            self._store.flush()
             with UnitOfWork(self._database) as uow:
                 stored = uow.orders.get(action.client_order_id)
             if stored is not None:
@@ -271,6 +283,7 @@ class OrderExecution:
             self.deny(action.client_order_id, action.leg, DenialCode.STALE_EPOCH, str(error), now)
             return False
         self._book.orders[order.client_order_id] = order
+        self._store.write(order=order, bracket=bracket, journal_seq=seq)
         self._send(order)
         return True
 
@@ -319,7 +332,7 @@ class OrderExecution:
             return
         if self._resizing.get(order.client_order_id) == action.quantity:
             return  # already on its way to the broker; its outcome comes back as a message
-        if self.stamp_under_fence(order, self._clock.now_ns()) is not None:
+        if self.stamp_under_fence(order, self._clock.now_ns(), kind=JournalKind.RESIZE) is not None:
             return
         self._resizing[order.client_order_id] = action.quantity
         self._gateway.modify(order.client_order_id, quantity=action.quantity, leg=order.leg)
@@ -358,7 +371,12 @@ class OrderExecution:
         if order is None or order.status.is_terminal or not self.may_touch_broker():
             return
         now = self._clock.now_ns()
-        if self.stamp_under_fence(order, now, change=mark_cancel_requested) is not None:
+        if (
+            self.stamp_under_fence(
+                order, now, kind=JournalKind.CANCEL, change=mark_cancel_requested
+            )
+            is not None
+        ):
             return
         self.request_cancel(order)
         self._on_cancel_requested()
@@ -413,8 +431,7 @@ class OrderExecution:
             # it); the next report settles the order.
             logger.warning("resize of %s not applied locally: %s", client_id, error)
             return
-        with UnitOfWork(self._database) as uow:
-            uow.orders.update(order)
+        self._store.write(order=order)
 
     def on_request_withheld(self, withheld: BrokerRequestWithheld) -> None:
         """An entry the gateway did not send: the kill switch stopped entries while it waited
@@ -484,8 +501,7 @@ class OrderExecution:
             return
         logger.warning("cancel of %s refused: %s", order.client_order_id, failed.error)
         mark_cancel_rejected(order, failed.error, self._clock.now_ns())
-        with UnitOfWork(self._database) as uow:
-            uow.orders.update(order)
+        self._store.write(order=order)
 
     def _resize_answered_failed(self, order: Order, failed: BrokerRequestFailed) -> None:
         if order.status.is_terminal:
@@ -521,7 +537,7 @@ class OrderExecution:
         if self._attempts[key] >= self._order_config.max_attempts:
             self._give_up_sending(order, self._attempts[key], now)
             return
-        refused = self.stamp_under_fence(order, now)
+        refused = self.stamp_under_fence(order, now, kind=JournalKind.RESEND)
         if refused is not None:
             # Deposed: the order belongs to the leader that holds the lease now.
             self.deny(order.client_order_id, order.leg, DenialCode.STALE_EPOCH, refused, now)
@@ -535,12 +551,15 @@ class OrderExecution:
         order: Order,
         now: int,
         *,
+        kind: JournalKind,
         change: Callable[[Order, int], None] | None = None,
     ) -> str | None:
         """Re-stamp ``order`` with our epoch through the database fence (lease held by this
         process, at this epoch, unexpired) before a broker call that touches it: a resend, a
-        cancel, a cancel resend, a resize. ``change`` (e.g. marking the cancel requested) is
-        applied and stored in the same transaction.
+        cancel, a cancel resend, a resize. One fenced journal entry of ``kind`` records the
+        order as the call will leave it (``change``, e.g. marking the cancel requested,
+        applied); only once it is written does the order in the books change, and its row
+        follows through the write-behind.
 
         Returns:
             None once stamped; else why the fence refused (we are deposed): nothing was
@@ -550,16 +569,17 @@ class OrderExecution:
             return "no leadership known"
 
         fence = LeaseFence(instance_id=self._lease_holder, epoch=self.leadership.epoch, now_ns=now)
+        stamped = msgspec.structs.replace(order, epoch=fence.epoch)
+        if change is not None:
+            change(stamped, now)
         try:
-            with UnitOfWork(self._database) as uow:
-                uow.orders.refence(order.client_order_id, fence)
-                order.epoch = fence.epoch
-                if change is not None:
-                    change(order, now)
-                    uow.orders.update(order)
+            seq = self._journal.append(kind, stamped, fence)
         except StaleEpoch as error:
             self._deposed(fence.epoch, error)
             return str(error)
+        for field in order.__struct_fields__:
+            setattr(order, field, getattr(stamped, field))
+        self._store.write(order=order, journal_seq=seq)
         return None
 
     def _deposed(self, epoch: int, error: StaleEpoch) -> None:
@@ -630,17 +650,16 @@ class OrderExecution:
             client_order_id=order.client_order_id,
             status=order.status.value,
         )
-        with UnitOfWork(self._database) as uow:
-            uow.events.append(
-                "ENTRY_EXPIRED",
-                {
-                    "client_order_id": order.client_order_id,
-                    "status": order.status.value,
-                    "reason": reason,
-                },
-                ts_ns=now,
-                instance_id=self._instance_id,
-            )
+        self._store.write_event(
+            "ENTRY_EXPIRED",
+            {
+                "client_order_id": order.client_order_id,
+                "status": order.status.value,
+                "reason": reason,
+            },
+            ts_ns=now,
+            instance_id=self._instance_id,
+        )
 
     def may_resend_cancel(self, order: Order, now: int) -> bool:
         """Count a cancel the broker still shows working; past max_attempts stop asking and
@@ -694,13 +713,12 @@ class OrderExecution:
             client_order_id=order.client_order_id,
             leg=order.leg.value,
         )
-        with UnitOfWork(self._database) as uow:
-            uow.events.append(
-                event,
-                {"detail": detail, "client_order_id": order.client_order_id},
-                ts_ns=now,
-                instance_id=self._instance_id,
-            )
+        self._store.write_event(
+            event,
+            {"detail": detail, "client_order_id": order.client_order_id},
+            ts_ns=now,
+            instance_id=self._instance_id,
+        )
 
     def settle_locally(self, order: Order, reason: str) -> None:
         self._apply_status_report(
@@ -736,5 +754,4 @@ class OrderExecution:
         self.execute(bracket, actions)
 
     def persist_bracket(self, bracket: oco.Bracket) -> None:
-        with UnitOfWork(self._database) as uow:
-            uow.brackets.upsert(bracket)
+        self._store.write(bracket=bracket)

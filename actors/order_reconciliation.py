@@ -32,6 +32,7 @@ import msgspec
 
 from adapters.brokers.base import BrokerRejected, BrokerUnavailable
 from adapters.logs import log_event
+from adapters.storage.journal import JournalKind
 from adapters.storage.repositories import UnitOfWork
 from domain.clock import NANOS_PER_SECOND
 from domain.enums import OrderStatus, PauseCause
@@ -69,6 +70,7 @@ if TYPE_CHECKING:
     from adapters.brokers.base import BrokerPort
     from adapters.metrics import EngineMetrics
     from adapters.storage.database import Database
+    from adapters.storage.write_behind import WriteBehind
     from domain.clock import Clock
     from domain.config import ReconciliationConfig
 
@@ -304,7 +306,8 @@ class BrokerReconciliation:
         book: the actor's books, shared by reference.
         reconciler: schedule and state between runs.
         execution: the last gate, settling, resending and cancel retries.
-        database: stored orders and events.
+        database: stored orders (read after a flush of ``store``).
+        store: the write-behind events are handed to.
         broker: the broker port (orders, fills, positions).
         metrics: retry counters.
         clock: the actor's clock.
@@ -324,6 +327,7 @@ class BrokerReconciliation:
         reconciler: OrderReconciler,
         execution: OrderExecution,
         database: Database,
+        store: WriteBehind,
         broker: BrokerPort,
         metrics: EngineMetrics,
         clock: Clock,
@@ -339,6 +343,7 @@ class BrokerReconciliation:
         self._reconciler = reconciler
         self._execution = execution
         self._database = database
+        self._store = store
         self._broker = broker
         self._metrics = metrics
         self._clock = clock
@@ -455,8 +460,11 @@ class BrokerReconciliation:
         # Ids the broker lists that are not in memory: ours if storage has them (a finished
         # bracket's legs). Whether an id is stored never changes, so each is looked up once.
         known = self._stored_ids_cache
+        for order_id in client_order_ids & self._book.finished.keys():
+            known[order_id] = True  # finished by us: stored, or on its way to the tables
         lookup = [order_id for order_id in client_order_ids if order_id not in known]
         if lookup:
+            self._store.flush()  # the tables answer: what we handed over first
             with UnitOfWork(self._database) as uow:
                 for order_id in lookup:
                     known[order_id] = uow.orders.get(order_id) is not None
@@ -509,7 +517,8 @@ class BrokerReconciliation:
                 # Still working at the broker: our cancel was lost (or its outcome unknown).
                 if (
                     not self._execution.may_resend_cancel(order, now)
-                    or self._execution.stamp_under_fence(order, now) is not None
+                    or self._execution.stamp_under_fence(order, now, kind=JournalKind.CANCEL_RESEND)
+                    is not None
                 ):
                     continue
                 self._metrics.retries_total.labels(type="cancel_resend").inc()
@@ -535,20 +544,19 @@ class BrokerReconciliation:
                 unprotected=drift.unprotected,
                 trigger=trigger,
             )
-            with UnitOfWork(self._database) as uow:
-                uow.events.append(
-                    "RECONCILE_DRIFT",
-                    {
-                        "key": drift.key,
-                        "kind": drift.kind.value,
-                        "instrument": drift.instrument,
-                        "unprotected": drift.unprotected,
-                        "sentence": drift.sentence,
-                        "trigger": trigger,
-                    },
-                    ts_ns=now,
-                    instance_id=self._instance_id,
-                )
+            self._store.write_event(
+                "RECONCILE_DRIFT",
+                {
+                    "key": drift.key,
+                    "kind": drift.kind.value,
+                    "instrument": drift.instrument,
+                    "unprotected": drift.unprotected,
+                    "sentence": drift.sentence,
+                    "trigger": trigger,
+                },
+                ts_ns=now,
+                instance_id=self._instance_id,
+            )
         for drift in changes.cleared:
             log_event(
                 logger,
@@ -590,30 +598,28 @@ class BrokerReconciliation:
             level=logging.WARNING,
             client_order_id=client_order_id,
         )
-        with UnitOfWork(self._database) as uow:
-            uow.events.append(
-                "RECONCILE",
-                {
-                    "kind": kind,
-                    "client_order_id": client_order_id,
-                    "report": msgspec.to_builtins(report),
-                },
-                ts_ns=now,
-                instance_id=self._instance_id,
-            )
+        self._store.write_event(
+            "RECONCILE",
+            {
+                "kind": kind,
+                "client_order_id": client_order_id,
+                "report": msgspec.to_builtins(report),
+            },
+            ts_ns=now,
+            instance_id=self._instance_id,
+        )
 
     def halt_on_drift(self, reason: str, detail: str, report: object, now: int) -> None:
         # The broker's books and ours disagree: stop trading and leave the reconciliation to an
         # operator; flattening from books we no longer trust could make it worse. The trip is
         # told again on every pass until the kill switch shows HALTED (a tell can fail).
         log_event(logger, reason, detail, level=logging.CRITICAL)
-        with UnitOfWork(self._database) as uow:
-            uow.events.append(
-                reason,
-                {"detail": detail, "report": msgspec.to_builtins(report)},
-                ts_ns=now,
-                instance_id=self._instance_id,
-            )
+        self._store.write_event(
+            reason,
+            {"detail": detail, "report": msgspec.to_builtins(report)},
+            ts_ns=now,
+            instance_id=self._instance_id,
+        )
         self._reconciler.record_halt(f"HALT {reason}: {detail}")
         self._safety.send(
             f"halt:{reason}", TripKillSwitch(reason=reason, detail=detail), now_ns=now

@@ -42,6 +42,8 @@ from adapters.feeds.pump import FeedPump, build_tick_source
 from adapters.logs import log_event
 from adapters.metrics import EngineMetrics
 from adapters.storage.database import Database
+from adapters.storage.journal import OrderJournal
+from adapters.storage.write_behind import WriteBehind
 from adapters.ticker import Ticker
 from domain.instruments import Instrument
 from domain.messages import QuerySnapshot, Tick, TicksReceived, TimerFired
@@ -118,6 +120,10 @@ class Engine:
             config_sha=self.config_sha,
         )
         self.database: Database | None = None
+        # The order actor's write-ahead journal and write-behind: the engine's, so that they
+        # outlive a restart of the order actor (its next incarnation flushes, then loads).
+        self.order_journal: OrderJournal | None = None
+        self.order_store: WriteBehind | None = None
         self.broker: PaperBroker | None = None
         self.gateway: BrokerGateway | None = None
         self.control: EngineControl | None = None
@@ -154,6 +160,9 @@ class Engine:
             config_sha=self.config_sha,
         )
         self.database = database
+        self.order_journal = OrderJournal(database)
+        self.order_store = WriteBehind(database)
+        self.order_store.start()
         self.broker = PaperBroker(
             config=config.paper_broker,
             instruments=self.instruments,
@@ -261,6 +270,10 @@ class Engine:
             # After the order actor: nothing more is handed over; what is still queued stays
             # in flight in the books and recovery settles it.
             self.gateway.stop()
+        if self.order_store is not None:
+            self.order_store.stop()
+        if self.order_journal is not None:
+            self.order_journal.close()
         if self.broker is not None:
             self.broker.close()
         if self.database is not None:
@@ -312,6 +325,8 @@ class Engine:
         config = self.config
         assert self.database is not None and self.broker is not None
         database, broker, metrics = self.database, self.broker, self.metrics
+        journal, write_behind = self.order_journal, self.order_store
+        assert journal is not None and write_behind is not None
         order_broker = self._order_broker
         base = {
             "clock": self.clock,
@@ -338,6 +353,8 @@ class Engine:
                 start=lambda: OrderActor.start(
                     name="order",
                     database=database,
+                    journal=journal,
+                    write_behind=write_behind,
                     broker=order_broker,
                     instruments=self.instruments,
                     conflator=order_conflator,

@@ -169,6 +169,13 @@ class Database:
         with self._sqlite_lock, self.engine.begin() as connection:
             yield connection
 
+    def write_lock(self) -> contextlib.AbstractContextManager[object]:
+        """The lock this process's SQLite writers share (a no-op on PostgreSQL): taken by
+        ``transaction()`` and by writers on connections of their own (the order journal)."""
+        if self._sqlite_lock is None:
+            return contextlib.nullcontext()
+        return self._sqlite_lock
+
     @property
     def is_sqlite(self) -> bool:
         return self.engine.dialect.name == "sqlite"

@@ -81,6 +81,11 @@ __all__ = [
     "PositionRow",
     "StaleEpoch",
     "UnitOfWork",
+    "bracket_values",
+    "dialect_insert",
+    "fill_values",
+    "order_values",
+    "position_values",
 ]
 
 DEFAULT_LEASE_NAME = "trader"
@@ -433,18 +438,7 @@ class FillRepository:
             True if stored, False if it was a duplicate (nothing raised; the transaction stays
             usable, even under a concurrent insert of the same trade).
         """
-        values = {
-            "trade_id": fill.trade_id,
-            "client_order_id": fill.client_order_id,
-            "plan_client_id": plan_client_id,
-            "broker_order_id": fill.broker_order_id,
-            "instrument": fill.instrument,
-            "side": fill.side.value,
-            "quantity": fill.quantity,
-            "price": fill.price,
-            "ts_event_ns": fill.ts_event,
-            "recorded_ns": recorded_ns,
-        }
+        values = fill_values(fill, plan_client_id=plan_client_id, recorded_ns=recorded_ns)
         dialect_insert = _dialect_insert(self._connection)
         statement = (
             dialect_insert(fills)
@@ -493,22 +487,7 @@ class BracketRepository:
         self._connection = connection
 
     def upsert(self, bracket: Bracket) -> None:
-        _upsert(
-            self._connection,
-            brackets,
-            {
-                "plan_client_id": bracket.plan_client_id,
-                "strategy": bracket.strategy,
-                "instrument": bracket.instrument,
-                "status": bracket.status.value,
-                "entry_order_id": bracket.entry_order_id or None,
-                "stop_order_id": bracket.stop_order_id,
-                "target_order_id": bracket.target_order_id,
-                "state": msgspec.json.encode(bracket).decode(),
-                "updated_ns": bracket.ts_updated,
-            },
-            key=("plan_client_id",),
-        )
+        _upsert(self._connection, brackets, bracket_values(bracket), key=("plan_client_id",))
 
     def get(self, plan_client_id: str) -> Bracket | None:
         state = self._connection.execute(
@@ -533,9 +512,7 @@ class PositionRepository:
         self._connection = connection
 
     def upsert(self, view: PositionRow) -> None:
-        values = msgspec.structs.asdict(view)
-        values["side"] = view.side.value
-        _upsert(self._connection, positions, values, key=("position_id",))
+        _upsert(self._connection, positions, position_values(view), key=("position_id",))
 
     def get(self, position_id: str) -> PositionRow | None:
         row = self._connection.execute(
@@ -817,6 +794,49 @@ def _lease_held(fence: LeaseFence) -> Any:
     )
 
 
+def bracket_values(bracket: Bracket) -> dict[str, Any]:
+    """The ``brackets`` row of ``bracket`` (the whole bracket as JSON in ``state``)."""
+    return {
+        "plan_client_id": bracket.plan_client_id,
+        "strategy": bracket.strategy,
+        "instrument": bracket.instrument,
+        "status": bracket.status.value,
+        "entry_order_id": bracket.entry_order_id or None,
+        "stop_order_id": bracket.stop_order_id,
+        "target_order_id": bracket.target_order_id,
+        "state": msgspec.json.encode(bracket).decode(),
+        "updated_ns": bracket.ts_updated,
+    }
+
+
+def fill_values(fill: FillReport, *, plan_client_id: str, recorded_ns: int) -> dict[str, Any]:
+    """The ``fills`` row of ``fill``."""
+    return {
+        "trade_id": fill.trade_id,
+        "client_order_id": fill.client_order_id,
+        "plan_client_id": plan_client_id,
+        "broker_order_id": fill.broker_order_id,
+        "instrument": fill.instrument,
+        "side": fill.side.value,
+        "quantity": fill.quantity,
+        "price": fill.price,
+        "ts_event_ns": fill.ts_event,
+        "recorded_ns": recorded_ns,
+    }
+
+
+def position_values(view: PositionRow) -> dict[str, Any]:
+    """The ``positions`` row of ``view``."""
+    values = msgspec.structs.asdict(view)
+    values["side"] = view.side.value
+    return values
+
+
+def order_values(order: Order) -> dict[str, Any]:
+    """The ``orders`` row of ``order`` (without the surrogate ``id``)."""
+    return _order_values(order)
+
+
 def _order_values(order: Order) -> dict[str, Any]:
     return {
         "client_order_id": order.client_order_id,
@@ -875,6 +895,11 @@ def _position_from_row(row: Row[Any]) -> PositionRow:
         status=row.status,
         updated_ns=row.updated_ns,
     )
+
+
+def dialect_insert(connection: Connection) -> Any:
+    """The ``insert`` of the connection's dialect (with ``on_conflict_*``)."""
+    return _dialect_insert(connection)
 
 
 def _dialect_insert(connection: Connection) -> Any:

@@ -1,7 +1,8 @@
 """The engine's tables (SQLAlchemy Core) on the shared ``metadata``.
 
 Owns: orders, fills, brackets, positions, events, leader_lease, kill_switch, control_state,
-daily_reports. The paper venue's books live in ``adapters.brokers.paper.books`` on the same
+daily_reports, and the order actor's write-ahead ``order_journal`` (migration 0003). The
+paper venue's books live in ``adapters.brokers.paper.books`` on the same
 metadata. The domain never imports this module; ``adapters.storage.repositories`` maps rows to
 domain types. Schema changes go through an Alembic migration in ``alembic/versions``.
 
@@ -20,11 +21,14 @@ from sqlalchemy import (
     Boolean,
     Column,
     Dialect,
+    Index,
     Integer,
+    LargeBinary,
     Numeric,
     String,
     Table,
     Text,
+    text,
 )
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
@@ -43,6 +47,7 @@ __all__ = [
     "kill_switch",
     "leader_lease",
     "metadata",
+    "order_journal",
     "orders",
     "positions",
 ]
@@ -237,3 +242,28 @@ engine_tables: tuple[Table, ...] = (
     daily_reports,
 )
 """The tables migration ``0001_engine_tables`` creates (the venue books are not among them)."""
+
+order_journal = Table(
+    "order_journal",
+    metadata,
+    # Never reused (AUTOINCREMENT on SQLite, a sequence on PostgreSQL): the write-behind deletes
+    # the entries the tables have caught up with, and recovery reads what is above the mark.
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(16), nullable=False),
+    Column("client_order_id", String(40), nullable=False),
+    Column("epoch", BigInteger, nullable=False),
+    Column("holder", String(64), nullable=False),
+    _ns("ts_ns", nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    # A place of a known id is refused by the database, like the orders table's unique id.
+    Index(
+        "uq_order_journal_place_client_order_id",
+        "client_order_id",
+        unique=True,
+        sqlite_where=text("kind = 'PLACE'"),
+        postgresql_where=text("kind = 'PLACE'"),
+    ),
+    sqlite_autoincrement=True,
+)
+"""The order actor's write-ahead journal (``adapters.storage.journal``): one fenced row per
+broker call, appended before the call; the relational tables follow behind it."""

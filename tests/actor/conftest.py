@@ -90,6 +90,12 @@ class Desk:
         return wait_until(fired_then_checked, timeout_s=timeout_s, message=what)
 
     # -- views -----------------------------------------------------------------------------
+    def flush_storage(self) -> None:
+        """Wait until the order actor's write-behind has stored what it was handed: the tables
+        follow the books by a few milliseconds."""
+        if self.engine.order_store is not None:
+            self.engine.order_store.flush()
+
     def portfolio(self) -> PortfolioView:
         return self.engine.directory.ask("order", QueryPortfolio(), timeout_s=5)
 
@@ -98,6 +104,7 @@ class Desk:
 
     def orders_for(self, plan_id: str) -> list[Order]:
         assert self.engine.database is not None
+        self.flush_storage()
         with UnitOfWork(self.engine.database) as uow:
             return uow.orders.list_for_plan(plan_id)
 

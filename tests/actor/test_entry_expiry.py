@@ -56,6 +56,7 @@ def lose_an_entry(desk: Desk) -> str:
 
 def stored(desk: Desk, client_order_id: str) -> Any:
     assert desk.engine.database is not None
+    desk.flush_storage()  # the order actor's rows follow its books by milliseconds
     with UnitOfWork(desk.engine.database) as uow:
         return uow.orders.get(client_order_id)
 
@@ -156,6 +157,7 @@ def test_a_working_entry_past_its_ttl_is_cancelled_at_the_broker(
     assert venue.status is OrderStatus.CANCELLED
     assert order.filled_quantity == 0
     assert desk.engine.database is not None
+    desk.flush_storage()
     with UnitOfWork(desk.engine.database) as uow:
         [event] = uow.events.list_recent(event="ENTRY_EXPIRED")
     assert event.payload["reason"].startswith("EXPIRED: entry_ttl_s=30")
@@ -213,6 +215,7 @@ def test_a_resize_the_broker_keeps_refusing_stops_after_max_attempts_and_flatten
     legs = {o.leg.value for o in desk.orders_for(plan_id)}
     assert "EXIT" in legs
     assert desk.engine.database is not None
+    desk.flush_storage()
     with UnitOfWork(desk.engine.database) as uow:
         gave_up = uow.events.list_recent(event="RESIZE_GAVE_UP")
         failed = uow.events.list_recent(event="PROTECTION_FAILED")
@@ -242,6 +245,7 @@ def test_an_entry_the_venue_never_gets_is_resent_at_most_max_attempts_times(
     sends = [call for call in desk.engine.faults.lost if call[0] == "submit_order"]
     assert len(sends) == 1 + 3  # the first send and max_attempts resends
     assert desk.engine.database is not None
+    desk.flush_storage()
     with UnitOfWork(desk.engine.database) as uow:
         [event] = uow.events.list_recent(event="RESEND_GAVE_UP")
     assert "max_attempts=3" in event.payload["detail"]

@@ -53,6 +53,7 @@ def step_everyone(desk: Desk) -> None:
 def first_order_at_epoch(desk: Desk, epoch: int) -> tuple[int, str] | None:
     """(created_ns, leg) of the first order written under ``epoch`` that the venue took."""
     assert desk.engine.database is not None and desk.engine.broker is not None
+    desk.flush_storage()
     with UnitOfWork(desk.engine.database) as uow:
         rows = uow.connection.execute(
             select(orders.c.client_order_id, orders.c.created_ns, orders.c.leg)

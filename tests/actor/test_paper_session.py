@@ -104,6 +104,8 @@ class Session:
 
     def closed_brackets(self) -> int:
         assert self.engine.database is not None
+        if self.engine.order_store is not None:
+            self.engine.order_store.flush()
         with UnitOfWork(self.engine.database) as uow:
             orders = uow.orders.list_recent(limit=100_000)
         return sum(

@@ -105,6 +105,7 @@ def venue_position(desk: Desk, instrument: str) -> int:
 
 def drift_events(desk: Desk) -> list[Any]:
     assert desk.engine.database is not None
+    desk.flush_storage()  # the order actor's events follow its books by milliseconds
     with UnitOfWork(desk.engine.database) as uow:
         return uow.events.list_recent(200, event="RECONCILE_DRIFT")
 

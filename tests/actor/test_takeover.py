@@ -136,6 +136,7 @@ def test_the_new_leader_manages_the_old_leaders_bracket_and_trades(
     assert all(o.epoch == leader_state(new.engine)["epoch"] for o in new.orders_for(fresh))
     assert new.engine.database is not None
     new.settle(lambda: reconcile(new.engine.database).clean, what="no orphans, no duplicates")
+    new.flush_storage()
     with UnitOfWork(new.engine.database) as uow:
         takeovers = uow.events.list_recent(event="TAKEOVER")
     assert any(e.instance_id == "vigil-b" and e.payload["active_brackets"] == 1 for e in takeovers)

@@ -1,0 +1,302 @@
+"""The order actor's write-ahead journal and write-behind, on real SQLite and PostgreSQL.
+
+The journal is the record that must exist before any broker call: one fenced INSERT on a
+connection of its own. The write-behind brings the tables up to date behind it, in batches.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from adapters.storage import (
+    Database,
+    DuplicateClientOrderId,
+    LeaseFence,
+    StaleEpoch,
+    UnitOfWork,
+    create_database_engine,
+    upgrade_schema,
+)
+from adapters.storage.journal import JournalKind, OrderJournal
+from adapters.storage.tables import engine_tables, order_journal
+from adapters.storage.write_behind import APPLIED_SEQ_KEY, StorageWriteFailed, WriteBehind
+from domain.enums import LegKind, OrderStatus, OrderType, Side
+from domain.messages.orders import FillReport
+from domain.oco import Bracket
+from domain.orders import Order
+from tests.helpers import wait_until
+
+pytest_plugins = ["tests.conftest_postgres"]
+
+TTL_NS = 10_000
+NOW = 1_000
+
+
+@pytest.fixture(scope="session")
+def migrated_postgres_url(postgres_url: str) -> str:
+    upgrade_schema(postgres_url)
+    return postgres_url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'vigil.db'}"
+        upgrade_schema(url)
+    else:
+        url = request.getfixturevalue("migrated_postgres_url")
+        engine = create_database_engine(url)
+        with engine.begin() as connection:
+            names = ", ".join([*(table.name for table in engine_tables), "order_journal"])
+            connection.exec_driver_sql(f"TRUNCATE TABLE {names} RESTART IDENTITY")
+        engine.dispose()
+    database = Database(create_database_engine(url))
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def journal(database: Database) -> Iterator[OrderJournal]:
+    journal = OrderJournal(database)
+    yield journal
+    journal.close()
+
+
+@pytest.fixture
+def writer(database: Database) -> Iterator[WriteBehind]:
+    writer = WriteBehind(database, flush_interval_s=0.001, retry_initial_s=0.01)
+    yield writer
+    writer.stop(timeout_s=5)
+
+
+def take_lease(database: Database, holder: str, now_ns: int = NOW) -> int:
+    with UnitOfWork(database) as uow:
+        state = uow.lease.acquire_or_renew(instance_id=holder, now_ns=now_ns, ttl_ns=TTL_NS)
+    assert state.is_leader
+    return state.epoch
+
+
+def make_order(**overrides: Any) -> Order:
+    fields: dict[str, Any] = {
+        "client_order_id": "PABCE",
+        "plan_client_id": "PABC",
+        "strategy": "orb",
+        "instrument": "NIFTY",
+        "leg": LegKind.ENTRY,
+        "side": Side.BUY,
+        "order_type": OrderType.LIMIT,
+        "quantity": 50,
+        "price": Decimal("123.45"),
+        "epoch": 1,
+        "ts_created": NOW,
+        "ts_updated": NOW,
+    }
+    fields.update(overrides)
+    return Order(**fields)
+
+
+def make_bracket(**overrides: Any) -> Bracket:
+    fields: dict[str, Any] = {
+        "plan_client_id": "PABC",
+        "strategy": "orb",
+        "instrument": "NIFTY",
+        "side": Side.BUY,
+        "planned_quantity": 50,
+        "entry_price": Decimal("123.45"),
+        "stop_price": Decimal("120"),
+        "target_price": Decimal("130"),
+        "entry_order_id": "PABCE",
+    }
+    fields.update(overrides)
+    return Bracket(**fields)
+
+
+def journal_rows(database: Database) -> int:
+    with UnitOfWork(database) as uow:
+        return int(uow.connection.execute(select(func.count()).select_from(order_journal)).scalar())
+
+
+class TestTheJournal:
+    def test_a_place_is_stored_with_its_order_and_bracket(
+        self, database: Database, journal: OrderJournal
+    ) -> None:
+        epoch = take_lease(database, "me")
+        fence = LeaseFence(instance_id="me", epoch=epoch, now_ns=NOW)
+
+        seq = journal.append(
+            JournalKind.PLACE, make_order(epoch=epoch), fence, bracket=make_bracket()
+        )
+
+        [entry] = journal.tail()
+        assert entry.seq == seq == journal.last_seq
+        assert entry.kind is JournalKind.PLACE and entry.epoch == epoch and entry.holder == "me"
+        assert entry.order == make_order(epoch=epoch)
+        assert entry.bracket == make_bracket()
+
+    def test_a_deposed_holder_is_refused_and_nothing_is_written(
+        self, database: Database, journal: OrderJournal
+    ) -> None:
+        old_epoch = take_lease(database, "old")
+        with UnitOfWork(database) as uow:
+            uow.lease.release(instance_id="old", now_ns=NOW)
+        take_lease(database, "new", now_ns=NOW + 1)
+        fence = LeaseFence(instance_id="old", epoch=old_epoch, now_ns=NOW + 1)
+
+        for kind in JournalKind:
+            with pytest.raises(StaleEpoch) as refused:
+                journal.append(kind, make_order(epoch=old_epoch), fence)
+            assert refused.value.holder == "new" and refused.value.current_epoch == old_epoch + 1
+
+        assert journal_rows(database) == 0
+
+    def test_an_expired_lease_fences_its_own_holder(
+        self, database: Database, journal: OrderJournal
+    ) -> None:
+        epoch = take_lease(database, "me")
+        fence = LeaseFence(instance_id="me", epoch=epoch, now_ns=NOW + TTL_NS)
+
+        with pytest.raises(StaleEpoch):
+            journal.append(JournalKind.RESEND, make_order(epoch=epoch), fence)
+
+    def test_a_place_of_a_known_id_is_refused_whether_journalled_or_stored(
+        self, database: Database, journal: OrderJournal
+    ) -> None:
+        epoch = take_lease(database, "me")
+        fence = LeaseFence(instance_id="me", epoch=epoch, now_ns=NOW)
+        journal.append(JournalKind.PLACE, make_order(epoch=epoch), fence)
+        with pytest.raises(DuplicateClientOrderId):
+            journal.append(JournalKind.PLACE, make_order(epoch=epoch), fence)
+
+        stored = make_order(client_order_id="PXYZE", plan_client_id="PXYZ", epoch=epoch)
+        with UnitOfWork(database) as uow:
+            uow.orders.add(stored)
+        with pytest.raises(DuplicateClientOrderId):
+            journal.append(JournalKind.PLACE, stored, fence)
+        # The journal is still usable, and later calls on a placed order are appended.
+        journal.append(JournalKind.CANCEL, make_order(epoch=epoch), fence)
+        assert [e.kind for e in journal.tail()] == [JournalKind.PLACE, JournalKind.CANCEL]
+
+    def test_an_append_is_one_statement_on_sqlite(
+        self, database: Database, journal: OrderJournal
+    ) -> None:
+        if not database.is_sqlite:
+            pytest.skip("statement tracing through sqlite3")
+        epoch = take_lease(database, "me")
+        fence = LeaseFence(instance_id="me", epoch=epoch, now_ns=NOW)
+        journal.append(JournalKind.PLACE, make_order(epoch=epoch), fence)  # connects
+        statements: list[str] = []
+        connection = journal._connect()
+        assert isinstance(connection, sqlite3.Connection)
+        connection.set_trace_callback(statements.append)
+
+        journal.append(JournalKind.RESIZE, make_order(epoch=epoch), fence)
+
+        assert len(statements) == 1 and statements[0].startswith("INSERT INTO order_journal")
+
+
+class TestTheWriteBehind:
+    def test_a_batch_coalesces_each_order_to_its_last_state_in_one_transaction(
+        self, database: Database, writer: WriteBehind
+    ) -> None:
+        order = make_order()
+        for quantity in range(1, 101):  # handed over before the thread runs: one batch
+            order.quantity = quantity
+            writer.write(order=order, bracket=make_bracket(planned_quantity=quantity))
+        writer.write(
+            order=order,
+            fill=FillReport(
+                trade_id="T1",
+                client_order_id=order.client_order_id,
+                broker_order_id="B1",
+                instrument="NIFTY",
+                side=Side.BUY,
+                quantity=50,
+                price=Decimal("123.45"),
+                ts_event=NOW,
+            ),
+            recorded_ns=NOW,
+        )
+        writer.write_event("RECOVERY", {"open_positions": 0}, ts_ns=NOW, instance_id="me")
+        writer.start()
+
+        writer.flush(timeout_s=10)
+
+        assert writer.batches == 1
+        with UnitOfWork(database) as uow:
+            stored = uow.orders.get(order.client_order_id)
+            bracket = uow.brackets.get("PABC")
+            trade_ids = uow.fills.trade_ids()
+            events = [row.event for row in uow.events.list_recent()]
+        assert stored is not None and stored.quantity == 100
+        assert bracket is not None and bracket.planned_quantity == 100
+        assert trade_ids == {"T1"} and events == ["RECOVERY"]
+
+    def test_the_tables_record_the_journal_seq_they_caught_up_with(
+        self, database: Database, journal: OrderJournal, writer: WriteBehind
+    ) -> None:
+        epoch = take_lease(database, "me")
+        fence = LeaseFence(instance_id="me", epoch=epoch, now_ns=NOW)
+        first = journal.append(JournalKind.PLACE, make_order(epoch=epoch), fence)
+        writer.write(order=make_order(epoch=epoch), journal_seq=first)
+        second = journal.append(
+            JournalKind.PLACE,
+            make_order(client_order_id="PXYZE", plan_client_id="PXYZ", epoch=epoch),
+            fence,
+        )
+        writer.start()
+        writer.flush(timeout_s=10)
+
+        with UnitOfWork(database) as uow:
+            assert uow.control.get(APPLIED_SEQ_KEY) == str(first)
+        # What the tables have is gone from the journal; the rest is the tail.
+        assert [entry.seq for entry in journal.tail()] == [second]
+
+    def test_a_transient_storage_error_is_retried_and_nothing_is_lost(
+        self, database: Database, writer: WriteBehind
+    ) -> None:
+        writer.start()
+        with database.transaction() as connection:
+            connection.exec_driver_sql("ALTER TABLE orders RENAME TO orders_away")
+        writer.write(order=make_order())
+        wait_until(lambda: writer.snapshot()["last_error"] is not None, message="a failure")
+        assert writer.failure is None  # not yet for long
+        with database.transaction() as connection:
+            connection.exec_driver_sql("ALTER TABLE orders_away RENAME TO orders")
+
+        writer.flush(timeout_s=10)
+
+        with UnitOfWork(database) as uow:
+            assert uow.orders.get("PABCE") is not None
+        assert writer.snapshot()["last_error"] is None
+
+    def test_a_lasting_storage_failure_is_signalled_then_cleared(self, database: Database) -> None:
+        writer = WriteBehind(
+            database, flush_interval_s=0.001, retry_initial_s=0.01, fail_after_s=0.2
+        )
+        writer.start()
+        try:
+            with database.transaction() as connection:
+                connection.exec_driver_sql("ALTER TABLE orders RENAME TO orders_away")
+            writer.write(order=make_order())
+            wait_until(lambda: writer.failure is not None, message="the failure signalled")
+            with pytest.raises(StorageWriteFailed, match="STORAGE_WRITE_FAILED"):
+                writer.raise_if_failed()
+            with pytest.raises(StorageWriteFailed):
+                writer.flush(timeout_s=5)
+            with database.transaction() as connection:
+                connection.exec_driver_sql("ALTER TABLE orders_away RENAME TO orders")
+
+            wait_until(lambda: writer.failure is None, message="the failure cleared")
+            writer.flush(timeout_s=10)
+            with UnitOfWork(database) as uow:
+                stored = uow.orders.get("PABCE")
+            assert stored is not None and stored.status is OrderStatus.PENDING_SUBMIT
+        finally:
+            writer.stop(timeout_s=5)
