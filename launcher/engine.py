@@ -161,7 +161,7 @@ class Engine:
         )
         self.database = database
         self.order_journal = OrderJournal(database)
-        self.order_store = WriteBehind(database)
+        self.order_store = WriteBehind(database, lease_holder=self.lease_holder)
         self.order_store.start()
         self.broker = PaperBroker(
             config=config.paper_broker,

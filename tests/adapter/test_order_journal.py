@@ -300,3 +300,63 @@ class TestTheWriteBehind:
             assert stored is not None and stored.status is OrderStatus.PENDING_SUBMIT
         finally:
             writer.stop(timeout_s=5)
+
+
+class TestTheWriteBehindFence:
+    """A deposed process's late batch must not overwrite what the new leader wrote."""
+
+    @pytest.fixture
+    def fenced_writer(self, database: Database) -> Iterator[WriteBehind]:
+        writer = WriteBehind(
+            database, flush_interval_s=0.001, retry_initial_s=0.01, lease_holder="me"
+        )
+        writer.start()
+        yield writer
+        writer.stop(timeout_s=5)
+
+    @staticmethod
+    def stored_status(database: Database, client_order_id: str) -> OrderStatus | None:
+        with UnitOfWork(database) as uow:
+            stored = uow.orders.get(client_order_id)
+        return None if stored is None else stored.status
+
+    def test_rows_of_a_deposed_epoch_are_dropped_but_its_audit_events_kept(
+        self, database: Database, fenced_writer: WriteBehind
+    ) -> None:
+        fenced_writer.set_epoch(take_lease(database, "me"))
+        fenced_writer.write(order=make_order(client_order_id="MINE"))
+        fenced_writer.flush()
+        assert self.stored_status(database, "MINE") is OrderStatus.PENDING_SUBMIT
+
+        # Our lease expires and another process takes it (a new epoch) and writes the order.
+        other_epoch = take_lease(database, "other", now_ns=NOW + 2 * TTL_NS)
+        with UnitOfWork(database) as uow:
+            uow.orders.update(make_order(client_order_id="MINE", status=OrderStatus.CANCELLED))
+        fenced_writer.write(order=make_order(client_order_id="MINE", status=OrderStatus.ACCEPTED))
+        fenced_writer.write_event("LATE", {"why": "deposed"}, ts_ns=NOW, instance_id="me")
+        fenced_writer.flush()
+
+        assert self.stored_status(database, "MINE") is OrderStatus.CANCELLED
+        assert fenced_writer.fenced_drops >= 1
+        with UnitOfWork(database) as uow:
+            assert [row.event for row in uow.events.list_recent(event="LATE")] == ["LATE"]
+        assert other_epoch > 1
+
+    def test_rows_handed_over_while_not_leading_are_dropped(
+        self, database: Database, fenced_writer: WriteBehind
+    ) -> None:
+        take_lease(database, "other")
+        fenced_writer.write(order=make_order(client_order_id="STANDBY"))
+        fenced_writer.flush()
+        assert self.stored_status(database, "STANDBY") is None
+
+    def test_a_released_lease_still_takes_the_last_flush_of_its_holder(
+        self, database: Database, fenced_writer: WriteBehind
+    ) -> None:
+        epoch = take_lease(database, "me")
+        fenced_writer.set_epoch(epoch)
+        with UnitOfWork(database) as uow:
+            uow.lease.release(instance_id="me", now_ns=NOW + 1)
+        fenced_writer.write(order=make_order(client_order_id="LAST"))
+        fenced_writer.flush()
+        assert self.stored_status(database, "LAST") is OrderStatus.PENDING_SUBMIT
