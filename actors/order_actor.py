@@ -58,7 +58,7 @@ from actors.order_portfolio import FlattenStatus, PortfolioProjection, Portfolio
 from actors.order_reconciliation import BrokerReconciliation, OrderReconciler
 from actors.safety_outbox import SafetyOutbox
 from adapters.brokers.base import BrokerRejected, BrokerUnavailable
-from adapters.logs import log_event
+from adapters.logs import flush_logging, log_event
 from adapters.storage.journal import JournalKind
 from adapters.storage.repositories import UnitOfWork
 from adapters.storage.write_behind import APPLIED_SEQ_KEY, StorageWriteFailed
@@ -327,6 +327,10 @@ class OrderActor(VigilActor):
             open_positions=open_positions,
             working_orders=working,
         )
+        # Lines are written by a writer thread; this one is the audit of a flatten's start (the
+        # crash torture reads it), so it is on disk before the first cancel goes out. Rare, and
+        # bounded: a stuck disk costs at most the timeout, never the flatten.
+        flush_logging(timeout_s=0.2)
         for bracket in list(self._book.brackets.values()):
             actions = oco.request_flatten(
                 bracket, self._book.bracket_orders(bracket), command.reason, now
