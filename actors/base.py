@@ -1,6 +1,8 @@
 """The base of every Vigil actor: bounded inbox, typed dispatch, snapshots, crash reporting.
 
-Threads: ``__init__`` runs in the creating thread, everything else in the actor's own.
+Threads: ``__init__`` runs in the creating thread, everything else in the actor's own, or, for
+an actor started with ``dispatcher=``, in that shared dispatcher's thread (actors/dispatcher.py),
+one message at a time among the actors sharing it.
 Failures: an exception in a ``tell`` handler stops the actor; ``on_failure`` then tells the
 supervisor ``ChildFailed`` with the actor's last snapshot, and the supervisor restarts it from
 persisted state. An exception in an ``ask`` handler goes back to the asker (pykka logs it only
@@ -32,6 +34,7 @@ from domain.messages import (
 
 if TYPE_CHECKING:
     from actors.directory import ActorDirectory
+    from actors.dispatcher import Dispatcher
     from domain.clock import Clock
 
 __all__ = ["SUPERVISOR", "InjectedFault", "VigilActor"]
@@ -71,11 +74,15 @@ class VigilActor(pykka.ThreadingActor):
         clock: Clock,
         directory: ActorDirectory,
         mailbox_capacity: int = 10_000,
+        dispatcher: Dispatcher | None = None,
     ) -> None:
         self.name = name
         self.clock = clock
         self.directory = directory
         self._mailbox_capacity = mailbox_capacity
+        # None: a thread of its own (pykka's ThreadingActor). Otherwise the loop runs on the
+        # shared dispatcher's thread with the other hot-path actors (actors/dispatcher.py).
+        self._dispatcher = dispatcher
         super().__init__()
         # pykka does not call on_failure when on_start raises (it only logs and stops): report
         # it ourselves, so the supervisor restarts a child that failed to come up.
@@ -97,13 +104,26 @@ class VigilActor(pykka.ThreadingActor):
         }
 
     def _create_actor_inbox(self) -> BoundedInbox:  # type: ignore[override]
+        dispatcher = self._dispatcher
         return BoundedInbox(
             actor_name=self.name,
             capacity=self._mailbox_capacity,
             put_timeout_s=self.put_timeout_s,
             exempt_types=self.unbounded_messages,
             weigh=self.message_weight,
+            on_put=None if dispatcher is None else lambda: dispatcher.schedule(self),
+            never_wait=None if dispatcher is None else dispatcher.on_dispatcher_thread,
         )
+
+    def _start_actor_loop(self) -> None:
+        if self._dispatcher is None:
+            super()._start_actor_loop()
+        else:
+            self._dispatcher.attach(self)
+
+    @property
+    def on_shared_dispatcher(self) -> bool:
+        return self._dispatcher is not None
 
     # ------------------------------------------------------------------ LIFECYCLE
     def on_failure(

@@ -13,7 +13,7 @@ from typing import Any
 
 import pykka
 
-from actors.mailbox import MailboxFull
+from actors.mailbox import BoundedInbox, MailboxFull
 
 __all__ = ["ActorDirectory", "ActorUnavailable"]
 
@@ -75,11 +75,20 @@ class ActorDirectory:
         """Ask and wait at most ``timeout_s``. Re-raises the actor's own exception.
 
         Raises:
-            ActorUnavailable: not registered, dead, or no answer within the timeout.
+            ActorUnavailable: not registered, dead, no answer within the timeout, or asked
+                from the thread of the shared dispatcher the actor runs on (a deadlock).
         """
         ref = self.get(name)
         if ref is None:
             raise ActorUnavailable(f"ACTOR_UNAVAILABLE: actor={name} is not running")
+        inbox = ref.actor_inbox
+        if isinstance(inbox, BoundedInbox) and inbox.consumer_is_calling():
+            # The answer would need the very thread that would wait for it: fail now, not
+            # after the timeout with every actor of the dispatcher frozen meanwhile.
+            raise ActorUnavailable(
+                f"ACTOR_SAME_DISPATCHER: actor={name} runs on the calling thread's dispatcher; "
+                "an actor there must tell it, never ask and wait"
+            )
         try:
             return ref.ask(message, timeout=timeout_s)
         except pykka.ActorDeadError as error:

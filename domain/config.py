@@ -247,6 +247,10 @@ class EngineConfig(_Strict):
     # The feed's inbox is bounded in ticks, not messages (a message is a batch): a fast
     # source feels backpressure instead of queueing seconds of work ahead of pings.
     feed_mailbox_ticks: int = Field(default=5_000, gt=0)
+    # Where the hot-path actors (feed, strategies, risk, order) run: ``shared`` puts their loops
+    # on one dispatcher thread (a tell between them is a queue append, no thread hand-off);
+    # ``threads`` gives each its own thread (pykka's default). See actors/dispatcher.py.
+    dispatcher: Literal["shared", "threads"] = "shared"
     instruments: tuple[InstrumentConfig, ...] = Field(min_length=1)
     feed: FeedConfig = Field(default_factory=FeedConfig)
     strategies: tuple[StrategyConfig, ...] = ()

@@ -25,6 +25,7 @@ from actors.admin_http_actor import AdminHttpActor
 from actors.base import SUPERVISOR
 from actors.control import EngineControl
 from actors.directory import ActorDirectory
+from actors.dispatcher import Dispatcher
 from actors.feed_actor import FeedActor, TickSink
 from actors.kill_switch_actor import KillSwitchActor
 from actors.leader_actor import LeaderActor, new_lease_holder
@@ -125,6 +126,10 @@ class Engine:
         self._http_bound = threading.Event()
         self.http_port: int | None = None
         self._conflators: dict[str, TickConflator] = {}
+        # The hot-path actors' shared thread (config.dispatcher == "shared"), else None.
+        self.dispatcher: Dispatcher | None = (
+            Dispatcher("hot-path") if config.dispatcher == "shared" else None
+        )
         self._started = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -177,6 +182,8 @@ class Engine:
             config_sha=self.config_sha,
             metrics=self.metrics,
         )
+        if self.dispatcher is not None:
+            self.dispatcher.start()
         supervisor = Supervisor.start(
             name=SUPERVISOR,
             clock=self.clock,
@@ -242,6 +249,8 @@ class Engine:
                 logger.exception("stopping children failed")
             self._supervisor.stop(block=True, timeout=10)
             self.directory.unregister(SUPERVISOR)
+        if self.dispatcher is not None:
+            self.dispatcher.stop()
         if self.broker is not None:
             self.broker.close()
         if self.database is not None:
@@ -299,6 +308,8 @@ class Engine:
             "directory": self.directory,
             "mailbox_capacity": config.mailbox_capacity,
         }
+        # Feed, strategies, risk and order: on the shared dispatcher when there is one.
+        hot = {**base, "dispatcher": self.dispatcher}
         order_conflator = self._make_conflator("order")
         risk_conflator = self._make_conflator("risk")
         specs: list[ChildSpec] = [
@@ -311,7 +322,7 @@ class Engine:
                     instruments=self.instruments,
                     conflator=risk_conflator,
                     metrics=metrics,
-                    **base,
+                    **hot,
                 ),
             ),
             ChildSpec(
@@ -328,7 +339,7 @@ class Engine:
                     gate=self.gate,
                     reconciliation=config.reconciliation,
                     orders=config.orders,
-                    **base,
+                    **hot,
                 ),
                 receives_timer=True,
             ),
@@ -350,7 +361,7 @@ class Engine:
                         traded,
                         conflator,
                         metrics,
-                        base,
+                        hot,
                     ),
                 )
             )
@@ -364,7 +375,7 @@ class Engine:
                     instruments=self.instruments,
                     sinks=sinks,
                     metrics=metrics,
-                    **{**base, "mailbox_capacity": config.feed_mailbox_ticks},
+                    **{**hot, "mailbox_capacity": config.feed_mailbox_ticks},
                 ),
             )
         )
