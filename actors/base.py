@@ -34,7 +34,7 @@ from domain.messages import (
 
 if TYPE_CHECKING:
     from actors.directory import ActorDirectory
-    from actors.dispatcher import Dispatcher
+    from actors.dispatcher import DispatchedInbox, Dispatcher
     from domain.clock import Clock
 
 __all__ = ["SUPERVISOR", "InjectedFault", "VigilActor"]
@@ -103,17 +103,20 @@ class VigilActor(pykka.ThreadingActor):
             **self.handlers(),
         }
 
-    def _create_actor_inbox(self) -> BoundedInbox:  # type: ignore[override]
-        dispatcher = self._dispatcher
-        return BoundedInbox(
-            actor_name=self.name,
-            capacity=self._mailbox_capacity,
-            put_timeout_s=self.put_timeout_s,
-            exempt_types=self.unbounded_messages,
-            weigh=self.message_weight,
-            on_put=None if dispatcher is None else lambda: dispatcher.schedule(self),
-            never_wait=None if dispatcher is None else dispatcher.on_dispatcher_thread,
-        )
+    def _create_actor_inbox(self) -> BoundedInbox | DispatchedInbox:  # type: ignore[override]
+        inbox_settings: dict[str, Any] = {
+            "actor_name": self.name,
+            "capacity": self._mailbox_capacity,
+            "put_timeout_s": self.put_timeout_s,
+            "exempt_types": self.unbounded_messages,
+            # Weighing every message costs a call per put: only actors that weigh pay it.
+            "weigh": None
+            if type(self).message_weight is VigilActor.message_weight
+            else self.message_weight,
+        }
+        if self._dispatcher is None:
+            return BoundedInbox(**inbox_settings)
+        return self._dispatcher.create_inbox(**inbox_settings)
 
     def _start_actor_loop(self) -> None:
         if self._dispatcher is None:
@@ -151,6 +154,14 @@ class VigilActor(pykka.ThreadingActor):
     # ------------------------------------------------------------------ DISPATCH
     def handlers(self) -> dict[type, Callable[[Any], Any]]:
         return {}
+
+    def _handle_receive(self, message: Any) -> Any:
+        # Our own messages first, in one dict lookup: pykka's isinstance chain (stop, proxy
+        # calls) runs only for what is not ours (a hot-path hop saves ~1 us).
+        handler = self._handlers.get(type(message))
+        if handler is not None:
+            return handler(message)
+        return super()._handle_receive(message)
 
     def on_receive(self, message: Any) -> Any:
         handler = self._handlers.get(type(message))

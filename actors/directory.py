@@ -13,7 +13,8 @@ from typing import Any
 
 import pykka
 
-from actors.mailbox import BoundedInbox, MailboxFull
+from actors.dispatcher import DispatchedInbox
+from actors.mailbox import MailboxFull
 
 __all__ = ["ActorDirectory", "ActorUnavailable"]
 
@@ -39,8 +40,9 @@ class ActorDirectory:
             self._refs.pop(name, None)
 
     def get(self, name: str) -> pykka.ActorRef[Any] | None:
-        with self._lock:
-            return self._refs.get(name)
+        # No lock: a dict read is atomic in CPython and this runs on every tell of the hot
+        # path; writers still serialise on the lock.
+        return self._refs.get(name)
 
     def names(self) -> list[str]:
         with self._lock:
@@ -82,7 +84,7 @@ class ActorDirectory:
         if ref is None:
             raise ActorUnavailable(f"ACTOR_UNAVAILABLE: actor={name} is not running")
         inbox = ref.actor_inbox
-        if isinstance(inbox, BoundedInbox) and inbox.consumer_is_calling():
+        if isinstance(inbox, DispatchedInbox) and inbox.consumer_is_calling():
             # The answer would need the very thread that would wait for it: fail now, not
             # after the timeout with every actor of the dispatcher frozen meanwhile.
             raise ActorUnavailable(

@@ -38,29 +38,125 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pykka
+from pykka import messages as pykka_messages
+
+from actors.mailbox import MailboxFull
 
 if TYPE_CHECKING:
     from pykka._envelope import Envelope
 
-__all__ = ["Dispatcher"]
+__all__ = ["DispatchedInbox", "Dispatcher"]
 
 logger = logging.getLogger(__name__)
 
 IdleStep = Callable[[], bool]
 
 
+class DispatchedInbox:
+    """The inbox of an actor on a dispatcher: a deque guarded by the dispatcher's own lock, so
+    one lock acquisition both queues a message and gives its actor a turn.
+
+    Same contract as ``actors.mailbox.BoundedInbox``: ``tell``s are bounded by total weight
+    (``capacity``) and wait at most ``put_timeout_s`` for room, then raise ``MailboxFull``;
+    asks, stop requests and ``exempt_types`` are never refused. One difference, the reason for
+    a dispatcher: a put made on the dispatcher's own thread never waits (module docstring).
+    """
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        *,
+        actor_name: str,
+        capacity: int,
+        put_timeout_s: float,
+        exempt_types: tuple[type, ...] = (),
+        weigh: Callable[[Any], int] | None = None,
+    ) -> None:
+        self._dispatcher = dispatcher
+        self._lock = dispatcher._lock
+        self._room = threading.Condition(self._lock)
+        self._actor_name = actor_name
+        self._capacity = capacity
+        self._put_timeout_s = put_timeout_s
+        self._exempt_types = (pykka_messages._ActorStop, *exempt_types)
+        self._weigh = weigh
+        self._items: deque[tuple[Envelope[Any], int]] = deque()
+        self._load = 0
+        self._waiting_for_room = 0
+        self._entry: _Attached | None = None  # set by Dispatcher.attach
+
+    # -- pykka's ActorInbox protocol ---------------------------------------------------------
+    def put(self, envelope: Envelope[Any], /) -> None:
+        exempt = envelope.reply_to is not None or isinstance(envelope.message, self._exempt_types)
+        weight = 1 if self._weigh is None else max(1, self._weigh(envelope.message))
+        with self._lock:
+            if not exempt and self._load > 0 and self._load + weight > self._capacity:
+                self._wait_for_room(weight)
+            self._items.append((envelope, weight))
+            self._load += weight
+            entry = self._entry
+            if entry is not None and not entry.scheduled:
+                self._dispatcher._schedule_locked(entry)
+
+    def get(self) -> Envelope[Any]:
+        """The oldest message (dispatcher thread, or pykka's teardown). Raises IndexError
+        when empty: nothing else consumes this inbox, so nothing could be waited for."""
+        with self._lock:
+            return self._pop_locked()
+
+    def empty(self) -> bool:
+        return not self._items
+
+    # -- what VigilActor and the supervisor read ---------------------------------------------
+    def qsize(self) -> int:
+        return len(self._items)
+
+    @property
+    def load(self) -> int:
+        """Total weight queued (ticks for the feed actor, messages elsewhere)."""
+        return self._load
+
+    def consumer_is_calling(self) -> bool:
+        """True on the dispatcher's thread: it must not wait on an answer from this inbox."""
+        return self._dispatcher.on_dispatcher_thread()
+
+    # -- internals (dispatcher lock held) ----------------------------------------------------
+    def _pop_locked(self) -> Envelope[Any]:
+        envelope, weight = self._items.popleft()
+        self._load -= weight
+        if self._waiting_for_room:
+            self._room.notify_all()
+        return envelope
+
+    def _wait_for_room(self, weight: int) -> None:
+        if self._dispatcher.on_dispatcher_thread():
+            raise MailboxFull(self._actor_name, self._capacity, 0.0)
+        deadline = time.monotonic() + self._put_timeout_s
+        self._waiting_for_room += 1
+        try:
+            while self._load > 0 and self._load + weight > self._capacity:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise MailboxFull(self._actor_name, self._capacity, self._put_timeout_s)
+                self._room.wait(remaining)
+        finally:
+            self._waiting_for_room -= 1
+
+
 class _Attached:
     """The dispatcher's bookkeeping for one actor incarnation."""
 
-    __slots__ = ("actor", "scheduled", "started")
+    __slots__ = ("actor", "inbox", "scheduled", "started")
 
-    def __init__(self, actor: pykka.Actor) -> None:
+    def __init__(self, actor: pykka.Actor, inbox: DispatchedInbox) -> None:
         self.actor = actor
+        self.inbox = inbox
         self.scheduled = False  # in the ready queue (or being run)
         self.started = False  # on_start has run
 
@@ -79,6 +175,7 @@ class Dispatcher:
         self._ready: deque[_Attached] = deque()
         self._attached: dict[int, _Attached] = {}
         self._idle_step: IdleStep | None = None
+        self._sleeping = False  # the thread waits for work (a put must wake it)
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._thread_ident: int | None = None
@@ -142,27 +239,48 @@ class Dispatcher:
             return len(self._ready)
 
     # ------------------------------------------------------------------ actor side
+    def create_inbox(
+        self,
+        *,
+        actor_name: str,
+        capacity: int,
+        put_timeout_s: float,
+        exempt_types: tuple[type, ...] = (),
+        weigh: Callable[[Any], int] | None = None,
+    ) -> DispatchedInbox:
+        """An inbox for an actor that will attach here (its ``_create_actor_inbox``)."""
+        return DispatchedInbox(
+            self,
+            actor_name=actor_name,
+            capacity=capacity,
+            put_timeout_s=put_timeout_s,
+            exempt_types=exempt_types,
+            weigh=weigh,
+        )
+
     def attach(self, actor: pykka.Actor) -> None:
         """Run ``actor``'s loop here: ``on_start`` first, then its messages. Called by the
-        actor's ``_start_actor_loop`` (in the thread that starts it)."""
-        entry = _Attached(actor)
+        actor's ``_start_actor_loop`` (in the thread that starts it).
+
+        Raises:
+            TypeError: the actor's inbox was not made by ``create_inbox``.
+            RuntimeError: the dispatcher is stopping.
+        """
+        inbox = actor.actor_inbox
+        if not isinstance(inbox, DispatchedInbox) or inbox._dispatcher is not self:
+            raise TypeError(f"{actor} must use an inbox from Dispatcher.create_inbox")
+        entry = _Attached(actor, inbox)
         with self._lock:
             if self._stopping:
                 raise RuntimeError(f"dispatcher {self.name} is stopping; cannot start {actor}")
+            inbox._entry = entry
             self._attached[id(actor)] = entry
-            entry.scheduled = True
-            self._ready.append(entry)
-            self._work.notify()
+            self._schedule_locked(entry)
 
-    def schedule(self, actor: pykka.Actor) -> None:
-        """The actor's inbox got a message: give it a turn. Called by the inbox after the put,
-        from any thread."""
-        with self._lock:
-            entry = self._attached.get(id(actor))
-            if entry is None or entry.scheduled:
-                return
-            entry.scheduled = True
-            self._ready.append(entry)
+    def _schedule_locked(self, entry: _Attached) -> None:
+        entry.scheduled = True
+        self._ready.append(entry)
+        if self._sleeping:
             self._work.notify()
 
     # ------------------------------------------------------------------ dispatcher thread
@@ -170,15 +288,16 @@ class Dispatcher:
         self._thread_ident = threading.get_ident()
         try:
             while True:
-                entry = self._next_turn()
-                if entry is None:
+                turn = self._next_turn()
+                if turn is None:
                     return
-                self._take_turn(entry)
+                self._take_turn(*turn)
         finally:
             self._abandon_all()
 
-    def _next_turn(self) -> _Attached | None:
-        """The next actor to run, or None when stopping and nothing is left to do."""
+    def _next_turn(self) -> tuple[_Attached, Envelope[Any] | None] | None:
+        """The next actor to run and its oldest message (None: ``on_start`` is due, or the
+        inbox was emptied by a teardown), or None when stopping with nothing left to do."""
         while True:
             with self._lock:
                 while not self._ready:
@@ -186,9 +305,15 @@ class Dispatcher:
                         break
                     if self._stopping:
                         return None
+                    self._sleeping = True
                     self._work.wait()
+                    self._sleeping = False
                 if self._ready:
-                    return self._ready.popleft()
+                    entry = self._ready.popleft()
+                    inbox = entry.inbox
+                    if entry.started and inbox._items:
+                        return entry, inbox._pop_locked()
+                    return entry, None
                 step = self._idle_step
             # Nothing is queued: let the idle work (a replay's next tick) run, unlocked.
             if step is not None and not self._call_idle_step(step):
@@ -203,31 +328,32 @@ class Dispatcher:
             logger.exception("dispatcher %s idle step failed; removed", self.name)
             return False
 
-    def _take_turn(self, entry: _Attached) -> None:
+    def _take_turn(self, entry: _Attached, envelope: Envelope[Any] | None) -> None:
         actor = entry.actor
         if not entry.started:
             entry.started = True
             actor._actor_loop_setup()  # on_start; a failure there stops the actor
-        elif not actor.actor_stopped.is_set():
-            try:
-                envelope = actor.actor_inbox.get_nowait()  # type: ignore[attr-defined]
-            except Exception:  # queue.Empty: a turn without a message (start-up race)
-                envelope = None
-            if envelope is not None:
+        elif envelope is not None:
+            if actor.actor_stopped.is_set():
+                # Stopped outside its own turn: put it back for the teardown to answer.
+                with self._lock:
+                    entry.inbox._items.appendleft((envelope, 0))
+            else:
                 self._handle(actor, envelope)
         with self._lock:
             if actor.actor_stopped.is_set():
                 self._attached.pop(id(actor), None)
+                entry.inbox._entry = None
                 entry.scheduled = False
                 detached = True
-            elif actor.actor_inbox.empty():
-                entry.scheduled = False
-                detached = False
-            else:
+            elif entry.inbox._items:
                 self._ready.append(entry)  # more to do: back of the line, others go first
                 detached = False
+            else:
+                entry.scheduled = False
+                detached = False
         if detached:
-            # Asks still queued (or that race in after the stop) are answered ActorDeadError.
+            # Asks still queued are answered ActorDeadError (pykka's teardown).
             actor._actor_loop_teardown()
 
     def _handle(self, actor: pykka.Actor, envelope: Envelope[Any]) -> None:

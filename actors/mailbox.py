@@ -54,8 +54,6 @@ class BoundedInbox(queue.Queue):  # type: ignore[type-arg]
         put_timeout_s: float,
         exempt_types: tuple[type, ...] = (),
         weigh: Callable[[Any], int] | None = None,
-        on_put: Callable[[], None] | None = None,
-        never_wait: Callable[[], bool] | None = None,
     ) -> None:
         super().__init__()  # unbounded underneath; the capacity applies to tells only
         self._actor_name = actor_name
@@ -64,16 +62,6 @@ class BoundedInbox(queue.Queue):  # type: ignore[type-arg]
         self._exempt_types = (pykka_messages._ActorStop, *exempt_types)
         self._weigh = weigh
         self._load = 0
-        # A shared dispatcher is told of every put (it gives the actor a turn), and a put made
-        # on the dispatcher's own thread must never wait for room: only that thread could
-        # make it (see actors/dispatcher.py).
-        self._on_put = on_put
-        self._never_wait = never_wait
-
-    def consumer_is_calling(self) -> bool:
-        """True when the thread calling is the one that consumes this inbox (a shared
-        dispatcher's own thread): it must not wait on an answer from this inbox's actor."""
-        return self._never_wait is not None and self._never_wait()
 
     @property
     def load(self) -> int:
@@ -87,18 +75,11 @@ class BoundedInbox(queue.Queue):  # type: ignore[type-arg]
         )
         if exempt:
             super().put(item)
-        else:
-            self._put_bounded(item)
-        if self._on_put is not None:
-            self._on_put()
-
-    def _put_bounded(self, item: Any) -> None:
+            return
         weight = self._weight(item)
         deadline = time.monotonic() + self._put_timeout_s
         with self.not_full:
             while self._load > 0 and self._load + weight > self._capacity:
-                if self._never_wait is not None and self._never_wait():
-                    raise MailboxFull(self._actor_name, self._capacity, 0.0)
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise MailboxFull(self._actor_name, self._capacity, self._put_timeout_s)

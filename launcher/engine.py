@@ -308,8 +308,9 @@ class Engine:
             "directory": self.directory,
             "mailbox_capacity": config.mailbox_capacity,
         }
-        # Feed, strategies, risk and order: on the shared dispatcher when there is one.
+        # Feed, strategies and risk (and order, if configured) on the shared dispatcher.
         hot = {**base, "dispatcher": self.dispatcher}
+        order_base = hot if config.dispatcher_includes_order else base
         order_conflator = self._make_conflator("order")
         risk_conflator = self._make_conflator("risk")
         specs: list[ChildSpec] = [
@@ -339,7 +340,7 @@ class Engine:
                     gate=self.gate,
                     reconciliation=config.reconciliation,
                     orders=config.orders,
-                    **hot,
+                    **order_base,
                 ),
                 receives_timer=True,
             ),
