@@ -13,7 +13,7 @@ from typing import Any
 
 import pykka
 
-from actors.dispatcher import DispatchedInbox
+from actors.dispatcher import DispatchedInbox, current_dispatcher
 from actors.mailbox import MailboxFull
 
 __all__ = ["ActorDirectory", "ActorUnavailable"]
@@ -62,6 +62,12 @@ class ActorDirectory:
         if ref is None:
             self.dropped_tells += 1
             return False
+        if type(ref.actor_inbox) is not DispatchedInbox:
+            # A message leaving the shared dispatcher for a thread of its own: noted, so a
+            # replay can wait for its effects before the next tick (tools/replay.py).
+            dispatcher = current_dispatcher()
+            if dispatcher is not None:
+                dispatcher.egress.add(name)
         try:
             ref.tell(message)
         except pykka.ActorDeadError:

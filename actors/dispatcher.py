@@ -51,9 +51,17 @@ from actors.mailbox import MailboxFull
 if TYPE_CHECKING:
     from pykka._envelope import Envelope
 
-__all__ = ["DispatchedInbox", "Dispatcher"]
+__all__ = ["DispatchedInbox", "Dispatcher", "current_dispatcher"]
 
 logger = logging.getLogger(__name__)
+
+_running = threading.local()
+
+
+def current_dispatcher() -> Dispatcher | None:
+    """The dispatcher whose thread is calling, if any."""
+    return getattr(_running, "dispatcher", None)
+
 
 IdleStep = Callable[[], bool]
 
@@ -181,6 +189,9 @@ class Dispatcher:
         self._thread_ident: int | None = None
         self.messages_processed = 0
         """Envelopes handled since start (all actors)."""
+        self.egress: set[str] = set()
+        """Names of actors off this dispatcher told something from its thread (recorded by
+        ``ActorDirectory.tell``; a replay waits for them before its next tick)."""
 
     # ------------------------------------------------------------------ control (any thread)
     def start(self) -> None:
@@ -286,6 +297,7 @@ class Dispatcher:
     # ------------------------------------------------------------------ dispatcher thread
     def _run(self) -> None:
         self._thread_ident = threading.get_ident()
+        _running.dispatcher = self
         try:
             while True:
                 turn = self._next_turn()

@@ -29,7 +29,7 @@ from actors.dispatcher import Dispatcher
 from actors.feed_actor import FeedActor, TickSink
 from actors.kill_switch_actor import KillSwitchActor
 from actors.leader_actor import LeaderActor, new_lease_holder
-from actors.mailbox import TickConflator
+from actors.mailbox import TickChannel, TickConflator, TickQueue
 from actors.order_actor import OrderActor
 from actors.risk_actor import RiskActor
 from actors.strategy_actor import StrategyActor
@@ -125,7 +125,12 @@ class Engine:
         self._ticker: Ticker | None = None
         self._http_bound = threading.Event()
         self.http_port: int | None = None
-        self._conflators: dict[str, TickConflator] = {}
+        self._conflators: dict[str, TickChannel] = {}
+        # A replayed file is history: its strategies get every tick (TickQueue), and the feed
+        # waits for them instead of overwriting (see _deliver_batch).
+        self._lossless: list[TickQueue] = []
+        # Actors on the shared dispatcher that take TimerFired (fire_dispatcher_timer).
+        self._dispatcher_timer_children: list[str] = []
         # The hot-path actors' shared thread (config.dispatcher == "shared"), else None.
         self.dispatcher: Dispatcher | None = (
             Dispatcher("hot-path") if config.dispatcher == "shared" else None
@@ -284,11 +289,31 @@ class Engine:
     def pump(self) -> FeedPump | None:
         return self._pump
 
-    def conflator(self, consumer: str) -> TickConflator:
+    def conflator(self, consumer: str) -> TickChannel:
         return self._conflators[consumer]
+
+    def fire_dispatcher_timer(self) -> None:
+        """The timer work of the shared dispatcher's actors only, from the dispatcher's own
+        thread: the venue's clock step, then ``TimerFired`` to the actors on it that take
+        timers. A replay drives time with this (tools/replay.py): nothing crosses a thread, so
+        where the timer lands among the ticks is decided by the replay, not by scheduling."""
+        now = self.clock.now_ns()
+        if self.broker is not None:
+            self.broker.on_time(now)
+        for name in self._dispatcher_timer_children:
+            self.directory.tell(name, TimerFired(now_ns=now))
 
     # ------------------------------------------------------------------ wiring
     def _deliver_batch(self, batch: TicksReceived) -> bool:
+        # A replayed file waits for its slowest strategy instead of being conflated; a
+        # strategy that stays down (restarting) gets the batch after the put timeout anyway.
+        for channel in self._lossless:
+            if not channel.wait_for_room(self.config.feed_mailbox_ticks, timeout_s=5.0):
+                logger.warning(
+                    "replay: %s has %d ticks pending; delivering anyway",
+                    channel.consumer,
+                    channel.pending_count,
+                )
         return self.directory.tell(feed_actor_name(self.feed_name), batch)
 
     def _make_conflator(self, consumer: str) -> TickConflator:
@@ -297,6 +322,17 @@ class Engine:
         )
         self._conflators[consumer] = conflator
         return conflator
+
+    def _make_tick_channel(self, consumer: str) -> TickChannel:
+        """A strategy's channel: every tick of a replayed file, the latest of a live feed."""
+        if self.config.feed.kind != "csv":
+            return self._make_conflator(consumer)
+        channel = TickQueue(
+            consumer=consumer, wake=lambda wake: self.directory.tell(consumer, wake)
+        )
+        self._conflators[consumer] = channel
+        self._lossless.append(channel)
+        return channel
 
     def _child_specs(self) -> list[ChildSpec]:
         config = self.config
@@ -311,6 +347,9 @@ class Engine:
         # Feed, strategies and risk (and order, if configured) on the shared dispatcher.
         hot = {**base, "dispatcher": self.dispatcher}
         order_base = hot if config.dispatcher_includes_order else base
+        self._dispatcher_timer_children = (
+            ["order"] if self.dispatcher is not None and config.dispatcher_includes_order else []
+        )
         order_conflator = self._make_conflator("order")
         risk_conflator = self._make_conflator("risk")
         specs: list[ChildSpec] = [
@@ -348,7 +387,7 @@ class Engine:
         sinks: list[TickSink] = [broker.on_tick, order_conflator.offer, risk_conflator.offer]
         for strategy_config in config.strategies:
             name = strategy_actor_name(strategy_config.name)
-            conflator = self._make_conflator(name)
+            conflator = self._make_tick_channel(name)
             traded = frozenset(strategy_config.instruments)
             sinks.append(_filtered(conflator.offer, traded))
             specs.append(
@@ -450,7 +489,7 @@ def _strategy_starter(
     instruments: dict[str, Instrument],
     config: EngineConfig,
     traded: frozenset[str],
-    conflator: TickConflator,
+    conflator: TickChannel,
     metrics: EngineMetrics,
     base: dict[str, Any],
 ) -> Callable[[], pykka.ActorRef[Any]]:
