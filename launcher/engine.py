@@ -241,6 +241,8 @@ class Engine:
 
     def stop(self) -> None:
         if not self._started:
+            if self.dispatcher is not None:
+                self.dispatcher.stop()  # a start that failed after starting it
             return
         self._started = False
         if self._ticker is not None:
