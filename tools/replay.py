@@ -316,6 +316,7 @@ def _wait_until_ready(engine: Engine) -> None:
             and leadership is not None
             and order.get("taken_over_epoch") == leadership["epoch"]
         ):
+            _settle(engine)
             return
         if time.monotonic() > deadline:
             raise ReplayError(
@@ -323,6 +324,16 @@ def _wait_until_ready(engine: Engine) -> None:
                 f"armed={state.armed} leadership={leadership} within {_READY_TIMEOUT_S}s"
             )
         time.sleep(0.01)  # a retry pace for a start-up poll, not a synchronisation
+
+
+def _settle(engine: Engine) -> None:
+    """Let the start-up's last timer finish everywhere before the first tick: the supervisor
+    first (its fan-out is then queued), then the actors it told, then everything else, so no
+    start-up message lands among the replay's ticks at a place that depends on scheduling."""
+    names = [SUPERVISOR, "kill_switch", "leader"]
+    names += [name for name in engine.directory.names() if name not in names]
+    for name in names:
+        engine.directory.ask(name, QuerySnapshot(), timeout_s=_ASK_TIMEOUT_S)
 
 
 def _check_alive(engine: Engine) -> None:
