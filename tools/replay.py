@@ -49,7 +49,7 @@ import msgspec
 from sqlalchemy import select
 
 from actors.base import SUPERVISOR
-from adapters.feeds.csv_replay import CsvTickReplay
+from adapters.feeds.csv_replay import CsvTickReplay, TickDataError
 from adapters.feeds.synthetic import SyntheticMarket
 from adapters.storage.database import Database
 from adapters.storage.tables import fills, orders, positions
@@ -58,7 +58,7 @@ from domain.config import EngineConfig
 from domain.enums import Mode
 from domain.instruments import Instrument
 from domain.messages import QuerySnapshot, QueryTradingState, Tick, TicksReceived
-from launcher.config import load_config
+from launcher.config import ConfigError, load_config
 from launcher.engine import Engine, feed_actor_name, strategy_actor_name
 
 __all__ = ["ReplayError", "ReplayResult", "replay_file", "write_synthetic_csv"]
@@ -229,8 +229,9 @@ def replay_file(
         database_url: keep the books here; default a fresh SQLite file, deleted afterwards.
 
     Raises:
-        ReplayError: the file is empty or unreadable, the engine did not get ready to trade,
-            or an actor crashed during the replay.
+        ReplayError: the file is missing, unreadable or has no valid tick, the engine did not
+            get ready to trade, or an actor crashed during the replay.
+        ConfigError: ``config`` names a YAML file that does not load.
     """
     path = Path(path)
     with tempfile.TemporaryDirectory(prefix="vigil-replay-") as scratch:
@@ -245,7 +246,10 @@ def replay_file(
         def count_bad_row(_: object) -> None:
             rejected[0] += 1
 
-        first = next(iter(CsvTickReplay(path, instruments, on_bad_row=count_bad_row)), None)
+        try:
+            first = next(iter(CsvTickReplay(path, instruments, on_bad_row=count_bad_row)), None)
+        except (OSError, TickDataError) as error:
+            raise ReplayError(f"REPLAY_UNREADABLE: {path}: {error}") from error
         if first is None:
             raise ReplayError(f"REPLAY_EMPTY: {path} has no valid tick")
         rejected[0] = 0
@@ -446,11 +450,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     options = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    if options.generate is not None:
-        write_synthetic_csv(options.file, options.generate, options.config)
     try:
+        if options.generate is not None:
+            write_synthetic_csv(options.file, options.generate, options.config)
         result = replay_file(options.file, config=options.config, database_url=options.database_url)
-    except ReplayError as error:
+    except (ReplayError, ConfigError, OSError) as error:
         print(f"replay failed: {error}", file=sys.stderr)
         return 1
     if options.json:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from domain.messages import QuerySnapshot
 from launcher.config import load_config
 from launcher.engine import Engine, strategy_actor_name
 from tests.helpers import make_config, wait_until
-from tools.replay import replay_file, write_synthetic_csv
+from tools.replay import ReplayError, main, replay_file, write_synthetic_csv
 
 PAPER = Path(__file__).resolve().parents[2] / "configs" / "paper.yaml"
 TICKS = 3_000  # 750 steps of 4 instruments, 250 ms apart: ~190 s of market, 2 s bars
@@ -82,3 +84,16 @@ def test_a_csv_feed_at_full_speed_is_not_conflated(tmp_path: Path) -> None:
             assert state["ticks_conflated"] == 0
     finally:
         engine.stop()
+
+
+def test_a_missing_or_empty_file_is_a_clear_error_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(ReplayError, match="REPLAY_UNREADABLE"):
+        replay_file(tmp_path / "absent.csv", config=PAPER)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("ts,instrument,bid,ask\n")
+    assert main([str(empty), "--config", str(PAPER)]) == 1
+    assert (
+        capsys.readouterr().err.strip() == f"replay failed: REPLAY_EMPTY: {empty} has no valid tick"
+    )
