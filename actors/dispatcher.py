@@ -299,11 +299,10 @@ class Dispatcher:
         self._thread_ident = threading.get_ident()
         _running.dispatcher = self
         try:
-            while True:
-                turn = self._next_turn()
-                if turn is None:
-                    return
-                self._take_turn(*turn)
+            turn = self._next_turn()
+            while turn is not None:
+                # A turn hands back the next one when it can take it under the same lock.
+                turn = self._take_turn(*turn) or self._next_turn()
         finally:
             self._abandon_all()
 
@@ -321,17 +320,20 @@ class Dispatcher:
                     self._work.wait()
                     self._sleeping = False
                 if self._ready:
-                    entry = self._ready.popleft()
-                    inbox = entry.inbox
-                    if entry.started and inbox._items:
-                        return entry, inbox._pop_locked()
-                    return entry, None
+                    return self._pop_turn_locked()
                 step = self._idle_step
             # Nothing is queued: let the idle work (a replay's next tick) run, unlocked.
             if step is not None and not self._call_idle_step(step):
                 with self._lock:
                     if self._idle_step is step:
                         self._idle_step = None
+
+    def _pop_turn_locked(self) -> tuple[_Attached, Envelope[Any] | None]:
+        entry = self._ready.popleft()
+        inbox = entry.inbox
+        if entry.started and inbox._items:
+            return entry, inbox._pop_locked()
+        return entry, None
 
     def _call_idle_step(self, step: IdleStep) -> bool:
         try:
@@ -340,7 +342,11 @@ class Dispatcher:
             logger.exception("dispatcher %s idle step failed; removed", self.name)
             return False
 
-    def _take_turn(self, entry: _Attached, envelope: Envelope[Any] | None) -> None:
+    def _take_turn(
+        self, entry: _Attached, envelope: Envelope[Any] | None
+    ) -> tuple[_Attached, Envelope[Any] | None] | None:
+        """Run one turn; return the next turn if one is ready (taken under the same lock, so
+        a busy dispatcher takes its lock once per message), else None."""
         actor = entry.actor
         if not entry.started:
             entry.started = True
@@ -353,20 +359,18 @@ class Dispatcher:
             else:
                 self._handle(actor, envelope)
         with self._lock:
-            if actor.actor_stopped.is_set():
-                self._attached.pop(id(actor), None)
-                entry.inbox._entry = None
-                entry.scheduled = False
-                detached = True
-            elif entry.inbox._items:
-                self._ready.append(entry)  # more to do: back of the line, others go first
-                detached = False
-            else:
-                entry.scheduled = False
-                detached = False
-        if detached:
-            # Asks still queued are answered ActorDeadError (pykka's teardown).
-            actor._actor_loop_teardown()
+            if not actor.actor_stopped.is_set():
+                if entry.inbox._items:
+                    self._ready.append(entry)  # more to do: back of the line, others go first
+                else:
+                    entry.scheduled = False
+                return self._pop_turn_locked() if self._ready else None
+            self._attached.pop(id(actor), None)
+            entry.inbox._entry = None
+            entry.scheduled = False
+        # Stopped: asks still queued are answered ActorDeadError (pykka's teardown).
+        actor._actor_loop_teardown()
+        return None
 
     def _handle(self, actor: pykka.Actor, envelope: Envelope[Any]) -> None:
         """One message, with the semantics of pykka's ``_actor_loop_running`` body."""
