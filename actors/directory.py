@@ -13,6 +13,7 @@ from typing import Any
 
 import pykka
 
+from actors.dispatcher import DispatchedInbox, current_dispatcher
 from actors.mailbox import MailboxFull
 
 __all__ = ["ActorDirectory", "ActorUnavailable"]
@@ -39,8 +40,9 @@ class ActorDirectory:
             self._refs.pop(name, None)
 
     def get(self, name: str) -> pykka.ActorRef[Any] | None:
-        with self._lock:
-            return self._refs.get(name)
+        # No lock: a dict read is atomic in CPython and this runs on every tell of the hot
+        # path; writers still serialise on the lock.
+        return self._refs.get(name)
 
     def names(self) -> list[str]:
         with self._lock:
@@ -60,6 +62,12 @@ class ActorDirectory:
         if ref is None:
             self.dropped_tells += 1
             return False
+        if type(ref.actor_inbox) is not DispatchedInbox:
+            # A message leaving the shared dispatcher for a thread of its own: noted, so a
+            # replay can wait for its effects before the next tick (tools/replay.py).
+            dispatcher = current_dispatcher()
+            if dispatcher is not None:
+                dispatcher.egress.add(name)
         try:
             ref.tell(message)
         except pykka.ActorDeadError:
@@ -75,11 +83,20 @@ class ActorDirectory:
         """Ask and wait at most ``timeout_s``. Re-raises the actor's own exception.
 
         Raises:
-            ActorUnavailable: not registered, dead, or no answer within the timeout.
+            ActorUnavailable: not registered, dead, no answer within the timeout, or asked
+                from the thread of the shared dispatcher the actor runs on (a deadlock).
         """
         ref = self.get(name)
         if ref is None:
             raise ActorUnavailable(f"ACTOR_UNAVAILABLE: actor={name} is not running")
+        inbox = ref.actor_inbox
+        if isinstance(inbox, DispatchedInbox) and inbox.consumer_is_calling():
+            # The answer would need the very thread that would wait for it: fail now, not
+            # after the timeout with every actor of the dispatcher frozen meanwhile.
+            raise ActorUnavailable(
+                f"ACTOR_SAME_DISPATCHER: actor={name} runs on the calling thread's dispatcher; "
+                "an actor there must tell it, never ask and wait"
+            )
         try:
             return ref.ask(message, timeout=timeout_s)
         except pykka.ActorDeadError as error:

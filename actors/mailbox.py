@@ -11,6 +11,11 @@ by our own orders).
 Market data does not go through the inbox at all: a ``TickConflator`` keeps the latest tick per
 instrument and wakes its consumer with a single ``DrainTicks``, so a busy strategy sees the
 latest quote, not a backlog, and memory stays bounded by the number of instruments.
+
+A replayed file is different: its ticks are history, not a live quote that goes stale, and a
+backtest must evaluate every one of them. There a ``TickQueue`` (same interface, the
+``TickChannel`` protocol) keeps every tick in order; the producer waits for room
+(``wait_for_room``) instead of overwriting, so memory stays bounded by its limit.
 """
 
 from __future__ import annotations
@@ -18,14 +23,15 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from pykka import messages as pykka_messages
 
 from domain.messages import DrainTicks, Tick
 
-__all__ = ["BoundedInbox", "MailboxFull", "TickConflator"]
+__all__ = ["BoundedInbox", "MailboxFull", "TickChannel", "TickConflator", "TickQueue"]
 
 
 class MailboxFull(Exception):
@@ -145,6 +151,81 @@ class TickConflator:
             self._wake_pending = False
         ticks.sort(key=lambda tick: tick.ts_event)
         return ticks
+
+    @property
+    def pending_count(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+
+class TickChannel(Protocol):
+    """What a tick consumer's actor reads: ``TickConflator`` (live) or ``TickQueue`` (replay).
+    ``offer`` runs on the feed actor's thread, ``drain`` on the consumer's."""
+
+    consumer: str
+    offered: int
+    conflated: int
+
+    def offer(self, tick: Tick) -> None: ...
+
+    def drain(self) -> list[Tick]: ...
+
+    @property
+    def pending_count(self) -> int: ...
+
+
+class TickQueue:
+    """Every tick, in order, for one consumer, with at most one pending wake-up: the lossless
+    channel of a replayed file (nothing is ever conflated: ``conflated`` stays 0).
+
+    ``offer`` never blocks (it runs on the feed actor, which may share its thread with the
+    consumer); the producer upstream of the feed actor calls ``wait_for_room`` before it hands
+    over more (the engine's delivery of a replay batch does), so the backlog stays bounded.
+    ``wake`` works as for ``TickConflator``: a failed wake is re-armed for the next offer.
+    """
+
+    def __init__(self, *, consumer: str, wake: Callable[[DrainTicks], bool]) -> None:
+        self.consumer = consumer
+        self._wake = wake
+        self._lock = threading.Lock()
+        self._drained = threading.Condition(self._lock)
+        self._pending: deque[Tick] = deque()
+        self._wake_pending = False
+        self.offered = 0
+        self.conflated = 0
+
+    def offer(self, tick: Tick) -> None:
+        with self._lock:
+            self.offered += 1
+            self._pending.append(tick)
+            if self._wake_pending:
+                return
+            self._wake_pending = True
+        if not self._wake(DrainTicks()):
+            with self._lock:
+                self._wake_pending = False
+
+    def drain(self) -> list[Tick]:
+        """Every tick offered since the last drain, in the order offered."""
+        with self._lock:
+            ticks = list(self._pending)
+            self._pending.clear()
+            self._wake_pending = False
+            self._drained.notify_all()
+        return ticks
+
+    def wait_for_room(self, limit: int, timeout_s: float) -> bool:
+        """Wait until fewer than ``limit`` ticks are pending; False if still not after
+        ``timeout_s`` (a consumer that is down: the caller decides). Never call this on the
+        consumer's own thread."""
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            while len(self._pending) >= limit:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._drained.wait(remaining)
+        return True
 
     @property
     def pending_count(self) -> int:

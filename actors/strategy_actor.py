@@ -5,9 +5,11 @@ Publishes: ``TradePlan`` to the risk actor.
 
 Market data reaches it through a ``TickConflator``, so when it falls behind it sees the latest
 quote per instrument rather than a backlog (each overwritten tick is counted in
-``trader_ticks_conflated_total{consumer}``). A plan the risk actor cannot take (mailbox full)
-is dropped and counted: a plan is only worth anything while its quote is fresh. Indicator
-state is rebuilt from market data after a restart (a warm-up); nothing here must persist.
+``trader_ticks_conflated_total{consumer}``); when the feed is a replayed file, through a
+``TickQueue`` that keeps every tick (a backtest evaluates them all: ``ticks_seen``). A plan
+the risk actor cannot take (mailbox full) is dropped and counted: a plan is only worth
+anything while its quote is fresh. Indicator state is rebuilt from market data after a restart
+(a warm-up); nothing here must persist.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from actors.base import VigilActor
 from domain.messages import DrainTicks
 
 if TYPE_CHECKING:
-    from actors.mailbox import TickConflator
+    from actors.mailbox import TickChannel
     from adapters.metrics import EngineMetrics
     from domain.strategies.base import Strategy
 
@@ -35,7 +37,7 @@ class StrategyActor(VigilActor):
         *,
         strategy: Strategy,
         instruments: frozenset[str],
-        conflator: TickConflator,
+        conflator: TickChannel,
         metrics: EngineMetrics,
         risk_actor: str = "risk",
         **base: Any,

@@ -264,6 +264,15 @@ class EngineConfig(_Strict):
     # The feed's inbox is bounded in ticks, not messages (a message is a batch): a fast
     # source feels backpressure instead of queueing seconds of work ahead of pings.
     feed_mailbox_ticks: int = Field(default=5_000, gt=0)
+    # Where the hot-path actors (feed, strategies, risk, order) run: ``shared`` puts their loops
+    # on one dispatcher thread (a tell between them is a queue append, no thread hand-off);
+    # ``threads`` gives each its own thread (pykka's default). See actors/dispatcher.py.
+    dispatcher: Literal["shared", "threads"] = "shared"
+    # The order actor joins the shared dispatcher only when this is true: today it still calls
+    # the broker and the database synchronously, and on the shared thread a broker call that
+    # takes 200 ms would stall every decision. A replay (instant paper venue) turns it on; so
+    # can the broker gateway once broker I/O leaves the order actor.
+    dispatcher_includes_order: bool = False
     instruments: tuple[InstrumentConfig, ...] = Field(min_length=1)
     feed: FeedConfig = Field(default_factory=FeedConfig)
     strategies: tuple[StrategyConfig, ...] = ()

@@ -26,10 +26,11 @@ from actors.base import SUPERVISOR
 from actors.broker_gateway import BrokerGateway, build_broker_gateway
 from actors.control import EngineControl
 from actors.directory import ActorDirectory
+from actors.dispatcher import Dispatcher
 from actors.feed_actor import FeedActor, TickSink
 from actors.kill_switch_actor import KillSwitchActor
 from actors.leader_actor import LeaderActor, new_lease_holder
-from actors.mailbox import TickConflator
+from actors.mailbox import TickChannel, TickConflator, TickQueue
 from actors.order_actor import OrderActor
 from actors.risk_actor import RiskActor
 from actors.strategy_actor import StrategyActor
@@ -81,6 +82,8 @@ class Engine:
         broker_partial_fill_max: let the paper venue fill at most this much per pass.
         broker_faults: put a ``FaultyBroker`` between the order actor and the venue
             (``engine.faults``) for fault drills.
+        venue_writer_thread: the paper venue writes behind on its own thread; False for a
+            replay, which has it write between ticks (``PaperBroker.write_pending``).
     """
 
     def __init__(
@@ -93,6 +96,7 @@ class Engine:
         run_http: bool = True,
         broker_partial_fill_max: int | None = None,
         broker_faults: bool = False,
+        venue_writer_thread: bool = True,
     ) -> None:
         self.config = config
         self.clock: Clock = clock or WallClock()
@@ -102,6 +106,7 @@ class Engine:
         self._run_http = run_http
         self._broker_partial_fill_max = broker_partial_fill_max
         self._broker_faults = broker_faults
+        self._venue_writer_thread = venue_writer_thread
         self.faults: FaultyBroker | None = None
         self.instruments: dict[str, Instrument] = {
             item.symbol: Instrument(**item.model_dump()) for item in config.instruments
@@ -132,7 +137,16 @@ class Engine:
         self._ticker: Ticker | None = None
         self._http_bound = threading.Event()
         self.http_port: int | None = None
-        self._conflators: dict[str, TickConflator] = {}
+        self._conflators: dict[str, TickChannel] = {}
+        # A replayed file is history: its strategies get every tick (TickQueue), and the feed
+        # waits for them instead of overwriting (see _deliver_batch).
+        self._lossless: list[TickQueue] = []
+        # Actors on the shared dispatcher that take TimerFired (fire_dispatcher_timer).
+        self._dispatcher_timer_children: list[str] = []
+        # The hot-path actors' shared thread (config.dispatcher == "shared"), else None.
+        self.dispatcher: Dispatcher | None = (
+            Dispatcher("hot-path") if config.dispatcher == "shared" else None
+        )
         self._started = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -172,6 +186,7 @@ class Engine:
             # Another process may share these venue tables: only the leader's venue acts, and
             # it reloads the books when this process takes over (the order actor tells it).
             follow_leadership=True,
+            writer_thread=self._venue_writer_thread,
         )
         account = self.broker.connect()
         logger.info("broker %s connected: account %s", self.broker.name, account.account_id)
@@ -201,6 +216,8 @@ class Engine:
             config_sha=self.config_sha,
             metrics=self.metrics,
         )
+        if self.dispatcher is not None:
+            self.dispatcher.start()
         supervisor = Supervisor.start(
             name=SUPERVISOR,
             clock=self.clock,
@@ -253,6 +270,8 @@ class Engine:
 
     def stop(self) -> None:
         if not self._started:
+            if self.dispatcher is not None:
+                self.dispatcher.stop()  # a start that failed after starting it
             return
         self._started = False
         if self._ticker is not None:
@@ -266,6 +285,8 @@ class Engine:
                 logger.exception("stopping children failed")
             self._supervisor.stop(block=True, timeout=10)
             self.directory.unregister(SUPERVISOR)
+        if self.dispatcher is not None:
+            self.dispatcher.stop()
         if self.gateway is not None:
             # After the order actor: nothing more is handed over; what is still queued stays
             # in flight in the books and recovery settles it.
@@ -307,11 +328,31 @@ class Engine:
     def pump(self) -> FeedPump | None:
         return self._pump
 
-    def conflator(self, consumer: str) -> TickConflator:
+    def conflator(self, consumer: str) -> TickChannel:
         return self._conflators[consumer]
+
+    def fire_dispatcher_timer(self) -> None:
+        """The timer work of the shared dispatcher's actors only, from the dispatcher's own
+        thread: the venue's clock step, then ``TimerFired`` to the actors on it that take
+        timers. A replay drives time with this (tools/replay.py): nothing crosses a thread, so
+        where the timer lands among the ticks is decided by the replay, not by scheduling."""
+        now = self.clock.now_ns()
+        if self.broker is not None:
+            self.broker.on_time(now)
+        for name in self._dispatcher_timer_children:
+            self.directory.tell(name, TimerFired(now_ns=now))
 
     # ------------------------------------------------------------------ wiring
     def _deliver_batch(self, batch: TicksReceived) -> bool:
+        # A replayed file waits for its slowest strategy instead of being conflated; a
+        # strategy that stays down (restarting) gets the batch after the put timeout anyway.
+        for channel in self._lossless:
+            if not channel.wait_for_room(self.config.feed_mailbox_ticks, timeout_s=5.0):
+                logger.warning(
+                    "replay: %s has %d ticks pending; delivering anyway",
+                    channel.consumer,
+                    channel.pending_count,
+                )
         return self.directory.tell(feed_actor_name(self.feed_name), batch)
 
     def _make_conflator(self, consumer: str) -> TickConflator:
@@ -320,6 +361,17 @@ class Engine:
         )
         self._conflators[consumer] = conflator
         return conflator
+
+    def _make_tick_channel(self, consumer: str) -> TickChannel:
+        """A strategy's channel: every tick of a replayed file, the latest of a live feed."""
+        if self.config.feed.kind != "csv":
+            return self._make_conflator(consumer)
+        channel = TickQueue(
+            consumer=consumer, wake=lambda wake: self.directory.tell(consumer, wake)
+        )
+        self._conflators[consumer] = channel
+        self._lossless.append(channel)
+        return channel
 
     def _child_specs(self) -> list[ChildSpec]:
         config = self.config
@@ -333,6 +385,12 @@ class Engine:
             "directory": self.directory,
             "mailbox_capacity": config.mailbox_capacity,
         }
+        # Feed, strategies and risk (and order, if configured) on the shared dispatcher.
+        hot = {**base, "dispatcher": self.dispatcher}
+        order_base = hot if config.dispatcher_includes_order else base
+        self._dispatcher_timer_children = (
+            ["order"] if self.dispatcher is not None and config.dispatcher_includes_order else []
+        )
         order_conflator = self._make_conflator("order")
         risk_conflator = self._make_conflator("risk")
         specs: list[ChildSpec] = [
@@ -345,7 +403,7 @@ class Engine:
                     instruments=self.instruments,
                     conflator=risk_conflator,
                     metrics=metrics,
-                    **base,
+                    **hot,
                 ),
             ),
             ChildSpec(
@@ -365,7 +423,7 @@ class Engine:
                     reconciliation=config.reconciliation,
                     orders=config.orders,
                     gateway=self.gateway,
-                    **base,
+                    **order_base,
                 ),
                 receives_timer=True,
             ),
@@ -373,7 +431,7 @@ class Engine:
         sinks: list[TickSink] = [broker.on_tick, order_conflator.offer, risk_conflator.offer]
         for strategy_config in config.strategies:
             name = strategy_actor_name(strategy_config.name)
-            conflator = self._make_conflator(name)
+            conflator = self._make_tick_channel(name)
             traded = frozenset(strategy_config.instruments)
             sinks.append(_filtered(conflator.offer, traded))
             specs.append(
@@ -387,7 +445,7 @@ class Engine:
                         traded,
                         conflator,
                         metrics,
-                        base,
+                        hot,
                     ),
                 )
             )
@@ -401,7 +459,7 @@ class Engine:
                     instruments=self.instruments,
                     sinks=sinks,
                     metrics=metrics,
-                    **{**base, "mailbox_capacity": config.feed_mailbox_ticks},
+                    **{**hot, "mailbox_capacity": config.feed_mailbox_ticks},
                 ),
             )
         )
@@ -475,7 +533,7 @@ def _strategy_starter(
     instruments: dict[str, Instrument],
     config: EngineConfig,
     traded: frozenset[str],
-    conflator: TickConflator,
+    conflator: TickChannel,
     metrics: EngineMetrics,
     base: dict[str, Any],
 ) -> Callable[[], pykka.ActorRef[Any]]:

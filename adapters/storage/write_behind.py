@@ -432,11 +432,15 @@ class WriteBehind:
                 work = [item for item in work if item[0] == statements["events"].sql]
                 seq = 0
                 self.fenced_drops += 1
-                logger.warning(
-                    "write-behind: %d changes not stored, lease no longer at epoch %s of %s",
+                # Expected before the first lease (start-up rows of a standby); a warning once
+                # this process was leading at that epoch.
+                logger.log(
+                    logging.INFO if epoch is None else logging.WARNING,
+                    "write-behind: %d changes not stored: %s",
                     len(batch),
-                    epoch,
-                    self._lease_holder,
+                    "not leading"
+                    if epoch is None
+                    else f"the lease moved past epoch {epoch} of {self._lease_holder}",
                 )
             for sql, parameters in work:
                 connection.exec_driver_sql(sql, parameters)

@@ -119,10 +119,12 @@ def test_sigkill_with_open_brackets_recovers_every_position_protected_and_sends_
     # committed it: as if never received) is resent after the in-flight settle time; wait for
     # nothing to be in flight before freezing the books.
     wait_until(
-        lambda: not query(
-            launcher,
-            "SELECT client_order_id FROM orders "
-            "WHERE status IN ('PENDING_SUBMIT', 'SUBMITTED', 'PENDING_CANCEL')",
+        lambda: (
+            not query(
+                launcher,
+                "SELECT client_order_id FROM orders "
+                "WHERE status IN ('PENDING_SUBMIT', 'SUBMITTED', 'PENDING_CANCEL')",
+            )
         ),
         timeout_s=60,
         message="no order in flight",

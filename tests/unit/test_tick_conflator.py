@@ -1,8 +1,11 @@
-"""TickConflator: the latest tick per instrument, handed over oldest first."""
+"""TickConflator: the latest tick per instrument, handed over oldest first; TickQueue: every
+tick, in order (a replayed file)."""
 
 from __future__ import annotations
 
-from actors.mailbox import TickConflator
+import threading
+
+from actors.mailbox import TickConflator, TickQueue
 from domain.messages import DrainTicks
 from tests.helpers import make_tick
 
@@ -18,3 +21,31 @@ def test_a_drain_hands_over_the_latest_tick_of_each_instrument_oldest_first() ->
     assert [(t.instrument, t.ts_event) for t in ticks] == [("AAA", 6), ("BBB", 7)]
     assert conflator.conflated == 1 and len(wakes) == 1
     assert conflator.drain() == []
+
+
+def test_a_tick_queue_hands_over_every_tick_in_order_and_never_conflates() -> None:
+    wakes: list[DrainTicks] = []
+    channel = TickQueue(consumer="strategy", wake=lambda wake: wakes.append(wake) or True)
+    channel.offer(make_tick("BBB", "200.00", "200.10", ts=5))
+    channel.offer(make_tick("AAA", "100.00", "100.10", ts=6))
+    channel.offer(make_tick("BBB", "200.05", "200.15", ts=7))
+    assert channel.pending_count == 3 and len(wakes) == 1  # one wake for the whole backlog
+    assert [(t.instrument, t.ts_event) for t in channel.drain()] == [
+        ("BBB", 5),
+        ("AAA", 6),
+        ("BBB", 7),
+    ]
+    assert channel.conflated == 0 and channel.offered == 3
+    channel.offer(make_tick("AAA", "100.00", "100.10", ts=8))
+    assert len(wakes) == 2  # re-armed by the drain
+
+
+def test_a_producer_waits_for_room_until_the_consumer_drains() -> None:
+    channel = TickQueue(consumer="strategy", wake=lambda wake: True)
+    for ts in range(3):
+        channel.offer(make_tick("AAA", "100.00", "100.10", ts=ts))
+    assert channel.wait_for_room(3, timeout_s=0.05) is False  # full, nobody drains
+    drained = threading.Thread(target=channel.drain)
+    drained.start()
+    assert channel.wait_for_room(3, timeout_s=5) is True
+    drained.join(5)

@@ -239,6 +239,10 @@ class PaperBroker:
             ``list_fills``.
         follow_leadership: start passive and act only between ``on_leadership(True, epoch)``
             and ``on_leadership(False, ...)`` (several processes on one database).
+        writer_thread: write behind on a thread of the venue's own (default). False: batches
+            are written and their reports delivered only when the caller asks
+            (``write_pending``, ``flush``), on its thread: a replay calls it between ticks, so
+            reports land at the same place in every run.
     """
 
     name = "paper"
@@ -254,6 +258,7 @@ class PaperBroker:
         starting_balance: Decimal = DEFAULT_STARTING_BALANCE,
         session_utc_offset_minutes: int = IST_UTC_OFFSET_MINUTES,
         follow_leadership: bool = False,
+        writer_thread: bool = True,
     ) -> None:
         if partial_fill_max is not None and partial_fill_max <= 0:
             raise ValueError(f"partial_fill_max must be > 0 or None, was {partial_fill_max}")
@@ -289,6 +294,8 @@ class PaperBroker:
         # here, so an id is not reused); cleared when a batch with writes commits.
         self._conflicted_requests: dict[int, _Request] = {}
         self._writer: threading.Thread | None = None
+        self._writer_thread = writer_thread
+        self._driven = threading.Lock()  # one batch at a time without the writer thread
         self._batches_written = 0
         self._write_failures = 0
         self._sink: ReportSink | None = None
@@ -320,7 +327,7 @@ class PaperBroker:
             self._check_open()
             self._install(loaded)
             self._is_connected = True
-            if self._writer is None:
+            if self._writer is None and self._writer_thread:
                 self._writer = threading.Thread(
                     target=self._write_loop, name="paper-venue-writer", daemon=True
                 )
@@ -394,6 +401,10 @@ class PaperBroker:
         from the writer thread (a sink), which cannot wait for itself."""
         if threading.current_thread() is self._writer:
             return True
+        if not self._writer_thread:
+            while self.write_pending():
+                pass
+            return True
         with self._lock:
             target = self._open.number if not self._open.is_empty else self._open.number - 1
             return self._changed.wait_for(
@@ -411,6 +422,8 @@ class PaperBroker:
 
         The database is the caller's and stays open.
         """
+        if not self._writer_thread:
+            self.flush()
         with self._lock:
             self._is_closed = True
             self._is_connected = False
@@ -857,33 +870,55 @@ class PaperBroker:
     # THE WRITER THREAD
     # -----------------------------------------------------------------------------------------
 
+    def write_pending(self) -> bool:
+        """Without a writer thread (``writer_thread=False``): write the open batch and deliver
+        its reports (and any held for a sink) on the caller's thread.
+
+        Returns:
+            True when there was a batch to write or reports to deliver.
+        """
+        if self._writer_thread:
+            raise RuntimeError("write_pending: this venue writes behind on its own thread")
+        with self._driven:
+            with self._lock:
+                if not self._has_work():
+                    return False
+                batch = self._take_batch()
+            self._run_batch(batch)
+            return True
+
     def _write_loop(self) -> None:
         while True:
             with self._lock:
-                self._changed.wait_for(
-                    lambda: (
-                        self._is_closed
-                        or not self._open.is_empty
-                        or (self._held and self._sink is not None)
-                    )
-                )
-                if self._open.is_empty and not (self._held and self._sink is not None):
+                self._changed.wait_for(lambda: self._is_closed or self._has_work())
+                if not self._has_work():
                     return  # closed, and nothing left to write
-                batch = self._open
-                self._open = _Batch(batch.number + 1, self._leader_epoch)
-                self._in_flight = batch
-            done = True
-            try:
-                done = self._write_and_deliver(batch)
-            except Exception:
-                # Nothing may kill the writer: every report would stop. Log and carry on.
-                logger.exception("paper venue writer failed on batch %d", batch.number)
-            finally:
-                with self._lock:
-                    self._in_flight = None
-                    if done:
-                        self._done_through = max(self._done_through, batch.number)
-                    self._changed.notify_all()
+                batch = self._take_batch()
+            self._run_batch(batch)
+
+    def _has_work(self) -> bool:
+        return not self._open.is_empty or bool(self._held and self._sink is not None)
+
+    def _take_batch(self) -> _Batch:
+        batch = self._open
+        self._open = _Batch(batch.number + 1, self._leader_epoch)
+        self._in_flight = batch
+        return batch
+
+    def _run_batch(self, batch: _Batch) -> None:
+        """Called without the lock: write ``batch``, deliver its reports, mark it done."""
+        done = True
+        try:
+            done = self._write_and_deliver(batch)
+        except Exception:
+            # Nothing may kill the writer: every report would stop. Log and carry on.
+            logger.exception("paper venue writer failed on batch %d", batch.number)
+        finally:
+            with self._lock:
+                self._in_flight = None
+                if done:
+                    self._done_through = max(self._done_through, batch.number)
+                self._changed.notify_all()
 
     def _write_and_deliver(self, batch: _Batch) -> bool:
         """Called without the lock, on the writer thread. Returns False when the batch's work
