@@ -159,7 +159,10 @@ FULL = Sizes(
     recovery_starts=3,
     rss_first=100_000,
     rss_total=1_000_000,
-    replay_rows=1_000_000,
+    # The issue asks for 1M quotes; the replay runs at ~6k ticks/s here today (docs/benchmarks.md
+    # says what bounds it), so two runs of 1M take ~6 min and would push make bench past its
+    # 10 minutes. 200k by default; --replay-rows 1000000 for the full figure.
+    replay_rows=200_000,
     child_timeout_s=420.0,
 )
 TINY = Sizes(
@@ -1441,8 +1444,19 @@ def run_section(section: str, sizes: Sizes, *, overload_rate: float | None = Non
     raise ValueError(f"unknown section {section!r}; choose from {SECTIONS}")
 
 
-def _child_main(options: argparse.Namespace) -> int:
+def _sizes(options: argparse.Namespace) -> Sizes:
     sizes = TINY if options.tiny else FULL
+    if options.replay_rows is not None:
+        # Two runs at a pessimistic 1,500 ticks/s, and the quotes written first.
+        timeout_s = max(sizes.child_timeout_s, 60.0 + 2 * options.replay_rows / 1_500)
+        sizes = dataclasses.replace(
+            sizes, replay_rows=options.replay_rows, child_timeout_s=timeout_s
+        )
+    return sizes
+
+
+def _child_main(options: argparse.Namespace) -> int:
+    sizes = _sizes(options)
     figures = run_section(options.section, sizes, overload_rate=options.overload_rate)
     print(RESULT_MARKER + json.dumps(figures, default=str), flush=True)
     return 0
@@ -1467,6 +1481,7 @@ def _spawn(section: str, *, sizes: Sizes, tiny: bool, overload_rate: float | Non
     command = [sys.executable, "-m", "tools.bench", "--section", section]
     if tiny:
         command.append("--tiny")
+    command += ["--replay-rows", str(sizes.replay_rows)]
     if overload_rate is not None:
         command += ["--overload-rate", f"{overload_rate:.0f}"]
     started = time.monotonic()
@@ -1755,7 +1770,7 @@ def _table(rows: Sequence[tuple[str, str, str]]) -> str:
 
 
 def _parent_main(options: argparse.Namespace) -> int:
-    sizes = TINY if options.tiny else FULL
+    sizes = _sizes(options)
     machine = _machine()
     print(f"Vigil benchmarks ({'tiny sizes: smoke only' if options.tiny else 'make bench'})")
     for key, value in machine.items():
@@ -1841,6 +1856,11 @@ def _parser() -> argparse.ArgumentParser:
         "--overload-rate",
         type=float,
         help="ticks/s offered in the overload section (default: twice the measured intake)",
+    )
+    parser.add_argument(
+        "--replay-rows",
+        type=int,
+        help="quotes in the replay figure (default 200,000; the issue's figure is 1,000,000)",
     )
     parser.add_argument(
         "--results-dir",
