@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from enum import StrEnum
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from domain.messages.market import Tick
@@ -160,6 +161,8 @@ def _first_rejection(
 
 
 def _price_rejection(prices: list[Any], reference: Decimal | None) -> TickRejection | None:
+    if _plainly_valid(prices, reference):
+        return None
     # One pass per check over all three prices, so a NaN anywhere is reported as NaN before
     # another field's sign or size is looked at (which would have to compare the NaN).
     if not all(isinstance(price, Decimal) for price in prices):
@@ -185,6 +188,33 @@ def _price_rejection(prices: list[Any], reference: Decimal | None) -> TickReject
         if price > upper or price < lower:
             return TickRejection.ABSURD_PRICE
     return None
+
+
+def _plainly_valid(prices: list[Any], reference: Decimal | None) -> bool:
+    """True when every check below passes for every price: the common case, decided in one
+    pass (a tick is validated by the feed and again by the venue, every tick). False sends the
+    prices through the ordered checks, which name the first reason; a Decimal subclass always
+    goes that way."""
+    bounds = None if reference is None else _reference_bounds(reference)
+    for price in prices:
+        if type(price) is not Decimal:
+            return False
+        if not price.is_finite() or price.is_zero() or price.is_signed():
+            return False
+        adjusted = price.adjusted()
+        if adjusted > MAX_PRICE_EXPONENT or adjusted < -MAX_PRICE_EXPONENT:
+            return False
+        if len(price.as_tuple().digits) > MAX_PRICE_DIGITS:
+            return False
+        if bounds is not None and (price > bounds[1] or price < bounds[0]):
+            return False
+    return True
+
+
+@lru_cache(maxsize=256)
+def _reference_bounds(reference: Decimal) -> tuple[Decimal, Decimal]:
+    # Equal references (100 and 100.0) give equal bounds; comparisons are by value.
+    return reference / ABSURD_PRICE_MULTIPLE, reference * ABSURD_PRICE_MULTIPLE
 
 
 def _is_whole_number(value: Any) -> bool:

@@ -428,7 +428,13 @@ class Engine:
                 receives_timer=True,
             ),
         ]
-        sinks: list[TickSink] = [broker.on_tick, order_conflator.offer, risk_conflator.offer]
+        # The feed actor hands its sinks only ticks that passed tick_rejection, which covers the
+        # venue's own quote check: the venue does not check them twice.
+        sinks: list[TickSink] = [
+            broker.on_validated_tick,
+            order_conflator.offer,
+            risk_conflator.offer,
+        ]
         for strategy_config in config.strategies:
             name = strategy_actor_name(strategy_config.name)
             conflator = self._make_tick_channel(name)

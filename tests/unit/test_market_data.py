@@ -165,3 +165,38 @@ class TestTickRejectionProperties:
                 assert price * 1800 > 0 and (price - NIFTY.reference_price) / price < 10
             assert bid <= ask
             assert previous_ts <= ts < 2**63
+
+
+_ANY_PRICE = st.one_of(
+    st.decimals(allow_nan=True, allow_infinity=True),
+    st.decimals(min_value=Decimal("0.01"), max_value=Decimal("100000"), places=2),
+    st.sampled_from(
+        [
+            Decimal("sNaN"),
+            Decimal("-0"),
+            Decimal("1E+13"),
+            Decimal("1E-13"),
+            Decimal("1." + "0" * 25),
+        ]
+    ),
+    st.integers(),
+)
+
+
+@given(
+    prices=st.lists(_ANY_PRICE, min_size=3, max_size=3),
+    reference=st.one_of(
+        st.none(), st.sampled_from([Decimal("100"), Decimal("100.0"), Decimal("5")])
+    ),
+)
+def test_the_fast_path_decides_every_price_exactly_as_the_ordered_checks(
+    prices: list[Any], reference: Decimal | None
+) -> None:
+    from unittest import mock
+
+    from domain import market_data
+
+    fast = market_data._price_rejection(prices, reference)
+    with mock.patch.object(market_data, "_plainly_valid", return_value=False):
+        ordered = market_data._price_rejection(prices, reference)
+    assert fast == ordered

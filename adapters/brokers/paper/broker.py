@@ -565,6 +565,12 @@ class PaperBroker:
         """
         if quote_rejection(tick, self._instruments.get(getattr(tick, "instrument", ""))):
             return
+        self.on_validated_tick(tick)
+
+    def on_validated_tick(self, tick: Tick) -> None:
+        """``on_tick`` for a quote that already passed the feed actor's ``tick_rejection`` (a
+        superset of the venue's check): the engine's feed hands every tick here, so it is not
+        checked twice."""
         with self._lock:
             if self._is_closed:
                 return
