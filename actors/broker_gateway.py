@@ -52,7 +52,7 @@ from enum import IntEnum
 from typing import TYPE_CHECKING, Any, Literal
 
 from adapters.brokers.base import BrokerRejected, BrokerUnavailable
-from domain.enums import DenialCode, LegKind, TradingState
+from domain.enums import DenialCode, LegKind
 from domain.messages import (
     BrokerRequestCompleted,
     BrokerRequestFailed,
@@ -65,7 +65,7 @@ if TYPE_CHECKING:
     from adapters.brokers.base import BrokerPort
     from adapters.metrics import EngineMetrics
     from domain.clock import Clock
-    from domain.messages import OrderRequest, TradingStateChanged
+    from domain.messages import OrderRequest
 
 __all__ = [
     "BrokerGateway",
@@ -96,21 +96,6 @@ def request_priority(kind: BrokerRequestKind, leg: LegKind) -> BrokerPriority:
     if kind is BrokerRequestKind.CANCEL:
         return BrokerPriority.CANCEL
     return BrokerPriority.ENTRY if leg is LegKind.ENTRY else BrokerPriority.PROTECTIVE
-
-
-def entry_denial(trading: TradingStateChanged | None) -> tuple[DenialCode, str] | None:
-    """Why the kill switch's decision stops an entry now, or None (the same codes as the order
-    actor's last gate)."""
-    if trading is None:
-        return DenialCode.TRADING_PAUSED, "trading_state=unknown"
-    if trading.state is TradingState.HALTED:
-        return DenialCode.KILL_SWITCH_ACTIVE, f"halt_reason={trading.halt_reason}"
-    if trading.state is TradingState.REDUCING:
-        causes = ",".join(c.value for c in trading.pause_causes)
-        return DenialCode.TRADING_PAUSED, f"pause_causes={causes}"
-    if not trading.armed:
-        return DenialCode.NOT_ARMED, f"mode={trading.mode.value}"
-    return None
 
 
 @dataclass(slots=True, eq=False)
@@ -224,7 +209,7 @@ class BrokerGateway:
 
     def _carry_out(self, request: _Request) -> None:
         if request.is_entry and self._gate is not None:
-            denial = entry_denial(self._gate.current())
+            denial = self._gate.entry_denial()
             if denial is not None:
                 self._withhold(request, *denial)
                 return

@@ -41,7 +41,7 @@ from adapters.storage.repositories import (
     UnitOfWork,
 )
 from domain import oco
-from domain.enums import DenialCode, LegKind, OrderStatus, TradingState
+from domain.enums import DenialCode, LegKind, OrderStatus
 from domain.expiry import entry_expiry
 from domain.messages import (
     BrokerRequestCompleted,
@@ -184,17 +184,7 @@ class OrderExecution:
             )
         # The kill switch's decision, not our copy of its last message: a HALT, pause or
         # disarm it has acknowledged stops this order even if the message is still queued.
-        trading = self._gate.current()
-        if trading is None:
-            return DenialCode.TRADING_PAUSED, "trading_state=unknown"
-        if trading.state is TradingState.HALTED:
-            return DenialCode.KILL_SWITCH_ACTIVE, f"halt_reason={trading.halt_reason}"
-        if trading.state is TradingState.REDUCING:
-            causes = ",".join(c.value for c in trading.pause_causes)
-            return DenialCode.TRADING_PAUSED, f"pause_causes={causes}"
-        if not trading.armed:
-            return DenialCode.NOT_ARMED, f"mode={trading.mode.value}"
-        return None
+        return self._gate.entry_denial()
 
     def may_touch_broker(self) -> bool:
         leadership = self.leadership

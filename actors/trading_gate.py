@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 
+from domain.enums import DenialCode, TradingState
 from domain.messages import TradingStateChanged
 
 __all__ = ["TradingGate"]
@@ -33,3 +34,18 @@ class TradingGate:
     def current(self) -> TradingStateChanged | None:
         with self._lock:
             return self._state
+
+    def entry_denial(self) -> tuple[DenialCode, str] | None:
+        """Why the kill switch's current decision stops an entry now, or None: the order
+        actor's last gate and the broker gateway's re-check before an entry's call."""
+        trading = self.current()
+        if trading is None:
+            return DenialCode.TRADING_PAUSED, "trading_state=unknown"
+        if trading.state is TradingState.HALTED:
+            return DenialCode.KILL_SWITCH_ACTIVE, f"halt_reason={trading.halt_reason}"
+        if trading.state is TradingState.REDUCING:
+            causes = ",".join(c.value for c in trading.pause_causes)
+            return DenialCode.TRADING_PAUSED, f"pause_causes={causes}"
+        if not trading.armed:
+            return DenialCode.NOT_ARMED, f"mode={trading.mode.value}"
+        return None
