@@ -465,9 +465,6 @@ class OrderActor(VigilActor):
 
     def on_leadership_changed(self, leadership: LeadershipChanged) -> None:
         self._execution.leadership = leadership
-        # Rows handed over from now on are fenced to this epoch: a deposed process's late
-        # batches must not overwrite what the new leader wrote.
-        self._store.set_epoch(leadership.epoch if leadership.is_leader else None)
         self._tell_venue(leadership)
         if leadership.is_leader and self._execution.taken_over_epoch != leadership.epoch:
             # Repeated on every renewal until it succeeds (a failure raises, the supervisor

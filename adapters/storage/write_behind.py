@@ -24,15 +24,16 @@ transaction used to (the supervisor restarts it; a restart that cannot load stor
 toward the restart intensity, which HALTs). The writer goes on retrying and clears the failure
 at its next committed batch.
 
-Fenced, like every write the leader makes: given the process's ``lease_holder``, a batch of
-state rows (orders, brackets, fills, positions, the journal mark) commits only while the lease
-row still names this holder at the epoch the rows were handed over under (``set_epoch``, told
-by the order actor on every change of leadership; checked inside the batch's transaction, the
-lease row share-locked on PostgreSQL). Rows handed over while not leading, or under an epoch the
-lease has moved past, are dropped and counted (``fenced_drops``): a deposed process must not
-overwrite what the new leader wrote, and what it dropped is recovered by whoever leads, from
-the journal's tail and the broker. Audit events are appended whatever the fence (they never
-overwrite, and say which instance wrote them).
+Fenced to the lease holder: given the process's ``lease_holder`` (one per process incarnation),
+a batch of state rows (orders, brackets, fills, positions, the journal mark) commits only while
+the lease row names this process as its holder (checked inside the batch's transaction, the
+lease row share-locked on PostgreSQL). When another process holds the lease (it took over, or
+this one stands by and never led) the rows are dropped and counted (``fenced_drops``): they must
+not overwrite what the leader writes, and the leader recovers them from the journal's tail and
+the broker. Not the epoch: this process retaking its own expired lease (a new epoch after a
+pause) keeps its rows, because its books still hold them and its takeover merges the two. Not
+the expiry: a clean stop releases the lease (same holder) before the last flush. Audit events
+are appended whatever the fence (they never overwrite, and say which instance wrote them).
 
 Threads: ``write``/``flush``/``raise_if_failed`` from any thread (the order actor's, a test's);
 the batches on the writer's own daemon thread, started by ``start`` and ended by ``stop``,
@@ -128,13 +129,11 @@ class WriteBehind:
         self._fail_after_s = fail_after_s
         self._name = name
         self._lease_holder = lease_holder
-        self._epoch: int | None = None
         self.fenced_drops = 0
-        """Batches of state rows dropped because the lease had moved past their epoch."""
+        """Batches whose state rows were dropped because another process held the lease."""
         self._condition = threading.Condition()
-        # One group per hand-over, with the epoch it was handed over under: a group is never
-        # split across batches, and a batch holds groups of one epoch.
-        self._pending: list[tuple[int | None, list[tuple[int, Any]]]] = []
+        # One group per hand-over: a group is never split across batches.
+        self._pending: list[list[tuple[int, Any]]] = []
         self._submitted = 0  # groups handed over, ever
         self._committed = 0  # groups committed, ever
         self._stopping = False
@@ -170,12 +169,6 @@ class WriteBehind:
         if self._thread is not None:
             self._thread.join(timeout=timeout_s)
             self._thread = None
-
-    def set_epoch(self, epoch: int | None) -> None:
-        """The epoch this process leads at from now on (None: not leading). Rows handed over
-        later are fenced to it."""
-        with self._condition:
-            self._epoch = epoch
 
     # ------------------------------------------------------------------ HAND-OVER
     def write(
@@ -234,7 +227,7 @@ class WriteBehind:
             return
         with self._condition:
             was_empty = not self._pending
-            self._pending.append((self._epoch, items))
+            self._pending.append(items)
             self._submitted += 1
             if was_empty:
                 self._condition.notify_all()
@@ -285,7 +278,6 @@ class WriteBehind:
             "batches": self.batches,
             "statements": self.statements,
             "applied_seq": self.applied_seq,
-            "epoch": self._epoch,
             "fenced_drops": self.fenced_drops,
             "failed": self._failure is not None,
             "last_error": self._last_error,
@@ -305,25 +297,22 @@ class WriteBehind:
             with self._condition:
                 taken = 0
                 batch: list[tuple[int, Any]] = []
-                epoch = self._pending[0][0]
-                for group_epoch, group in self._pending:
-                    if group_epoch != epoch:
-                        break
+                for group in self._pending:
                     if batch and len(batch) + len(group) > self._max_batch:
                         break
                     batch.extend(group)
                     taken += 1
                 del self._pending[:taken]
-            self._commit_with_retries(batch, epoch)
+            self._commit_with_retries(batch)
             with self._condition:
                 self._committed += taken
                 self._condition.notify_all()
 
-    def _commit_with_retries(self, batch: list[tuple[int, Any]], epoch: int | None) -> None:
+    def _commit_with_retries(self, batch: list[tuple[int, Any]]) -> None:
         delay = self._retry_initial_s
         while True:
             try:
-                self._commit(batch, epoch)
+                self._commit(batch)
             except Exception as error:
                 self._failed_once(error, len(batch))
                 with self._condition:
@@ -373,7 +362,7 @@ class WriteBehind:
         if failure is not None:
             log_event(logger, "STORAGE", str(failure), level=logging.CRITICAL)
 
-    def _commit(self, batch: list[tuple[int, Any]], epoch: int | None) -> None:
+    def _commit(self, batch: list[tuple[int, Any]]) -> None:
         order_rows: dict[str, dict[str, Any]] = {}
         bracket_rows: dict[str, dict[str, Any]] = {}
         position_rows: dict[str, dict[str, Any]] = {}
@@ -427,20 +416,17 @@ class WriteBehind:
             forget = statements["forget_journal"]
             work.append((forget.sql, [forget.parameters({"seq": seq})]))
         with self._database.transaction() as connection:
-            if self._lease_holder is not None and not self._lease_held(connection, epoch):
-                # Deposed (or never leading): only the audit trail may be written.
+            holder = self._other_holder(connection)
+            if holder is not None:
+                # Another process leads (or this one never did): only the audit trail.
                 work = [item for item in work if item[0] == statements["events"].sql]
                 seq = 0
                 self.fenced_drops += 1
-                # Expected before the first lease (start-up rows of a standby); a warning once
-                # this process was leading at that epoch.
-                logger.log(
-                    logging.INFO if epoch is None else logging.WARNING,
-                    "write-behind: %d changes not stored: %s",
+                logger.info(
+                    "write-behind: %d changes not stored: the lease is held by %s, not %s",
                     len(batch),
-                    "not leading"
-                    if epoch is None
-                    else f"the lease moved past epoch {epoch} of {self._lease_holder}",
+                    holder,
+                    self._lease_holder,
                 )
             for sql, parameters in work:
                 connection.exec_driver_sql(sql, parameters)
@@ -449,17 +435,19 @@ class WriteBehind:
         self.batches += 1
         self.statements += len(work)
 
-    def _lease_held(self, connection: Any, epoch: int | None) -> bool:
-        if epoch is None:
-            return False
-        row = connection.execute(
-            select(leader_lease.c.holder, leader_lease.c.epoch)
+    def _other_holder(self, connection: Any) -> str | None:
+        """Who holds the lease when it is not this process (``"nobody"`` before any lease);
+        None when it is this process, or when this writer is not fenced."""
+        if self._lease_holder is None:
+            return None
+        holder = connection.execute(
+            select(leader_lease.c.holder)
             .where(leader_lease.c.name == DEFAULT_LEASE_NAME)
             .with_for_update(read=True)
-        ).first()
-        # Not the expiry: a clean stop releases the lease (expiring it, same holder and epoch)
-        # before the last changes are flushed; only a new epoch means someone else may lead.
-        return row is not None and row.holder == self._lease_holder and row.epoch == epoch
+        ).scalar()
+        if holder == self._lease_holder:
+            return None
+        return holder or "nobody"
 
     def _statements(self) -> dict[str, _Prepared]:
         if self._prepared is None:

@@ -323,7 +323,7 @@ class TestTheWriteBehindFence:
     def test_rows_of_a_deposed_epoch_are_dropped_but_its_audit_events_kept(
         self, database: Database, fenced_writer: WriteBehind
     ) -> None:
-        fenced_writer.set_epoch(take_lease(database, "me"))
+        take_lease(database, "me")
         fenced_writer.write(order=make_order(client_order_id="MINE"))
         fenced_writer.flush()
         assert self.stored_status(database, "MINE") is OrderStatus.PENDING_SUBMIT
@@ -342,7 +342,7 @@ class TestTheWriteBehindFence:
             assert [row.event for row in uow.events.list_recent(event="LATE")] == ["LATE"]
         assert other_epoch > 1
 
-    def test_rows_handed_over_while_not_leading_are_dropped(
+    def test_a_standby_that_never_led_stores_no_rows(
         self, database: Database, fenced_writer: WriteBehind
     ) -> None:
         take_lease(database, "other")
@@ -353,10 +353,23 @@ class TestTheWriteBehindFence:
     def test_a_released_lease_still_takes_the_last_flush_of_its_holder(
         self, database: Database, fenced_writer: WriteBehind
     ) -> None:
-        epoch = take_lease(database, "me")
-        fenced_writer.set_epoch(epoch)
+        take_lease(database, "me")
         with UnitOfWork(database) as uow:
             uow.lease.release(instance_id="me", now_ns=NOW + 1)
         fenced_writer.write(order=make_order(client_order_id="LAST"))
         fenced_writer.flush()
         assert self.stored_status(database, "LAST") is OrderStatus.PENDING_SUBMIT
+
+    def test_this_process_retaking_its_own_lease_keeps_its_rows(
+        self, database: Database, fenced_writer: WriteBehind
+    ) -> None:
+        # A pause (SIGSTOP) longer than the lease: the same process takes it again at a new
+        # epoch. Its books still hold what it handed over; dropping it would split the books
+        # from the tables (the crash torture's stop_cont trials caught exactly that).
+        first = take_lease(database, "me")
+        second = take_lease(database, "me", now_ns=NOW + 2 * TTL_NS)
+        assert second > first
+        fenced_writer.write(order=make_order(client_order_id="KEPT"))
+        fenced_writer.flush()
+        assert self.stored_status(database, "KEPT") is OrderStatus.PENDING_SUBMIT
+        assert fenced_writer.fenced_drops == 0
