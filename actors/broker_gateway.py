@@ -257,26 +257,25 @@ class BrokerGateway:
                 call_us=call_us,
                 ts_event=self._clock.now_ns(),
             )
+        self._tell(outcome)
+
+    def _withhold(self, request: _Request, code: DenialCode, detail: str) -> None:
+        self._tell(
+            BrokerRequestWithheld(
+                client_order_id=request.client_order_id,
+                request=request.kind,
+                code=code,
+                detail=detail,
+                ts_event=self._clock.now_ns(),
+            )
+        )
+
+    def _tell(self, outcome: object) -> None:
         if not self._deliver(outcome):
             logger.warning(
                 "broker gateway could not tell the order actor %r; the order stays in flight "
                 "until reconciliation settles it",
                 outcome,
-            )
-
-    def _withhold(self, request: _Request, code: DenialCode, detail: str) -> None:
-        withheld = BrokerRequestWithheld(
-            client_order_id=request.client_order_id,
-            request=request.kind,
-            code=code,
-            detail=detail,
-            ts_event=self._clock.now_ns(),
-        )
-        if not self._deliver(withheld):
-            logger.warning(
-                "broker gateway could not tell the order actor %r; the order stays in flight "
-                "until reconciliation settles it",
-                withheld,
             )
 
 
