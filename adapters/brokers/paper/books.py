@@ -25,6 +25,7 @@ from sqlalchemy import (
     Integer,
     String,
     Table,
+    bindparam,
     func,
     or_,
     select,
@@ -33,6 +34,8 @@ from sqlalchemy import (
 
 from adapters.brokers.paper.venue import VenueFill, VenueOrder, VenuePosition
 from adapters.storage.metadata import metadata
+from adapters.storage.prepared import PreparedStatement, upsert_statement
+from adapters.storage.repositories import dialect_insert
 from adapters.storage.tables import ExactDecimal
 from domain.enums import OrderStatus, OrderType, Side
 
@@ -58,8 +61,8 @@ __all__ = [
     "max_order_seq",
     "save_meta",
     "set_submit_counts",
-    "update_order",
-    "upsert_position",
+    "update_orders",
+    "upsert_positions",
     "venue_fills",
     "venue_meta",
     "venue_orders",
@@ -205,26 +208,52 @@ def insert_orders(connection: Connection, orders: Iterable[VenueOrder]) -> None:
         connection.execute(venue_orders.insert(), rows)
 
 
-def update_order(connection: Connection, order: VenueOrder) -> None:
-    """Overwrite the stored order with ``order`` (matched by venue order id).
+def update_orders(connection: Connection, orders: Iterable[VenueOrder]) -> None:
+    """Overwrite the stored orders with ``orders`` (matched by venue order id), in one
+    executemany.
 
     The submit count is left alone: it is counted by ``set_submit_counts`` (a duplicate can
     arrive for any stored order), and an order's in-memory copy does not carry it.
 
     Raises:
-        LookupError: no stored order has that venue order id (another writer moved the books).
+        LookupError: a stored order is missing (another writer moved the books); names it.
     """
-    row = _order_row(order)
-    del row["submit_count"]
-    venue_order_id = row.pop("venue_order_id")
-    result = connection.execute(
-        update(venue_orders).where(venue_orders.c.venue_order_id == venue_order_id).values(**row)
+    rows = []
+    for order in orders:
+        row = _order_row(order)
+        del row["submit_count"]
+        row["b_venue_order_id"] = row.pop("venue_order_id")
+        rows.append(row)
+    if not rows:
+        return
+    changed = _prepared(connection).update_order.execute_many(connection, rows)
+    if changed == len(rows) or (changed < 0 and _all_stored(connection, rows)):
+        return
+    stored = _stored_venue_order_ids(connection, [row["b_venue_order_id"] for row in rows])
+    missing = [row for row in rows if row["b_venue_order_id"] not in stored]
+    if not missing:
+        return
+    raise LookupError(
+        f"venue order missing from storage: venue_order_id={missing[0]['b_venue_order_id']} "
+        f"client_order_id={missing[0]['client_order_id']} ({len(missing)} of {len(rows)} "
+        f"updated orders missing)"
     )
-    if result.rowcount != 1:
-        raise LookupError(
-            f"venue order missing from storage: venue_order_id={venue_order_id} "
-            f"client_order_id={order.client_order_id} rowcount={result.rowcount}"
-        )
+
+
+def _all_stored(connection: Connection, rows: list[dict[str, Any]]) -> bool:
+    ids = [row["b_venue_order_id"] for row in rows]
+    return len(_stored_venue_order_ids(connection, ids)) == len(set(ids))
+
+
+def _stored_venue_order_ids(connection: Connection, venue_order_ids: list[str]) -> set[str]:
+    # Cold path (a driver that does not count an executemany's rows, or a conflict).
+    return set(
+        connection.execute(
+            select(venue_orders.c.venue_order_id).where(
+                venue_orders.c.venue_order_id.in_(venue_order_ids)
+            )
+        ).scalars()
+    )
 
 
 def find_order(connection: Connection, client_order_id: str) -> VenueOrder | None:
@@ -250,12 +279,13 @@ def bump_submit_count(connection: Connection, client_order_id: str) -> int:
 
 def set_submit_counts(connection: Connection, counts: Iterable[tuple[str, int]]) -> None:
     """Store how many times each client order id was submitted (ids already stored)."""
-    for client_order_id, count in counts:
-        connection.execute(
-            update(venue_orders)
-            .where(venue_orders.c.client_order_id == client_order_id)
-            .values(submit_count=count)
-        )
+    _prepared(connection).set_submit_count.execute_many(
+        connection,
+        [
+            {"b_client_order_id": client_order_id, "submit_count": count}
+            for client_order_id, count in counts
+        ],
+    )
 
 
 def load_working_orders(connection: Connection) -> list[VenueOrder]:
@@ -383,23 +413,22 @@ def max_fill_seq(connection: Connection) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def upsert_position(connection: Connection, position: VenuePosition) -> None:
-    """Store ``position`` (insert the first time an instrument trades)."""
-    values = {
-        "quantity": position.quantity,
-        "average_price": position.average_price,
-        "realized_pnl": position.realized_pnl,
-        "ts_updated": position.ts_updated,
-    }
-    result = connection.execute(
-        update(venue_positions)
-        .where(venue_positions.c.instrument == position.instrument)
-        .values(**values)
+def upsert_positions(connection: Connection, positions: Iterable[VenuePosition]) -> None:
+    """Store ``positions`` (inserted the first time an instrument trades), in one
+    executemany."""
+    _prepared(connection).upsert_position.execute_many(
+        connection,
+        [
+            {
+                "instrument": position.instrument,
+                "quantity": position.quantity,
+                "average_price": position.average_price,
+                "realized_pnl": position.realized_pnl,
+                "ts_updated": position.ts_updated,
+            }
+            for position in positions
+        ],
     )
-    if result.rowcount == 0:
-        connection.execute(
-            venue_positions.insert().values(instrument=position.instrument, **values)
-        )
 
 
 def load_positions(connection: Connection) -> list[VenuePosition]:
@@ -424,9 +453,50 @@ def load_meta(connection: Connection) -> dict[str, str]:
 
 def save_meta(connection: Connection, values: Iterable[tuple[str, str]]) -> None:
     """Store meta keys (insert or overwrite)."""
-    for key, value in values:
-        result = connection.execute(
-            update(venue_meta).where(venue_meta.c.key == key).values(value=value)
+    _prepared(connection).upsert_meta.execute_many(
+        connection, [{"key": key, "value": value} for key, value in values]
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# PREPARED WRITES
+# ---------------------------------------------------------------------------------------------
+
+
+class _Writes:
+    """The writer thread's statements, compiled once per dialect (see
+    ``adapters.storage.prepared``)."""
+
+    def __init__(self, connection: Connection) -> None:
+        dialect = connection.dialect
+        insert = dialect_insert(connection)
+        order_columns = [
+            c.name for c in venue_orders.columns if c.name not in ("venue_order_id", "submit_count")
+        ]
+        self.update_order = PreparedStatement(
+            update(venue_orders)
+            .where(venue_orders.c.venue_order_id == bindparam("b_venue_order_id"))
+            .values({name: bindparam(name) for name in order_columns}),
+            venue_orders,
+            dialect,
         )
-        if result.rowcount == 0:
-            connection.execute(venue_meta.insert().values(key=key, value=value))
+        self.set_submit_count = PreparedStatement(
+            update(venue_orders)
+            .where(venue_orders.c.client_order_id == bindparam("b_client_order_id"))
+            .values(submit_count=bindparam("submit_count")),
+            venue_orders,
+            dialect,
+        )
+        self.upsert_position = upsert_statement(insert, venue_positions, "instrument", dialect)
+        self.upsert_meta = upsert_statement(insert, venue_meta, "key", dialect)
+
+
+_WRITES: dict[str, _Writes] = {}
+
+
+def _prepared(connection: Connection) -> _Writes:
+    name = connection.dialect.name
+    writes = _WRITES.get(name)
+    if writes is None:
+        writes = _WRITES[name] = _Writes(connection)
+    return writes

@@ -1016,11 +1016,9 @@ class PaperBroker:
     @staticmethod
     def _persist(connection: Connection, batch: _Batch) -> None:
         store.insert_orders(connection, batch.inserts.values())
-        for order in batch.updates.values():
-            store.update_order(connection, order)
+        store.update_orders(connection, batch.updates.values())
         store.insert_fills(connection, batch.fills)
-        for position in batch.positions.values():
-            store.upsert_position(connection, position)
+        store.upsert_positions(connection, batch.positions.values())
         store.set_submit_counts(connection, batch.submit_counts.items())
         if batch.meta:
             store.save_meta(connection, batch.meta.items())
