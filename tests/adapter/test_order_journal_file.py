@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -29,6 +29,8 @@ from tests.adapter.test_order_journal import NOW, TTL_NS, make_bracket, make_ord
 
 _DEADLINE_S = 5.0
 
+OpenJournal = Callable[[], tuple[Database, OrderJournal]]
+
 
 @pytest.fixture
 def url(tmp_path: Path) -> str:
@@ -38,7 +40,7 @@ def url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def open_journal(url: str) -> Iterator[type[OrderJournal] | object]:
+def open_journal(url: str) -> Iterator[OpenJournal]:
     """Opens a journal on a database of its own (a process of its own), closed at the end."""
     opened: list[tuple[Database, OrderJournal]] = []
 
@@ -91,7 +93,7 @@ class TestWhereTheJournalLives:
         assert journal_file_for(make_url("postgresql+psycopg://u:p@host/vigil")) is None
 
     def test_appends_go_to_the_journal_file_not_the_database(
-        self, open_journal, tmp_path: Path
+        self, open_journal: OpenJournal, tmp_path: Path
     ) -> None:
         database, journal = open_journal()
         epoch = take_lease(database, "a")
@@ -107,7 +109,9 @@ class TestWhereTheJournalLives:
 
 
 class TestNobodyElseWritesIt:
-    def test_an_append_does_not_wait_for_the_databases_writers(self, open_journal) -> None:
+    def test_an_append_does_not_wait_for_the_databases_writers(
+        self, open_journal: OpenJournal
+    ) -> None:
         # The write-behind's batch (and the paper venue's) holds this process's SQLite write
         # lock and the database file's own: the append must not wait for either.
         database, journal = open_journal()
@@ -143,7 +147,7 @@ class TestNobodyElseWritesIt:
 
 class TestTheClaim:
     def test_a_deposed_leaders_append_after_the_new_leaders_claim_is_refused(
-        self, open_journal
+        self, open_journal: OpenJournal
     ) -> None:
         old_database, old = open_journal()
         new_database, new = open_journal()
@@ -164,7 +168,7 @@ class TestTheClaim:
         assert [entry.seq for entry in new.tail()] == [before]
         assert new.path is not None and fence_row(new.path) == ("new", new_epoch)
 
-    def test_a_claim_never_lowers_the_epoch(self, open_journal) -> None:
+    def test_a_claim_never_lowers_the_epoch(self, open_journal: OpenJournal) -> None:
         old_database, old = open_journal()
         new_database, new = open_journal()
         old_epoch = take_lease(old_database, "old")
@@ -176,7 +180,7 @@ class TestTheClaim:
             old.claim(LeaseFence(instance_id="old", epoch=old_epoch))
         assert new.path is not None and fence_row(new.path) == ("new", new_epoch)
 
-    def test_a_claim_needs_the_lease(self, open_journal) -> None:
+    def test_a_claim_needs_the_lease(self, open_journal: OpenJournal) -> None:
         database, journal = open_journal()
         take_lease(database, "other")
         with pytest.raises(StaleEpoch) as refused:
@@ -184,7 +188,9 @@ class TestTheClaim:
         assert refused.value.holder == "other"
         assert journal.path is not None and fence_row(journal.path) is None
 
-    def test_this_process_retaking_its_own_lease_appends_on(self, open_journal) -> None:
+    def test_this_process_retaking_its_own_lease_appends_on(
+        self, open_journal: OpenJournal
+    ) -> None:
         # A pause longer than the lease: the same holder takes it again at a new epoch (the
         # write-behind keeps its rows then, commit 37026aa); its journal goes on at that epoch.
         database, journal = open_journal()
@@ -201,7 +207,9 @@ class TestTheClaim:
             (seq_second, second),
         ]
 
-    def test_an_append_under_an_unclaimed_epoch_claims_first(self, open_journal) -> None:
+    def test_an_append_under_an_unclaimed_epoch_claims_first(
+        self, open_journal: OpenJournal
+    ) -> None:
         database, journal = open_journal()
         epoch = take_lease(database, "me")
         place(journal, "me", epoch, "P1")
@@ -209,7 +217,9 @@ class TestTheClaim:
 
 
 class TestSeqsOnlyGrow:
-    def test_a_lost_journal_file_starts_above_the_applied_mark(self, open_journal) -> None:
+    def test_a_lost_journal_file_starts_above_the_applied_mark(
+        self, open_journal: OpenJournal
+    ) -> None:
         database, journal = open_journal()
         epoch = take_lease(database, "me")
         writer = WriteBehind(database, flush_interval_s=0.001, lease_holder="me")
@@ -234,7 +244,7 @@ class TestSeqsOnlyGrow:
         assert [entry.client_order_id for entry in recreated.tail(3)] == ["P4E"]
 
     def test_entries_an_older_vigil_left_in_the_database_move_to_the_journal_file(
-        self, open_journal, tmp_path: Path
+        self, open_journal: OpenJournal, tmp_path: Path
     ) -> None:
         # Today's main journalled into the database's own table: write three entries, then
         # put them there (as that version left them) and lose the file.
@@ -268,7 +278,9 @@ class TestSeqsOnlyGrow:
 
 
 class TestErrors:
-    def test_a_journal_file_from_a_newer_vigil_is_refused(self, open_journal, url: str) -> None:
+    def test_a_journal_file_from_a_newer_vigil_is_refused(
+        self, open_journal: OpenJournal, url: str
+    ) -> None:
         path = journal_file_for(make_url(url))
         assert path is not None
         with sqlite3.connect(path) as connection:
@@ -281,7 +293,7 @@ class TestErrors:
         assert str(path) in str(refused.value)
 
     def test_a_journal_file_that_cannot_be_opened_names_its_path_and_the_cause(
-        self, open_journal, url: str
+        self, open_journal: OpenJournal, url: str
     ) -> None:
         path = journal_file_for(make_url(url))
         assert path is not None
