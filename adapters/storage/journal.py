@@ -374,9 +374,10 @@ class OrderJournal:
             raise
         except Exception as error:
             self._reset()
-            raise self._unavailable(
-                f"epoch {fence.epoch} of {fence.instance_id} could not claim it", error
-            ) from error
+            what = f"not claimed for {fence.instance_id} at epoch {fence.epoch}"
+            if client_order_id is not None:
+                what = f"{client_order_id} not journalled: {what}"
+            raise self._unavailable(what, error) from error
         self._claimed = key
 
     def _adopt_database_entries(self, connection: Any) -> None:
