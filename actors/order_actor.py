@@ -59,8 +59,8 @@ from actors.order_reconciliation import BrokerReconciliation, OrderReconciler
 from actors.safety_outbox import SafetyOutbox
 from adapters.brokers.base import BrokerRejected, BrokerUnavailable
 from adapters.logs import flush_logging, log_event
-from adapters.storage.journal import JournalKind
-from adapters.storage.repositories import UnitOfWork
+from adapters.storage.journal import JournalKind, JournalUnavailable
+from adapters.storage.repositories import LeaseFence, StaleEpoch, UnitOfWork
 from adapters.storage.write_behind import APPLIED_SEQ_KEY, StorageWriteFailed
 from domain import oco
 from domain.clock import NANOS_PER_SECOND
@@ -158,6 +158,8 @@ class OrderActor(VigilActor):
         super().__init__(**base)
         self._database = database
         self._journal = journal
+        self._journal_trim_failing = False
+        self._lease_holder = lease_holder
         self._store = write_behind
         self._broker = broker
         self._instruments = dict(instruments)
@@ -488,6 +490,22 @@ class OrderActor(VigilActor):
         catch up with the broker, settle what expired, and only then let entries through."""
         started_mono = self.clock.monotonic_ns()
         now = self.clock.now_ns()
+        # Claim the journal before its tail is read (in _load_from_storage): from here an older
+        # leader's append is refused, so every entry it ever wrote is in the tail we read.
+        try:
+            self._journal.claim(LeaseFence(instance_id=self._lease_holder, epoch=leadership.epoch))
+        except StaleEpoch as error:
+            # Deposed before the takeover began: not ours to take over (entries stay denied;
+            # an exit's append is refused the same way and marks the epoch deposed).
+            log_event(
+                logger,
+                "DEPOSED",
+                f"takeover of epoch {leadership.epoch} abandoned: the journal was refused "
+                f"({error})",
+                level=logging.ERROR,
+                epoch=leadership.epoch,
+            )
+            return
         # Before any plan reaches us: the previous leader's entries count in the risk windows,
         # and so do ours (the risk actor reads the tables: they must have caught up first).
         self._store.flush(timeout_s=30)
@@ -523,6 +541,7 @@ class OrderActor(VigilActor):
     def on_timer_fired(self, timer: TimerFired) -> None:
         # Tables that cannot be written for long fail this handler, as a failed transaction did.
         self._store.raise_if_failed()
+        self._trim_journal()
         now = timer.now_ns
         if now - self._last_consistency_ns >= _CONSISTENCY_EVERY_NS or self._broker_pass_missed:
             self._last_consistency_ns = now
@@ -540,6 +559,19 @@ class OrderActor(VigilActor):
             self._flatten_if_asked(now)
             self._consistency_pass(now)
             self._after_change()
+
+    def _trim_journal(self) -> None:
+        # What the write-behind has committed leaves the journal (on this thread: its one
+        # writer). A failure here is not yet a lost write-ahead record: the next append, which
+        # must succeed before any broker call, fails loudly on its own. Logged once per streak.
+        try:
+            self._journal.trim(self._store.applied_seq)
+        except JournalUnavailable as error:
+            if not self._journal_trim_failing:
+                logger.error("order journal not trimmed (retried on the next timer): %s", error)
+            self._journal_trim_failing = True
+            return
+        self._journal_trim_failing = False
 
     # ------------------------------------------------------------------ QUERIES
     def position_views(self) -> list[PositionView]:

@@ -7,8 +7,10 @@ item, copied at hand-over (the actor mutates its orders in place), and applied b
 own thread: one transaction per batch (group commit), gathered for ``flush_interval_s`` or up to
 ``max_batch`` items, with repeated updates of one order, bracket or position in a batch
 coalesced into the last. In the same transaction the writer records up to which journal seq
-the tables are current (``control_state`` key ``order_journal.applied_seq``) and deletes the
-journal entries at or below it, so the journal holds exactly the tail recovery must apply.
+the tables are current (``control_state`` key ``order_journal.applied_seq``; ``applied_seq``
+once committed). It never writes the journal: the journal deletes the entries at or below that
+mark itself (``OrderJournal.trim``, on the order actor's thread), so that on SQLite its file
+has one writer and an append never waits for a batch.
 
 Ordering: items are applied in hand-over order, and a batch is one transaction, so the tables
 always hold a prefix of the actor's changes. A journal seq is handed over after the items that
@@ -49,7 +51,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-from sqlalchemy import Dialect, Table, bindparam, delete, select
+from sqlalchemy import Dialect, Table, bindparam, select
 
 from adapters.logs import log_event
 from adapters.storage.repositories import (
@@ -67,7 +69,6 @@ from adapters.storage.tables import (
     events,
     fills,
     leader_lease,
-    order_journal,
     orders,
     positions,
 )
@@ -142,7 +143,8 @@ class WriteBehind:
         self._failing_since: float | None = None
         self._last_error: str | None = None
         self.applied_seq = 0
-        """The journal seq up to which this writer has brought the tables."""
+        """The journal seq up to which this writer has brought the tables (committed): what
+        the journal may delete (``OrderJournal.trim``)."""
         self.batches = 0
         self.statements = 0
         self._prepared: dict[str, _Prepared] | None = None
@@ -385,7 +387,8 @@ class WriteBehind:
                 seq = max(seq, values)
         statements = self._statements()
         # Everything Python does to the rows happens before the transaction: on SQLite the
-        # transaction holds the file's one write lock, which the journal append waits for.
+        # transaction holds the file's one write lock, which the paper venue's writer (and, in
+        # a database without a file, the journal append) waits for.
         work: list[tuple[str, list[Any]]] = []
         for name, rows in (
             ("orders", list(order_rows.values())),
@@ -413,8 +416,6 @@ class WriteBehind:
                     ],
                 )
             )
-            forget = statements["forget_journal"]
-            work.append((forget.sql, [forget.parameters({"seq": seq})]))
         with self._database.transaction() as connection:
             holder = self._other_holder(connection)
             if holder is not None:
@@ -471,11 +472,6 @@ class WriteBehind:
                         {c.name: bindparam(c.name) for c in events.columns if c.name != "id"}
                     ),
                     events,
-                    dialect,
-                ),
-                "forget_journal": _Prepared(
-                    delete(order_journal).where(order_journal.c.seq <= bindparam("seq")),
-                    order_journal,
                     dialect,
                 ),
             }

@@ -3,8 +3,10 @@ tables behind it, and recovery from the tables plus the journal's tail."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +18,7 @@ from domain.enums import OrderStatus, TradingState
 from launcher.engine import Engine
 from tests.actor.conftest import Desk
 from tests.actor.test_brackets import open_position
+from tests.actor.test_takeover import kill_leader, leader_state, start_pair
 
 _ENGINE_TABLES = ("orders", "brackets", "fills", "positions", "events")
 
@@ -127,3 +130,75 @@ def test_tables_that_stay_unwritable_fail_the_order_actor_until_the_engine_halts
     finally:
         with desk.engine.database.transaction() as connection:
             connection.exec_driver_sql("ALTER TABLE brackets_away RENAME TO brackets")
+
+
+def journal_file(engine: Engine) -> Path:
+    assert engine.order_journal is not None and engine.order_journal.path is not None
+    return engine.order_journal.path
+
+
+def read_journal_file(path: Path, query: str) -> list[tuple[Any, ...]]:
+    # A connection of the test's own: the journal's belongs to the order actor's thread.
+    connection = sqlite3.connect(path)
+    try:
+        return connection.execute(query).fetchall()
+    finally:
+        connection.close()
+
+
+def test_the_journal_file_keeps_exactly_the_entries_the_tables_lack(desk: Desk) -> None:
+    store = desk.engine.order_store
+    assert store is not None
+    path = journal_file(desk.engine)
+    plan_id = open_position(desk, quantity=10)
+    desk.flush_storage()
+    assert read_journal_file(path, "SELECT count(*) FROM order_journal") != [(0,)]
+    applied = store.applied_seq
+    assert applied > 0
+
+    # The order actor trims on its timer, up to the mark the write-behind committed.
+    desk.settle(
+        lambda: read_journal_file(path, "SELECT seq FROM order_journal") == [],
+        what="the applied entries trimmed",
+    )
+    # New entries (the target fills, the stop is cancelled) stay until their rows are stored.
+    desk.quote("AAA", "102.50", "102.60")
+    desk.settle(lambda: not desk.working_legs(plan_id), what="the bracket finished")
+    desk.flush_storage()
+    desk.settle(
+        lambda: (
+            all(
+                seq > store.applied_seq
+                for (seq,) in read_journal_file(path, "SELECT seq FROM order_journal")
+            )
+            and store.applied_seq > applied
+        ),
+        what="only entries above the applied mark left",
+    )
+    assert desk.engine.database is not None
+    with UnitOfWork(desk.engine.database) as uow:
+        assert int(uow.control.get("order_journal.applied_seq") or 0) == store.applied_seq
+
+
+def test_a_takeover_claims_the_journal_file_before_it_reads_the_tail(
+    tmp_path: Path, clock: ManualClock, engine_factory: Callable[..., Engine]
+) -> None:
+    old, new = start_pair(tmp_path, clock, engine_factory)
+    path = journal_file(old.engine)
+    assert journal_file(new.engine) == path  # one journal file beside the shared database
+    old_epoch = leader_state(old.engine)["epoch"]
+    assert read_journal_file(path, "SELECT holder, epoch FROM journal_fence") == [
+        (old.engine.lease_holder, old_epoch)
+    ]
+    plan_id = open_position(old, quantity=10)
+
+    epoch = kill_leader(old, new)
+    new.ready_to_trade()
+
+    assert read_journal_file(path, "SELECT holder, epoch FROM journal_fence") == [
+        (new.engine.lease_holder, epoch)
+    ]
+    new.settle(
+        lambda: [p.position_id for p in new.portfolio().portfolio.positions] == [plan_id],
+        what="the old leader's position taken over",
+    )
