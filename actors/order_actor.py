@@ -115,6 +115,20 @@ __all__ = ["FlattenStatus", "OrderActor", "PortfolioView"]
 logger = logging.getLogger(__name__)
 
 _HEARTBEAT_EVERY_NS = NANOS_PER_SECOND // 5
+# Broker reports arrive in bursts (a venue batch, a flatten's acks): the portfolio is rebuilt
+# and published once the burst has been worked through (every _REFRESH_AT_LEAST_EVERY reports
+# at the latest), not after each report, which made a flatten of n positions O(n^2).
+_BURST_MESSAGES = frozenset(
+    {
+        FillReport,
+        OrderStatusReport,
+        OrderStreamHeartbeat,
+        BrokerRequestFailed,
+        BrokerRequestCompleted,
+        BrokerRequestWithheld,
+    }
+)
+_REFRESH_AT_LEAST_EVERY = 64
 _CONSISTENCY_EVERY_NS = NANOS_PER_SECOND
 
 
@@ -178,6 +192,8 @@ class OrderActor(VigilActor):
             wake=lambda: self.directory.tell(self.name, RepublishState()),
         )
         self._trading: TradingStateChanged | None = None
+        self._in_burst = False
+        self._refreshes_deferred = 0
         self._last_stream_ns: int | None = None
         self._stream_heartbeat = HeartbeatThrottle(_HEARTBEAT_EVERY_NS)
         self._last_consistency_ns = 0
@@ -628,6 +644,32 @@ class OrderActor(VigilActor):
         }
 
     # ------------------------------------------------------------------ BOOKKEEPING
+    def _handle_receive(self, message: Any) -> Any:
+        in_burst = self._in_burst = type(message) in _BURST_MESSAGES
+        try:
+            result = super()._handle_receive(message)
+        finally:
+            self._in_burst = False
+        # A deferred refresh waits only while reports follow reports: anything else (a timer,
+        # a plan, a query) or an empty inbox publishes it.
+        if self._refreshes_deferred and (not in_burst or self.actor_inbox.qsize() == 0):
+            self._refresh_portfolio()
+        return result
+
+    def _refresh_portfolio(self) -> None:
+        """Publish the portfolio if it changed, unless more of a burst of reports is queued
+        (then once it has been worked through)."""
+        if (
+            self._in_burst
+            and self._refreshes_deferred < _REFRESH_AT_LEAST_EVERY
+            and self.actor_inbox.qsize() > 0
+        ):
+            self._refreshes_deferred += 1
+            return
+        self._refreshes_deferred = 0
+        # At once if exposure changed (a fill, a new or finished bracket); marks are throttled.
+        self._projection.refresh()
+
     def _after_change(self) -> None:
         now = self.clock.now_ns()
         for plan_id, bracket in list(self._book.brackets.items()):
@@ -643,17 +685,14 @@ class OrderActor(VigilActor):
             del self._book.brackets[plan_id]
         if self._flatten_reason is not None:
             self._check_flatten_done(now)
-        # At once if exposure changed (a fill, a new or finished bracket); marks are throttled.
-        self._projection.refresh()
+        self._refresh_portfolio()
 
     def _count_flatten_cancel(self) -> None:
         if self._flatten_reason is not None:
             self._flatten_cancelled += 1
 
     def _check_flatten_done(self, now: int) -> None:
-        remaining_positions = self._book.open_position_count()
-        remaining_orders = self._book.working_order_count()
-        if remaining_positions or remaining_orders:
+        if self._book.has_open_positions() or self._book.has_working_orders():
             return
         assert self._flatten_started_mono is not None and self._flatten_reason is not None
         duration_ms = (self.clock.monotonic_ns() - self._flatten_started_mono) / 1e6

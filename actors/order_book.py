@@ -64,6 +64,15 @@ class OrderBook:
     def open_position_count(self) -> int:
         return sum(1 for b in self.brackets.values() if b.open_quantity > 0)
 
+    def has_working_orders(self) -> bool:
+        """Whether any order is working (stops at the first: a flatten asks after each
+        report)."""
+        return any(o.status.is_working for o in self.orders.values())
+
+    def has_open_positions(self) -> bool:
+        """Whether any bracket holds an open quantity (stops at the first)."""
+        return any(b.open_quantity > 0 for b in self.brackets.values())
+
 
 def position_row(bracket: oco.Bracket, position: Position, now: int) -> PositionRow:
     """The stored row of a bracket's position."""
