@@ -349,12 +349,15 @@ class OrderActor(VigilActor):
         # crash torture reads it), so it is on disk before the first cancel goes out. Rare, and
         # bounded: a stuck disk costs at most the timeout, never the flatten.
         flush_logging(timeout_s=0.2)
+        work: list[tuple[oco.Bracket, list[oco.BracketAction]]] = []
         for bracket in list(self._book.brackets.values()):
             actions = oco.request_flatten(
                 bracket, self._book.bracket_orders(bracket), command.reason, now
             )
             self._execution.persist_bracket(bracket)
-            self._execution.execute(bracket, actions)
+            work.append((bracket, actions))
+        # Every protected position's stop and target: journalled in one statement.
+        self._execution.execute_all(work)
         self._after_change()
         return self.flatten_status()
 
@@ -727,6 +730,7 @@ class OrderActor(VigilActor):
     def _consistency_pass(self, now: int) -> None:
         if not self._execution.may_touch_broker():
             return
+        work: list[tuple[oco.Bracket, list[oco.BracketAction]]] = []
         for bracket in list(self._book.brackets.values()):
             if (
                 self._flatten_reason is not None
@@ -739,7 +743,8 @@ class OrderActor(VigilActor):
                 actions = oco.on_order_update(bracket, self._book.bracket_orders(bracket), now)
             if actions:
                 self._execution.persist_bracket(bracket)
-                self._execution.execute(bracket, actions)
+                work.append((bracket, actions))
+        self._execution.execute_all(work)
 
     def _load_from_storage(self) -> None:
         """Load the active brackets, their orders, positions (rebuilt from fills), the trade ids

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -218,13 +218,25 @@ class OrderExecution:
             self.execute(bracket, actions)
 
     def execute(self, bracket: oco.Bracket, actions: list[oco.BracketAction]) -> None:
-        for action in actions:
-            if isinstance(action, oco.PlaceLeg):
-                self.place(bracket, action)
-            elif isinstance(action, oco.ResizeLeg):
-                self._resize(action)
-            else:
-                self.cancel(action)
+        self.execute_all([(bracket, actions)])
+
+    def execute_all(self, work: Iterable[tuple[oco.Bracket, list[oco.BracketAction]]]) -> None:
+        """Carry out each bracket's actions. A bracket whose actions are all cancels (what a
+        flatten asks of every protected position) has them journalled together with the
+        other such brackets' in one fenced statement; any other list runs in its own order."""
+        cancels: list[oco.CancelLeg] = []
+        for bracket, actions in work:
+            if all(isinstance(action, oco.CancelLeg) for action in actions):
+                cancels.extend(actions)  # type: ignore[arg-type]
+                continue
+            for action in actions:
+                if isinstance(action, oco.PlaceLeg):
+                    self.place(bracket, action)
+                elif isinstance(action, oco.ResizeLeg):
+                    self._resize(action)
+                else:
+                    self.cancel_all([action])
+        self.cancel_all(cancels)
 
     def place(self, bracket: oco.Bracket, action: oco.PlaceLeg) -> bool:
         now = self._clock.now_ns()
@@ -357,19 +369,29 @@ class OrderExecution:
             self.cancel(oco.CancelLeg(client_order_id=order.client_order_id))
 
     def cancel(self, action: oco.CancelLeg) -> None:
-        order = self._book.orders.get(action.client_order_id)
-        if order is None or order.status.is_terminal or not self.may_touch_broker():
+        self.cancel_all([action])
+
+    def cancel_all(self, actions: Iterable[oco.CancelLeg]) -> None:
+        """Cancel the working orders of ``actions``: one fenced journal statement for all of
+        them, then a cancel request each."""
+        orders: dict[str, Order] = {}
+        for action in actions:
+            order = self._book.orders.get(action.client_order_id)
+            if order is not None and not order.status.is_terminal:
+                orders[order.client_order_id] = order
+        if not orders or not self.may_touch_broker():
             return
         now = self._clock.now_ns()
         if (
-            self.stamp_under_fence(
-                order, now, kind=JournalKind.CANCEL, change=mark_cancel_requested
+            self.stamp_all_under_fence(
+                list(orders.values()), now, kind=JournalKind.CANCEL, change=mark_cancel_requested
             )
             is not None
         ):
             return
-        self.request_cancel(order)
-        self._on_cancel_requested()
+        for order in orders.values():
+            self.request_cancel(order)
+            self._on_cancel_requested()
 
     def request_cancel(self, order: Order) -> None:
         order.ts_updated = self._clock.now_ns()  # the settle pass waits from the last request
@@ -544,12 +566,23 @@ class OrderExecution:
         kind: JournalKind,
         change: Callable[[Order, int], None] | None = None,
     ) -> str | None:
-        """Re-stamp ``order`` with our epoch through the database fence (lease held by this
-        process, at this epoch, unexpired) before a broker call that touches it: a resend, a
-        cancel, a cancel resend, a resize. One fenced journal entry of ``kind`` records the
-        order as the call will leave it (``change``, e.g. marking the cancel requested,
-        applied); only once it is written does the order in the books change, and its row
-        follows through the write-behind.
+        """``stamp_all_under_fence`` of one order."""
+        return self.stamp_all_under_fence([order], now, kind=kind, change=change)
+
+    def stamp_all_under_fence(
+        self,
+        orders: Sequence[Order],
+        now: int,
+        *,
+        kind: JournalKind,
+        change: Callable[[Order, int], None] | None = None,
+    ) -> str | None:
+        """Re-stamp ``orders`` with our epoch through the database fence (lease held by this
+        process, at this epoch, unexpired) before the broker calls that touch them: a resend,
+        a cancel, a cancel resend, a resize. One fenced journal statement writes an entry of
+        ``kind`` per order, as the call will leave it (``change``, e.g. marking the cancel
+        requested, applied); only once they are written do the orders in the books change,
+        and their rows follow through the write-behind.
 
         Returns:
             None once stamped; else why the fence refused (we are deposed): nothing was
@@ -559,17 +592,19 @@ class OrderExecution:
             return "no leadership known"
 
         fence = LeaseFence(instance_id=self._lease_holder, epoch=self.leadership.epoch, now_ns=now)
-        stamped = msgspec.structs.replace(order, epoch=fence.epoch)
+        stamped = [msgspec.structs.replace(order, epoch=fence.epoch) for order in orders]
         if change is not None:
-            change(stamped, now)
+            for order in stamped:
+                change(order, now)
         try:
-            seq = self._journal.append(kind, stamped, fence)
+            seqs = self._journal.append_batch(kind, stamped, fence)
         except StaleEpoch as error:
             self._deposed(fence.epoch, error)
             return str(error)
-        for field in order.__struct_fields__:
-            setattr(order, field, getattr(stamped, field))
-        self._store.write(order=order, journal_seq=seq)
+        for order, new, seq in zip(orders, stamped, seqs, strict=True):
+            for field in order.__struct_fields__:
+                setattr(order, field, getattr(new, field))
+            self._store.write(order=order, journal_seq=seq)
         return None
 
     def _deposed(self, epoch: int, error: StaleEpoch) -> None:

@@ -158,6 +158,43 @@ class TestTheJournal:
 
         assert journal.tail() == [] and database_journal_rows(database) == 0
 
+    def test_a_batch_of_cancels_is_one_statement_with_a_seq_per_order_in_order(
+        self, database: Database, journal: OrderJournal
+    ) -> None:
+        epoch = take_lease(database, "me")
+        fence = LeaseFence(instance_id="me", epoch=epoch, now_ns=NOW)
+        orders = [
+            make_order(client_order_id=f"P{index:03d}S", plan_client_id=f"P{index:03d}")
+            for index in range(150)  # more than one statement's worth of rows
+        ]
+
+        seqs = journal.append_batch(JournalKind.CANCEL, orders, fence)
+
+        entries = journal.tail()
+        assert [entry.seq for entry in entries] == seqs == sorted(seqs)
+        assert [entry.order.client_order_id for entry in entries] == [
+            order.client_order_id for order in orders
+        ]
+        assert {entry.kind for entry in entries} == {JournalKind.CANCEL}
+        assert journal.last_seq == seqs[-1]
+
+    def test_a_batch_of_a_deposed_holder_writes_nothing(
+        self, database: Database, journal: OrderJournal
+    ) -> None:
+        old_epoch = take_lease(database, "old")
+        with UnitOfWork(database) as uow:
+            uow.lease.release(instance_id="old", now_ns=NOW)
+        take_lease(database, "new", now_ns=NOW + 1)
+        fence = LeaseFence(instance_id="old", epoch=old_epoch, now_ns=NOW + 1)
+        orders = [make_order(client_order_id=f"P{index}T") for index in range(3)]
+
+        with pytest.raises(StaleEpoch):
+            journal.append_batch(JournalKind.CANCEL, orders, fence)
+        with pytest.raises(ValueError, match="PLACE"):
+            journal.append_batch(JournalKind.PLACE, orders, fence)
+
+        assert journal.tail() == [] and database_journal_rows(database) == 0
+
     def test_an_expired_lease_fences_its_own_holder(
         self, database: Database, journal: OrderJournal
     ) -> None:
