@@ -77,11 +77,12 @@ def test_an_update_of_an_order_missing_from_storage_names_it_and_writes_nothing(
 ) -> None:
     with database.transaction() as connection:
         books.insert_orders(connection, [order(1)])
-    with pytest.raises(LookupError, match="venue_order_id=V9 client_order_id=C9"):
-        with database.transaction() as connection:
-            books.update_orders(
-                connection, [order(1, status=OrderStatus.FILLED, filled_quantity=10), order(9)]
-            )
+    updates = [order(1, status=OrderStatus.FILLED, filled_quantity=10), order(9)]
+    with (
+        pytest.raises(LookupError, match="venue_order_id=V9 client_order_id=C9"),
+        database.transaction() as connection,
+    ):
+        books.update_orders(connection, updates)
     assert stored_orders(database)["C1"].status is OrderStatus.SUBMITTED
 
 
