@@ -51,9 +51,10 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-from sqlalchemy import Dialect, Table, bindparam, select
+from sqlalchemy import bindparam, select
 
 from adapters.logs import log_event
+from adapters.storage.prepared import PreparedStatement, upsert_statement
 from adapters.storage.repositories import (
     DEFAULT_LEASE_NAME,
     PositionRow,
@@ -147,7 +148,7 @@ class WriteBehind:
         the journal may delete (``OrderJournal.trim``)."""
         self.batches = 0
         self.statements = 0
-        self._prepared: dict[str, _Prepared] | None = None
+        self._prepared: dict[str, PreparedStatement] | None = None
 
     # ------------------------------------------------------------------ LIFECYCLE
     def start(self) -> None:
@@ -450,24 +451,24 @@ class WriteBehind:
             return None
         return holder or "nobody"
 
-    def _statements(self) -> dict[str, _Prepared]:
+    def _statements(self) -> dict[str, PreparedStatement]:
         if self._prepared is None:
             dialect = self._database.engine.dialect
             with self._database.engine.connect() as connection:
                 insert = dialect_insert(connection)
             self._prepared = {
-                "orders": _Prepared.upsert(insert, orders, "client_order_id", dialect),
-                "brackets": _Prepared.upsert(insert, brackets, "plan_client_id", dialect),
-                "positions": _Prepared.upsert(insert, positions, "position_id", dialect),
-                "applied_seq": _Prepared.upsert(insert, control_state, "key", dialect),
-                "fills": _Prepared(
+                "orders": upsert_statement(insert, orders, "client_order_id", dialect),
+                "brackets": upsert_statement(insert, brackets, "plan_client_id", dialect),
+                "positions": upsert_statement(insert, positions, "position_id", dialect),
+                "applied_seq": upsert_statement(insert, control_state, "key", dialect),
+                "fills": PreparedStatement(
                     insert(fills)
                     .values({c.name: bindparam(c.name) for c in fills.columns if c.name != "id"})
                     .on_conflict_do_nothing(index_elements=["trade_id"]),
                     fills,
                     dialect,
                 ),
-                "events": _Prepared(
+                "events": PreparedStatement(
                     events.insert().values(
                         {c.name: bindparam(c.name) for c in events.columns if c.name != "id"}
                     ),
@@ -476,44 +477,3 @@ class WriteBehind:
                 ),
             }
         return self._prepared
-
-
-class _Prepared:
-    """A statement compiled once for the dialect, with the bind processors of its columns, so
-    a batch goes to the driver as plain parameters (``exec_driver_sql``, one executemany)."""
-
-    def __init__(self, statement: Any, table: Table, dialect: Dialect) -> None:
-        compiled = statement.compile(dialect=dialect)
-        self.sql: str = compiled.string
-        # Positional paramstyles (SQLite's qmark) need the names' order; named ones (psycopg's
-        # pyformat) take a mapping.
-        self._positions: list[str] | None = (
-            list(compiled.positiontup) if compiled.positional else None
-        )
-        self._processors: dict[str, Any] = {}
-        for name in compiled.binds:
-            column = table.columns.get(name)
-            if column is None:
-                continue
-            processor = column.type.dialect_impl(dialect).bind_processor(dialect)
-            if processor is not None:
-                self._processors[name] = processor
-
-    @classmethod
-    def upsert(cls, insert: Any, table: Table, key: str, dialect: Dialect) -> _Prepared:
-        columns = [c.name for c in table.columns if c.name != "id"]
-        statement = insert(table).values({name: bindparam(name) for name in columns})
-        changes = {name: statement.excluded[name] for name in columns if name != key}
-        return cls(
-            statement.on_conflict_do_update(index_elements=[key], set_=changes), table, dialect
-        )
-
-    def parameters(self, row: dict[str, Any]) -> Any:
-        processors = self._processors
-        values = {
-            name: (processors[name](value) if name in processors else value)
-            for name, value in row.items()
-        }
-        if self._positions is None:
-            return values
-        return tuple(values[name] for name in self._positions)
