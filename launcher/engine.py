@@ -50,7 +50,7 @@ from domain.instruments import Instrument
 from domain.messages import QuerySnapshot, Tick, TicksReceived, TimerFired
 from domain.strategies import build_strategy
 from launcher.config import config_sha
-from launcher.preflight import check_admin_port, open_database
+from launcher.preflight import check_admin_port, check_order_journal, open_database
 
 if TYPE_CHECKING:
     from adapters.brokers.base import BrokerPort
@@ -175,6 +175,7 @@ class Engine:
         )
         self.database = database
         self.order_journal = OrderJournal(database)
+        check_order_journal(self.order_journal)
         self.order_store = WriteBehind(database, lease_holder=self.lease_holder)
         self.order_store.start()
         self.broker = PaperBroker(

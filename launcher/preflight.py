@@ -16,11 +16,13 @@ from typing import TYPE_CHECKING
 
 from adapters.http.server import check_bindable
 from adapters.storage.database import Database, DatabaseUnavailable
+from adapters.storage.journal import JournalUnavailable
 
 if TYPE_CHECKING:
+    from adapters.storage.journal import OrderJournal
     from domain.config import HttpConfig
 
-__all__ = ["StartupError", "check_admin_port", "open_database"]
+__all__ = ["StartupError", "check_admin_port", "check_order_journal", "open_database"]
 
 
 class StartupError(Exception):
@@ -55,3 +57,19 @@ def open_database(url: str) -> Database:
         return Database.from_url(url)
     except DatabaseUnavailable as error:
         raise StartupError(str(error)) from None
+
+
+def check_order_journal(journal: OrderJournal) -> None:
+    """Open the order journal once (on SQLite its own file beside the database: created,
+    schema checked), so a journal that cannot be written stops the start in one line instead
+    of failing the order actor into a halt after its restarts.
+
+    Raises:
+        StartupError: the journal cannot be opened; names it and the cause.
+    """
+    try:
+        journal.check()
+    except JournalUnavailable as error:
+        raise StartupError(str(error)) from None
+    finally:
+        journal.close()  # the order actor's thread opens its own

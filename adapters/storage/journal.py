@@ -633,6 +633,21 @@ class OrderJournal:
         return entries
 
     # ------------------------------------------------------------------ connection
+    def check(self) -> None:
+        """Open the journal (on SQLite its own file: created if new, its schema version
+        checked) without writing an entry: a start-up check.
+
+        Raises:
+            JournalUnavailable: it cannot be opened; names the file or table and the cause.
+        """
+        try:
+            self._connect()
+        except JournalUnavailable:
+            raise
+        except Exception as error:
+            self._reset()
+            raise self._unavailable("cannot be opened", error) from error
+
     def close(self) -> None:
         """Close the journal's connection (a later call opens a new one)."""
         self._reset()

@@ -94,3 +94,18 @@ def test_an_unusable_database_stops_the_start_naming_it_and_the_cause(
         assert "hunter2secret" not in (tmp_path / "stderr.log").read_text()
     finally:
         launcher.close()
+
+
+def test_an_unusable_journal_file_stops_the_start_naming_it(tmp_path: Path) -> None:
+    launcher = Launcher(tmp_path, fast_paper_config(tmp_path), free_port())
+    upgrade_schema(launcher.database_url)
+    database_file = Path(launcher.database_url.removeprefix("sqlite:///"))
+    journal_file = database_file.with_name(f"{database_file.stem}.journal{database_file.suffix}")
+    journal_file.mkdir()  # a directory where the journal file belongs
+    try:
+        launcher.start()
+        assert launcher.wait_exit() != 0
+        assert lease_rows(launcher.database_url) == 0
+        assert_one_clear_line(launcher, "JOURNAL_UNAVAILABLE", str(journal_file))
+    finally:
+        launcher.close()
