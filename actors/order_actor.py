@@ -115,9 +115,12 @@ __all__ = ["FlattenStatus", "OrderActor", "PortfolioView"]
 logger = logging.getLogger(__name__)
 
 _HEARTBEAT_EVERY_NS = NANOS_PER_SECOND // 5
-# Broker reports arrive in bursts (a venue batch, a flatten's acks): the portfolio is rebuilt
-# and published once the burst has been worked through (every _REFRESH_AT_LEAST_EVERY reports
-# at the latest), not after each report, which made a flatten of n positions O(n^2).
+# Messages that come in bursts: the venue's reports (a batch delivers them together; a
+# flatten's acks by the hundred) and risk's approved plans (a bar close). While a burst is
+# worked through, places are journalled together (one fenced statement) and sent at its end,
+# and the portfolio is rebuilt and published once, not per message (that was O(n) per report,
+# O(n^2) per flatten). A burst ends when the inbox is empty, after _BURST_AT_MOST messages,
+# or before any other message (a timer, a query, a takeover) is handled.
 _BURST_MESSAGES = frozenset(
     {
         FillReport,
@@ -126,9 +129,10 @@ _BURST_MESSAGES = frozenset(
         BrokerRequestFailed,
         BrokerRequestCompleted,
         BrokerRequestWithheld,
+        SubmitBracket,
     }
 )
-_REFRESH_AT_LEAST_EVERY = 64
+_BURST_AT_MOST = 64
 _CONSISTENCY_EVERY_NS = NANOS_PER_SECOND
 
 
@@ -193,7 +197,9 @@ class OrderActor(VigilActor):
         )
         self._trading: TradingStateChanged | None = None
         self._in_burst = False
-        self._refreshes_deferred = 0
+        self._burst_length = 0
+        self._refresh_wanted = False
+        self._publish_forced = False
         self._last_stream_ns: int | None = None
         self._stream_heartbeat = HeartbeatThrottle(_HEARTBEAT_EVERY_NS)
         self._last_consistency_ns = 0
@@ -325,7 +331,8 @@ class OrderActor(VigilActor):
         placed = self._execution.place(bracket, entry)
         if not placed:
             del self._book.brackets[plan.plan_client_id]
-        self._projection.publish()
+        # Even unchanged (the entry denied): risk retires its pending approval from it.
+        self._refresh_portfolio(even_unchanged=True)
 
     def flatten_all(self, command: FlattenAll) -> FlattenStatus:
         now = self.clock.now_ns()
@@ -648,28 +655,41 @@ class OrderActor(VigilActor):
 
     # ------------------------------------------------------------------ BOOKKEEPING
     def _handle_receive(self, message: Any) -> Any:
-        in_burst = self._in_burst = type(message) in _BURST_MESSAGES
+        in_burst = type(message) in _BURST_MESSAGES
+        if in_burst:
+            self._execution.defer_places()
+        else:
+            self._end_burst()
+        self._in_burst = in_burst
         try:
             result = super()._handle_receive(message)
         finally:
             self._in_burst = False
-        # A deferred refresh waits only while reports follow reports: anything else (a timer,
-        # a plan, a query) or an empty inbox publishes it.
-        if self._refreshes_deferred and (not in_burst or self.actor_inbox.qsize() == 0):
-            self._refresh_portfolio()
+        if in_burst:
+            self._burst_length += 1
+            if self._burst_length >= _BURST_AT_MOST or self.actor_inbox.qsize() == 0:
+                self._end_burst()
         return result
 
-    def _refresh_portfolio(self) -> None:
-        """Publish the portfolio if it changed, unless more of a burst of reports is queued
-        (then once it has been worked through)."""
-        if (
-            self._in_burst
-            and self._refreshes_deferred < _REFRESH_AT_LEAST_EVERY
-            and self.actor_inbox.qsize() > 0
-        ):
-            self._refreshes_deferred += 1
+    def _end_burst(self) -> None:
+        """Journal and send the burst's places, then publish the portfolio if it changed."""
+        self._burst_length = 0
+        self._execution.flush_places()
+        if self._refresh_wanted:
+            self._refresh_portfolio()
+
+    def _refresh_portfolio(self, *, even_unchanged: bool = False) -> None:
+        """Publish the portfolio if it changed, or ``even_unchanged`` (at the end of a burst,
+        when in one)."""
+        self._publish_forced |= even_unchanged
+        if self._in_burst:
+            self._refresh_wanted = True
             return
-        self._refreshes_deferred = 0
+        self._refresh_wanted = False
+        if self._publish_forced:
+            self._publish_forced = False
+            self._projection.publish()
+            return
         # At once if exposure changed (a fill, a new or finished bracket); marks are throttled.
         self._projection.refresh()
 

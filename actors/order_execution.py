@@ -162,6 +162,9 @@ class OrderExecution:
         # An epoch the database fence refused: we were deposed before our lease actor noticed,
         # so nothing more goes to the broker under it.
         self._deposed_epoch: int | None = None
+        # While a burst of messages is worked through: places decided (booked, not yet
+        # journalled or sent) to be journalled in one statement and sent at flush_places.
+        self._deferred: list[tuple[oco.Bracket, oco.PlaceLeg, Order]] | None = None
 
     # ------------------------------------------------------------------ LAST GATE
     def send_gate(self, leg: LegKind) -> tuple[DenialCode, str] | None:
@@ -259,26 +262,18 @@ class OrderExecution:
             return False
         assert self.leadership is not None
         order = oco.new_leg_order(bracket, action, now, epoch=self.leadership.epoch)
+        if self._deferred is not None:
+            # Booked now (the rest of the burst must see the leg and not place it again);
+            # journalled with the burst's other places, and only then sent.
+            self._book.orders[order.client_order_id] = order
+            self._deferred.append((bracket, action, order))
+            return True
         fence = LeaseFence(instance_id=self._lease_holder, epoch=self.leadership.epoch, now_ns=now)
         try:
             # The write-ahead record: one fenced INSERT, with the bracket recovery needs.
             seq = self._journal.append(JournalKind.PLACE, order, fence, bracket=bracket)
         except DuplicateClientOrderId:
-            if action.leg is LegKind.ENTRY:
-                self.deny(
-                    action.client_order_id,
-                    action.leg,
-                    DenialCode.DUPLICATE_PLAN,
-                    f"client_order_id={action.client_order_id} already stored",
-                    now,
-                )
-                return False
-            # Cold path: the stored leg (a leg id reused after a restart) from the tables.
-            self._store.flush()
-            with UnitOfWork(self._database) as uow:
-                stored = uow.orders.get(action.client_order_id)
-            if stored is not None:
-                self._book.orders[stored.client_order_id] = stored
+            self._placed_before(action, now)
             return False
         except StaleEpoch as error:
             self._deposed(fence.epoch, error)
@@ -288,6 +283,72 @@ class OrderExecution:
         self._store.write(order=order, bracket=bracket, journal_seq=seq)
         self._send(order)
         return True
+
+    def _placed_before(self, action: oco.PlaceLeg, now: int) -> None:
+        """The journal refused a PLACE: its client order id is already placed."""
+        if action.leg is LegKind.ENTRY:
+            self.deny(
+                action.client_order_id,
+                action.leg,
+                DenialCode.DUPLICATE_PLAN,
+                f"client_order_id={action.client_order_id} already stored",
+                now,
+            )
+            return
+        # Cold path: the stored leg (a leg id reused after a restart) from the tables.
+        self._store.flush()
+        with UnitOfWork(self._database) as uow:
+            stored = uow.orders.get(action.client_order_id)
+        if stored is not None:
+            self._book.orders[stored.client_order_id] = stored
+
+    # ------------------------------------------------------------------ DEFERRED PLACES
+    def defer_places(self) -> None:
+        """Until ``flush_places``: a place is decided and booked, then journalled together
+        with the others (one fenced statement for a burst of plans or a flatten's exits, not
+        one each) and sent at the flush. Nothing is sent before its journal entry exists."""
+        if self._deferred is None:
+            self._deferred = []
+
+    def flush_places(self) -> None:
+        """Journal the deferred places in one statement, then send them in decision order;
+        one the fence or a duplicate refuses is unbooked and never sent."""
+        deferred, self._deferred = self._deferred, None
+        if not deferred:
+            return
+        now = self._clock.now_ns()
+        assert self.leadership is not None
+        fence = LeaseFence(instance_id=self._lease_holder, epoch=self.leadership.epoch, now_ns=now)
+        try:
+            seqs = self._journal.append_places(
+                [(order, bracket) for bracket, _, order in deferred], fence
+            )
+        except StaleEpoch as error:
+            self._deposed(fence.epoch, error)
+            for bracket, action, order in deferred:
+                self._unbook(bracket, order)
+                self.deny(
+                    action.client_order_id, action.leg, DenialCode.STALE_EPOCH, str(error), now
+                )
+            return
+        except BaseException:
+            # Nothing of the failed statement may be sent; the actor fails and reloads.
+            for bracket, _, order in deferred:
+                self._unbook(bracket, order)
+            raise
+        for (bracket, action, order), seq in zip(deferred, seqs, strict=True):
+            if seq is None:
+                self._unbook(bracket, order)
+                self._placed_before(action, now)
+                continue
+            self._store.write(order=order, bracket=bracket, journal_seq=seq)
+            self._send(order)
+
+    def _unbook(self, bracket: oco.Bracket, order: Order) -> None:
+        self._book.orders.pop(order.client_order_id, None)
+        if order.leg is LegKind.ENTRY and order.client_order_id == bracket.entry_order_id:
+            # The bracket was opened for this entry alone (submit_bracket): it never was.
+            self._book.brackets.pop(bracket.plan_client_id, None)
 
     def _send(self, order: Order) -> None:
         request = OrderRequest(

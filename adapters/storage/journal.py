@@ -215,21 +215,29 @@ _BATCH_ROWS = 100
 _VALUES_COLUMNS = "column1, column2, column3, column4, column5, column6"
 _SQLITE_BATCH = (
     f"INSERT INTO order_journal ({_COLUMNS}) SELECT {_VALUES_COLUMNS} FROM (VALUES {{rows}}) "
-    "WHERE EXISTS (SELECT 1 FROM leader_lease WHERE name = ? AND holder = ? AND epoch = ? "
-    "AND expires_ns > ?) ORDER BY 1 = 1"
+    "AS v WHERE EXISTS (SELECT 1 FROM leader_lease WHERE name = ? AND holder = ? AND epoch = ? "
+    "AND expires_ns > ?){place}"
 )
 _FILE_BATCH = (
     f"INSERT INTO main.order_journal ({_COLUMNS}) SELECT {_VALUES_COLUMNS} FROM (VALUES {{rows}}) "
-    "WHERE EXISTS (SELECT 1 FROM main.journal_fence WHERE name = ? AND holder = ? AND epoch = ?) "
-    f"AND EXISTS (SELECT 1 FROM {_ENGINE_DB}.leader_lease WHERE name = ? AND holder = ? "
-    "AND epoch = ? AND expires_ns > ?)"
+    "AS v WHERE EXISTS (SELECT 1 FROM main.journal_fence WHERE name = ? AND holder = ? "
+    f"AND epoch = ?) AND EXISTS (SELECT 1 FROM {_ENGINE_DB}.leader_lease WHERE name = ? "
+    "AND holder = ? AND epoch = ? AND expires_ns > ?){place}"
 )
 _POSTGRES_BATCH = (
     f"INSERT INTO order_journal ({_COLUMNS}) SELECT v.kind, v.client_order_id, v.epoch, "
     "v.holder, v.ts_ns, v.payload FROM (VALUES {rows}) "
     "AS v(kind, client_order_id, epoch, holder, ts_ns, payload) "
     "WHERE EXISTS (SELECT 1 FROM leader_lease WHERE name = %s AND holder = %s AND epoch = %s "
-    "AND expires_ns > %s FOR SHARE) RETURNING seq, client_order_id"
+    "AND expires_ns > %s FOR SHARE){place} RETURNING seq, client_order_id"
+)
+# A PLACE row is inserted only for an id the orders table does not hold (each row checked).
+_SQLITE_PLACE_ROWS = " AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.client_order_id = v.column2)"
+_FILE_PLACE_ROWS = (
+    f" AND NOT EXISTS (SELECT 1 FROM {_ENGINE_DB}.orders o WHERE o.client_order_id = v.column2)"
+)
+_POSTGRES_PLACE_ROWS = (
+    " AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.client_order_id = v.client_order_id)"
 )
 
 
@@ -340,11 +348,11 @@ class OrderJournal:
     def append_batch(
         self, kind: JournalKind, orders: Sequence[Order], fence: LeaseFence
     ) -> list[int]:
-        """Append one entry of ``kind`` per order, all under ``fence``, in ONE statement:
-        all are written or none (a flatten's cancels: one round trip and one commit instead of
-        one per order, each of which also hands the GIL away and waits to get it back).
+        """Append one entry of ``kind`` per order, all under ``fence``, in ONE statement (per
+        100): all are written or none (a flatten's cancels: one commit instead of one per
+        order, each of which also hands the GIL away and waits to get it back).
 
-        Not for PLACE (its duplicate check is per entry): use ``append``.
+        Not for PLACE (its duplicate check is per entry): use ``append_places``.
 
         Returns:
             The entries' seqs, in the order of ``orders``.
@@ -355,72 +363,134 @@ class OrderJournal:
             JournalUnavailable: the database failed; nothing may be sent.
         """
         if kind is JournalKind.PLACE:
-            raise ValueError(
-                "append_batch takes no PLACE entries (their duplicate check is per entry)"
-            )
-        if not orders:
-            return []
-        if self._claimed != (fence.name, fence.instance_id, fence.epoch):
-            self.claim(fence, client_order_id=orders[0].client_order_id)
-        now_ns = _NO_EXPIRY_CHECK_NS if fence.now_ns is None else fence.now_ns
-        stamp = now_ns if fence.now_ns is not None else 0
+            raise ValueError("append_batch takes no PLACE entries: use append_places")
         seqs: list[int] = []
-        for start in range(0, len(orders), _BATCH_ROWS):
-            chunk = orders[start : start + _BATCH_ROWS]
-            values: list[Any] = []
-            for order in chunk:
-                values += (
-                    kind.value,
-                    order.client_order_id,
-                    fence.epoch,
-                    fence.instance_id,
-                    stamp,
-                    self._encoder.encode(_Payload(order=order)),
-                )
-            if self.path is not None:
-                values += (fence.name, fence.instance_id, fence.epoch)
-            values += (fence.name, fence.instance_id, fence.epoch, now_ns)
-            try:
-                written = self._execute_batch(chunk, tuple(values))
-            except Exception as error:
-                self._reset()
-                raise self._unavailable(
-                    f"{len(chunk)} {kind.value} entries ({chunk[0].client_order_id} ...) not "
-                    f"journalled",
-                    error,
-                ) from error
-            if written is None:
-                raise self._refused(fence, chunk[0].client_order_id, place=False)
-            seqs += written
-        self.last_seq = max(self.last_seq, seqs[-1])
+        for chunk in self._chunks([(order, None) for order in orders], fence):
+            written = self._write_batch(kind, chunk, fence)
+            if len(written) != len(chunk):
+                raise self._refused(fence, chunk[0][0].client_order_id, place=False)
+            seqs += [written[order.client_order_id] for order, _ in chunk]
         return seqs
 
+    def append_places(
+        self, places: Sequence[tuple[Order, Bracket | None]], fence: LeaseFence
+    ) -> list[int | None]:
+        """Append a PLACE entry per (order, bracket) under ``fence``, in one statement per 100
+        (the entries of a burst of plans, a flatten's exits). An id already placed is not
+        written: its seq is None (``append`` would raise ``DuplicateClientOrderId``).
+
+        Returns:
+            Per place, in order: its seq, or None for an id already placed.
+
+        Raises:
+            StaleEpoch: the lease is not ours at this epoch (or expired), or a newer leader
+                claimed the journal: nothing of that statement was written.
+            JournalUnavailable: the database failed; nothing may be sent.
+        """
+        result: list[int | None] = []
+        for chunk in self._chunks(places, fence):
+            try:
+                written = (
+                    self._write_batch(JournalKind.PLACE, chunk, fence) if len(chunk) > 1 else {}
+                )
+            except DuplicateClientOrderId:
+                written = {}  # an id journalled but not yet stored: sorted out one by one
+            for order, bracket in chunk:
+                seq = written.get(order.client_order_id)
+                if seq is None:
+                    # Not in the batch: a duplicate, a refused fence (raised here), or a
+                    # chunk of one. Cold path, one statement each.
+                    try:
+                        seq = self.append(JournalKind.PLACE, order, fence, bracket=bracket)
+                    except DuplicateClientOrderId:
+                        seq = None
+                result.append(seq)
+        return result
+
+    def _chunks(
+        self, items: Sequence[tuple[Order, Bracket | None]], fence: LeaseFence
+    ) -> list[Sequence[tuple[Order, Bracket | None]]]:
+        if not items:
+            return []
+        if self._claimed != (fence.name, fence.instance_id, fence.epoch):
+            self.claim(fence, client_order_id=items[0][0].client_order_id)
+        return [items[start : start + _BATCH_ROWS] for start in range(0, len(items), _BATCH_ROWS)]
+
+    def _write_batch(
+        self,
+        kind: JournalKind,
+        chunk: Sequence[tuple[Order, Bracket | None]],
+        fence: LeaseFence,
+    ) -> dict[str, int]:
+        """One statement for ``chunk``; returns the seq of each client order id written (none
+        when the fence refused; a PLACE of a stored id is skipped)."""
+        now_ns = _NO_EXPIRY_CHECK_NS if fence.now_ns is None else fence.now_ns
+        stamp = now_ns if fence.now_ns is not None else 0
+        values: list[Any] = []
+        for order, bracket in chunk:
+            values += (
+                kind.value,
+                order.client_order_id,
+                fence.epoch,
+                fence.instance_id,
+                stamp,
+                self._encoder.encode(_Payload(order=order, bracket=bracket)),
+            )
+        if self.path is not None:
+            values += (fence.name, fence.instance_id, fence.epoch)
+        values += (fence.name, fence.instance_id, fence.epoch, now_ns)
+        place = kind is JournalKind.PLACE
+        try:
+            written = self._execute_batch(len(chunk), tuple(values), place=place)
+        except Exception as error:
+            if _is_unique_violation(error):
+                raise DuplicateClientOrderId(chunk[0][0].client_order_id) from error
+            self._reset()
+            raise self._unavailable(
+                f"{len(chunk)} {kind.value} entries ({chunk[0][0].client_order_id} ...) not "
+                f"journalled",
+                error,
+            ) from error
+        if written:
+            self.last_seq = max(self.last_seq, *written.values())
+        return written
+
     def _execute_batch(
-        self, chunk: Sequence[Order], parameters: tuple[Any, ...]
-    ) -> list[int] | None:
+        self, rows: int, parameters: tuple[Any, ...], *, place: bool
+    ) -> dict[str, int]:
         connection = self._connect()
-        rows = len(chunk)
         if self._postgres:
             row_values = ", ".join(
                 ["(%s::text, %s::text, %s::bigint, %s::text, %s::bigint, %s::bytea)"] * rows
             )
-            statement = _POSTGRES_BATCH.format(rows=row_values)
+            statement = _POSTGRES_BATCH.format(
+                rows=row_values, place=_POSTGRES_PLACE_ROWS if place else ""
+            )
             returned = connection.execute(statement, parameters).fetchall()
-            if not returned:
-                return None
-            seq_of = {client_order_id: int(seq) for seq, client_order_id in returned}
-            return [seq_of[order.client_order_id] for order in chunk]
+            return {client_order_id: int(seq) for seq, client_order_id in returned}
         row_values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * rows)
         if self.path is not None:
-            cursor = connection.execute(_FILE_BATCH.format(rows=row_values), parameters)
+            statement = _FILE_BATCH.format(rows=row_values, place=_FILE_PLACE_ROWS if place else "")
+            cursor = connection.execute(statement, parameters)
         else:
+            statement = _SQLITE_BATCH.format(
+                rows=row_values, place=_SQLITE_PLACE_ROWS if place else ""
+            )
             with self._database.write_lock():
-                cursor = connection.execute(_SQLITE_BATCH.format(rows=row_values), parameters)
-        if cursor.rowcount != rows:
-            return None
-        # One statement, one writer of this table: the rows took consecutive seqs in order.
+                cursor = connection.execute(statement, parameters)
+        written = cursor.rowcount
+        if written <= 0:
+            return {}
+        # One statement, one writer of this table: the rows written took consecutive seqs.
         last = int(cursor.lastrowid)
-        return list(range(last - rows + 1, last + 1))
+        table = "main.order_journal" if self.path is not None else "order_journal"
+        return {
+            client_order_id: int(seq)
+            for seq, client_order_id in connection.execute(
+                f"SELECT seq, client_order_id FROM {table} WHERE seq > ? AND seq <= ?",
+                (last - written, last),
+            )
+        }
 
     def _execute_append(self, statement: str, parameters: tuple[Any, ...]) -> int | None:
         connection = self._connect()

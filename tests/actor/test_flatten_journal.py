@@ -1,5 +1,6 @@
 """A flatten journals the cancels of every protected position in one fenced statement, then
-closes every position (the exits follow the cancels' acknowledgements)."""
+closes every position (the exits follow the cancels' acknowledgements, journalled together
+when they arrive together); a burst of plans is journalled together too."""
 
 from __future__ import annotations
 
@@ -32,8 +33,11 @@ def test_a_flatten_journals_all_its_cancels_in_one_statement_and_ends_flat(desk:
     desk.settle(lambda: not desk.portfolio().portfolio.positions, what="flat")
     connection.set_trace_callback(None)
 
-    batches = [s for s in statements if "order_journal" in s and "FROM (VALUES" in s]
-    assert len(batches) == 1, batches
-    assert batches[0].count("'CANCEL'") == 2 * len(plan_ids)  # every stop and target
+    journal_writes = [s for s in statements if s.startswith("INSERT INTO main.order_journal")]
+    cancels = [s for s in journal_writes if "'CANCEL'" in s]
+    assert len(cancels) == 1, cancels
+    assert cancels[0].count("'CANCEL'") == 2 * len(plan_ids)  # every stop and target
+    # The exits follow the cancels' acknowledgements, journalled per burst of them.
+    assert sum(s.count("'PLACE'") for s in journal_writes) == len(plan_ids)
     for plan_id in plan_ids:
         assert not desk.working_legs(plan_id)

@@ -222,6 +222,48 @@ class TestTheJournal:
         journal.append(JournalKind.CANCEL, make_order(epoch=epoch), fence)
         assert [e.kind for e in journal.tail()] == [JournalKind.PLACE, JournalKind.CANCEL]
 
+    def test_a_batch_of_places_writes_each_new_id_once_and_skips_known_ones(
+        self, database: Database, journal: OrderJournal
+    ) -> None:
+        epoch = take_lease(database, "me")
+        fence = LeaseFence(instance_id="me", epoch=epoch, now_ns=NOW)
+        journalled = make_order(client_order_id="PJJJE", plan_client_id="PJJJ", epoch=epoch)
+        journal.append(JournalKind.PLACE, journalled, fence)
+        stored = make_order(client_order_id="PSSSE", plan_client_id="PSSS", epoch=epoch)
+        with UnitOfWork(database) as uow:
+            uow.orders.add(stored)
+        fresh = [
+            make_order(client_order_id=f"P{index}E", plan_client_id=f"P{index}", epoch=epoch)
+            for index in range(3)
+        ]
+        places = [(fresh[0], make_bracket()), (journalled, None), (fresh[1], None)]
+        places += [(stored, None), (fresh[2], make_bracket(plan_client_id="P2"))]
+
+        seqs = journal.append_places(places, fence)
+
+        assert seqs[1] is None and seqs[3] is None
+        entries = {entry.client_order_id: entry for entry in journal.tail()}
+        assert [entries[o.client_order_id].seq for o in fresh] == [seqs[0], seqs[2], seqs[4]]
+        assert entries["P0E"].bracket == make_bracket()
+        assert entries["P2E"].bracket == make_bracket(plan_client_id="P2")
+        assert entries["P1E"].bracket is None
+        assert "PSSSE" not in entries and len(entries) == 4  # the journalled one, once
+
+    def test_a_batch_of_places_of_a_deposed_holder_writes_nothing(
+        self, database: Database, journal: OrderJournal
+    ) -> None:
+        old_epoch = take_lease(database, "old")
+        with UnitOfWork(database) as uow:
+            uow.lease.release(instance_id="old", now_ns=NOW)
+        take_lease(database, "new", now_ns=NOW + 1)
+        fence = LeaseFence(instance_id="old", epoch=old_epoch, now_ns=NOW + 1)
+        places = [(make_order(client_order_id=f"P{index}E"), None) for index in range(3)]
+
+        with pytest.raises(StaleEpoch):
+            journal.append_places(places, fence)
+
+        assert journal.tail() == [] and database_journal_rows(database) == 0
+
     def test_an_append_is_one_statement_on_sqlite(
         self, database: Database, journal: OrderJournal
     ) -> None:
