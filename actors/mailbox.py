@@ -12,6 +12,12 @@ Market data does not go through the inbox at all: a ``TickConflator`` keeps the 
 instrument and wakes its consumer with a single ``DrainTicks``, so a busy strategy sees the
 latest quote, not a backlog, and memory stays bounded by the number of instruments.
 
+Consumers that only need the latest price when something else happens (the risk actor's quote
+for a plan, the order actor's marks) read a ``QuoteBoard`` instead: the latest tick per
+instrument with no wake-up at all. The consumer picks the ticks up when it next needs them, so a
+tick costs them nothing (no message, no actor turn, no thread hand-off) and what they see is
+never older than what a conflator would have handed them.
+
 A replayed file is different: its ticks are history, not a live quote that goes stale, and a
 backtest must evaluate every one of them. There a ``TickQueue`` (same interface, the
 ``TickChannel`` protocol) keeps every tick in order; the producer waits for room
@@ -31,7 +37,14 @@ from pykka import messages as pykka_messages
 
 from domain.messages import DrainTicks, Tick
 
-__all__ = ["BoundedInbox", "MailboxFull", "TickChannel", "TickConflator", "TickQueue"]
+__all__ = [
+    "BoundedInbox",
+    "MailboxFull",
+    "QuoteBoard",
+    "TickChannel",
+    "TickConflator",
+    "TickQueue",
+]
 
 
 class MailboxFull(Exception):
@@ -158,8 +171,50 @@ class TickConflator:
             return len(self._pending)
 
 
+class QuoteBoard:
+    """The latest tick per instrument, read by its consumer when it needs a price: no wake-up.
+
+    ``offer`` runs on the feed actor's thread; ``drain`` on the consumer's, which calls it
+    before it reads a price (and in ``on_start``). A tick overwritten before a drain is not a
+    loss here (only the latest price is ever used), so ``conflated`` stays 0; and nothing ever
+    waits for the consumer, so ``pending_count`` is 0 (a board is not a backlog: an idle
+    consumer with a full board is idle).
+    """
+
+    def __init__(self, *, consumer: str) -> None:
+        self.consumer = consumer
+        self._lock = threading.Lock()
+        self._pending: dict[str, Tick] = {}
+        self.offered = 0
+        self.conflated = 0
+
+    def offer(self, tick: Tick) -> None:
+        with self._lock:
+            self.offered += 1
+            self._pending[tick.instrument] = tick
+
+    def drain(self) -> list[Tick]:
+        """The latest tick of each instrument offered since the last drain, oldest first."""
+        with self._lock:
+            if not self._pending:
+                return []
+            ticks = list(self._pending.values())
+            self._pending.clear()
+        ticks.sort(key=_ts_event)
+        return ticks
+
+    @property
+    def pending_count(self) -> int:
+        return 0
+
+
+def _ts_event(tick: Tick) -> int:
+    return tick.ts_event
+
+
 class TickChannel(Protocol):
-    """What a tick consumer's actor reads: ``TickConflator`` (live) or ``TickQueue`` (replay).
+    """What a tick consumer's actor reads: ``TickConflator`` (live), ``TickQueue`` (replay) or
+    ``QuoteBoard`` (read on demand).
     ``offer`` runs on the feed actor's thread, ``drain`` on the consumer's."""
 
     consumer: str

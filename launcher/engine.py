@@ -30,7 +30,7 @@ from actors.dispatcher import Dispatcher
 from actors.feed_actor import FeedActor, TickSink
 from actors.kill_switch_actor import KillSwitchActor
 from actors.leader_actor import LeaderActor, new_lease_holder
-from actors.mailbox import TickChannel, TickConflator, TickQueue
+from actors.mailbox import QuoteBoard, TickChannel, TickConflator, TickQueue
 from actors.order_actor import OrderActor
 from actors.risk_actor import RiskActor
 from actors.strategy_actor import StrategyActor
@@ -362,6 +362,11 @@ class Engine:
         self._conflators[consumer] = conflator
         return conflator
 
+    def _make_quote_board(self, consumer: str) -> QuoteBoard:
+        board = QuoteBoard(consumer=consumer)
+        self._conflators[consumer] = board
+        return board
+
     def _make_tick_channel(self, consumer: str) -> TickChannel:
         """A strategy's channel: every tick of a replayed file, the latest of a live feed."""
         if self.config.feed.kind != "csv":
@@ -391,8 +396,10 @@ class Engine:
         self._dispatcher_timer_children = (
             ["order"] if self.dispatcher is not None and config.dispatcher_includes_order else []
         )
-        order_conflator = self._make_conflator("order")
-        risk_conflator = self._make_conflator("risk")
+        # Order and risk only need the latest quote when something else happens (a plan, a
+        # report, a timer): they read a board instead of being woken on every tick.
+        order_conflator = self._make_quote_board("order")
+        risk_conflator = self._make_quote_board("risk")
         specs: list[ChildSpec] = [
             ChildSpec(
                 name="risk",

@@ -1,0 +1,35 @@
+"""The tick path's cost: what a tick wakes, and that nothing decides on an older price for it."""
+
+from __future__ import annotations
+
+from domain.messages import QueryRisk
+from tests.actor.conftest import Desk
+
+
+def test_a_tick_wakes_neither_risk_nor_order_yet_risk_judges_on_the_latest_quote(
+    desk: Desk,
+) -> None:
+    dispatcher = desk.engine.dispatcher
+    assert dispatcher is not None
+    before = dispatcher.messages_processed
+    for step in range(5):
+        desk.quote("AAA", f"100.{step}0", f"100.{step}5")
+    # The feed actor's five batches and the asks behind them; risk (on the dispatcher) and
+    # order read their quote board when they next need a price. (Before: a DrainTicks turn
+    # for risk on every tick.)
+    assert dispatcher.messages_processed - before == 10
+
+    # 2.00 wide is 40 ticks of 0.05: a blow-out, seen although no tick woke the risk actor.
+    desk.quote("AAA", "98.10", "100.10")
+    desk.send_plan(instrument="AAA")
+
+    def blocks() -> dict[str, int]:
+        return desk.engine.directory.ask("risk", QueryRisk(), timeout_s=5).blocks
+
+    assert desk.settle(blocks, what="the plan judged") == {"SPREAD_BLOWOUT": 1}
+
+    # And back to a normal quote: the next plan passes the spread check.
+    desk.quote("AAA", "100.05", "100.10")
+    plan = desk.send_plan(instrument="AAA", strategy="ema_1")
+    desk.settle(lambda: desk.orders_for(plan.plan_client_id), what="the plan became orders")
+    assert blocks() == {"SPREAD_BLOWOUT": 1}
