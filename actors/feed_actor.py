@@ -8,7 +8,9 @@ supervisor, throttled, so staleness can be judged.
 
 Bad market data is decided by ``domain.market_data.tick_rejection`` (NaN, sNaN, infinities,
 zero or negative prices, absurd magnitudes or precision, crossed quotes, bad sizes or
-timestamps, time going backwards, unknown instruments, things that are not ticks at all). A
+timestamps, time going backwards, unknown instruments, things that are not ticks at all), once:
+a batch marked ``validated`` by a source that applied it already (the CSV reader) is checked
+here only for an unknown instrument and for time going backwards. A
 rejected tick is dropped before any sink sees it, counted in
 ``trader_ticks_rejected_total{feed,reason}`` and ``snapshot()["rejected"]``, and logged at most
 once per reason per minute (with how many were dropped since the last line). Nothing in a
@@ -90,8 +92,18 @@ class FeedActor(VigilActor):
             self._reject(batch, TickRejection.NOT_A_TICK, now)
             return
         accepted = 0
+        checked = batch.validated is True
         for tick in ticks:
-            reason = self._rejection(tick)
+            if checked and type(tick) is Tick and tick.instrument in self._instruments:
+                # The source held it to tick_rejection already: only what it could not know.
+                previous = self._last_tick.get(tick.instrument)
+                reason = (
+                    TickRejection.OUT_OF_ORDER
+                    if previous is not None and tick.ts_event < previous.ts_event
+                    else None
+                )
+            else:
+                reason = self._rejection(tick)
             if reason is not None:
                 self._reject(tick, reason, now)
                 continue

@@ -162,6 +162,10 @@ class CsvTickReplay(Iterator[Tick]):
         OSError: the file cannot be opened.
     """
 
+    validates_ticks: bool = True
+    """Every tick handed out passed ``tick_rejection`` and time order (``TicksReceived``'s
+    ``validated``)."""
+
     def __init__(
         self,
         path: str | os.PathLike[str],

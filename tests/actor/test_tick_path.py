@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from domain.messages import QueryRisk
+from domain.messages import QueryRisk, QuerySnapshot, TicksReceived
+from launcher.engine import feed_actor_name
 from tests.actor.conftest import Desk
+from tests.helpers import make_tick
 
 
 def test_a_tick_wakes_neither_risk_nor_order_yet_risk_judges_on_the_latest_quote(
@@ -33,3 +35,25 @@ def test_a_tick_wakes_neither_risk_nor_order_yet_risk_judges_on_the_latest_quote
     plan = desk.send_plan(instrument="AAA", strategy="ema_1")
     desk.settle(lambda: desk.orders_for(plan.plan_client_id), what="the plan became orders")
     assert blocks() == {"SPREAD_BLOWOUT": 1}
+
+
+def test_a_validated_batch_is_still_held_to_the_instrument_and_to_time_order(desk: Desk) -> None:
+    # A batch from a reader that applied tick_rejection (the CSV reader) skips the second pass
+    # of the feed actor, but not what the reader could not know: an instrument configured here,
+    # and time that does not go backwards across batches.
+    feed = feed_actor_name(desk.engine.feed_name)
+    now = desk.clock.now_ns()
+    before = desk.engine.directory.ask(feed, QuerySnapshot(), timeout_s=5)
+    ticks = (
+        make_tick("AAA", "100.00", "100.10", ts=now + 10),
+        make_tick("ZZZ", "100.00", "100.10", ts=now + 11),  # not configured
+        make_tick("AAA", "100.05", "100.15", ts=now + 5),  # earlier than AAA's last
+        make_tick("BBB", "200.00", "200.10", ts=now + 12),
+    )
+    desk.engine.directory.tell(
+        feed, TicksReceived(feed=desk.engine.feed_name, ticks=ticks, validated=True)
+    )
+    after = desk.engine.directory.ask(feed, QuerySnapshot(), timeout_s=5)
+    assert after["accepted"] - before["accepted"] == 2
+    assert after["rejected"] == {"UNKNOWN_INSTRUMENT": 1, "OUT_OF_ORDER": 1}
+    assert after["last_prices"]["AAA"]["ts_event"] == now + 10
