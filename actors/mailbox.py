@@ -29,7 +29,6 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -45,6 +44,10 @@ __all__ = [
     "TickConflator",
     "TickQueue",
 ]
+
+
+# DrainTicks carries nothing: one frozen instance serves every wake-up.
+_WAKE = DrainTicks()
 
 
 class MailboxFull(Exception):
@@ -126,15 +129,23 @@ class BoundedInbox(queue.Queue):  # type: ignore[type-arg]
 class TickConflator:
     """Latest tick per instrument for one consumer, with at most one pending wake-up.
 
+    ``instruments``: the only instruments offered (None: all); a tick of another is ignored.
     ``offer`` runs on the producer's thread; ``drain`` on the consumer's. ``wake`` tells the
     consumer (normally ``ActorDirectory.tell``) and returns False when it could not; the wake is
     then re-armed, so a restarted consumer is woken by the next offer. A consumer calls ``drain``
     in ``on_start`` to pick up what arrived while it was down.
     """
 
-    def __init__(self, *, consumer: str, wake: Callable[[DrainTicks], bool]) -> None:
+    def __init__(
+        self,
+        *,
+        consumer: str,
+        wake: Callable[[DrainTicks], bool],
+        instruments: frozenset[str] | None = None,
+    ) -> None:
         self.consumer = consumer
         self._wake = wake
+        self._instruments = instruments
         self._lock = threading.Lock()
         self._pending: dict[str, Tick] = {}
         self._wake_pending = False
@@ -142,6 +153,8 @@ class TickConflator:
         self.conflated = 0
 
     def offer(self, tick: Tick) -> None:
+        if self._instruments is not None and tick.instrument not in self._instruments:
+            return  # not the consumer's instrument: not offered at all
         with self._lock:
             self.offered += 1
             if tick.instrument in self._pending:
@@ -150,7 +163,7 @@ class TickConflator:
             if self._wake_pending:
                 return
             self._wake_pending = True
-        if not self._wake(DrainTicks()):
+        if not self._wake(_WAKE):
             with self._lock:
                 self._wake_pending = False
 
@@ -239,34 +252,45 @@ class TickQueue:
     ``wake`` works as for ``TickConflator``: a failed wake is re-armed for the next offer.
     """
 
-    def __init__(self, *, consumer: str, wake: Callable[[DrainTicks], bool]) -> None:
+    def __init__(
+        self,
+        *,
+        consumer: str,
+        wake: Callable[[DrainTicks], bool],
+        instruments: frozenset[str] | None = None,
+    ) -> None:
         self.consumer = consumer
         self._wake = wake
+        self._instruments = instruments
         self._lock = threading.Lock()
         self._drained = threading.Condition(self._lock)
-        self._pending: deque[Tick] = deque()
+        self._pending: list[Tick] = []
         self._wake_pending = False
+        self._waiting_for_room = 0
         self.offered = 0
         self.conflated = 0
 
     def offer(self, tick: Tick) -> None:
+        if self._instruments is not None and tick.instrument not in self._instruments:
+            return  # not the consumer's instrument: not offered at all
         with self._lock:
             self.offered += 1
             self._pending.append(tick)
             if self._wake_pending:
                 return
             self._wake_pending = True
-        if not self._wake(DrainTicks()):
+        if not self._wake(_WAKE):
             with self._lock:
                 self._wake_pending = False
 
     def drain(self) -> list[Tick]:
         """Every tick offered since the last drain, in the order offered."""
         with self._lock:
-            ticks = list(self._pending)
-            self._pending.clear()
+            ticks = self._pending
+            self._pending = []
             self._wake_pending = False
-            self._drained.notify_all()
+            if self._waiting_for_room:  # a replay's producer (rare): spare every tick the call
+                self._drained.notify_all()
         return ticks
 
     def wait_for_room(self, limit: int, timeout_s: float) -> bool:
@@ -279,7 +303,11 @@ class TickQueue:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
-                self._drained.wait(remaining)
+                self._waiting_for_room += 1
+                try:
+                    self._drained.wait(remaining)
+                finally:
+                    self._waiting_for_room -= 1
         return True
 
     @property

@@ -355,9 +355,13 @@ class Engine:
                 )
         return self.directory.tell(feed_actor_name(self.feed_name), batch)
 
-    def _make_conflator(self, consumer: str) -> TickConflator:
+    def _make_conflator(
+        self, consumer: str, instruments: frozenset[str] | None = None
+    ) -> TickConflator:
         conflator = TickConflator(
-            consumer=consumer, wake=lambda wake: self.directory.tell(consumer, wake)
+            consumer=consumer,
+            wake=lambda wake: self.directory.tell(consumer, wake),
+            instruments=instruments,
         )
         self._conflators[consumer] = conflator
         return conflator
@@ -367,12 +371,14 @@ class Engine:
         self._conflators[consumer] = board
         return board
 
-    def _make_tick_channel(self, consumer: str) -> TickChannel:
+    def _make_tick_channel(self, consumer: str, instruments: frozenset[str]) -> TickChannel:
         """A strategy's channel: every tick of a replayed file, the latest of a live feed."""
         if self.config.feed.kind != "csv":
-            return self._make_conflator(consumer)
+            return self._make_conflator(consumer, instruments)
         channel = TickQueue(
-            consumer=consumer, wake=lambda wake: self.directory.tell(consumer, wake)
+            consumer=consumer,
+            wake=lambda wake: self.directory.tell(consumer, wake),
+            instruments=instruments,
         )
         self._conflators[consumer] = channel
         self._lossless.append(channel)
@@ -444,9 +450,9 @@ class Engine:
         ]
         for strategy_config in config.strategies:
             name = strategy_actor_name(strategy_config.name)
-            conflator = self._make_tick_channel(name)
             traded = frozenset(strategy_config.instruments)
-            sinks.append(_filtered(conflator.offer, traded))
+            conflator = self._make_tick_channel(name, traded)
+            sinks.append(conflator.offer)  # the channel takes only the traded instruments
             specs.append(
                 ChildSpec(
                     name=name,
@@ -530,14 +536,6 @@ class Engine:
     def _on_http_bound(self, port: int) -> None:
         self.http_port = port
         self._http_bound.set()
-
-
-def _filtered(offer: Callable[[Tick], None], instruments: frozenset[str]) -> TickSink:
-    def sink(tick: Tick) -> None:
-        if tick.instrument in instruments:
-            offer(tick)
-
-    return sink
 
 
 def _strategy_starter(

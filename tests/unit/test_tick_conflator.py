@@ -61,3 +61,23 @@ def test_a_quote_board_keeps_the_latest_tick_per_instrument_and_never_wakes_anyo
     ticks = board.drain()
     assert [(t.instrument, t.ts_event) for t in ticks] == [("AAA", 6), ("BBB", 7)]
     assert board.drain() == []
+
+
+def test_a_channel_for_some_instruments_takes_only_theirs() -> None:
+    # The feed actor hands every tick to every channel; a strategy's takes only what it trades
+    # (no wake-up, not counted as offered) instead of a filtering wrapper per tick.
+    wakes: list[DrainTicks] = []
+    for channel in (
+        TickConflator(
+            consumer="s", wake=lambda w: wakes.append(w) or True, instruments=frozenset({"AAA"})
+        ),
+        TickQueue(
+            consumer="s", wake=lambda w: wakes.append(w) or True, instruments=frozenset({"AAA"})
+        ),
+    ):
+        wakes.clear()
+        channel.offer(make_tick("BBB", "200.00", "200.10", ts=1))
+        assert channel.offered == 0 and wakes == [] and channel.drain() == []
+        channel.offer(make_tick("AAA", "100.00", "100.10", ts=2))
+        assert channel.offered == 1 and len(wakes) == 1
+        assert [t.instrument for t in channel.drain()] == ["AAA"]
