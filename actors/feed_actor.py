@@ -4,7 +4,8 @@ fans each tick out to its sinks.
 Accepts: ``TicksReceived`` (a batch from a feed pump or a replay).
 Publishes: every valid tick to each sink (a conflating mailbox per consuming actor, and the
 paper venue, which must see every price to trigger resting orders); ``FeedHeartbeat`` to the
-supervisor, throttled, so staleness can be judged.
+supervisor, throttled (``heartbeat_interval_ns``: 200 ms, or 1/25 of the staleness limit when
+that is longer), so staleness can be judged.
 
 Bad market data is decided by ``domain.market_data.tick_rejection`` (NaN, sNaN, infinities,
 zero or negative prices, absurd magnitudes or precision, crossed quotes, bad sizes or
@@ -35,12 +36,26 @@ if TYPE_CHECKING:
     from adapters.metrics import EngineMetrics
     from domain.instruments import Instrument
 
-__all__ = ["FeedActor", "TickSink"]
+__all__ = ["FeedActor", "TickSink", "heartbeat_interval_ns"]
 
 logger = logging.getLogger(__name__)
 
 TickSink = Callable[[Tick], None]
 _HEARTBEAT_EVERY_NS = NANOS_PER_SECOND // 5
+# The supervisor's view of the feed may lag by this share of its staleness limit.
+_HEARTBEATS_PER_STALE_LIMIT = 25
+
+
+def heartbeat_interval_ns(marketdata_stale_s: float) -> int:
+    """How often the feed tells the supervisor about fresh data: every 200 ms, or 1/25 of the
+    staleness limit when that is longer (a replay's limit is a year: it needs no heartbeat per
+    200 ms of replayed time, each a wake-up of the supervisor's thread)."""
+    return max(
+        _HEARTBEAT_EVERY_NS,
+        int(marketdata_stale_s * NANOS_PER_SECOND) // _HEARTBEATS_PER_STALE_LIMIT,
+    )
+
+
 _REJECT_LOG_EVERY_NS = 60 * NANOS_PER_SECOND
 
 
@@ -63,6 +78,7 @@ class FeedActor(VigilActor):
         instruments: Mapping[str, Instrument],
         sinks: Sequence[TickSink],
         metrics: EngineMetrics,
+        heartbeat_every_ns: int = _HEARTBEAT_EVERY_NS,
         **base: Any,
     ) -> None:
         super().__init__(**base)
@@ -72,7 +88,7 @@ class FeedActor(VigilActor):
         self._metrics = metrics
         self._ticks_counter = metrics.ticks_total.labels(feed=feed)
         self._last_tick: dict[str, Tick] = {}
-        self._heartbeat = HeartbeatThrottle(_HEARTBEAT_EVERY_NS)
+        self._heartbeat = HeartbeatThrottle(heartbeat_every_ns)
         self._last_data_ns: int | None = None
         self._accepted = 0
         self._rejected: dict[str, int] = {}

@@ -27,7 +27,7 @@ from actors.broker_gateway import BrokerGateway, build_broker_gateway
 from actors.control import EngineControl
 from actors.directory import ActorDirectory
 from actors.dispatcher import Dispatcher
-from actors.feed_actor import FeedActor, TickSink
+from actors.feed_actor import FeedActor, TickSink, heartbeat_interval_ns
 from actors.kill_switch_actor import KillSwitchActor
 from actors.leader_actor import LeaderActor, new_lease_holder
 from actors.mailbox import QuoteBoard, TickChannel, TickConflator, TickQueue
@@ -478,6 +478,7 @@ class Engine:
                     instruments=self.instruments,
                     sinks=sinks,
                     metrics=metrics,
+                    heartbeat_every_ns=heartbeat_interval_ns(config.heartbeats.marketdata_stale_s),
                     **{**hot, "mailbox_capacity": config.feed_mailbox_ticks},
                 ),
             )

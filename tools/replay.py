@@ -216,6 +216,10 @@ def replay_config(
         cpu_affinity=None,
     )
     data["feed"] = {**data["feed"], "kind": "csv", "csv_path": str(path), "replay_speed": 0}
+    # The staleness watchdogs are wall-clock safety for a live feed (the supervisor gets no
+    # timers in a replay): a limit longer than any file also spares the supervisor's thread a
+    # feed heartbeat per 200 ms of replayed time.
+    data["heartbeats"] = {**data["heartbeats"], "marketdata_stale_s": _REPLAY_LEASE_TTL_S}
     data["leader"] = {
         **data["leader"],
         "lease_ttl_s": _REPLAY_LEASE_TTL_S,

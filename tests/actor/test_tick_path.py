@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from actors.feed_actor import heartbeat_interval_ns
 from domain.messages import QueryRisk, QuerySnapshot, TicksReceived
 from launcher.engine import feed_actor_name
 from tests.actor.conftest import Desk
 from tests.helpers import make_tick
+from tools.replay import replay_config
 
 
 def test_a_tick_wakes_neither_risk_nor_order_yet_risk_judges_on_the_latest_quote(
@@ -57,3 +61,16 @@ def test_a_validated_batch_is_still_held_to_the_instrument_and_to_time_order(des
     assert after["accepted"] - before["accepted"] == 2
     assert after["rejected"] == {"UNKNOWN_INSTRUMENT": 1, "OUT_OF_ORDER": 1}
     assert after["last_prices"]["AAA"]["ts_event"] == now + 10
+
+
+def test_the_feed_heartbeat_follows_the_staleness_limit_and_a_replay_needs_almost_none(
+    tmp_path: Path,
+) -> None:
+    # 200 ms (the supervisor's view lags by at most 1/25 of the default 5 s limit), never more
+    # often; a replay's limit is a year, so its feed no longer wakes the supervisor's thread
+    # for every 200 ms of replayed time (on main: ~3,000 heartbeats per 30,000 quotes).
+    assert heartbeat_interval_ns(5.0) == 200_000_000
+    assert heartbeat_interval_ns(0.5) == 200_000_000
+    assert heartbeat_interval_ns(60.0) == 2_400_000_000
+    config = replay_config(tmp_path / "quotes.csv", database_url="sqlite://", work_dir=tmp_path)
+    assert heartbeat_interval_ns(config.heartbeats.marketdata_stale_s) > 10**15  # > 11 days
