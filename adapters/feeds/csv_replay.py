@@ -347,15 +347,14 @@ class _FastRows:
     def __init__(self, header: list[str], instruments: Mapping[str, Instrument]) -> None:
         self._width = len(header)
         self._instruments = instruments
-        self._ts = header.index("ts")
-        self._instrument = header.index("instrument")
-        self._bid = header.index("bid")
-        self._ask = header.index("ask")
-        self._last = header.index("last") if "last" in header else None
-        self._sizes = tuple(
-            header.index(column) if column in header else None
-            for column in ("bid_size", "ask_size", "volume")
-        )
+        # A repeated column's last cell counts, as in csv.DictReader's dict.
+        position = {column: index for index, column in enumerate(header)}
+        self._ts = position["ts"]
+        self._instrument = position["instrument"]
+        self._bid = position["bid"]
+        self._ask = position["ask"]
+        self._last = position.get("last")
+        self._sizes = tuple(position.get(column) for column in ("bid_size", "ask_size", "volume"))
 
     def tick(self, cells: list[str], previous_ts: int | None) -> Tick | None:
         if len(cells) != self._width or "\ufffd" in "".join(cells):

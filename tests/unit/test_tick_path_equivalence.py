@@ -167,6 +167,7 @@ def csv_texts(draw: st.DrawFn) -> str:
                 ["ts", "instrument", "bid", "ask"],
                 ["instrument", "ts", "ask", "bid", "bid_size", "ask_size", "last"],
                 [" ts ", "instrument", "bid", "ask", "volume"],
+                ["ts", "instrument", "bid", "ask", "bid", "last", "ts"],  # repeated: last wins
             ]
         )
     )
@@ -175,19 +176,18 @@ def csv_texts(draw: st.DrawFn) -> str:
         if draw(st.integers(0, 9)) == 0:
             lines.append(draw(st.sampled_from(["", "a,b", '"unterminated', "1,2,3,4,5,6,7,8"])))
             continue
-        row: dict[str, str] = {}
+        cells: list[str] = []  # one draw per position: a repeated column differs
         mid = draw(_CSV_PRICE)
         for column in columns:
             name = column.strip()
             if name == "ts":
-                row[column] = draw(_CSV_TS)
+                cells.append(draw(_CSV_TS))
             elif name == "instrument":
-                row[column] = draw(st.sampled_from(["NIFTY", "NIFTY", " NIFTY", "OTHER", ""]))
+                cells.append(draw(st.sampled_from(["NIFTY", "NIFTY", " NIFTY", "OTHER", ""])))
             elif name in ("bid", "ask", "last"):
-                row[column] = mid if draw(st.booleans()) else draw(_CSV_PRICE)
+                cells.append(mid if draw(st.booleans()) else draw(_CSV_PRICE))
             else:
-                row[column] = draw(_CELL)
-        cells = [row[column] for column in columns]
+                cells.append(draw(_CELL))
         if draw(st.integers(0, 9)) == 0:
             cells = cells[: draw(st.integers(1, len(cells)))]
         lines.append(",".join(cells))
