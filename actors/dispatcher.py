@@ -101,10 +101,16 @@ class DispatchedInbox:
 
     # -- pykka's ActorInbox protocol ---------------------------------------------------------
     def put(self, envelope: Envelope[Any], /) -> None:
-        exempt = envelope.reply_to is not None or isinstance(envelope.message, self._exempt_types)
         weight = 1 if self._weigh is None else max(1, self._weigh(envelope.message))
         with self._lock:
-            if not exempt and self._load > 0 and self._load + weight > self._capacity:
+            # Whether the message is exempt matters only when the inbox is full (checked last:
+            # this runs for every message of the hot path).
+            if (
+                self._load > 0
+                and self._load + weight > self._capacity
+                and envelope.reply_to is None
+                and not isinstance(envelope.message, self._exempt_types)
+            ):
                 self._wait_for_room(weight)
             self._items.append((envelope, weight))
             self._load += weight
@@ -348,18 +354,26 @@ class Dispatcher:
         """Run one turn; return the next turn if one is ready (taken under the same lock, so
         a busy dispatcher takes its lock once per message), else None."""
         actor = entry.actor
+        stopped = actor.actor_stopped
         if not entry.started:
             entry.started = True
             actor._actor_loop_setup()  # on_start; a failure there stops the actor
         elif envelope is not None:
-            if actor.actor_stopped.is_set():
+            if stopped.is_set():
                 # Stopped outside its own turn: put it back for the teardown to answer.
                 with self._lock:
                     entry.inbox._items.appendleft((envelope, 0))
+            elif envelope.reply_to is None:
+                # A tell (the hot path) in this frame; asks and failures in _handle.
+                self.messages_processed += 1
+                try:
+                    actor._handle_receive(envelope.message)
+                except BaseException:
+                    self._handle_failed_tell(actor)
             else:
                 self._handle(actor, envelope)
         with self._lock:
-            if not actor.actor_stopped.is_set():
+            if not stopped.is_set():
                 if entry.inbox._items:
                     self._ready.append(entry)  # more to do: back of the line, others go first
                 else:
@@ -371,6 +385,21 @@ class Dispatcher:
         # Stopped: asks still queued are answered ActorDeadError (pykka's teardown).
         actor._actor_loop_teardown()
         return None
+
+    def _handle_failed_tell(self, actor: pykka.Actor) -> None:
+        """A tell's handler raised (called in the ``except`` block): what ``_handle`` does with
+        it, pykka's semantics."""
+        error = sys.exc_info()[1]
+        if isinstance(error, Exception):
+            actor._handle_failure(*sys.exc_info())
+            try:
+                actor.on_failure(*sys.exc_info())
+            except Exception:
+                actor._handle_failure(*sys.exc_info())
+            return
+        logger.debug("%r in %s. Stopping all actors.", error, actor)
+        actor._stop()
+        pykka.ActorRegistry.stop_all(block=False)
 
     def _handle(self, actor: pykka.Actor, envelope: Envelope[Any]) -> None:
         """One message, with the semantics of pykka's ``_actor_loop_running`` body."""

@@ -4,11 +4,14 @@ fans each tick out to its sinks.
 Accepts: ``TicksReceived`` (a batch from a feed pump or a replay).
 Publishes: every valid tick to each sink (a conflating mailbox per consuming actor, and the
 paper venue, which must see every price to trigger resting orders); ``FeedHeartbeat`` to the
-supervisor, throttled, so staleness can be judged.
+supervisor, throttled (``heartbeat_interval_ns``: 200 ms, or 1/25 of the staleness limit when
+that is longer), so staleness can be judged.
 
 Bad market data is decided by ``domain.market_data.tick_rejection`` (NaN, sNaN, infinities,
 zero or negative prices, absurd magnitudes or precision, crossed quotes, bad sizes or
-timestamps, time going backwards, unknown instruments, things that are not ticks at all). A
+timestamps, time going backwards, unknown instruments, things that are not ticks at all), once:
+a batch marked ``validated`` by a source that applied it already (the CSV reader) is checked
+here only for an unknown instrument and for time going backwards. A
 rejected tick is dropped before any sink sees it, counted in
 ``trader_ticks_rejected_total{feed,reason}`` and ``snapshot()["rejected"]``, and logged at most
 once per reason per minute (with how many were dropped since the last line). Nothing in a
@@ -33,12 +36,26 @@ if TYPE_CHECKING:
     from adapters.metrics import EngineMetrics
     from domain.instruments import Instrument
 
-__all__ = ["FeedActor", "TickSink"]
+__all__ = ["FeedActor", "TickSink", "heartbeat_interval_ns"]
 
 logger = logging.getLogger(__name__)
 
 TickSink = Callable[[Tick], None]
 _HEARTBEAT_EVERY_NS = NANOS_PER_SECOND // 5
+# The supervisor's view of the feed may lag by this share of its staleness limit.
+_HEARTBEATS_PER_STALE_LIMIT = 25
+
+
+def heartbeat_interval_ns(marketdata_stale_s: float) -> int:
+    """How often the feed tells the supervisor about fresh data: every 200 ms, or 1/25 of the
+    staleness limit when that is longer (a replay's limit is a year: it needs no heartbeat per
+    200 ms of replayed time, each a wake-up of the supervisor's thread)."""
+    return max(
+        _HEARTBEAT_EVERY_NS,
+        int(marketdata_stale_s * NANOS_PER_SECOND) // _HEARTBEATS_PER_STALE_LIMIT,
+    )
+
+
 _REJECT_LOG_EVERY_NS = 60 * NANOS_PER_SECOND
 
 
@@ -61,6 +78,7 @@ class FeedActor(VigilActor):
         instruments: Mapping[str, Instrument],
         sinks: Sequence[TickSink],
         metrics: EngineMetrics,
+        heartbeat_every_ns: int = _HEARTBEAT_EVERY_NS,
         **base: Any,
     ) -> None:
         super().__init__(**base)
@@ -70,7 +88,7 @@ class FeedActor(VigilActor):
         self._metrics = metrics
         self._ticks_counter = metrics.ticks_total.labels(feed=feed)
         self._last_tick: dict[str, Tick] = {}
-        self._heartbeat = HeartbeatThrottle(_HEARTBEAT_EVERY_NS)
+        self._heartbeat = HeartbeatThrottle(heartbeat_every_ns)
         self._last_data_ns: int | None = None
         self._accepted = 0
         self._rejected: dict[str, int] = {}
@@ -90,8 +108,18 @@ class FeedActor(VigilActor):
             self._reject(batch, TickRejection.NOT_A_TICK, now)
             return
         accepted = 0
+        checked = batch.validated is True
         for tick in ticks:
-            reason = self._rejection(tick)
+            if checked and type(tick) is Tick and tick.instrument in self._instruments:
+                # The source held it to tick_rejection already: only what it could not know.
+                previous = self._last_tick.get(tick.instrument)
+                reason = (
+                    TickRejection.OUT_OF_ORDER
+                    if previous is not None and tick.ts_event < previous.ts_event
+                    else None
+                )
+            else:
+                reason = self._rejection(tick)
             if reason is not None:
                 self._reject(tick, reason, now)
                 continue

@@ -12,6 +12,12 @@ Market data does not go through the inbox at all: a ``TickConflator`` keeps the 
 instrument and wakes its consumer with a single ``DrainTicks``, so a busy strategy sees the
 latest quote, not a backlog, and memory stays bounded by the number of instruments.
 
+Consumers that only need the latest price when something else happens (the risk actor's quote
+for a plan, the order actor's marks) read a ``QuoteBoard`` instead: the latest tick per
+instrument with no wake-up at all. The consumer picks the ticks up when it next needs them, so a
+tick costs them nothing (no message, no actor turn, no thread hand-off) and what they see is
+never older than what a conflator would have handed them.
+
 A replayed file is different: its ticks are history, not a live quote that goes stale, and a
 backtest must evaluate every one of them. There a ``TickQueue`` (same interface, the
 ``TickChannel`` protocol) keeps every tick in order; the producer waits for room
@@ -23,7 +29,6 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -31,7 +36,18 @@ from pykka import messages as pykka_messages
 
 from domain.messages import DrainTicks, Tick
 
-__all__ = ["BoundedInbox", "MailboxFull", "TickChannel", "TickConflator", "TickQueue"]
+__all__ = [
+    "BoundedInbox",
+    "MailboxFull",
+    "QuoteBoard",
+    "TickChannel",
+    "TickConflator",
+    "TickQueue",
+]
+
+
+# DrainTicks carries nothing: one frozen instance serves every wake-up.
+_WAKE = DrainTicks()
 
 
 class MailboxFull(Exception):
@@ -113,15 +129,23 @@ class BoundedInbox(queue.Queue):  # type: ignore[type-arg]
 class TickConflator:
     """Latest tick per instrument for one consumer, with at most one pending wake-up.
 
+    ``instruments``: the only instruments offered (None: all); a tick of another is ignored.
     ``offer`` runs on the producer's thread; ``drain`` on the consumer's. ``wake`` tells the
     consumer (normally ``ActorDirectory.tell``) and returns False when it could not; the wake is
     then re-armed, so a restarted consumer is woken by the next offer. A consumer calls ``drain``
     in ``on_start`` to pick up what arrived while it was down.
     """
 
-    def __init__(self, *, consumer: str, wake: Callable[[DrainTicks], bool]) -> None:
+    def __init__(
+        self,
+        *,
+        consumer: str,
+        wake: Callable[[DrainTicks], bool],
+        instruments: frozenset[str] | None = None,
+    ) -> None:
         self.consumer = consumer
         self._wake = wake
+        self._instruments = instruments
         self._lock = threading.Lock()
         self._pending: dict[str, Tick] = {}
         self._wake_pending = False
@@ -129,6 +153,8 @@ class TickConflator:
         self.conflated = 0
 
     def offer(self, tick: Tick) -> None:
+        if self._instruments is not None and tick.instrument not in self._instruments:
+            return  # not the consumer's instrument: not offered at all
         with self._lock:
             self.offered += 1
             if tick.instrument in self._pending:
@@ -137,7 +163,7 @@ class TickConflator:
             if self._wake_pending:
                 return
             self._wake_pending = True
-        if not self._wake(DrainTicks()):
+        if not self._wake(_WAKE):
             with self._lock:
                 self._wake_pending = False
 
@@ -158,8 +184,50 @@ class TickConflator:
             return len(self._pending)
 
 
+class QuoteBoard:
+    """The latest tick per instrument, read by its consumer when it needs a price: no wake-up.
+
+    ``offer`` runs on the feed actor's thread; ``drain`` on the consumer's, which calls it
+    before it reads a price (and in ``on_start``). A tick overwritten before a drain is not a
+    loss here (only the latest price is ever used), so ``conflated`` stays 0; and nothing ever
+    waits for the consumer, so ``pending_count`` is 0 (a board is not a backlog: an idle
+    consumer with a full board is idle).
+    """
+
+    def __init__(self, *, consumer: str) -> None:
+        self.consumer = consumer
+        self._lock = threading.Lock()
+        self._pending: dict[str, Tick] = {}
+        self.offered = 0
+        self.conflated = 0
+
+    def offer(self, tick: Tick) -> None:
+        with self._lock:
+            self.offered += 1
+            self._pending[tick.instrument] = tick
+
+    def drain(self) -> list[Tick]:
+        """The latest tick of each instrument offered since the last drain, oldest first."""
+        with self._lock:
+            if not self._pending:
+                return []
+            ticks = list(self._pending.values())
+            self._pending.clear()
+        ticks.sort(key=_ts_event)
+        return ticks
+
+    @property
+    def pending_count(self) -> int:
+        return 0
+
+
+def _ts_event(tick: Tick) -> int:
+    return tick.ts_event
+
+
 class TickChannel(Protocol):
-    """What a tick consumer's actor reads: ``TickConflator`` (live) or ``TickQueue`` (replay).
+    """What a tick consumer's actor reads: ``TickConflator`` (live), ``TickQueue`` (replay) or
+    ``QuoteBoard`` (read on demand).
     ``offer`` runs on the feed actor's thread, ``drain`` on the consumer's."""
 
     consumer: str
@@ -184,34 +252,45 @@ class TickQueue:
     ``wake`` works as for ``TickConflator``: a failed wake is re-armed for the next offer.
     """
 
-    def __init__(self, *, consumer: str, wake: Callable[[DrainTicks], bool]) -> None:
+    def __init__(
+        self,
+        *,
+        consumer: str,
+        wake: Callable[[DrainTicks], bool],
+        instruments: frozenset[str] | None = None,
+    ) -> None:
         self.consumer = consumer
         self._wake = wake
+        self._instruments = instruments
         self._lock = threading.Lock()
         self._drained = threading.Condition(self._lock)
-        self._pending: deque[Tick] = deque()
+        self._pending: list[Tick] = []
         self._wake_pending = False
+        self._waiting_for_room = 0
         self.offered = 0
         self.conflated = 0
 
     def offer(self, tick: Tick) -> None:
+        if self._instruments is not None and tick.instrument not in self._instruments:
+            return  # not the consumer's instrument: not offered at all
         with self._lock:
             self.offered += 1
             self._pending.append(tick)
             if self._wake_pending:
                 return
             self._wake_pending = True
-        if not self._wake(DrainTicks()):
+        if not self._wake(_WAKE):
             with self._lock:
                 self._wake_pending = False
 
     def drain(self) -> list[Tick]:
         """Every tick offered since the last drain, in the order offered."""
         with self._lock:
-            ticks = list(self._pending)
-            self._pending.clear()
+            ticks = self._pending
+            self._pending = []
             self._wake_pending = False
-            self._drained.notify_all()
+            if self._waiting_for_room:  # a replay's producer (rare): spare every tick the call
+                self._drained.notify_all()
         return ticks
 
     def wait_for_room(self, limit: int, timeout_s: float) -> bool:
@@ -224,7 +303,11 @@ class TickQueue:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
-                self._drained.wait(remaining)
+                self._waiting_for_room += 1
+                try:
+                    self._drained.wait(remaining)
+                finally:
+                    self._waiting_for_room -= 1
         return True
 
     @property

@@ -101,7 +101,7 @@ from domain.positions import apply_fill as position_apply_fill
 from domain.positions import flat
 
 if TYPE_CHECKING:
-    from actors.mailbox import TickConflator
+    from actors.mailbox import TickChannel
     from actors.trading_gate import TradingGate
     from adapters.brokers.base import BrokerPort
     from adapters.metrics import EngineMetrics
@@ -160,7 +160,7 @@ class OrderActor(VigilActor):
         write_behind: WriteBehind,
         broker: BrokerPort,
         instruments: Mapping[str, Instrument],
-        conflator: TickConflator,
+        conflator: TickChannel,
         metrics: EngineMetrics,
         instance_id: str,
         lease_holder: str,
@@ -194,6 +194,7 @@ class OrderActor(VigilActor):
             subscribers=portfolio_subscribers,
             # A marks-only change is published after what is queued: one per burst.
             wake=lambda: self.directory.tell(self.name, RepublishState()),
+            quotes=conflator,
         )
         self._trading: TradingStateChanged | None = None
         self._in_burst = False

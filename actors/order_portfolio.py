@@ -24,6 +24,11 @@ unchanged portfolio (a stop acknowledged, a repeated report) goes out at most on
 clock time (a fresh ``ts_event``; risk retries its pending safety trips on each one).
 ``publish`` always publishes (start, ``RepublishState``, a new bracket).
 
+Marks: the latest tick per instrument, either handed in (``on_ticks``, for a conflator's drain)
+or read from a ``quotes`` channel (the engine's ``QuoteBoard``) whenever a mark is about to be
+used, so a tick costs the order actor nothing until it matters and a mark is never older than a
+drained conflator's would be.
+
 ``FlattenStatus`` and ``PortfolioView`` are the answers to ``FlattenAll`` and ``QueryPortfolio``
 (re-exported by ``actors.order_actor``).
 """
@@ -47,6 +52,7 @@ from domain.messages import FlattenCompleted, PortfolioUpdated, PositionView, Ti
 from domain.positions import Position, flat, unrealized_pnl
 
 if TYPE_CHECKING:
+    from actors.mailbox import TickChannel
     from actors.order_book import OrderBook
     from adapters.metrics import EngineMetrics
     from adapters.storage.database import Database
@@ -106,6 +112,8 @@ class PortfolioProjection:
         wake: asks the owning actor to call ``publish`` after the messages already in its
             inbox (it tells itself ``RepublishState``); returns False if it could not, and the
             portfolio is then published at once. None: marks are published at once too.
+        quotes: where the latest ticks wait (a ``QuoteBoard``); drained into ``marks`` before
+            any mark is read. None: only ``on_ticks`` moves the marks.
     """
 
     def __init__(
@@ -118,8 +126,10 @@ class PortfolioProjection:
         tell: Callable[[str, object], bool],
         subscribers: Iterable[str],
         wake: Callable[[], bool] | None = None,
+        quotes: TickChannel | None = None,
     ) -> None:
         self._book = book
+        self._quotes = quotes
         self._database = database
         self._metrics = metrics
         self._clock = clock
@@ -146,7 +156,13 @@ class PortfolioProjection:
         for tick in ticks:
             self.marks[tick.instrument] = tick
 
+    def _sync_marks(self) -> None:
+        if self._quotes is not None:
+            for tick in self._quotes.drain():
+                self.marks[tick.instrument] = tick
+
     def mark_price(self, instrument: str) -> Decimal | None:
+        self._sync_marks()
         tick = self.marks.get(instrument)
         return tick.mid if tick is not None else None
 
@@ -201,6 +217,7 @@ class PortfolioProjection:
     def _update(self) -> bool:
         """Rebuild the parts of the brackets whose key changed; drop those of finished
         brackets. Returns whether anything changed."""
+        self._sync_marks()
         book = self._book
         contributions = self._contributions
         marks = self.marks
@@ -276,6 +293,7 @@ class PortfolioProjection:
     # ------------------------------------------------------------------ REFERENCE
     def full_position_views(self) -> list[PositionView]:
         """Every view recomputed from the books (the reference ``position_views`` equals)."""
+        self._sync_marks()
         views = []
         for bracket in self._book.brackets.values():
             if bracket.open_quantity <= 0:

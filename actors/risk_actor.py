@@ -1,8 +1,9 @@
 """RiskActor: every trade plan passes here before it can become an order.
 
 Accepts: ``TradePlan``, ``PortfolioUpdated`` (from the order actor), ``TradingStateChanged``
-(from the kill switch), ``DrainTicks`` (latest quotes), ``ReloadRiskWindows`` (from the order
-actor when this process takes over leadership); answers ``QueryRisk`` and
+(from the kill switch), ``DrainTicks`` (latest quotes; the engine gives it a ``QuoteBoard``,
+which never sends one: the quotes are picked up when a plan needs one), ``ReloadRiskWindows``
+(from the order actor when this process takes over leadership); answers ``QueryRisk`` and
 ``QueryLastPortfolio`` (the order actor's last published portfolio, for ``/status`` while the
 order actor cannot answer).
 Publishes: ``SubmitBracket`` to the order actor for an approved plan; ``RiskBlocked`` is
@@ -65,7 +66,7 @@ from domain.risk import (
 )
 
 if TYPE_CHECKING:
-    from actors.mailbox import TickConflator
+    from actors.mailbox import TickChannel
     from adapters.metrics import EngineMetrics
     from adapters.storage.database import Database
     from domain.config import RiskConfig
@@ -103,7 +104,7 @@ class RiskActor(VigilActor):
         limits: RiskConfig,
         database: Database,
         instruments: Mapping[str, Instrument],
-        conflator: TickConflator,
+        conflator: TickChannel,
         metrics: EngineMetrics,
         order_actor: str = "order",
         kill_switch_actor: str = "kill_switch",
@@ -198,6 +199,7 @@ class RiskActor(VigilActor):
             )
             return
         self._expire_pending(now)
+        self.on_drain_ticks(DrainTicks())  # the latest quotes, read now (a board never wakes us)
         decision, state = evaluate_entry(
             plan,
             instrument=instrument,

@@ -65,13 +65,17 @@ class StrategyActor(VigilActor):
     # ------------------------------------------------------------------ EVENT HANDLERS
     def on_drain_ticks(self, _wake: DrainTicks) -> None:
         ticks = self._conflator.drain()
-        self._report_conflation()
+        if self._conflator.conflated != self._conflated_reported:
+            self._report_conflation()
+        # Runs for every tick (a replay drains one at a time): locals, and the counters once.
+        traded = self._instruments
+        on_tick = self._strategy.on_tick
         for tick in ticks:
-            if tick.instrument not in self._instruments:
+            if tick.instrument not in traded:
                 continue
             self._ticks_seen += 1
             self._last_tick_ts = tick.ts_event
-            plans = self._strategy.on_tick(tick)
+            plans = on_tick(tick)
             if not plans:
                 continue
             decided_ns = self.clock.now_ns()

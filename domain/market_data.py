@@ -136,6 +136,8 @@ def quote_rejection(tick: Any, instrument: Instrument | None) -> TickRejection |
 def _first_rejection(
     tick: Any, instrument: Instrument | None, previous: Tick | None
 ) -> TickRejection | None:
+    if _plainly_usable(tick, instrument, previous):
+        return None
     if not isinstance(tick, Tick):
         return TickRejection.NOT_A_TICK
     if instrument is None or not isinstance(tick.instrument, str):
@@ -158,6 +160,82 @@ def _first_rejection(
     if previous is not None and tick.ts_event < previous.ts_event:
         return TickRejection.OUT_OF_ORDER
     return None
+
+
+def _plainly_usable(tick: Any, instrument: Instrument | None, previous: Tick | None) -> bool:
+    """True when every check of ``_first_rejection`` passes: the common case, in one pass of
+    plain comparisons (this runs for every tick, at the edge of the engine). False sends the
+    tick through the ordered checks, which name the first reason; so does anything unusual
+    (a subclass, a NaN, a price near the digit or exponent limits)."""
+    if type(tick) is not Tick or instrument is None:
+        return False
+    symbol = tick.instrument
+    bid = tick.bid
+    ask = tick.ask
+    last = tick.last
+    if (
+        type(symbol) is not str
+        or symbol != instrument.symbol
+        or type(bid) is not Decimal
+        or type(ask) is not Decimal
+        or type(last) is not Decimal
+    ):
+        return False
+    bounds = _fast_bounds(instrument.reference_price)
+    if bounds is None:
+        return False
+    lower, upper = bounds
+    try:
+        # Ordered comparisons of a NaN raise (caught: the ordered checks name it); infinities
+        # and non-positive prices fall outside the bounds, which are positive and finite and
+        # lie within the exponent limit (so every price between them does too).
+        if not (lower <= bid <= ask <= upper and lower <= last <= upper):
+            return False
+    except ArithmeticError:
+        return False
+    # A price between the bounds can still be written with too many digits; its text is at
+    # least as long as its digits, so a short text settles it without building the tuple.
+    if len(str(bid)) > MAX_PRICE_DIGITS or len(str(ask)) > MAX_PRICE_DIGITS:
+        return False
+    if len(str(last)) > MAX_PRICE_DIGITS:
+        return False
+    bid_size = tick.bid_size
+    ask_size = tick.ask_size
+    volume = tick.volume
+    if type(bid_size) is not int or type(ask_size) is not int or type(volume) is not int:
+        return False
+    if bid_size < 0 or ask_size < 0 or volume < 0:
+        return False
+    ts_event = tick.ts_event
+    ts_init = tick.ts_init
+    if type(ts_event) is not int or type(ts_init) is not int:
+        return False
+    if not (0 < ts_event <= MAX_TIMESTAMP_NS and 0 < ts_init <= MAX_TIMESTAMP_NS):
+        return False
+    return previous is None or ts_event >= previous.ts_event
+
+
+_FAST_BOUNDS: dict[Decimal, tuple[Decimal, Decimal] | None] = {}
+
+
+def _fast_bounds(reference: Any) -> tuple[Decimal, Decimal] | None:
+    """The absurd-price bounds of a reference price when every price between them passes the
+    sign and exponent checks too; None when they do not (then the ordered checks decide)."""
+    try:
+        return _FAST_BOUNDS[reference]
+    except KeyError:
+        pass
+    except TypeError:  # an unhashable reference: no memo
+        return None
+    bounds: tuple[Decimal, Decimal] | None = None
+    if type(reference) is Decimal and reference.is_finite() and reference > 0:
+        lower = reference / ABSURD_PRICE_MULTIPLE
+        upper = reference * ABSURD_PRICE_MULTIPLE
+        if lower.adjusted() >= -MAX_PRICE_EXPONENT and upper.adjusted() <= MAX_PRICE_EXPONENT:
+            bounds = (lower, upper)
+    if len(_FAST_BOUNDS) < 1024:  # one entry per configured reference price in practice
+        _FAST_BOUNDS[reference] = bounds
+    return bounds
 
 
 def _price_rejection(prices: list[Any], reference: Decimal | None) -> TickRejection | None:

@@ -27,10 +27,10 @@ from actors.broker_gateway import BrokerGateway, build_broker_gateway
 from actors.control import EngineControl
 from actors.directory import ActorDirectory
 from actors.dispatcher import Dispatcher
-from actors.feed_actor import FeedActor, TickSink
+from actors.feed_actor import FeedActor, TickSink, heartbeat_interval_ns
 from actors.kill_switch_actor import KillSwitchActor
 from actors.leader_actor import LeaderActor, new_lease_holder
-from actors.mailbox import TickChannel, TickConflator, TickQueue
+from actors.mailbox import QuoteBoard, TickChannel, TickConflator, TickQueue
 from actors.order_actor import OrderActor
 from actors.risk_actor import RiskActor
 from actors.strategy_actor import StrategyActor
@@ -356,19 +356,30 @@ class Engine:
                 )
         return self.directory.tell(feed_actor_name(self.feed_name), batch)
 
-    def _make_conflator(self, consumer: str) -> TickConflator:
+    def _make_conflator(
+        self, consumer: str, instruments: frozenset[str] | None = None
+    ) -> TickConflator:
         conflator = TickConflator(
-            consumer=consumer, wake=lambda wake: self.directory.tell(consumer, wake)
+            consumer=consumer,
+            wake=lambda wake: self.directory.tell(consumer, wake),
+            instruments=instruments,
         )
         self._conflators[consumer] = conflator
         return conflator
 
-    def _make_tick_channel(self, consumer: str) -> TickChannel:
+    def _make_quote_board(self, consumer: str) -> QuoteBoard:
+        board = QuoteBoard(consumer=consumer)
+        self._conflators[consumer] = board
+        return board
+
+    def _make_tick_channel(self, consumer: str, instruments: frozenset[str]) -> TickChannel:
         """A strategy's channel: every tick of a replayed file, the latest of a live feed."""
         if self.config.feed.kind != "csv":
-            return self._make_conflator(consumer)
+            return self._make_conflator(consumer, instruments)
         channel = TickQueue(
-            consumer=consumer, wake=lambda wake: self.directory.tell(consumer, wake)
+            consumer=consumer,
+            wake=lambda wake: self.directory.tell(consumer, wake),
+            instruments=instruments,
         )
         self._conflators[consumer] = channel
         self._lossless.append(channel)
@@ -392,8 +403,10 @@ class Engine:
         self._dispatcher_timer_children = (
             ["order"] if self.dispatcher is not None and config.dispatcher_includes_order else []
         )
-        order_conflator = self._make_conflator("order")
-        risk_conflator = self._make_conflator("risk")
+        # Order and risk only need the latest quote when something else happens (a plan, a
+        # report, a timer): they read a board instead of being woken on every tick.
+        order_conflator = self._make_quote_board("order")
+        risk_conflator = self._make_quote_board("risk")
         specs: list[ChildSpec] = [
             ChildSpec(
                 name="risk",
@@ -438,9 +451,9 @@ class Engine:
         ]
         for strategy_config in config.strategies:
             name = strategy_actor_name(strategy_config.name)
-            conflator = self._make_tick_channel(name)
             traded = frozenset(strategy_config.instruments)
-            sinks.append(_filtered(conflator.offer, traded))
+            conflator = self._make_tick_channel(name, traded)
+            sinks.append(conflator.offer)  # the channel takes only the traded instruments
             specs.append(
                 ChildSpec(
                     name=name,
@@ -466,6 +479,7 @@ class Engine:
                     instruments=self.instruments,
                     sinks=sinks,
                     metrics=metrics,
+                    heartbeat_every_ns=heartbeat_interval_ns(config.heartbeats.marketdata_stale_s),
                     **{**hot, "mailbox_capacity": config.feed_mailbox_ticks},
                 ),
             )
@@ -524,14 +538,6 @@ class Engine:
     def _on_http_bound(self, port: int) -> None:
         self.http_port = port
         self._http_bound.set()
-
-
-def _filtered(offer: Callable[[Tick], None], instruments: frozenset[str]) -> TickSink:
-    def sink(tick: Tick) -> None:
-        if tick.instrument in instruments:
-            offer(tick)
-
-    return sink
 
 
 def _strategy_starter(

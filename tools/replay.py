@@ -115,6 +115,8 @@ class _ReplayDriver:
         self._dispatcher = engine.dispatcher
         self._clock = clock
         self._source = source
+        # The CSV reader checked every tick: the feed actor need not check them again.
+        self._validated = getattr(source, "validates_ticks", False) is True
         self._feed = feed_actor_name(engine.feed_name)
         self._interval_ns = engine.config.heartbeats.timer_interval_ms * 1_000_000
         self._next_timer_ns = clock.now_ns() + self._interval_ns
@@ -155,7 +157,9 @@ class _ReplayDriver:
         if tick.ts_event > self._clock.now_ns():
             self._clock.set(tick.ts_event)
         stamped = tick if tick.ts_init == tick.ts_event else _restamped(tick)
-        self._engine.directory.tell(self._feed, TicksReceived(feed=self._feed, ticks=(stamped,)))
+        self._engine.directory.tell(
+            self._feed, TicksReceived(feed=self._feed, ticks=(stamped,), validated=self._validated)
+        )
         self.ticks += 1
         return True
 
@@ -212,6 +216,10 @@ def replay_config(
         cpu_affinity=None,
     )
     data["feed"] = {**data["feed"], "kind": "csv", "csv_path": str(path), "replay_speed": 0}
+    # The staleness watchdogs are wall-clock safety for a live feed (the supervisor gets no
+    # timers in a replay): a limit longer than any file also spares the supervisor's thread a
+    # feed heartbeat per 200 ms of replayed time.
+    data["heartbeats"] = {**data["heartbeats"], "marketdata_stale_s": _REPLAY_LEASE_TTL_S}
     data["leader"] = {
         **data["leader"],
         "lease_ttl_s": _REPLAY_LEASE_TTL_S,
@@ -272,7 +280,7 @@ def replay_file(
         engine.start()
         try:
             _wait_until_ready(engine)
-            driver = _ReplayDriver(engine, clock, iter(source))
+            driver = _ReplayDriver(engine, clock, source)
             assert engine.dispatcher is not None
             started = time.perf_counter()
             engine.dispatcher.run_when_idle(driver.step)

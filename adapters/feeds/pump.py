@@ -337,7 +337,13 @@ class FeedPump:
     def _emit(self, ticks: list[Tick]) -> None:
         if not ticks:
             return
-        batch = TicksReceived(feed=self.name, ticks=tuple(ticks))
+        batch = TicksReceived(
+            feed=self.name,
+            ticks=tuple(ticks),
+            # A reader that checked every tick spares the feed actor a second pass (a restamped
+            # ts_init is the clock's, always valid).
+            validated=getattr(self._source, "validates_ticks", False) is True,
+        )
         try:
             self._sink(batch)
         except Exception as error:

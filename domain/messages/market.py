@@ -32,10 +32,17 @@ class Tick(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class TicksReceived(msgspec.Struct, frozen=True, kw_only=True):
-    """A batch of raw ticks from one feed source, in arrival order."""
+    """A batch of raw ticks from one feed source, in arrival order.
+
+    ``validated``: the source already held every tick to ``domain.market_data.tick_rejection``
+    and to time order (the CSV reader does, row by row), so the feed actor checks only what the
+    source could not know (the instrument is configured here, time does not go backwards
+    across batches). Only our own readers set it; a broker's feed never does.
+    """
 
     feed: str
     ticks: tuple[Tick, ...]
+    validated: bool = False
 
 
 class Bar(msgspec.Struct, frozen=True, kw_only=True):
