@@ -30,9 +30,10 @@ from actors.base import SUPERVISOR, VigilActor
 from actors.heartbeat import HeartbeatThrottle
 from domain.clock import NANOS_PER_SECOND
 from domain.market_data import TickRejection, tick_rejection
-from domain.messages import FeedHeartbeat, Tick, TicksReceived
+from domain.messages import DrainTicks, FeedHeartbeat, Tick, TicksReceived
 
 if TYPE_CHECKING:
+    from actors.mailbox import FeedDoor
     from adapters.metrics import EngineMetrics
     from domain.instruments import Instrument
 
@@ -42,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 TickSink = Callable[[Tick], None]
 _HEARTBEAT_EVERY_NS = NANOS_PER_SECOND // 5
+_DRAIN = DrainTicks()
 # The supervisor's view of the feed may lag by this share of its staleness limit.
 _HEARTBEATS_PER_STALE_LIMIT = 25
 
@@ -79,9 +81,13 @@ class FeedActor(VigilActor):
         sinks: Sequence[TickSink],
         metrics: EngineMetrics,
         heartbeat_every_ns: int = _HEARTBEAT_EVERY_NS,
+        door: FeedDoor | None = None,
         **base: Any,
     ) -> None:
         super().__init__(**base)
+        self._door = door
+        self._round = max(1, len(instruments))
+        self._door_conflated_seen = 0 if door is None else door.conflated
         self._feed = feed
         self._instruments = dict(instruments)
         self._sinks = list(sinks)
@@ -96,7 +102,40 @@ class FeedActor(VigilActor):
         self._rejected_since_log: dict[str, int] = {}
 
     def handlers(self) -> dict[type, Callable[[Any], Any]]:
-        return {TicksReceived: self.on_ticks_received}
+        return {TicksReceived: self.on_ticks_received, DrainTicks: self.on_drain_ticks}
+
+    def on_start(self) -> None:
+        super().on_start()
+        self.on_drain_ticks(_DRAIN)  # what reached the door while this actor was down
+
+    def _handle_receive(self, message: Any) -> Any:
+        if self._door is not None and type(message) is not DrainTicks:
+            # Anything else (a query, a batch told directly) comes after what reached the door
+            # before it, as it would through the inbox.
+            while self._take_round():
+                pass
+        return super()._handle_receive(message)
+
+    def on_drain_ticks(self, _wake: DrainTicks) -> None:
+        """The live feed's door has ticks (``actors.mailbox.FeedDoor``): take a round in, and
+        come back for the next after the strategies had theirs (a turn that fanned out several
+        rounds made them conflate ticks they could have handled)."""
+        if self._take_round():
+            self.directory.tell(self.name, _DRAIN)
+
+    def _take_round(self) -> bool:
+        """Take in one round of quotes from the door; whether more wait."""
+        door = self._door
+        if door is None:
+            return False
+        batch, more = door.drain(limit=self._round)
+        dropped = door.conflated - self._door_conflated_seen
+        if dropped:
+            self._door_conflated_seen += dropped
+            self._metrics.ticks_conflated_total.labels(consumer=self.name).inc(dropped)
+        if batch is not None:
+            self.on_ticks_received(batch)
+        return more
 
     # ------------------------------------------------------------------ EVENT HANDLERS
     def on_ticks_received(self, batch: TicksReceived) -> None:

@@ -18,6 +18,13 @@ instrument with no wake-up at all. The consumer picks the ticks up when it next 
 tick costs them nothing (no message, no actor turn, no thread hand-off) and what they see is
 never older than what a conflator would have handed them.
 
+Live quotes can also arrive faster than the feed actor takes them in (a burst, a slow
+machine). The live feed's ``FeedDoor`` then keeps, per instrument, only the newest quote not yet
+taken in: the engine trades on the latest price instead of working through a backlog of stale
+ones, and the wait from the door to a decision stays bounded by one quote per instrument. While
+the feed actor keeps up, every item reaches it as it came. Dropped quotes are counted
+(``conflated``), never validated and never seen by anyone.
+
 A replayed file is different: its ticks are history, not a live quote that goes stale, and a
 backtest must evaluate every one of them. There a ``TickQueue`` (same interface, the
 ``TickChannel`` protocol) keeps every tick in order; the producer waits for room
@@ -34,10 +41,11 @@ from typing import Any, Protocol
 
 from pykka import messages as pykka_messages
 
-from domain.messages import DrainTicks, Tick
+from domain.messages import DrainTicks, Tick, TicksReceived
 
 __all__ = [
     "BoundedInbox",
+    "FeedDoor",
     "MailboxFull",
     "QuoteBoard",
     "TickChannel",
@@ -182,6 +190,95 @@ class TickConflator:
     def pending_count(self) -> int:
         with self._lock:
             return len(self._pending)
+
+
+class FeedDoor:
+    """Live market data on its way to the feed actor, with at most one pending wake-up
+    (``DrainTicks``): every item as it came while the feed actor keeps up; once more than
+    ``keep`` items wait (it fell behind), only the newest quote per instrument.
+
+    ``offer`` runs on the producer's thread (the feed pump, the engine's ``publish_ticks``) and
+    never blocks; ``drain`` on the feed actor's. Collapsing keeps anything that is not a
+    ``Tick`` (for the feed actor to refuse and count) and each instrument's last-arrived quote,
+    in arrival order; the quotes it drops are counted in ``conflated``, never validated and
+    never seen by anyone. A failed wake is re-armed for the next offer; the feed actor drains in
+    ``on_start`` what arrived while it was down.
+    """
+
+    def __init__(self, *, feed: str, keep: int, wake: Callable[[DrainTicks], bool]) -> None:
+        self.feed = feed
+        self.keep = max(1, keep)
+        """Items kept as they came; beyond this many waiting, the newest quote per instrument."""
+        self._wake = wake
+        self._lock = threading.Lock()
+        self._drained = threading.Condition(self._lock)
+        self._items: list[Any] = []
+        self._all_validated = True
+        self._wake_pending = False
+        self.offered = 0
+        self.conflated = 0
+
+    def offer(self, batch: TicksReceived) -> None:
+        with self._lock:
+            self._items.extend(batch.ticks)
+            self.offered += len(batch.ticks)
+            self._all_validated = self._all_validated and batch.validated is True
+            if len(self._items) > self.keep:
+                self._collapse_locked()
+            if self._wake_pending:
+                return
+            self._wake_pending = True
+        if not self._wake(_WAKE):
+            with self._lock:
+                self._wake_pending = False
+
+    def _collapse_locked(self) -> None:
+        newest: dict[str, int] = {}
+        items = self._items
+        for index, item in enumerate(items):
+            if type(item) is Tick:
+                newest[item.instrument] = index
+        kept = [
+            item
+            for index, item in enumerate(items)
+            if type(item) is not Tick or newest[item.instrument] == index
+        ]
+        self.conflated += len(items) - len(kept)
+        self._items = kept
+
+    def drain(self, limit: int | None = None) -> tuple[TicksReceived | None, bool]:
+        """The oldest ``limit`` items at the door (all when None) as one batch, in arrival
+        order (None when nothing waits), and whether more wait: then the wake-up stays
+        pending and the caller must drain again (the feed actor tells itself, so the consumers
+        of one round run before it takes the next)."""
+        with self._lock:
+            items = self._items
+            if not items:
+                self._wake_pending = False
+                return None, False
+            if limit is None or len(items) <= limit:
+                taken, self._items = items, []
+            else:
+                taken, self._items = items[:limit], items[limit:]
+            more = bool(self._items)
+            self._wake_pending = more
+            validated = self._all_validated
+            if not more:
+                self._all_validated = True
+            self._drained.notify_all()
+        return TicksReceived(feed=self.feed, ticks=tuple(taken), validated=validated), more
+
+    def wait_for_room(self, limit: int, timeout_s: float) -> bool:
+        """Wait until fewer than ``limit`` items wait at the door; False if still not after
+        ``timeout_s``. For a producer that would rather wait than have quotes dropped (a
+        benchmark measuring what the feed actor sustains); never on the feed actor's thread."""
+        with self._drained:
+            return self._drained.wait_for(lambda: len(self._items) < limit, timeout=timeout_s)
+
+    @property
+    def pending_count(self) -> int:
+        with self._lock:
+            return len(self._items)
 
 
 class QuoteBoard:

@@ -30,7 +30,7 @@ from actors.dispatcher import Dispatcher
 from actors.feed_actor import FeedActor, TickSink, heartbeat_interval_ns
 from actors.kill_switch_actor import KillSwitchActor
 from actors.leader_actor import LeaderActor, new_lease_holder
-from actors.mailbox import QuoteBoard, TickChannel, TickConflator, TickQueue
+from actors.mailbox import FeedDoor, QuoteBoard, TickChannel, TickConflator, TickQueue
 from actors.order_actor import OrderActor
 from actors.risk_actor import RiskActor
 from actors.strategy_actor import StrategyActor
@@ -60,6 +60,10 @@ if TYPE_CHECKING:
 __all__ = ["Engine", "feed_actor_name", "strategy_actor_name"]
 
 logger = logging.getLogger(__name__)
+# The live feed door keeps every item until more than this many wait (then the newest quote
+# per instrument): rounds of quotes per instrument, and a floor for small universes.
+_FEED_DOOR_ROUNDS = 4
+_FEED_DOOR_MIN_KEEP = 64
 
 
 def strategy_actor_name(strategy: str) -> str:
@@ -141,6 +145,9 @@ class Engine:
         # A replayed file is history: its strategies get every tick (TickQueue), and the feed
         # waits for them instead of overwriting (see _deliver_batch).
         self._lossless: list[TickQueue] = []
+        # A live feed's ticks wait at a door that keeps only the newest quote per instrument
+        # once the feed actor falls behind (actors.mailbox.FeedDoor); a replay has none.
+        self.feed_door: FeedDoor | None = None
         # Actors on the shared dispatcher that take TimerFired (fire_dispatcher_timer).
         self._dispatcher_timer_children: list[str] = []
         # The hot-path actors' shared thread (config.dispatcher == "shared"), else None.
@@ -345,6 +352,10 @@ class Engine:
 
     # ------------------------------------------------------------------ wiring
     def _deliver_batch(self, batch: TicksReceived) -> bool:
+        door = self.feed_door
+        if door is not None and isinstance(batch.ticks, tuple | list):
+            door.offer(batch)
+            return True
         # A replayed file waits for its slowest strategy instead of being conflated; a
         # strategy that stays down (restarting) gets the batch after the put timeout anyway.
         for channel in self._lossless:
@@ -470,6 +481,14 @@ class Engine:
                 )
             )
         feed_name = feed_actor_name(self.feed_name)
+        if config.feed.kind != "csv":
+            self.feed_door = FeedDoor(
+                feed=self.feed_name,
+                # Bounds the wait at the door: a few rounds of quotes, ~1-2 ms of work.
+                keep=max(_FEED_DOOR_MIN_KEEP, _FEED_DOOR_ROUNDS * len(self.instruments)),
+                wake=lambda wake: self.directory.tell(feed_name, wake),
+            )
+        door = self.feed_door
         specs.append(
             ChildSpec(
                 name=feed_name,
@@ -480,6 +499,7 @@ class Engine:
                     sinks=sinks,
                     metrics=metrics,
                     heartbeat_every_ns=heartbeat_interval_ns(config.heartbeats.marketdata_stale_s),
+                    door=door,
                     **{**hot, "mailbox_capacity": config.feed_mailbox_ticks},
                 ),
             )
