@@ -83,6 +83,15 @@ def take_lease(database: Database, holder: str, now_ns: int = NOW) -> int:
     return state.epoch
 
 
+def deposed_fence(database: Database) -> LeaseFence:
+    """The fence of "old", whose lease "new" has taken over at the next epoch."""
+    old_epoch = take_lease(database, "old")
+    with UnitOfWork(database) as uow:
+        uow.lease.release(instance_id="old", now_ns=NOW)
+    take_lease(database, "new", now_ns=NOW + 1)
+    return LeaseFence(instance_id="old", epoch=old_epoch, now_ns=NOW + 1)
+
+
 def make_order(**overrides: Any) -> Order:
     fields: dict[str, Any] = {
         "client_order_id": "PABCE",
@@ -145,11 +154,8 @@ class TestTheJournal:
     def test_a_deposed_holder_is_refused_and_nothing_is_written(
         self, database: Database, journal: OrderJournal
     ) -> None:
-        old_epoch = take_lease(database, "old")
-        with UnitOfWork(database) as uow:
-            uow.lease.release(instance_id="old", now_ns=NOW)
-        take_lease(database, "new", now_ns=NOW + 1)
-        fence = LeaseFence(instance_id="old", epoch=old_epoch, now_ns=NOW + 1)
+        fence = deposed_fence(database)
+        old_epoch = fence.epoch
 
         for kind in JournalKind:
             with pytest.raises(StaleEpoch) as refused:
@@ -181,11 +187,7 @@ class TestTheJournal:
     def test_a_batch_of_a_deposed_holder_writes_nothing(
         self, database: Database, journal: OrderJournal
     ) -> None:
-        old_epoch = take_lease(database, "old")
-        with UnitOfWork(database) as uow:
-            uow.lease.release(instance_id="old", now_ns=NOW)
-        take_lease(database, "new", now_ns=NOW + 1)
-        fence = LeaseFence(instance_id="old", epoch=old_epoch, now_ns=NOW + 1)
+        fence = deposed_fence(database)
         orders = [make_order(client_order_id=f"P{index}T") for index in range(3)]
 
         with pytest.raises(StaleEpoch):
@@ -252,11 +254,7 @@ class TestTheJournal:
     def test_a_batch_of_places_of_a_deposed_holder_writes_nothing(
         self, database: Database, journal: OrderJournal
     ) -> None:
-        old_epoch = take_lease(database, "old")
-        with UnitOfWork(database) as uow:
-            uow.lease.release(instance_id="old", now_ns=NOW)
-        take_lease(database, "new", now_ns=NOW + 1)
-        fence = LeaseFence(instance_id="old", epoch=old_epoch, now_ns=NOW + 1)
+        fence = deposed_fence(database)
         places = [(make_order(client_order_id=f"P{index}E"), None) for index in range(3)]
 
         with pytest.raises(StaleEpoch):
