@@ -134,7 +134,64 @@ class BoundedInbox(queue.Queue):  # type: ignore[type-arg]
         return max(1, self._weigh(getattr(item, "message", item)))
 
 
-class TickConflator:
+class _WakesOnce:
+    """The producer side every woken tick channel shares: at most one pending wake-up
+    (``DrainTicks``) until the consumer drains, a wake that could not be delivered (the consumer
+    down or full) re-armed for the next offer (the consumer drains in ``on_start`` what arrived
+    meanwhile), and ``wait_for_room`` for a producer that would rather wait than let items pile
+    up. Subclasses keep their items under ``_lock`` and say how many wait
+    (``_pending_locked``)."""
+
+    def __init__(self, wake: Callable[[DrainTicks], bool]) -> None:
+        self._wake = wake
+        self._lock = threading.Lock()
+        self._drained = threading.Condition(self._lock)
+        self._wake_pending = False
+        self._waiting_for_room = 0
+
+    def _must_wake_locked(self) -> bool:
+        """After an offer, under the lock: whether this offer sends the wake-up."""
+        if self._wake_pending:
+            return False
+        self._wake_pending = True
+        return True
+
+    def _send_wake(self) -> None:
+        """Outside the lock (a tell may wait for room in the consumer's inbox)."""
+        if not self._wake(_WAKE):
+            with self._lock:
+                self._wake_pending = False
+
+    def _taken_locked(self, *, more: bool = False) -> None:
+        """After a drain, under the lock: the wake-up stays pending only while ``more`` wait
+        (the consumer comes back for them); a producer waiting for room is told."""
+        self._wake_pending = more
+        if self._waiting_for_room:  # rare (a replay's or a benchmark's producer)
+            self._drained.notify_all()
+
+    def _pending_locked(self) -> int:
+        raise NotImplementedError
+
+    def wait_for_room(self, limit: int, timeout_s: float) -> bool:
+        """Wait until fewer than ``limit`` items are pending; False if still not after
+        ``timeout_s`` (a consumer that is down: the caller decides). Never call this on the
+        consumer's own thread."""
+        with self._lock:
+            self._waiting_for_room += 1
+            try:
+                return self._drained.wait_for(
+                    lambda: self._pending_locked() < limit, timeout=timeout_s
+                )
+            finally:
+                self._waiting_for_room -= 1
+
+    @property
+    def pending_count(self) -> int:
+        with self._lock:
+            return self._pending_locked()
+
+
+class TickConflator(_WakesOnce):
     """Latest tick per instrument for one consumer, with at most one pending wake-up.
 
     ``instruments``: the only instruments offered (None: all); a tick of another is ignored.
@@ -151,12 +208,10 @@ class TickConflator:
         wake: Callable[[DrainTicks], bool],
         instruments: frozenset[str] | None = None,
     ) -> None:
+        super().__init__(wake)
         self.consumer = consumer
-        self._wake = wake
         self._instruments = instruments
-        self._lock = threading.Lock()
         self._pending: dict[str, Tick] = {}
-        self._wake_pending = False
         self.offered = 0
         self.conflated = 0
 
@@ -168,12 +223,9 @@ class TickConflator:
             if tick.instrument in self._pending:
                 self.conflated += 1
             self._pending[tick.instrument] = tick
-            if self._wake_pending:
-                return
-            self._wake_pending = True
-        if not self._wake(_WAKE):
-            with self._lock:
-                self._wake_pending = False
+            wake = self._must_wake_locked()
+        if wake:
+            self._send_wake()
 
     def drain(self) -> list[Tick]:
         """The latest tick of each instrument, oldest first: the consumer sees time move
@@ -182,17 +234,15 @@ class TickConflator:
         with self._lock:
             ticks = list(self._pending.values())
             self._pending.clear()
-            self._wake_pending = False
+            self._taken_locked()
         ticks.sort(key=lambda tick: tick.ts_event)
         return ticks
 
-    @property
-    def pending_count(self) -> int:
-        with self._lock:
-            return len(self._pending)
+    def _pending_locked(self) -> int:
+        return len(self._pending)
 
 
-class FeedDoor:
+class FeedDoor(_WakesOnce):
     """Live market data on its way to the feed actor, with at most one pending wake-up
     (``DrainTicks``): every item as it came while the feed actor keeps up; once more than
     ``keep`` items wait (it fell behind), only the newest quote per instrument.
@@ -206,15 +256,12 @@ class FeedDoor:
     """
 
     def __init__(self, *, feed: str, keep: int, wake: Callable[[DrainTicks], bool]) -> None:
+        super().__init__(wake)
         self.feed = feed
         self.keep = max(1, keep)
         """Items kept as they came; beyond this many waiting, the newest quote per instrument."""
-        self._wake = wake
-        self._lock = threading.Lock()
-        self._drained = threading.Condition(self._lock)
         self._items: list[Any] = []
         self._all_validated = True
-        self._wake_pending = False
         self.offered = 0
         self.conflated = 0
 
@@ -225,12 +272,9 @@ class FeedDoor:
             self._all_validated = self._all_validated and batch.validated is True
             if len(self._items) > self.keep:
                 self._collapse_locked()
-            if self._wake_pending:
-                return
-            self._wake_pending = True
-        if not self._wake(_WAKE):
-            with self._lock:
-                self._wake_pending = False
+            wake = self._must_wake_locked()
+        if wake:
+            self._send_wake()
 
     def _collapse_locked(self) -> None:
         newest: dict[str, int] = {}
@@ -254,31 +298,21 @@ class FeedDoor:
         with self._lock:
             items = self._items
             if not items:
-                self._wake_pending = False
+                self._taken_locked()
                 return None, False
             if limit is None or len(items) <= limit:
                 taken, self._items = items, []
             else:
                 taken, self._items = items[:limit], items[limit:]
             more = bool(self._items)
-            self._wake_pending = more
             validated = self._all_validated
             if not more:
                 self._all_validated = True
-            self._drained.notify_all()
+            self._taken_locked(more=more)
         return TicksReceived(feed=self.feed, ticks=tuple(taken), validated=validated), more
 
-    def wait_for_room(self, limit: int, timeout_s: float) -> bool:
-        """Wait until fewer than ``limit`` items wait at the door; False if still not after
-        ``timeout_s``. For a producer that would rather wait than have quotes dropped (a
-        benchmark measuring what the feed actor sustains); never on the feed actor's thread."""
-        with self._drained:
-            return self._drained.wait_for(lambda: len(self._items) < limit, timeout=timeout_s)
-
-    @property
-    def pending_count(self) -> int:
-        with self._lock:
-            return len(self._items)
+    def _pending_locked(self) -> int:
+        return len(self._items)
 
 
 class QuoteBoard:
@@ -339,7 +373,7 @@ class TickChannel(Protocol):
     def pending_count(self) -> int: ...
 
 
-class TickQueue:
+class TickQueue(_WakesOnce):
     """Every tick, in order, for one consumer, with at most one pending wake-up: the lossless
     channel of a replayed file (nothing is ever conflated: ``conflated`` stays 0).
 
@@ -356,14 +390,10 @@ class TickQueue:
         wake: Callable[[DrainTicks], bool],
         instruments: frozenset[str] | None = None,
     ) -> None:
+        super().__init__(wake)
         self.consumer = consumer
-        self._wake = wake
         self._instruments = instruments
-        self._lock = threading.Lock()
-        self._drained = threading.Condition(self._lock)
         self._pending: list[Tick] = []
-        self._wake_pending = False
-        self._waiting_for_room = 0
         self.offered = 0
         self.conflated = 0
 
@@ -373,41 +403,17 @@ class TickQueue:
         with self._lock:
             self.offered += 1
             self._pending.append(tick)
-            if self._wake_pending:
-                return
-            self._wake_pending = True
-        if not self._wake(_WAKE):
-            with self._lock:
-                self._wake_pending = False
+            wake = self._must_wake_locked()
+        if wake:
+            self._send_wake()
 
     def drain(self) -> list[Tick]:
         """Every tick offered since the last drain, in the order offered."""
         with self._lock:
             ticks = self._pending
             self._pending = []
-            self._wake_pending = False
-            if self._waiting_for_room:  # a replay's producer (rare): spare every tick the call
-                self._drained.notify_all()
+            self._taken_locked()
         return ticks
 
-    def wait_for_room(self, limit: int, timeout_s: float) -> bool:
-        """Wait until fewer than ``limit`` ticks are pending; False if still not after
-        ``timeout_s`` (a consumer that is down: the caller decides). Never call this on the
-        consumer's own thread."""
-        deadline = time.monotonic() + timeout_s
-        with self._lock:
-            while len(self._pending) >= limit:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._waiting_for_room += 1
-                try:
-                    self._drained.wait(remaining)
-                finally:
-                    self._waiting_for_room -= 1
-        return True
-
-    @property
-    def pending_count(self) -> int:
-        with self._lock:
-            return len(self._pending)
+    def _pending_locked(self) -> int:
+        return len(self._pending)
