@@ -4,11 +4,8 @@ delivered outside its lock in event order."""
 
 from __future__ import annotations
 
-import shutil
 import threading
-from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,6 +30,8 @@ from domain.messages import (
     Tick,
 )
 
+pytest_plugins = ["tests.adapter.paper_fixtures"]
+
 SYMBOL = "NIFTY"
 INSTRUMENTS = {
     SYMBOL: Instrument(
@@ -50,33 +49,6 @@ JOIN_TIMEOUT_S = 10.0
 # ---------------------------------------------------------------------------------------------
 # FIXTURES AND BUILDERS
 # ---------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # Migrating once and copying the file keeps each test's database fresh and the module fast.
-    path = tmp_path_factory.mktemp("template") / "template.db"
-    upgrade_schema(f"sqlite:///{path}")
-    return path
-
-
-@pytest.fixture
-def database_url(tmp_path: Path, migrated_template: Path) -> str:
-    path = tmp_path / "venue.db"
-    shutil.copyfile(migrated_template, path)
-    return f"sqlite:///{path}"
-
-
-@pytest.fixture
-def database(database_url: str) -> Iterator[Database]:
-    database = Database(create_database_engine(database_url))
-    yield database
-    database.dispose()
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
 
 
 class Recorder:

@@ -3,9 +3,6 @@ the books, and a storage conflict is reported instead of failing the same way fo
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from adapters.brokers.base import BrokerUnavailable
@@ -23,17 +20,7 @@ from tests.adapter.test_paper_broker import (
     tick_now,
 )
 
-
-@pytest.fixture
-def database(tmp_path: Path) -> Iterator[Database]:
-    database = Database.from_url(f"sqlite:///{tmp_path / 'venue.db'}")
-    yield database
-    database.dispose()
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
+pytest_plugins = ["tests.adapter.paper_fixtures"]
 
 
 def take_lease(database: Database, holder: str, now_ns: int) -> int:

@@ -12,7 +12,6 @@ import threading
 import time
 from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,17 +33,7 @@ from tests.adapter.test_paper_broker import (
 )
 from tests.helpers import wait_until
 
-
-@pytest.fixture
-def database(tmp_path: Path) -> Iterator[Database]:
-    database = Database.from_url(f"sqlite:///{tmp_path / 'venue.db'}")
-    yield database
-    database.dispose()
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
+pytest_plugins = ["tests.adapter.paper_fixtures"]
 
 
 class StorageOutage:
