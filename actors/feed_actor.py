@@ -112,16 +112,21 @@ class FeedActor(VigilActor):
         if self._door is not None and type(message) is not DrainTicks:
             # Anything else (a query, a batch told directly) comes after what reached the door
             # before it, as it would through the inbox.
-            while self._take_round():
-                pass
+            self._take_everything()
         return super()._handle_receive(message)
 
     def on_drain_ticks(self, _wake: DrainTicks) -> None:
         """The live feed's door has ticks (``actors.mailbox.FeedDoor``): take a round in, and
         come back for the next after the strategies had theirs (a turn that fanned out several
         rounds made them conflate ticks they could have handled)."""
-        if self._take_round():
-            self.directory.tell(self.name, _DRAIN)
+        if self._take_round() and not self.directory.tell(self.name, _DRAIN):
+            # Could not come back later (the inbox refused the tell): take the rest now rather
+            # than leave the door's wake-up pending with nobody to answer it.
+            self._take_everything()
+
+    def _take_everything(self) -> None:
+        while self._take_round():
+            pass
 
     def _take_round(self) -> bool:
         """Take in one round of quotes from the door; whether more wait."""
