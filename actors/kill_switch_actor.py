@@ -134,6 +134,8 @@ class TradingControlView(msgspec.Struct, frozen=True, kw_only=True):
     halt_persisted: bool = True
     loaded: bool = True
     refused: str = ""
+    # The LIVE gates that refused the command (an arm, a LIVE mode switch), as sentences.
+    blockers: tuple[str, ...] = ()
 
 
 class _Event(msgspec.Struct, frozen=True):

@@ -15,7 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from domain.enums import Mode
 
 __all__ = [
+    "LIVE_RISK_LIMITS",
     "BrokerConfig",
+    "CircuitBreakerConfig",
     "EngineConfig",
     "FeedConfig",
     "HeartbeatConfig",
@@ -129,6 +131,9 @@ class PaperBrokerConfig(_Strict):
     latency_ms: int = Field(default=20, ge=0)
     slippage_ticks: int = Field(default=0, ge=0)
     account_id: str = "PAPER-0001"
+    # REHEARSAL: the venue presents a LIVE-type account, so the whole go-live procedure runs
+    # end to end with no real broker (configs/rehearsal.yaml). Everything says REHEARSAL.
+    live_account: bool = False
 
 
 class BrokerConfig(_Strict):
@@ -153,6 +158,9 @@ class HttpConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     token: SecretStr | None = None
+    # More operators, each with a token of their own: name -> token. The audit trail records
+    # the name of the token a request came with ("admin" for ``token``, "local" with none).
+    tokens: dict[str, SecretStr] = Field(default_factory=dict)
     ask_timeout_s: float = Field(default=3.0, gt=0)
     flatten_timeout_s: float = Field(default=5.0, gt=0)
     threads: int = Field(default=4, gt=0)
@@ -235,8 +243,17 @@ class ReconciliationConfig(_Strict):
     max_failures: int = Field(default=5, ge=1)
 
 
+class CircuitBreakerConfig(_Strict):
+    """``max_errors`` broker errors or rejections within ``window_s`` trip the breaker: it
+    disarms and blocks entries until ``cooldown_s`` has passed AND an operator resets it."""
+
+    max_errors: int = Field(default=5, ge=1)
+    window_s: float = Field(default=60.0, gt=0)
+    cooldown_s: float = Field(default=300.0, ge=0)
+
+
 class LiveGateConfig(_Strict):
-    """The SOLAT runbook's LIVE gate settings (the gated path itself is a later issue)."""
+    """The SOLAT runbook's LIVE gate settings (domain.live_gates evaluates them)."""
 
     live_trading_enabled: bool = False
     live_enable_token: SecretStr | None = None
@@ -244,6 +261,15 @@ class LiveGateConfig(_Strict):
     live_max_order_size: Decimal | None = None
     live_confirmation_ttl_s: float = Field(default=600, gt=0)
     live_prelive_max_age_s: float = Field(default=300, gt=0)
+
+
+# The runbook's mandatory risk limits: (environment name, RiskConfig field).
+LIVE_RISK_LIMITS: tuple[tuple[str, str], ...] = (
+    ("MAX_DAILY_LOSS_PCT", "max_daily_loss_pct"),
+    ("MAX_CONCURRENT_POSITIONS", "max_concurrent_positions"),
+    ("PER_SYMBOL_EXPOSURE_CAP", "per_symbol_exposure_cap_rupees"),
+    ("MAX_TRADES_PER_HOUR", "max_trades_per_hour"),
+)
 
 
 class EngineConfig(_Strict):
@@ -286,6 +312,24 @@ class EngineConfig(_Strict):
     orders: OrderConfig = Field(default_factory=OrderConfig)
     reconciliation: ReconciliationConfig = Field(default_factory=ReconciliationConfig)
     live: LiveGateConfig = Field(default_factory=LiveGateConfig)
+    circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)
+
+    @property
+    def rehearsal(self) -> bool:
+        """The paper venue presents a LIVE account: LIVE is rehearsed, no real broker."""
+        return self.paper_broker.live_account
+
+    def missing_live_risk_limits(self) -> tuple[str, ...]:
+        """The runbook's mandatory LIVE limits not set explicitly (YAML or environment): in
+        LIVE a limit has no default, so each missing one blocks arming."""
+        missing = [
+            env_name
+            for env_name, field in LIVE_RISK_LIMITS
+            if field not in self.risk.model_fields_set
+        ]
+        if self.live.live_max_order_size is None:
+            missing.insert(0, "LIVE_MAX_ORDER_SIZE")
+        return tuple(missing)
 
     @model_validator(mode="after")
     def _strategies_trade_known_instruments(self) -> EngineConfig:

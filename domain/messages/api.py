@@ -22,14 +22,21 @@ __all__ = [
     "ActorView",
     "ArmRequest",
     "ArmView",
+    "AuditEntryView",
+    "AuditView",
+    "CircuitBreakerResetRequest",
+    "ConnectView",
     "DisarmRequest",
     "ErrorBody",
     "FlattenRequest",
+    "GatesView",
     "HealthView",
     "InstrumentReconcileView",
     "KillSwitchActivateRequest",
     "KillSwitchResetRequest",
     "KillSwitchView",
+    "LiveConfirmRequest",
+    "LiveConfirmView",
     "ModeRequest",
     "ModeResult",
     "OrderView",
@@ -37,8 +44,11 @@ __all__ = [
     "PauseCauseView",
     "PauseRequest",
     "PositionsView",
+    "PreliveCheckView",
+    "PreliveView",
     "ReadyView",
     "ReconcileReportView",
+    "RevokeRequest",
     "RiskView",
     "StatusView",
 ]
@@ -89,7 +99,8 @@ class KillSwitchResetRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_u
 
 class ArmRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Arm order flow (the SOLAT runbook's body). ``live_mode`` asks for LIVE arming, which
-    goes through the LIVE gates (not built yet: refused with 409)."""
+    goes through every LIVE gate (409 ``LIVE_GATES_BLOCKED`` with the blockers otherwise);
+    ``confirm`` must be true."""
 
     confirm: bool = True
     live_mode: bool = False
@@ -101,9 +112,110 @@ class DisarmRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     reason: Reason = "operator"
 
 
+# The SOLAT confirmation's fields: long enough for any real token, short enough to bound a log.
+Secret = Annotated[str, msgspec.Meta(max_length=512)]
+Phrase = Annotated[str, msgspec.Meta(max_length=100)]
+AccountId = Annotated[str, msgspec.Meta(max_length=100)]
+
+
+class LiveConfirmRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The SOLAT confirmation: the phrase "ENABLE LIVE TRADING", ``LIVE_ENABLE_TOKEN`` and
+    ``LIVE_ACCOUNT_ID``. The token is compared in constant time and never echoed or logged."""
+
+    phrase: Phrase
+    token: Secret
+    account_id: AccountId
+
+
+class RevokeRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Revoke the LIVE confirmation (disarms and leaves LIVE). The body is optional."""
+
+    reason: Reason = "operator"
+
+
+class CircuitBreakerResetRequest(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
+):
+    """Close a tripped circuit breaker after its cooldown; the engine stays disarmed."""
+
+    reason: Reason = "operator"
+
+
 # ---------------------------------------------------------------------------------------------
 # RESPONSES
 # ---------------------------------------------------------------------------------------------
+
+
+class ConnectView(msgspec.Struct, frozen=True, kw_only=True):
+    """``POST /execution/connect`` (the SOLAT runbook's fields first). ``balance`` is a JSON
+    number for display, as the runbook shows it; ``mode`` is the engine's mode now."""
+
+    ok: bool
+    account_id: str
+    balance: float
+    mode: Mode
+    live_account: bool
+    rehearsal: bool
+    message: str
+
+
+class GatesView(msgspec.Struct, frozen=True, kw_only=True):
+    """``GET /execution/gates``: may LIVE be armed now, and if not, why (plain sentences)."""
+
+    allowed: bool
+    mode: Mode
+    blockers: list[str]
+    warnings: list[str]
+    armed: bool
+    rehearsal: bool
+    confirmation_expires_in_s: float | None
+    prelive_age_s: float | None
+    circuit_breaker: str  # OK | TRIPPED
+    live_entries_stopped: str | None = None
+
+
+class PreliveCheckView(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    passed: bool
+    details: str
+
+
+class PreliveView(msgspec.Struct, frozen=True, kw_only=True):
+    """``POST /execution/prelive/run``: the seven checks, in the runbook's order."""
+
+    passed: bool
+    checks: list[PreliveCheckView]
+    rehearsal: bool
+
+
+class LiveConfirmView(msgspec.Struct, frozen=True, kw_only=True):
+    """``POST /execution/live/confirm`` accepted (a refusal is a 4xx ``ErrorBody``)."""
+
+    ok: bool
+    account_id: str
+    expires_in_seconds: float
+    rehearsal: bool
+    message: str
+
+
+class AuditEntryView(msgspec.Struct, frozen=True, kw_only=True):
+    ts_ns: int
+    at: str  # ISO 8601 UTC
+    who: str
+    address: str
+    action: str
+    outcome: str
+    detail: str
+    blockers: list[str]
+    mode: str
+    rehearsal: bool
+
+
+class AuditView(msgspec.Struct, frozen=True, kw_only=True):
+    """``GET /execution/audit?limit=N``: the newest audit rows, newest first."""
+
+    entries: list[AuditEntryView]
+    count: int
 
 
 class ModeResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -171,6 +283,14 @@ class StatusView(msgspec.Struct, frozen=True, kw_only=True):
     # Parts of this view answered from the last known figures because their owner could not
     # answer now (e.g. "order: ACTOR_UNAVAILABLE ...; figures as of 12.0s ago").
     degraded: list[str] = msgspec.field(default_factory=list)
+    # REHEARSAL: the paper venue presents a LIVE account; nothing reaches a real broker.
+    rehearsal: bool = False
+    # Armed in LIVE but entries stopped by a gate that lapsed (confirmation expired, broker
+    # gone, ...): the sentence why. Exits go on.
+    live_entries_stopped: str | None = None
+    live_confirmation_expires_in_s: float | None = None
+    circuit_breaker: str = "OK"  # OK | TRIPPED
+    circuit_breaker_detail: str | None = None
 
 
 class KillSwitchView(msgspec.Struct, frozen=True, kw_only=True):

@@ -7,20 +7,33 @@ from typing import Any
 import msgspec
 
 from domain.enums import Mode, PauseCause, TradingState
+from domain.live_gates import AccountFacts, CircuitBreaker, PreliveResult
 
 __all__ = [
     "ArmTrading",
+    "AuditEntry",
+    "BrokerErrorObserved",
     "ChildFailed",
+    "ConfirmLive",
+    "ConfirmOutcome",
     "DisarmTrading",
     "FlattenAll",
     "InjectFault",
     "LeadershipChanged",
+    "LiveGatesReport",
+    "OperatorRef",
     "PauseEntries",
+    "QueryAudit",
+    "QueryGates",
     "QueryLastPortfolio",
+    "RecordConnect",
     "ReloadRiskWindows",
     "RepublishState",
+    "ResetCircuitBreaker",
     "ResetKillSwitch",
     "ResumeEntries",
+    "RevokeLive",
+    "RunPrelive",
     "SetMode",
     "TimerFired",
     "TradingStateChanged",
@@ -122,17 +135,104 @@ class ResetKillSwitch(msgspec.Struct, frozen=True, kw_only=True):
     reason: str = "manual"
 
 
+class OperatorRef(msgspec.Struct, frozen=True, kw_only=True):
+    """Who asked, for the audit trail: the admin token's name (``local`` when the API has no
+    token) and the client's address (``in-process`` for the engine itself)."""
+
+    who: str = "local"
+    address: str = "in-process"
+
+
 class SetMode(msgspec.Struct, frozen=True, kw_only=True):
+    """The AITRAPP flip. ``LIVE`` needs ``confirm`` == ``MODE_CONFIRM_PHRASE`` and every LIVE
+    gate (domain.live_gates), and arms; leaving LIVE is a revoke (disarm, confirmation gone)."""
+
     mode: Mode
     confirm: str | None = None
+    by: OperatorRef = OperatorRef()
 
 
 class ArmTrading(msgspec.Struct, frozen=True, kw_only=True):
+    """Arm. ``live``: arm in LIVE, through every LIVE gate (the SOLAT ``live_mode``)."""
+
     operator: str = "operator"
+    live: bool = False
+    by: OperatorRef = OperatorRef()
 
 
 class DisarmTrading(msgspec.Struct, frozen=True, kw_only=True):
     reason: str = "operator"
+    by: OperatorRef = OperatorRef()
+
+
+class RevokeLive(msgspec.Struct, frozen=True, kw_only=True):
+    """Withdraw the LIVE confirmation: disarm, leave LIVE for the configured non-LIVE mode."""
+
+    reason: str = "operator"
+    by: OperatorRef = OperatorRef()
+
+
+class RecordConnect(msgspec.Struct, frozen=True, kw_only=True):
+    """The outcome of a broker connect made by the caller (the admin API's thread; no actor
+    waits on broker I/O): ``account`` when it succeeded, ``error`` when it failed. A failure
+    disarms a LIVE engine."""
+
+    account: AccountFacts | None = None
+    error: str | None = None
+    by: OperatorRef = OperatorRef()
+
+
+class RunPrelive(msgspec.Struct, frozen=True, kw_only=True):
+    """Run the seven pre-live checks on the kill switch's facts plus a fresh connect made by
+    the caller (``account``/``connectivity_error``) and the caller's view of other safety
+    problems (stale heartbeats, ...). Answered with the ``PreliveResult``, which is kept."""
+
+    account: AccountFacts | None = None
+    connectivity_error: str | None = None
+    safety_problems: tuple[str, ...] = ()
+    by: OperatorRef = OperatorRef()
+
+
+class ConfirmLive(msgspec.Struct, frozen=True, kw_only=True):
+    """The SOLAT confirmation. ``token`` is compared in constant time and never stored,
+    logged or audited."""
+
+    phrase: str
+    token: str
+    account_id: str
+    by: OperatorRef = OperatorRef()
+
+
+class ConfirmOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    accepted: bool
+    code: str = ""  # on refusal: BAD_PHRASE | BAD_TOKEN | BAD_ACCOUNT | NOT_CONFIGURED
+    message: str = ""
+    expires_in_seconds: float = 0.0
+
+
+class ResetCircuitBreaker(msgspec.Struct, frozen=True, kw_only=True):
+    """Close a tripped circuit breaker (refused before its cooldown). Leaves the engine
+    disarmed."""
+
+    reason: str = "operator"
+    by: OperatorRef = OperatorRef()
+
+
+class BrokerErrorObserved(msgspec.Struct, frozen=True, kw_only=True):
+    """The order actor saw a broker error or a rejection: the circuit breaker counts it."""
+
+    error: str
+    ts_event: int
+
+
+class QueryGates(msgspec.Struct, frozen=True, kw_only=True):
+    """Ask the kill switch for the LIVE gates now (``LiveGatesView``)."""
+
+
+class QueryAudit(msgspec.Struct, frozen=True, kw_only=True):
+    """Ask the kill switch for the newest ``limit`` audit rows, newest first."""
+
+    limit: int = 100
 
 
 class InjectFault(msgspec.Struct, frozen=True, kw_only=True):
@@ -158,3 +258,43 @@ class RepublishState(msgspec.Struct, frozen=True, kw_only=True):
 class QueryLastPortfolio(msgspec.Struct, frozen=True, kw_only=True):
     """Ask the risk actor for the last ``PortfolioUpdated`` it received from the order actor:
     what ``/status`` shows when the order actor itself cannot answer (``ts_event`` 0: none)."""
+
+
+class LiveGatesReport(msgspec.Struct, frozen=True, kw_only=True):
+    """The kill switch's answer to ``QueryGates`` (and what it keeps for status): the LIVE
+    gates evaluated now for arming, and the facts behind them.
+
+    ``live_entries_stopped``: armed in LIVE but entries stopped by a gate that lapsed while
+    armed (the confirmation expired, the broker went away, ...), the sentence why; exits go on.
+    """
+
+    mode: Mode
+    armed: bool
+    rehearsal: bool
+    allowed: bool
+    blockers: tuple[str, ...]
+    warnings: tuple[str, ...]
+    account: AccountFacts | None
+    prelive: PreliveResult | None
+    confirmation_expires_ns: int | None
+    breaker: CircuitBreaker
+    live_entries_stopped: str | None = None
+    ts_event: int = 0
+
+
+class AuditEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """One row of the append-only audit trail. Never holds a token.
+
+    ``action``: CONNECT, PRELIVE, LIVE_CONFIRM, ARM, DISARM, LIVE_REVOKE, MODE_SWITCH,
+    KILL_SWITCH, KILL_SWITCH_RESET, CIRCUIT_BREAKER, CIRCUIT_BREAKER_RESET, LIVE_EXPIRED.
+    ``outcome``: ACCEPTED, REFUSED or FAILED (or TRIPPED/EXPIRED for the engine's own)."""
+
+    ts_ns: int
+    who: str
+    address: str
+    action: str
+    outcome: str
+    detail: str = ""
+    blockers: tuple[str, ...] = ()
+    mode: str = ""
+    rehearsal: bool = False
