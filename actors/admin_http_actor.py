@@ -33,11 +33,13 @@ class AdminHttpActor(VigilActor):
         control: ControlPort,
         config: HttpConfig,
         on_bound: Callable[[int], None] | None = None,
+        rehearsal: bool = False,
         **base: Any,
     ) -> None:
         super().__init__(**base)
         self._control = control
         self._config = config
+        self._rehearsal = rehearsal
         self._on_bound = on_bound
         self._server: AdminHttpServer | None = None
 
@@ -45,8 +47,10 @@ class AdminHttpActor(VigilActor):
     def on_start(self) -> None:
         # An empty token is refused by build_app rather than silently meaning "no auth".
         token = self._config.token.get_secret_value() if self._config.token is not None else None
+        tokens = {name: value.get_secret_value() for name, value in self._config.tokens.items()}
+        app = build_app(self._control, token=token, tokens=tokens, rehearsal=self._rehearsal)
         server = AdminHttpServer(
-            build_app(self._control, token=token),
+            app,
             host=self._config.host,
             port=self._config.port,
             threads=self._config.threads,
@@ -59,7 +63,9 @@ class AdminHttpActor(VigilActor):
             f"admin API listening on http://{server.host}:{server.port}",
             host=server.host,
             port=server.port,
-            auth="token" if token else "none",
+            auth="token" if app.requires_token else "none",
+            # The names of the operators' tokens, never the tokens.
+            operators=",".join(app.token_names),
         )
         if self._on_bound is not None:
             self._on_bound(server.port)
@@ -77,7 +83,7 @@ class AdminHttpActor(VigilActor):
             "name": self.name,
             "host": self._config.host,
             "port": self._server.port if self._server else None,
-            "auth": "token" if self._config.token else "none",
+            "auth": "token" if self._config.token or self._config.tokens else "none",
         }
 
     def _stop_server(self) -> None:

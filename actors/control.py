@@ -13,6 +13,15 @@ Operator text (reasons, details) is redacted with the log redactor (``adapters.l
 this engine's configured secrets, both on the way in (so storage and the audit trail never
 hold a pasted token) and on the way out (``/status``, ``/debug/actors``, kill-switch views).
 
+The gated path to LIVE. The kill switch actor owns the gates (``domain.live_gates``), the
+confirmation, the circuit breaker and the audit trail; this asks it. Broker I/O never runs in
+an actor: ``connect`` and ``prelive_run`` call the broker's ``connect()`` here, on the HTTP
+server's thread (one call in flight at a time, bounded by the ask timeout; a broker that hangs
+leaves that call's daemon thread waiting, never the actors), then tell the kill switch the
+outcome (``RecordConnect``; ``RunPrelive`` with the safety problems known here: stale
+heartbeats judged now and pauses other than OPERATOR). Every command carries ``by``, the
+``OperatorRef`` (token name and client address) the HTTP layer resolved, for the audit trail.
+
 Flatten is intent before action: the FLATTEN pause is stored by the kill switch (which then
 tells the order actor ``FlattenAll``) before this asks the order actor for its progress, so a
 crash at any moment restarts REDUCING with the FLATTEN pause and the flatten completes.
@@ -23,21 +32,32 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
 from actors.directory import ActorUnavailable
 from actors.dumps import gather_snapshots
-from adapters.http.app import ControlError
-from adapters.logs import Redactor, current_redactor
+from adapters.brokers.base import BrokerRejected, BrokerUnavailable
+from adapters.http.app import REHEARSAL_PREFIX, ControlError
+from adapters.logs import REDACTED, Redactor, current_redactor
 from domain.enums import Mode, PauseCause, TradingState
+from domain.live_gates import AccountFacts, PreliveResult
 from domain.messages import (
     ArmTrading,
+    AuditEntry,
+    ConfirmLive,
+    ConfirmOutcome,
     DisarmTrading,
     FlattenAll,
     FlattenCompleted,
+    LiveGatesReport,
+    OperatorRef,
     PauseEntries,
+    QueryAudit,
+    QueryGates,
     QueryLastPortfolio,
     QueryOrders,
     QueryPortfolio,
@@ -45,8 +65,12 @@ from domain.messages import (
     QueryReconcileReport,
     QueryRisk,
     QueryTradingState,
+    RecordConnect,
+    ResetCircuitBreaker,
     ResetKillSwitch,
     ResumeEntries,
+    RevokeLive,
+    RunPrelive,
     SetMode,
     TripKillSwitch,
 )
@@ -54,12 +78,19 @@ from domain.messages.api import (
     ActorView,
     ArmRequest,
     ArmView,
+    AuditEntryView,
+    AuditView,
+    CircuitBreakerResetRequest,
+    ConnectView,
     DisarmRequest,
     FlattenRequest,
+    GatesView,
     HealthView,
     KillSwitchActivateRequest,
     KillSwitchResetRequest,
     KillSwitchView,
+    LiveConfirmRequest,
+    LiveConfirmView,
     ModeRequest,
     ModeResult,
     OrdersView,
@@ -67,8 +98,11 @@ from domain.messages.api import (
     PauseCauseView,
     PauseRequest,
     PositionsView,
+    PreliveCheckView,
+    PreliveView,
     ReadyView,
     ReconcileReportView,
+    RevokeRequest,
     RiskView,
     StatusView,
 )
@@ -77,6 +111,7 @@ if TYPE_CHECKING:
     from actors.directory import ActorDirectory
     from actors.kill_switch_actor import ModeDecision, TradingControlView
     from actors.order_actor import PortfolioView
+    from adapters.brokers.base import AccountInfo, BrokerPort
     from adapters.metrics import EngineMetrics
     from domain.clock import Clock
     from domain.config import EngineConfig
@@ -91,6 +126,17 @@ _FLATTEN_POLL_S = 0.01
 # The trip code of an operator's kill switch (a metric label); their text goes in the detail.
 MANUAL_KILL_SWITCH = "MANUAL"
 _RESET_ROUTE = "POST /execution/kill-switch/reset"
+# The engine itself, or a caller that did not say (tests, tools).
+_IN_PROCESS = OperatorRef()
+# The connect failure's code (ConnectView.error); served as 502.
+BROKER_UNAVAILABLE = "BROKER_UNAVAILABLE"
+# A refused confirmation's HTTP status by the kill switch's code; anything else is 403.
+_CONFIRM_REFUSAL_STATUS = {
+    "BAD_PHRASE": 400,
+    "BAD_TOKEN": 403,
+    "BAD_ACCOUNT": 403,
+    "NOT_CONFIGURED": 409,
+}
 
 
 class EngineControl:
@@ -102,8 +148,13 @@ class EngineControl:
         config: EngineConfig,
         config_sha: str,
         metrics: EngineMetrics,
+        broker: BrokerPort | None = None,
     ) -> None:
         self._directory = directory
+        # The engine's broker: ``connect()`` is called here, on a server thread (thread-safe).
+        self._broker = broker
+        self._connect_lock = threading.Lock()
+        self._pending_connect: _PendingCall | None = None
         self._clock = clock
         self._config = config
         self._config_sha = config_sha
@@ -112,7 +163,11 @@ class EngineControl:
         self._started_monotonic = time.monotonic()
         self._secrets = [
             secret.get_secret_value()
-            for secret in (config.http.token, config.live.live_enable_token)
+            for secret in (
+                config.http.token,
+                config.live.live_enable_token,
+                *config.http.tokens.values(),
+            )
             if secret is not None
         ]
         # Last good answers, shown (and named as stale) when their owner cannot answer.
@@ -181,6 +236,7 @@ class EngineControl:
             "kill_switch", QueryTradingState(), degraded
         )
         portfolio, working_orders = self._portfolio_figures(degraded)
+        gates = self._gates_for_status(degraded)
         supervisor = self._supervisor_state()
         leadership = supervisor.get("leadership") or {}
         heartbeats = supervisor["heartbeats"]
@@ -223,33 +279,61 @@ class EngineControl:
                 for name, info in supervisor["children"].items()
             ],
             ts_event=self._clock.now_ns(),
+            **self._gate_status_fields(gates, redactor),
         )
 
+    def _gates_for_status(self, degraded: list[str]) -> LiveGatesReport | None:
+        """The kill switch's LIVE gates for ``/status``; None when it has none to give (a
+        kill switch without the gates answers nothing), or the last report, named stale."""
+        try:
+            report = self._ask_or_last("kill_switch", QueryGates(), degraded)
+        except ControlError as error:
+            degraded.append(f"kill_switch: LIVE gates unknown: {error.message}")
+            return None
+        return report if isinstance(report, LiveGatesReport) else None
+
+    def _gate_status_fields(
+        self, report: LiveGatesReport | None, redactor: Redactor
+    ) -> dict[str, Any]:
+        if report is None:
+            return {"rehearsal": self._config.rehearsal}
+        tripped = report.breaker.tripped
+        stopped = report.live_entries_stopped
+        return {
+            "rehearsal": self._config.rehearsal or report.rehearsal,
+            "live_entries_stopped": None if stopped is None else redactor.text(stopped),
+            "live_confirmation_expires_in_s": self._expires_in_s(report),
+            "circuit_breaker": "TRIPPED" if tripped else "OK",
+            "circuit_breaker_detail": redactor.text(report.breaker.detail) if tripped else None,
+        }
+
     # ------------------------------------------------------------------ commands
-    def set_mode(self, request: ModeRequest) -> ModeResult:
+    def set_mode(self, request: ModeRequest, *, by: OperatorRef = _IN_PROCESS) -> ModeResult:
+        """The AITRAPP flip: to LIVE through every LIVE gate (and armed); from LIVE a revoke."""
         decision: ModeDecision = self._ask(
-            "kill_switch", SetMode(mode=request.mode, confirm=request.confirm)
+            "kill_switch", SetMode(mode=request.mode, confirm=request.confirm, by=by)
         )
+        redactor = self._redactor()
         if not decision.accepted:
             raise ControlError(
                 403,
                 "MODE_BLOCKED",
                 f"switch to {request.mode.value} refused: {len(decision.blockers)} blockers",
-                blockers=list(decision.blockers),
+                blockers=[redactor.text(blocker) for blocker in decision.blockers],
             )
         return ModeResult(
             status=decision.mode,
             previous=decision.previous,
             armed=decision.armed,
-            message=decision.message,
+            message=self._rehearsal_text(redactor.text(decision.message)),
         )
 
-    def pause(self, request: PauseRequest) -> StatusView:
+    def pause(self, request: PauseRequest, *, by: OperatorRef = _IN_PROCESS) -> StatusView:
         reason = self._redactor().text(request.reason)
         self._control_ask(PauseEntries(cause=PauseCause.OPERATOR, detail=reason))
         return self.status()
 
-    def resume(self) -> StatusView:
+    def resume(self, *, by: OperatorRef = _IN_PROCESS) -> StatusView:
         control: TradingControlView = self._ask("kill_switch", QueryTradingState())
         if control.state.state is TradingState.HALTED:
             raise ControlError(
@@ -262,7 +346,9 @@ class EngineControl:
         self._control_ask(ResumeEntries(cause=PauseCause.OPERATOR))
         return self.status()
 
-    def flatten(self, request: FlattenRequest) -> FlattenCompleted:
+    def flatten(
+        self, request: FlattenRequest, *, by: OperatorRef = _IN_PROCESS
+    ) -> FlattenCompleted:
         """Store the FLATTEN pause, then close everything; return once flat or at the timeout."""
         started = time.monotonic()
         reason = self._redactor().text(request.reason)
@@ -295,7 +381,9 @@ class EngineControl:
             ts_event=self._clock.now_ns(),
         )
 
-    def kill_switch_activate(self, request: KillSwitchActivateRequest) -> KillSwitchView:
+    def kill_switch_activate(
+        self, request: KillSwitchActivateRequest, *, by: OperatorRef = _IN_PROCESS
+    ) -> KillSwitchView:
         """Trip the sticky HALT (flattening when ``close_on_kill_switch``); answers at once."""
         detail = self._redactor().text(request.reason)
         flatten = self._config.close_on_kill_switch
@@ -309,7 +397,9 @@ class EngineControl:
             message += "; NOT STORED YET (storage unavailable): it holds in memory and is retried"
         return self._kill_switch_view(control, message)
 
-    def kill_switch_reset(self, request: KillSwitchResetRequest) -> KillSwitchView:
+    def kill_switch_reset(
+        self, request: KillSwitchResetRequest, *, by: OperatorRef = _IN_PROCESS
+    ) -> KillSwitchView:
         """Clear the HALT (audited). Leaves the engine disarmed; pauses stay until resumed."""
         redactor = self._redactor()
         control = self._control_ask(
@@ -333,25 +423,214 @@ class EngineControl:
         )
         return self._kill_switch_view(control, message)
 
-    def arm(self, request: ArmRequest) -> ArmView:
-        if request.live_mode:
+    def arm(self, request: ArmRequest, *, by: OperatorRef = _IN_PROCESS) -> ArmView:
+        """Arm; ``live_mode`` arms in LIVE through every LIVE gate (409 with the blockers)."""
+        control: TradingControlView = self._ask(
+            "kill_switch", ArmTrading(operator=by.who, live=request.live_mode, by=by)
+        )
+        redactor = self._redactor()
+        if control.refused:
+            code, _, message = control.refused.partition(": ")
+            blockers = [redactor.text(blocker) for blocker in control.blockers]
+            if blockers and request.live_mode:
+                code = "LIVE_GATES_BLOCKED"
             raise ControlError(
-                409,
-                "ARM_REFUSED",
-                "LIVE arming goes through the LIVE gates, which this build does not have",
+                409, code, redactor.text(message or control.refused), blockers=blockers or None
             )
-        control = self._control_ask(ArmTrading(operator="operator"), refused_status=409)
         if not control.state.armed:
             raise ControlError(409, "ARM_REFUSED", "the kill switch did not arm")
-        message = "armed"
+        if request.live_mode and control.state.mode is not Mode.LIVE:
+            # A kill switch that does not know LIVE arming armed in its own mode: say so, as
+            # a refusal of what was asked (LIVE), never as a LIVE success.
+            raise ControlError(
+                409,
+                "LIVE_GATES_BLOCKED",
+                f"LIVE arming was not done: the kill switch armed in {control.state.mode.value}"
+                ", not LIVE; POST /execution/disarm if that was not wanted",
+                blockers=[f"the engine armed in {control.state.mode.value}, not LIVE"],
+            )
+        message = "armed in LIVE: real money is at risk" if request.live_mode else "armed"
         if control.state.state is not TradingState.ACTIVE:
             message += f"; entries still blocked: trading state {control.state.state.value}"
         return self._arm_view(control, message)
 
-    def disarm(self, request: DisarmRequest) -> ArmView:
+    def disarm(self, request: DisarmRequest, *, by: OperatorRef = _IN_PROCESS) -> ArmView:
         reason = self._redactor().text(request.reason)
-        control = self._control_ask(DisarmTrading(reason=reason))
+        control = self._control_ask(DisarmTrading(reason=reason, by=by))
         return self._arm_view(control, "disarmed: entries refused until POST /execution/arm")
+
+    # ------------------------------------------------------------------ the gated path to LIVE
+    def connect(self, *, by: OperatorRef = _IN_PROCESS) -> ConnectView:
+        """Connect to the broker now (on this thread), and tell the kill switch the outcome
+        (a failure disarms). A failure is ``ok`` false with ``error`` BROKER_UNAVAILABLE."""
+        account, failure = self._connect_broker()
+        self._ask("kill_switch", RecordConnect(account=account, error=failure, by=by))
+        control: TradingControlView = self._ask("kill_switch", QueryTradingState())
+        mode = control.state.mode
+        rehearsal = self._config.rehearsal
+        if account is None:
+            return ConnectView(
+                ok=False,
+                account_id="",
+                balance=0.0,
+                mode=mode,
+                live_account=False,
+                rehearsal=rehearsal,
+                message=self._rehearsal_text(
+                    f"broker connect failed: {failure}; the engine is disarmed (armed="
+                    f"{str(control.state.armed).lower()}): POST /execution/connect again once "
+                    "the broker is back"
+                ),
+                error=BROKER_UNAVAILABLE,
+            )
+        kind = "a LIVE account" if account.is_live else "not a LIVE account"
+        return ConnectView(
+            ok=True,
+            account_id=account.account_id,
+            balance=float(account.balance),
+            mode=mode,
+            live_account=account.is_live,
+            rehearsal=rehearsal,
+            message=self._rehearsal_text(
+                f"connected: account {account.account_id} ({kind}), balance "
+                f"{account.balance} {account.currency}"
+            ),
+        )
+
+    def gates(self) -> GatesView:
+        report: LiveGatesReport = self._ask_answer("kill_switch", QueryGates(), LiveGatesReport)
+        redactor = self._redactor()
+        now = self._clock.now_ns()
+        prelive = report.prelive
+        stopped = report.live_entries_stopped
+        return GatesView(
+            allowed=report.allowed,
+            mode=report.mode,
+            blockers=[redactor.text(blocker) for blocker in report.blockers],
+            warnings=[redactor.text(warning) for warning in report.warnings],
+            armed=report.armed,
+            rehearsal=self._config.rehearsal or report.rehearsal,
+            confirmation_expires_in_s=self._expires_in_s(report),
+            prelive_age_s=None if prelive is None else round((now - prelive.ran_ns) / 1e9, 3),
+            circuit_breaker="TRIPPED" if report.breaker.tripped else "OK",
+            live_entries_stopped=None if stopped is None else redactor.text(stopped),
+        )
+
+    def prelive_run(self, *, by: OperatorRef = _IN_PROCESS) -> PreliveView:
+        """The seven checks on a fresh connect and the safety problems known here."""
+        account, failure = self._connect_broker()
+        result: PreliveResult = self._ask_answer(
+            "kill_switch",
+            RunPrelive(
+                account=account,
+                connectivity_error=failure,
+                safety_problems=self._safety_problems(),
+                by=by,
+            ),
+            PreliveResult,
+        )
+        redactor = self._redactor()
+        return PreliveView(
+            passed=result.passed,
+            checks=[
+                PreliveCheckView(
+                    name=check.name, passed=check.passed, details=redactor.text(check.details)
+                )
+                for check in result.checks
+            ],
+            rehearsal=self._config.rehearsal,
+        )
+
+    def live_confirm(
+        self, request: LiveConfirmRequest, *, by: OperatorRef = _IN_PROCESS
+    ) -> LiveConfirmView:
+        """The SOLAT confirmation. A refusal is a 4xx naming what was wrong, never the token
+        (neither the configured one nor the one sent)."""
+        outcome: ConfirmOutcome = self._ask_answer(
+            "kill_switch",
+            ConfirmLive(
+                phrase=request.phrase,
+                token=request.token,
+                account_id=request.account_id,
+                by=by,
+            ),
+            ConfirmOutcome,
+        )
+
+        def clean(text: str) -> str:
+            text = self._redactor().text(text)
+            # The token as sent, whatever its length (the redactor skips very short ones).
+            return text.replace(request.token, REDACTED) if request.token else text
+
+        if not outcome.accepted:
+            code = outcome.code or "CONFIRM_REFUSED"
+            raise ControlError(
+                _CONFIRM_REFUSAL_STATUS.get(code, 403),
+                code,
+                clean(outcome.message or "the LIVE confirmation was refused"),
+            )
+        expires = outcome.expires_in_seconds
+        return LiveConfirmView(
+            ok=True,
+            account_id=clean(request.account_id),
+            expires_in_seconds=expires,
+            rehearsal=self._config.rehearsal,
+            message=self._rehearsal_text(
+                clean(
+                    outcome.message
+                    or f"LIVE confirmed; expires in {expires:.0f}s: POST /execution/arm "
+                    '{"confirm": true, "live_mode": true} before then'
+                )
+            ),
+        )
+
+    def live_revoke(self, request: RevokeRequest, *, by: OperatorRef = _IN_PROCESS) -> ArmView:
+        """Withdraw the LIVE confirmation: disarm and leave LIVE."""
+        reason = self._redactor().text(request.reason)
+        control = self._control_ask(RevokeLive(reason=reason, by=by), refused_status=409)
+        return self._arm_view(
+            control,
+            f"LIVE revoked: disarmed, mode {control.state.mode.value}; going LIVE again needs a "
+            "fresh pre-live check and confirmation",
+        )
+
+    def circuit_breaker_reset(
+        self, request: CircuitBreakerResetRequest, *, by: OperatorRef = _IN_PROCESS
+    ) -> GatesView:
+        """Close a tripped breaker (refused with 409 before its cooldown); stays disarmed."""
+        reason = self._redactor().text(request.reason)
+        answer = self._ask("kill_switch", ResetCircuitBreaker(reason=reason, by=by))
+        refused = getattr(answer, "refused", "")
+        if answer is None:
+            raise _no_gates("kill_switch", ResetCircuitBreaker, answer)
+        if refused:
+            code, _, message = refused.partition(": ")
+            raise ControlError(409, code, self._redactor().text(message or refused))
+        return self.gates()
+
+    def audit(self, limit: int) -> AuditView:
+        rows = self._ask("kill_switch", QueryAudit(limit=limit))
+        if not isinstance(rows, list | tuple) or not all(
+            isinstance(row, AuditEntry) for row in rows
+        ):
+            raise _no_gates("kill_switch", QueryAudit, rows)
+        redactor = self._redactor()
+        entries = [
+            AuditEntryView(
+                ts_ns=row.ts_ns,
+                at=datetime.fromtimestamp(row.ts_ns / 1e9, tz=UTC).isoformat(),
+                who=row.who,
+                address=row.address,
+                action=row.action,
+                outcome=row.outcome,
+                detail=redactor.text(row.detail),
+                blockers=[redactor.text(blocker) for blocker in row.blockers],
+                mode=row.mode,
+                rehearsal=row.rehearsal,
+            )
+            for row in rows[:limit]
+        ]
+        return AuditView(entries=entries, count=len(entries))
 
     def reconcile_report(self) -> ReconcileReportView:
         try:
@@ -407,8 +686,14 @@ class EngineControl:
         except ActorUnavailable as error:
             raise ControlError(503, "ACTOR_UNAVAILABLE", str(error)) from error
 
+    def _ask_answer(self, actor: str, message: object, expected: type[_T]) -> _T:
+        answer = self._ask(actor, message)
+        if not isinstance(answer, expected):
+            raise _no_gates(actor, type(message), answer)
+        return answer
+
     def _control_ask(self, command: object, *, refused_status: int = 503) -> TradingControlView:
-        control: TradingControlView = self._ask("kill_switch", command)
+        control = self._ask_answer("kill_switch", command, _trading_control_view())
         if control.refused:
             code, _, message = control.refused.partition(": ")
             raise ControlError(refused_status, code, message or control.refused)
@@ -457,6 +742,68 @@ class EngineControl:
     def _redactor(self) -> Redactor:
         return current_redactor(self._secrets)
 
+    def _rehearsal_text(self, message: str) -> str:
+        if self._config.rehearsal and not message.startswith(REHEARSAL_PREFIX):
+            return REHEARSAL_PREFIX + message
+        return message
+
+    def _expires_in_s(self, report: LiveGatesReport) -> float | None:
+        if report.confirmation_expires_ns is None:
+            return None
+        return round(max(0.0, (report.confirmation_expires_ns - self._clock.now_ns()) / 1e9), 3)
+
+    def _safety_problems(self) -> tuple[str, ...]:
+        """What the pre-live "Safety guard" check must know beyond the kill switch's own
+        facts: heartbeats judged now, and every pause an operator did not ask for."""
+        try:
+            status = self.status()
+        except ControlError as error:
+            return (f"engine status unavailable: {error.message}",)
+        problems = [
+            f"{cause.cause.value}: {cause.detail}"
+            for cause in status.pause_causes
+            if cause.cause is not PauseCause.OPERATOR
+        ]
+        problems.extend(self._stale_now(status))
+        problems.extend(f"stale: {note}" for note in status.degraded)
+        return tuple(problems)
+
+    def _connect_broker(self) -> tuple[AccountFacts | None, str | None]:
+        """Call the broker's ``connect()`` on this thread's behalf, bounded by the ask timeout:
+        (the account, None) or (None, why it failed). One call in flight at a time: a caller
+        that finds one running waits for its outcome instead of starting another."""
+        broker = self._broker
+        if broker is None:
+            return None, "no broker is attached to the admin API"
+        with self._connect_lock:
+            pending = self._pending_connect
+            if pending is None or pending.done.is_set():
+                pending = _PendingCall(broker.connect, name=f"admin-connect:{broker.name}")
+                self._pending_connect = pending
+        if not pending.done.wait(self._timeout_s):
+            return None, f"TIMEOUT: {broker.name} did not answer connect within {self._timeout_s}s"
+        error = pending.error
+        if error is not None:
+            if isinstance(error, BrokerRejected):
+                kind = "REJECTED"
+            elif isinstance(error, BrokerUnavailable):
+                kind = "UNAVAILABLE"
+            else:
+                # Fail closed on anything else too: a connect that did not succeed failed.
+                kind = type(error).__name__
+            return None, self._redactor().text(f"{kind}: {broker.name}: {error}")
+        info: AccountInfo = pending.value
+        return (
+            AccountFacts(
+                account_id=info.account_id,
+                balance=str(info.balance),
+                currency=info.currency,
+                is_live=info.is_live,
+                connected_ns=self._clock.now_ns(),
+            ),
+            None,
+        )
+
     def _halt_text(self, control: TradingControlView) -> str:
         reason = control.state.halt_reason or "unknown"
         detail = f": {control.halt_detail}" if control.halt_detail else ""
@@ -483,7 +830,7 @@ class EngineControl:
             armed=control.state.armed,
             mode=control.state.mode,
             live=control.state.mode is Mode.LIVE,
-            message=message,
+            message=self._rehearsal_text(message),
         )
 
     def _supervisor_state(self) -> dict[str, Any]:
@@ -505,3 +852,39 @@ class EngineControl:
 
     def _uptime_s(self) -> float:
         return round(time.monotonic() - self._started_monotonic, 3)
+
+
+class _PendingCall:
+    """One blocking call run on a daemon thread of its own, so a caller can stop waiting at a
+    deadline (the thread is left to finish or hang; it holds nothing the engine needs)."""
+
+    def __init__(self, call: Callable[[], Any], *, name: str) -> None:
+        self.done = threading.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self._call = call
+        threading.Thread(target=self._run, name=name, daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            self.value = self._call()
+        except BaseException as error:  # handed to the caller, who decides
+            self.error = error
+        finally:
+            self.done.set()
+
+
+def _trading_control_view() -> type[TradingControlView]:
+    # Imported late: actors.kill_switch_actor imports far more than this module needs to load.
+    from actors.kill_switch_actor import TradingControlView
+
+    return TradingControlView
+
+
+def _no_gates(actor: str, message: type, answer: object) -> ControlError:
+    return ControlError(
+        503,
+        "LIVE_GATES_UNAVAILABLE",
+        f"the {actor} actor gave no answer to {message.__name__} (it answered "
+        f"{type(answer).__name__}): this engine's kill switch does not run the LIVE gates",
+    )

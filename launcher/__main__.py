@@ -49,7 +49,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     secrets = [
         secret.get_secret_value()
-        for secret in (config.http.token, config.live.live_enable_token)
+        for secret in (
+            config.http.token,
+            config.live.live_enable_token,
+            *config.http.tokens.values(),
+        )
         if secret is not None
     ]
     try:

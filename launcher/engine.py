@@ -50,7 +50,12 @@ from domain.instruments import Instrument
 from domain.messages import QuerySnapshot, Tick, TicksReceived, TimerFired
 from domain.strategies import build_strategy
 from launcher.config import config_sha
-from launcher.preflight import check_admin_port, check_order_journal, open_database
+from launcher.preflight import (
+    check_admin_exposure,
+    check_admin_port,
+    check_order_journal,
+    open_database,
+)
 
 if TYPE_CHECKING:
     from adapters.brokers.base import BrokerPort
@@ -168,6 +173,7 @@ class Engine:
         # Pre-flight, before the lease can be taken: a process that cannot serve its port or
         # open its database must not lead (a standby could have), and says why in one line.
         if self._run_http:
+            check_admin_exposure(config.http)
             check_admin_port(config.http)
         database = open_database(config.database_url)
         if config.cpu_affinity:
@@ -223,6 +229,8 @@ class Engine:
             config=config,
             config_sha=self.config_sha,
             metrics=self.metrics,
+            # POST /execution/connect and the pre-live check connect on the HTTP thread.
+            broker=order_broker,
         )
         if self.dispatcher is not None:
             self.dispatcher.start()
@@ -549,6 +557,7 @@ class Engine:
                         control=control,
                         config=config.http,
                         on_bound=self._on_http_bound,
+                        rehearsal=config.rehearsal,
                         **base,
                     ),
                 )

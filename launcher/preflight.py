@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from adapters.http.server import check_bindable
+from adapters.http.server import check_bindable, is_loopback
 from adapters.storage.database import Database, DatabaseUnavailable
 from adapters.storage.journal import JournalUnavailable
 
@@ -22,11 +22,34 @@ if TYPE_CHECKING:
     from adapters.storage.journal import OrderJournal
     from domain.config import HttpConfig
 
-__all__ = ["StartupError", "check_admin_port", "check_order_journal", "open_database"]
+__all__ = [
+    "StartupError",
+    "check_admin_exposure",
+    "check_admin_port",
+    "check_order_journal",
+    "open_database",
+]
 
 
 class StartupError(Exception):
     """The engine cannot start. ``str()`` is one line, ready for the operator."""
+
+
+def check_admin_exposure(http: HttpConfig) -> None:
+    """Refuse to serve the admin API beyond loopback without an admin token: from the network,
+    anyone could otherwise pause, flatten, arm or confirm LIVE.
+
+    Raises:
+        StartupError: ``http.host`` is not a loopback address and no token is configured.
+    """
+    if is_loopback(http.host):
+        return
+    if http.token is not None or http.tokens:
+        return
+    raise StartupError(
+        f"admin HTTP would listen on http.host={http.host}, which is not loopback, with no "
+        "admin token: set VIGIL_ADMIN_TOKEN (http.token) or bind http.host to 127.0.0.1"
+    )
 
 
 def check_admin_port(http: HttpConfig) -> None:

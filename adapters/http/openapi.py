@@ -45,6 +45,8 @@ class Operation:
         response_media_type: media type of the 200 body.
         extra_responses: other non-error statuses: ``(status, description, type)``.
         dialect: ``aitrapp`` or ``solat`` (the runbook the path comes from).
+        shows_operator_text: a GET whose answer holds operator text (reasons, details, the
+            audit trail): it needs the bearer token too when one is configured.
     """
 
     path: str
@@ -57,10 +59,16 @@ class Operation:
     response_media_type: str = "application/json"
     extra_responses: tuple[tuple[int, str, Any], ...] = ()
     dialect: str = "aitrapp"
+    shows_operator_text: bool = False
 
     @property
     def mutating(self) -> bool:
         return self.method == "POST"
+
+    @property
+    def needs_token(self) -> bool:
+        """Whether the route needs ``Authorization: Bearer <token>`` when a token is set."""
+        return self.mutating or self.shows_operator_text
 
     @property
     def operation_id(self) -> str:
@@ -82,8 +90,10 @@ def build_openapi(
         operations: every served route.
         title: ``info.title``.
         version: ``info.version``.
-        auth_required: whether POST routes need ``Authorization: Bearer <token>`` (the server
-            was given a token). Documented as a ``bearerAuth`` security requirement.
+        auth_required: whether the server was given a token: then every POST route and every
+            GET route that shows operator text needs ``Authorization: Bearer <token>``,
+            documented per route as a ``bearerAuth`` security requirement (``[]`` on the
+            routes that stay open).
         max_body_bytes: request body limit, quoted in the 413 description.
 
     Returns:
@@ -169,7 +179,7 @@ def _operation_object(
             "(the message names the field and why)",
             schema_of,
         )
-    if operation.mutating and auth_required:
+    if operation.needs_token and auth_required:
         responses["401"] = _error("UNAUTHORIZED: missing or wrong bearer token", schema_of)
     if operation.request_type is not None:
         responses["413"] = _error(f"PAYLOAD_TOO_LARGE: body over {max_body_bytes} bytes", schema_of)
@@ -213,6 +223,7 @@ def _operation_object(
             ),
             "content": _json_content(schema_of[_type_key(operation.request_type)]),
         }
-    if operation.mutating and auth_required:
-        result["security"] = [{"bearerAuth": []}]
+    if auth_required:
+        # Per route: open routes say so explicitly with an empty requirement.
+        result["security"] = [{"bearerAuth": []}] if operation.needs_token else []
     return result

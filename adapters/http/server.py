@@ -22,7 +22,7 @@ from waitress.trigger import trigger as WaitressTrigger
 if TYPE_CHECKING:
     from wsgiref.types import WSGIApplication
 
-__all__ = ["AdminHttpServer", "check_bindable"]
+__all__ = ["AdminHttpServer", "check_bindable", "is_loopback"]
 
 _log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ class AdminHttpServer:
             )
 
     def _warn_about_exposure(self) -> None:
-        if _is_loopback(self._host):
+        if is_loopback(self._host):
             return
         _log.warning(
             "admin HTTP binds to %s, which is not loopback: the control API is reachable "
@@ -206,7 +206,8 @@ def check_bindable(host: str, port: int) -> None:
     _bind(host, port).close()
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback name or address (``localhost``, 127.0.0.0/8, ``::1``)."""
     if host.lower() == "localhost":
         return True
     try:

@@ -157,6 +157,8 @@ class ConnectView(msgspec.Struct, frozen=True, kw_only=True):
     live_account: bool
     rehearsal: bool
     message: str
+    # On failure (``ok`` false, served as 502): ``BROKER_UNAVAILABLE``. Added by the HTTP side.
+    error: str | None = None
 
 
 class GatesView(msgspec.Struct, frozen=True, kw_only=True):

@@ -46,6 +46,7 @@ from domain.messages.api import (
     RiskView,
     StatusView,
 )
+from domain.messages.control import OperatorRef
 from domain.messages.orders import FlattenCompleted, PositionView, RiskBlocked
 from tests.helpers import wait_until
 
@@ -63,14 +64,18 @@ class CannedControl:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any]] = []
+        # Who asked, for every call that changes the engine.
+        self.operators: list[tuple[str, OperatorRef]] = []
         self.failure: BaseException | None = None
         self.ready_blockers: list[str] = []
         self.before_status: Callable[[], None] | None = None
         self._lock = threading.Lock()
 
-    def _record(self, name: str, argument: Any = None) -> None:
+    def _record(self, name: str, argument: Any = None, by: OperatorRef | None = None) -> None:
         with self._lock:
             self.calls.append((name, argument))
+            if by is not None:
+                self.operators.append((name, by))
         if self.failure is not None:
             raise self.failure
 
@@ -88,22 +93,22 @@ class CannedControl:
             self.before_status()
         return _status()
 
-    def set_mode(self, request: ModeRequest) -> ModeResult:
-        self._record("set_mode", request)
+    def set_mode(self, request: ModeRequest, *, by: OperatorRef) -> ModeResult:
+        self._record("set_mode", request, by)
         return ModeResult(
             status=request.mode, previous=Mode.PAPER, armed=True, message="mode switched"
         )
 
-    def pause(self, request: PauseRequest) -> StatusView:
-        self._record("pause", request)
+    def pause(self, request: PauseRequest, *, by: OperatorRef) -> StatusView:
+        self._record("pause", request, by)
         return _status(state=TradingState.REDUCING)
 
-    def resume(self) -> StatusView:
-        self._record("resume")
+    def resume(self, *, by: OperatorRef) -> StatusView:
+        self._record("resume", None, by)
         return _status()
 
-    def flatten(self, request: FlattenRequest) -> FlattenCompleted:
-        self._record("flatten", request)
+    def flatten(self, request: FlattenRequest, *, by: OperatorRef) -> FlattenCompleted:
+        self._record("flatten", request, by)
         return FlattenCompleted(
             reason=request.reason,
             positions_closed=2,
@@ -668,16 +673,18 @@ class TestErrors:
         assert logged, "the traceback must reach the server log"
         assert getattr(logged[0], "error_id", "") in error.message
 
-    @pytest.mark.parametrize("path", sorted(PLANNED_ROUTES))
-    def test_solat_gate_routes_not_built_yet_are_a_501_that_says_what_to_use(
-        self, client: httpx.Client, path: str
-    ) -> None:
-        response = client.post(path)
-
-        assert response.status_code == 501
-        error = _error(response)
-        assert error.error == "NOT_IMPLEMENTED"
-        assert "/flatten" in error.message
+    def test_no_solat_route_is_left_planned(self) -> None:
+        # The gate routes were 501 NOT_IMPLEMENTED placeholders; they are all routed now.
+        assert PLANNED_ROUTES == {}
+        paths = {operation.path for operation in OPERATIONS}
+        for path in (
+            "/execution/gates",
+            "/execution/connect",
+            "/execution/prelive/run",
+            "/execution/live/confirm",
+            "/execution/live/revoke",
+        ):
+            assert path in paths
 
 
 # ---------------------------------------------------------------------------------------------
@@ -726,9 +733,37 @@ class TestAuth:
 
         assert response.status_code == 401
 
-    def test_get_routes_stay_open_with_a_token(self, authed: httpx.Client) -> None:
-        assert authed.get("/status").status_code == 200
-        assert authed.get("/metrics").status_code == 200
+    @pytest.mark.parametrize(
+        "path", ["/health", "/metrics", "/openapi.json", "/positions", "/risk", "/execution/risk"]
+    )
+    def test_get_routes_without_operator_text_stay_open_with_a_token(
+        self, authed: httpx.Client, path: str
+    ) -> None:
+        assert authed.get(path).status_code == 200
+
+    def test_ready_stays_open_with_a_token(self, authed: httpx.Client) -> None:
+        assert authed.get("/ready").status_code == 200
+
+    @pytest.mark.parametrize(
+        "path",
+        ["/status", "/execution/status", "/orders", "/execution/orders", "/debug/actors"],
+    )
+    def test_get_routes_showing_operator_text_need_the_token_when_one_is_configured(
+        self, authed: httpx.Client, control: CannedControl, path: str
+    ) -> None:
+        refused = authed.get(path)
+        accepted = authed.get(path, headers={"Authorization": f"Bearer {TOKEN}"})
+
+        assert refused.status_code == 401
+        assert _error(refused).error == "UNAUTHORIZED"
+        assert accepted.status_code == 200
+        assert len(control.calls) == 1  # only the authorised request reached the engine
+
+    def test_get_routes_showing_operator_text_are_open_without_a_token(
+        self, client: httpx.Client
+    ) -> None:
+        assert client.get("/status").status_code == 200
+        assert client.get("/debug/actors").status_code == 200
 
     def test_post_routes_are_open_without_a_configured_token(
         self, client: httpx.Client, control: CannedControl
@@ -810,7 +845,12 @@ class TestOpenApi:
         assert document["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
         assert document["paths"]["/flatten"]["post"]["security"] == [{"bearerAuth": []}]
         assert "401" in document["paths"]["/flatten"]["post"]["responses"]
-        assert "security" not in document["paths"]["/status"]["get"]
+        assert document["paths"]["/status"]["get"]["security"] == [{"bearerAuth": []}]
+        assert "401" in document["paths"]["/status"]["get"]["responses"]
+        # Open routes say so explicitly.
+        assert document["paths"]["/health"]["get"]["security"] == []
+        assert document["paths"]["/metrics"]["get"]["security"] == []
+        assert "401" not in document["paths"]["/health"]["get"]["responses"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from domain.messages.api import (
     KillSwitchView,
     ReconcileReportView,
 )
+from domain.messages.control import OperatorRef
 from tests.adapter.test_http import NOW_NS, TOKEN, CannedControl
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -49,24 +50,28 @@ class KillSwitchControl(CannedControl):
             message=message,
         )
 
-    def kill_switch_activate(self, request: KillSwitchActivateRequest) -> KillSwitchView:
-        self._record("kill_switch_activate", request)
+    def kill_switch_activate(
+        self, request: KillSwitchActivateRequest, *, by: OperatorRef
+    ) -> KillSwitchView:
+        self._record("kill_switch_activate", request, by)
         return self._view(active=True, message="kill switch active")
 
-    def kill_switch_reset(self, request: KillSwitchResetRequest) -> KillSwitchView:
-        self._record("kill_switch_reset", request)
+    def kill_switch_reset(
+        self, request: KillSwitchResetRequest, *, by: OperatorRef
+    ) -> KillSwitchView:
+        self._record("kill_switch_reset", request, by)
         return self._view(active=False, message="kill switch inactive; disarmed")
 
     def kill_switch(self) -> KillSwitchView:
         self._record("kill_switch")
         return self._view(active=True, message="active")
 
-    def arm(self, request: ArmRequest) -> ArmView:
-        self._record("arm", request)
+    def arm(self, request: ArmRequest, *, by: OperatorRef) -> ArmView:
+        self._record("arm", request, by)
         return ArmView(ok=True, armed=True, mode=Mode.PAPER, live=False, message="armed")
 
-    def disarm(self, request: DisarmRequest) -> ArmView:
-        self._record("disarm", request)
+    def disarm(self, request: DisarmRequest, *, by: OperatorRef) -> ArmView:
+        self._record("disarm", request, by)
         return ArmView(ok=True, armed=False, mode=Mode.PAPER, live=False, message="disarmed")
 
     def reconcile_report(self) -> ReconcileReportView:
@@ -75,11 +80,11 @@ class KillSwitchControl(CannedControl):
             raise ControlError(503, "RECONCILE_UNAVAILABLE", "no reconciliation report")
         return self.report
 
-    def resume(self):  # type: ignore[no-untyped-def]
+    def resume(self, *, by: OperatorRef):  # type: ignore[no-untyped-def]
         if self.resume_error is not None:
-            self._record("resume")
+            self._record("resume", None, by)
             raise self.resume_error
-        return super().resume()
+        return super().resume(by=by)
 
 
 @pytest.fixture
@@ -202,10 +207,12 @@ class TestKillSwitchRoutes:
         assert response.status_code == 401
         assert control.calls == []
 
-    def test_the_kill_switch_state_is_readable_without_a_token(
+    def test_the_kill_switch_state_needs_the_token_it_shows_operator_text(
         self, client: httpx.Client, control: KillSwitchControl
     ) -> None:
-        response = client.get("/execution/kill-switch")
+        # Its reason and detail are what an operator typed: behind the token when one is set.
+        assert client.get("/execution/kill-switch").status_code == 401
+        response = client.get("/execution/kill-switch", headers=AUTH)
 
         assert response.status_code == 200
         assert msgspec.json.decode(response.content, type=KillSwitchView).active
