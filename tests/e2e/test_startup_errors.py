@@ -109,3 +109,16 @@ def test_an_unusable_journal_file_stops_the_start_naming_it(tmp_path: Path) -> N
         assert_one_clear_line(launcher, "JOURNAL_UNAVAILABLE", str(journal_file))
     finally:
         launcher.close()
+
+
+def test_a_non_loopback_bind_without_an_admin_token_stops_the_start(tmp_path: Path) -> None:
+    launcher = Launcher(tmp_path, fast_paper_config(tmp_path), free_port())
+    upgrade_schema(launcher.database_url)
+    environment = {"VIGIL_HTTP_HOST": "0.0.0.0"}
+    try:
+        launcher.start(environment)
+        assert launcher.wait_exit() != 0
+        assert lease_rows(launcher.database_url) == 0
+        assert_one_clear_line(launcher, "http.host=0.0.0.0", "VIGIL_ADMIN_TOKEN")
+    finally:
+        launcher.close()
