@@ -165,6 +165,30 @@ class HttpConfig(_Strict):
     flatten_timeout_s: float = Field(default=5.0, gt=0)
     threads: int = Field(default=4, gt=0)
 
+    @model_validator(mode="after")
+    def _tokens_tell_operators_apart(self) -> HttpConfig:
+        # Caught at load, not when the admin API starts: the audit trail names operators by
+        # their token, so a name must be usable and a token belong to one name. The messages
+        # name operators, never tokens.
+        named = dict(self.tokens)
+        if self.token is not None:
+            if "admin" in named:
+                raise ValueError("http.tokens names 'admin', which is http.token's name")
+            named["admin"] = self.token
+        owners: dict[str, str] = {}
+        for name, secret in named.items():
+            if not name.strip() or name in ("local", "anonymous"):
+                raise ValueError(f"http.tokens has an unusable operator name {name!r}")
+            value = secret.get_secret_value().strip()
+            if not value:
+                raise ValueError(f"the admin token of {name!r} is empty")
+            if value in owners:
+                raise ValueError(
+                    f"the admin tokens of {owners[value]!r} and {name!r} are the same token"
+                )
+            owners[value] = name
+        return self
+
 
 class HeartbeatConfig(_Strict):
     """Staleness limits that auto-pause entries (the runbook says 5 s)."""

@@ -173,6 +173,8 @@ AUDIT_LIMIT_MAX = 1000
 # The name ``http.token`` goes by in the audit trail; ``local`` when no token is configured.
 ADMIN_TOKEN_NAME = "admin"
 LOCAL_OPERATOR = "local"
+# A request to an open route while tokens are configured (never passed to the port today).
+_ANONYMOUS = "anonymous"
 # REHEARSAL (config.rehearsal): every response carries this header, and the messages of the
 # views that change what the engine may do start with the prefix.
 REHEARSAL_HEADER = "X-Vigil-Rehearsal"
@@ -729,7 +731,7 @@ class AdminApp:
         if not self._tokens:
             return OperatorRef(who=LOCAL_OPERATOR, address=address)
         if not needs_token:
-            return OperatorRef(who="anonymous", address=address)
+            return OperatorRef(who=_ANONYMOUS, address=address)
         header = request.headers.get("Authorization")
         challenge = {"WWW-Authenticate": 'Bearer realm="vigil"'}
         if not header:
@@ -931,7 +933,7 @@ def _named_tokens(token: str | None, tokens: Mapping[str, str]) -> tuple[tuple[s
             raise ValueError(
                 f"http.tokens names {name!r}, which is http.token's name; rename one of them"
             )
-        if not name.strip() or name == LOCAL_OPERATOR:
+        if not name.strip() or name in (LOCAL_OPERATOR, _ANONYMOUS):
             raise ValueError(f"http.tokens has an unusable operator name {name!r}")
         named[name] = value
     seen: dict[bytes, str] = {}
