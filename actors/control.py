@@ -388,7 +388,7 @@ class EngineControl:
         detail = self._redactor().text(request.reason)
         flatten = self._config.close_on_kill_switch
         control = self._control_ask(
-            TripKillSwitch(reason=MANUAL_KILL_SWITCH, detail=detail, flatten=flatten)
+            TripKillSwitch(reason=MANUAL_KILL_SWITCH, detail=detail, flatten=flatten, by=by)
         )
         message = "kill switch active"
         if flatten:
@@ -404,7 +404,9 @@ class EngineControl:
         redactor = self._redactor()
         control = self._control_ask(
             ResetKillSwitch(
-                operator=redactor.text(request.operator), reason=redactor.text(request.reason)
+                operator=redactor.text(request.operator),
+                reason=redactor.text(request.reason),
+                by=by,
             )
         )
         if control.pauses:
@@ -696,7 +698,9 @@ class EngineControl:
         control = self._ask_answer("kill_switch", command, _trading_control_view())
         if control.refused:
             code, _, message = control.refused.partition(": ")
-            raise ControlError(refused_status, code, message or control.refused)
+            raise ControlError(
+                refused_status, code, self._redactor().text(message or control.refused)
+            )
         return control
 
     def _ask_or_last(self, actor: str, message: object, degraded: list[str]) -> Any:
