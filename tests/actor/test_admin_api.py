@@ -56,12 +56,12 @@ def test_liveness_readiness_and_status_describe_the_engine(
 ) -> None:
     assert client.get("/health").json()["status"] == "ok"
     assert client.get("/ready").status_code == 200
-    status = client.get("/status").json()
+    status = client.get("/status", headers=AUTH).json()
     assert status["mode"] == "PAPER" and status["trading_state"] == "ACTIVE"
     assert status["is_leader"] and status["epoch"] >= 1
     assert status["config_sha"] == api_desk.engine.config_sha
     assert {actor["name"] for actor in status["actors"]} >= {"order", "risk", "leader"}
-    assert TOKEN not in client.get("/debug/actors").text
+    assert TOKEN not in client.get("/debug/actors", headers=AUTH).text
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/flatten", "/mode", "/pause", "/resume", "/positions", "/ready"} <= set(paths)
 
@@ -95,7 +95,7 @@ def test_mode_switch_paper_answers_and_live_lists_its_blockers(client: httpx.Cli
         and "LIVE_ENABLE_TOKEN is not configured" in body["blockers"]
     )
     assert client.post("/mode", json={"mode": "DEMO"}, headers=AUTH).status_code == 403
-    assert client.get("/status").json()["mode"] == "PAPER"
+    assert client.get("/status", headers=AUTH).json()["mode"] == "PAPER"
     bad = client.post(
         "/mode", content=b"{not json", headers={**AUTH, "content-type": "application/json"}
     )
@@ -119,7 +119,7 @@ def test_flatten_closes_every_position_and_cancels_every_sibling(
         assert api_desk.working_legs(plan_id) == {}
         legs = {o.leg.value: o.status.value for o in api_desk.orders_for(plan_id)}
         assert legs["EXIT"] == "FILLED" and legs["STOP"] == legs["TARGET"] == "CANCELLED"
-    status = client.get("/status").json()
+    status = client.get("/status", headers=AUTH).json()
     assert [c["cause"] for c in status["pause_causes"]] == ["FLATTEN"]
     metrics = client.get("/metrics").text
     assert 'trader_positions_open{strategy="orb_1"} 0.0' in metrics

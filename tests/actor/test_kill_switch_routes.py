@@ -59,7 +59,7 @@ def test_the_runbooks_kill_switch_halts_flattens_and_only_a_reset_clears_it(
         assert refused.json()["error"] == "HALTED"
         assert "MANUAL" in refused.json()["message"]
         assert "POST /execution/kill-switch/reset" in refused.json()["message"]
-    assert client.get("/status").json()["trading_state"] == "HALTED"
+    assert client.get("/status", headers=AUTH).json()["trading_state"] == "HALTED"
 
     reset = client.post(
         "/execution/kill-switch/reset",
@@ -68,7 +68,7 @@ def test_the_runbooks_kill_switch_halts_flattens_and_only_a_reset_clears_it(
     )
     assert reset.status_code == 200, reset.text
     assert reset.json()["active"] is False and reset.json()["armed"] is False
-    assert client.get("/execution/kill-switch").json()["active"] is False
+    assert client.get("/execution/kill-switch", headers=AUTH).json()["active"] is False
     assert desk.engine.database is not None
     with UnitOfWork(desk.engine.database) as uow:
         [latest, *_] = uow.events.list_recent(10, event="KILL_SWITCH")
@@ -77,7 +77,7 @@ def test_the_runbooks_kill_switch_halts_flattens_and_only_a_reset_clears_it(
 
     # Not re-armed: the FLATTEN pause is resumed, then an explicit arm lets entries flow.
     assert client.post("/resume", headers=AUTH).status_code == 200
-    status = client.get("/status").json()
+    status = client.get("/status", headers=AUTH).json()
     assert status["trading_state"] == "ACTIVE" and status["armed"] is False
     armed = client.post("/execution/arm", json={"confirm": True}, headers=AUTH)
     assert armed.status_code == 200 and armed.json()["armed"] is True
@@ -112,12 +112,12 @@ def test_operator_text_with_a_secret_is_redacted_in_status_and_debug_actors(
     secret = secret_text.removeprefix("token=")
     for text in (
         response.text,
-        client.get("/status").text,
-        client.get("/debug/actors").text,
-        client.get("/execution/kill-switch").text,
+        client.get("/status", headers=AUTH).text,
+        client.get("/debug/actors", headers=AUTH).text,
+        client.get("/execution/kill-switch", headers=AUTH).text,
     ):
         assert secret not in text
-    [cause] = client.get("/status").json()["pause_causes"]
+    [cause] = client.get("/status", headers=AUTH).json()["pause_causes"]
     assert cause["cause"] == "OPERATOR" and "[REDACTED]" in cause["detail"]
     assert api_desk.engine.database is not None
     with UnitOfWork(api_desk.engine.database) as uow:
