@@ -128,7 +128,9 @@ def build_openapi(
                 "Operator control of one Vigil engine. Two route dialects share handlers: the "
                 "AITRAPP runbook's (/mode, /pause, ...) and the SOLAT runbook's "
                 "(/execution/...). Every error is a JSON ErrorBody: unknown path 404 "
-                "NOT_FOUND, wrong method 405 METHOD_NOT_ALLOWED. Money is a decimal string."
+                "NOT_FOUND, wrong method 405 METHOD_NOT_ALLOWED. Money is a decimal string. "
+                "With an admin token configured, each operation's security says whether it "
+                "needs the bearer token (every POST, and every GET that shows operator text)."
             ),
         },
         "paths": paths,
