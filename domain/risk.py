@@ -519,9 +519,7 @@ def _check_live_order_size(quantity: int, limit: Decimal | None) -> Denial | Non
         return None
     return Denial(
         code=DenialCode.LIVE_MAX_ORDER_SIZE,
-        detail=_figures(
-            quantity=quantity, live_max_order_size="unset" if limit is None else limit
-        ),
+        detail=_figures(quantity=quantity, live_max_order_size="unset" if limit is None else limit),
     )
 
 
