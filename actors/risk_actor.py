@@ -38,7 +38,7 @@ from actors.safety_outbox import SafetyOutbox
 from adapters.logs import log_event
 from adapters.storage.repositories import UnitOfWork
 from domain.clock import NANOS_PER_SECOND
-from domain.enums import DenialCode, PauseCause, TradingState
+from domain.enums import DenialCode, Mode, PauseCause, TradingState
 from domain.messages import (
     DrainTicks,
     PauseEntries,
@@ -106,12 +106,16 @@ class RiskActor(VigilActor):
         instruments: Mapping[str, Instrument],
         conflator: TickChannel,
         metrics: EngineMetrics,
+        live_max_order_size: Decimal | None = None,
         order_actor: str = "order",
         kill_switch_actor: str = "kill_switch",
         **base: Any,
     ) -> None:
         super().__init__(**base)
         self._limits = limits
+        # LIVE_MAX_ORDER_SIZE: applies only while the kill switch says mode LIVE (unset there
+        # blocks every entry: in LIVE a limit has no default).
+        self._live_max_order_size = live_max_order_size
         self._database = database
         self._instruments = dict(instruments)
         self._conflator = conflator
@@ -208,6 +212,8 @@ class RiskActor(VigilActor):
             limits=self._limits,
             state=self._state,
             now_ns=now,
+            live=self._trading is not None and self._trading.mode is Mode.LIVE,
+            live_max_order_size=self._live_max_order_size,
         )
         self._state = state
         if isinstance(decision, Denial):
@@ -246,6 +252,8 @@ class RiskActor(VigilActor):
     def risk_view(self) -> RiskView:
         now = self.clock.now_ns()
         limits = {key: str(value) for key, value in self._limits.model_dump(mode="json").items()}
+        limit = self._live_max_order_size
+        limits["live_max_order_size"] = "unset" if limit is None else str(limit)
         return RiskView(
             limits=limits,
             heat_rupees=self._portfolio.heat,
@@ -283,6 +291,12 @@ class RiskActor(VigilActor):
         if not self._windows_loaded:
             return Denial(code=DenialCode.TRADING_PAUSED, detail="risk_windows=not_loaded")
         if trading.state is TradingState.HALTED:
+            if trading.halt_reason == DenialCode.DAILY_LOSS_LIMIT.value:
+                # Tripped by the daily loss limit: the operator reads that limit and today's
+                # figures, the same reason a plan gets before the kill switch's HALT arrives.
+                breach = daily_loss_breached(self._portfolio, self._limits)
+                if breach is not None:
+                    return breach
             return Denial(
                 code=DenialCode.KILL_SWITCH_ACTIVE, detail=f"halt_reason={trading.halt_reason}"
             )

@@ -19,6 +19,8 @@ One line per record: ``ts`` (ISO-8601 UTC), ``level``, ``logger``, ``event`` (``
 given), ``message``, ``thread``, every extra field, and ``exc`` when there is an exception.
 Extra fields may be msgspec structs, Decimals (written as strings), enums or anything with a
 ``str``; a field that cannot be encoded is written as its ``repr``, never dropped with the line.
+In a rehearsal of LIVE (``configure_logging(rehearsal=True)``) every line also carries
+``"rehearsal": "REHEARSAL"`` and its message starts with ``REHEARSAL ``.
 
 Redaction runs in a handler filter, so it covers records from every library, not only ours:
 each configured secret value, ``Bearer <credential>``, ``token=<value>`` (and ``password=``,
@@ -58,6 +60,8 @@ __all__ = [
 ]
 
 REDACTED = "[REDACTED]"
+_REHEARSAL = "REHEARSAL"
+_REHEARSAL_PREFIX = "REHEARSAL "
 
 # Shorter "secrets" would shred ordinary words in every line; nothing that short is secret.
 _MIN_SECRET_LENGTH = 4
@@ -156,7 +160,16 @@ class RedactingFilter(logging.Filter):
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per record (see the module docstring for the keys)."""
+    """One JSON object per record (see the module docstring for the keys).
+
+    ``rehearsal``: LIVE is being rehearsed on the paper venue (``EngineConfig.rehearsal``):
+    every line carries ``"rehearsal": "REHEARSAL"`` and its message starts with
+    ``REHEARSAL ``, so no line read out of context can pass for real LIVE trading.
+    """
+
+    def __init__(self, *, rehearsal: bool = False) -> None:
+        super().__init__()
+        self.rehearsal = rehearsal
 
     def format(self, record: logging.LogRecord) -> str:
         encoded = record.__dict__.get(_LINE_ATTRIBUTE)
@@ -173,6 +186,11 @@ class JsonFormatter(logging.Formatter):
         for key, value in vars(record).items():
             if key not in _RECORD_ATTRIBUTES and key not in _OUTPUT_KEYS and key != _LINE_ATTRIBUTE:
                 line[key] = value
+        if self.rehearsal:
+            # After the extra fields: an extra named "rehearsal" cannot hide the tag.
+            line["rehearsal"] = _REHEARSAL
+            if not line["message"].startswith(_REHEARSAL_PREFIX):
+                line["message"] = _REHEARSAL_PREFIX + line["message"]
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
@@ -286,6 +304,7 @@ def configure_logging(
     secrets: Sequence[str] = (),
     file_name: str = "vigil.log",
     stream: bool = True,
+    rehearsal: bool = False,
 ) -> None:
     """Send every logger's records, as redacted JSON lines, to ``logs_dir/file_name`` and
     (when ``stream``) to stderr.
@@ -303,6 +322,8 @@ def configure_logging(
         secrets: values to redact wherever they appear (tokens, passwords, API keys).
         file_name: log file inside ``logs_dir``; reopened if rotated away (logrotate).
         stream: also write to stderr.
+        rehearsal: tag every line REHEARSAL (see ``JsonFormatter``); the launcher passes
+            ``EngineConfig.rehearsal``.
 
     Raises:
         ValueError: ``level`` is not a logging level name.
@@ -314,7 +335,7 @@ def configure_logging(
     directory = Path(logs_dir)
     directory.mkdir(parents=True, exist_ok=True)
     redactor = Redactor(secrets)
-    formatter = JsonFormatter()
+    formatter = JsonFormatter(rehearsal=rehearsal)
     handlers: list[logging.Handler] = [
         logging.handlers.WatchedFileHandler(directory / file_name, encoding="utf-8")
     ]

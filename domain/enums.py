@@ -112,3 +112,5 @@ class DenialCode(StrEnum):
     SPREAD_BLOWOUT = "SPREAD_BLOWOUT"
     POSITION_OPEN = "POSITION_OPEN"
     BACKPRESSURE = "BACKPRESSURE"
+    # LIVE only: the quantity after sizing is above LIVE_MAX_ORDER_SIZE, or that limit is unset.
+    LIVE_MAX_ORDER_SIZE = "LIVE_MAX_ORDER_SIZE"

@@ -187,6 +187,8 @@ def evaluate_entry(
     limits: RiskConfig,
     state: RiskState,
     now_ns: int,
+    live: bool = False,
+    live_max_order_size: Decimal | None = None,
 ) -> tuple[Approval | Denial, RiskState]:
     """Run every pre-trade check for an ENTRY; the first failure wins.
 
@@ -212,8 +214,11 @@ def evaluate_entry(
     12. PER_TRADE_RISK: ``quantity * |entry - stop|`` above ``capital * per_trade_risk_pct /
         100``. The quantity is reduced to the largest whole-lot quantity that fits; denied
         only when not even one lot fits.
-    13. HEAT_CAP: ``portfolio.heat + quantity * |entry - stop|`` above the heat cap.
-    14. PER_SYMBOL_EXPOSURE: notional of open positions and working entries in the
+    13. LIVE_MAX_ORDER_SIZE (only when ``live``): the quantity after sizing above
+        ``live_max_order_size``, or that limit unset (in LIVE a limit has no default). It
+        denies rather than reduces: the runbook's hard ceiling on one LIVE order.
+    14. HEAT_CAP: ``portfolio.heat + quantity * |entry - stop|`` above the heat cap.
+    15. PER_SYMBOL_EXPOSURE: notional of open positions and working entries in the
         instrument plus ``quantity * entry`` above ``per_symbol_exposure_cap_rupees``.
 
     Risk and notional use the plan's ``entry_price`` (the reference price of a MARKET entry).
@@ -226,6 +231,8 @@ def evaluate_entry(
         limits: the risk configuration.
         state: what earlier calls remembered.
         now_ns: the decision time, epoch nanoseconds.
+        live: the engine is in mode LIVE: ``live_max_order_size`` applies.
+        live_max_order_size: ``LIVE_MAX_ORDER_SIZE``, in units of order quantity.
 
     Returns:
         The decision and the new state. Expired entries are always pruned from the state. On
@@ -254,6 +261,11 @@ def evaluate_entry(
     if isinstance(sized, Denial):
         return sized, state
     quantity, reduced_by = sized
+
+    if live:
+        denial = _check_live_order_size(quantity, live_max_order_size)
+        if denial is not None:
+            return denial, state
 
     denial = _check_heat(plan, quantity, portfolio, limits) or _check_exposure(
         plan, quantity, portfolio, limits
@@ -500,6 +512,15 @@ def _size(
         quantity = fitting
         reduced_by.append("per_trade_risk")
     return quantity, reduced_by
+
+
+def _check_live_order_size(quantity: int, limit: Decimal | None) -> Denial | None:
+    if limit is not None and quantity <= limit:
+        return None
+    return Denial(
+        code=DenialCode.LIVE_MAX_ORDER_SIZE,
+        detail=_figures(quantity=quantity, live_max_order_size="unset" if limit is None else limit),
+    )
 
 
 def _check_heat(

@@ -57,7 +57,12 @@ def main(argv: list[str] | None = None) -> int:
         if secret is not None
     ]
     try:
-        configure_logging(logs_dir=config.logs_dir, level=config.log_level, secrets=secrets)
+        configure_logging(
+            logs_dir=config.logs_dir,
+            level=config.log_level,
+            secrets=secrets,
+            rehearsal=config.rehearsal,
+        )
     except OSError as error:
         print(f"configuration error: logs_dir {config.logs_dir!r}: {error}", file=sys.stderr)
         return 2

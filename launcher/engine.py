@@ -432,6 +432,7 @@ class Engine:
                 start=lambda: RiskActor.start(
                     name="risk",
                     limits=config.risk,
+                    live_max_order_size=config.live.live_max_order_size,
                     database=database,
                     instruments=self.instruments,
                     conflator=risk_conflator,

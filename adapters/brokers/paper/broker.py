@@ -342,8 +342,11 @@ class PaperBroker:
             books.next_order_seq,
             books.next_trade_seq,
         )
+        # is_live: a rehearsal venue presents a LIVE-type account (paper_broker.live_account).
         return AccountInfo(
-            account_id=self._config.account_id, balance=loaded.balance, is_live=False
+            account_id=self._config.account_id,
+            balance=loaded.balance,
+            is_live=self._config.live_account,
         )
 
     def set_report_sink(self, sink: ReportSink) -> None:
