@@ -84,6 +84,8 @@ class PauseCause(StrEnum):
     ORDER_STREAM_STALE = "ORDER_STREAM_STALE"
     ACTOR_UNRESPONSIVE = "ACTOR_UNRESPONSIVE"
     BACKPRESSURE = "BACKPRESSURE"
+    # In LIVE: a LIVE gate lapsed while armed (confirmation expired, broker gone, breaker...).
+    LIVE_GATE = "LIVE_GATE"
     RECONCILE_DRIFT = "RECONCILE_DRIFT"  # our books and the broker's disagree unexplained
 
 

@@ -70,6 +70,8 @@ class TripKillSwitch(msgspec.Struct, frozen=True, kw_only=True):
     reason: str
     detail: str = ""
     flatten: bool = False
+    # Who asked (the audit trail); None: the engine itself.
+    by: OperatorRef | None = None
 
 
 class FlattenAll(msgspec.Struct, frozen=True, kw_only=True):
@@ -133,6 +135,8 @@ class ResetKillSwitch(msgspec.Struct, frozen=True, kw_only=True):
 
     operator: str = "operator"
     reason: str = "manual"
+    # Who asked (the audit trail); None: ``operator`` as the name, address unknown.
+    by: OperatorRef | None = None
 
 
 class OperatorRef(msgspec.Struct, frozen=True, kw_only=True):
