@@ -84,8 +84,6 @@ class PauseCause(StrEnum):
     ORDER_STREAM_STALE = "ORDER_STREAM_STALE"
     ACTOR_UNRESPONSIVE = "ACTOR_UNRESPONSIVE"
     BACKPRESSURE = "BACKPRESSURE"
-    # In LIVE: a LIVE gate lapsed while armed (confirmation expired, broker gone, breaker...).
-    LIVE_GATE = "LIVE_GATE"
     RECONCILE_DRIFT = "RECONCILE_DRIFT"  # our books and the broker's disagree unexplained
 
 
@@ -114,3 +112,5 @@ class DenialCode(StrEnum):
     SPREAD_BLOWOUT = "SPREAD_BLOWOUT"
     POSITION_OPEN = "POSITION_OPEN"
     BACKPRESSURE = "BACKPRESSURE"
+    # In LIVE: a LIVE gate lapsed while armed (confirmation expired, broker gone, breaker...).
+    LIVE_GATE = "LIVE_GATE"
