@@ -856,6 +856,19 @@ class KillSwitchActor(VigilActor):
                 "CONNECT", "ACCEPTED", by, now, detail=f"{kind} account {account.account_id}"
             )
         )
+        if account.is_live and self._armed and self._mode is not Mode.LIVE:
+            # PAPER-armed, and the broker turns out to be a LIVE account: entries would reach it.
+            self._armed = False
+            audits.append(
+                self._audit(
+                    "DISARM",
+                    "ACCEPTED",
+                    ENGINE,
+                    now,
+                    detail=f"armed in {self._mode.value} but account {account.account_id} is LIVE",
+                    level=logging.WARNING,
+                )
+            )
         if bind is not None:
             # Account lock: this database trades this account from now on (stored with the
             # audit row; a different account later blocks LIVE).

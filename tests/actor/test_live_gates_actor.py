@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from actors.directory import ActorUnavailable
 from actors.kill_switch_actor import ModeDecision, TradingControlView
 from domain.clock import NANOS_PER_SECOND
 from domain.enums import Mode, PauseCause
@@ -27,6 +28,7 @@ from domain.messages import (
     ConfirmLive,
     ConfirmOutcome,
     DisarmTrading,
+    InjectFault,
     LiveGatesReport,
     OperatorRef,
     PauseEntries,
@@ -485,3 +487,33 @@ def test_a_new_engine_on_the_same_database_never_comes_back_live_armed(
     # The account lock survived the restart.
     ask(second, RecordConnect(account=live_account(second, "LIVE-OTHER-9"), by=OPERATOR))
     assert has_blocker(gates(second), f"Account lock: this database trades account {ACCOUNT}")
+
+
+def test_a_supervisor_restart_of_the_kill_switch_does_not_come_back_live_armed(
+    armed_live: Desk,
+) -> None:
+    desk = armed_live
+    assert desk.engine.directory.tell("kill_switch", InjectFault(detail="LIVE restart drill"))
+
+    def restarted() -> LiveGatesReport | None:
+        try:
+            report = gates(desk)
+        except ActorUnavailable:
+            return None  # between the crash and the restart
+        return report if report.confirmation_expires_ns is None else None
+
+    report = desk.settle(restarted, what="the kill switch restarted with no confirmation")
+    assert not report.armed
+    assert "UI LIVE confirmation not completed" in report.blockers
+    gate = desk.engine.gate.current()
+    assert gate is not None and not gate.armed
+
+
+def test_a_connect_to_a_live_account_disarms_a_paper_armed_engine(
+    desk_factory: Callable[..., Desk],
+) -> None:
+    desk = desk_factory()
+    desk.ready_to_trade()  # PAPER, auto-armed
+    report = ask(desk, RecordConnect(account=live_account(desk), by=OPERATOR))
+    assert not report.armed and report.mode is Mode.PAPER
+    assert ask(desk, ArmTrading(by=OPERATOR)).refused.startswith("ARM_REFUSED")
