@@ -797,23 +797,7 @@ class KillSwitchActor(VigilActor):
         return (unsaved + stored)[:limit]
 
     def gates_report(self, now: int) -> LiveGatesReport:
-        facts = self._facts()
-        blockers = self._live.arming_blockers(facts, now)
-        confirmation = self._live.confirmation
-        return LiveGatesReport(
-            mode=self._mode,
-            armed=self._armed,
-            rehearsal=self._live.settings.rehearsal,
-            allowed=not blockers,
-            blockers=tuple(blockers),
-            warnings=tuple(self._live.warnings(facts, now)),
-            account=self._live.account,
-            prelive=self._live.prelive,
-            confirmation_expires_ns=confirmation.expires_ns if confirmation else None,
-            breaker=self._live.breaker,
-            live_entries_stopped=self._entries_stopped(facts, now),
-            ts_event=now,
-        )
+        return self._live.report(self._facts(), mode=self._mode, armed=self._armed, now_ns=now)
 
     def _take_connect(
         self,
@@ -1028,20 +1012,13 @@ class KillSwitchActor(VigilActor):
             drift=((drift.detail or "books and broker disagree"),) if drift else (),
         )
 
-    def _entries_stopped(self, facts: GateFacts, now: int) -> str | None:
-        """Armed in LIVE but a gate lapsed: the sentences why (exits go on)."""
-        if not (self._armed and self._mode is Mode.LIVE):
-            return None
-        blockers = self._live.entry_blockers(facts, now)
-        return "; ".join(blockers) if blockers else None
-
     def _check_live(self, now: int) -> None:
         """Say once that an armed LIVE engine stopped opening positions (the gate itself already
         refuses the entries at their own time), and keep the LIVE metrics current."""
         facts = self._facts()
-        stopped = self._entries_stopped(facts, now)
-        if stopped is not None and self._live.announced_stop is None:
-            self._live.announced_stop = stopped
+        change = self._live.note_stop(facts, mode=self._mode, armed=self._armed, now_ns=now)
+        if change == "stopped":
+            stopped = self._live.announced_stop or ""
             log_event(
                 logger,
                 "LIVE_GATE",
@@ -1052,17 +1029,11 @@ class KillSwitchActor(VigilActor):
             )
             audit = self._audit("LIVE_EXPIRED", "EXPIRED", ENGINE, now, detail=stopped, log=False)
             self._store_events([], [audit])
-        elif stopped is None and self._live.announced_stop is not None:
-            if self._armed and self._mode is Mode.LIVE:
-                log_event(logger, "LIVE_GATE", "LIVE entries flow again: every gate holds")
-            self._live.announced_stop = None
-        metrics = self._metrics
-        live_armed = self._armed and self._mode is Mode.LIVE
-        metrics.live_armed.set(1 if live_armed else 0)
-        metrics.live_confirmation_seconds_left.set(self._live.confirmation_left_s(now))
-        metrics.circuit_breaker_tripped.set(1 if self._live.breaker.tripped else 0)
-        metrics.live_gate_blockers.set(len(self._live.arming_blockers(facts, now)))
-        metrics.live_entries_stopped.set(1 if stopped is not None else 0)
+        elif change == "resumed":
+            log_event(logger, "LIVE_GATE", "LIVE entries flow again: every gate holds")
+        self._live.update_metrics(
+            self._metrics, facts, mode=self._mode, armed=self._armed, now_ns=now
+        )
 
     def _audit(
         self,

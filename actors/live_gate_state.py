@@ -41,9 +41,10 @@ from domain.live_gates import (
     live_warnings,
     prelive_checks,
 )
-from domain.messages import AuditEntry, ConfirmOutcome, OperatorRef
+from domain.messages import AuditEntry, ConfirmOutcome, LiveGatesReport, OperatorRef
 
 if TYPE_CHECKING:
+    from adapters.metrics import EngineMetrics
     from domain.config import EngineConfig, LiveGateConfig
 
 __all__ = [
@@ -150,6 +151,56 @@ class LiveGateState:
         if self.confirmation is None or now_ns >= self.confirmation.expires_ns:
             return 0.0
         return (self.confirmation.expires_ns - now_ns) / NANOS_PER_SECOND
+
+    def entries_stopped(
+        self, facts: GateFacts, *, mode: Mode, armed: bool, now_ns: int
+    ) -> str | None:
+        """Armed in LIVE but a gate lapsed: the sentences why (exits go on)."""
+        if not (armed and mode is Mode.LIVE):
+            return None
+        blockers = self.entry_blockers(facts, now_ns)
+        return "; ".join(blockers) if blockers else None
+
+    def note_stop(self, facts: GateFacts, *, mode: Mode, armed: bool, now_ns: int) -> str | None:
+        """Track the announced stop: "stopped" when entries just stopped (say it once),
+        "resumed" when an announced stop is over while still armed in LIVE, else None."""
+        stopped = self.entries_stopped(facts, mode=mode, armed=armed, now_ns=now_ns)
+        if stopped is not None and self.announced_stop is None:
+            self.announced_stop = stopped
+            return "stopped"
+        if stopped is None and self.announced_stop is not None:
+            self.announced_stop = None
+            return "resumed" if armed and mode is Mode.LIVE else None
+        return None
+
+    def report(self, facts: GateFacts, *, mode: Mode, armed: bool, now_ns: int) -> LiveGatesReport:
+        blockers = self.arming_blockers(facts, now_ns)
+        confirmation = self.confirmation
+        return LiveGatesReport(
+            mode=mode,
+            armed=armed,
+            rehearsal=self.settings.rehearsal,
+            allowed=not blockers,
+            blockers=tuple(blockers),
+            warnings=tuple(self.warnings(facts, now_ns)),
+            account=self.account,
+            prelive=self.prelive,
+            confirmation_expires_ns=confirmation.expires_ns if confirmation else None,
+            breaker=self.breaker,
+            live_entries_stopped=self.entries_stopped(facts, mode=mode, armed=armed, now_ns=now_ns),
+            ts_event=now_ns,
+        )
+
+    def update_metrics(
+        self, metrics: EngineMetrics, facts: GateFacts, *, mode: Mode, armed: bool, now_ns: int
+    ) -> None:
+        live_armed = armed and mode is Mode.LIVE
+        stopped = self.entries_stopped(facts, mode=mode, armed=armed, now_ns=now_ns)
+        metrics.live_armed.set(1 if live_armed else 0)
+        metrics.live_confirmation_seconds_left.set(self.confirmation_left_s(now_ns))
+        metrics.circuit_breaker_tripped.set(1 if self.breaker.tripped else 0)
+        metrics.live_gate_blockers.set(len(self.arming_blockers(facts, now_ns)))
+        metrics.live_entries_stopped.set(1 if stopped is not None else 0)
 
     def load(self, stored_breaker: str | None, stored_bound: str | None) -> None:
         if stored_breaker:
