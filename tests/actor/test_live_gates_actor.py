@@ -177,6 +177,11 @@ def test_each_blocker_appears_and_clears_through_the_procedure(live_desk: Desk) 
     assert has_blocker(gates(desk), "Kill switch is active (DRILL)")
     ask(desk, ResetKillSwitch(operator="admin", reason="drill over"))
     assert gates(desk).allowed
+    actions = [(row.action, row.outcome, row.who) for row in audit(desk)]
+    assert actions[:2] == [
+        ("KILL_SWITCH_RESET", "ACCEPTED", "admin"),
+        ("KILL_SWITCH", "TRIPPED", "engine"),
+    ]
 
     # A connect to another account: the account lock (bound at the first LIVE connect) blocks.
     ask(desk, RecordConnect(account=live_account(desk, "LIVE-OTHER-9"), by=OPERATOR))
@@ -349,6 +354,9 @@ def test_a_wrong_confirmation_is_refused_and_audited_without_the_token(
         )
     assert not outcome.accepted and outcome.code == code
     assert accepted.accepted
+    counted = desk.engine.metrics.audit_events_total
+    assert counted.labels(action="LIVE_CONFIRM", outcome="REFUSED")._value.get() == 1
+    assert counted.labels(action="LIVE_CONFIRM", outcome="ACCEPTED")._value.get() == 1
     rows = audit(desk)
     confirms = [row for row in rows if row.action == "LIVE_CONFIRM"]
     assert [(row.outcome, row.who, row.address) for row in confirms] == [
