@@ -130,6 +130,27 @@ _STORAGE_ERROR_KEY = "kill_switch_storage"
 _REPEAT_WINDOW_NS = 60 * NANOS_PER_SECOND
 _MAX_PENDING_EVENTS = 500
 _MAX_AUDIT_QUERY = 1000
+# Log headlines of audited actions, worded for the runbook's greps ("LIVE.*blocked",
+# "Circuit.*tripped", "LIVE.*confirm", "Kill.*switch").
+_HEADLINES: dict[tuple[str, str], str] = {
+    ("ARM", "REFUSED"): "Arming refused",
+    ("ARM", "ACCEPTED"): "Armed",
+    ("DISARM", "ACCEPTED"): "Disarmed",
+    ("CONNECT", "ACCEPTED"): "Broker connected",
+    ("CONNECT", "FAILED"): "Broker connect failed",
+    ("PRELIVE", "ACCEPTED"): "Pre-live check passed",
+    ("PRELIVE", "FAILED"): "Pre-live check failed",
+    ("LIVE_CONFIRM", "ACCEPTED"): "LIVE confirmation accepted",
+    ("LIVE_CONFIRM", "REFUSED"): "LIVE confirmation refused",
+    ("LIVE_REVOKE", "ACCEPTED"): "LIVE confirmation revoked",
+    ("MODE_SWITCH", "REFUSED"): "Mode switch refused",
+    ("CIRCUIT_BREAKER", "TRIPPED"): "Circuit breaker tripped",
+    ("CIRCUIT_BREAKER_RESET", "ACCEPTED"): "Circuit breaker reset",
+    ("CIRCUIT_BREAKER_RESET", "REFUSED"): "Circuit breaker reset refused",
+    ("KILL_SWITCH", "TRIPPED"): "Kill switch activated",
+    ("KILL_SWITCH_RESET", "ACCEPTED"): "Kill switch reset",
+    ("LIVE_EXPIRED", "EXPIRED"): "LIVE entries stopped",
+}
 
 
 class ModeDecision(msgspec.Struct, frozen=True, kw_only=True):
@@ -295,7 +316,7 @@ class KillSwitchActor(VigilActor):
             log_event(
                 logger,
                 "KILL_SWITCH",
-                f"kill switch still active after restart: {record.reason}",
+                f"Kill switch still active after restart: {record.reason}",
                 level=logging.WARNING,
                 reason=record.reason,
             )
@@ -400,7 +421,7 @@ class KillSwitchActor(VigilActor):
             log_event(
                 logger,
                 "KILL_SWITCH",
-                f"kill switch activated: {command.reason} {command.detail}".strip(),
+                f"Kill switch activated: {command.reason} {command.detail}".strip(),
                 level=logging.CRITICAL,
                 reason=command.reason,
                 detail=command.detail,
@@ -486,7 +507,7 @@ class KillSwitchActor(VigilActor):
         log_event(
             logger,
             "KILL_SWITCH",
-            f"kill switch reset by {command.operator}: {command.reason}; engine is disarmed "
+            f"Kill switch reset by {command.operator}: {command.reason}; engine is disarmed "
             "until armed again",
             operator=command.operator,
             reason=command.reason,
@@ -1063,7 +1084,7 @@ class KillSwitchActor(VigilActor):
             log_event(
                 logger,
                 action,
-                f"{action} {outcome} by {by.who} from {by.address}: {detail}".rstrip(": "),
+                self._headline(action, outcome, by, detail, blockers),
                 level=level,
                 who=by.who,
                 address=by.address,
@@ -1075,6 +1096,17 @@ class KillSwitchActor(VigilActor):
         return entry
 
     # ------------------------------------------------------------------ EGRESS
+    @staticmethod
+    def _headline(
+        action: str, outcome: str, by: OperatorRef, detail: str, blockers: Sequence[str]
+    ) -> str:
+        headline = _HEADLINES.get((action, outcome), f"{action} {outcome}")
+        if blockers and outcome == "REFUSED" and detail == "LIVE":
+            headline = f"LIVE blocked: {headline.lower()}"
+            detail = "; ".join(blockers)
+        text = f"{headline} (by {by.who} from {by.address})"
+        return f"{text}: {detail}" if detail else text
+
     def _state_message(self, now: int) -> TradingStateChanged:
         return TradingStateChanged(
             mode=self._mode,

@@ -11,6 +11,7 @@ another reason than the one under test).
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -394,7 +395,7 @@ def test_the_audit_trail_refuses_update_and_delete(armed_live: Desk) -> None:
 
 
 def test_the_circuit_breaker_trips_after_n_rejections_and_resets_only_after_cooldown(
-    desk_factory: Callable[..., Desk],
+    desk_factory: Callable[..., Desk], caplog: pytest.LogCaptureFixture
 ) -> None:
     desk = desk_factory(broker_faults=True, **LIVE_CONFIG)
     wait_leader(desk)
@@ -404,6 +405,7 @@ def test_the_circuit_breaker_trips_after_n_rejections_and_resets_only_after_cool
     faults = desk.engine.faults
     assert faults is not None
     faults.refuse_next("submit_order", times=3)
+    caplog.set_level(logging.INFO)
     for index in range(3):
         plan = desk.send_plan(instrument="AAA", quantity=10 + index)
         desk.settle(
@@ -418,6 +420,7 @@ def test_the_circuit_breaker_trips_after_n_rejections_and_resets_only_after_cool
     assert not report.armed
     assert has_blocker(report, "Circuit breaker tripped: 3 broker errors or rejections")
     assert desk.engine.metrics.circuit_breaker_tripped._value.get() == 1
+    assert any(re.search("Circuit.*tripped", r.getMessage()) for r in caplog.records)
     rows = audit(desk)
     assert ("CIRCUIT_BREAKER", "TRIPPED") in [(row.action, row.outcome) for row in rows]
 
@@ -525,3 +528,16 @@ def test_a_connect_to_a_live_account_disarms_a_paper_armed_engine(
     report = ask(desk, RecordConnect(account=live_account(desk), by=OPERATOR))
     assert not report.armed and report.mode is Mode.PAPER
     assert ask(desk, ArmTrading(by=OPERATOR)).refused.startswith("ARM_REFUSED")
+
+
+def test_the_log_lines_match_the_runbooks_greps(
+    live_desk: Desk, caplog: pytest.LogCaptureFixture
+) -> None:
+    desk = live_desk
+    with caplog.at_level(logging.INFO):
+        arm_live(desk)  # refused: blockers
+        connect_prelive_confirm(desk)
+        ask(desk, TripKillSwitch(reason="INCIDENT", detail="incident response"))
+    messages = [record.getMessage() for record in caplog.records]
+    for pattern in ("LIVE.*blocked", "LIVE.*confirm", "Kill.*switch"):
+        assert any(re.search(pattern, m) for m in messages), (pattern, messages)
