@@ -123,6 +123,9 @@ SAFETY_COMMANDS: tuple[type, ...] = (
     ResumeEntries,
     ResetKillSwitch,
     DisarmTrading,
+    # Tightening LIVE commands: a revoke, and the broker errors the circuit breaker counts.
+    RevokeLive,
+    BrokerErrorObserved,
 )
 _PAUSES_KEY = "operator_pause_causes"
 _ARMED_KEY = "armed_state"

@@ -204,7 +204,13 @@ class LiveGateState:
 
     def load(self, stored_breaker: str | None, stored_bound: str | None) -> None:
         if stored_breaker:
-            stored = msgspec.json.decode(stored_breaker, type=CircuitBreaker)
+            try:
+                stored = msgspec.json.decode(stored_breaker, type=CircuitBreaker)
+            except msgspec.DecodeError as error:
+                # Unreadable: the tighter reading (tripped, an operator resets it).
+                stored = CircuitBreaker(
+                    tripped_ns=0, detail=f"stored circuit breaker state unreadable ({error})"
+                )
             if stored.tripped:
                 self.breaker = stored  # a stored trip survives any restart
         if stored_bound and self.bound_account_id is None:
