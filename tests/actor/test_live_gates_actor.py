@@ -541,3 +541,24 @@ def test_the_log_lines_match_the_runbooks_greps(
     messages = [record.getMessage() for record in caplog.records]
     for pattern in ("LIVE.*blocked", "LIVE.*confirm", "Kill.*switch"):
         assert any(re.search(pattern, m) for m in messages), (pattern, messages)
+
+
+def test_broker_unavailability_counts_towards_the_breaker_too(
+    desk_factory: Callable[..., Desk],
+) -> None:
+    config = {**LIVE_CONFIG, "circuit_breaker": {"max_errors": 2, "window_s": 60}}
+    desk = desk_factory(broker_faults=True, **config)
+    wait_leader(desk)
+    connect_prelive_confirm(desk)
+    assert arm_live(desk).refused == ""
+    wait_taken_over(desk)
+    faults = desk.engine.faults
+    assert faults is not None
+    faults.lose_next("submit_order", loss="request", times=2)
+    desk.send_plan(instrument="AAA")
+    desk.send_plan(instrument="BBB", entry="200.10", stop="199.00", target="202.00")
+    report = desk.settle(
+        lambda: (r := gates(desk)).breaker.tripped and r, what="the breaker tripped"
+    )
+    assert "unavailable" in report.breaker.detail
+    assert not report.armed
