@@ -209,7 +209,7 @@ class BrokerGateway:
 
     def _carry_out(self, request: _Request) -> None:
         if request.is_entry and self._gate is not None:
-            denial = self._gate.entry_denial()
+            denial = self._gate.entry_denial(self._clock.now_ns())
             if denial is not None:
                 self._withhold(request, *denial)
                 return

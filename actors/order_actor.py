@@ -67,6 +67,7 @@ from domain.clock import NANOS_PER_SECOND
 from domain.config import OrderConfig, ReconciliationConfig
 from domain.enums import DenialCode, LegKind, OrderStatus, PauseCause
 from domain.messages import (
+    BrokerErrorObserved,
     BrokerRequestCompleted,
     BrokerRequestFailed,
     BrokerRequestWithheld,
@@ -216,6 +217,8 @@ class OrderActor(VigilActor):
             directory=self.directory, owner=self.name, target=kill_switch_actor
         )
         self._risk_actor = risk_actor
+        # Told every broker rejection and unavailability (the LIVE circuit breaker counts them).
+        self._kill_switch_actor = kill_switch_actor
         self._order_config = orders or OrderConfig()
         self._reconciler = OrderReconciler(
             reconciliation or ReconciliationConfig(),
@@ -452,12 +455,26 @@ class OrderActor(VigilActor):
             logger.warning(
                 "broker rejected %s (%s): %s", order.client_order_id, order.leg.value, report.reason
             )
+            self._tell_broker_error(f"REJECTED {order.client_order_id}: {report.reason}", now)
         self._execution.store_order_update(order, now)
         self._after_change()
 
     def on_broker_request_failed(self, failed: BrokerRequestFailed) -> None:
         self._execution.on_request_failed(failed)
+        if not failed.error.startswith("DUPLICATE_CLIENT_ORDER_ID"):
+            # A refusal or an unanswered call: one tell, the circuit breaker counts it. A
+            # duplicate id is the broker confirming it has the order, not an error.
+            kind = "rejected" if failed.rejected else "unavailable"
+            self._tell_broker_error(
+                f"{failed.request.value} {failed.client_order_id} {kind}: {failed.error}",
+                failed.ts_event,
+            )
         self._after_change()
+
+    def _tell_broker_error(self, error: str, ts_event: int) -> None:
+        self.directory.tell(
+            self._kill_switch_actor, BrokerErrorObserved(error=error, ts_event=ts_event)
+        )
 
     def on_broker_request_completed(self, completed: BrokerRequestCompleted) -> None:
         self._execution.on_request_completed(completed)

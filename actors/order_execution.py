@@ -187,7 +187,7 @@ class OrderExecution:
             )
         # The kill switch's decision, not our copy of its last message: a HALT, pause or
         # disarm it has acknowledged stops this order even if the message is still queued.
-        return self._gate.entry_denial()
+        return self._gate.entry_denial(now)
 
     def may_touch_broker(self) -> bool:
         leadership = self.leadership

@@ -121,6 +121,36 @@ class EngineMetrics:
             ["reason"],
             registry=registry,
         )
+        # -- the LIVE gates (actors.kill_switch_actor, actors.live_gate_state) --------------
+        self.live_armed = Gauge(
+            "trader_live_armed", "1 while armed in LIVE mode", registry=registry
+        )
+        self.live_confirmation_seconds_left = Gauge(
+            "trader_live_confirmation_seconds_left",
+            "Seconds until the LIVE confirmation expires (0 when there is none)",
+            registry=registry,
+        )
+        self.circuit_breaker_tripped = Gauge(
+            "trader_circuit_breaker_tripped",
+            "1 while the broker-error circuit breaker is tripped",
+            registry=registry,
+        )
+        self.live_gate_blockers = Gauge(
+            "trader_live_gate_blockers",
+            "How many LIVE gates block arming now",
+            registry=registry,
+        )
+        self.live_entries_stopped = Gauge(
+            "trader_live_entries_stopped",
+            "1 while armed in LIVE with entries stopped by a lapsed gate (exits go on)",
+            registry=registry,
+        )
+        self.audit_events_total = Counter(
+            "trader_audit_events",
+            "Audit trail rows, by action and outcome",
+            ["action", "outcome"],
+            registry=registry,
+        )
         self.actor_restarts_total = Counter(
             "trader_actor_restarts",
             "Supervisor restarts of a crashed actor",

@@ -114,3 +114,5 @@ class DenialCode(StrEnum):
     BACKPRESSURE = "BACKPRESSURE"
     # LIVE only: the quantity after sizing is above LIVE_MAX_ORDER_SIZE, or that limit is unset.
     LIVE_MAX_ORDER_SIZE = "LIVE_MAX_ORDER_SIZE"
+    # In LIVE: a LIVE gate lapsed while armed (confirmation expired, broker gone, breaker...).
+    LIVE_GATE = "LIVE_GATE"

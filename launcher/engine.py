@@ -526,6 +526,7 @@ class Engine:
                     live_gates=config.live,
                     subscribers=("order", "risk", SUPERVISOR),
                     gate=self.gate,
+                    config=config,
                     **base,
                 ),
                 receives_timer=True,
@@ -541,7 +542,8 @@ class Engine:
                     instance_id=config.instance_id,
                     lease_holder=self.lease_holder,
                     config=config.leader,
-                    subscribers=("order", SUPERVISOR),
+                    # The kill switch: leadership is one of the LIVE gates.
+                    subscribers=("order", SUPERVISOR, "kill_switch"),
                     **base,
                 ),
                 receives_timer=True,

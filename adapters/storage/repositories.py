@@ -41,6 +41,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from adapters.storage.tables import (
+    audit_log,
     brackets,
     control_state,
     daily_reports,
@@ -52,6 +53,7 @@ from adapters.storage.tables import (
     positions,
 )
 from domain.enums import LegKind, OrderStatus, OrderType, Side
+from domain.messages.control import AuditEntry
 from domain.messages.orders import FillReport
 from domain.oco import Bracket, BracketStatus
 from domain.orders import Order
@@ -257,6 +259,7 @@ class UnitOfWork:
         self.kill_switch = KillSwitchRepository(connection)
         self.control = ControlStateRepository(connection)
         self.daily_reports = DailyReportRepository(connection)
+        self.audit = AuditRepository(connection)
         return self
 
     def __exit__(
@@ -581,6 +584,50 @@ class EventRepository:
                 event=row.event,
                 instance_id=row.instance_id,
                 payload=msgspec.json.decode(row.payload),
+            )
+            for row in self._connection.execute(query)
+        ]
+
+
+class AuditRepository:
+    """The LIVE gates' append-only audit trail (``audit_log``; the database refuses UPDATE and
+    DELETE). Rows are ``AuditEntry`` values, which never hold a token."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def append(self, entry: AuditEntry, *, instance_id: str) -> None:
+        self._connection.execute(
+            insert(audit_log).values(
+                ts_ns=entry.ts_ns,
+                instance_id=instance_id,
+                who=entry.who[:64],
+                address=entry.address[:64],
+                action=entry.action,
+                outcome=entry.outcome,
+                detail=entry.detail,
+                blockers=msgspec.json.encode(list(entry.blockers)).decode(),
+                mode=entry.mode,
+                rehearsal=entry.rehearsal,
+            )
+        )
+
+    def list_recent(self, limit: int = 100) -> list[AuditEntry]:
+        """The newest ``limit`` rows, newest first."""
+        query = (
+            select(audit_log).order_by(audit_log.c.ts_ns.desc(), audit_log.c.id.desc()).limit(limit)
+        )
+        return [
+            AuditEntry(
+                ts_ns=row.ts_ns,
+                who=row.who,
+                address=row.address,
+                action=row.action,
+                outcome=row.outcome,
+                detail=row.detail,
+                blockers=tuple(msgspec.json.decode(row.blockers, type=list[str])),
+                mode=row.mode,
+                rehearsal=bool(row.rehearsal),
             )
             for row in self._connection.execute(query)
         ]

@@ -38,6 +38,7 @@ __all__ = [
     "DECIMAL_PRECISION",
     "DECIMAL_SCALE",
     "ExactDecimal",
+    "audit_log",
     "brackets",
     "control_state",
     "daily_reports",
@@ -267,3 +268,23 @@ order_journal = Table(
 )
 """The order actor's write-ahead journal (``adapters.storage.journal``): one fenced row per
 broker call, appended before the call; the relational tables follow behind it."""
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    _ns("ts_ns", nullable=False, index=True),
+    Column("instance_id", String(64), nullable=False),
+    Column("who", String(64), nullable=False),
+    Column("address", String(64), nullable=False),
+    Column("action", String(40), nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("blockers", Text, nullable=False),  # JSON list of sentences
+    Column("mode", String(8), nullable=False),
+    Column("rehearsal", Boolean, nullable=False),
+    sqlite_autoincrement=True,
+)
+"""The LIVE gates' append-only audit trail (migration 0004): every connect, pre-live run,
+confirmation, arm, disarm, revoke, kill switch, breaker, mode change and LIVE expiry. Triggers
+refuse UPDATE and DELETE on SQLite and PostgreSQL. Never holds a token."""

@@ -70,8 +70,8 @@ class TripKillSwitch(msgspec.Struct, frozen=True, kw_only=True):
     reason: str
     detail: str = ""
     flatten: bool = False
-    # Who tripped it (an operator through the admin API; the engine itself by default).
-    by: OperatorRef = msgspec.field(default_factory=lambda: OperatorRef())
+    # Who asked (the audit trail); None: the engine itself.
+    by: OperatorRef | None = None
 
 
 class FlattenAll(msgspec.Struct, frozen=True, kw_only=True):
@@ -135,8 +135,8 @@ class ResetKillSwitch(msgspec.Struct, frozen=True, kw_only=True):
 
     operator: str = "operator"
     reason: str = "manual"
-    # Who asked, as the admin API resolved it from the token (``operator`` is what they typed).
-    by: OperatorRef = msgspec.field(default_factory=lambda: OperatorRef())
+    # Who asked (the audit trail); None: ``operator`` as the name, address unknown.
+    by: OperatorRef | None = None
 
 
 class OperatorRef(msgspec.Struct, frozen=True, kw_only=True):

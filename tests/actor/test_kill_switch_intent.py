@@ -32,6 +32,7 @@ from domain.config import LiveGateConfig
 from domain.enums import Mode, OrderType, PauseCause, Side, TradingState
 from domain.messages import (
     ArmTrading,
+    BrokerErrorObserved,
     DisarmTrading,
     InjectFault,
     PauseEntries,
@@ -39,6 +40,7 @@ from domain.messages import (
     QueryTradingState,
     ResetKillSwitch,
     ResumeEntries,
+    RevokeLive,
     SetMode,
     SubmitBracket,
     TradePlan,
@@ -338,6 +340,8 @@ def test_a_kill_switch_that_crashes_holding_an_unstored_halt_gets_it_back(
         ResumeEntries(cause=PauseCause.OPERATOR),
         ResetKillSwitch(),
         DisarmTrading(reason="drill"),
+        RevokeLive(reason="drill"),
+        BrokerErrorObserved(error="REJECTED drill", ts_event=1),
     ],
     ids=lambda command: type(command).__name__,
 )
