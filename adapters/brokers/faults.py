@@ -19,7 +19,14 @@ from adapters.brokers.base import BrokerPort, BrokerRejected, BrokerUnavailable
 __all__ = ["FaultyBroker", "HeldCall"]
 
 Loss = Literal["request", "response", "refused"]
-_FAULTABLE = ("submit_order", "cancel_order", "modify_order", "list_orders")
+_FAULTABLE = (
+    "submit_order",
+    "cancel_order",
+    "modify_order",
+    "list_orders",
+    "list_open_orders",
+    "list_fills",
+)
 
 
 class HeldCall:
