@@ -13,7 +13,20 @@ needs a lock. The comparison itself is ``domain.reconcile.reconcile`` (pure). Tw
 - consecutive broker failures (at ``max_failures`` the report says so, it is logged once, and
   entries pause: books nobody can check are not traded on);
 - ids the broker refused as duplicates (it holds them), and when each order was last resent;
-- the latest report, answered as ``ReconcileReportView``.
+- the latest report, answered as ``ReconcileReportView``;
+- the fills watermark: where the next light run's fill list starts.
+
+Light and full runs. START and LEADERSHIP runs are **full**: the broker's whole session order
+and fill lists (what happened while we were down or not leading). The scheduled runs
+(in-flight, open orders, positions) are **light**: the broker's open orders, its fills since
+the watermark (the start of the previous successful run less a margin), and for the positions
+loop its positions: a cost of O(working orders + recent fills), not O(the day's orders), as in
+NautilusTrader's live execution engine's open-order check. A light run settles nothing on an
+order's absence from the open list (``domain.reconcile``: it may have finished there); whatever
+it cannot settle by itself (such an absence past the in-flight threshold, a fill gap, a fill of
+an unknown order, any drift) and any drift already standing (a light run cannot see that it
+went away) or a positions loop without a clean full run since the last failure make the same
+pass run a full one, whose outcome alone is recorded.
 
 ``BrokerReconciliation`` does the I/O of a run: it lists the broker's orders, fills and
 positions, builds the ``LocalBooks`` from the shared ``OrderBook``, applies the actions
@@ -90,8 +103,16 @@ class Trigger:
 
 _MAX_HALTS_SHOWN = 20
 
-# Which lists each run fetches.
-FULL_RUNS = frozenset({Trigger.START, Trigger.LEADERSHIP, Trigger.POSITIONS})
+# Runs that ask for the broker's whole session order and fill lists (the others are light).
+FULL_RUNS = frozenset({Trigger.START, Trigger.LEADERSHIP})
+# Runs that compare positions.
+POSITIONS_RUNS = frozenset({Trigger.START, Trigger.LEADERSHIP, Trigger.POSITIONS})
+
+# A light run asks for fills from the start of the previous successful run less this much at
+# least: a fill is listed by the broker some time after its ts_event (reports in transit, a
+# REST list that lags its stream) and the broker's clock is not ours. Also at least the
+# in-flight settle threshold and the drift grace (see OrderReconciler.fills_since_ns).
+MIN_FILLS_MARGIN_NS = 60 * NANOS_PER_SECOND
 
 
 class _StandingDrift(msgspec.Struct, kw_only=True):
@@ -125,6 +146,14 @@ class OrderReconciler:
             Trigger.POSITIONS: int(config.positions_interval_s * NANOS_PER_SECOND),
         }
         self._stale_after_ns = 2 * max(self._grace_ns, self._intervals_ns[Trigger.POSITIONS])
+        # How far before the previous successful run a light run's fill list starts: what the
+        # broker may list late (up to the settle threshold we already allow a request to take
+        # to show up), a drift seen within its grace, and a floor for clock skew.
+        self.fills_margin_ns = max(in_flight_settle_ns, self._grace_ns, MIN_FILLS_MARGIN_NS)
+        self._last_success_ns: int | None = None
+        self.light_runs = 0
+        self.full_runs = 0
+        self.escalations = 0
         self._last_ns: dict[str, int] = {}
         self._recheck_ns: int | None = None
         self.started = False
@@ -178,8 +207,32 @@ class OrderReconciler:
         }.get(trigger, (Trigger.IN_FLIGHT, Trigger.OPEN_ORDERS, Trigger.POSITIONS))
         for loop in covered:
             self._last_ns[loop] = now_ns
-        if trigger in FULL_RUNS:
+        if trigger in POSITIONS_RUNS:
             self._recheck_ns = None
+
+    def fills_since_ns(self) -> int | None:
+        """Where a light run's fill list starts: the start of the previous successful run less
+        the margin. Every fill before it was listed to (and booked or judged by) a run that
+        succeeded; None before the first success (the whole session)."""
+        if self._last_success_ns is None:
+            return None
+        return self._last_success_ns - self.fills_margin_ns
+
+    def full_run_reason(self, trigger: str) -> str | None:
+        """Why a scheduled run must ask for the whole lists without trying a light run first,
+        or None: before any success (no watermark), and while drift stands (a light run
+        cannot see that a difference went away)."""
+        if self._last_success_ns is None:
+            return "no run has reached the broker yet"
+        if trigger != Trigger.IN_FLIGHT and self._drift:
+            # (The in-flight loop never clears drift, light or full.)
+            return "drift stands: only a full run can see it go away"
+        return None
+
+    def clean_full_run_wanted(self, trigger: str) -> bool:
+        """A positions loop whose light run reached the broker, while no clean full run has
+        followed the last failure: only a full run may let a RECONCILE_DRIFT pause go."""
+        return trigger == Trigger.POSITIONS and not self.full_run_clean
 
     # ------------------------------------------------------------------ outcomes
     def record_failure(self, trigger: str, error: str, now_ns: int) -> bool:
@@ -208,9 +261,18 @@ class OrderReconciler:
         duration_ms: float,
         applied: list[str],
         deferred: bool = False,
+        light: bool = False,
     ) -> DriftChanges:
-        """Take one run's outcome: report fields, standing drift, failure count reset."""
+        """Take one run's outcome: report fields, standing drift, failure count reset. A light
+        run's outcome (recorded only when it found nothing to escalate) clears no drift."""
         self.mark_ran(trigger, now_ns)
+        self._last_success_ns = now_ns
+        if light:
+            self.light_runs += 1
+            # It escalates any absence it cannot explain, so nothing is missing right now.
+            self.missing_at_broker = list(outcome.missing_at_broker)
+        else:
+            self.full_runs += 1
         self.started = True
         self.runs += 1
         self.trigger = trigger
@@ -396,13 +458,56 @@ class BrokerReconciliation:
 
     def _run(self, trigger: str, now: int) -> None:
         started_mono = self._clock.monotonic_ns()
-        full = trigger in FULL_RUNS
+        reconciler = self._reconciler
+        light = trigger not in FULL_RUNS
+        why_full = reconciler.full_run_reason(trigger) if light else None
+        if light and why_full is None:
+            outcome = self._compare(trigger, now, light=True)
+            if outcome is None:
+                return  # the broker could not be asked: counted as a failed run
+            why_full = _escalation(outcome)
+            if why_full is None and reconciler.clean_full_run_wanted(trigger):
+                why_full = "the first positions check to reach the broker after a failure"
+            if why_full is None:
+                self._record(trigger, outcome, now, started_mono, light=True)
+                return
+            # Its actions are dropped with it: the full run proposes them again, with the rest.
+            reconciler.escalations += 1
+            log_event(
+                logger,
+                "RECONCILE",
+                f"reconciliation ({trigger}) asks for the broker's whole lists: {why_full}",
+                trigger=trigger,
+            )
+        if light and trigger == Trigger.IN_FLIGHT:
+            # Whatever the in-flight loop could not settle, the open-orders rules judge with
+            # the whole lists (an unknown order's fill included).
+            trigger = Trigger.OPEN_ORDERS
+        outcome = self._compare(trigger, now, light=False)
+        if outcome is None:
+            return
+        self._record(
+            trigger,
+            outcome,
+            now,
+            started_mono,
+            light=False,
+            note=None if why_full is None else f"whole lists asked: {why_full}",
+        )
+
+    def _compare(self, trigger: str, now: int, *, light: bool) -> Reconciliation | None:
+        """Ask the broker (light: open orders and fills since the watermark; full: the whole
+        session's lists) and compare; None when the broker could not be asked."""
         try:
             # Orders before fills: a fill list newer than the order list cannot make a
             # filled quantity look unbooked.
-            reports = self._broker.list_orders()
-            fills = self._broker.list_fills()
-            positions = self._broker.list_positions() if full else None
+            if light:
+                reports = self._broker.list_open_orders()
+                fills = self._broker.list_fills(since_ns=self._reconciler.fills_since_ns())
+            else:
+                reports = self._broker.list_orders()
+                fills = self._broker.list_fills()
+            positions = self._broker.list_positions() if trigger in POSITIONS_RUNS else None
         except (BrokerUnavailable, BrokerRejected) as error:
             self._metrics.retries_total.labels(type="reconcile").inc()
             if self._reconciler.record_failure(trigger, str(error), now):
@@ -418,15 +523,28 @@ class BrokerReconciliation:
             elif self._reconciler.failures == 1:
                 logger.warning("reconciliation (%s) could not ask the broker: %s", trigger, error)
             self._sync_drift_pause()
-            return
-        outcome = reconcile(
-            self._local_books(reports, fills),
-            BrokerFacts(orders=reports, fills=fills, positions=positions),
+            return None
+        return reconcile(
+            self._local_books(reports, fills, full=not light),
+            BrokerFacts(orders=reports, fills=fills, positions=positions, orders_open_only=light),
             now_ns=now,
             in_flight_settle_ns=self._reconciler.in_flight_settle_ns,
             in_flight_only=trigger == Trigger.IN_FLIGHT,
         )
+
+    def _record(
+        self,
+        trigger: str,
+        outcome: Reconciliation,
+        now: int,
+        started_mono: int,
+        *,
+        light: bool,
+        note: str | None = None,
+    ) -> None:
         applied, deferred = self._apply_actions(outcome.actions, now)
+        if note is not None:
+            applied.insert(0, note)
         changes = self._reconciler.record_run(
             trigger,
             outcome,
@@ -434,32 +552,43 @@ class BrokerReconciliation:
             duration_ms=(self._clock.monotonic_ns() - started_mono) / 1e6,
             applied=applied,
             deferred=deferred,
+            light=light,
         )
         self._log_unknown_broker_orders(outcome, now)
         self._announce_drift(changes, trigger, now)
         self._sync_drift_pause()
 
-    def _local_books(self, reports: list[OrderStatusReport], fills: list[FillReport]) -> LocalBooks:
+    def _local_books(
+        self, reports: list[OrderStatusReport], fills: list[FillReport], *, full: bool
+    ) -> LocalBooks:
         positions: dict[str, int] = {}
         for bracket in self._book.brackets.values():
             quantity = signed_quantity(bracket.side, bracket.open_quantity)
             positions[bracket.instrument] = positions.get(bracket.instrument, 0) + quantity
-        broker_ids = {r.client_order_id for r in reports} | {f.client_order_id for f in fills}
+        in_memory = self._book.orders
+        elsewhere = {r.client_order_id for r in reports if r.client_order_id not in in_memory}
+        elsewhere.update(f.client_order_id for f in fills if f.client_order_id not in in_memory)
         return LocalBooks(
-            orders=self._book.orders,
-            finished_order_ids=frozenset(
-                self._stored_elsewhere(broker_ids - set(self._book.orders))
-            ),
-            trade_ids=frozenset(self._book.trade_ids),
+            orders=in_memory,
+            finished_order_ids=frozenset(self._stored_elsewhere(elsewhere, prune=full)),
+            # The live sets, not copies: they grow all session, and reconcile only reads them
+            # (on this thread, before any action is applied).
+            trade_ids=self._book.trade_ids,
             positions=positions,
             broker_has=frozenset(self._reconciler.broker_has),
-            last_request_ns=dict(self._reconciler.last_request_ns),
+            last_request_ns=self._reconciler.last_request_ns,
+            reported_unknown=self._reconciler.logged_unknown,
         )
 
-    def _stored_elsewhere(self, client_order_ids: set[str]) -> set[str]:
+    def _stored_elsewhere(self, client_order_ids: set[str], *, prune: bool) -> set[str]:
         # Ids the broker lists that are not in memory: ours if storage has them (a finished
-        # bracket's legs). Whether an id is stored never changes, so each is looked up once.
+        # bracket's legs). Whether an id is stored never changes, so each is looked up once;
+        # a full run (the broker's whole lists) keeps only the ids the broker still lists, so
+        # the cache does not outgrow the broker's session.
         known = self._stored_ids_cache
+        if prune:
+            for order_id in [i for i in known if i not in client_order_ids]:
+                del known[order_id]
         for order_id in client_order_ids & self._book.finished.keys():
             known[order_id] = True  # finished by us: stored, or on its way to the tables
         lookup = [order_id for order_id in client_order_ids if order_id not in known]
@@ -624,3 +753,15 @@ class BrokerReconciliation:
         self._safety.send(
             f"halt:{reason}", TripKillSwitch(reason=reason, detail=detail), now_ns=now
         )
+
+
+def _escalation(outcome: Reconciliation) -> str | None:
+    """Why a light run's outcome needs the whole lists, or None when it settles by itself."""
+    if outcome.needs_full:
+        more = len(outcome.needs_full) - 1
+        return outcome.needs_full[0] + (f" (and {more} more)" if more else "")
+    if outcome.drift:
+        return f"drift seen: {outcome.drift[0].sentence}"
+    if outcome.unknown_broker_orders:
+        return f"an order we do not know: {outcome.unknown_broker_orders[0]}"
+    return None

@@ -21,6 +21,17 @@ in-flight check (only orders in flight past the threshold), an open-orders check
 order against the broker's list) and a positions check (net quantities). The caller decides
 which lists to fetch; this module only compares.
 
+Light and full facts. A **full** comparison has the broker's whole session order list and fill
+list: an order of ours it does not list never reached the broker (or is drift). A **light** one
+(``BrokerFacts.orders_open_only``) has only the broker's working orders and its fills since a
+time: what it cannot see is not evidence. A working or in-flight order of ours missing from an
+open-orders list may have filled or been cancelled there, so a light comparison never settles,
+resends or reports drift on that absence; it names it in ``Reconciliation.needs_full`` (as it
+does a fill gap its recent fills do not explain, and a fill of an order it does not know), and
+the caller asks for the whole lists. Its ``kinds_checked`` is empty: a light run cannot say
+that a standing difference went away. Its actions (fills and statuses the broker listed) are
+the broker's facts and as good as a full run's.
+
 Properties (tests/unit/test_reconcile_rules.py): when the broker's facts are consistent
 (positions equal the sum of its fills), applying the actions makes our net quantities equal
 the broker's; a broker position our books do not hold is always drift; and a second run over
@@ -32,6 +43,7 @@ No I/O, no clock: time comes in as ``now_ns``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
@@ -78,26 +90,41 @@ class LocalBooks(msgspec.Struct, frozen=True, kw_only=True):
         orders: the orders of our active brackets (working and recently finished), by id.
         finished_order_ids: ids of orders we stored for brackets already finished (a broker
             line for one of these is ours, not unknown).
-        trade_ids: every broker trade id we have booked.
+        trade_ids: every broker trade id we have booked (read, never copied or changed: the
+            caller's set, which grows all session, is passed as it is).
         positions: our net signed quantity per instrument, from our active brackets.
         broker_has: ids the broker refused as ``DUPLICATE_CLIENT_ORDER_ID``: it holds them.
         last_request_ns: when we last sent each order (a resend restarts the settle wait).
+        reported_unknown: broker order ids already reported as not ours (logged, their
+            exposure left to the positions check): a light run need not ask for the whole
+            lists again when it meets their fills.
     """
 
     orders: Mapping[str, Order]
     finished_order_ids: frozenset[str] = frozenset()
-    trade_ids: frozenset[str] = frozenset()
+    trade_ids: AbstractSet[str] = frozenset()
     positions: Mapping[str, int] = msgspec.field(default_factory=dict)
     broker_has: frozenset[str] = frozenset()
     last_request_ns: Mapping[str, int] = msgspec.field(default_factory=dict)
+    reported_unknown: AbstractSet[str] = frozenset()
 
 
 class BrokerFacts(msgspec.Struct, frozen=True, kw_only=True):
-    """What the broker said in this run; ``None`` means that list was not asked for."""
+    """What the broker said in this run; ``None`` means that list was not asked for.
+
+    Attributes:
+        orders: its orders: the whole session's, or with ``orders_open_only`` only the
+            working ones.
+        fills: its fills: the whole session's, or those since a time (a light run).
+        positions: its net positions.
+        orders_open_only: ``orders`` leaves out finished orders, so an order missing from it
+            proves nothing (a light run: see the module docstring).
+    """
 
     orders: Sequence[OrderStatusReport] | None = None
     fills: Sequence[FillReport] | None = None
     positions: Sequence[PositionReport] | None = None
+    orders_open_only: bool = False
 
 
 class ApplyFill(msgspec.Struct, frozen=True, kw_only=True):
@@ -151,6 +178,9 @@ class Reconciliation(msgspec.Struct, frozen=True, kw_only=True):
     # The kinds of drift this run could see: a run that did not compare positions cannot say
     # that a position difference went away.
     kinds_checked: frozenset[DriftKind]
+    # A light run: what it could not settle from open orders and recent fills alone (one
+    # sentence each); the caller asks for the whole lists. Always empty for a full run.
+    needs_full: tuple[str, ...] = ()
 
 
 def signed_quantity(side: Side, quantity: int) -> int:
@@ -179,7 +209,10 @@ def reconcile(
 
     Returns:
         The actions (fills first, in execution order, then statuses, then settlements) and the
-        report. Applying the actions and running again proposes nothing new.
+        report. Applying the actions and running again proposes nothing new. With
+        ``facts.orders_open_only`` (a light run) no ``SettleInFlight`` and no drift comes from
+        an order's absence, ``kinds_checked`` is empty and ``needs_full`` says what only the
+        whole lists can settle.
     """
     projected = {
         order_id: msgspec.structs.replace(order) for order_id, order in books.orders.items()
@@ -188,14 +221,25 @@ def reconcile(
     drift: list[Drift] = []
     fill_deltas: dict[str, int] = {}
     kinds: set[DriftKind] = set()
+    light = facts.orders_open_only
+    needs_full: list[str] = []
 
     if facts.fills is not None:
-        _compare_fills(books, facts.fills, projected, now_ns, actions, drift, fill_deltas)
+        _compare_fills(
+            books,
+            facts.fills,
+            projected,
+            now_ns,
+            actions,
+            drift,
+            fill_deltas,
+            needs_full if light else None,
+        )
 
     unknown: list[str] = []
     missing: list[str] = []
     if facts.orders is not None:
-        if not in_flight_only:
+        if not in_flight_only and not light:
             kinds.add(DriftKind.ORDERS)
         _compare_orders(
             books,
@@ -208,11 +252,13 @@ def reconcile(
             drift=drift,
             unknown=unknown,
             missing=missing,
+            needs_full=needs_full,
         )
 
     instruments: list[InstrumentReconcileView] = []
     if facts.positions is not None and not in_flight_only:
-        kinds.add(DriftKind.POSITIONS)
+        if not light:
+            kinds.add(DriftKind.POSITIONS)
         instruments = _compare_positions(books, facts.positions, projected, fill_deltas, drift)
 
     return Reconciliation(
@@ -222,6 +268,7 @@ def reconcile(
         missing_at_broker=tuple(missing),
         drift=tuple(drift),
         kinds_checked=frozenset(kinds),
+        needs_full=tuple(needs_full),
     )
 
 
@@ -260,6 +307,7 @@ def _compare_fills(
     actions: list[ReconcileAction],
     drift: list[Drift],
     fill_deltas: dict[str, int],
+    needs_full: list[str] | None,
 ) -> None:
     seen: set[str] = set()
     # Execution order: a partial fill before the next, so averages and overfill checks match
@@ -274,6 +322,13 @@ def _compare_fills(
                 # Ours, for a bracket already over: the caller books it (and halts on the
                 # exposure nothing protects); it is not ours to project here.
                 actions.append(ApplyFill(fill=fill))
+            elif needs_full is not None and fill.client_order_id not in books.reported_unknown:
+                # A light run does not list the finished order this fill belongs to: the
+                # whole order list says whose it is (and reports it if it is nobody's).
+                needs_full.append(
+                    f"fill {fill.trade_id} of {fill.client_order_id}, an order that is neither "
+                    "ours in memory nor among the broker's open orders"
+                )
             # A fill of an order we do not know shows up as a position difference.
             continue
         try:
@@ -306,8 +361,10 @@ def _compare_orders(
     drift: list[Drift],
     unknown: list[str],
     missing: list[str],
+    needs_full: list[str],
 ) -> None:
     assert facts.orders is not None
+    light = facts.orders_open_only
     reports: dict[str, OrderStatusReport] = {}
     for report in facts.orders:
         reports[report.client_order_id] = report  # the latest line for an id wins
@@ -371,7 +428,13 @@ def _compare_orders(
         ):
             actions.append(ResendCancel(client_order_id=order_id, broker_status=report.status))
         gap = fill_gap(order, report)
-        if gap > 0 and facts.fills is not None:
+        if gap > 0 and facts.fills is not None and light:
+            # Its missing fills may predate the recent fills a light run was given.
+            needs_full.append(
+                f"the broker reports {report.filled_quantity} of {order_id} filled, we booked "
+                f"{order.filled_quantity} and its recent fills do not explain the rest"
+            )
+        elif gap > 0 and facts.fills is not None:
             drift.append(
                 Drift(
                     key=f"order:{order_id}:fill_gap",
@@ -388,6 +451,15 @@ def _compare_orders(
     for order_id, order in books.orders.items():
         now_order = projected[order_id]
         if order_id in reports or not now_order.status.is_working:
+            continue
+        if light:
+            _absent_from_open_orders(
+                order,
+                age(order),
+                in_flight_settle_ns=in_flight_settle_ns,
+                in_flight_only=in_flight_only,
+                needs_full=needs_full,
+            )
             continue
         if now_order.filled_quantity > order.filled_quantity:
             # The broker lists fills of it, so it has it, even if its order list (today's
@@ -434,6 +506,31 @@ def _compare_orders(
                 ),
             )
         )
+
+
+def _absent_from_open_orders(
+    order: Order,
+    waited: int,
+    *,
+    in_flight_settle_ns: int,
+    in_flight_only: bool,
+    needs_full: list[str],
+) -> None:
+    # Our working order is not among the broker's open orders. It may have filled, been
+    # cancelled or refused there (an open list leaves those out), or never arrived: only the
+    # whole order list tells, so nothing is settled, resent or called drift here.
+    if order.status is OrderStatus.PENDING_SUBMIT:
+        return  # never sent: the leadership hook sends it, nothing to settle
+    in_flight = order.status in IN_FLIGHT
+    if in_flight and waited < in_flight_settle_ns:
+        return  # in transit: the broker may not list it yet
+    if in_flight_only and not in_flight:
+        return  # the in-flight loop says nothing about other orders
+    needs_full.append(
+        f"our {order.status.value} {order.leg.value} {order.client_order_id} "
+        f"({order.side.value} {order.remaining_quantity} {order.instrument}) is not among the "
+        "broker's open orders"
+    )
 
 
 def _compare_positions(

@@ -7,8 +7,20 @@
 | submit_order      | yes      | BrokerRejected = definitive; BrokerUnavailable = unknown     |
 | cancel_order      | yes      | idempotent; cancelling a dead order is not an error          |
 | modify_order      | yes      | changes the total quantity of a working order                |
-| list_orders       | yes      | the broker's order book (reconciliation settles unknowns)    |
-| list_fills        | yes      | every execution of the session                               |
+| list_orders       | yes      | the session's orders, working and finished (reconciliation's |
+|                   |          | full runs settle unknowns from it). Kite: GET /orders (the   |
+|                   |          | day's orders); IG: GET /workingorders + activity history     |
+| list_open_orders  | yes      | only the working orders (any session), for the scheduled     |
+|                   |          | light runs: cost O(working orders). An order missing from it |
+|                   |          | may have finished: never settle on its absence. Kite:        |
+|                   |          | GET /orders kept to the open statuses (OPEN, TRIGGER PENDING,|
+|                   |          | AMO REQ RECEIVED, ...): Kite still sends the day's list, the |
+|                   |          | saving is our comparison; IG: GET /workingorders             |
+| list_fills        | yes      | executions of the session, in execution order; since_ns:     |
+|                   |          | only those with ts_event >= since_ns (None: the whole        |
+|                   |          | session). Kite: GET /trades, kept from since_ns client-side  |
+|                   |          | (it has no time filter); IG: GET /history/activity (or       |
+|                   |          | /history/transactions) from since_ns                         |
 | list_positions    | yes      | net positions                                                |
 | on_tick / on_time | optional | a simulated venue needs prices and time; real ones ignore    |
 | on_leadership     | optional | (is_leader, epoch): the order actor calls it when this       |
@@ -88,7 +100,9 @@ class BrokerPort(Protocol):
 
     def list_orders(self) -> list[OrderStatusReport]: ...
 
-    def list_fills(self) -> list[FillReport]: ...
+    def list_open_orders(self) -> list[OrderStatusReport]: ...
+
+    def list_fills(self, since_ns: int | None = None) -> list[FillReport]: ...
 
     def list_positions(self) -> list[PositionReport]: ...
 

@@ -6,7 +6,9 @@ as ``BrokerUnavailable``. ``FaultyBroker`` wraps any broker port and, when armed
 exactly those two failures for chosen calls; everything else passes straight through. It can
 also make the broker refuse chosen calls (``BrokerRejected``, the broker never acts), to drill a
 broker that keeps saying no, and hold a call until the test releases it (a broker that is slow
-to answer: whatever the caller has queued meanwhile stays queued, deterministically).
+to answer: whatever the caller has queued meanwhile stays queued, deterministically). And it can
+keep chosen orders' fills out of ``list_fills`` until told to show them: a broker whose trade
+list shows an execution late (a REST history behind its stream).
 """
 
 from __future__ import annotations
@@ -19,7 +21,14 @@ from adapters.brokers.base import BrokerPort, BrokerRejected, BrokerUnavailable
 __all__ = ["FaultyBroker", "HeldCall"]
 
 Loss = Literal["request", "response", "refused"]
-_FAULTABLE = ("submit_order", "cancel_order", "modify_order", "list_orders")
+_FAULTABLE = (
+    "submit_order",
+    "cancel_order",
+    "modify_order",
+    "list_orders",
+    "list_open_orders",
+    "list_fills",
+)
 
 
 class HeldCall:
@@ -46,6 +55,16 @@ class FaultyBroker:
         self._armed: dict[str, list[Loss]] = {}
         self._held: dict[str, list[HeldCall]] = {}
         self.lost: list[tuple[str, Loss, tuple[Any, ...]]] = []
+        self._hidden_fills: set[str] = set()
+
+    def hide_fills(self, client_order_id: str) -> None:
+        """Leave the fills of ``client_order_id`` out of ``list_fills`` until ``show_fills``."""
+        with self._lock:
+            self._hidden_fills.add(client_order_id)
+
+    def show_fills(self, client_order_id: str) -> None:
+        with self._lock:
+            self._hidden_fills.discard(client_order_id)
 
     def lose_next(self, method: str, *, loss: Loss = "request", times: int = 1) -> None:
         """Make the next ``times`` calls of ``method`` fail with ``BrokerUnavailable``;
@@ -88,7 +107,12 @@ class FaultyBroker:
                 pending = self._armed.get(name)
                 loss = pending.pop(0) if pending else None
             if loss is None:
-                return attribute(*args, **kwargs)
+                result = attribute(*args, **kwargs)
+                if name == "list_fills" and self._hidden_fills:
+                    with self._lock:
+                        hidden = set(self._hidden_fills)
+                    result = [fill for fill in result if fill.client_order_id not in hidden]
+                return result
             self.lost.append((name, loss, args))
             if loss == "refused":
                 raise BrokerRejected(f"BROKER_REFUSED: {name} refused (fault drill)")

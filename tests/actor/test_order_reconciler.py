@@ -113,3 +113,62 @@ def test_broker_failures_are_reported_announced_once_and_pause_entries() -> None
     assert not subject.resume_allowed()  # only a clean positions run clears the pause
     record(subject, Trigger.POSITIONS, T0 + 10 * SECOND)
     assert subject.resume_allowed()
+
+
+def light_outcome() -> Reconciliation:
+    # What a clean light run returns: it checked no kind of drift it could clear.
+    return Reconciliation(
+        actions=(),
+        instruments=(),
+        unknown_broker_orders=(),
+        missing_at_broker=(),
+        drift=(),
+        kinds_checked=frozenset(),
+    )
+
+
+def test_a_clean_light_run_does_not_clear_standing_drift_and_sends_the_next_run_full() -> None:
+    subject = reconciler()
+    record(subject, Trigger.START, T0, UNKNOWN_BBB)
+    record(subject, Trigger.POSITIONS, T0 + 3 * SECOND, UNKNOWN_BBB)  # confirmed
+    assert subject.pause_wanted()
+    changes = subject.record_run(
+        Trigger.POSITIONS,
+        light_outcome(),
+        now_ns=T0 + 13 * SECOND,
+        duration_ms=0.1,
+        applied=[],
+        light=True,
+    )
+    assert changes.cleared == () and subject.pause_wanted() and not subject.resume_allowed()
+    assert not subject.full_run_clean
+    assert subject.full_run_reason(Trigger.OPEN_ORDERS) is not None
+    assert subject.full_run_reason(Trigger.POSITIONS) is not None
+    # A full run that sees it gone clears it.
+    record(subject, Trigger.POSITIONS, T0 + 23 * SECOND)
+    assert subject.resume_allowed() and subject.full_run_reason(Trigger.POSITIONS) is None
+
+
+def test_the_fills_watermark_trails_the_last_successful_run_by_the_margin() -> None:
+    subject = reconciler()
+    assert subject.fills_since_ns() is None  # before any success: the whole session
+    assert subject.full_run_reason(Trigger.OPEN_ORDERS) is not None
+    assert subject.fills_margin_ns == 60 * SECOND  # > settle (3 s) and grace (3 s)
+    record(subject, Trigger.START, T0)
+    assert subject.fills_since_ns() == T0 - 60 * SECOND
+    subject.record_failure(Trigger.OPEN_ORDERS, "BROKER_TIMEOUT", T0 + 5 * SECOND)
+    assert subject.fills_since_ns() == T0 - 60 * SECOND  # a failed run saw nothing
+    # After a failure the first positions check that reaches the broker must be full.
+    assert subject.clean_full_run_wanted(Trigger.POSITIONS)
+    assert not subject.clean_full_run_wanted(Trigger.OPEN_ORDERS)
+    subject.record_run(
+        Trigger.OPEN_ORDERS,
+        light_outcome(),
+        now_ns=T0 + 10 * SECOND,
+        duration_ms=0.1,
+        applied=[],
+        light=True,
+    )
+    assert subject.fills_since_ns() == T0 - 50 * SECOND
+    wide = OrderReconciler(ReconciliationConfig(drift_grace_s=90), in_flight_settle_ns=3 * SECOND)
+    assert wide.fills_margin_ns == 90 * SECOND

@@ -321,13 +321,16 @@ class TestAcrossTheIstDayBoundary:
         assert desk.engine.broker.submission_counts()[entry_id] <= 2
 
 
+@pytest.mark.parametrize("lost_call", ["list_open_orders", "list_fills"])
 def test_a_broker_that_cannot_be_asked_is_reported_logged_once_and_pauses_entries(
-    desk_factory: Callable[..., Desk], caplog: pytest.LogCaptureFixture
+    desk_factory: Callable[..., Desk], caplog: pytest.LogCaptureFixture, lost_call: str
 ) -> None:
+    # The scheduled runs are light (open orders, recent fills): losing either call fails the
+    # run as losing the whole order list did.
     desk = desk_factory(broker_faults=True, **QUIET)
     desk.ready_to_trade()
     assert desk.engine.faults is not None
-    desk.engine.faults.lose_next("list_orders", loss="request", times=4)
+    desk.engine.faults.lose_next(lost_call, loss="request", times=4)
     seen = advance_until(
         desk,
         lambda: PauseCause.RECONCILE_DRIFT in pause_causes(desk) and report(desk),
@@ -376,3 +379,56 @@ def test_a_drift_pause_lost_with_a_restarted_kill_switch_is_told_again(quiet: De
         what="the drift pause told again",
     )
     assert len(drift_events(quiet)) == 1  # one drift, recorded once
+
+
+# ------------------------------------------------------------------ light and full runs
+@pytest.mark.parametrize("lost", ["fill", "every report"])
+def test_a_filled_order_the_light_runs_cannot_explain_is_settled_by_a_full_run_never_resent(
+    desk_factory: Callable[..., Desk], lost: str
+) -> None:
+    # The entry fills at the venue; its fill report (or every report: it stays in flight for
+    # us) is lost, and the venue's trade list shows the fill late. The light runs see only that
+    # it is gone from the open orders: they must not resend or settle it, but ask for the whole
+    # lists, which show it FILLED; once its fill is listed, long after any light run's window,
+    # a full run books it and the protection follows.
+    desk = desk_factory(broker_faults=True, **QUIET)
+    desk.ready_to_trade()
+    assert desk.engine.faults is not None and desk.engine.broker is not None
+    lost_reports = LostReports(
+        desk,
+        lambda r: (
+            getattr(r, "client_order_id", "").endswith("E")
+            and (lost == "every report" or isinstance(r, FillReport))
+        ),
+    )
+    plan = desk.send_plan(quantity=10)
+    entry_id = plan.plan_client_id + "E"
+    desk.engine.faults.hide_fills(entry_id)
+    desk.settle(lambda: venue_position(desk, "AAA") == 10, what="entry filled at the venue")
+    assert lost_reports.dropped
+    advance_until(
+        desk,
+        lambda: any(a.startswith("whole lists asked") for a in report(desk).actions),
+        max_s=15,
+        what="a light run asking for the whole lists",
+    )
+    advance(desk, 70)  # the fill is now older than any light run's window
+    assert desk.engine.broker.submission_counts()[entry_id] == 1  # never resent
+    assert not desk.working_legs(plan.plan_client_id).get("STOP")
+    assert not any("settled" in action for action in report(desk).actions)
+
+    desk.engine.faults.show_fills(entry_id)
+    legs = advance_until(
+        desk,
+        lambda: (
+            legs
+            if set(legs := desk.working_legs(plan.plan_client_id)) == {"STOP", "TARGET"}
+            else None
+        ),
+        max_s=15,
+        what="protection placed from the fill a full run found",
+    )
+    assert [o.quantity for o in legs["STOP"]] == [10]
+    [entry] = [o for o in desk.orders_for(plan.plan_client_id) if o.client_order_id == entry_id]
+    assert entry.status is OrderStatus.FILLED and entry.filled_quantity == 10
+    assert desk.engine.broker.submission_counts()[entry_id] == 1

@@ -5,7 +5,10 @@ Properties, over random books and broker facts:
   fills), applying the actions makes our net quantities equal the broker's, and no position
   drift is left;
 - a broker position that our books do not hold is always drift, and marked unprotected;
-- a second run over the books after the actions proposes nothing new.
+- a second run over the books after the actions proposes nothing new;
+- a light run (open orders and recent fills only) never settles or resends an order on its
+  absence, and when it finds nothing to ask the whole lists about, a full run over the same
+  world would add nothing but the statuses of orders still in transit.
 """
 
 from __future__ import annotations
@@ -353,3 +356,130 @@ def test_exposure_we_do_not_hold_is_always_drift(
     assert drift.instrument == instrument
     if not any(o.instrument == instrument for o in books.orders.values()):
         assert drift.unprotected
+
+
+# ---------------------------------------------------------------------------- light runs
+def light(
+    books: LocalBooks,
+    orders: list[OrderStatusReport],
+    fills: list[FillReport],
+    *,
+    in_flight_only: bool = False,
+    positions: list[PositionReport] | None = None,
+) -> Reconciliation:
+    facts = BrokerFacts(orders=orders, fills=fills, positions=positions, orders_open_only=True)
+    return run(books, facts, in_flight_only=in_flight_only)
+
+
+class TestLightRuns:
+    """A light run has only the broker's open orders and its recent fills: an order's absence
+    is never evidence, it asks for the whole lists instead."""
+
+    def test_an_order_filled_at_the_broker_whose_fill_is_older_than_the_window_needs_the_full_lists(
+        self,
+    ) -> None:
+        entry = order()
+        outcome = light(LocalBooks(orders={"P1E": entry}), orders=[], fills=[])
+        assert not outcome.actions and not outcome.drift and not outcome.missing_at_broker
+        [reason] = outcome.needs_full
+        assert "P1E" in reason and "open orders" in reason
+        assert outcome.kinds_checked == frozenset()
+
+    def test_an_order_in_flight_missing_from_the_open_orders_is_never_settled(self) -> None:
+        old = order("P2E", status=OrderStatus.SUBMITTED, ts_updated=NOW - 4 * SECOND)
+        cancel = order("P3S1", leg=LegKind.STOP, status=OrderStatus.PENDING_CANCEL)
+        books = LocalBooks(orders={"P2E": old, "P3S1": cancel})
+        for in_flight_only in (True, False):
+            outcome = light(books, orders=[], fills=[], in_flight_only=in_flight_only)
+            assert not outcome.actions and not outcome.drift
+            assert len(outcome.needs_full) == 2
+
+    def test_an_order_in_transit_needs_nothing(self) -> None:
+        young = order("P1E", status=OrderStatus.SUBMITTED, ts_updated=NOW - SECOND)
+        unsent = order("P2E", status=OrderStatus.PENDING_SUBMIT)
+        outcome = light(LocalBooks(orders={"P1E": young, "P2E": unsent}), orders=[], fills=[])
+        assert not outcome.actions and not outcome.drift and not outcome.needs_full
+
+    def test_a_recent_fill_settles_an_order_gone_from_the_open_orders(self) -> None:
+        entry = order()
+        outcome = light(LocalBooks(orders={"P1E": entry}), orders=[], fills=[fill(entry, "T1", 10)])
+        assert outcome.actions == (ApplyFill(fill=fill(entry, "T1", 10)),)
+        assert not outcome.needs_full and not outcome.drift
+
+    def test_a_fill_gap_needs_the_full_lists_rather_than_being_drift(self) -> None:
+        entry = order(quantity=20)
+        working = status_line(entry, OrderStatus.PARTIALLY_FILLED, 10)
+        outcome = light(LocalBooks(orders={"P1E": entry}), orders=[working], fills=[])
+        assert not outcome.drift and len(outcome.needs_full) == 1
+
+    def test_a_fill_of_an_order_nobody_knows_needs_the_full_lists_once(self) -> None:
+        stranger = order("MANUAL-1")
+        outcome = light(LocalBooks(orders={}), orders=[], fills=[fill(stranger, "T9", 10)])
+        assert outcome.needs_full and not outcome.actions
+        reported = LocalBooks(orders={}, reported_unknown=frozenset({"MANUAL-1"}))
+        assert not light(reported, orders=[], fills=[fill(stranger, "T9", 10)]).needs_full
+
+    def test_a_working_order_nobody_knows_is_drift_in_a_light_run_too(self) -> None:
+        stranger = order("MANUAL-1")
+        outcome = light(LocalBooks(orders={}), [status_line(stranger, OrderStatus.ACCEPTED)], [])
+        assert [d.key for d in outcome.drift] == ["order:MANUAL-1:unknown"]
+
+
+@st.composite
+def light_world(draw: st.DrawFn) -> tuple[LocalBooks, BrokerFacts, BrokerFacts]:
+    """A consistent world, some orders of ours in flight (young or old, known to the broker or
+    not), and the light facts of it: the broker's working orders, its fills from a cut."""
+    books, full = draw(consistent_world())
+    assert full.orders is not None and full.fills is not None
+    orders = dict(books.orders)
+    reports = list(full.orders)
+    for index in range(draw(st.integers(min_value=0, max_value=3))):
+        status = draw(st.sampled_from((OrderStatus.SUBMITTED, OrderStatus.PENDING_CANCEL)))
+        age = draw(st.sampled_from((SECOND, 10 * SECOND)))
+        flying = order(f"F{index}E", status=status, ts_updated=NOW - age)
+        orders[flying.client_order_id] = flying
+        broker_status = draw(st.sampled_from((None, OrderStatus.ACCEPTED, OrderStatus.CANCELLED)))
+        if broker_status is not None:
+            reports.append(status_line(flying, broker_status))
+    books = msgspec.structs.replace(books, orders=orders)
+    full = msgspec.structs.replace(full, orders=reports)
+    times = sorted({f.ts_event for f in full.fills})
+    cut = draw(st.sampled_from([*times, NOW])) if times else NOW
+    light_facts = BrokerFacts(
+        orders=[r for r in reports if r.status.is_working],
+        fills=[f for f in full.fills if f.ts_event >= cut],
+        positions=full.positions,
+        orders_open_only=True,
+    )
+    return books, full, light_facts
+
+
+@settings(max_examples=300, deadline=None)
+@given(light_world(), st.booleans())
+def test_a_light_run_never_settles_on_absence_and_when_clean_misses_nothing(
+    world: tuple[LocalBooks, BrokerFacts, BrokerFacts], in_flight_only: bool
+) -> None:
+    books, full_facts, light_facts = world
+    light_outcome = run(books, light_facts, in_flight_only=in_flight_only)
+    assert not [a for a in light_outcome.actions if isinstance(a, SettleInFlight)]
+    assert not light_outcome.missing_at_broker and light_outcome.kinds_checked == frozenset()
+    if light_outcome.needs_full or light_outcome.drift or in_flight_only:
+        # The caller asks for the whole lists; the in-flight loop looks only at orders in
+        # flight (the open-orders loop, seconds later, at the rest).
+        return
+    full_outcome = run(books, full_facts, in_flight_only=in_flight_only)
+    assert not full_outcome.drift
+    assert not [a for a in full_outcome.actions if isinstance(a, SettleInFlight)]
+    in_transit = {
+        order_id
+        for order_id, o in books.orders.items()
+        if o.status in (OrderStatus.SUBMITTED, OrderStatus.PENDING_CANCEL)
+        and NOW - o.ts_updated < SETTLE
+    }
+    # What the full lists would add concerns only orders still in transit (their reports
+    # are on the way), never something the light run should have seen.
+    extra = [a for a in full_outcome.actions if a not in light_outcome.actions]
+    assert all(
+        isinstance(a, ApplyStatus) and a.report.client_order_id in in_transit for a in extra
+    ), extra
+    assert all(a in full_outcome.actions for a in light_outcome.actions)

@@ -68,10 +68,15 @@ arrivals; requests that conflict twice in a row are refused with a REJECTED stat
 Sessions: ``list_orders`` returns the orders received since the start of the current trading
 day (midnight at ``session_utc_offset_minutes``, IST by default) plus any older order still
 working; ``list_fills`` returns the fills of the current day. Positions carry over days.
+``list_open_orders`` (the working orders, of any day) and ``list_fills(since_ns=...)`` answer
+the reconciliation's frequent light runs in O(what they return), whatever the day's volume:
+the reported mirror keeps the working orders apart, and its fills are in execution order with
+a running maximum of their times, so the first fill at or after ``since_ns`` is a bisection.
 """
 
 from __future__ import annotations
 
+import bisect
 import collections
 import logging
 import threading
@@ -217,6 +222,7 @@ class _Loaded(msgspec.Struct, frozen=True, kw_only=True):
 
     books: VenueBooks
     balance: Decimal
+    since_ns: int  # the session start the session lists were read from
     session_orders: tuple[VenueOrder, ...]
     session_fills: tuple[VenueFill, ...]
     submit_counts: dict[str, int]
@@ -282,7 +288,13 @@ class PaperBroker:
         self._refused_counts: collections.Counter[str] = collections.Counter()
         # What was reported (the tables as of the last delivered batch):
         self._published_orders: dict[str, VenueOrder] = {}
+        self._published_working: dict[str, VenueOrder] = {}  # the non-terminal ones of those
         self._published_fills: list[VenueFill] = []
+        # _published_fill_ts_max[i] = max ts_event of _published_fills[:i + 1]: nondecreasing
+        # even if a reload put another process's later clock before ours, so it bisects.
+        self._published_fill_ts_max: list[int] = []
+        # The session start the mirror was last trimmed to (earlier finished orders dropped).
+        self._published_since_ns: int | None = None
         self._published_positions: dict[str, VenuePosition] = {}
         self._last_prices: dict[str, Decimal] = {}
         # The write-behind:
@@ -627,20 +639,40 @@ class PaperBroker:
             if order.ts_received >= since_ns or not order.status.is_terminal
         ]
 
-    def list_fills(self) -> list[FillReport]:
-        """Return every fill of the current session reported so far, in execution order."""
+    def list_open_orders(self) -> list[OrderStatusReport]:
+        """Return the working orders (of any session), oldest first, as reported so far: the
+        working part of ``list_orders``, in O(working orders)."""
+        self._catch_up("list_open_orders")
+        with self._lock:
+            self._check_online()
+            now_ns = self._advance_time(self._clock.now_ns())
+            orders = None
+            if self._is_active:
+                self._forget_before(self._session_start_ns(now_ns))
+                orders = list(self._published_working.values())
+        if orders is None:
+            orders = self._read(store.load_working_orders)
+        return [
+            order.status_report(now_ns) for order in sorted(orders, key=lambda order: order.seq)
+        ]
+
+    def list_fills(self, since_ns: int | None = None) -> list[FillReport]:
+        """Return the fills of the current session reported so far, in execution order; with
+        ``since_ns``, only those with ``ts_event >= since_ns`` (in O(those), by bisection)."""
         self._catch_up("list_fills")
         with self._lock:
             self._check_online()
             now_ns = self._advance_time(self._clock.now_ns())
-            since_ns = self._session_start_ns(now_ns)
+            session_ns = self._session_start_ns(now_ns)
+            from_ns = session_ns if since_ns is None else max(session_ns, since_ns)
             fills = None
             if self._is_active:
-                self._forget_before(since_ns)
-                fills = list(self._published_fills)
+                self._forget_before(session_ns)
+                start = bisect.bisect_left(self._published_fill_ts_max, from_ns)
+                fills = self._published_fills[start:]
         if fills is None:
-            fills = self._read(lambda connection: store.load_fills_since(connection, since_ns))
-        return [fill.report() for fill in fills if fill.ts_event >= since_ns]
+            fills = self._read(lambda connection: store.load_fills_since(connection, from_ns))
+        return [fill.report() for fill in fills if fill.ts_event >= from_ns]
 
     def list_positions(self) -> list[PositionReport]:
         """Return the open net positions (quantity != 0), by instrument, as reported so far. A
@@ -773,8 +805,12 @@ class PaperBroker:
     def _forget_before(self, since_ns: int) -> None:
         # A new session: earlier sessions' finished orders and fills leave the memory (they
         # stay in storage; their ids stay in _submit_counts, so they are still duplicates).
+        # Once per session start: the queries call it every time and must not scan the day.
+        if self._published_since_ns is not None and since_ns <= self._published_since_ns:
+            return
+        self._published_since_ns = since_ns
         if self._published_fills and self._published_fills[0].ts_event < since_ns:
-            self._published_fills = [f for f in self._published_fills if f.ts_event >= since_ns]
+            self._set_published_fills([f for f in self._published_fills if f.ts_event >= since_ns])
         stale = [
             order.client_order_id
             for order in self._published_orders.values()
@@ -809,6 +845,26 @@ class PaperBroker:
         batch.reports.extend(changes.reports)
         self._changed.notify_all()
 
+    def _set_published_fills(self, fills: list[VenueFill]) -> None:
+        self._published_fills = []
+        self._published_fill_ts_max = []
+        self._append_published_fills(fills)
+
+    def _append_published_fills(self, fills: list[VenueFill]) -> None:
+        ts_max = self._published_fill_ts_max
+        latest = ts_max[-1] if ts_max else None
+        for fill in fills:
+            latest = fill.ts_event if latest is None else max(latest, fill.ts_event)
+            ts_max.append(latest)
+        self._published_fills.extend(fills)
+
+    def _publish_order(self, order: VenueOrder) -> None:
+        self._published_orders[order.client_order_id] = order
+        if order.status.is_terminal:
+            self._published_working.pop(order.client_order_id, None)
+        else:
+            self._published_working[order.client_order_id] = order
+
     def _install(self, loaded: _Loaded) -> None:
         """Replace the live books and the reported mirror with what storage holds."""
         books = msgspec.structs.replace(loaded.books, quotes=self._books.quotes)
@@ -817,7 +873,13 @@ class PaperBroker:
         self._latest.update(books.working)
         self._submit_counts = dict(loaded.submit_counts)
         self._published_orders = dict(self._latest)
-        self._published_fills = list(loaded.session_fills)
+        self._published_working = {
+            order_id: order
+            for order_id, order in self._published_orders.items()
+            if not order.status.is_terminal
+        }
+        self._set_published_fills(list(loaded.session_fills))
+        self._published_since_ns = loaded.since_ns
         self._published_positions = dict(books.positions)
         self._last_prices = dict(loaded.last_prices)
 
@@ -831,6 +893,7 @@ class PaperBroker:
                 return _Loaded(
                     books=books,
                     balance=balance,
+                    since_ns=since_ns,
                     session_orders=tuple(store.load_orders_since(connection, since_ns)),
                     session_fills=tuple(store.load_fills_since(connection, since_ns)),
                     submit_counts=store.load_submit_counts(connection),
@@ -1028,10 +1091,10 @@ class PaperBroker:
 
     def _publish(self, batch: _Batch) -> None:
         for order in batch.inserts.values():
-            self._published_orders[order.client_order_id] = order
+            self._publish_order(order)
         for order in batch.updates.values():
-            self._published_orders[order.client_order_id] = order
-        self._published_fills.extend(batch.fills)
+            self._publish_order(order)
+        self._append_published_fills(batch.fills)
         for fill in batch.fills:
             self._last_prices[fill.instrument] = fill.price
         self._published_positions.update(batch.positions)
