@@ -222,6 +222,7 @@ class _Loaded(msgspec.Struct, frozen=True, kw_only=True):
 
     books: VenueBooks
     balance: Decimal
+    starting_balance: Decimal
     since_ns: int  # the session start the session lists were read from
     session_orders: tuple[VenueOrder, ...]
     session_fills: tuple[VenueFill, ...]
@@ -296,6 +297,7 @@ class PaperBroker:
         # The session start the mirror was last trimmed to (earlier finished orders dropped).
         self._published_since_ns: int | None = None
         self._published_positions: dict[str, VenuePosition] = {}
+        self._starting_balance_stored = starting_balance
         self._last_prices: dict[str, Decimal] = {}
         # The write-behind:
         self._open = _Batch(1, None)
@@ -326,13 +328,17 @@ class PaperBroker:
         """Load the books from storage (working orders, positions, counters, the session's
         orders and fills) and go online; starts the writer thread.
 
-        Calling it again lets the writer finish, then reloads from storage. Quotes are kept.
+        Calling it again while connected only answers the account (an operator's
+        ``POST /execution/connect`` or a pre-live check while trading): reloading the books
+        under a running venue could drop an order submitted between the read and the install.
 
         Raises:
             BrokerUnavailable: storage could not be read.
         """
         with self._lock:
             self._check_open()
+            if self._is_connected:
+                return self._account_info()
         self.flush()
         loaded = self._load_all("connecting")
         with self._lock:
@@ -354,10 +360,18 @@ class PaperBroker:
             books.next_order_seq,
             books.next_trade_seq,
         )
-        # is_live: a rehearsal venue presents a LIVE-type account (paper_broker.live_account).
+        with self._lock:
+            return self._account_info()
+
+    def _account_info(self) -> AccountInfo:
+        # The balance as reported so far: starting cash plus every reported position's realized
+        # PnL. is_live: a rehearsal venue presents a LIVE-type account (paper_broker.live_account).
+        realized = sum(
+            (position.realized_pnl for position in self._published_positions.values()), Decimal(0)
+        )
         return AccountInfo(
             account_id=self._config.account_id,
-            balance=loaded.balance,
+            balance=self._starting_balance_stored + realized,
             is_live=self._config.live_account,
         )
 
@@ -882,6 +896,7 @@ class PaperBroker:
         self._published_since_ns = loaded.since_ns
         self._published_positions = dict(books.positions)
         self._last_prices = dict(loaded.last_prices)
+        self._starting_balance_stored = loaded.starting_balance
 
     def _load_all(self, why: str) -> _Loaded:
         """Read the venue's tables. Called without the lock."""
@@ -889,10 +904,14 @@ class PaperBroker:
             since_ns = self._session_start_ns(self._advance_time(self._clock.now_ns()))
         try:
             with self._database.transaction() as connection:
-                books, balance = self._load(connection)
+                books, starting_balance = self._load(connection)
+                realized = sum(
+                    (position.realized_pnl for position in books.positions.values()), Decimal(0)
+                )
                 return _Loaded(
                     books=books,
-                    balance=balance,
+                    balance=starting_balance + realized,
+                    starting_balance=starting_balance,
                     since_ns=since_ns,
                     session_orders=tuple(store.load_orders_since(connection, since_ns)),
                     session_fills=tuple(store.load_fills_since(connection, since_ns)),
@@ -927,8 +946,7 @@ class PaperBroker:
             next_order_seq=next_order_seq,
             next_trade_seq=next_trade_seq,
         )
-        realized = sum((position.realized_pnl for position in positions), Decimal(0))
-        return books, Decimal(meta[store.META_STARTING_BALANCE]) + realized
+        return books, Decimal(meta[store.META_STARTING_BALANCE])
 
     def _read(self, query: Callable[[Connection], _T]) -> _T:
         # Without the lock: a passive venue's queries and start-up reads.
