@@ -152,7 +152,8 @@ def test_the_journal_file_keeps_exactly_the_entries_the_tables_lack(desk: Desk) 
     path = journal_file(desk.engine)
     plan_id = open_position(desk, quantity=10)
     desk.flush_storage()
-    assert read_journal_file(path, "SELECT count(*) FROM order_journal") != [(0,)]
+    # (Not "the file holds entries now": a timer fired while the position opened may already
+    # have trimmed them, which is the behaviour under test, not a failure.)
     applied = store.applied_seq
     assert applied > 0
 
