@@ -84,7 +84,12 @@ CONFIG: dict[str, Any] = {
     "http": {"port": 0, "token": "admin-api-token"},
     "risk": {"max_daily_loss_pct": "50", "max_concurrent_positions": 1000},
     "circuit_breaker": {"max_errors": BREAKER_ERRORS, "window_s": 60, "cooldown_s": COOLDOWN_S},
-    "heartbeats": {"marketdata_stale_s": 600, "order_stream_stale_s": 600},
+    # Wide enough that jumping the manual clock never makes a pause the model does not know.
+    "heartbeats": {
+        "marketdata_stale_s": 600,
+        "order_stream_stale_s": 600,
+        "actor_ping_timeout_s": 600,
+    },
     "leader": {"lease_ttl_s": 600, "renew_interval_s": 1, "grace_s": 0},
 }
 
@@ -244,9 +249,9 @@ class Rig:
 
         self.settle(leading, "leadership heard and the book taken over")
 
-    def entry_reaches_the_venue(self) -> bool:
-        """Send one entry plan as a strategy would; True if the venue got it, False if a gate
-        (risk's or the order actor's last one) refused it."""
+    def entry_reaches_the_venue(self) -> tuple[bool, str]:
+        """Send one entry plan as a strategy would: (True, "") if the venue got it, (False,
+        why) if a gate (risk's or the order actor's last one) refused it."""
         number = next(self._ids)
         values: dict[str, Any] = {
             "strategy": f"prop_{number}",
@@ -269,19 +274,19 @@ class Rig:
         assert broker is not None
         assert self.engine.directory.tell("risk", plan)
 
-        def outcome() -> bool | None:
+        def outcome() -> tuple[bool, str] | None:
             if entry_id in broker.submission_counts():
-                return True
+                return True, ""
             risk = self.ask(QueryRisk(), "risk")
-            if any(block.plan_client_id == plan.plan_client_id for block in risk.last_blocks):
-                return False
-            denials = self.ask(QuerySnapshot(), "order")["recent_denials"]
-            if any(denial["client_order_id"] == entry_id for denial in denials):
-                return False
+            for block in risk.last_blocks:
+                if block.plan_client_id == plan.plan_client_id:
+                    return False, f"risk: {block.code} {block.detail}"
+            for denial in self.ask(QuerySnapshot(), "order")["recent_denials"]:
+                if denial["client_order_id"] == entry_id:
+                    return False, f"order: {denial['code']} {denial['detail']}"
             return None
 
-        result = self.settle(lambda: (r := outcome()) is not None and (r,), "the plan's fate")
-        return bool(result[0])
+        return self.settle(lambda: outcome(), "the plan's fate")
 
 
 @contextmanager
@@ -415,6 +420,17 @@ def apply(action: str, rig: Rig, model: GateModel) -> None:
 @example(actions=["go_live", "crash_kill_switch", "arm_live", "go_live"])
 @example(actions=["go_live", "restart_engine", "mode_live", "go_live", "mode_paper"])
 @example(actions=["connect", "prelive", "wait_8s", "confirm", "arm_live", "prelive", "mode_live"])
+@example(
+    actions=[
+        "restart_engine",
+        "mode_live",
+        "crash_kill_switch",
+        "wait_4s",
+        "confirm_wrong_token",
+        "wait_4s",
+        "go_live",
+    ]
+)
 def test_an_entry_reaches_the_broker_in_live_only_while_every_gate_holds(
     tmp_path_factory: pytest.TempPathFactory, actions: list[str]
 ) -> None:
@@ -425,10 +441,10 @@ def test_an_entry_reaches_the_broker_in_live_only_while_every_gate_holds(
             apply(action, rig, model)
             history.append(action)
             allowed = model.entry_allowed(rig.now_s)
-            sent = rig.entry_reaches_the_venue()
+            sent, why = rig.entry_reaches_the_venue()
             assert sent == allowed, (
-                f"after {history}: entry {'sent' if sent else 'refused'} but the model says "
-                f"{'allowed' if allowed else 'refused'}; gates: {rig.gates().blockers}"
+                f"after {history}: entry {'sent' if sent else 'refused'} ({why}) but the model "
+                f"says {'allowed' if allowed else 'refused'}; gates: {rig.gates().blockers}"
             )
 
 
