@@ -13,6 +13,7 @@ the kill switch's once-a-second re-publication cannot overwrite it during a test
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,13 @@ from domain.enums import DenialCode, Mode
 from domain.messages import QueryRisk, QuerySnapshot, RiskBlocked, TradePlan
 from domain.messages.api import RiskView
 from tests.actor.conftest import Desk
+from tests.actor.test_live_gates_actor import (
+    LIVE_CONFIG,
+    arm_live,
+    connect_prelive_confirm,
+    wait_leader,
+    wait_taken_over,
+)
 
 SendPlan = Callable[[], TradePlan]
 
@@ -101,8 +109,24 @@ def expect_sent(desk: Desk, send: SendPlan) -> list[Any]:
     return orders
 
 
+def armed_live_desk(desk_factory: Callable[..., Desk], live_max_order_size: str) -> Desk:
+    """A rehearsal engine taken to LIVE the way an operator does: connect, pre-live,
+    confirmation, arm (tests/actor/test_live_gates_actor.py's steps)."""
+    config = copy.deepcopy(LIVE_CONFIG)
+    config["live"]["live_max_order_size"] = live_max_order_size
+    desk = desk_factory(**config)
+    wait_leader(desk)
+    connect_prelive_confirm(desk)
+    view = arm_live(desk)
+    assert view.refused == "" and view.state.mode is Mode.LIVE, view
+    wait_taken_over(desk)
+    return desk
+
+
 def enter_live(desk: Desk) -> None:
-    """Tell the risk actor what the kill switch publishes once it is in mode LIVE, armed."""
+    """Tell the risk actor what the kill switch publishes once it is in mode LIVE, armed: only
+    where the gates cannot get there (they refuse to arm while LIVE_MAX_ORDER_SIZE is unset),
+    to show risk's own refusal behind them."""
     state = desk.trading().state
     assert state.armed
     live = msgspec.structs.replace(state, mode=Mode.LIVE)
@@ -233,9 +257,7 @@ def test_max_daily_loss_pct(desk_factory: Callable[..., Desk]) -> None:
 def test_live_max_order_size_blocks_a_larger_live_entry(
     desk_factory: Callable[..., Desk],
 ) -> None:
-    desk = desk_factory(live={"live_max_order_size": "20"})
-    desk.ready_to_trade()
-    enter_live(desk)
+    desk = armed_live_desk(desk_factory, "20")
 
     expect_blocked(
         desk,
@@ -249,9 +271,7 @@ def test_live_max_order_size_blocks_a_larger_live_entry(
 def test_live_max_order_size_is_measured_after_sizing(desk_factory: Callable[..., Desk]) -> None:
     # BBB trades in lots of 10: 25 is sized down to 20, which the LIVE limit of 20 allows;
     # 30 stays 30 and is blocked.
-    desk = desk_factory(live={"live_max_order_size": "20"})
-    desk.ready_to_trade()
-    enter_live(desk)
+    desk = armed_live_desk(desk_factory, "20")
 
     bbb = {"instrument": "BBB", "entry": "200.10", "stop": "199.00", "target": "202.00"}
     expect_blocked(
