@@ -753,6 +753,11 @@ class PaperBroker:
         the most requests that arrived in any second and minute, and how many were refused."""
         return None if self._rate_limit is None else self._rate_limit.counts()
 
+    def request_arrivals(self) -> list[tuple[float, str, str, bool]]:
+        """The last requests that reached the venue's rate limit, in order (empty without one):
+        (wall time, request, client order id, accepted)."""
+        return [] if self._rate_limit is None else self._rate_limit.arrivals()
+
     def snapshot(self) -> dict[str, Any]:
         """Return a serialisable dump of the venue's state (no secrets to redact)."""
         with self._lock:

@@ -12,7 +12,8 @@ use up the limit.
 
 It also keeps what a test needs to prove that the engine never exceeded the limit, counted at
 the broker: the most requests that arrived (accepted or refused) in any one-second and
-one-minute window, and how many were refused. Thread-safe (its own lock; it never calls out).
+one-minute window, how many were refused, and the last 10,000 arrivals in order (which request
+for which order, accepted or not). Thread-safe (its own lock; it never calls out).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from adapters.brokers.base import BrokerRateLimited
 __all__ = ["VenueRateLimit"]
 
 _WINDOWS_S = (1.0, 60.0)
+_ARRIVALS_KEPT = 10_000
 
 
 class VenueRateLimit:
@@ -50,6 +52,7 @@ class VenueRateLimit:
         self._accepted: tuple[deque[float], deque[float]] = (deque(), deque())
         self._arrived: tuple[deque[float], deque[float]] = (deque(), deque())
         self._max_arrived = [0, 0]
+        self._log: deque[tuple[float, str, str, bool]] = deque(maxlen=_ARRIVALS_KEPT)
         self.requests_total = 0
         self.rate_limited_total = 0
 
@@ -73,6 +76,7 @@ class VenueRateLimit:
                 limit = self._limits[index]
                 if refusal is None and limit is not None and len(accepted) >= limit:
                     refusal = (limit, window_s, accepted[0] + window_s - now)
+            self._log.append((now, request, client_order_id, refusal is None))
             if refusal is None:
                 for accepted in self._accepted:
                     accepted.append(now)
@@ -97,6 +101,12 @@ class VenueRateLimit:
                 "requests_total": self.requests_total,
                 "rate_limited_total": self.rate_limited_total,
             }
+
+    def arrivals(self) -> list[tuple[float, str, str, bool]]:
+        """The last arrivals in order: (wall time, ``submit``/``cancel``/``modify``, client
+        order id, accepted)."""
+        with self._lock:
+            return list(self._log)
 
 
 def _trim(times: deque[float], older_than_or_at: float) -> None:
