@@ -66,6 +66,16 @@ class RateLimitedBroker(RecordingBroker):
             )
 
 
+class TimedOutbox(Outbox):
+    def __init__(self) -> None:
+        super().__init__()
+        self.delivered_ns: list[int] = []
+
+    def deliver(self, message: object) -> bool:
+        self.delivered_ns.append(time.perf_counter_ns())
+        return super().deliver(message)
+
+
 def metrics() -> EngineMetrics:
     return EngineMetrics(instance_id="vigil-test", strategies=[], feeds=[])
 
@@ -246,7 +256,7 @@ class TestEntriesTheKillSwitchStops:
         """One call a second, all used: an entry queued behind, with the flatten's cancel for
         it, is withheld at once (no token, no broker call) and its cancel dropped, also one
         handed over later; the exit gets the next token."""
-        broker, outbox = RecordingBroker(), Outbox()
+        broker, outbox = RecordingBroker(), TimedOutbox()
         gateway = gateways(
             broker,
             outbox,
@@ -263,6 +273,8 @@ class TestEntriesTheKillSwitchStops:
         [withheld] = outbox.messages
         assert isinstance(withheld, BrokerRequestWithheld) and withheld.client_order_id == "e1"
         assert withheld.code is DenialCode.TRADING_PAUSED
+        # At once, not when the window had room for one more call (a second after c0).
+        assert outbox.delivered_ns[0] - broker.finished_ns[("cancel", "c0")] < NANOS_PER_SECOND / 2
         gateway.cancel("e1", leg=LegKind.ENTRY)  # the order actor's late cancel: dropped too
         assert wait_calls(broker, 2) == [("cancel", "c0"), ("submit", "x1")]
         wait_until(lambda: gateway.queue_depth() == 0, message="queue empty")
