@@ -137,7 +137,9 @@ class PaperBrokerConfig(_Strict):
     # A venue-side rate limit, so the paper venue can stand for a rate-limited broker in tests
     # and drills: requests (submit, cancel, modify) beyond it in any trailing second (minute)
     # are refused with ``BrokerRateLimited``, and the venue counts what arrives per window.
-    # None: unlimited (the default; the paper venue has no published limit).
+    # None: unlimited (the default; the paper venue has no published limit). Set the same in
+    # ``broker`` for the engine to keep under it; otherwise only the threaded gateway retries
+    # a 429 (the inline one reports it as an unknown outcome, settled by reconciliation).
     rate_limit_per_s: int | None = Field(default=None, gt=0)
     rate_limit_per_min: int | None = Field(default=None, gt=0)
 
