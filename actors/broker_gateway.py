@@ -19,14 +19,47 @@ engine's directory:
 Two gateways, one behaviour:
 
 - ``ThreadedBrokerGateway``: a priority queue served by worker threads. Cancels go first, then
-  exits and protective legs (they only reduce exposure), then entries; FIFO within a priority
-  (where the automatic-safety issue adds its rate limits). Requests for one
-  ``client_order_id`` run one at a time and in the order they were handed over (a cancel never
-  overtakes its submit); a cancel queued behind its order's submit lends it its priority.
-  A request identical to one still waiting for the same order is not queued twice.
+  exits and protective legs (they only reduce exposure), then entries; FIFO within a priority.
+  Requests for one ``client_order_id`` run one at a time and in the order they were handed
+  over (a cancel never overtakes its submit); a cancel queued behind its order's submit lends
+  it its priority. A request identical to one still waiting for the same order is not queued
+  twice.
 - ``InlineBrokerGateway``: calls the broker on the caller's thread, for a venue that never
   blocks (the in-process paper venue): no thread hand-off on the order path, the outcome still
   comes back as a message, so the order actor has one code path for both.
+
+Rate limits (``BrokerRateLimit``, from ``broker.rate_limit_per_s``/``rate_limit_per_min``; the
+broker's published limits: Kite Connect 10 order requests/s and 200 orders/min, IG 100
+trading requests/min per account). The threaded gateway hands out a token before every broker
+call, in priority order: a worker takes the request at the head of the queue only when the
+limiter has room, so a cancel never waits behind an entry and a flatten's exits never wait
+behind queued entries (they only wait for tokens the broker's limit has not yet given back).
+The windows are ``limits``' moving windows (never more than N calls in any trailing second or
+minute; stricter than a token bucket, which lets a full burst through at a window's edge), and
+a call holds its token until it returns and is dated then: the broker counts a request when it
+arrives, which is somewhere between our call and its answer, so dating the call at its end is
+what keeps the broker's own count under the limit whatever the threads' timing (the price: a
+call's duration is added to its token's time, about a sixth of the rate for 200 ms calls at
+10/s). An entry the kill switch's decision stops is withheld without a token (below), and a
+cancel waiting behind a withheld submit is dropped: the broker never saw that order. The inline
+gateway cannot wait for tokens (it runs on the order actor's thread): a rate limit with
+``gateway: inline`` is refused by the config, and ``auto`` picks the threaded gateway whenever
+a limit is set.
+
+429: a request the broker refuses for its rate limit (``BrokerRateLimited``: it did not act) is
+retried, counted in ``trader_retries_total{type="rate_limit"}``: the whole threaded gateway
+stops handing out tokens for the broker's ``retry_after_s`` (or ``backoff_s`` doubling per
+retry of that request, up to ``backoff_max_s``; not tenacity, whose retries sleep on the
+calling thread: here the request goes back to the head of its order's lane and waits its turn
+in priority order, so a cancel that arrived meanwhile still goes first) and the request is sent
+again, up to ``retries`` times. Then, and on the inline gateway at once, it is reported like an
+unanswered call (``BrokerRequestFailed``, ``rejected=False``, ``BROKER_RATE_LIMITED: ...``): the
+order stays in flight and reconciliation settles it.
+
+Metrics: ``trader_rate_limit_wait_ms`` is the time a request, next in line with a worker free,
+waited for its token (0 when one was free); ``trader_broker_queue_depth{priority}`` and
+``trader_queue_depth{queue="broker_gateway"}`` the requests waiting; ``queue_depth()`` answers
+the same for the Watchdog.
 
 Threads and failures: ``submit``/``cancel``/``modify`` are called on the order actor's thread;
 the threaded gateway's broker calls and outcome messages happen on its workers. A worker never
@@ -40,18 +73,23 @@ and lost; the order stays in flight and reconciliation settles it.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 import logging
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any, Literal
 
-from adapters.brokers.base import BrokerRejected, BrokerUnavailable
+from limits import RateLimitItem, RateLimitItemPerMinute, RateLimitItemPerSecond
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
+
+from adapters.brokers.base import BrokerRateLimited, BrokerRejected, BrokerUnavailable
 from domain.enums import DenialCode, LegKind
 from domain.messages import (
     BrokerRequestCompleted,
@@ -70,6 +108,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BrokerGateway",
     "BrokerPriority",
+    "BrokerRateLimit",
     "GatewayMode",
     "InlineBrokerGateway",
     "ThreadedBrokerGateway",
@@ -82,6 +121,10 @@ logger = logging.getLogger(__name__)
 GatewayMode = Literal["thread", "inline"]
 Deliver = Callable[[object], bool]
 QUEUE_NAME = "broker_gateway"
+# A blocked limiter is asked again at least this often (float rounding at a window's edge).
+_MIN_TOKEN_WAIT_S = 0.001
+# How many withheld orders the gateway remembers, to drop cancels that follow them.
+_WITHHELD_MEMORY = 10_000
 
 
 class BrokerPriority(IntEnum):
@@ -98,11 +141,94 @@ def request_priority(kind: BrokerRequestKind, leg: LegKind) -> BrokerPriority:
     return BrokerPriority.ENTRY if leg is LegKind.ENTRY else BrokerPriority.PROTECTIVE
 
 
+class BrokerRateLimit:
+    """The broker's published request limits: at most ``per_second`` calls in any trailing
+    second and ``per_minute`` in any trailing minute (None: no such limit).
+
+    Each limit is a ``limits.MovingWindowRateLimiter`` window over its in-memory storage, on
+    wall time (``time.time``, as ``limits`` reads it). A call takes a token before it starts
+    (``take``) and gives it back when it has returned (``release``), which dates it in the
+    windows then; calls in progress count against the limit meanwhile. Not thread-safe on its
+    own: the gateway calls it with its queue lock held.
+    """
+
+    def __init__(self, *, per_second: int | None = None, per_minute: int | None = None) -> None:
+        for name, value in (("per_second", per_second), ("per_minute", per_minute)):
+            if value is not None and value < 1:
+                raise ValueError(f"a broker rate limit needs {name} >= 1 or None, was {value}")
+        self.per_second = per_second
+        self.per_minute = per_minute
+        self._items: list[RateLimitItem] = []
+        if per_second is not None:
+            self._items.append(RateLimitItemPerSecond(per_second, namespace="broker"))
+        if per_minute is not None:
+            self._items.append(RateLimitItemPerMinute(per_minute, namespace="broker"))
+        self._windows = MovingWindowRateLimiter(MemoryStorage())
+        self.in_flight = 0
+        self.paused_until = 0.0  # time.time(): after a 429, no token before then
+        self.tokens_total = 0
+
+    @property
+    def is_limited(self) -> bool:
+        return bool(self._items)
+
+    def describe(self) -> str:
+        parts = [
+            f"{value}/{unit}"
+            for value, unit in ((self.per_second, "s"), (self.per_minute, "min"))
+            if value is not None
+        ]
+        return ", ".join(parts) or "unlimited"
+
+    def wait_s(self) -> float:
+        """How long until a token may be free: 0.0 when one is free now. A call that returns
+        meanwhile does not free one (it is dated in the windows then); time passing does."""
+        now = time.time()
+        wait = self.paused_until - now
+        if wait > 0:
+            return max(wait, _MIN_TOKEN_WAIT_S)
+        blocked = False
+        for item in self._items:
+            reset_at, remaining = self._windows.get_window_stats(item)
+            if remaining - self.in_flight < 1:
+                # The window's oldest call leaves it at reset_at; a call still in progress may
+                # hold the slot beyond that: then the caller asks again.
+                blocked = True
+                wait = max(wait, reset_at - now)
+        return max(wait, _MIN_TOKEN_WAIT_S) if blocked else 0.0
+
+    def take(self) -> None:
+        self.in_flight += 1
+        self.tokens_total += 1
+
+    def release(self, *, sent: bool) -> None:
+        """The call has returned (``sent``) or was not made after all (a withheld entry)."""
+        self.in_flight -= 1
+        if not sent:
+            return
+        for item in self._items:
+            if not self._windows.hit(item):
+                # Cannot happen while every call took a token first; the call went out anyway.
+                logger.warning("broker rate limit %s overrun by a call", self.describe())
+
+    def pause(self, seconds: float) -> None:
+        """No token for ``seconds`` (the broker said 429)."""
+        self.paused_until = max(self.paused_until, time.time() + seconds)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "limits": self.describe(),
+            "in_flight": self.in_flight,
+            "tokens_total": self.tokens_total,
+            "paused_for_s": round(max(0.0, self.paused_until - time.time()), 3),
+        }
+
+
 @dataclass(slots=True, eq=False)
 class _Request:
     kind: BrokerRequestKind
     client_order_id: str
-    priority: int
+    priority: int  # its own; the heap may carry it sooner (a cancel behind it lends its own)
     sequence: int
     call: Callable[[], None]
     quantity: int | None
@@ -110,6 +236,12 @@ class _Request:
     is_entry: bool = False
     queued_ns: int = field(default_factory=time.perf_counter_ns)
     taken: bool = False
+    attempts: int = 0  # broker calls made for it so far (a 429 sends it again)
+    withheld: tuple[DenialCode, str] | None = None  # the kill switch's decision at take time
+    holds_token: bool = False
+    throttled_ns: int | None = None  # first found next in line with no token free
+    token_wait_ns: int = 0
+    retry: bool = False  # refused for the rate limit: back into its lane when finished
 
 
 class BrokerGateway:
@@ -186,6 +318,15 @@ class BrokerGateway:
         return 0
 
     # ------------------------------------------------------------------ QUERIES
+    def queue_depth(self) -> int:
+        """How many requests wait in the queue (none running); the inline gateway has none.
+        Safe from any thread (the Watchdog samples it)."""
+        return 0
+
+    def queue_depths(self) -> dict[str, int]:
+        """``queue_depth()`` by priority (``cancel``, ``protective``, ``entry``)."""
+        return {priority.name.lower(): 0 for priority in BrokerPriority}
+
     def snapshot(self) -> dict[str, Any]:
         with self._counts_lock:
             return {
@@ -208,16 +349,26 @@ class BrokerGateway:
         raise NotImplementedError
 
     def _carry_out(self, request: _Request) -> None:
-        if request.is_entry and self._gate is not None:
+        denial = request.withheld
+        if denial is None and request.is_entry and self._gate is not None:
             denial = self._gate.entry_denial(self._clock.now_ns())
-            if denial is not None:
-                self._withhold(request, *denial)
-                return
+        if denial is not None:
+            request.withheld = denial
+            self._call_ended(request, sent=False)
+            self._withhold(request, *denial)
+            return
         started_ns = time.perf_counter_ns()
         queued_us = (started_ns - request.queued_ns) // 1000
         rejected: bool | None = None
+        request.attempts += 1
         try:
             request.call()
+        except BrokerRateLimited as error:
+            self._call_ended(request, sent=True)
+            if self._retry_later(request, error):
+                return
+            rejected = False
+            text = f"BROKER_RATE_LIMITED: {error} (attempts={request.attempts})"
         except BrokerRejected as error:
             rejected, text = True, str(error)
         except BrokerUnavailable as error:
@@ -231,6 +382,10 @@ class BrokerGateway:
                 request.client_order_id,
             )
             rejected, text = False, f"BROKER_ERROR: {error!r}"
+        finally:
+            # Right after the call returns: the rate limit dates it now (a no-op when the
+            # 429 branch already did, or without a limit).
+            self._call_ended(request, sent=True)
         call_us = (time.perf_counter_ns() - started_ns) // 1000
         with self._counts_lock:
             self.calls_total += 1
@@ -258,6 +413,19 @@ class BrokerGateway:
                 ts_event=self._clock.now_ns(),
             )
         self._tell(outcome)
+
+    def _call_ended(self, request: _Request, *, sent: bool) -> None:
+        """The broker call returned (``sent``) or will not be made; gives its token back."""
+
+    def _retry_later(self, request: _Request, error: BrokerRateLimited) -> bool:
+        """True when the gateway will send ``request`` again after the broker's 429."""
+        logger.warning(
+            "broker %s of %s refused for its rate limit (not retried here): %s",
+            request.kind.value,
+            request.client_order_id,
+            error,
+        )
+        return False
 
     def _withhold(self, request: _Request, code: DenialCode, detail: str) -> None:
         self._tell(
@@ -314,6 +482,12 @@ class ThreadedBrokerGateway(BrokerGateway):
     Args:
         workers: how many broker calls may be in progress at once (for different orders; one
             order's requests always run one at a time, in order).
+        rate_limit: the broker's published limits (None: unlimited); tokens are handed out in
+            priority order.
+        rate_limit_retries: how many times a request refused for the rate limit (429) is sent
+            again before it is reported as failed.
+        backoff_s, backoff_max_s: the wait after a 429 without a retry-after: ``backoff_s``
+            doubling per retry of the request, at most ``backoff_max_s``.
         (the rest as ``BrokerGateway``)
     """
 
@@ -329,10 +503,25 @@ class ThreadedBrokerGateway(BrokerGateway):
         metrics: EngineMetrics | None = None,
         workers: int = 4,
         name: str = "broker-gateway",
+        rate_limit: BrokerRateLimit | None = None,
+        rate_limit_retries: int = 5,
+        backoff_s: float = 0.5,
+        backoff_max_s: float = 10.0,
     ) -> None:
         super().__init__(broker, deliver=deliver, clock=clock, gate=gate, metrics=metrics)
         if workers < 1:
             raise ValueError(f"a threaded broker gateway needs workers >= 1, was {workers}")
+        if rate_limit_retries < 0 or backoff_s <= 0 or backoff_max_s <= 0:
+            raise ValueError(
+                f"rate-limit retries need retries >= 0 and backoffs > 0, was "
+                f"retries={rate_limit_retries} backoff_s={backoff_s} "
+                f"backoff_max_s={backoff_max_s}"
+            )
+        # Always one, unlimited by default: a 429 pauses it all the same.
+        self._rate_limit = rate_limit if rate_limit is not None else BrokerRateLimit()
+        self._rate_limit_retries = rate_limit_retries
+        self._backoff_s = backoff_s
+        self._backoff_max_s = backoff_max_s
         self._ready = threading.Condition(threading.Lock())
         # Guarded by _ready: the heap holds (priority, sequence, request) for the first waiting
         # request of each order that has none running (stale entries are skipped: ``taken``);
@@ -341,8 +530,14 @@ class ThreadedBrokerGateway(BrokerGateway):
         self._waiting: dict[str, deque[_Request]] = {}
         self._running: set[str] = set()
         self._depth = 0
+        self._depth_by_priority = dict.fromkeys(BrokerPriority, 0)
+        # Orders whose submit was withheld: the broker never saw them, so a cancel handed over
+        # for one afterwards has nothing to cancel (oldest forgotten first).
+        self._withheld_ids: OrderedDict[str, None] = OrderedDict()
         self._is_stopping = False
         self.dropped_total = 0
+        self.rate_limited_total = 0
+        self.cancels_dropped_total = 0
         self._threads = [
             threading.Thread(target=self._work, name=f"{name}-{index}", daemon=True)
             for index in range(workers)
@@ -360,9 +555,10 @@ class ThreadedBrokerGateway(BrokerGateway):
             self._heap.clear()
             self._waiting.clear()
             self._depth = 0
+            self._depth_by_priority = dict.fromkeys(BrokerPriority, 0)
             self.dropped_total += dropped
             self._ready.notify_all()
-        self._set_depth(0)
+        self._publish_depth()
         deadline = time.monotonic() + timeout_s
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -377,15 +573,29 @@ class ThreadedBrokerGateway(BrokerGateway):
             )
         return dropped
 
+    def queue_depth(self) -> int:
+        with self._ready:
+            return self._depth
+
+    def queue_depths(self) -> dict[str, int]:
+        with self._ready:
+            return {p.name.lower(): count for p, count in self._depth_by_priority.items()}
+
     def snapshot(self) -> dict[str, Any]:
         with self._ready:
             return {
                 **super().snapshot(),
                 "workers": len(self._threads),
                 "queued": self._depth,
+                "queued_by_priority": {
+                    p.name.lower(): count for p, count in self._depth_by_priority.items()
+                },
                 "running": sorted(self._running),
                 "dropped_total": self.dropped_total,
                 "stopping": self._is_stopping,
+                "rate_limit": self._rate_limit.snapshot(),
+                "rate_limited_total": self.rate_limited_total,
+                "cancels_dropped_total": self.cancels_dropped_total,
             }
 
     # ------------------------------------------------------------------ INTERNALS
@@ -408,6 +618,19 @@ class ThreadedBrokerGateway(BrokerGateway):
                     client_order_id,
                 )
                 return
+            if client_order_id in self._withheld_ids:
+                if kind is BrokerRequestKind.CANCEL:
+                    # Its submit was withheld: the broker never saw the order, the order actor
+                    # settles it from the withheld outcome, and the broker's limit is kept for
+                    # the requests that matter (a flatten's exits).
+                    self.cancels_dropped_total += 1
+                    logger.info(
+                        "broker gateway: cancel of %s not sent: its submit was withheld",
+                        client_order_id,
+                    )
+                    return
+                if kind is BrokerRequestKind.SUBMIT:
+                    del self._withheld_ids[client_order_id]  # sent again (recovery): forget
             lane = self._waiting.setdefault(client_order_id, deque())
             if any(r.kind is kind and r.quantity == quantity for r in lane):
                 # Already waiting: a second identical request would change nothing at the broker
@@ -424,8 +647,7 @@ class ThreadedBrokerGateway(BrokerGateway):
                 is_entry=kind is BrokerRequestKind.SUBMIT and leg is LegKind.ENTRY,
             )
             lane.append(request)
-            self._depth += 1
-            depth = self._depth
+            self._count_waiting(request, +1)
             if client_order_id not in self._running:
                 head = lane[0]
                 if head is request or request.priority < head.priority:
@@ -434,60 +656,173 @@ class ThreadedBrokerGateway(BrokerGateway):
                     # at this priority, keeping its own place in the FIFO.
                     heapq.heappush(self._heap, (request.priority, head.sequence, head))
                     self._ready.notify()
-        self._set_depth(depth)
+        self._publish_depth()
 
     def _work(self) -> None:
         while True:
             with self._ready:
-                request = self._take()
+                request, wait_s = self._take()
                 while request is None and not self._is_stopping:
-                    self._ready.wait()
-                    request = self._take()
+                    # Nothing to do, or the head waits for a token: woken by a new request, a
+                    # finished one, stop(), or when the limiter may have room again.
+                    self._ready.wait(wait_s)
+                    request, wait_s = self._take()
                 if request is None:
                     return
-                depth = self._depth
-            self._set_depth(depth)
-            if self._metrics is not None:
-                waited_ms = (time.perf_counter_ns() - request.queued_ns) / 1e6
-                self._metrics.rate_limit_wait_ms.observe(waited_ms)
+            self._publish_depth()
+            if self._metrics is not None and request.holds_token:
+                self._metrics.rate_limit_wait_ms.observe(request.token_wait_ns / 1e6)
             try:
                 self._carry_out(request)
             finally:
                 self._finish(request)
 
-    def _take(self) -> _Request | None:
-        # Called with _ready held.
+    def _take(self) -> tuple[_Request | None, float | None]:
+        # Called with _ready held. Returns the request to carry out, or None and how long to
+        # wait before asking again (None: until woken).
         if self._is_stopping:
-            return None
-        while self._heap:
-            _, _, request = heapq.heappop(self._heap)
+            return None, None
+        heap = self._heap
+        while heap:
+            request = heap[0][2]
             if request.taken:
+                heapq.heappop(heap)
                 continue
+            withheld = None
+            if request.is_entry and self._gate is not None:
+                # Decided before a token: an entry the kill switch stops costs no broker call,
+                # so it must not hold up a flatten waiting for the broker's limit.
+                withheld = self._gate.entry_denial(self._clock.now_ns())
+            if withheld is None:
+                wait_s = self._rate_limit.wait_s()
+                now_ns = time.perf_counter_ns()
+                if wait_s > 0:
+                    if request.throttled_ns is None:
+                        request.throttled_ns = now_ns
+                    return None, wait_s
+                self._rate_limit.take()
+                request.holds_token = True
+                if request.throttled_ns is not None:
+                    request.token_wait_ns = now_ns - request.throttled_ns
+            heapq.heappop(heap)
             request.taken = True
+            request.withheld = withheld
             lane = self._waiting[request.client_order_id]
             assert lane[0] is request
             lane.popleft()
-            self._depth -= 1
+            self._count_waiting(request, -1)
             self._running.add(request.client_order_id)
-            return request
-        return None
+            return request, None
+        return None, None
+
+    def _call_ended(self, request: _Request, *, sent: bool) -> None:
+        if not request.holds_token:
+            return
+        with self._ready:
+            request.holds_token = False
+            self._rate_limit.release(sent=sent)
+            if not sent:
+                self._ready.notify()  # its token is free again
+
+    def _retry_later(self, request: _Request, error: BrokerRateLimited) -> bool:
+        with self._ready:
+            self.rate_limited_total += 1
+            if request.attempts > self._rate_limit_retries or self._is_stopping:
+                retry = False
+            else:
+                retry = request.retry = True
+                backoff_s = error.retry_after_s
+                if backoff_s is None or backoff_s < 0:
+                    backoff_s = min(
+                        self._backoff_max_s, self._backoff_s * 2 ** (request.attempts - 1)
+                    )
+                self._rate_limit.pause(backoff_s)
+        if not retry:
+            logger.warning(
+                "broker %s of %s refused for its rate limit %d times; reported failed: %s",
+                request.kind.value,
+                request.client_order_id,
+                request.attempts,
+                error,
+            )
+            return False
+        if self._metrics is not None:
+            self._metrics.retries_total.labels(type="rate_limit").inc()
+        logger.warning(
+            "broker %s of %s refused for its rate limit (attempt %d); every request waits "
+            "%.3f s, then it goes again: %s",
+            request.kind.value,
+            request.client_order_id,
+            request.attempts,
+            backoff_s,
+            error,
+        )
+        return True
 
     def _finish(self, request: _Request) -> None:
         with self._ready:
             key = request.client_order_id
             self._running.discard(key)
             lane = self._waiting.get(key)
+            if request.retry and not self._is_stopping:
+                # Back at the head of its lane, at its own place in the FIFO: a fresh copy, so
+                # the heap's stale entries for the old one stay stale.
+                again = dataclasses.replace(
+                    request, taken=False, retry=False, throttled_ns=None, token_wait_ns=0
+                )
+                lane = self._waiting.setdefault(key, deque())
+                lane.appendleft(again)
+                self._count_waiting(again, +1)
+            elif request.retry:
+                self.dropped_total += 1  # stopping: stays in flight, like the queued ones
+            if request.withheld is not None and request.kind is BrokerRequestKind.SUBMIT:
+                self._forget_withheld(key, lane)
+                lane = self._waiting.get(key)
             if not lane:
                 self._waiting.pop(key, None)
-                return
-            head = lane[0]
-            priority = min(r.priority for r in lane)
-            heapq.heappush(self._heap, (priority, head.sequence, head))
-            self._ready.notify()
+            else:
+                head = lane[0]
+                priority = min(r.priority for r in lane)
+                heapq.heappush(self._heap, (priority, head.sequence, head))
+                self._ready.notify()
+        self._publish_depth()
 
-    def _set_depth(self, depth: int) -> None:
-        if self._metrics is not None:
-            self._metrics.queue_depth.labels(queue=QUEUE_NAME).set(depth)
+    def _forget_withheld(self, key: str, lane: deque[_Request] | None) -> None:
+        # Called with _ready held: the broker never saw this order; its cancels have nothing
+        # to cancel (dropped now, and those handed over later at hand-over).
+        self._withheld_ids[key] = None
+        self._withheld_ids.move_to_end(key)
+        while len(self._withheld_ids) > _WITHHELD_MEMORY:
+            self._withheld_ids.popitem(last=False)
+        if not lane:
+            return
+        cancels = [r for r in lane if r.kind is BrokerRequestKind.CANCEL]
+        if not cancels:
+            return
+        kept = deque(r for r in lane if r.kind is not BrokerRequestKind.CANCEL)
+        for cancel in cancels:
+            cancel.taken = True  # any heap entry for it is stale now
+            self._count_waiting(cancel, -1)
+        self.cancels_dropped_total += len(cancels)
+        if kept:
+            self._waiting[key] = kept
+        else:
+            self._waiting.pop(key, None)
+
+    def _count_waiting(self, request: _Request, change: int) -> None:
+        # Called with _ready held.
+        self._depth += change
+        self._depth_by_priority[BrokerPriority(request.priority)] += change
+
+    def _publish_depth(self) -> None:
+        if self._metrics is None:
+            return
+        with self._ready:
+            depth = self._depth
+            by_priority = dict(self._depth_by_priority)
+        self._metrics.queue_depth.labels(queue=QUEUE_NAME).set(depth)
+        for priority, count in by_priority.items():
+            self._metrics.broker_queue_depth.labels(priority=priority.name.lower()).set(count)
 
 
 def build_broker_gateway(
@@ -499,11 +834,34 @@ def build_broker_gateway(
     gate: TradingGate | None = None,
     metrics: EngineMetrics | None = None,
     workers: int = 4,
+    rate_limit: BrokerRateLimit | None = None,
+    rate_limit_retries: int = 5,
+    backoff_s: float = 0.5,
+    backoff_max_s: float = 10.0,
 ) -> BrokerGateway:
     """The gateway ``mode`` names, over ``broker``. The inline gateway needs no ``gate``: it
-    runs right after the order actor's own last gate, on its thread."""
+    runs right after the order actor's own last gate, on its thread.
+
+    Raises:
+        ValueError: ``inline`` with a rate limit (it would make the order actor wait for
+            tokens; ``BrokerConfig`` refuses the same at load).
+    """
     if mode == "inline":
+        if rate_limit is not None and rate_limit.is_limited:
+            raise ValueError(
+                f"the inline broker gateway cannot honour a rate limit ({rate_limit.describe()})"
+                ": it runs on the order actor's thread; use the threaded gateway"
+            )
         return InlineBrokerGateway(broker, deliver=deliver, clock=clock, metrics=metrics)
     return ThreadedBrokerGateway(
-        broker, deliver=deliver, clock=clock, gate=gate, metrics=metrics, workers=workers
+        broker,
+        deliver=deliver,
+        clock=clock,
+        gate=gate,
+        metrics=metrics,
+        workers=workers,
+        rate_limit=rate_limit,
+        rate_limit_retries=rate_limit_retries,
+        backoff_s=backoff_s,
+        backoff_max_s=backoff_max_s,
     )

@@ -37,6 +37,7 @@ from domain.enums import DenialCode, Mode, PauseCause, TradingState
 disable_created_metrics()
 
 __all__ = [
+    "BROKER_QUEUE_PRIORITIES",
     "FLATTEN_DURATION_BUCKETS_MS",
     "ORDER_LATENCY_BUCKETS_MS",
     "RATE_LIMIT_WAIT_BUCKETS_MS",
@@ -62,6 +63,8 @@ FLATTEN_DURATION_BUCKETS_MS: tuple[float, ...] = (
 
 # The retry types the runbook asks to watch ("flat, esp. token_refresh, rate_limit").
 _RUNBOOK_RETRY_TYPES = ("token_refresh", "rate_limit")
+# The broker gateway's priorities (``actors.broker_gateway.BrokerPriority``), lowest first.
+BROKER_QUEUE_PRIORITIES = ("cancel", "protective", "entry")
 
 
 class EngineMetrics:
@@ -234,8 +237,14 @@ class EngineMetrics:
         )
         self.rate_limit_wait_ms = Histogram(
             "trader_rate_limit_wait_ms",
-            "Time an order waited in the rate-limit queue, milliseconds",
+            "Time a broker request, next in line, waited for a rate-limit token, milliseconds",
             buckets=RATE_LIMIT_WAIT_BUCKETS_MS,
+            registry=registry,
+        )
+        self.broker_queue_depth = Gauge(
+            "trader_broker_queue_depth",
+            "Broker requests waiting in the gateway's queue, by priority",
+            ["priority"],
             registry=registry,
         )
         self.flatten_duration_ms = Histogram(
@@ -276,6 +285,8 @@ class EngineMetrics:
             self.risk_blocks_total.labels(reason=code.value)
         for retry_type in _RUNBOOK_RETRY_TYPES:
             self.retries_total.labels(type=retry_type)
+        for priority in BROKER_QUEUE_PRIORITIES:
+            self.broker_queue_depth.labels(priority=priority).set(0)
         self.set_config_sha(config_sha)
 
     # -- setters for one-hot and derived values -----------------------------------------------

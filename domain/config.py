@@ -134,6 +134,14 @@ class PaperBrokerConfig(_Strict):
     # REHEARSAL: the venue presents a LIVE-type account, so the whole go-live procedure runs
     # end to end with no real broker (configs/rehearsal.yaml). Everything says REHEARSAL.
     live_account: bool = False
+    # A venue-side rate limit, so the paper venue can stand for a rate-limited broker in tests
+    # and drills: requests (submit, cancel, modify) beyond it in any trailing second (minute)
+    # are refused with ``BrokerRateLimited``, and the venue counts what arrives per window.
+    # None: unlimited (the default; the paper venue has no published limit). Set the same in
+    # ``broker`` for the engine to keep under it; otherwise only the threaded gateway retries
+    # a 429 (the inline one reports it as an unknown outcome, settled by reconciliation).
+    rate_limit_per_s: int | None = Field(default=None, gt=0)
+    rate_limit_per_min: int | None = Field(default=None, gt=0)
 
 
 class BrokerConfig(_Strict):
@@ -143,13 +151,43 @@ class BrokerConfig(_Strict):
     real broker takes ~200 ms to answer; decisions, cancels and other instruments must not wait
     for it); ``inline`` calls the broker on the order actor's thread, outcomes still come back
     as messages (only for a venue that never blocks: the in-process paper venue, where a thread
-    hand-off would cost more than the call); ``auto`` (default): inline for the paper venue,
-    thread for any other broker. ``gateway_workers``: broker calls in progress at once (for
+    hand-off would cost more than the call); ``auto`` (default): inline for the paper venue
+    without rate limits, thread for any other broker or once a rate limit is set (inline with
+    a rate limit is refused). ``gateway_workers``: broker calls in progress at once (for
     different orders; one order's requests always run one at a time, in order).
     """
 
     gateway: Literal["auto", "thread", "inline"] = "auto"
     gateway_workers: int = Field(default=4, ge=1, le=64)
+    # The broker's published request limits, enforced in front of every broker call by the
+    # threaded gateway (never more than this many requests in any trailing second / minute).
+    # None: unlimited (the default, for the in-process paper venue). Kite Connect publishes
+    # 10 order requests/s and 200 orders/min; IG's REST API 100 trading requests/min per
+    # account (30 non-trading/min per account, 60/min per app). With a limit set, ``auto``
+    # picks ``thread``: the inline gateway runs on the order actor's thread, which must never
+    # wait for a token.
+    rate_limit_per_s: int | None = Field(default=None, gt=0)
+    rate_limit_per_min: int | None = Field(default=None, gt=0)
+    # A request the broker refused for its rate limit (429, ``BrokerRateLimited``) is retried
+    # up to this many times; the whole gateway waits the broker's Retry-After, or without one
+    # ``rate_limit_backoff_s`` doubling per retry up to ``rate_limit_backoff_max_s``.
+    rate_limit_retries: int = Field(default=5, ge=0, le=100)
+    rate_limit_backoff_s: float = Field(default=0.5, gt=0)
+    rate_limit_backoff_max_s: float = Field(default=10.0, gt=0)
+
+    @property
+    def is_rate_limited(self) -> bool:
+        return self.rate_limit_per_s is not None or self.rate_limit_per_min is not None
+
+    @model_validator(mode="after")
+    def _inline_gateway_cannot_wait_for_tokens(self) -> BrokerConfig:
+        if self.gateway == "inline" and self.is_rate_limited:
+            raise ValueError(
+                "broker.gateway 'inline' cannot honour broker.rate_limit_per_s/"
+                "rate_limit_per_min: it calls the broker on the order actor's thread, which "
+                "must never wait for a token; use 'thread' or 'auto'"
+            )
+        return self
 
 
 class HttpConfig(_Strict):

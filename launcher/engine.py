@@ -23,7 +23,7 @@ import pykka
 
 from actors.admin_http_actor import AdminHttpActor
 from actors.base import SUPERVISOR
-from actors.broker_gateway import BrokerGateway, build_broker_gateway
+from actors.broker_gateway import BrokerGateway, BrokerRateLimit, build_broker_gateway
 from actors.control import EngineControl
 from actors.directory import ActorDirectory
 from actors.dispatcher import Dispatcher
@@ -212,16 +212,27 @@ class Engine:
         self._order_broker = order_broker
         # Broker I/O off the order actor's thread. "auto": the paper venue is in process and
         # never blocks, so it is called inline (a thread hand-off would cost more than the
-        # call); any real broker goes through the threaded gateway.
-        gateway_mode = config.broker.gateway
+        # call); any real broker goes through the threaded gateway, and so does any broker
+        # with a rate limit (the order actor's thread must never wait for a token).
+        broker_config = config.broker
+        gateway_mode = broker_config.gateway
+        if gateway_mode == "auto":
+            gateway_mode = "thread" if broker_config.is_rate_limited else "inline"
         self.gateway = build_broker_gateway(
-            "inline" if gateway_mode == "auto" else gateway_mode,
+            gateway_mode,
             order_broker,
             deliver=lambda outcome: self.directory.tell("order", outcome),
             clock=self.clock,
             gate=self.gate,
             metrics=self.metrics,
-            workers=config.broker.gateway_workers,
+            workers=broker_config.gateway_workers,
+            rate_limit=BrokerRateLimit(
+                per_second=broker_config.rate_limit_per_s,
+                per_minute=broker_config.rate_limit_per_min,
+            ),
+            rate_limit_retries=broker_config.rate_limit_retries,
+            backoff_s=broker_config.rate_limit_backoff_s,
+            backoff_max_s=broker_config.rate_limit_backoff_max_s,
         )
         self.control = EngineControl(
             directory=self.directory,

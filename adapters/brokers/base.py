@@ -29,6 +29,11 @@
 |                   |          | processes reloads its books and acts only while leading;     |
 |                   |          | real brokers ignore it (their books are the broker's)        |
 | close             | yes      | release connections and threads                              |
+
+A request (submit, cancel, modify) refused for the broker's rate limit raises
+``BrokerRateLimited`` (HTTP 429 and the broker's equivalents): the broker did not act on it, so
+the same request may be sent again; the broker gateway waits (``retry_after_s`` when the broker
+says, else an exponential backoff) and retries it.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ __all__ = [
     "AccountInfo",
     "BrokerError",
     "BrokerPort",
+    "BrokerRateLimited",
     "BrokerRejected",
     "BrokerReport",
     "BrokerUnavailable",
@@ -83,6 +89,25 @@ class BrokerRejected(BrokerError):
 
 class BrokerUnavailable(BrokerError):
     """Timeout, 5xx or disconnect: the outcome is unknown, the order stays in flight."""
+
+
+class BrokerRateLimited(BrokerError):
+    """The broker refused the request for its rate limit and did not act on it (HTTP 429;
+    Kite's "Too many requests", IG's ``error.public-api.exceeded-*-allowance``).
+
+    ``retry_after_s`` is how long the broker asked us to wait (its ``Retry-After``), or None
+    when it did not say.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        client_order_id: str | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message, client_order_id=client_order_id)
+        self.retry_after_s = retry_after_s
 
 
 class BrokerPort(Protocol):

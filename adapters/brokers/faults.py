@@ -8,7 +8,9 @@ also make the broker refuse chosen calls (``BrokerRejected``, the broker never a
 broker that keeps saying no, and hold a call until the test releases it (a broker that is slow
 to answer: whatever the caller has queued meanwhile stays queued, deterministically). And it can
 keep chosen orders' fills out of ``list_fills`` until told to show them: a broker whose trade
-list shows an execution late (a REST history behind its stream).
+list shows an execution late (a REST history behind its stream). And it can answer chosen
+calls with a 429 (``BrokerRateLimited``, the broker never acts), to drill the gateway's
+back-off and retry.
 """
 
 from __future__ import annotations
@@ -16,11 +18,16 @@ from __future__ import annotations
 import threading
 from typing import Any, Literal
 
-from adapters.brokers.base import BrokerPort, BrokerRejected, BrokerUnavailable
+from adapters.brokers.base import (
+    BrokerPort,
+    BrokerRateLimited,
+    BrokerRejected,
+    BrokerUnavailable,
+)
 
 __all__ = ["FaultyBroker", "HeldCall"]
 
-Loss = Literal["request", "response", "refused"]
+Loss = Literal["request", "response", "refused", "rate_limited"]
 _FAULTABLE = (
     "submit_order",
     "cancel_order",
@@ -56,6 +63,7 @@ class FaultyBroker:
         self._held: dict[str, list[HeldCall]] = {}
         self.lost: list[tuple[str, Loss, tuple[Any, ...]]] = []
         self._hidden_fills: set[str] = set()
+        self._retry_after_s: float | None = None
 
     def hide_fills(self, client_order_id: str) -> None:
         """Leave the fills of ``client_order_id`` out of ``list_fills`` until ``show_fills``."""
@@ -81,6 +89,17 @@ class FaultyBroker:
             raise ValueError(f"cannot fault {method!r}; faultable: {', '.join(_FAULTABLE)}")
         with self._lock:
             self._armed.setdefault(method, []).extend(["refused"] * times)
+
+    def rate_limit_next(
+        self, method: str, *, times: int = 1, retry_after_s: float | None = None
+    ) -> None:
+        """Make the next ``times`` calls of ``method`` fail with ``BrokerRateLimited`` (with
+        ``retry_after_s``, None: the broker does not say); the broker never sees them."""
+        if method not in _FAULTABLE:
+            raise ValueError(f"cannot fault {method!r}; faultable: {', '.join(_FAULTABLE)}")
+        with self._lock:
+            self._armed.setdefault(method, []).extend(["rate_limited"] * times)
+            self._retry_after_s = retry_after_s
 
     def hold_next(self, method: str, *, max_hold_s: float = 30.0) -> HeldCall:
         """Park the next call of ``method`` (on its caller's thread) until the returned
@@ -116,6 +135,11 @@ class FaultyBroker:
             self.lost.append((name, loss, args))
             if loss == "refused":
                 raise BrokerRejected(f"BROKER_REFUSED: {name} refused (fault drill)")
+            if loss == "rate_limited":
+                raise BrokerRateLimited(
+                    f"RATE_LIMITED: {name} refused for the rate limit (fault drill)",
+                    retry_after_s=self._retry_after_s,
+                )
             if loss == "response":
                 attribute(*args, **kwargs)
             raise BrokerUnavailable(f"BROKER_TIMEOUT: {name} {loss} lost (fault drill)")

@@ -31,6 +31,11 @@ restart; the order actor resends it under the same id after its settle threshold
 client order id is refused against every id the venue has taken, in memory or in storage,
 including across restarts once it was committed.
 
+With ``rate_limit_per_s``/``rate_limit_per_min`` set, the venue's front door is a rate-limited
+broker's (``rate_limit.VenueRateLimit``): a request over the limit is refused with
+``BrokerRateLimited`` (a 429) before it touches the books, and ``request_rates`` tells the most
+requests that arrived in any second and minute.
+
 Queries answer from memory and only with what was reported: ``list_orders``, ``list_fills`` and
 ``list_positions`` read a mirror of the tables that the writer brings up to date after it has
 delivered each batch's reports (so a reconciliation never sees a fill before its report). They
@@ -97,6 +102,7 @@ from adapters.brokers.base import (
 )
 from adapters.brokers.paper import books as store
 from adapters.brokers.paper.matching import IndexedBooks
+from adapters.brokers.paper.rate_limit import VenueRateLimit
 from adapters.brokers.paper.venue import (
     PassChanges,
     VenueBooks,
@@ -319,6 +325,12 @@ class PaperBroker:
         self._last_heartbeat_ns: int | None = None
         self._is_active = not follow_leadership
         self._leader_epoch: int | None = None
+        # A rate-limited broker's front door, when configured (None: unlimited, not counted).
+        self._rate_limit: VenueRateLimit | None = None
+        if config.rate_limit_per_s is not None or config.rate_limit_per_min is not None:
+            self._rate_limit = VenueRateLimit(
+                per_second=config.rate_limit_per_s, per_minute=config.rate_limit_per_min
+            )
 
     # -----------------------------------------------------------------------------------------
     # LIFECYCLE
@@ -480,8 +492,11 @@ class PaperBroker:
                 ``INVALID_PRICE``), or ``DUPLICATE_CLIENT_ORDER_ID`` when the id was taken
                 before: no second order is created, and the first one is untouched.
             BrokerUnavailable: not connected, closed, or passive.
+            BrokerRateLimited: over ``rate_limit_per_s``/``rate_limit_per_min``; not taken.
         """
         client_order_id = request.client_order_id
+        if self._rate_limit is not None:
+            self._rate_limit.admit("submit", client_order_id)
         with self._lock:
             self._check_active()
             now_ns = self._advance_time(self._clock.now_ns())
@@ -535,7 +550,10 @@ class PaperBroker:
 
         Raises:
             BrokerUnavailable: not connected, closed, or passive.
+            BrokerRateLimited: over the venue's rate limit; not taken.
         """
+        if self._rate_limit is not None:
+            self._rate_limit.admit("cancel", client_order_id)
         with self._lock:
             self._check_active()
             now_ns = self._advance_time(self._clock.now_ns())
@@ -563,7 +581,10 @@ class PaperBroker:
             BrokerRejected: ``ORDER_NOT_WORKING``, ``ORDER_PENDING_CANCEL``, a bad quantity, or
                 ``MODIFY_BELOW_FILLED``; the order is unchanged.
             BrokerUnavailable: not connected, closed, or passive.
+            BrokerRateLimited: over the venue's rate limit; not taken.
         """
+        if self._rate_limit is not None:
+            self._rate_limit.admit("modify", client_order_id)
         with self._lock:
             self._check_active()
             now_ns = self._advance_time(self._clock.now_ns())
@@ -726,6 +747,16 @@ class PaperBroker:
             counts = collections.Counter(self._refused_counts)
             counts.update(self._submit_counts)
             return dict(counts)
+
+    def request_rates(self) -> dict[str, Any] | None:
+        """What the venue's rate limit counted (``VenueRateLimit.counts``), or None without one:
+        the most requests that arrived in any second and minute, and how many were refused."""
+        return None if self._rate_limit is None else self._rate_limit.counts()
+
+    def request_arrivals(self) -> list[tuple[float, str, str, bool]]:
+        """The last requests that reached the venue's rate limit, in order (empty without one):
+        (wall time, request, client order id, accepted)."""
+        return [] if self._rate_limit is None else self._rate_limit.arrivals()
 
     def snapshot(self) -> dict[str, Any]:
         """Return a serialisable dump of the venue's state (no secrets to redact)."""
