@@ -70,6 +70,7 @@ __all__ = [
     "StoredEvent",
     "Trade",
     "build_report",
+    "config_database_url",
     "day_bounds_ns",
     "main",
     "percentile",
@@ -591,6 +592,11 @@ def _config(path: str | None) -> tuple[str, str, str | None]:
         return "unknown", f"config did not load: {first_line}", None
     source = path or os.environ.get("VIGIL_CONFIG") or "configs/paper.yaml"
     return config_sha(config), f"{source} as it is now", config.database_url
+
+
+def config_database_url(path: str | None = None) -> str | None:
+    """The ``database_url`` of the config the engine would load (None if it does not load)."""
+    return _config(path)[2]
 
 
 def today_ist(now: datetime | None = None) -> str:
