@@ -18,7 +18,8 @@ falls in ``[00:00, 24:00)`` IST of ``--day`` (default: today in IST). What comes
 - **win rate**: closed trades with PnL > 0 over all closed trades.
 - **flatten durations** (p50/p95/max): ``FLATTEN`` rows of ``events`` (the order actor's
   ``FlattenCompleted``, ``duration_ms``).
-- **tripwires**: ``TRIPWIRE`` rows of ``events`` and ``audit_log`` (action ``TRIPWIRE``).
+- **tripwires**: ``TRIPWIRE`` rows of ``events`` and ``audit_log`` (action ``TRIPWIRE``); the
+  count of firings is the audit rows with outcome ``FIRED`` (``tripwires_fired``).
 - **kill-switch events**: ``KILL_SWITCH`` rows of ``events``, ``KILL_SWITCH*`` rows of
   ``audit_log``. **EOD**: ``EOD_TIGHTEN`` / ``EOD_HARD_FLAT`` rows of either table.
 - **reconcile**: ``tools.reconcile.reconcile`` over the whole database (duplicates, orphans).
@@ -75,6 +76,7 @@ __all__ = [
     "main",
     "percentile",
     "render_markdown",
+    "tripwires_fired",
     "write_chart",
     "write_report",
 ]
@@ -117,6 +119,7 @@ class StoredEvent(msgspec.Struct, frozen=True, kw_only=True):
     time_ist: str
     name: str
     detail: str
+    outcome: str = ""  # audit_log rows: FIRED, CLEARED, ACCEPTED, TRIPPED...
 
 
 class DailyReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -385,7 +388,7 @@ def _from_audit(row: Any) -> StoredEvent:
     detail = f"{row.outcome} by {row.who}: {row.detail}".strip()
     return StoredEvent(
         source="audit_log", ts_ns=row.ts_ns, time_ist=_ist(row.ts_ns), name=row.action,
-        detail=detail,
+        detail=detail, outcome=row.outcome,
     )  # fmt: skip
 
 
@@ -400,6 +403,15 @@ def _figure(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.1f}"
     return str(value)
+
+
+def tripwires_fired(report: DailyReport) -> int:
+    """Firings: the watchdog's ``audit_log`` TRIPWIRE rows with outcome FIRED (a clearing is
+    not a firing); without any audit row, the ``events`` table's TRIPWIRE rows."""
+    audited = [item for item in report.tripwires if item.source == "audit_log"]
+    if audited:
+        return sum(1 for item in audited if item.outcome == "FIRED")
+    return len(report.tripwires)
 
 
 def render_markdown(report: DailyReport) -> str:
@@ -435,7 +447,7 @@ def render_markdown(report: DailyReport) -> str:
         f"| flatten ms p50 / p95 / max (n={flatten['count']}) | {_figure(flatten['p50'])} / "
         f"{_figure(flatten['p95'])} / {_figure(flatten['max'])} |",
         f"| order-ack latency | {report.latency['order_ack_ms']} |",
-        f"| tripwires fired | {len(report.tripwires)} |",
+        f"| tripwires fired | {tripwires_fired(report)} |",
         f"| kill-switch events | {len(report.kill_switch)} |",
         f"| reconcile | {'CLEAN' if report.reconcile.clean else 'FINDINGS'} |",
         f"| fills vs positions PnL | "

@@ -27,9 +27,11 @@ import pytest
 from adapters.storage import Database, UnitOfWork, create_database_engine
 from domain.calendar import EXCHANGE_TZ
 from domain.clock import NANOS_PER_SECOND
+from domain.messages.control import AuditEntry
 from domain.messages.orders import FlattenCompleted
 from tests.adapter.test_reconcile import plant_duplicate_client_order_id
 from tools import quotes
+from tools.post_close import build_report, render_markdown, tripwires_fired
 from tools.replay import replay_file
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -323,3 +325,39 @@ def test_burnin_fails_on_a_duplicate_client_order_id(day_copy: Path) -> None:
     assert items["NO_DUPLICATE_CLIENT_ORDER_ID"] is False, output
     assert items["RECONCILE_CLEAN"] is False
     assert "PDUPE x2" in output
+
+
+def test_the_report_lists_tripwires_kill_switch_and_eod_rows_of_the_day(day_copy: Path) -> None:
+    database = Database(create_database_engine(f"sqlite:///{day_copy}"))
+    try:
+        with UnitOfWork(database) as uow:
+            for ts_ns, action, outcome in (
+                (ist_ns(10, 0), "TRIPWIRE", "FIRED"),
+                (ist_ns(10, 5), "TRIPWIRE", "CLEARED"),
+                (ist_ns(11, 0), "TRIPWIRE", "FIRED"),
+                (ist_ns(11, 1), "KILL_SWITCH", "TRIPPED"),
+                (ist_ns(0, 0, day="2026-01-06"), "TRIPWIRE", "FIRED"),  # the next IST day
+            ):
+                uow.audit.append(
+                    AuditEntry(
+                        ts_ns=ts_ns, who="watchdog", address="in-process", action=action,
+                        outcome=outcome, detail="market_quality 4 in 60s",
+                    ),
+                    instance_id="vigil-test",
+                )  # fmt: skip
+            uow.events.append(
+                "KILL_SWITCH",
+                {"reason": "DAILY_LOSS_LIMIT", "active": True},
+                ts_ns=ist_ns(11, 1),
+                instance_id="vigil-test",
+            )
+        report = build_report(database, DAY)
+    finally:
+        database.dispose()
+    assert tripwires_fired(report) == 2
+    assert [item.outcome for item in report.tripwires] == ["FIRED", "CLEARED", "FIRED"]
+    assert [(item.source, item.name) for item in report.kill_switch] == [
+        ("events", "KILL_SWITCH"),
+        ("audit_log", "KILL_SWITCH"),
+    ]
+    assert "| tripwires fired | 2 |" in render_markdown(report)
