@@ -251,12 +251,18 @@ def test_a_day_is_the_ist_calendar_day(replayed_day: Path, tmp_path: Path) -> No
 
 
 def test_post_close_refuses_a_missing_database_and_a_bad_day(tmp_path: Path) -> None:
-    missing = run_tool("tools.post_close", "--database-url", f"sqlite:///{tmp_path / 'no.db'}")
+    out = str(tmp_path / "reports")
+    missing = run_tool(
+        "tools.post_close", "--database-url", f"sqlite:///{tmp_path / 'no.db'}", "--out", out
+    )
     assert missing.returncode == 2
     assert "no SQLite database" in missing.stderr and "Traceback" not in missing.stderr
-    bad_day = run_tool("tools.post_close", "--day", "05-01-2026")
+    assert not (tmp_path / "no.db").exists(), "a report tool must not create a database"
+    bad_day = run_tool("tools.post_close", "--day", "05-01-2026", "--out", out)
     assert bad_day.returncode == 2 and "YYYY-MM-DD" in bad_day.stderr
     assert not (tmp_path / "reports").exists()
+    burnin_missing = run_tool("tools.burnin", "--database-url", f"sqlite:///{tmp_path / 'no.db'}")
+    assert burnin_missing.returncode == 2 and "Traceback" not in burnin_missing.stderr
 
 
 # ---------------------------------------------------------------------------------------------
