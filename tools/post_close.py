@@ -369,7 +369,10 @@ def _trades(fill_rows: Iterable[Any], strategy_of: dict[str, str]) -> list[Trade
 
 
 def _average(value: Decimal, quantity: int) -> Decimal:
-    return (value / quantity).quantize(Decimal("0.0001")).normalize() if quantity else Decimal(0)
+    if not quantity:
+        return Decimal(0)
+    # normalize() alone writes 51940 as 5.194E+4; format "f" keeps plain notation.
+    return Decimal(format((value / quantity).quantize(Decimal("0.0001")).normalize(), "f"))
 
 
 def _ist(ts_ns: int) -> str:
@@ -474,7 +477,7 @@ def render_markdown(report: DailyReport) -> str:
     lines += [
         f"| {_ist(trade.opened_ns)[11:23]} | `{trade.plan_client_id}` | {trade.strategy} | "
         f"{trade.instrument} | {trade.side} | {trade.quantity} | {trade.entry_price} | "
-        f"{_figure(trade.exit_price)} | {trade.pnl} | {trade.status} |"
+        f"{_figure(trade.exit_price)} | {trade.pnl:.2f} | {trade.status} |"
         for trade in report.trades
     ]
     for title, items in (

@@ -226,6 +226,8 @@ def test_the_report_figures_equal_a_direct_sql_reading_of_the_same_database(
 
     assert (folder / "equity.png").read_bytes().startswith(PNG_SIGNATURE)
     markdown = (folder / "report.md").read_text()
+    # prices and PnL in plain notation (an average exit of 51940 once showed as 5.194E+4)
+    assert "E+" not in markdown and "E+" not in (folder / "report.json").read_text()
     assert f"| orders | {truth['orders']} |" in markdown
     assert f"| realized PnL | {report['pnl']['realized']} |" in markdown
     assert f"orders={truth['orders']} fills={truth['fills']}" in completed.stdout
