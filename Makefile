@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: verify paper test test-loop bench lint post-close clean
+.PHONY: verify paper test test-loop bench lint post-close burnin ops-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,8 +36,22 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+# The runbook's Post-Close Ritual: the daily report (reports/<day>/report.md, report.json,
+# equity.png) and the database reconcile. DAY=YYYY-MM-DD (IST; default today), DATABASE_URL as
+# the engine's. The reconcile's exit code is the target's: findings fail it.
+DAY ?=
 post-close: $(STAMP)
+	$(PY) -m tools.post_close $(if $(DAY),--day $(DAY)) --out reports
 	$(PY) -m tools.reconcile
+
+# The burn-in checklist for one day: PASS/FAIL per item, exit 0 only when all pass.
+burnin: $(STAMP)
+	$(PY) -m tools.burnin $(if $(DAY),--day $(DAY))
+
+# The operations kit: Prometheus rules checked and unit-tested with promtool (ops/README.md).
+ops-check:
+	promtool check rules ops/prometheus/alerts.yml
+	promtool test rules ops/prometheus/alerts_test.yml
 
 clean:
 	rm -rf $(VENV) data logs .pytest_cache
