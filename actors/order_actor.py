@@ -439,6 +439,19 @@ class OrderActor(VigilActor):
             work.append((bracket, actions))
         if skipped:
             logger.warning("stops not tightened (%s): %s", command.reason, "; ".join(skipped))
+        # The record that the tighten happened (the burn-in checklist reads it), even when
+        # nothing was open: an event row, written behind with the orders it caused.
+        self._store.write_event(
+            "TIGHTEN_STOPS",
+            {
+                "reason": command.reason,
+                "mode": command.mode,
+                "tightened": [bracket.plan_client_id for bracket, _ in work],
+                "skipped": skipped,
+            },
+            ts_ns=now,
+            instance_id=self._instance_id,
+        )
         self._execution.execute_all(work)
         self._after_change()
         return len(work)
