@@ -8,7 +8,8 @@ Start order: storage (migrated to head), metrics, the paper venue (its books sur
 crash), then the supervisor, which starts its children in dependency order: risk, order (its
 first portfolio goes to the running risk actor),
 strategies, feed, kill switch (publishes the trading state to the already-running
-consumers), leader (publishes leadership), admin HTTP. Stop order is the reverse.
+consumers), leader (publishes leadership), scheduler (``scheduler.enabled``: the trading day),
+admin HTTP. Stop order is the reverse.
 """
 
 from __future__ import annotations

@@ -10,14 +10,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
+
+import pytest
 
 from domain.clock import NANOS_PER_SECOND, ManualClock
 from domain.enums import PauseCause, TradingState
 from domain.messages import PauseEntries, QuerySchedule, QuerySnapshot
 from domain.schedule import EOD_FLATTEN_DETAIL
+from launcher.preflight import StartupError
 from tests.actor.conftest import Desk
+from tests.helpers import make_config
 
 IST = ZoneInfo("Asia/Kolkata")
 _LONG_S = 10 * 24 * 3600.0
@@ -257,3 +262,11 @@ class TestEndOfDay:
             what="flat after a jump past 15:25",
         )
         assert schedule_count(desk, "HARD_FLAT") == 1
+
+
+def test_an_unknown_calendar_stops_the_start_with_one_line(
+    tmp_path: Path, engine_factory: Callable[..., Any]
+) -> None:
+    config = make_config(tmp_path, scheduler={"enabled": True, "calendar": "NOPE"})
+    with pytest.raises(StartupError, match="'NOPE' is not a pandas-market-calendars calendar"):
+        engine_factory(config)

@@ -8,8 +8,10 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from domain.clock import NANOS_PER_SECOND
+from domain.config import SchedulerConfig
 from domain.schedule import Phase, ScheduledAction, SessionDays, TradingSchedule
 
 IST = ZoneInfo("Asia/Kolkata")
@@ -143,3 +145,16 @@ def test_the_next_event_is_the_first_mark_after_now_and_starts_its_phase(now: in
         ScheduledAction.SESSION_CLOSE: Phase.CLOSED,
     }[upcoming.action]
     assert rules.phase_at(upcoming.at_ns) == (expected, upcoming.trading_day)
+
+
+def test_the_scheduler_config_refuses_times_out_of_order_and_unknown_zones() -> None:
+    with pytest.raises(ValidationError, match="session_open < tighten_at"):
+        SchedulerConfig(tighten_at=time(15, 26))
+    with pytest.raises(ValidationError, match="unknown time zone"):
+        SchedulerConfig(timezone="Asia/Nowhere")
+    with pytest.raises(ValidationError, match="both holiday and session"):
+        SchedulerConfig(extra_holidays=(MONDAY,), extra_sessions=(MONDAY,))
+    # Existing profiles load: off by default, NSE hours.
+    default = SchedulerConfig()
+    assert not default.enabled and default.calendar == "XNSE"
+    assert (default.tighten_at, default.flat_at) == (time(15, 20), time(15, 25))
