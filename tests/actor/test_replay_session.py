@@ -77,6 +77,9 @@ def test_a_replayed_day_trades_only_in_session_tightens_at_1520_and_is_flat_at_1
     url = f"sqlite:///{tmp_path / 'day.db'}"
     result = replay_file(quotes, config=config, database_url=url)
     assert result.ticks == 8_000
+    # Still a backtest with the scheduler on: a second run places the same orders.
+    again = replay_file(quotes, config=config)
+    assert (again.digest, again.orders, again.fills) == (result.digest, result.orders, result.fills)
 
     database = Database.from_url(url, migrate=False)
     try:
