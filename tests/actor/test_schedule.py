@@ -18,7 +18,7 @@ import pytest
 
 from domain.clock import NANOS_PER_SECOND, ManualClock
 from domain.enums import PauseCause, TradingState
-from domain.messages import PauseEntries, QuerySchedule, QuerySnapshot
+from domain.messages import InjectFault, PauseEntries, QuerySchedule, QuerySnapshot
 from domain.schedule import EOD_FLATTEN_DETAIL
 from launcher.preflight import StartupError
 from tests.actor.conftest import Desk
@@ -99,6 +99,13 @@ def open_position(desk: Desk, **plan: Any) -> str:
 def venue_working(desk: Desk) -> list[dict[str, Any]]:
     assert desk.engine.broker is not None
     return list(desk.engine.broker.snapshot()["working_orders"])
+
+
+def scheduler_restarts(desk: Desk) -> int:
+    supervisor = desk.engine.directory.get("supervisor")
+    assert supervisor is not None
+    health = supervisor.proxy().actor_health().get(timeout=5)["scheduler"]
+    return health["restarts"] if health["alive"] else -1
 
 
 def schedule_count(desk: Desk, action: str) -> float:
@@ -270,3 +277,33 @@ def test_an_unknown_calendar_stops_the_start_with_one_line(
     config = make_config(tmp_path, scheduler={"enabled": True, "calendar": "NOPE"})
     with pytest.raises(StartupError, match="'NOPE' is not a pandas-market-calendars calendar"):
         engine_factory(config)
+
+
+def test_a_restarted_scheduler_keeps_the_pause_and_tightens_nothing_twice(
+    desk_factory: Callable[..., Desk], clock: ManualClock
+) -> None:
+    desk = build(desk_factory, clock, ist(MONDAY, 15, 10))
+    at(desk, ist(MONDAY, 15, 10))
+    desk.settle(lambda: entries_open(desk), what="entries open")
+    plan_id = open_position(desk)
+    desk.clock.set(ist(MONDAY, 15, 20))
+    desk.quote("AAA", "100.50", "100.60")
+    desk.step()
+
+    def one_stop_at(trigger: str) -> bool:
+        stops = [o for o in venue_working(desk) if o["order_type"] == "STOP"]
+        return [Decimal(str(o["trigger_price"])) for o in stops] == [Decimal(trigger)]
+
+    desk.settle(lambda: one_stop_at("100.10"), what="stop at break-even")
+    desk.engine.directory.tell("scheduler", InjectFault(detail="scheduler drill"))
+    desk.settle(lambda: scheduler_restarts(desk) == 1, what="scheduler restarted")
+    desk.clock.set(ist(MONDAY, 15, 21))
+    desk.quote("AAA", "100.80", "100.90")
+    desk.step()
+    desk.engine.directory.ask("scheduler", QuerySnapshot(), timeout_s=5)
+    desk.engine.directory.ask("order", QuerySnapshot(), timeout_s=5)
+    desk.settle(lambda: PauseCause.OUTSIDE_SESSION in causes(desk), what="still paused")
+    # The new incarnation tightened again: the stop was already at break-even, nothing moved.
+    assert one_stop_at("100.10")
+    stops = [o for o in desk.orders_for(plan_id) if o.leg.value == "STOP"]
+    assert len(stops) == 2  # the first stop (cancelled) and its one replacement
