@@ -64,6 +64,7 @@ from domain.messages import (
     QueryPositions,
     QueryReconcileReport,
     QueryRisk,
+    QuerySchedule,
     QueryTradingState,
     RecordConnect,
     ResetCircuitBreaker,
@@ -279,8 +280,20 @@ class EngineControl:
                 for name, info in supervisor["children"].items()
             ],
             ts_event=self._clock.now_ns(),
+            next_scheduled_action=self._next_scheduled_action(degraded),
             **self._gate_status_fields(gates, redactor),
         )
+
+    def _next_scheduled_action(self, degraded: list[str]) -> str | None:
+        """The scheduler's next action for ``/status``; None when it is off."""
+        if not self._config.scheduler.enabled:
+            return None
+        try:
+            view = self._ask_or_last("scheduler", QuerySchedule(), degraded)
+        except ControlError as error:
+            degraded.append(f"scheduler: next action unknown: {error.message}")
+            return None
+        return getattr(view, "next_action", None)
 
     def _gates_for_status(self, degraded: list[str]) -> LiveGatesReport | None:
         """The kill switch's LIVE gates for ``/status``; None when it has none to give (a

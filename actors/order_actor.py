@@ -4,7 +4,8 @@ Owns: orders, OCO brackets, fills and the positions derived from them; journals 
 call ahead (one fenced INSERT, ``adapters.storage.journal``) and hands every change to the
 write-behind (``adapters.storage.write_behind``), which brings the tables up to date in batches
 on its own thread. The books in memory are the truth while it runs.
-Accepts: ``SubmitBracket`` (from risk), ``FlattenAll``, broker reports (``OrderStatusReport``,
+Accepts: ``SubmitBracket`` (from risk), ``FlattenAll``, ``TightenStops`` (the scheduler's
+15:20), broker reports (``OrderStatusReport``,
 ``FillReport``, ``OrderStreamHeartbeat``), ``TradingStateChanged``, ``LeadershipChanged``,
 ``DrainTicks`` (marks), ``TimerFired``, the broker gateway's outcomes (``BrokerRequestFailed``,
 ``BrokerRequestCompleted``, ``BrokerRequestWithheld``: submits, cancels and modifies go to the
@@ -86,6 +87,7 @@ from domain.messages import (
     ReloadRiskWindows,
     RepublishState,
     SubmitBracket,
+    TightenStops,
     TimerFired,
     TradingStateChanged,
 )
@@ -271,6 +273,7 @@ class OrderActor(VigilActor):
         return {
             SubmitBracket: self.submit_bracket,
             FlattenAll: self.flatten_all,
+            TightenStops: self.tighten_stops,
             FillReport: self.on_fill_report,
             OrderStatusReport: self.on_order_status_report,
             OrderStreamHeartbeat: self.on_order_stream_heartbeat,
@@ -371,6 +374,87 @@ class OrderActor(VigilActor):
         self._execution.execute_all(work)
         self._after_change()
         return self.flatten_status()
+
+    def tighten_stops(self, command: TightenStops) -> int:
+        """Move every open position's stop closer (``oco.tightened_stop_price``); answers how
+        many stops are being moved.
+
+        Why cancel and replace, not modify in place: the broker port's ``modify_order``
+        changes the quantity only, and the gateway carries nothing else; a replacement goes
+        through the path every protective leg already takes (the keep-protected rule places it
+        under the next sequence number, journalled ahead and fenced like any place), needs
+        nothing new from any broker, and is recovered like any replaced stop after a crash
+        (the bracket's new ``stop_price`` is stored with it). The cost: between the venue's
+        cancel confirmation and the new stop's acceptance the position has its target but no
+        stop, one round trip, at 15:20, five minutes before the hard flat. The cancel and the
+        new stop are journalled and fenced like every broker call; the replacement waits for
+        the cancel, so two stops never work at once. Idempotent: a stop already as tight
+        (or being replaced) is left alone.
+        """
+        now = self.clock.now_ns()
+        work: list[tuple[oco.Bracket, list[oco.BracketAction]]] = []
+        skipped: list[str] = []
+        for bracket in list(self._book.brackets.values()):
+            if bracket.status is not oco.BracketStatus.OPEN or bracket.flatten_reason is not None:
+                continue
+            orders = self._book.bracket_orders(bracket)
+            entry = orders.get(bracket.entry_order_id)
+            instrument = self._instruments.get(bracket.instrument)
+            self._projection.mark_price(bracket.instrument)  # brings the latest quotes in
+            tick = self._projection.marks.get(bracket.instrument)
+            if entry is None or entry.average_fill_price is None or instrument is None:
+                skipped.append(f"{bracket.plan_client_id}: no entry fill price")
+                continue
+            if tick is None:
+                skipped.append(f"{bracket.plan_client_id}: no quote for {bracket.instrument}")
+                continue
+            new_stop = oco.tightened_stop_price(
+                side=bracket.side,
+                current_stop=bracket.stop_price,
+                average_entry=entry.average_fill_price,
+                bid=tick.bid,
+                ask=tick.ask,
+                tick_size=instrument.tick_size,
+                mode=command.mode,
+                trail_ticks=command.trail_ticks,
+            )
+            if new_stop is None:
+                continue
+            old_stop = bracket.stop_price
+            actions = oco.tighten_stop(bracket, orders, new_stop, now)
+            if not actions:
+                continue
+            log_event(
+                logger,
+                "STOP_TIGHTENED",
+                f"{bracket.plan_client_id} stop {old_stop} -> {new_stop} ({command.reason}, "
+                f"{command.mode})",
+                plan_client_id=bracket.plan_client_id,
+                old_stop=str(old_stop),
+                new_stop=str(new_stop),
+                mode=command.mode,
+                reason=command.reason,
+            )
+            self._execution.persist_bracket(bracket)
+            work.append((bracket, actions))
+        if skipped:
+            logger.warning("stops not tightened (%s): %s", command.reason, "; ".join(skipped))
+        # The record that the tighten happened (the burn-in checklist reads it), even when
+        # nothing was open: an event row, written behind with the orders it caused.
+        self._store.write_event(
+            "TIGHTEN_STOPS",
+            {
+                "reason": command.reason,
+                "mode": command.mode,
+                "tightened": [bracket.plan_client_id for bracket, _ in work],
+                "skipped": skipped,
+            },
+            ts_ns=now,
+            instance_id=self._instance_id,
+        )
+        self._execution.execute_all(work)
+        self._after_change()
+        return len(work)
 
     # ------------------------------------------------------------------ EVENT HANDLERS
     def on_fill_report(self, fill: FillReport) -> None:

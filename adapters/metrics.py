@@ -253,6 +253,14 @@ class EngineMetrics:
             buckets=FLATTEN_DURATION_BUCKETS_MS,
             registry=registry,
         )
+        # The trading-day schedule (actors/scheduler_actor.py): SESSION_OPEN, TIGHTEN_STOPS,
+        # HARD_FLAT, SESSION_CLOSE, each counted when the scheduler carries it out.
+        self.schedule_actions_total = Counter(
+            "trader_schedule_actions",
+            "Trading-day schedule actions carried out, by action",
+            ["action"],
+            registry=registry,
+        )
 
         self._initialise(strategies=strategies, feeds=feeds, queues=queues, config_sha=config_sha)
 

@@ -7,10 +7,12 @@ start with a message naming the key and the rule.
 
 from __future__ import annotations
 
+from datetime import date, time
 from decimal import Decimal
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from domain.enums import Mode
 
@@ -29,6 +31,7 @@ __all__ = [
     "PaperBrokerConfig",
     "ReconciliationConfig",
     "RiskConfig",
+    "SchedulerConfig",
     "StrategyConfig",
     "SupervisionConfig",
 ]
@@ -334,6 +337,57 @@ LIVE_RISK_LIMITS: tuple[tuple[str, str], ...] = (
 )
 
 
+class SchedulerConfig(_Strict):
+    """The trading-day schedule (actors/scheduler_actor.py, rules in domain/schedule.py).
+
+    Off by default, so existing profiles (and a paper engine run at night) trade around the
+    clock as before; a LIVE profile turns it on. Session days come from ``calendar`` (a
+    ``pandas-market-calendars`` name: "XNSE" / "NSE" carry the NSE holidays); weekends are
+    never sessions unless listed in ``extra_sessions`` (a special Saturday session), and
+    ``extra_holidays`` closes days the library does not know yet (its list ends at the last
+    year the exchange has published). Times are exchange-local in ``timezone``.
+    """
+
+    enabled: bool = False
+    calendar: str = Field(default="XNSE", min_length=1)
+    timezone: str = "Asia/Kolkata"
+    session_open: time = time(9, 15)
+    session_close: time = time(15, 30)
+    # No entries from here on; every stop is tightened (break-even or a trail).
+    tighten_at: time = time(15, 20)
+    # Everything flattened (the FLATTEN pause with detail "eod_hard_flat").
+    flat_at: time = time(15, 25)
+    tighten_mode: Literal["break_even", "trail"] = "break_even"
+    # For tighten_mode "trail": the stop goes this many ticks behind the current price.
+    trail_ticks: int = Field(default=20, gt=0)
+    extra_holidays: tuple[date, ...] = ()
+    extra_sessions: tuple[date, ...] = ()
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as error:
+            raise ValueError(f"scheduler.timezone: unknown time zone {value!r}") from error
+        return value
+
+    @model_validator(mode="after")
+    def _times_in_order(self) -> SchedulerConfig:
+        if not self.session_open < self.tighten_at <= self.flat_at < self.session_close:
+            raise ValueError(
+                "scheduler: times must satisfy session_open < tighten_at <= flat_at < "
+                f"session_close (got {self.session_open}, {self.tighten_at}, {self.flat_at}, "
+                f"{self.session_close})"
+            )
+        both = sorted(set(self.extra_holidays) & set(self.extra_sessions))
+        if both:
+            raise ValueError(
+                f"scheduler: {[d.isoformat() for d in both]} listed as both holiday and session"
+            )
+        return self
+
+
 class EngineConfig(_Strict):
     """Everything the launcher needs to build the engine."""
 
@@ -375,6 +429,7 @@ class EngineConfig(_Strict):
     reconciliation: ReconciliationConfig = Field(default_factory=ReconciliationConfig)
     live: LiveGateConfig = Field(default_factory=LiveGateConfig)
     circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
 
     @property
     def rehearsal(self) -> bool:

@@ -85,6 +85,9 @@ class PauseCause(StrEnum):
     ACTOR_UNRESPONSIVE = "ACTOR_UNRESPONSIVE"
     BACKPRESSURE = "BACKPRESSURE"
     RECONCILE_DRIFT = "RECONCILE_DRIFT"  # our books and the broker's disagree unexplained
+    # The trading-day schedule (actors/scheduler_actor.py): before the session opens, after the
+    # 15:20 tighten, on weekends and holidays. Exits go on.
+    OUTSIDE_SESSION = "OUTSIDE_SESSION"
 
 
 class DenialCode(StrEnum):

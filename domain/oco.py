@@ -21,6 +21,11 @@ The rules, restated from the order layer's point of view:
   and every leg is dead, or CANCELLED if no entry fill ever happened. ``flatten_reason`` is
   the caller's reason, or ``STOP_FILLED``, ``TARGET_FILLED``, ``POSITION_CLOSED`` or
   ``OVER_EXIT`` when the trade ended by itself.
+- Tightening (``tighten_stop``, the schedule's 15:20): the bracket's ``stop_price`` moves to
+  the tighter price and the working stop is cancelled; once the venue confirms it dead, the
+  keep-protected rule above replaces it under the next sequence number at the new price. Two
+  stops never work at once (the replacement waits for the cancel), and no sibling is orphaned
+  (the target keeps working throughout). ``tightened_stop_price`` decides the price.
 - A stopped-out trade is not re-entered: an entry still working when the trade ends is
   cancelled, and any late entry fill is closed by an EXIT rather than protected again.
 
@@ -34,7 +39,7 @@ client id) is returned again; if not, it is treated as dead.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
@@ -60,6 +65,8 @@ __all__ = [
     "on_order_update",
     "open_bracket",
     "request_flatten",
+    "tighten_stop",
+    "tightened_stop_price",
     "working_leg_ids",
 ]
 
@@ -250,6 +257,75 @@ def request_flatten(
         bracket.flatten_reason = reason
         bracket.ts_updated = now_ns
     return on_order_update(bracket, orders, now_ns)
+
+
+def tightened_stop_price(
+    *,
+    side: Side,
+    current_stop: Decimal,
+    average_entry: Decimal,
+    bid: Decimal,
+    ask: Decimal,
+    tick_size: Decimal,
+    mode: str,
+    trail_ticks: int = 20,
+) -> Decimal | None:
+    """The tighter stop for a position entered on ``side``, or None to leave it as it is.
+
+    ``mode="break_even"``: the average entry price, rounded to a whole tick on the profit side
+    (up for a long, down for a short). ``mode="trail"``: ``trail_ticks`` ticks behind the
+    price the stop watches (the bid for a long, the ask for a short), rounded away from it.
+    None when the candidate is not tighter than ``current_stop`` (a stop never loosens), or is
+    not strictly on the protective side of that price (a long's sell stop at or above the bid
+    would trigger at once: that is an exit, which is the 15:25 flatten's job, not a stop's).
+
+    Raises:
+        ValueError: ``mode`` is neither "break_even" nor "trail", or ``tick_size`` is not
+            positive.
+    """
+    if tick_size <= 0:
+        raise ValueError(f"TIGHTEN_TICK_SIZE: tick_size={tick_size} must be positive")
+    long = side is Side.BUY
+    if mode == "break_even":
+        rounding = ROUND_CEILING if long else ROUND_FLOOR
+        candidate = (average_entry / tick_size).to_integral_value(rounding) * tick_size
+    elif mode == "trail":
+        watched = bid if long else ask
+        raw = watched - trail_ticks * tick_size if long else watched + trail_ticks * tick_size
+        rounding = ROUND_FLOOR if long else ROUND_CEILING
+        candidate = (raw / tick_size).to_integral_value(rounding) * tick_size
+    else:
+        raise ValueError(f"TIGHTEN_MODE: {mode!r} is not 'break_even' or 'trail'")
+    if long:
+        if candidate <= current_stop or bid <= 0 or candidate >= bid:
+            return None
+    elif candidate >= current_stop or ask <= 0 or candidate <= ask:
+        return None
+    return candidate
+
+
+def tighten_stop(
+    bracket: Bracket, orders: Mapping[str, Order], new_stop: Decimal, now_ns: int
+) -> list[BracketAction]:
+    """Move an OPEN bracket's stop to ``new_stop``: set ``stop_price`` and cancel the working
+    stop; ``on_order_update`` places its replacement at ``new_stop`` once it is dead.
+
+    Returns [] (and changes nothing) when the bracket is not OPEN, is winding down, has no
+    working stop, or its stop is already being cancelled (a tighten or replacement in
+    progress: asked again later, it finds the new stop working).
+    """
+    if bracket.status is not BracketStatus.OPEN or bracket.flatten_reason is not None:
+        return []
+    stop_id = bracket.stop_order_id
+    stop = orders.get(stop_id) if stop_id is not None else None
+    if stop is None or stop.status is OrderStatus.PENDING_CANCEL or not stop.status.is_working:
+        return []
+    bracket.stop_price = new_stop
+    bracket.ts_updated = now_ns
+    if stop.trigger_price == new_stop:
+        return []
+    assert stop_id is not None
+    return [CancelLeg(client_order_id=stop_id)]
 
 
 # ---------------------------------------------------------------------------------------------

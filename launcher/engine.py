@@ -8,7 +8,8 @@ Start order: storage (migrated to head), metrics, the paper venue (its books sur
 crash), then the supervisor, which starts its children in dependency order: risk, order (its
 first portfolio goes to the running risk actor),
 strategies, feed, kill switch (publishes the trading state to the already-running
-consumers), leader (publishes leadership), admin HTTP. Stop order is the reverse.
+consumers), leader (publishes leadership), scheduler (``scheduler.enabled``: the trading day),
+admin HTTP. Stop order is the reverse.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 import pykka
@@ -33,11 +35,13 @@ from actors.leader_actor import LeaderActor, new_lease_holder
 from actors.mailbox import FeedDoor, QuoteBoard, TickChannel, TickConflator, TickQueue
 from actors.order_actor import OrderActor
 from actors.risk_actor import RiskActor
+from actors.scheduler_actor import SCHEDULER, SchedulerActor
 from actors.strategy_actor import StrategyActor
 from actors.supervisor import ChildSpec, Supervisor
 from actors.trading_gate import TradingGate
 from adapters.brokers.faults import FaultyBroker
 from adapters.brokers.paper.broker import PaperBroker
+from adapters.calendars import CalendarUnavailable, load_schedule
 from adapters.clock import WallClock
 from adapters.feeds.pump import FeedPump, build_tick_source
 from adapters.logs import log_event
@@ -51,6 +55,7 @@ from domain.messages import QuerySnapshot, Tick, TicksReceived, TimerFired
 from domain.strategies import build_strategy
 from launcher.config import config_sha
 from launcher.preflight import (
+    StartupError,
     check_admin_exposure,
     check_admin_port,
     check_order_journal,
@@ -175,6 +180,13 @@ class Engine:
         if self._run_http:
             check_admin_exposure(config.http)
             check_admin_port(config.http)
+        if config.scheduler.enabled:
+            # The exchange calendar must load before anything starts: a scheduler that cannot
+            # tell a session from a holiday must not trade (one line, not a restart loop).
+            try:
+                load_schedule(config.scheduler, self._today())
+            except CalendarUnavailable as error:
+                raise StartupError(str(error)) from error
         database = open_database(config.database_url)
         if config.cpu_affinity:
             os.sched_setaffinity(0, set(config.cpu_affinity))
@@ -370,6 +382,9 @@ class Engine:
             self.directory.tell(name, TimerFired(now_ns=now))
 
     # ------------------------------------------------------------------ wiring
+    def _today(self) -> date:
+        return datetime.fromtimestamp(self.clock.now_ns() // 1_000_000_000, tz=UTC).date()
+
     def _deliver_batch(self, batch: TicksReceived) -> bool:
         door = self.feed_door
         if door is not None and isinstance(batch.ticks, tuple | list):
@@ -433,6 +448,10 @@ class Engine:
         self._dispatcher_timer_children = (
             ["order"] if self.dispatcher is not None and config.dispatcher_includes_order else []
         )
+        if config.scheduler.enabled and self._dispatcher_timer_children:
+            # With the order actor on the dispatcher (a replay), the scheduler runs there too:
+            # the replay's clock drives it, and what it tells the kill switch is waited for.
+            self._dispatcher_timer_children.append(SCHEDULER)
         # Order and risk only need the latest quote when something else happens (a plan, a
         # report, a timer): they read a board instead of being woken on every tick.
         order_conflator = self._make_quote_board("order")
@@ -535,7 +554,8 @@ class Engine:
                     initial_mode=config.mode,
                     auto_arm_paper=config.auto_arm_paper,
                     live_gates=config.live,
-                    subscribers=("order", "risk", SUPERVISOR),
+                    subscribers=("order", "risk", SUPERVISOR)
+                    + ((SCHEDULER,) if config.scheduler.enabled else ()),
                     gate=self.gate,
                     config=config,
                     **base,
@@ -560,6 +580,20 @@ class Engine:
                 receives_timer=True,
             )
         )
+        if config.scheduler.enabled:
+            specs.append(
+                ChildSpec(
+                    name=SCHEDULER,
+                    start=lambda: SchedulerActor.start(
+                        name=SCHEDULER,
+                        config=config.scheduler,
+                        metrics=metrics,
+                        load_schedule=lambda today: load_schedule(config.scheduler, today),
+                        **order_base,
+                    ),
+                    receives_timer=True,
+                )
+            )
         if self._run_http:
             assert self.control is not None
             control = self.control

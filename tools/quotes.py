@@ -6,8 +6,11 @@ bid, ask, last, volume`` rows (``ts`` in integer epoch nanoseconds, never going 
 the instruments of a config (``configs/paper.yaml`` by default: NIFTY-FUT, BANKNIFTY-FUT,
 RELIANCE, INFY). The same arguments always give the same bytes.
 
-The market: rows start at 09:15 IST on a Monday, 5-40 ms apart (1M rows fill about one
-6.25-hour NSE session), each row quoting one instrument picked at random. Every instrument's
+The market: rows start at 09:15 IST on a Monday (``--start`` another instant, e.g.
+``2026-01-05T09:00:00+05:30``), 5-40 ms apart (1M rows fill about one 6.25-hour NSE
+session), or, with ``--end``, evenly spaced so that the rows span ``[start, end]`` (a whole
+simulated day, pre-open to close, in a few thousand rows: the scheduler's replay test); each
+row quotes one instrument picked at random. Every instrument's
 mid moves in whole ticks with a slowly changing drift (so there are trends for the EMA
 pullback and breakouts for the ORB strategy), is pulled back when it strays more than 3 % from
 its reference price (so it never leaves the price band), and is quoted 1-3 ticks wide (inside
@@ -21,6 +24,7 @@ import random
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -117,14 +121,22 @@ def write_quotes(
     seed: int,
     instruments: Sequence[QuoteInstrument],
     start_ns: int = SESSION_START_NS,
+    end_ns: int | None = None,
 ) -> int:
     """Write ``rows`` quotes to ``out``; return the number of rows written.
 
+    ``end_ns``: space the rows evenly so the last is stamped at (about) ``end_ns``; by
+    default they are 5-40 ms apart.
+
     Raises:
-        ValueError: ``rows`` is negative or there are no instruments.
+        ValueError: ``rows`` is negative, there are no instruments, or ``end_ns`` is not after
+            ``start_ns``.
     """
     if rows < 0:
         raise ValueError(f"rows must be >= 0, got {rows}")
+    if end_ns is not None and end_ns <= start_ns:
+        raise ValueError(f"end ({end_ns}) must be after start ({start_ns})")
+    even_gap_ns = (end_ns - start_ns) // max(rows, 1) if end_ns is not None else None
     if not instruments:
         raise ValueError("no instruments to generate quotes for")
     rng = random.Random(seed)
@@ -134,7 +146,7 @@ def write_quotes(
         handle.write("ts,instrument,bid,ask,last,volume\n")
         lines: list[str] = []
         for _ in range(rows):
-            ts += rng.randint(5, 40) * 1_000_000
+            ts += even_gap_ns if even_gap_ns is not None else rng.randint(5, 40) * 1_000_000
             walk = walks[rng.randrange(len(walks))]
             bid, ask, last = walk.step(rng)
             lines.append(f"{ts},{walk.symbol},{bid},{ask},{last},{rng.randint(1, 500)}\n")
@@ -159,7 +171,31 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_CONFIG,
         help="engine config whose instruments are quoted (default configs/paper.yaml)",
     )
+    parser.add_argument(
+        "--start",
+        type=_instant_ns,
+        default=SESSION_START_NS,
+        help="first row's time, ISO 8601 with offset (default 2026-01-05T09:15:00+05:30)",
+    )
+    parser.add_argument(
+        "--end",
+        type=_instant_ns,
+        default=None,
+        help="space the rows evenly up to this ISO 8601 time (default: 5-40 ms apart)",
+    )
     return parser
+
+
+def _instant_ns(text: str) -> int:
+    """An ISO 8601 time with its offset as epoch nanoseconds (argparse type)."""
+    try:
+        instant = datetime.fromisoformat(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from error
+    if instant.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no UTC offset (e.g. +05:30)")
+    delta = instant - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -173,8 +209,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError, KeyError, yaml.YAMLError) as error:
         print(f"cannot read instruments from {options.config}: {error}", file=sys.stderr)
         return 2
+    if options.end is not None and options.end <= options.start:
+        print("--end must be after --start", file=sys.stderr)
+        return 2
     written = write_quotes(
-        options.out, rows=options.rows, seed=options.seed, instruments=instruments
+        options.out,
+        rows=options.rows,
+        seed=options.seed,
+        instruments=instruments,
+        start_ns=options.start,
+        end_ns=options.end,
     )
     print(f"wrote {written:,} quotes for {len(instruments)} instruments to {options.out}")
     return 0

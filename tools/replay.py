@@ -26,6 +26,9 @@ How a replay is deterministic (docs/architecture.md, "Replay"):
 - a message that leaves the dispatcher for an actor on its own thread (the kill switch, after a
   loss limit) is waited for (an ask, answered after it) before the next tick, so its answer
   lands at the same place in every run;
+- the scheduler (``scheduler.enabled``) runs on the dispatcher with the order actor and gets
+  its timers from the replay's clock, so a file from pre-open to close goes through the
+  session's pause, the 15:20 tighten and the 15:25 flat at their places in the file;
 - the leader lease and the staleness watchdogs are wall-clock safety for a live feed: the
   replay takes the lease once with a TTL longer than any file, and the supervisor gets no
   timers once the replay runs (it stays up to record a crash; a crash fails the replay).
@@ -58,7 +61,7 @@ from adapters.storage.database import Database
 from adapters.storage.tables import fills, orders, positions
 from domain.clock import NANOS_PER_SECOND, ManualClock
 from domain.config import EngineConfig
-from domain.enums import Mode
+from domain.enums import Mode, PauseCause
 from domain.instruments import Instrument
 from domain.messages import QuerySnapshot, QueryTradingState, Tick, TicksReceived
 from launcher.config import ConfigError, load_config
@@ -333,8 +336,16 @@ def _wait_until_ready(engine: Engine) -> None:
         state = view.state
         order = engine.directory.ask("order", QuerySnapshot(), timeout_s=_ASK_TIMEOUT_S)
         leadership = order.get("leadership")
+        # A file that starts before the session opens (the scheduler on) waits with entries
+        # paused for OUTSIDE_SESSION only: that is ready too, the replay's clock opens it.
         if (
-            state.state.value == "ACTIVE"
+            (
+                state.state.value == "ACTIVE"
+                or (
+                    set(state.pause_causes) == {PauseCause.OUTSIDE_SESSION}
+                    and state.state.value == "REDUCING"
+                )
+            )
             and state.armed
             and leadership is not None
             and order.get("taken_over_epoch") == leadership["epoch"]

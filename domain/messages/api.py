@@ -293,6 +293,9 @@ class StatusView(msgspec.Struct, frozen=True, kw_only=True):
     live_confirmation_expires_in_s: float | None = None
     circuit_breaker: str = "OK"  # OK | TRIPPED
     circuit_breaker_detail: str | None = None
+    # The trading-day schedule's next action, e.g. "HARD_FLAT at 2026-01-02T15:25:00+05:30";
+    # None when the scheduler is off (scheduler.enabled false) or not answering.
+    next_scheduled_action: str | None = None
 
 
 class KillSwitchView(msgspec.Struct, frozen=True, kw_only=True):

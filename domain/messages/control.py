@@ -35,6 +35,7 @@ __all__ = [
     "RevokeLive",
     "RunPrelive",
     "SetMode",
+    "TightenStops",
     "TimerFired",
     "TradingStateChanged",
     "TripKillSwitch",
@@ -79,6 +80,18 @@ class FlattenAll(msgspec.Struct, frozen=True, kw_only=True):
 
     reason: str
     ts_init: int
+
+
+class TightenStops(msgspec.Struct, frozen=True, kw_only=True):
+    """Move every open position's stop closer (the schedule's 15:20 tighten): to the entry's
+    average fill price (``mode="break_even"``) or ``trail_ticks`` behind the current price
+    (``mode="trail"``). A stop only ever moves toward the price, and never to where it would
+    trigger at once; one that cannot be tightened stays where it is."""
+
+    reason: str
+    mode: str = "break_even"
+    trail_ticks: int = 20
+    ts_init: int = 0
 
 
 class TradingStateChanged(msgspec.Struct, frozen=True, kw_only=True):

@@ -13,6 +13,7 @@ __all__ = [
     "QueryPositions",
     "QueryReconcileReport",
     "QueryRisk",
+    "QuerySchedule",
     "QuerySnapshot",
     "QueryTradingState",
 ]
@@ -40,6 +41,10 @@ class QueryReconcileReport(msgspec.Struct, frozen=True, kw_only=True):
 
 class QueryRisk(msgspec.Struct, frozen=True, kw_only=True):
     pass
+
+
+class QuerySchedule(msgspec.Struct, frozen=True, kw_only=True):
+    """Ask the scheduler actor for its view (``ScheduleView``: phase, next action)."""
 
 
 class QueryTradingState(msgspec.Struct, frozen=True, kw_only=True):

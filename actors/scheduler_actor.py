@@ -1,0 +1,293 @@
+"""SchedulerActor: the trading day on the exchange's calendar (NSE, Asia/Kolkata by default).
+
+Owns: which phase of the trading day it is (``domain.schedule``: OPEN 09:15-15:20, TIGHTEN
+15:20-15:25, FLAT 15:25-15:30, CLOSED otherwise, weekends and holidays included) and which of
+the day's actions it has carried out. Session days come from ``pandas-market-calendars``
+(``adapters.calendars``), overridden by the configuration's extra holidays and sessions.
+Accepts: ``TimerFired`` (the engine's heartbeat, from the supervisor or, in a replay, from the
+replay's clock), ``TradingStateChanged`` (from the kill switch); answers ``QuerySchedule``.
+Publishes, all through the kill switch except the tighten:
+
+- outside OPEN: ``PauseEntries(OUTSIDE_SESSION, routine=True)``. Entries stop; exits,
+  protective legs and flattens go on (a pause never blocks them). Re-sent whenever the kill
+  switch's published state lacks it (a condition pause does not survive the kill switch's
+  restart; the supervisor's causes are re-asserted the same way).
+- at the session open: ``ResumeEntries(OUTSIDE_SESSION)``, and ``ResumeEntries(FLATTEN)`` when
+  the FLATTEN pause in force is the schedule's own (detail ``eod_hard_flat``): an operator's
+  flatten (any other detail, including one set over ours) stays until the operator resumes.
+  Daily figures roll by themselves at the IST day boundary: the order actor's realized PnL
+  today (``PortfolioProjection.roll_trading_day``), and with it the risk actor's daily loss
+  check; trades per hour is a rolling hour.
+- at the tighten time, once per day: ``TightenStops`` to the order actor (break-even or a
+  trail, ``scheduler.tighten_mode``).
+- at the flat time, once per day: ``PauseEntries(FLATTEN, detail="eod_hard_flat")`` through a
+  ``SafetyOutbox`` (re-sent until the kill switch shows it stored). Intent before action: the
+  kill switch stores the FLATTEN pause, then tells the order actor ``FlattenAll``, exactly as
+  ``POST /flatten`` does; the stored pause keeps the book flat across a crash.
+
+Each action is logged (SCHEDULE) and counted (``trader_schedule_actions_total{action}``). The
+actor acts on the phase, not on crossing a mark: a start at 15:22 still tightens, one at 15:27
+flattens. A restart forgets which actions it did; doing one again is harmless (a tighten finds
+the stops already tight, a flatten pause already in force changes nothing).
+
+Failure: an exception stops it and the supervisor restarts it; while it is down, the pause it
+asserted stays in force at the kill switch (it clears only when this actor says so).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from actors.base import VigilActor
+from actors.safety_outbox import SafetyOutbox
+from adapters.logs import log_event
+from domain.clock import NANOS_PER_SECOND
+from domain.enums import PauseCause
+from domain.messages import (
+    PauseEntries,
+    QuerySchedule,
+    QueryTradingState,
+    ResumeEntries,
+    TightenStops,
+    TimerFired,
+    TradingStateChanged,
+)
+from domain.schedule import (
+    EOD_FLATTEN_DETAIL,
+    Phase,
+    ScheduledAction,
+    TradingSchedule,
+)
+
+if TYPE_CHECKING:
+    from adapters.metrics import EngineMetrics
+    from domain.config import SchedulerConfig
+
+__all__ = ["SCHEDULER", "ScheduleView", "SchedulerActor"]
+
+SCHEDULER = "scheduler"
+
+logger = logging.getLogger(__name__)
+
+_EOD_FLATTEN_KEY = "eod_hard_flat"
+_ASK_TIMEOUT_S = 5.0
+
+
+class ScheduleView(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``QuerySchedule`` answers (and ``/status`` shows as the next action)."""
+
+    calendar: str
+    timezone: str
+    phase: str
+    trading_day: str
+    entries_allowed: bool
+    next_action: str | None
+    next_action_ns: int | None
+    done_today: list[str]
+
+
+class SchedulerActor(VigilActor):
+    def __init__(
+        self,
+        *,
+        config: SchedulerConfig,
+        metrics: EngineMetrics,
+        load_schedule: Callable[[date], TradingSchedule],
+        kill_switch_actor: str = "kill_switch",
+        order_actor: str = "order",
+        **base: Any,
+    ) -> None:
+        super().__init__(**base)
+        self._config = config
+        self._metrics = metrics
+        self._load_schedule = load_schedule
+        self._kill_switch = kill_switch_actor
+        self._order = order_actor
+        self._schedule: TradingSchedule | None = None
+        # The trading day each action was last carried out for (once per day).
+        self._done: dict[ScheduledAction, date] = {}
+        self._phase: Phase | None = None
+        self._day: date | None = None
+        self._trading: TradingStateChanged | None = None
+        self._outbox = SafetyOutbox(directory=self.directory, owner=self.name)
+        self._reload_failed_on: date | None = None
+
+    def handlers(self) -> dict[type, Callable[[Any], Any]]:
+        return {
+            TimerFired: self.on_timer_fired,
+            TradingStateChanged: self.on_trading_state_changed,
+            QuerySchedule: lambda _query: self.view(),
+        }
+
+    # ------------------------------------------------------------------ LIFECYCLE
+    def on_start(self) -> None:
+        now = self.clock.now_ns()
+        self._schedule = self._load_schedule(_utc_date(now))
+        self._evaluate(now)
+
+    # ------------------------------------------------------------------ EVENT HANDLERS
+    def on_timer_fired(self, timer: TimerFired) -> None:
+        now = timer.now_ns
+        self._reload_if_stale(now)
+        self._evaluate(now)
+        self._outbox.retry(now)
+
+    def on_trading_state_changed(self, state: TradingStateChanged) -> None:
+        self._trading = state
+        self._outbox.acknowledge(state)
+        # A condition pause does not survive the kill switch's restart, and a tell can be
+        # lost: what this actor asserts must be what is in force there.
+        paused = PauseCause.OUTSIDE_SESSION in state.pause_causes
+        if self._phase is None:
+            return
+        if not self._phase.entries_allowed and not paused:
+            self._tell_pause(self._phase)
+        elif self._phase.entries_allowed and paused:
+            self.directory.tell(
+                self._kill_switch, ResumeEntries(cause=PauseCause.OUTSIDE_SESSION, routine=True)
+            )
+
+    # ------------------------------------------------------------------ QUERIES
+    def view(self) -> ScheduleView:
+        schedule = self._require_schedule()
+        now = self.clock.now_ns()
+        phase, day = schedule.phase_at(now)
+        upcoming = schedule.next_event(now)
+        return ScheduleView(
+            calendar=self._config.calendar,
+            timezone=self._config.timezone,
+            phase=phase.value,
+            trading_day=day.isoformat(),
+            entries_allowed=phase.entries_allowed,
+            next_action=upcoming.describe() if upcoming is not None else None,
+            next_action_ns=upcoming.at_ns if upcoming is not None else None,
+            done_today=sorted(action.value for action, done in self._done.items() if done == day),
+        )
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "phase": None if self._phase is None else self._phase.value,
+            "trading_day": None if self._day is None else self._day.isoformat(),
+            "done": {action.value: day.isoformat() for action, day in self._done.items()},
+            "outbox": self._outbox.snapshot(),
+        }
+
+    # ------------------------------------------------------------------ THE RULES
+    def _evaluate(self, now: int) -> None:
+        schedule = self._require_schedule()
+        phase, day = schedule.phase_at(now)
+        changed = phase is not self._phase or day != self._day
+        self._phase, self._day = phase, day
+        if phase is Phase.OPEN:
+            if self._done.get(ScheduledAction.SESSION_OPEN) != day:
+                self._open_session(day, now)
+            return
+        if changed:
+            self._tell_pause(phase)
+            if phase is Phase.CLOSED and self._done.get(ScheduledAction.SESSION_OPEN) == day:
+                self._record(ScheduledAction.SESSION_CLOSE, day, "session closed")
+        if phase is Phase.TIGHTEN and self._done.get(ScheduledAction.TIGHTEN_STOPS) != day:
+            self._tighten(day, now)
+        elif phase is Phase.FLAT and self._done.get(ScheduledAction.HARD_FLAT) != day:
+            self._hard_flat(day, now)
+
+    def _open_session(self, day: date, now: int) -> None:
+        # The previous day's EOD flatten is cleared only if it is still ours: asked, not
+        # remembered, because the kill switch stores it across restarts and an operator may
+        # have flattened over it (which replaces the detail).
+        try:
+            control = self.directory.ask(
+                self._kill_switch, QueryTradingState(), timeout_s=_ASK_TIMEOUT_S
+            )
+        except Exception as error:
+            logger.warning("session open: kill switch not answering (%r); retried", error)
+            return
+        eod_flatten = any(
+            pause.cause is PauseCause.FLATTEN and pause.detail == EOD_FLATTEN_DETAIL
+            for pause in control.pauses
+        )
+        if eod_flatten:
+            self.directory.tell(self._kill_switch, ResumeEntries(cause=PauseCause.FLATTEN))
+        self.directory.tell(
+            self._kill_switch, ResumeEntries(cause=PauseCause.OUTSIDE_SESSION, routine=True)
+        )
+        self._record(
+            ScheduledAction.SESSION_OPEN,
+            day,
+            "session open: entries resume"
+            + ("; the schedule's EOD flatten pause cleared" if eod_flatten else ""),
+        )
+
+    def _tighten(self, day: date, now: int) -> None:
+        command = TightenStops(
+            reason="eod_tighten",
+            mode=self._config.tighten_mode,
+            trail_ticks=self._config.trail_ticks,
+            ts_init=now,
+        )
+        if not self.directory.tell(self._order, command):
+            logger.warning("TightenStops not delivered to %s; retried next timer", self._order)
+            return
+        self._record(
+            ScheduledAction.TIGHTEN_STOPS,
+            day,
+            f"entries stopped; every stop tightened ({self._config.tighten_mode})",
+        )
+
+    def _hard_flat(self, day: date, now: int) -> None:
+        # Intent before action: the kill switch stores the FLATTEN pause, then tells the order
+        # actor FlattenAll; kept in the outbox until the published state shows it stored.
+        self._outbox.send(
+            _EOD_FLATTEN_KEY,
+            PauseEntries(cause=PauseCause.FLATTEN, detail=EOD_FLATTEN_DETAIL),
+            now_ns=now,
+        )
+        self._record(ScheduledAction.HARD_FLAT, day, "hard flat: closing every position")
+
+    # ------------------------------------------------------------------ EGRESS
+    def _tell_pause(self, phase: Phase) -> None:
+        schedule = self._require_schedule()
+        upcoming = schedule.next_event(self.clock.now_ns())
+        detail = f"{phase.value}; next {upcoming.describe()}" if upcoming is not None else phase
+        self.directory.tell(
+            self._kill_switch,
+            PauseEntries(cause=PauseCause.OUTSIDE_SESSION, detail=str(detail), routine=True),
+        )
+
+    def _record(self, action: ScheduledAction, day: date, message: str) -> None:
+        self._done[action] = day
+        self._metrics.schedule_actions_total.labels(action=action.value).inc()
+        log_event(
+            logger,
+            "SCHEDULE",
+            f"{action.value} {day.isoformat()}: {message}",
+            action=action.value,
+            trading_day=day.isoformat(),
+        )
+
+    def _reload_if_stale(self, now: int) -> None:
+        schedule = self._require_schedule()
+        last = schedule.days.last
+        today = schedule.local_date(now)
+        if last is not None and today > last and self._reload_failed_on != today:
+            # Past the window asked of the library (over a year of running): ask again.
+            try:
+                self._schedule = self._load_schedule(_utc_date(now))
+            except Exception:
+                self._reload_failed_on = today  # once a day, not on every timer
+                logger.exception("exchange calendar reload failed; weekdays count as sessions")
+
+    def _require_schedule(self) -> TradingSchedule:
+        if self._schedule is None:
+            raise RuntimeError("scheduler used before on_start loaded its calendar")
+        return self._schedule
+
+
+def _utc_date(now_ns: int) -> date:
+    return datetime.fromtimestamp(now_ns // NANOS_PER_SECOND, tz=UTC).date()
