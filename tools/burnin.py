@@ -22,8 +22,9 @@ The items, and what each looks for in storage:
 6. ``RECONCILE_CLEAN``: the reconcile is clean and the day's realized PnL from the fills equals
    the ``positions`` table's for the same plans (the daily report's ``consistency``).
 
-The Scheduler is expected to write ``EOD_TIGHTEN`` and ``EOD_HARD_FLAT`` rows (the event name,
-or the audit action) when it carries out the 15:20 tighten and the 15:25 hard-flat.
+What the scheduler makes the engine record counts as these (tools.post_close ``_as_eod``): the
+order actor's ``TIGHTEN_STOPS`` event, and its ``FLATTEN`` event with reason ``eod_hard_flat``;
+so do rows named ``EOD_TIGHTEN`` and ``EOD_HARD_FLAT`` (an event name or an audit action).
 ``score(report, ...)`` returns the items for tests.
 """
 

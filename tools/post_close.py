@@ -122,6 +122,20 @@ class StoredEvent(msgspec.Struct, frozen=True, kw_only=True):
     outcome: str = ""  # audit_log rows: FIRED, CLEARED, ACCEPTED, TRIPPED...
 
 
+def _as_eod(item: StoredEvent) -> StoredEvent | None:
+    """The row as an end-of-day action, or None. Besides rows named ``EOD_TIGHTEN`` /
+    ``EOD_HARD_FLAT``, what the scheduler makes the engine record counts: the order actor's
+    ``TIGHTEN_STOPS`` event, and its ``FLATTEN`` event whose reason is ``eod_hard_flat`` (the
+    flatten that actually ran, not only the decision)."""
+    if item.name in _EOD_ACTIONS:
+        return item
+    if item.name == "TIGHTEN_STOPS":
+        return msgspec.structs.replace(item, name="EOD_TIGHTEN")
+    if item.source == "events" and item.name == _FLATTEN and "eod_hard_flat" in item.detail:
+        return msgspec.structs.replace(item, name="EOD_HARD_FLAT")
+    return None
+
+
 class DailyReport(msgspec.Struct, frozen=True, kw_only=True):
     """Everything post-close says about one day; see the module docstring for the sources."""
 
@@ -314,7 +328,7 @@ def build_report(
         flattens=[item for item in stored if item.source == "events" and item.name == _FLATTEN],
         tripwires=[item for item in stored if item.name == _TRIPWIRE],
         kill_switch=[item for item in stored if item.name.startswith(_KILL_SWITCH)],
-        eod=[item for item in stored if item.name in _EOD_ACTIONS],
+        eod=[eod for item in stored if (eod := _as_eod(item)) is not None],
         reconcile=reconciled,
         consistency={
             "realized_from_fills": realized,

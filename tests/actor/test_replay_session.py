@@ -10,7 +10,7 @@ from the hard flat on, and the records of both (the TIGHTEN_STOPS and FLATTEN ev
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, time
 from decimal import ROUND_CEILING, ROUND_FLOOR
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -23,6 +23,8 @@ from domain.clock import NANOS_PER_SECOND
 from domain.enums import LegKind, OrderStatus, Side
 from domain.schedule import EOD_FLATTEN_DETAIL
 from launcher.config import load_config
+from tools.burnin import score
+from tools.post_close import build_report
 from tools.quotes import QuoteInstrument, write_quotes
 from tools.replay import replay_file
 
@@ -141,3 +143,55 @@ def test_a_replayed_day_trades_only_in_session_tightens_at_1520_and_is_flat_at_1
     assert all(row.status in {s.value for s in OrderStatus if s.is_terminal} for row in order_rows)
     created_after_flat = [row for row in order_rows if row.created_ns >= ist(15, 25)]
     assert all(row.leg == LegKind.EXIT.value for row in created_after_flat)
+
+    # The post-close report of that day matches its storage, and the burn-in scorer passes it.
+    database = Database.from_url(url, migrate=False)
+    try:
+        report = build_report(database, "2026-01-05")
+    finally:
+        database.dispose()
+    assert report.orders["total"] == len(order_rows)
+    assert report.fills["total"] == len(fill_rows)
+    results = {result.item: result for result in score(report)}
+    assert all(result.passed for result in results.values()), results
+
+
+def test_the_burn_in_scorer_fails_a_replayed_day_whose_hard_flat_was_skipped(
+    tmp_path: Path,
+) -> None:
+    # The same kind of day, but the hard flat is scheduled after the file ends: no EOD flat.
+    paper = load_config(PAPER, environ={}, dotenv_path=None)
+    config = paper.model_copy(
+        update={
+            "scheduler": paper.scheduler.model_copy(
+                update={"enabled": True, "flat_at": time(15, 29)}
+            ),
+            "heartbeats": paper.heartbeats.model_copy(update={"timer_interval_ms": 1000}),
+        }
+    )
+    quotes = tmp_path / "day.csv"
+    write_quotes(
+        quotes,
+        rows=4_000,
+        seed=3,
+        instruments=[
+            QuoteInstrument(
+                symbol=item.symbol,
+                reference_price=item.reference_price,
+                tick_size=item.tick_size,
+                max_spread_ticks=item.max_spread_ticks,
+            )
+            for item in config.instruments
+        ],
+        start_ns=ist(9, 0),
+        end_ns=ist(15, 28),
+    )
+    url = f"sqlite:///{tmp_path / 'day.db'}"
+    replay_file(quotes, config=config, database_url=url)
+    database = Database.from_url(url, migrate=False)
+    try:
+        results = {result.item: result for result in score(build_report(database, "2026-01-05"))}
+    finally:
+        database.dispose()
+    assert results["EOD_TIGHTEN"].passed, results
+    assert not results["EOD_HARD_FLAT"].passed, results
