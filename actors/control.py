@@ -65,6 +65,7 @@ from domain.messages import (
     QueryReconcileReport,
     QueryRisk,
     QueryTradingState,
+    QueryTripwires,
     RecordConnect,
     ResetCircuitBreaker,
     ResetKillSwitch,
@@ -279,8 +280,18 @@ class EngineControl:
                 for name, info in supervisor["children"].items()
             ],
             ts_event=self._clock.now_ns(),
+            tripwires=[redactor.text(t) for t in self._tripwires_for_status(degraded)],
             **self._gate_status_fields(gates, redactor),
         )
+
+    def _tripwires_for_status(self, degraded: list[str]) -> list[str]:
+        """The watchdog's active episodes; none, named in ``degraded``, if it cannot answer."""
+        try:
+            active = self._directory.ask("watchdog", QueryTripwires(), timeout_s=self._timeout_s)
+            return list(active)
+        except ActorUnavailable as error:
+            degraded.append(f"watchdog: tripwires unknown: {error}")
+            return []
 
     def _gates_for_status(self, degraded: list[str]) -> LiveGatesReport | None:
         """The kill switch's LIVE gates for ``/status``; None when it has none to give (a

@@ -293,6 +293,8 @@ class StatusView(msgspec.Struct, frozen=True, kw_only=True):
     live_confirmation_expires_in_s: float | None = None
     circuit_breaker: str = "OK"  # OK | TRIPPED
     circuit_breaker_detail: str | None = None
+    # The watchdog's active tripwire episodes, one sentence each (rule, figures, action).
+    tripwires: list[str] = msgspec.field(default_factory=list)
 
 
 class KillSwitchView(msgspec.Struct, frozen=True, kw_only=True):
