@@ -299,7 +299,8 @@ class WatchdogConfig(_Strict):
         market_quality_max_events: more spread blowouts plus band rejections than this ...
         market_quality_window_s: ... within this window trip (3 in 1 min).
         queue_rising_s: the broker request queue growing, never falling, this long trips (60 s).
-        queue_min_depth: ... and at least this deep (a queue of 0 -> 1 is not a backlog).
+        queue_min_depth: ... having held at least this many requests all along (a queue
+            that was empty a moment ago is not a backlog).
         flatten_delay_s: "pause, then flatten": how long after the pause the flatten follows
             while the condition still holds (0: at once).
 

@@ -13,9 +13,10 @@ The rules (the AITRAPP runbook's decision table; thresholds in ``domain.config.W
   every evaluation for ``sustained_s``: "order acks p95 > 800 ms for 2 m".
 - ``EventCountRule``: more than ``max_events`` events in the last ``window_s``: "spread
   blowouts or band rejections > 3 in 1 m".
-- ``RisingDepthRule``: a queue's depth has not fallen once over the last ``window_s``, is
-  higher now than at the start of that span, and is at least ``min_depth``: "rate-limit queue
-  depth rising for 60 s". A queue that drains even a little in between is not "rising".
+- ``RisingDepthRule``: a queue held at least ``min_depth`` at the start of the last
+  ``window_s``, has not fallen once since, and is higher now: "rate-limit queue depth rising
+  for 60 s". A queue that drains even a little in between, or that was empty when the window
+  began, is not "rising".
 """
 
 from __future__ import annotations
@@ -160,7 +161,7 @@ class EventCountRule:
 
 
 class RisingDepthRule:
-    """Depth never fell over the last ``window_s``, grew over it, and is ``min_depth`` or more."""
+    """At least ``min_depth`` deep ``window_s`` ago, never fell since, and deeper now."""
 
     def __init__(self, *, window_s: float, min_depth: int) -> None:
         self.window_ns = _ns(window_s)
@@ -181,7 +182,9 @@ class RisingDepthRule:
         never_fell = all(later >= earlier for earlier, later in itertools.pairwise(depths))
         first, last = depths[0], depths[-1]
         return Verdict(
-            active=never_fell and last > first and last >= self.min_depth,
+            # Non-empty from the window's start: a queue that was idle a moment ago and now
+            # holds one request has not been rising for the window.
+            active=never_fell and last > first and first >= self.min_depth,
             detail=(
                 f"depth={last} depth_{self.window_ns // NANOS_PER_SECOND}s_ago={first} "
                 f"never_fell={str(never_fell).lower()} min_depth={self.min_depth}"
