@@ -27,6 +27,10 @@ Every firing: a ``TRIPWIRE`` log event, an ``audit_log`` row (who ``watchdog``; 
 ``trader_tripwire_total{rule}``. Entry pauses never block exits: stops, targets and flatten
 exits go on (``actors.order_execution`` gates only entries on the trading state).
 
+Windows are judged on ``TimerFired`` only (every ``heartbeats.timer_interval_ms``), so a replay,
+which gives the supervisor no timers, is not paused by the wall-clock tripwires and stays
+deterministic; the risk actor's caps act there as before.
+
 Failures: a crash in a handler is reported to the supervisor, which restarts the actor; its
 windows start empty again (a latency episode must then be sustained anew), and the supervisor
 tells it the conditions it still holds. An audit row that cannot be stored is kept (at most
@@ -204,11 +208,9 @@ class WatchdogActor(VigilActor):
         self._latency.observe(observed.latency_ms, observed.ts_event)
 
     def on_market_quality_rejected(self, rejected: MarketQualityRejected) -> None:
+        # Judged on the next timer, like every window: a replay (which gives the supervisor,
+        # and so this actor, no timers) stays deterministic.
         self._market_quality.observe(rejected.ts_event, rejected.code.value)
-        # Judged at once: the fourth rejection in a minute pauses before the fifth plan.
-        now = self.clock.now_ns()
-        self._judge(TripwireRule.MARKET_QUALITY, self._market_quality.evaluate(now), now)
-        self._flatten_when_due(now)
 
     def on_tripwire_condition_changed(self, changed: TripwireConditionChanged) -> None:
         now = self.clock.now_ns()

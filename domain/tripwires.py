@@ -101,15 +101,18 @@ class LatencyRule:
 
     def observe(self, latency_ms: float, ts_ns: int) -> None:
         self._samples.append((ts_ns, latency_ms))
+        self._forget_before(ts_ns - self.window_ns)  # bounded even if never evaluated
+
+    def _forget_before(self, cutoff_ns: int) -> None:
+        while self._samples and self._samples[0][0] <= cutoff_ns:
+            self._samples.popleft()
 
     @property
     def sample_count(self) -> int:
         return len(self._samples)
 
     def evaluate(self, now_ns: int) -> Verdict:
-        cutoff = now_ns - self.window_ns
-        while self._samples and self._samples[0][0] <= cutoff:
-            self._samples.popleft()
+        self._forget_before(now_ns - self.window_ns)
         count = len(self._samples)
         if count < self.min_samples:
             self._above_since_ns = None
@@ -141,11 +144,14 @@ class EventCountRule:
 
     def observe(self, ts_ns: int, what: str = "") -> None:
         self._events.append((ts_ns, what))
+        self._forget_before(ts_ns - self.window_ns)  # bounded even if never evaluated
+
+    def _forget_before(self, cutoff_ns: int) -> None:
+        while self._events and self._events[0][0] <= cutoff_ns:
+            self._events.popleft()
 
     def evaluate(self, now_ns: int) -> Verdict:
-        cutoff = now_ns - self.window_ns
-        while self._events and self._events[0][0] <= cutoff:
-            self._events.popleft()
+        self._forget_before(now_ns - self.window_ns)
         count = len(self._events)
         kinds: dict[str, int] = {}
         for _ts, what in self._events:
@@ -170,6 +176,10 @@ class RisingDepthRule:
 
     def observe(self, depth: int, ts_ns: int) -> None:
         self._samples.append((ts_ns, depth))
+        # Bounded even if never evaluated: keep the span's starting sample, drop older ones.
+        start = ts_ns - self.window_ns
+        while len(self._samples) >= 2 and self._samples[1][0] <= start:
+            self._samples.popleft()
 
     def evaluate(self, now_ns: int) -> Verdict:
         start = now_ns - self.window_ns
