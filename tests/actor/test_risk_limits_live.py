@@ -221,8 +221,7 @@ def test_max_daily_loss_pct(desk_factory: Callable[..., Desk]) -> None:
             instrument="BBB", strategy="orb_1", entry="200.10", stop="195.00", target="205.00"
         ),
         DenialCode.DAILY_LOSS_LIMIT,
-        # -105.50, or about -111 once the flatten (already under way) has closed at the bid.
-        ("pnl_today=-1", "limit=-100.00"),
+        ("pnl_today=-10", "limit=-100.00"),
     )
 
 
