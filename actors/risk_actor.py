@@ -9,8 +9,9 @@ order actor cannot answer).
 Publishes: ``SubmitBracket`` to the order actor for an approved plan; ``RiskBlocked`` is
 recorded, logged and counted in ``trader_risk_blocks_total{reason}``. A breach of the daily
 loss limit or portfolio heat above the cap is the runbook's "flatten(reason=risk_cap) and
-HALT": the kill switch is asked for a FLATTEN pause (reason ``risk_cap``), which it stores and
-then turns into ``FlattenAll``, and tripped (reason ``DAILY_LOSS_LIMIT`` or ``HEAT_CAP``).
+HALT": the kill switch is tripped (reason ``DAILY_LOSS_LIMIT`` or ``HEAT_CAP``) with a flatten
+whose reason is ``risk_cap``; it stores the HALT and the FLATTEN pause in one transaction, then
+tells ``FlattenAll``.
 Tripwire reports to the watchdog (which makes the episode, TRIPWIRE event, audit row, metric
 and ``/status`` cause): ``TripwireConditionChanged(RISK_CAP)`` when either breach begins or
 ends, and ``MarketQualityRejected`` for each FREEZE_BAND or SPREAD_BLOWOUT denial.
@@ -41,11 +42,10 @@ from actors.safety_outbox import SafetyOutbox
 from adapters.logs import log_event
 from adapters.storage.repositories import UnitOfWork
 from domain.clock import NANOS_PER_SECOND
-from domain.enums import DenialCode, Mode, PauseCause, TradingState, TripwireRule
+from domain.enums import DenialCode, Mode, TradingState, TripwireRule
 from domain.messages import (
     DrainTicks,
     MarketQualityRejected,
-    PauseEntries,
     PortfolioUpdated,
     QueryLastPortfolio,
     QueryRisk,
@@ -85,7 +85,6 @@ _PENDING_EXPIRY_NS = 10 * NANOS_PER_SECOND
 _HOUR_NS = 3600 * NANOS_PER_SECOND
 _DAILY_LOSS_TRIP = "daily_loss"
 _RISK_CAP_FLATTEN = "risk_cap"
-_HEAT_CAP_TRIP = "heat_cap"
 _MARKET_QUALITY_CODES = (DenialCode.FREEZE_BAND, DenialCode.SPREAD_BLOWOUT)
 
 
@@ -374,15 +373,14 @@ class RiskActor(VigilActor):
                 code=breach.code.value,
                 detail=breach.detail,
             )
-            # The FLATTEN pause first, so the flatten carries reason risk_cap; then the HALT.
-            self._outbox.send(
-                _RISK_CAP_FLATTEN,
-                PauseEntries(cause=PauseCause.FLATTEN, detail="risk_cap"),
-                now_ns=now,
-            )
             self._outbox.send(
                 _DAILY_LOSS_TRIP,
-                TripKillSwitch(reason=breach.code.value, detail=breach.detail, flatten=True),
+                TripKillSwitch(
+                    reason=breach.code.value,
+                    detail=breach.detail,
+                    flatten=True,
+                    flatten_reason=_RISK_CAP_FLATTEN,
+                ),
                 now_ns=now,
             )
         heat = heat_breached(portfolio, self._limits)
@@ -399,19 +397,18 @@ class RiskActor(VigilActor):
                 code=heat.code.value,
                 detail=heat.detail,
             )
-            # The kill switch stores the FLATTEN pause, then tells the order actor FlattenAll;
-            # the trip then HALTs (the runbook's "flatten(reason=risk_cap) and HALT").
+            # The runbook's "flatten(reason=risk_cap) and HALT": the kill switch stores the HALT
+            # and the FLATTEN pause in one transaction, then tells the order actor FlattenAll.
             self._outbox.send(
                 _RISK_CAP_FLATTEN,
-                PauseEntries(cause=PauseCause.FLATTEN, detail="risk_cap"),
+                TripKillSwitch(
+                    reason=heat.code.value,
+                    detail=heat.detail,
+                    flatten=True,
+                    flatten_reason=_RISK_CAP_FLATTEN,
+                ),
                 now_ns=now,
             )
-            if not self._outbox.is_pending(_HEAT_CAP_TRIP):
-                self._outbox.send(
-                    _HEAT_CAP_TRIP,
-                    TripKillSwitch(reason=heat.code.value, detail=heat.detail, flatten=True),
-                    now_ns=now,
-                )
         self._report_risk_cap(breach, heat, now)
 
     def _report_risk_cap(self, breach: Denial | None, heat: Denial | None, now: int) -> None:
