@@ -13,7 +13,8 @@ The other rows are detected and acted on where they always were, and reported he
 ``TripwireConditionChanged``, so that every row has the same episode, TRIPWIRE event, audit row,
 metric and ``/status`` cause: LEADER_LOST (the supervisor pauses at once and steps down after
 ``leader.grace_s``), MARKETDATA_STALE and ORDER_STREAM_STALE (the supervisor pauses entries),
-RISK_CAP (the risk actor flattens with reason ``risk_cap`` and trips the kill switch).
+RISK_CAP (the risk actor flattens with reason ``risk_cap``, and on the daily loss also trips
+the kill switch).
 
 Accepts: ``TimerFired`` (evaluates the windows, samples the queue depth, retries),
 ``OrderAckObserved``, ``MarketQualityRejected``, ``TripwireConditionChanged``,
@@ -123,7 +124,7 @@ _ACTIONS: dict[TripwireRule, RuleAction] = {
         described="entries paused by the supervisor; exits still managed"
     ),
     TripwireRule.RISK_CAP: RuleAction(
-        described='flatten(reason="risk_cap") and HALT by the risk actor'
+        described='flatten(reason="risk_cap") by the risk actor; HALT on the daily loss'
     ),
 }
 
