@@ -66,6 +66,7 @@ from domain.messages import (
     QueryRisk,
     QuerySchedule,
     QueryTradingState,
+    QueryTripwires,
     RecordConnect,
     ResetCircuitBreaker,
     ResetKillSwitch,
@@ -281,6 +282,7 @@ class EngineControl:
             ],
             ts_event=self._clock.now_ns(),
             next_scheduled_action=self._next_scheduled_action(degraded),
+            tripwires=[redactor.text(t) for t in self._tripwires_for_status(degraded)],
             **self._gate_status_fields(gates, redactor),
         )
 
@@ -294,6 +296,15 @@ class EngineControl:
             degraded.append(f"scheduler: next action unknown: {error.message}")
             return None
         return getattr(view, "next_action", None)
+
+    def _tripwires_for_status(self, degraded: list[str]) -> list[str]:
+        """The watchdog's active episodes; none, named in ``degraded``, if it cannot answer."""
+        try:
+            active = self._directory.ask("watchdog", QueryTripwires(), timeout_s=self._timeout_s)
+            return list(active)
+        except ActorUnavailable as error:
+            degraded.append(f"watchdog: tripwires unknown: {error}")
+            return []
 
     def _gates_for_status(self, degraded: list[str]) -> LiveGatesReport | None:
         """The kill switch's LIVE gates for ``/status``; None when it has none to give (a

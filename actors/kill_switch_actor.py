@@ -436,7 +436,9 @@ class KillSwitchActor(VigilActor):
                     now,
                 )
             )
-        flatten_reason = f"kill_switch:{command.reason}" if command.flatten else None
+        flatten_reason = (
+            (command.flatten_reason or f"kill_switch:{command.reason}") if command.flatten else None
+        )
         newly_flattening = command.flatten and PauseCause.FLATTEN not in self._pauses
         if newly_flattening:
             assert flatten_reason is not None

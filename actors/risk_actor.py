@@ -8,9 +8,14 @@ which never sends one: the quotes are picked up when a plan needs one), ``Reload
 order actor cannot answer).
 Publishes: ``SubmitBracket`` to the order actor for an approved plan; ``RiskBlocked`` is
 recorded, logged and counted in ``trader_risk_blocks_total{reason}``. A breach of the daily
-loss limit trips the kill switch with a flatten; portfolio heat above the cap asks the kill
-switch for a FLATTEN pause (reason ``risk_cap``), which the kill switch stores and then turns
-into ``FlattenAll``, as the AITRAPP runbook's decision table says.
+loss limit is the runbook's "flatten(reason=risk_cap) and HALT": the kill switch is tripped
+(reason ``DAILY_LOSS_LIMIT``) with a flatten whose reason is ``risk_cap``; it stores the HALT
+and the FLATTEN pause in one transaction, then tells ``FlattenAll``. Portfolio heat above the
+cap asks the kill switch for the FLATTEN pause (reason ``risk_cap``) only, without a HALT (see
+``_check_portfolio_limits``).
+Tripwire reports to the watchdog (which makes the episode, TRIPWIRE event, audit row, metric
+and ``/status`` cause): ``TripwireConditionChanged(RISK_CAP)`` when either breach begins or
+ends, and ``MarketQualityRejected`` for each FREEZE_BAND or SPREAD_BLOWOUT denial.
 
 Trips cannot be lost: both go through a ``SafetyOutbox``, re-sent every second until the kill
 switch's published state shows them in force and stored; the "already tripped today" latch is
@@ -38,9 +43,10 @@ from actors.safety_outbox import SafetyOutbox
 from adapters.logs import log_event
 from adapters.storage.repositories import UnitOfWork
 from domain.clock import NANOS_PER_SECOND
-from domain.enums import DenialCode, Mode, PauseCause, TradingState
+from domain.enums import DenialCode, Mode, PauseCause, TradingState, TripwireRule
 from domain.messages import (
     DrainTicks,
+    MarketQualityRejected,
     PauseEntries,
     PortfolioUpdated,
     QueryLastPortfolio,
@@ -52,6 +58,7 @@ from domain.messages import (
     TradePlan,
     TradingStateChanged,
     TripKillSwitch,
+    TripwireConditionChanged,
 )
 from domain.messages.api import RiskView
 from domain.risk import (
@@ -80,6 +87,7 @@ _PENDING_EXPIRY_NS = 10 * NANOS_PER_SECOND
 _HOUR_NS = 3600 * NANOS_PER_SECOND
 _DAILY_LOSS_TRIP = "daily_loss"
 _RISK_CAP_FLATTEN = "risk_cap"
+_MARKET_QUALITY_CODES = (DenialCode.FREEZE_BAND, DenialCode.SPREAD_BLOWOUT)
 
 
 class _PendingApproval(msgspec.Struct, frozen=True, kw_only=True):
@@ -109,10 +117,15 @@ class RiskActor(VigilActor):
         live_max_order_size: Decimal | None = None,
         order_actor: str = "order",
         kill_switch_actor: str = "kill_switch",
+        watchdog_actor: str = "watchdog",
         **base: Any,
     ) -> None:
         super().__init__(**base)
         self._limits = limits
+        self._watchdog_actor = watchdog_actor
+        # The RISK_CAP tripwire condition as last told to the watchdog (None: not breached).
+        self._risk_cap_reported: str | None = None
+        self._risk_cap_codes: tuple[str, ...] = ()
         # LIVE_MAX_ORDER_SIZE: applies only while the kill switch says mode LIVE (unset there
         # blocks every entry: in LIVE a limit has no default).
         self._live_max_order_size = live_max_order_size
@@ -243,6 +256,9 @@ class RiskActor(VigilActor):
         if state.state is TradingState.ACTIVE and not self._outbox.is_pending(_RISK_CAP_FLATTEN):
             self._risk_cap_flatten_sent = False
         self._outbox.retry(self.clock.now_ns())
+        if self._risk_cap_reported is not None:
+            # Idempotent: a restarted watchdog learns the breach that still holds.
+            self._tell_watchdog_risk_cap(self._risk_cap_reported, state.ts_event)
 
     def on_drain_ticks(self, _wake: DrainTicks) -> None:
         for tick in self._conflator.drain():
@@ -361,7 +377,12 @@ class RiskActor(VigilActor):
             )
             self._outbox.send(
                 _DAILY_LOSS_TRIP,
-                TripKillSwitch(reason=breach.code.value, detail=breach.detail, flatten=True),
+                TripKillSwitch(
+                    reason=breach.code.value,
+                    detail=breach.detail,
+                    flatten=True,
+                    flatten_reason=_RISK_CAP_FLATTEN,
+                ),
                 now_ns=now,
             )
         heat = heat_breached(portfolio, self._limits)
@@ -379,11 +400,37 @@ class RiskActor(VigilActor):
                 detail=heat.detail,
             )
             # The kill switch stores the FLATTEN pause, then tells the order actor FlattenAll.
+            # No HALT here (yet): right after a crash, a recovered position waits a moment
+            # for its stop to be placed again, and its heat (the whole notional) is above the
+            # cap until then; a HALT would keep a restarted engine down for that.
             self._outbox.send(
                 _RISK_CAP_FLATTEN,
-                PauseEntries(cause=PauseCause.FLATTEN, detail="risk_cap"),
+                PauseEntries(cause=PauseCause.FLATTEN, detail=_RISK_CAP_FLATTEN),
                 now_ns=now,
             )
+        self._report_risk_cap(breach, heat, now)
+
+    def _report_risk_cap(self, breach: Denial | None, heat: Denial | None, now: int) -> None:
+        breaches = [d for d in (breach, heat) if d is not None]
+        codes = tuple(d.code.value for d in breaches)
+        # Told when which limit is breached changes, not on every mark (the figures move).
+        if codes == self._risk_cap_codes:
+            return
+        self._risk_cap_codes = codes
+        figures = "; ".join(f"{d.code.value} {d.detail}" for d in breaches)
+        self._risk_cap_reported = figures or None
+        self._tell_watchdog_risk_cap(self._risk_cap_reported, now)
+
+    def _tell_watchdog_risk_cap(self, figures: str | None, now: int) -> None:
+        self.directory.tell(
+            self._watchdog_actor,
+            TripwireConditionChanged(
+                rule=TripwireRule.RISK_CAP,
+                active=figures is not None,
+                detail=figures or "",
+                ts_event=now,
+            ),
+        )
 
     # ------------------------------------------------------------------ DENIALS
     def _block(self, plan: TradePlan, denial: Denial, now: int) -> None:
@@ -402,7 +449,13 @@ class RiskActor(VigilActor):
             counter = self._metrics.risk_blocks_total.labels(reason=denial.code.value)
             self._block_counters[denial.code.value] = counter
         counter.inc()
-        if denial.code in (DenialCode.FREEZE_BAND, DenialCode.SPREAD_BLOWOUT):
+        if denial.code in _MARKET_QUALITY_CODES:
+            self.directory.tell(
+                self._watchdog_actor,
+                MarketQualityRejected(
+                    code=denial.code, instrument=plan.instrument, detail=denial.detail, ts_event=now
+                ),
+            )
             log_event(
                 logger,
                 denial.code.value,

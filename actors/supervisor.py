@@ -31,6 +31,12 @@ same LEADER_LOST cause, but as a routine wait: one ``AWAITING_LEADER`` line at I
 ``LEADER`` line when the lease is taken, no AUTO_PAUSE; only a first renewal that says
 "not leader" is an incident (AUTO_PAUSE at WARNING).
 
+Tripwires: the leader-loss row (stepped down after the grace period), the stale market data
+and the stale order stream are runbook tripwire rows. The supervisor keeps detecting and acting
+on them, and tells the watchdog each condition's start and end (``TripwireConditionChanged``),
+which makes the episode, the TRIPWIRE event, the audit row, the metric and the ``/status``
+cause; the conditions still held are told again to a restarted watchdog.
+
 The supervisor must outlive everything it watches: an exception in one of its handlers is
 logged, never allowed to stop it.
 """
@@ -51,7 +57,7 @@ from actors.dumps import write_dump_in_background
 from actors.safety_outbox import SafetyOutbox
 from adapters.logs import ErrorRepeats, log_event
 from domain.clock import NANOS_PER_SECOND
-from domain.enums import PauseCause, TradingState
+from domain.enums import PauseCause, TradingState, TripwireRule
 from domain.messages import (
     ChildFailed,
     FeedHeartbeat,
@@ -65,6 +71,7 @@ from domain.messages import (
     TimerFired,
     TradingStateChanged,
     TripKillSwitch,
+    TripwireConditionChanged,
 )
 
 if TYPE_CHECKING:
@@ -81,6 +88,11 @@ _SILENT_DEATH = "died without reporting a failure"
 _AWAITING_LEADER = "awaiting leader lease"
 _ESCALATION_KEY = "escalation"
 _UNSTORED_HALT_KEY = "unstored_halt"
+# The auto-pause causes that are runbook tripwire rows (reported to the watchdog).
+_TRIPWIRE_CAUSES: dict[PauseCause, TripwireRule] = {
+    PauseCause.MARKETDATA_STALE: TripwireRule.MARKETDATA_STALE,
+    PauseCause.ORDER_STREAM_STALE: TripwireRule.ORDER_STREAM_STALE,
+}
 
 
 class ChildSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -114,6 +126,7 @@ class Supervisor(VigilActor):
         kill_switch_actor: str = "kill_switch",
         leader_actor: str = "leader",
         order_actor: str = "order",
+        watchdog_actor: str = "watchdog",
         **base: Any,
     ) -> None:
         super().__init__(**base)
@@ -127,6 +140,9 @@ class Supervisor(VigilActor):
         self._kill_switch_actor = kill_switch_actor
         self._leader_actor = leader_actor
         self._order_actor = order_actor
+        self._watchdog_actor = watchdog_actor
+        # Tripwire conditions told to the watchdog and still holding: rule -> detail.
+        self._tripwires: dict[TripwireRule, str] = {}
         self._started_ns = 0
         self._crash_times: deque[int] = deque()
         self._restart_counts: dict[str, int] = dict.fromkeys(self._specs, 0)
@@ -293,6 +309,7 @@ class Supervisor(VigilActor):
         if leadership.is_leader:
             self._not_leader_since_ns = None
             self._stepped_down = False
+            self._report_tripwire(TripwireRule.LEADER_LOST, active=False)
             if awaiting_first and self._asserted.pop(PauseCause.LEADER_LOST, None) is not None:
                 log_event(
                     logger,
@@ -417,6 +434,13 @@ class Supervisor(VigilActor):
                 "no orders will be sent",
                 level=logging.WARNING,
             )
+            not_leader_s = (now - self._not_leader_since_ns) / NANOS_PER_SECOND
+            grace_s = self._leader_config.grace_s
+            self._report_tripwire(
+                TripwireRule.LEADER_LOST,
+                active=True,
+                detail=f"not_leader_for_s={not_leader_s:.1f} grace_s={grace_s:g}",
+            )
 
     def _check_liveness(self, now: int) -> None:
         timeout_ns = int(self._heartbeats.actor_ping_timeout_s * NANOS_PER_SECOND)
@@ -466,13 +490,31 @@ class Supervisor(VigilActor):
                 detail=detail,
             )
             self.directory.tell(self._kill_switch_actor, PauseEntries(cause=cause, detail=detail))
+            rule = _TRIPWIRE_CAUSES.get(cause)
+            if rule is not None:
+                self._report_tripwire(rule, active=True, detail=detail)
 
     def _clear(self, cause: PauseCause) -> None:
         if self._asserted.pop(cause, None) is not None:
+            rule = _TRIPWIRE_CAUSES.get(cause)
+            if rule is not None:
+                self._report_tripwire(rule, active=False)
             log_event(
                 logger, "AUTO_RESUME", f"auto-pause cleared: {cause.value}", cause=cause.value
             )
             self.directory.tell(self._kill_switch_actor, ResumeEntries(cause=cause))
+
+    def _report_tripwire(self, rule: TripwireRule, *, active: bool, detail: str = "") -> None:
+        if active:
+            self._tripwires[rule] = detail
+        elif self._tripwires.pop(rule, None) is None:
+            return  # never reported: nothing to clear
+        self.directory.tell(
+            self._watchdog_actor,
+            TripwireConditionChanged(
+                rule=rule, active=active, detail=detail, ts_event=self.clock.now_ns()
+            ),
+        )
 
     def _escalate(self, name: str, recent: int) -> None:
         trip = TripKillSwitch(
@@ -602,6 +644,13 @@ class Supervisor(VigilActor):
             self._last_pong[name] = now
             self._last_restart_ns[name] = now
             log_event(logger, "ACTOR_RESTART", f"actor {name} restarted", actor=name)
+            if name == self._watchdog_actor:
+                # A new watchdog starts with no episodes: tell it what still holds.
+                for rule, detail in self._tripwires.items():
+                    held = TripwireConditionChanged(
+                        rule=rule, active=True, detail=detail, ts_event=now
+                    )
+                    self.directory.tell(name, held)
             # The new incarnation knows nothing of the trading state, leadership or portfolio.
             for publisher in (self._kill_switch_actor, self._leader_actor, self._order_actor):
                 self.directory.tell(publisher, RepublishState())

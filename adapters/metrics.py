@@ -18,8 +18,9 @@ Counters are named without ``_total``: prometheus_client appends it when renderi
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -31,7 +32,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from domain.enums import DenialCode, Mode, PauseCause, TradingState
+from domain.enums import DenialCode, Mode, PauseCause, TradingState, TripwireRule
 
 # The ``*_created`` series double the exposition for no operator value.
 disable_created_metrics()
@@ -154,6 +155,12 @@ class EngineMetrics:
             ["action", "outcome"],
             registry=registry,
         )
+        self.tripwire_total = Counter(
+            "trader_tripwire",
+            "Tripwire episodes fired by the watchdog, by rule",
+            ["rule"],
+            registry=registry,
+        )
         self.actor_restarts_total = Counter(
             "trader_actor_restarts",
             "Supervisor restarts of a crashed actor",
@@ -220,7 +227,7 @@ class EngineMetrics:
         )
 
         # -- orders and the broker --------------------------------------------------------
-        self.order_latency_ms = Histogram(
+        self.order_latency_ms = _ListenedHistogram(
             "trader_order_latency_ms",
             "From broker call to acknowledgement, milliseconds",
             buckets=ORDER_LATENCY_BUCKETS_MS,
@@ -295,6 +302,8 @@ class EngineMetrics:
             self.retries_total.labels(type=retry_type)
         for priority in BROKER_QUEUE_PRIORITIES:
             self.broker_queue_depth.labels(priority=priority).set(0)
+        for rule in TripwireRule:
+            self.tripwire_total.labels(rule=rule.value)
         self.set_config_sha(config_sha)
 
     # -- setters for one-hot and derived values -----------------------------------------------
@@ -340,6 +349,32 @@ class EngineMetrics:
         self.daily_pnl_rupees.set(float(daily_pnl))
         self.unrealized_pnl_rupees.set(float(unrealized_pnl))
 
+    def listen_to_order_latency(self, listener: Callable[[float], None]) -> None:
+        """Call ``listener(latency_ms)`` with every observation of ``trader_order_latency_ms``
+        (the order actor observes it at each ack): the watchdog's latency tripwire reads the
+        same figures the histogram shows, without a second measurement in the order path."""
+        self.order_latency_ms.add_listener(listener)
+
     def render(self) -> bytes:
         """The registry in Prometheus text format 0.0.4."""
         return generate_latest(self.registry)
+
+
+class _ListenedHistogram(Histogram):
+    """An unlabelled histogram that also hands each observation to its listeners. A listener
+    must be cheap and must not raise into the observer (the order actor): errors are dropped."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._listeners: list[Callable[[float], None]] = []
+
+    def add_listener(self, listener: Callable[[float], None]) -> None:
+        self._listeners.append(listener)
+
+    def observe(self, amount: float, exemplar: dict[str, str] | None = None) -> None:
+        super().observe(amount, exemplar)
+        for listener in self._listeners:
+            try:
+                listener(amount)
+            except Exception:  # a tripwire input must never fail an ack
+                continue

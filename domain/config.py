@@ -34,6 +34,7 @@ __all__ = [
     "SchedulerConfig",
     "StrategyConfig",
     "SupervisionConfig",
+    "WatchdogConfig",
 ]
 
 
@@ -328,6 +329,38 @@ class LiveGateConfig(_Strict):
     live_prelive_max_age_s: float = Field(default=300, gt=0)
 
 
+class WatchdogConfig(_Strict):
+    """The watchdog's tripwires (actors/watchdog_actor.py); defaults are the AITRAPP runbook's.
+
+    Fields:
+        latency_p95_limit_ms: order-ack latency p95 above this trips (800 ms).
+        latency_window_s: the p95 is taken over the acks of this last window.
+        latency_sustained_s: ... and must stay above the limit this long (2 min).
+        latency_min_samples: fewer acks than this in the window judge nothing.
+        market_quality_max_events: more spread blowouts plus band rejections than this ...
+        market_quality_window_s: ... within this window trip (3 in 1 min).
+        queue_rising_s: the broker request queue growing, never falling, this long trips (60 s).
+        queue_min_depth: ... having held at least this many requests all along (a queue
+            that was empty a moment ago is not a backlog).
+        flatten_delay_s: "pause, then flatten": how long after the pause the flatten follows
+            while the condition still holds (0: at once).
+
+    The other rows keep their thresholds where their detector lives: leader loss
+    ``leader.grace_s`` (10 s), heartbeats ``heartbeats.*_stale_s`` (5 s), daily loss and heat
+    ``risk.max_daily_loss_pct``/``risk.portfolio_heat_cap_pct``.
+    """
+
+    latency_p95_limit_ms: float = Field(default=800.0, gt=0)
+    latency_window_s: float = Field(default=60.0, gt=0)
+    latency_sustained_s: float = Field(default=120.0, ge=0)
+    latency_min_samples: int = Field(default=5, ge=1)
+    market_quality_max_events: int = Field(default=3, ge=0)
+    market_quality_window_s: float = Field(default=60.0, gt=0)
+    queue_rising_s: float = Field(default=60.0, gt=0)
+    queue_min_depth: int = Field(default=1, ge=1)
+    flatten_delay_s: float = Field(default=0.0, ge=0)
+
+
 # The runbook's mandatory risk limits: (environment name, RiskConfig field).
 LIVE_RISK_LIMITS: tuple[tuple[str, str], ...] = (
     ("MAX_DAILY_LOSS_PCT", "max_daily_loss_pct"),
@@ -430,6 +463,7 @@ class EngineConfig(_Strict):
     live: LiveGateConfig = Field(default_factory=LiveGateConfig)
     circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
 
     @property
     def rehearsal(self) -> bool:

@@ -13,6 +13,7 @@ __all__ = [
     "PauseCause",
     "Side",
     "TradingState",
+    "TripwireRule",
 ]
 
 
@@ -88,6 +89,10 @@ class PauseCause(StrEnum):
     # The trading-day schedule (actors/scheduler_actor.py): before the session opens, after the
     # 15:20 tighten, on weekends and holidays. Exits go on.
     OUTSIDE_SESSION = "OUTSIDE_SESSION"
+    # The watchdog's own tripwires (actors/watchdog_actor.py), asserted and cleared by it.
+    TRIPWIRE_LATENCY = "TRIPWIRE_LATENCY"  # order-ack latency p95 above its limit
+    TRIPWIRE_MARKET_QUALITY = "TRIPWIRE_MARKET_QUALITY"  # spread blowouts / band rejections
+    RATE_LIMIT_BACKLOG = "RATE_LIMIT_BACKLOG"  # the broker request queue keeps growing
 
 
 class DenialCode(StrEnum):
@@ -119,3 +124,17 @@ class DenialCode(StrEnum):
     LIVE_MAX_ORDER_SIZE = "LIVE_MAX_ORDER_SIZE"
     # In LIVE: a LIVE gate lapsed while armed (confirmation expired, broker gone, breaker...).
     LIVE_GATE = "LIVE_GATE"
+
+
+class TripwireRule(StrEnum):
+    """The runbook's tripwire rows (label of ``trader_tripwire_total{rule}``, the audit rows
+    and ``/status``). The watchdog judges some itself and is told about the others by the
+    actor that already detects them (the supervisor, the risk actor)."""
+
+    ORDER_ACK_LATENCY = "order_ack_latency"
+    LEADER_LOST = "leader_lost"
+    RATE_LIMIT_BACKLOG = "rate_limit_backlog"
+    MARKET_QUALITY = "market_quality"
+    RISK_CAP = "risk_cap"
+    MARKETDATA_STALE = "marketdata_stale"
+    ORDER_STREAM_STALE = "order_stream_stale"

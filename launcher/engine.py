@@ -7,7 +7,7 @@ themselves with ``fire_timer()`` and ``publish_ticks()``.
 Start order: storage (migrated to head), metrics, the paper venue (its books survive a
 crash), then the supervisor, which starts its children in dependency order: risk, order (its
 first portfolio goes to the running risk actor),
-strategies, feed, kill switch (publishes the trading state to the already-running
+strategies, feed, watchdog, kill switch (publishes the trading state to the already-running
 consumers), leader (publishes leadership), scheduler (``scheduler.enabled``: the trading day),
 admin HTTP. Stop order is the reverse.
 """
@@ -39,6 +39,7 @@ from actors.scheduler_actor import SCHEDULER, SchedulerActor
 from actors.strategy_actor import StrategyActor
 from actors.supervisor import ChildSpec, Supervisor
 from actors.trading_gate import TradingGate
+from actors.watchdog_actor import WATCHDOG, WatchdogActor
 from adapters.brokers.faults import FaultyBroker
 from adapters.brokers.paper.broker import PaperBroker
 from adapters.calendars import CalendarUnavailable, load_schedule
@@ -51,7 +52,7 @@ from adapters.storage.journal import OrderJournal
 from adapters.storage.write_behind import WriteBehind
 from adapters.ticker import Ticker
 from domain.instruments import Instrument
-from domain.messages import QuerySnapshot, Tick, TicksReceived, TimerFired
+from domain.messages import OrderAckObserved, QuerySnapshot, Tick, TicksReceived, TimerFired
 from domain.strategies import build_strategy
 from launcher.config import config_sha
 from launcher.preflight import (
@@ -165,6 +166,9 @@ class Engine:
             Dispatcher("hot-path") if config.dispatcher == "shared" else None
         )
         self._started = False
+        # The broker request queue's depth, for the watchdog's rate-limit tripwire: the
+        # gateway's ``queue_depth`` once it is built (0 before: never a growing backlog).
+        self.broker_queue_depth: Callable[[], int] = lambda: 0
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -245,6 +249,13 @@ class Engine:
             rate_limit_retries=broker_config.rate_limit_retries,
             backoff_s=broker_config.rate_limit_backoff_s,
             backoff_max_s=broker_config.rate_limit_backoff_max_s,
+        )
+        self.broker_queue_depth = self.gateway.queue_depth
+        # The watchdog's latency tripwire sees every ack latency the order actor observes.
+        self.metrics.listen_to_order_latency(
+            lambda latency_ms: self.directory.tell(
+                WATCHDOG, OrderAckObserved(latency_ms=latency_ms, ts_event=self.clock.now_ns())
+            )
         )
         self.control = EngineControl(
             directory=self.directory,
@@ -545,6 +556,22 @@ class Engine:
         )
         specs.append(
             ChildSpec(
+                name=WATCHDOG,
+                start=lambda: WatchdogActor.start(
+                    name=WATCHDOG,
+                    config=config.watchdog,
+                    database=database,
+                    metrics=metrics,
+                    instance_id=config.instance_id,
+                    # Read through the engine, so a test (or the wiring) can swap the source.
+                    queue_depth=lambda: self.broker_queue_depth(),
+                    **base,
+                ),
+                receives_timer=True,
+            )
+        )
+        specs.append(
+            ChildSpec(
                 name="kill_switch",
                 start=lambda: KillSwitchActor.start(
                     name="kill_switch",
@@ -554,7 +581,7 @@ class Engine:
                     initial_mode=config.mode,
                     auto_arm_paper=config.auto_arm_paper,
                     live_gates=config.live,
-                    subscribers=("order", "risk", SUPERVISOR)
+                    subscribers=("order", "risk", SUPERVISOR, WATCHDOG)
                     + ((SCHEDULER,) if config.scheduler.enabled else ()),
                     gate=self.gate,
                     config=config,

@@ -16,6 +16,9 @@ from domain.messages.orders import *  # noqa: F403
 from domain.messages.orders import __all__ as _orders_all
 from domain.messages.queries import *  # noqa: F403
 from domain.messages.queries import __all__ as _queries_all
+from domain.messages.tripwires import *  # noqa: F403
+from domain.messages.tripwires import __all__ as _tripwires_all
 
 __all__ = [*_control_all, *_market_all, *_orders_all, *_queries_all]
 __all__ += _gateway_all
+__all__ += _tripwires_all

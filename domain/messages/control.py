@@ -73,6 +73,9 @@ class TripKillSwitch(msgspec.Struct, frozen=True, kw_only=True):
     flatten: bool = False
     # Who asked (the audit trail); None: the engine itself.
     by: OperatorRef | None = None
+    # With ``flatten``: the flatten's reason (the FLATTEN pause's detail); None:
+    # ``kill_switch:<reason>``. The risk caps flatten with the runbook's ``risk_cap``.
+    flatten_reason: str | None = None
 
 
 class FlattenAll(msgspec.Struct, frozen=True, kw_only=True):
