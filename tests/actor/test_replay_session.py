@@ -20,6 +20,7 @@ from sqlalchemy import select
 from adapters.storage.database import Database
 from adapters.storage.tables import events, fills, orders
 from domain.clock import NANOS_PER_SECOND
+from domain.config import EngineConfig
 from domain.enums import LegKind, OrderStatus, Side
 from domain.schedule import EOD_FLATTEN_DETAIL
 from launcher.config import load_config
@@ -35,6 +36,27 @@ DAY = (2026, 1, 5)  # a Monday session on the NSE calendar
 
 def ist(hour: int, minute: int) -> int:
     return int(datetime(*DAY, hour, minute, tzinfo=IST).timestamp()) * NANOS_PER_SECOND
+
+
+def write_day(path: Path, config: EngineConfig, *, rows: int, seed: int, end_ns: int) -> Path:
+    """Seeded quotes over ``config``'s instruments from 09:00 IST (pre-open) to ``end_ns``."""
+    write_quotes(
+        path,
+        rows=rows,
+        seed=seed,
+        instruments=[
+            QuoteInstrument(
+                symbol=item.symbol,
+                reference_price=item.reference_price,
+                tick_size=item.tick_size,
+                max_spread_ticks=item.max_spread_ticks,
+            )
+            for item in config.instruments
+        ],
+        start_ns=ist(9, 0),
+        end_ns=end_ns,
+    )
+    return path
 
 
 def test_a_replayed_day_trades_only_in_session_tightens_at_1520_and_is_flat_at_1525(
@@ -58,23 +80,7 @@ def test_a_replayed_day_trades_only_in_session_tightens_at_1520_and_is_flat_at_1
             "heartbeats": paper.heartbeats.model_copy(update={"timer_interval_ms": 1000}),
         }
     )
-    quotes = tmp_path / "day.csv"
-    write_quotes(
-        quotes,
-        rows=8_000,
-        seed=2,
-        instruments=[
-            QuoteInstrument(
-                symbol=item.symbol,
-                reference_price=item.reference_price,
-                tick_size=item.tick_size,
-                max_spread_ticks=item.max_spread_ticks,
-            )
-            for item in config.instruments
-        ],
-        start_ns=ist(9, 0),
-        end_ns=ist(15, 35),
-    )
+    quotes = write_day(tmp_path / "day.csv", config, rows=8_000, seed=2, end_ns=ist(15, 35))
     instruments = {item.symbol: item for item in config.instruments}
     url = f"sqlite:///{tmp_path / 'day.db'}"
     result = replay_file(quotes, config=config, database_url=url)
@@ -169,23 +175,7 @@ def test_the_burn_in_scorer_fails_a_replayed_day_whose_hard_flat_was_skipped(
             "heartbeats": paper.heartbeats.model_copy(update={"timer_interval_ms": 1000}),
         }
     )
-    quotes = tmp_path / "day.csv"
-    write_quotes(
-        quotes,
-        rows=4_000,
-        seed=3,
-        instruments=[
-            QuoteInstrument(
-                symbol=item.symbol,
-                reference_price=item.reference_price,
-                tick_size=item.tick_size,
-                max_spread_ticks=item.max_spread_ticks,
-            )
-            for item in config.instruments
-        ],
-        start_ns=ist(9, 0),
-        end_ns=ist(15, 28),
-    )
+    quotes = write_day(tmp_path / "day.csv", config, rows=4_000, seed=3, end_ns=ist(15, 28))
     url = f"sqlite:///{tmp_path / 'day.db'}"
     replay_file(quotes, config=config, database_url=url)
     database = Database.from_url(url, migrate=False)
