@@ -151,9 +151,11 @@ def add_events(database_file: Path, *rows: tuple[str, int, dict[str, object]]) -
         database.dispose()
 
 
-def flatten_row(ts_ns: int, duration_ms: float) -> tuple[str, int, dict[str, object]]:
+def flatten_row(
+    ts_ns: int, duration_ms: float, reason: str = "operator"
+) -> tuple[str, int, dict[str, object]]:
     completed = FlattenCompleted(
-        reason="eod_hard_flat",
+        reason=reason,
         positions_closed=1,
         orders_cancelled=2,
         remaining_positions=0,
@@ -168,10 +170,14 @@ def a_burn_in_day(database_file: Path, *, hard_flat: bool = True) -> None:
     rows = [
         ("EOD_TIGHTEN", ist_ns(15, 20, 1), {"stops_tightened": 1}),
         flatten_row(ist_ns(11, 0), 180.0),
-        flatten_row(ist_ns(15, 25, 2), 420.0),
     ]
     if hard_flat:
+        # The scheduler's hard flat as the engine records it: the order actor's FLATTEN with
+        # reason eod_hard_flat (and, as an older name, an EOD_HARD_FLAT row).
+        rows.append(flatten_row(ist_ns(15, 25, 2), 420.0, reason="eod_hard_flat"))
         rows.append(("EOD_HARD_FLAT", ist_ns(15, 25, 1), {"positions": 1}))
+    else:
+        rows.append(flatten_row(ist_ns(15, 25, 2), 420.0))  # an operator's, not the EOD's
     add_events(database_file, *rows)
 
 
