@@ -198,16 +198,20 @@ def _config_blockers(settings: GateSettings) -> list[str]:
         blockers.append("LIVE_ENABLE_TOKEN is not configured")
     if not settings.live_account_id:
         blockers.append("LIVE_ACCOUNT_ID is not configured")
-    blockers.extend(
-        f"{name} is not configured (LIVE has no default for a risk limit)"
-        for name in settings.missing_risk_limits
-    )
+    blockers.extend(_risk_limit_blockers(settings))
     if not settings.admin_token_configured:
         blockers.append(
             "No admin API token is configured (http.token / VIGIL_ADMIN_TOKEN): LIVE cannot be "
             "armed on an API anyone on this machine can call"
         )
     return blockers
+
+
+def _risk_limit_blockers(settings: GateSettings) -> list[str]:
+    return [
+        f"{name} is not configured (LIVE has no default for a risk limit)"
+        for name in settings.missing_risk_limits
+    ]
 
 
 def _account_blockers(settings: GateSettings, facts: GateFacts) -> list[str]:
@@ -303,9 +307,8 @@ def prelive_checks(
         safety_problems: what else stops safe trading now (stale heartbeats, pauses other
             than an operator's), named by the caller.
     """
-    config = _config_blockers(settings)
-    config_problems = [b for b in config if "risk limit" not in b]
-    risk_problems = [b for b in config if "risk limit" in b]
+    risk_problems = _risk_limit_blockers(settings)
+    config_problems = [b for b in _config_blockers(settings) if b not in risk_problems]
     account = facts.account
     checks = [
         PreliveCheck(
