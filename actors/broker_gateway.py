@@ -77,6 +77,7 @@ import dataclasses
 import heapq
 import itertools
 import logging
+import math
 import threading
 import time
 from collections import OrderedDict, deque
@@ -731,11 +732,12 @@ class ThreadedBrokerGateway(BrokerGateway):
                 retry = False
             else:
                 retry = request.retry = True
-                backoff_s = error.retry_after_s
-                if backoff_s is None or backoff_s < 0:
-                    backoff_s = min(
-                        self._backoff_max_s, self._backoff_s * 2 ** (request.attempts - 1)
-                    )
+                backoff_s = min(self._backoff_max_s, self._backoff_s * 2 ** (request.attempts - 1))
+                asked = error.retry_after_s
+                if asked is not None and math.isfinite(asked) and asked >= 0:
+                    # The broker's Retry-After, bounded: a garbage or huge value must not
+                    # hold every cancel and exit back for hours.
+                    backoff_s = min(self._backoff_max_s, asked)
                 self._rate_limit.pause(backoff_s)
         if not retry:
             logger.warning(

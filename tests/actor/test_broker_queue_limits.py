@@ -224,6 +224,19 @@ class TestRateLimitedByTheBroker:
         assert outbox.messages == []  # went through on the retry: nothing to report
         assert sample(engine_metrics, "trader_retries_total", type="rate_limit") == 1
 
+    @pytest.mark.parametrize("asked_s", [86_400.0, float("inf"), float("nan")])
+    def test_a_broker_retry_after_is_bounded_by_the_back_off_cap(
+        self, gateways: Any, asked_s: float
+    ) -> None:
+        # A day-long (or garbage) Retry-After would hold every cancel and exit back with it.
+        broker, outbox = RateLimitedBroker(), Outbox()
+        broker.rate_limited[("submit", "x1")] = [asked_s]
+        gateway = gateways(broker, outbox, workers=1, backoff_max_s=0.2)
+        gateway.submit(order_request("x1"), leg=LegKind.EXIT)
+        wait_until(lambda: len(broker.every_start_ns) == 2, timeout_s=5, message="the retry")
+        (_, _, refused_ns), (_, _, retried_ns) = broker.every_start_ns
+        assert retried_ns - refused_ns < 2 * NANOS_PER_SECOND
+
     def test_a_request_still_refused_after_its_retries_is_reported_as_an_unknown_outcome(
         self, gateways: Any
     ) -> None:
