@@ -48,8 +48,9 @@ from adapters.storage.repositories import UnitOfWork
 from domain import oco
 from domain.calendar import start_of_trading_day_ns, trading_day
 from domain.clock import NANOS_PER_SECOND
+from domain.enums import Side
 from domain.messages import FlattenCompleted, PortfolioUpdated, PositionView, Tick
-from domain.positions import Position, flat, unrealized_pnl
+from domain.positions import Position, unrealized_pnl
 
 if TYPE_CHECKING:
     from actors.mailbox import TickChannel
@@ -97,6 +98,32 @@ class PortfolioView(msgspec.Struct, frozen=True, kw_only=True):
     portfolio: PortfolioUpdated
     working_orders: int
     flatten: FlattenStatus
+
+
+def held_position(bracket: oco.Bracket, position: Position | None, entry: Order | None) -> Position:
+    """The position a bracket with open quantity holds, for its view, risk and PnL.
+
+    Its fills are normally booked already. Right after a crash they may not be: the journal
+    brings back the bracket's filled quantity before reconciliation re-applies the broker's
+    missed fills, so for a moment there is open quantity and no booked position. Its average
+    is then the entry's average fill price if known, else the plan's entry price; an average of
+    0 would make its heat (``|average - stop| x quantity``) its whole notional and trip the
+    heat cap on every such recovery.
+    """
+    if position is not None and position.quantity != 0:
+        return position
+    average = (
+        entry.average_fill_price
+        if entry is not None and entry.average_fill_price is not None
+        else bracket.entry_price
+    )
+    signed = bracket.open_quantity if bracket.side is Side.BUY else -bracket.open_quantity
+    return Position(
+        instrument=bracket.instrument,
+        quantity=signed,
+        average_price=average,
+        realized_pnl=position.realized_pnl if position is not None else _ZERO,
+    )
 
 
 class PortfolioProjection:
@@ -235,6 +262,8 @@ class PortfolioProjection:
                 position,
                 None if entry is None else entry.status,
                 None if entry is None else entry.remaining_quantity,
+                # the average of a position whose fills are not booked yet (held_position)
+                None if entry is None or position is not None else entry.average_fill_price,
                 marks.get(bracket.instrument) if open_quantity > 0 else None,
             )
             known = contributions.get(plan_id)
@@ -257,7 +286,7 @@ class PortfolioProjection:
     ) -> _Contribution:
         view: PositionView | None = None
         if bracket.open_quantity > 0:
-            held = position or flat(bracket.instrument)
+            held = held_position(bracket, position, entry)
             mark = self.mark_price(bracket.instrument)
             view = PositionView(
                 position_id=bracket.plan_client_id,
@@ -298,7 +327,11 @@ class PortfolioProjection:
         for bracket in self._book.brackets.values():
             if bracket.open_quantity <= 0:
                 continue
-            position = self._book.positions.get(bracket.plan_client_id) or flat(bracket.instrument)
+            position = held_position(
+                bracket,
+                self._book.positions.get(bracket.plan_client_id),
+                self._book.orders.get(bracket.entry_order_id),
+            )
             mark = self.mark_price(bracket.instrument)
             unrealized = unrealized_pnl(position, mark) if mark is not None else Decimal(0)
             views.append(

@@ -8,11 +8,10 @@ which never sends one: the quotes are picked up when a plan needs one), ``Reload
 order actor cannot answer).
 Publishes: ``SubmitBracket`` to the order actor for an approved plan; ``RiskBlocked`` is
 recorded, logged and counted in ``trader_risk_blocks_total{reason}``. A breach of the daily
-loss limit is the runbook's "flatten(reason=risk_cap) and HALT": the kill switch is tripped
-(reason ``DAILY_LOSS_LIMIT``) with a flatten whose reason is ``risk_cap``; it stores the HALT
-and the FLATTEN pause in one transaction, then tells ``FlattenAll``. Portfolio heat above the
-cap asks the kill switch for the FLATTEN pause (reason ``risk_cap``) only, without a HALT (see
-``_check_portfolio_limits``).
+loss limit, or portfolio heat above its cap, is the runbook's "flatten(reason=risk_cap) and
+HALT": the kill switch is tripped (reason ``DAILY_LOSS_LIMIT`` or ``HEAT_CAP``) with a flatten
+whose reason is ``risk_cap``; it stores the HALT and the FLATTEN pause in one transaction, then
+tells ``FlattenAll``.
 Tripwire reports to the watchdog (which makes the episode, TRIPWIRE event, audit row, metric
 and ``/status`` cause): ``TripwireConditionChanged(RISK_CAP)`` when either breach begins or
 ends, and ``MarketQualityRejected`` for each FREEZE_BAND or SPREAD_BLOWOUT denial.
@@ -43,11 +42,10 @@ from actors.safety_outbox import SafetyOutbox
 from adapters.logs import log_event
 from adapters.storage.repositories import UnitOfWork
 from domain.clock import NANOS_PER_SECOND
-from domain.enums import DenialCode, Mode, PauseCause, TradingState, TripwireRule
+from domain.enums import DenialCode, Mode, TradingState, TripwireRule
 from domain.messages import (
     DrainTicks,
     MarketQualityRejected,
-    PauseEntries,
     PortfolioUpdated,
     QueryLastPortfolio,
     QueryRisk,
@@ -399,13 +397,14 @@ class RiskActor(VigilActor):
                 code=heat.code.value,
                 detail=heat.detail,
             )
-            # The kill switch stores the FLATTEN pause, then tells the order actor FlattenAll.
-            # No HALT here (yet): right after a crash, a recovered position waits a moment
-            # for its stop to be placed again, and its heat (the whole notional) is above the
-            # cap until then; a HALT would keep a restarted engine down for that.
             self._outbox.send(
                 _RISK_CAP_FLATTEN,
-                PauseEntries(cause=PauseCause.FLATTEN, detail=_RISK_CAP_FLATTEN),
+                TripKillSwitch(
+                    reason=heat.code.value,
+                    detail=heat.detail,
+                    flatten=True,
+                    flatten_reason=_RISK_CAP_FLATTEN,
+                ),
                 now_ns=now,
             )
         self._report_risk_cap(breach, heat, now)

@@ -30,7 +30,7 @@ import msgspec
 
 from adapters.logs import ErrorRepeats
 from domain.clock import NANOS_PER_SECOND
-from domain.enums import TradingState
+from domain.enums import PauseCause, TradingState
 from domain.messages import PauseEntries, TradingStateChanged, TripKillSwitch
 
 if TYPE_CHECKING:
@@ -48,7 +48,11 @@ def is_confirmed(command: SafetyCommand, state: TradingStateChanged) -> bool:
     if not state.persisted:
         return False
     if isinstance(command, TripKillSwitch):
-        return state.state is TradingState.HALTED
+        # A trip with a flatten is in force once both are: an engine HALTed already (another
+        # reason, no flatten) must still store this trip's FLATTEN pause.
+        return state.state is TradingState.HALTED and (
+            not command.flatten or PauseCause.FLATTEN in state.pause_causes
+        )
     return command.cause in state.pause_causes
 
 

@@ -72,7 +72,7 @@ def test_the_daily_loss_limit_trips_the_kill_switch_and_flattens(
     )
 
 
-def test_heat_above_the_cap_pauses_entries_and_flattens_with_reason_risk_cap(
+def test_heat_above_the_cap_halts_and_flattens_with_reason_risk_cap(
     desk_factory: Callable[..., Desk],
 ) -> None:
     # The plan's own risk (10 x 1.10 = 11) fits the 12-rupee cap; slippage of 10 ticks on the
@@ -88,6 +88,8 @@ def test_heat_above_the_cap_pauses_entries_and_flattens_with_reason_risk_cap(
         what="risk-cap pause",
     )
     assert [p.detail for p in state.pauses] == ["risk_cap"]
+    assert state.state.state is TradingState.HALTED
+    assert state.state.halt_reason == "HEAT_CAP"
     desk.settle(lambda: not desk.portfolio().portfolio.positions, what="flattened")
 
 

@@ -218,3 +218,28 @@ def test_without_a_wake_marks_are_published_at_once() -> None:
     assert books.projection.refresh()
     books.mark("AAA", Decimal("99.00"))
     assert books.projection.refresh()
+
+
+def test_a_recovered_bracket_whose_fills_are_not_booked_yet_counts_its_plan_risk() -> None:
+    # After a SIGKILL the journal brings back a bracket's filled quantity before reconciliation
+    # re-applies the broker's missed fills: open quantity, no booked position. Its heat is its
+    # risk at the entry's price, not |0 - stop| x quantity (its whole notional), which tripped
+    # the heat cap on such a recovery.
+    books = Books()
+    books.open("P0", "AAA", Side.BUY, 10, Decimal("100"))
+    entry = books.book.orders["P0E"]
+    entry.filled_quantity = 10
+    entry.status = OrderStatus.FILLED
+    bracket = books.book.brackets["P0"]
+    bracket.entry_filled = 10
+    bracket.status = oco.BracketStatus.OPEN
+    assert "P0" not in books.book.positions
+    [view] = books.projection.full_position_views()
+    assert view.average_price == Decimal("100")
+    assert view.risk_amount == 10 * 20 * TICK
+    assert books.projection.portfolio().heat == 10 * 20 * TICK
+    # Once the entry's average fill price is known it is the better estimate.
+    entry.average_fill_price = Decimal("100.5")
+    [view] = books.projection.full_position_views()
+    assert view.risk_amount == 10 * (Decimal("100.5") - bracket.stop_price)
+    assert books.projection.portfolio().heat == view.risk_amount

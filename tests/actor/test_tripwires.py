@@ -327,7 +327,7 @@ class TestRiskCap:
         )
         assert_fired_once(desk, TripwireRule.RISK_CAP)
 
-    def test_heat_above_the_cap_flattens_with_reason_risk_cap(
+    def test_heat_above_the_cap_flattens_with_reason_risk_cap_and_halts(
         self, desk_factory: Callable[..., Desk]
     ) -> None:
         # The plan's own risk (10 x 1.10 = 11) fits the 12-rupee cap; 10 ticks of slippage on
@@ -339,10 +339,16 @@ class TestRiskCap:
         )
         desk.ready_to_trade()
         desk.send_plan(quantity=10, entry="100.10", stop="99.00", target="103")
-        desk.settle(lambda: PauseCause.FLATTEN in pause_details(desk), what="risk-cap flatten")
+        state = desk.settle(
+            lambda: desk.trading().state.state is TradingState.HALTED and desk.trading(),
+            what="HALTED",
+        )
+        assert state.state.halt_reason == "HEAT_CAP"
         assert pause_details(desk)[PauseCause.FLATTEN] == "risk_cap"
         flattened(desk)
-        # Flat, the heat is gone: the episode ended. No HALT for heat (see the risk actor).
+        registry = desk.engine.metrics.registry
+        assert registry.get_sample_value("trader_kill_switch_total", {"reason": "HEAT_CAP"}) == 1
+        # Flat, the heat is gone: the episode ended; the HALT stays until an operator resets.
         assert_fired_once(desk, TripwireRule.RISK_CAP, still_active=False)
         desk.settle(
             lambda: (
@@ -351,7 +357,7 @@ class TestRiskCap:
             ),
             what="episode ended",
         )
-        assert desk.trading().state.state is TradingState.REDUCING
+        assert desk.trading().state.state is TradingState.HALTED
 
     def test_heat_at_the_cap_does_not_fire(self, desk_factory: Callable[..., Desk]) -> None:
         # 10 x (100.10 - 99.00) = 11.00 rupees of heat against a cap of exactly 11.00.

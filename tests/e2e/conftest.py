@@ -88,11 +88,18 @@ class Launcher:
                     f"engine exited with {self.process.returncode}: {self.stderr()}"
                 )
             try:
-                return self.client.get("/ready").status_code == 200
+                response = self.client.get("/ready")
             except httpx.TransportError:
                 return False
+            last_answer[0] = response.text[:2000]
+            return response.status_code == 200
 
-        wait_until(ready, timeout_s=timeout_s, message="/ready 200")
+        # A timeout says why the engine was not ready (its /ready blockers).
+        last_answer = ["no answer"]
+        try:
+            wait_until(ready, timeout_s=timeout_s, message="/ready 200")
+        except AssertionError as error:
+            raise AssertionError(f"{error}; last /ready answer: {last_answer[0]}") from None
         return time.monotonic() - self.started_at
 
     def wait_exit(self, timeout_s: float = 30.0) -> int:

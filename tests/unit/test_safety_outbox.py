@@ -45,7 +45,9 @@ def test_only_a_stored_state_that_shows_the_command_confirms_it() -> None:
 
     assert outbox.acknowledge(_state(TradingState.ACTIVE)) == []
     assert outbox.acknowledge(_state(TradingState.HALTED, persisted=False)) == []
-    assert outbox.acknowledge(_state(TradingState.HALTED)) == ["daily_loss"]
+    halted = _state(TradingState.HALTED, causes=(PauseCause.FLATTEN,))
+    assert outbox.acknowledge(halted) == ["daily_loss", "risk_cap"]
+    outbox.send("risk_cap", FLATTEN, now_ns=0)
     assert outbox.pending_keys() == ["risk_cap"]
     reducing = _state(TradingState.REDUCING, causes=(PauseCause.FLATTEN,))
     assert outbox.acknowledge(reducing) == ["risk_cap"]
@@ -54,3 +56,12 @@ def test_only_a_stored_state_that_shows_the_command_confirms_it() -> None:
 def test_is_confirmed_reads_the_pause_causes_for_a_pause() -> None:
     assert not is_confirmed(FLATTEN, _state(TradingState.HALTED))
     assert is_confirmed(FLATTEN, _state(TradingState.HALTED, causes=(PauseCause.FLATTEN,)))
+
+
+def test_a_trip_with_a_flatten_is_confirmed_only_once_its_flatten_pause_is_stored_too() -> None:
+    # HALTed already for another reason (no flatten): the heat cap's trip must still get its
+    # FLATTEN pause stored, so the HALT alone does not confirm it.
+    heat_trip = TripKillSwitch(reason="HEAT_CAP", flatten=True, flatten_reason="risk_cap")
+    assert not is_confirmed(heat_trip, _state(TradingState.HALTED))
+    assert is_confirmed(heat_trip, _state(TradingState.HALTED, causes=(PauseCause.FLATTEN,)))
+    assert is_confirmed(TripKillSwitch(reason="OVERFILL"), _state(TradingState.HALTED))
