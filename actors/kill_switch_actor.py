@@ -380,7 +380,15 @@ class KillSwitchActor(VigilActor):
         # An operator resume clears what an operator (or a flatten) set; condition causes clear
         # only when their condition does.
         causes = OPERATOR_CAUSES if command.cause is PauseCause.OPERATOR else {command.cause}
-        removed = sorted(cause for cause in causes if cause in self._pauses)
+        removed = sorted(
+            cause
+            for cause in causes
+            if cause in self._pauses
+            and (
+                command.only_if_detail is None
+                or self._pauses[cause].detail == command.only_if_detail
+            )
+        )
         if not removed:
             return self.view()
         now = self.clock.now_ns()

@@ -63,6 +63,10 @@ class PauseEntries(msgspec.Struct, frozen=True, kw_only=True):
 class ResumeEntries(msgspec.Struct, frozen=True, kw_only=True):
     cause: PauseCause
     routine: bool = False
+    # Clear the cause only if its stored detail is this one, in the kill switch's own turn (the
+    # scheduler clears its own ``eod_hard_flat`` flatten at the open, never an operator's flatten
+    # set over it between a look and a resume). None: whatever its detail.
+    only_if_detail: str | None = None
 
 
 class TripKillSwitch(msgspec.Struct, frozen=True, kw_only=True):

@@ -12,7 +12,9 @@ from domain.messages import (
     ArmTrading,
     DisarmTrading,
     FillReport,
+    PauseEntries,
     ResetKillSwitch,
+    ResumeEntries,
     TripKillSwitch,
 )
 from launcher.engine import Engine
@@ -131,3 +133,23 @@ def test_a_disarmed_engine_refuses_entries_until_armed_again(desk: Desk) -> None
     assert desk.orders_for(blocked.plan_client_id) == []
     assert desk.engine.directory.ask("kill_switch", ArmTrading(), timeout_s=5).state.armed
     open_position(desk, instrument="BBB", entry="200.10", stop="199", target="202")
+
+
+def test_a_resume_for_one_detail_leaves_a_flatten_with_another_detail_in_force(desk: Desk) -> None:
+    # The scheduler clears its own EOD flatten at the open; an operator's flatten set over it
+    # must survive, and the check and the clear happen in one kill-switch turn.
+    desk.ready_to_trade()
+    ask = desk.engine.directory.ask
+    ask("kill_switch", PauseEntries(cause=PauseCause.FLATTEN, detail="operator"), timeout_s=5)
+    view = ask(
+        "kill_switch",
+        ResumeEntries(cause=PauseCause.FLATTEN, only_if_detail="eod_hard_flat"),
+        timeout_s=5,
+    )
+    assert [(p.cause, p.detail) for p in view.pauses] == [(PauseCause.FLATTEN, "operator")]
+    view = ask(
+        "kill_switch",
+        ResumeEntries(cause=PauseCause.FLATTEN, only_if_detail="operator"),
+        timeout_s=5,
+    )
+    assert view.pauses == ()
