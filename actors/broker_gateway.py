@@ -14,7 +14,11 @@ engine's directory:
   broker call) no longer allows entries: ``BrokerRequestWithheld``. The order actor's last gate
   runs at hand-over; this keeps "no entry reaches the broker once a stop is acknowledged" true
   for an entry that waited in the queue meanwhile. Exits, protective legs and cancels only
-  reduce exposure and are never withheld.
+  reduce exposure and are never withheld;
+- a request the broker refused for our credentials (``BrokerAuthExpired``): an entry is
+  ``BrokerRequestWithheld`` (``BROKER_AUTH``: it never reached the broker), anything else
+  ``BrokerRequestFailed`` as an unknown outcome (``BROKER_AUTH_EXPIRED: ...``), settled by
+  reconciliation once the session is back. Never retried here.
 
 Two gateways, one behaviour:
 
@@ -90,7 +94,12 @@ from limits import RateLimitItem, RateLimitItemPerMinute, RateLimitItemPerSecond
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
-from adapters.brokers.base import BrokerRateLimited, BrokerRejected, BrokerUnavailable
+from adapters.brokers.base import (
+    BrokerAuthExpired,
+    BrokerRateLimited,
+    BrokerRejected,
+    BrokerUnavailable,
+)
 from domain.enums import DenialCode, LegKind
 from domain.messages import (
     BrokerRequestCompleted,
@@ -372,6 +381,15 @@ class BrokerGateway:
             text = f"BROKER_RATE_LIMITED: {error} (attempts={request.attempts})"
         except BrokerRejected as error:
             rejected, text = True, str(error)
+        except BrokerAuthExpired as error:
+            if request.is_entry:
+                # Refused before the broker acted: the entry never reached it, and it must not
+                # wait in flight to be sent hours later when an operator has logged in again.
+                self._withhold(request, DenialCode.BROKER_AUTH, str(error))
+                return
+            # A stop, target, exit or cancel stays in flight: reconciliation settles (and
+            # re-sends what protects a position) once the session is back.
+            rejected, text = False, f"BROKER_AUTH_EXPIRED: {error}"
         except BrokerUnavailable as error:
             rejected, text = False, str(error)
         except Exception as error:

@@ -25,6 +25,9 @@ all sharing one ``OrderBook`` (``actors.order_book``) by reference:
   ``config.reconciliation``; drift it cannot explain pauses entries with ``RECONCILE_DRIFT``.
 - ``PortfolioProjection`` (``actors.order_portfolio``): positions, heat and PnL published to
   risk, realized-today and the trading-day roll.
+- ``BrokerSessionWatch`` (``actors.broker_session``): a broker that refuses our credentials
+  (``BrokerSessionChanged``, or a request failed with ``BROKER_AUTH_EXPIRED``) pauses entries
+  with ``BROKER_AUTH`` until the adapter reports a working session again.
 
 What stays here: the lifecycle, message dispatch, the takeover on a gain of leadership, the
 flatten orchestration, and applying fills and status reports to orders, brackets and positions.
@@ -52,6 +55,7 @@ import msgspec
 
 from actors.base import SUPERVISOR, VigilActor
 from actors.broker_gateway import BrokerGateway, InlineBrokerGateway
+from actors.broker_session import AUTH_EXPIRED_PREFIX, BrokerSessionWatch
 from actors.heartbeat import HeartbeatThrottle
 from actors.order_book import ACTIVE, OrderBook, position_row
 from actors.order_execution import OrderExecution
@@ -72,6 +76,7 @@ from domain.messages import (
     BrokerRequestCompleted,
     BrokerRequestFailed,
     BrokerRequestWithheld,
+    BrokerSessionChanged,
     DrainTicks,
     FillReport,
     FlattenAll,
@@ -145,6 +150,7 @@ class OrderActor(VigilActor):
         FillReport,
         OrderStatusReport,
         OrderStreamHeartbeat,
+        BrokerSessionChanged,
         # The kill switch and the lease publish to us; a full inbox must not stall them.
         TradingStateChanged,
         LeadershipChanged,
@@ -218,6 +224,9 @@ class OrderActor(VigilActor):
         self._safety = SafetyOutbox(
             directory=self.directory, owner=self.name, target=kill_switch_actor
         )
+        self._session = BrokerSessionWatch(
+            lambda command: self.directory.tell(kill_switch_actor, command)
+        )
         self._risk_actor = risk_actor
         # Told every broker rejection and unavailability (the LIVE circuit breaker counts them).
         self._kill_switch_actor = kill_switch_actor
@@ -277,6 +286,7 @@ class OrderActor(VigilActor):
             FillReport: self.on_fill_report,
             OrderStatusReport: self.on_order_status_report,
             OrderStreamHeartbeat: self.on_order_stream_heartbeat,
+            BrokerSessionChanged: self.on_broker_session_changed,
             TradingStateChanged: self.on_trading_state_changed,
             LeadershipChanged: self.on_leadership_changed,
             DrainTicks: self.on_drain_ticks,
@@ -543,8 +553,13 @@ class OrderActor(VigilActor):
         self._execution.store_order_update(order, now)
         self._after_change()
 
+    def on_broker_session_changed(self, changed: BrokerSessionChanged) -> None:
+        self._session.on_session_changed(changed, self._trading)
+
     def on_broker_request_failed(self, failed: BrokerRequestFailed) -> None:
         self._execution.on_request_failed(failed)
+        if failed.error.startswith(AUTH_EXPIRED_PREFIX):
+            self._session.session_refused(failed.error, self._trading)
         if not failed.error.startswith("DUPLICATE_CLIENT_ORDER_ID"):
             # A refusal or an unanswered call: one tell, the circuit breaker counts it. A
             # duplicate id is the broker confirming it has the order, not an error.
@@ -565,6 +580,8 @@ class OrderActor(VigilActor):
 
     def on_broker_request_withheld(self, withheld: BrokerRequestWithheld) -> None:
         self._execution.on_request_withheld(withheld)
+        if withheld.code is DenialCode.BROKER_AUTH:
+            self._session.session_refused(withheld.detail, self._trading)
         self._after_change()
 
     def on_order_stream_heartbeat(self, heartbeat: OrderStreamHeartbeat) -> None:
@@ -575,6 +592,7 @@ class OrderActor(VigilActor):
     def on_trading_state_changed(self, state: TradingStateChanged) -> None:
         self._trading = state
         self._safety.acknowledge(state)
+        self._session.sync(state)
         self._flatten_if_asked(state.ts_event)
 
     def _flatten_if_asked(self, now: int) -> None:
@@ -686,6 +704,7 @@ class OrderActor(VigilActor):
             self._reconciliation.reconcile_on_schedule(now)
             self._flatten_if_asked(now)
             self._consistency_pass(now)
+            self._session.sync(self._trading)
             self._after_change()
 
     def _trim_journal(self) -> None:
@@ -750,6 +769,7 @@ class OrderActor(VigilActor):
             "flatten": msgspec.to_builtins(self.flatten_status()),
             "recent_denials": msgspec.to_builtins(list(self._execution.denied)),
             "safety_outbox": self._safety.snapshot(),
+            "broker_session_problem": self._session.problem,
             "write_behind": self._store.snapshot(),
             "last_stream_ns": self._last_stream_ns,
             "mailbox_depth": self.mailbox_depth,

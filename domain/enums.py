@@ -93,6 +93,9 @@ class PauseCause(StrEnum):
     TRIPWIRE_LATENCY = "TRIPWIRE_LATENCY"  # order-ack latency p95 above its limit
     TRIPWIRE_MARKET_QUALITY = "TRIPWIRE_MARKET_QUALITY"  # spread blowouts / band rejections
     RATE_LIMIT_BACKLOG = "RATE_LIMIT_BACKLOG"  # the broker request queue keeps growing
+    # The broker refused our credentials (Kite's expired access token): no request can succeed
+    # until an operator logs in again; asserted and cleared by the order actor.
+    BROKER_AUTH = "BROKER_AUTH"
 
 
 class DenialCode(StrEnum):
@@ -124,6 +127,8 @@ class DenialCode(StrEnum):
     LIVE_MAX_ORDER_SIZE = "LIVE_MAX_ORDER_SIZE"
     # In LIVE: a LIVE gate lapsed while armed (confirmation expired, broker gone, breaker...).
     LIVE_GATE = "LIVE_GATE"
+    # The broker refused our credentials before acting (an expired access token).
+    BROKER_AUTH = "BROKER_AUTH"
 
 
 class TripwireRule(StrEnum):

@@ -30,6 +30,11 @@
 |                   |          | real brokers ignore it (their books are the broker's)        |
 | close             | yes      | release connections and threads                              |
 
+A broker that refuses our credentials (Kite's ``TokenException``; the access token expires at
+06:00 each day) raises ``BrokerAuthExpired`` and reports ``BrokerSessionChanged(valid=False)``
+through the sink once; ``BrokerSessionChanged(valid=True)`` once a new session works. Until
+then the engine pauses entries (``BROKER_AUTH``) and retries nothing in a loop.
+
 A request (submit, cancel, modify) refused for the broker's rate limit raises
 ``BrokerRateLimited`` (HTTP 429 and the broker's equivalents): the broker did not act on it, so
 the same request may be sent again; the broker gateway waits (``retry_after_s`` when the broker
@@ -45,6 +50,7 @@ from typing import Protocol
 import msgspec
 
 from domain.messages import (
+    BrokerSessionChanged,
     FillReport,
     OrderRequest,
     OrderStatusReport,
@@ -55,6 +61,7 @@ from domain.messages import (
 
 __all__ = [
     "AccountInfo",
+    "BrokerAuthExpired",
     "BrokerError",
     "BrokerPort",
     "BrokerRateLimited",
@@ -64,7 +71,7 @@ __all__ = [
     "ReportSink",
 ]
 
-BrokerReport = OrderStatusReport | FillReport | OrderStreamHeartbeat
+BrokerReport = OrderStatusReport | FillReport | OrderStreamHeartbeat | BrokerSessionChanged
 ReportSink = Callable[[BrokerReport], None]
 
 
@@ -89,6 +96,16 @@ class BrokerRejected(BrokerError):
 
 class BrokerUnavailable(BrokerError):
     """Timeout, 5xx or disconnect: the outcome is unknown, the order stays in flight."""
+
+
+class BrokerAuthExpired(BrokerUnavailable):
+    """The broker refused our credentials and did not act (Kite: HTTP 403 ``TokenException``).
+
+    No retry helps until an operator logs in again. A subclass of ``BrokerUnavailable`` so
+    that every caller that tolerates an unanswered call (reconciliation's lists) tolerates it;
+    the broker gateway tells them apart: an entry is withheld (it never reached the broker),
+    anything else stays in flight for reconciliation once the session is back.
+    """
 
 
 class BrokerRateLimited(BrokerError):

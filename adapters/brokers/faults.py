@@ -10,7 +10,8 @@ to answer: whatever the caller has queued meanwhile stays queued, deterministica
 keep chosen orders' fills out of ``list_fills`` until told to show them: a broker whose trade
 list shows an execution late (a REST history behind its stream). And it can answer chosen
 calls with a 429 (``BrokerRateLimited``, the broker never acts), to drill the gateway's
-back-off and retry.
+back-off and retry. And it can refuse every call for our credentials until told otherwise
+(``BrokerAuthExpired``, the broker never acts): Kite's access token expiring at 06:00.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import threading
 from typing import Any, Literal
 
 from adapters.brokers.base import (
+    BrokerAuthExpired,
     BrokerPort,
     BrokerRateLimited,
     BrokerRejected,
@@ -64,6 +66,17 @@ class FaultyBroker:
         self.lost: list[tuple[str, Loss, tuple[Any, ...]]] = []
         self._hidden_fills: set[str] = set()
         self._retry_after_s: float | None = None
+        self._credentials_refused: str | None = None
+
+    def refuse_credentials(self, detail: str = "access token expired (fault drill)") -> None:
+        """Make every faultable call fail with ``BrokerAuthExpired`` until
+        ``accept_credentials``; the broker never sees them."""
+        with self._lock:
+            self._credentials_refused = detail
+
+    def accept_credentials(self) -> None:
+        with self._lock:
+            self._credentials_refused = None
 
     def hide_fills(self, client_order_id: str) -> None:
         """Leave the fills of ``client_order_id`` out of ``list_fills`` until ``show_fills``."""
@@ -123,8 +136,13 @@ class FaultyBroker:
             if held is not None:
                 held._park()
             with self._lock:
+                refused_credentials = self._credentials_refused
                 pending = self._armed.get(name)
-                loss = pending.pop(0) if pending else None
+                loss = pending.pop(0) if pending and refused_credentials is None else None
+            if refused_credentials is not None:
+                raise BrokerAuthExpired(
+                    f"{name} refused for our credentials: {refused_credentials}"
+                )
             if loss is None:
                 result = attribute(*args, **kwargs)
                 if name == "list_fills" and self._hidden_fills:

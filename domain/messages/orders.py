@@ -176,4 +176,14 @@ class OrderStreamHeartbeat(msgspec.Struct, frozen=True, kw_only=True):
     ts_event: int
 
 
-__all__ += ["OrderStreamHeartbeat"]
+class BrokerSessionChanged(msgspec.Struct, frozen=True, kw_only=True):
+    """The broker session became unusable (``valid=False``: the broker refuses our credentials,
+    e.g. Kite's access token expired at 06:00) or usable again (a new token, connected).
+    ``detail`` says what happened and what the operator must do; never a secret."""
+
+    valid: bool
+    detail: str
+    ts_event: int
+
+
+__all__ += ["BrokerSessionChanged", "OrderStreamHeartbeat"]
