@@ -62,4 +62,6 @@ def _midnight_ns(day: date, tz: ZoneInfo) -> int:
 
 
 def _local(now_ns: int, tz: ZoneInfo) -> datetime:
-    return datetime.fromtimestamp(now_ns / NANOS_PER_SECOND, tz=UTC).astimezone(tz)
+    # Whole seconds, floored in integers: a day starts on a whole second, and a float division
+    # of epoch ns rounds an instant a few hundred ns before midnight into the next day.
+    return datetime.fromtimestamp(now_ns // NANOS_PER_SECOND, tz=UTC).astimezone(tz)
