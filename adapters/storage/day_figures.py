@@ -189,14 +189,15 @@ class DayFiguresRecorder:
                 days = deltas.days()
                 if now_ns is not None:
                     days.add(self._trading_day(now_ns))
+            batch = DayDeltas()
+            batch.merge(deltas)
             for day in days:
-                deltas.add(day, RECORDED, "flushes")
+                batch.add(day, RECORDED, "flushes")
             try:
-                self._store(deltas)
+                self._store(batch)
             except Exception:
+                # Given back (without the "recorded" marks), ahead of what was counted since.
                 with self._lock:
-                    for day in days:
-                        deltas.add(day, RECORDED, "flushes", -1)
                     deltas.merge(self._deltas)
                     self._deltas = deltas
                 raise

@@ -153,3 +153,51 @@ def test_a_store_refused_by_the_lease_fence_is_dropped(tmp_path: Path) -> None:
     with UnitOfWork(database) as uow:
         assert uow.day_figures.figures(day) is None
     database.dispose()
+
+
+def test_the_recorder_thread_stores_without_a_stop(tmp_path: Path) -> None:
+    # What a SIGKILL would leave: only what the thread stored on its own, within an interval.
+    from domain.calendar import day_bounds_ns
+    from tests.helpers import wait_until
+
+    url = f"sqlite:///{tmp_path / 'thread.db'}"
+    upgrade_schema(url)
+    database = Database(create_database_engine(url))
+    noon = day_bounds_ns("2026-03-03")[0] + 12 * 3600 * 10**9
+    recorder = DayFiguresRecorder(
+        database, latency_bounds_ms=ORDER_LATENCY_BUCKETS_MS, flush_interval_s=0.05
+    )
+    recorder.start()
+    try:
+        recorder.count_approved("orb_1", noon)
+
+        def stored() -> bool:
+            with UnitOfWork(database) as uow:
+                figures = uow.day_figures.figures("2026-03-03")
+            return figures is not None and figures.approved == 1
+
+        wait_until(stored, timeout_s=10, message="the thread's store")
+    finally:
+        recorder.stop()
+        database.dispose()
+
+
+def test_a_failed_store_keeps_its_counts_for_the_next(tmp_path: Path) -> None:
+    from domain.calendar import day_bounds_ns
+
+    url = f"sqlite:///{tmp_path / 'late.db'}"
+    database = Database(create_database_engine(url))  # no tables yet: the store fails
+    noon = day_bounds_ns("2026-03-04")[0] + 12 * 3600 * 10**9
+    recorder = DayFiguresRecorder(database, latency_bounds_ms=ORDER_LATENCY_BUCKETS_MS)
+    recorder.count_blocked("NOT_ARMED", noon)
+    with pytest.raises(sa.exc.OperationalError):
+        recorder.flush()
+    recorder.count_blocked("NOT_ARMED", noon)
+    assert recorder.pending().counts == {("2026-03-04", "blocked", "NOT_ARMED"): 2}
+    upgrade_schema(url)
+    recorder.flush()
+    with UnitOfWork(database) as uow:
+        figures = uow.day_figures.figures("2026-03-04")
+    assert figures is not None
+    assert (figures.blocked_by_reason, figures.flushes) == ({"NOT_ARMED": 2}, 1)
+    database.dispose()
