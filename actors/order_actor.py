@@ -50,6 +50,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 import msgspec
 
@@ -68,6 +69,7 @@ from adapters.storage.journal import JournalKind, JournalUnavailable
 from adapters.storage.repositories import LeaseFence, StaleEpoch, UnitOfWork
 from adapters.storage.write_behind import APPLIED_SEQ_KEY, StorageWriteFailed
 from domain import oco
+from domain.calendar import EXCHANGE_TZ
 from domain.clock import NANOS_PER_SECOND
 from domain.config import OrderConfig, ReconciliationConfig
 from domain.enums import DenialCode, LegKind, OrderStatus, PauseCause
@@ -180,6 +182,7 @@ class OrderActor(VigilActor):
         risk_actor: str = "risk",
         orders: OrderConfig | None = None,
         gateway: BrokerGateway | None = None,
+        exchange_tz: ZoneInfo = EXCHANGE_TZ,
         **base: Any,
     ) -> None:
         super().__init__(**base)
@@ -204,6 +207,8 @@ class OrderActor(VigilActor):
             # A marks-only change is published after what is queued: one per burst.
             wake=lambda: self.directory.tell(self.name, RepublishState()),
             quotes=conflator,
+            # "Realized PnL today" rolls at midnight in the exchange's zone (scheduler.timezone).
+            exchange_tz=exchange_tz,
         )
         self._trading: TradingStateChanged | None = None
         self._in_burst = False

@@ -2,9 +2,11 @@
 
 Not an actor: a helper the ``OrderActor`` owns and calls on its own thread. It reads the shared
 ``OrderBook`` and holds what only the projection needs: the latest mark of each instrument,
-realized PnL of brackets closed today and the trading day it belongs to (rolled at the IST day
-boundary from storage). It builds ``PositionView``s and ``PortfolioUpdated``, publishes the
-latter to the subscribers (risk) and sets the position and rupee gauges.
+realized PnL of brackets closed today and the trading day it belongs to (rolled from storage at
+local midnight in the exchange's zone, ``exchange_tz``: ``scheduler.timezone``, Asia/Kolkata by
+default; ``domain.calendar`` is the one definition of the trading day). It builds
+``PositionView``s and ``PortfolioUpdated``, publishes the latter to the subscribers (risk) and
+sets the position and rupee gauges.
 
 Incremental: each active bracket's contribution (its ``PositionView``, realized part, working
 entry and its heat) is cached under a key of everything it is computed from (bracket status
@@ -40,13 +42,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
 
 import msgspec
 
 from adapters.logs import log_event
 from adapters.storage.repositories import UnitOfWork
 from domain import oco
-from domain.calendar import start_of_trading_day_ns, trading_day
+from domain.calendar import EXCHANGE_TZ, start_of_trading_day_ns, trading_day
 from domain.clock import NANOS_PER_SECOND
 from domain.enums import Side
 from domain.messages import FlattenCompleted, PortfolioUpdated, PositionView, Tick
@@ -141,6 +144,7 @@ class PortfolioProjection:
             portfolio is then published at once. None: marks are published at once too.
         quotes: where the latest ticks wait (a ``QuoteBoard``); drained into ``marks`` before
             any mark is read. None: only ``on_ticks`` moves the marks.
+        exchange_tz: the zone whose local midnight starts a trading day (realized PnL today).
     """
 
     def __init__(
@@ -154,8 +158,10 @@ class PortfolioProjection:
         subscribers: Iterable[str],
         wake: Callable[[], bool] | None = None,
         quotes: TickChannel | None = None,
+        exchange_tz: ZoneInfo = EXCHANGE_TZ,
     ) -> None:
         self._book = book
+        self._exchange_tz = exchange_tz
         self._quotes = quotes
         self._database = database
         self._metrics = metrics
@@ -444,10 +450,14 @@ class PortfolioProjection:
 
     def reload_realized(self, uow: UnitOfWork, now: int) -> None:
         """Realized PnL of the brackets closed since the start of ``now``'s trading day."""
-        self.realized_today = uow.positions.realized_closed_since(start_of_trading_day_ns(now))
+        self.realized_today = uow.positions.realized_closed_since(
+            start_of_trading_day_ns(now, self._exchange_tz)
+        )
 
     def roll_trading_day(self, now: int) -> None:
-        day = trading_day(now)
+        """At the first call of a new trading day (in the exchange zone), reload realized PnL
+        today from storage: the brackets closed since that day's local midnight."""
+        day = trading_day(now, self._exchange_tz)
         if day == self.trading_day:
             return
         with UnitOfWork(self._database) as uow:

@@ -22,6 +22,11 @@ set only then. A storage error while rebuilding the rolling windows at start doe
 actor: every plan is blocked (``TRADING_PAUSED``) until the windows load, so the safety trips
 keep working while storage is down.
 
+Day figures (``adapters.storage.day_figures``, given as ``day_figures``): every plan received
+is counted (per strategy), then exactly one of approved (per strategy) or blocked (per denial
+code); every portfolio's heat is handed over for the day's high-water mark. In memory only:
+the recorder stores them on its own thread, never on this one.
+
 Approved plans the order actor has not yet reflected in a ``PortfolioUpdated`` are counted as
 pending, so two plans in quick succession cannot both squeeze under a limit. Exits never come
 here: they are the order actor's, and entry limits never block them.
@@ -74,6 +79,7 @@ if TYPE_CHECKING:
     from actors.mailbox import TickChannel
     from adapters.metrics import EngineMetrics
     from adapters.storage.database import Database
+    from adapters.storage.day_figures import DayFiguresRecorder
     from domain.config import RiskConfig
     from domain.instruments import Instrument
 
@@ -116,10 +122,13 @@ class RiskActor(VigilActor):
         order_actor: str = "order",
         kill_switch_actor: str = "kill_switch",
         watchdog_actor: str = "watchdog",
+        day_figures: DayFiguresRecorder | None = None,
         **base: Any,
     ) -> None:
         super().__init__(**base)
         self._limits = limits
+        # Counts the day's signals, approvals, blocks and heat in memory (stored off-thread).
+        self._day_figures = day_figures
         self._watchdog_actor = watchdog_actor
         # The RISK_CAP tripwire condition as last told to the watchdog (None: not breached).
         self._risk_cap_reported: str | None = None
@@ -201,6 +210,8 @@ class RiskActor(VigilActor):
     # ------------------------------------------------------------------ COMMAND HANDLERS
     def on_trade_plan(self, plan: TradePlan) -> None:
         now = self.clock.now_ns()
+        if self._day_figures is not None:
+            self._day_figures.count_signal(plan.strategy, now)
         gate = self._trading_gate()
         if gate is not None:
             self._block(plan, gate, now)
@@ -235,6 +246,8 @@ class RiskActor(VigilActor):
     # ------------------------------------------------------------------ EVENT HANDLERS
     def on_portfolio_updated(self, portfolio: PortfolioUpdated) -> None:
         self._portfolio = portfolio
+        if self._day_figures is not None:
+            self._day_figures.see_heat(portfolio.heat, portfolio.ts_event)
         self._portfolio_with_pending_memo = None
         if not self._windows_loaded:
             self._rebuild_windows()
@@ -442,6 +455,8 @@ class RiskActor(VigilActor):
             ts_event=now,
         )
         self._blocks[denial.code.value] = self._blocks.get(denial.code.value, 0) + 1
+        if self._day_figures is not None:
+            self._day_figures.count_blocked(denial.code.value, now)
         self._last_blocks.append(blocked)
         counter = self._block_counters.get(denial.code.value)
         if counter is None:
@@ -482,6 +497,8 @@ class RiskActor(VigilActor):
                 now,
             )
             return
+        if self._day_figures is not None:
+            self._day_figures.count_approved(plan.strategy, now)
         self._portfolio_with_pending_memo = None
         self._pending[plan.plan_client_id] = _PendingApproval(
             plan_client_id=plan.plan_client_id,

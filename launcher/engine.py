@@ -46,11 +46,14 @@ from adapters.calendars import CalendarUnavailable, load_schedule
 from adapters.clock import WallClock
 from adapters.feeds.pump import FeedPump, build_tick_source
 from adapters.logs import log_event
-from adapters.metrics import EngineMetrics
+from adapters.metrics import ORDER_LATENCY_BUCKETS_MS, EngineMetrics
 from adapters.storage.database import Database
+from adapters.storage.day_figures import DayFiguresRecorder
 from adapters.storage.journal import OrderJournal
+from adapters.storage.repositories import EngineStart, UnitOfWork
 from adapters.storage.write_behind import WriteBehind
 from adapters.ticker import Ticker
+from domain.calendar import exchange_zone, trading_day
 from domain.instruments import Instrument
 from domain.messages import OrderAckObserved, QuerySnapshot, Tick, TicksReceived, TimerFired
 from domain.strategies import build_strategy
@@ -62,6 +65,7 @@ from launcher.preflight import (
     check_order_journal,
     open_database,
 )
+from launcher.provenance import git_sha
 
 if TYPE_CHECKING:
     from adapters.brokers.base import BrokerPort
@@ -75,6 +79,8 @@ logger = logging.getLogger(__name__)
 # per instrument): rounds of quotes per instrument, and a floor for small universes.
 _FEED_DOOR_ROUNDS = 4
 _FEED_DOOR_MIN_KEEP = 64
+# How often the day figures are stored: what a SIGKILL can lose at most.
+_DAY_FIGURES_FLUSH_S = 1.0
 
 
 def strategy_actor_name(strategy: str) -> str:
@@ -144,6 +150,13 @@ class Engine:
         # outlive a restart of the order actor (its next incarnation flushes, then loads).
         self.order_journal: OrderJournal | None = None
         self.order_store: WriteBehind | None = None
+        # The trading day is the local date in the exchange's zone (scheduler.timezone), for
+        # PnL today, the day figures and the post-close report alike.
+        self.exchange_tz = exchange_zone(config.scheduler.timezone)
+        # Signals, approvals, blocks, max heat and ack latencies per trading day: counted in
+        # memory by the risk actor and the ack listener, stored as deltas off the hot path.
+        self.day_figures: DayFiguresRecorder | None = None
+        self.git_sha = "unknown"
         self.broker: PaperBroker | None = None
         self.gateway: BrokerGateway | None = None
         self.control: EngineControl | None = None
@@ -207,6 +220,15 @@ class Engine:
         check_order_journal(self.order_journal)
         self.order_store = WriteBehind(database, lease_holder=self.lease_holder)
         self.order_store.start()
+        self._record_start(database)
+        self.day_figures = DayFiguresRecorder(
+            database,
+            latency_bounds_ms=ORDER_LATENCY_BUCKETS_MS,
+            tz=self.exchange_tz,
+            flush_interval_s=_DAY_FIGURES_FLUSH_S,
+            lease_holder=self.lease_holder,
+        )
+        self.day_figures.start()
         self.broker = PaperBroker(
             config=config.paper_broker,
             instruments=self.instruments,
@@ -256,6 +278,11 @@ class Engine:
             lambda latency_ms: self.directory.tell(
                 WATCHDOG, OrderAckObserved(latency_ms=latency_ms, ts_event=self.clock.now_ns())
             )
+        )
+        # The day's ack latency histogram sees the same observations (in memory: no waiting).
+        day_figures = self.day_figures
+        self.metrics.listen_to_order_latency(
+            lambda latency_ms: day_figures.observe_ack(latency_ms, self.clock.now_ns())
         )
         self.control = EngineControl(
             directory=self.directory,
@@ -343,6 +370,9 @@ class Engine:
             self.gateway.stop()
         if self.order_store is not None:
             self.order_store.stop()
+        if self.day_figures is not None:
+            # After every actor that counts has stopped: the last figures are stored.
+            self.day_figures.stop()
         if self.order_journal is not None:
             self.order_journal.close()
         if self.broker is not None:
@@ -350,6 +380,25 @@ class Engine:
         if self.database is not None:
             self.database.dispose()
         log_event(logger, "STOP", f"Vigil {self.config.instance_id} stopped")
+
+    def _record_start(self, database: Database) -> None:
+        # Which config and code this process runs, per start: the post-close report lists
+        # every config SHA that ran on a day (not the file's SHA at report time).
+        self.git_sha = git_sha()
+        now = self.clock.now_ns()
+        with UnitOfWork(database) as uow:
+            uow.engine_starts.record(
+                EngineStart(
+                    ts_ns=now,
+                    trading_day=trading_day(now, self.exchange_tz),
+                    instance_id=self.config.instance_id,
+                    lease_holder=self.lease_holder,
+                    config_sha=self.config_sha,
+                    git_sha=self.git_sha,
+                    mode=self.config.mode.value,
+                    timezone=str(self.exchange_tz),
+                )
+            )
 
     # ------------------------------------------------------------------ driving
     def fire_timer(self) -> None:
@@ -478,6 +527,7 @@ class Engine:
                     instruments=self.instruments,
                     conflator=risk_conflator,
                     metrics=metrics,
+                    day_figures=self.day_figures,
                     **hot,
                 ),
             ),
@@ -498,6 +548,7 @@ class Engine:
                     reconciliation=config.reconciliation,
                     orders=config.orders,
                     gateway=self.gateway,
+                    exchange_tz=self.exchange_tz,
                     **order_base,
                 ),
                 receives_timer=True,

@@ -1,21 +1,31 @@
-"""Post-close: the daily report of one IST trading day, as Markdown, JSON and a PNG chart.
+"""Post-close: the daily report of one trading day, as Markdown, JSON and a PNG chart.
 
 ``python -m tools.post_close [--database-url URL] [--day YYYY-MM-DD] [--out reports/]
 [--config PATH] [--store]`` (``make post-close``) reads the engine's database and writes
 ``<out>/<day>/report.md``, ``report.json`` and ``equity.png``. It only reads, unless ``--store``
 also puts the JSON into the ``daily_reports`` table (``DailyReportRepository``).
 
-The day is the exchange-local date (Asia/Kolkata, ``domain.calendar``): every row whose time
-falls in ``[00:00, 24:00)`` IST of ``--day`` (default: today in IST). What comes from where:
+The day is the exchange-local date in the configured exchange zone (``scheduler.timezone`` of
+``--config``, Asia/Kolkata by default; ``domain.calendar``, the definition the engine uses for
+PnL today and the day figures): every row whose time falls in ``[00:00, 24:00)`` local of
+``--day`` (default: today there). What comes from where:
 
-- **orders**: ``orders`` rows created that day, by leg and by status; **approved plans** are the
-  distinct plans with an ENTRY order (every plan the risk actor approves becomes one).
+- **signals** (per strategy), **approved plans** (per strategy) and **blocked plans by reason**:
+  the day figures the risk actor counted as it decided (``day_figure_counts``, migration 0005;
+  ``adapters.storage.day_figures``). ``approved_with_entry_order`` is the distinct plans with an
+  ENTRY order in ``orders`` (every approval the order actor booked).
+- **orders**: ``orders`` rows created that day, by leg and by status.
 - **fills**: ``fills`` rows whose ``ts_event_ns`` falls on the day.
 - **trades**: one per plan with a fill that day, built from its fills in time order with the
   engine's own position arithmetic (``domain.positions.apply_fill``): quantity, average entry
   and exit, realized PnL. A plan still holding quantity is OPEN. ``consistency`` compares the
   fills' realized PnL with the ``positions`` table's for the same plans.
 - **win rate**: closed trades with PnL > 0 over all closed trades.
+- **max heat**: the high-water mark of portfolio heat the risk actor saw that day, and when
+  (``day_heat``).
+- **order-ack latency**: the day's acks per bucket of ``trader_order_latency_ms``
+  (``day_figure_counts``); p50/p95/p99 are nearest-rank over the buckets, reported as the upper
+  bound of the bucket holding the rank (the true value is at most that).
 - **flatten durations** (p50/p95/max): ``FLATTEN`` rows of ``events`` (the order actor's
   ``FlattenCompleted``, ``duration_ms``).
 - **tripwires**: ``TRIPWIRE`` rows of ``events`` and ``audit_log`` (action ``TRIPWIRE``); the
@@ -23,15 +33,14 @@ falls in ``[00:00, 24:00)`` IST of ``--day`` (default: today in IST). What comes
 - **kill-switch events**: ``KILL_SWITCH`` rows of ``events``, ``KILL_SWITCH*`` rows of
   ``audit_log``. **EOD**: ``EOD_TIGHTEN`` / ``EOD_HARD_FLAT`` rows of either table.
 - **reconcile**: ``tools.reconcile.reconcile`` over the whole database (duplicates, orphans).
-- **config SHA**: of the config ``--config`` names (default: what the engine would load,
-  ``VIGIL_CONFIG`` or configs/paper.yaml) as it is now; the database does not record the SHA
-  the engine ran with. **git SHA**: ``git rev-parse HEAD`` of this checkout.
+- **config SHA** and **git SHA**: what each engine start recorded (``engine_starts``): every
+  start that day, and the last start before it (an engine running into the day). More than one
+  config SHA is flagged (``config_changed``). For a day with no recorded start the config
+  ``--config`` names as it is now and this checkout's ``git rev-parse HEAD`` are given instead,
+  and ``config_source`` says so.
 
-Not stored anywhere, so reported as ``not stored`` (never estimated): signals (strategy
-evaluations that produced a plan), blocked plans by reason (only the live counter
-``trader_risk_blocks_total``), max portfolio heat (only the live gauge
-``trader_portfolio_heat_rupees``), order-ack latency percentiles (only the live histogram
-``trader_order_latency_ms``).
+A day recorded before migration 0005 has no day figures: signals, blocked plans, max heat and
+ack latency are then reported as ``not stored`` (never estimated), and ``not_stored`` says why.
 
 Exit codes: 0 written, 2 the database cannot be read or the day is malformed.
 ``build_report(database, day)`` returns the same ``DailyReport`` for tests and tools.burnin.
@@ -42,25 +51,33 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import subprocess
 import sys
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import msgspec
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from adapters.metrics import ORDER_LATENCY_BUCKETS_MS
 from adapters.storage.database import Database, create_database_engine
-from adapters.storage.repositories import UnitOfWork
+from adapters.storage.repositories import (
+    DayFiguresRepository,
+    EngineStart,
+    EngineStartRepository,
+    UnitOfWork,
+)
 from adapters.storage.tables import audit_log, events, fills, orders, positions
-from domain.calendar import EXCHANGE_TZ, start_of_trading_day_ns
+from domain.calendar import EXCHANGE_TZ, exchange_zone
+from domain.calendar import day_bounds_ns as calendar_day_bounds_ns
 from domain.clock import NANOS_PER_SECOND
+from domain.day_figures import DayFigures, histogram_percentile
 from domain.enums import LegKind, Side
 from domain.positions import apply_fill, flat
 from tools.reconcile import DEFAULT_DATABASE_URL, ReconcileReport, reconcile
@@ -73,6 +90,7 @@ __all__ = [
     "build_report",
     "config_database_url",
     "day_bounds_ns",
+    "engine_start_view",
     "main",
     "percentile",
     "render_markdown",
@@ -136,6 +154,20 @@ def _as_eod(item: StoredEvent) -> StoredEvent | None:
     return None
 
 
+class EngineStartView(msgspec.Struct, frozen=True, kw_only=True):
+    """An engine start as the report shows it (``engine_starts``)."""
+
+    time_local: str
+    ts_ns: int
+    instance_id: str
+    lease_holder: str
+    config_sha: str
+    git_sha: str
+    mode: str
+    timezone: str
+    before_the_day: bool  # started earlier and may have run into the day
+
+
 class DailyReport(msgspec.Struct, frozen=True, kw_only=True):
     """Everything post-close says about one day; see the module docstring for the sources."""
 
@@ -148,13 +180,15 @@ class DailyReport(msgspec.Struct, frozen=True, kw_only=True):
     git_sha: str
     config_sha: str
     config_source: str
-    signals: str
+    signals: int | str
+    signals_by_strategy: dict[str, int] | str
     plans: dict[str, Any]
     orders: dict[str, Any]
     fills: dict[str, Any]
     trades: list[Trade]
     pnl: dict[str, Any]
     max_heat_rupees: str
+    max_heat_at: str
     latency: dict[str, Any]
     flattens: list[StoredEvent]
     tripwires: list[StoredEvent]
@@ -163,6 +197,9 @@ class DailyReport(msgspec.Struct, frozen=True, kw_only=True):
     reconcile: ReconcileReport
     consistency: dict[str, Any]
     not_stored: list[str]
+    engine_starts: list[EngineStartView] = []
+    config_shas: list[str] = []
+    config_changed: bool = False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,19 +207,14 @@ class DailyReport(msgspec.Struct, frozen=True, kw_only=True):
 # ---------------------------------------------------------------------------------------------
 
 
-def day_bounds_ns(day: str) -> tuple[int, int]:
-    """``[start, end)`` of the IST calendar day ``day`` (``YYYY-MM-DD``) in epoch ns.
+def day_bounds_ns(day: str, tz: ZoneInfo = EXCHANGE_TZ) -> tuple[int, int]:
+    """``[start, end)`` of the trading day ``day`` (``YYYY-MM-DD``) in ``tz``, in epoch ns
+    (``domain.calendar.day_bounds_ns``: local midnight to the next).
 
     Raises:
         ValueError: ``day`` is not a ``YYYY-MM-DD`` date.
     """
-    parsed = date.fromisoformat(day)
-    noon = datetime(parsed.year, parsed.month, parsed.day, 12, tzinfo=EXCHANGE_TZ)
-    noon_ns = int(noon.timestamp()) * NANOS_PER_SECOND
-    start = start_of_trading_day_ns(noon_ns)
-    # The next day's midnight, through the calendar (a zone with DST would not be 24 h).
-    end = start_of_trading_day_ns(noon_ns + 24 * 3600 * NANOS_PER_SECOND)
-    return start, end
+    return calendar_day_bounds_ns(day, tz)
 
 
 def percentile(values: Sequence[float], fraction: float) -> float | None:
@@ -203,14 +235,17 @@ def build_report(
     config_sha: str = "unknown",
     config_source: str = "",
     now: datetime | None = None,
+    tz: ZoneInfo = EXCHANGE_TZ,
 ) -> DailyReport:
-    """Read one IST day from ``database`` (one read transaction, then the reconcile).
+    """Read one trading day (local date in ``tz``) from ``database`` (one read transaction,
+    then the reconcile). ``git_sha``/``config_sha``/``config_source`` are used only for a day
+    without a recorded engine start.
 
     Raises:
         ValueError: ``day`` is not ``YYYY-MM-DD``.
         sqlalchemy.exc.SQLAlchemyError: the database cannot be read (e.g. tables missing).
     """
-    start, end = day_bounds_ns(day)
+    start, end = day_bounds_ns(day, tz)
     with database.transaction() as connection:
         order_rows = connection.execute(
             select(orders)
@@ -250,6 +285,10 @@ def build_report(
             .where(audit_log.c.ts_ns >= start, audit_log.c.ts_ns < end)
             .order_by(audit_log.c.ts_ns, audit_log.c.id)
         ).all()
+        figures = DayFiguresRepository(connection).figures(day)
+        starts_repository = EngineStartRepository(connection)
+        starts = starts_repository.between(start, end)
+        carried = starts_repository.last_before(start)
     reconciled = reconcile(database)
 
     by_leg: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -273,18 +312,37 @@ def build_report(
         )
         if isinstance(duration, (int, float))
     ]
-    stored = [_from_event(row) for row in event_rows] + [_from_audit(row) for row in audit_rows]
+    stored = [_from_event(row, tz) for row in event_rows] + [
+        _from_audit(row, tz) for row in audit_rows
+    ]
     stored.sort(key=lambda item: item.ts_ns)
 
-    not_stored = [
-        "signals: strategy evaluations that produced a plan are not stored",
-        "blocked plans by reason: only the live counter trader_risk_blocks_total holds them",
-        "max heat: only the live gauge trader_portfolio_heat_rupees holds portfolio heat",
-        "order-ack latency percentiles: only the live histogram trader_order_latency_ms",
-    ]
+    not_stored = (
+        []
+        if figures is not None
+        else [
+            "signals, approved and blocked plans, max heat, order-ack latency: no day figures "
+            "were stored for this day (recorded from migration 0005 on; only the live metrics "
+            "trader_risk_blocks_total, trader_portfolio_heat_rupees and trader_order_latency_ms "
+            "held them before)"
+        ]
+    )
+    start_views = [engine_start_view(item, tz, before_the_day=False) for item in starts]
+    if carried is not None and (figures is not None or not starts):
+        start_views.insert(0, engine_start_view(carried, tz, before_the_day=True))
+    config_shas = list(dict.fromkeys(view.config_sha for view in start_views))
+    git_shas = list(dict.fromkeys(view.git_sha for view in start_views))
+    if start_views:
+        config_sha = ", ".join(config_shas)
+        git_sha = ", ".join(git_shas)
+        config_source = "recorded at engine start (engine_starts)" + (
+            f"; {len(config_shas)} different configs ran this day" if len(config_shas) > 1 else ""
+        )
+    else:
+        config_source = f"{config_source}; no engine start recorded for this day".lstrip("; ")
     return DailyReport(
         trading_day=day,
-        timezone=str(EXCHANGE_TZ),
+        timezone=str(tz),
         window_start_ns=start,
         window_end_ns=end,
         database=database_label,
@@ -292,8 +350,9 @@ def build_report(
         git_sha=git_sha,
         config_sha=config_sha,
         config_source=config_source,
-        signals=NOT_STORED,
-        plans={"approved": len(approved), "blocked_by_reason": NOT_STORED},
+        signals=NOT_STORED if figures is None else figures.signals,
+        signals_by_strategy=NOT_STORED if figures is None else figures.signals_by_strategy,
+        plans=_plans(figures, len(approved)),
         orders={
             "total": len(order_rows),
             "by_status": dict(sorted(by_status.items())),
@@ -315,7 +374,14 @@ def build_report(
             "best": max((trade.pnl for trade in closed), default=None),
             "worst": min((trade.pnl for trade in closed), default=None),
         },
-        max_heat_rupees=NOT_STORED,
+        max_heat_rupees=_max_heat(figures),
+        max_heat_at=(
+            NOT_STORED
+            if figures is None
+            else "n/a"
+            if figures.max_heat is None
+            else _local(figures.max_heat.ts_ns, tz)
+        ),
         latency={
             "flatten_ms": {
                 "count": len(durations),
@@ -323,7 +389,7 @@ def build_report(
                 "p95": percentile(durations, 0.95),
                 "max": max(durations, default=None),
             },
-            "order_ack_ms": NOT_STORED,
+            "order_ack_ms": NOT_STORED if figures is None else _ack_latency(figures),
         },
         flattens=[item for item in stored if item.source == "events" and item.name == _FLATTEN],
         tripwires=[item for item in stored if item.name == _TRIPWIRE],
@@ -337,6 +403,70 @@ def build_report(
             "agrees": realized == stored_realized and len(position_rows) == len(plan_ids),
         },
         not_stored=not_stored,
+        engine_starts=start_views,
+        config_shas=config_shas,
+        config_changed=len(config_shas) > 1,
+    )
+
+
+def _plans(figures: DayFigures | None, with_entry_order: int) -> dict[str, Any]:
+    if figures is None:
+        return {
+            "approved": with_entry_order,
+            "approved_with_entry_order": with_entry_order,
+            "blocked": NOT_STORED,
+            "blocked_by_reason": NOT_STORED,
+        }
+    return {
+        "approved": figures.approved,
+        "approved_by_strategy": figures.approved_by_strategy,
+        "approved_with_entry_order": with_entry_order,
+        "blocked": figures.blocked,
+        "blocked_by_reason": figures.blocked_by_reason,
+    }
+
+
+def _max_heat(figures: DayFigures | None) -> str:
+    if figures is None:
+        return NOT_STORED
+    return "0" if figures.max_heat is None else format(figures.max_heat.rupees, "f")
+
+
+def _ack_latency(figures: DayFigures) -> dict[str, Any]:
+    buckets = figures.ack_latency_buckets
+
+    def upper_bound(fraction: float) -> float | str | None:
+        value = histogram_percentile(buckets, ORDER_LATENCY_BUCKETS_MS, fraction)
+        if value is not None and math.isinf(value):
+            return f"> {ORDER_LATENCY_BUCKETS_MS[-1]:g}"
+        return value
+
+    return {
+        "count": figures.acks,
+        "buckets": {key: buckets[key] for key in _bucket_order(buckets)},
+        "p50": upper_bound(0.50),
+        "p95": upper_bound(0.95),
+        "p99": upper_bound(0.99),
+        "percentiles_are": "upper bounds of trader_order_latency_ms buckets (ms)",
+    }
+
+
+def _bucket_order(buckets: dict[str, int]) -> list[str]:
+    return sorted(buckets, key=lambda key: math.inf if key == "+Inf" else float(key))
+
+
+def engine_start_view(start: EngineStart, tz: ZoneInfo, *, before_the_day: bool) -> EngineStartView:
+    """``start`` as the report shows it, its time local to ``tz``."""
+    return EngineStartView(
+        time_local=_local(start.ts_ns, tz),
+        ts_ns=start.ts_ns,
+        instance_id=start.instance_id,
+        lease_holder=start.lease_holder,
+        config_sha=start.config_sha,
+        git_sha=start.git_sha,
+        mode=start.mode,
+        timezone=start.timezone,
+        before_the_day=before_the_day,
     )
 
 
@@ -389,22 +519,22 @@ def _average(value: Decimal, quantity: int) -> Decimal:
     return Decimal(format((value / quantity).quantize(Decimal("0.0001")).normalize(), "f"))
 
 
-def _ist(ts_ns: int) -> str:
-    moment = datetime.fromtimestamp(ts_ns / NANOS_PER_SECOND, tz=UTC).astimezone(EXCHANGE_TZ)
+def _local(ts_ns: int, tz: ZoneInfo) -> str:
+    moment = datetime.fromtimestamp(ts_ns / NANOS_PER_SECOND, tz=UTC).astimezone(tz)
     return moment.isoformat(timespec="milliseconds")
 
 
-def _from_event(row: Any) -> StoredEvent:
+def _from_event(row: Any, tz: ZoneInfo) -> StoredEvent:
     return StoredEvent(
-        source="events", ts_ns=row.ts_ns, time_ist=_ist(row.ts_ns), name=row.event,
+        source="events", ts_ns=row.ts_ns, time_ist=_local(row.ts_ns, tz), name=row.event,
         detail=row.payload,
     )  # fmt: skip
 
 
-def _from_audit(row: Any) -> StoredEvent:
+def _from_audit(row: Any, tz: ZoneInfo) -> StoredEvent:
     detail = f"{row.outcome} by {row.who}: {row.detail}".strip()
     return StoredEvent(
-        source="audit_log", ts_ns=row.ts_ns, time_ist=_ist(row.ts_ns), name=row.action,
+        source="audit_log", ts_ns=row.ts_ns, time_ist=_local(row.ts_ns, tz), name=row.action,
         detail=detail, outcome=row.outcome,
     )  # fmt: skip
 
@@ -433,16 +563,20 @@ def tripwires_fired(report: DailyReport) -> int:
 
 def render_markdown(report: DailyReport) -> str:
     """The report an operator reads, in Markdown."""
+    tz = ZoneInfo(report.timezone)
     pnl = report.pnl
     flatten = report.latency["flatten_ms"]
     win_rate = "n/a" if pnl["win_rate"] is None else f"{pnl['win_rate'] * 100:.1f} %"
+    config_line = f"- config SHA: `{report.config_sha}` ({report.config_source})"
+    if report.config_changed:
+        config_line += f" **CONFIG CHANGED DURING THE DAY: {len(report.config_shas)} configs ran**"
     lines = [
         f"# Vigil daily report: {report.trading_day} ({report.timezone})",
         "",
         f"- database: `{report.database}`",
         f"- generated: {report.generated_at}",
         f"- git SHA: `{report.git_sha}`",
-        f"- config SHA: `{report.config_sha}` ({report.config_source})",
+        config_line,
         "",
         "![equity](equity.png)",
         "",
@@ -450,9 +584,11 @@ def render_markdown(report: DailyReport) -> str:
         "",
         "| figure | value |",
         "|---|---|",
-        f"| signals | {report.signals} |",
-        f"| approved plans | {report.plans['approved']} |",
-        f"| blocked plans by reason | {report.plans['blocked_by_reason']} |",
+        f"| signals | {report.signals}{_by_key(report.signals_by_strategy)} |",
+        f"| approved plans | {report.plans['approved']}"
+        f"{_by_key(report.plans.get('approved_by_strategy'))} |",
+        f"| blocked plans | {report.plans['blocked']}"
+        f"{_by_key(report.plans['blocked_by_reason'])} |",
         f"| orders | {report.orders['total']} |",
         f"| fills | {report.fills['total']} (quantity {report.fills['quantity']}) |",
         f"| trades closed / open | {pnl['closed_trades']} / {pnl['open_trades']} |",
@@ -460,10 +596,11 @@ def render_markdown(report: DailyReport) -> str:
         f"| wins / losses | {pnl['wins']} / {pnl['losses']} |",
         f"| win rate | {win_rate} |",
         f"| best / worst trade | {_figure(pnl['best'])} / {_figure(pnl['worst'])} |",
-        f"| max heat (rupees) | {report.max_heat_rupees} |",
+        f"| max heat (rupees) | {report.max_heat_rupees}"
+        f"{'' if report.max_heat_at in (NOT_STORED, 'n/a') else f' at {report.max_heat_at}'} |",
         f"| flatten ms p50 / p95 / max (n={flatten['count']}) | {_figure(flatten['p50'])} / "
         f"{_figure(flatten['p95'])} / {_figure(flatten['max'])} |",
-        f"| order-ack latency | {report.latency['order_ack_ms']} |",
+        f"| order-ack latency | {_ack_line(report.latency['order_ack_ms'])} |",
         f"| tripwires fired | {tripwires_fired(report)} |",
         f"| kill-switch events | {len(report.kill_switch)} |",
         f"| reconcile | {'CLEAN' if report.reconcile.clean else 'FINDINGS'} |",
@@ -484,16 +621,29 @@ def render_markdown(report: DailyReport) -> str:
         "",
         "## Trades",
         "",
-        "| opened (IST) | plan | strategy | instrument | side | qty | entry | exit | PnL "
+        "| opened (local) | plan | strategy | instrument | side | qty | entry | exit | PnL "
         "| status |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {_ist(trade.opened_ns)[11:23]} | `{trade.plan_client_id}` | {trade.strategy} | "
+        f"| {_local(trade.opened_ns, tz)[11:23]} | `{trade.plan_client_id}` | {trade.strategy} | "
         f"{trade.instrument} | {trade.side} | {trade.quantity} | {trade.entry_price} | "
         f"{_figure(trade.exit_price)} | {trade.pnl:.2f} | {trade.status} |"
         for trade in report.trades
     ]
+    lines += [
+        "",
+        "## Engine starts",
+        "",
+        *[
+            f"- {start.time_local} `{start.instance_id}` ({start.lease_holder}) "
+            f"{start.mode} config `{start.config_sha[:12]}` git `{start.git_sha[:12]}`"
+            + (" (started before the day)" if start.before_the_day else "")
+            for start in report.engine_starts
+        ],
+    ]
+    if not report.engine_starts:
+        lines.append("- none recorded")
     for title, items in (
         ("Tripwires", report.tripwires),
         ("Kill switch", report.kill_switch),
@@ -526,8 +676,25 @@ def render_markdown(report: DailyReport) -> str:
     return "\n".join(lines)
 
 
+def _by_key(counts: Any) -> str:
+    if not isinstance(counts, dict) or not counts:
+        return ""
+    return " (" + ", ".join(f"{key} {value}" for key, value in counts.items()) + ")"
+
+
+def _ack_line(latency: Any) -> str:
+    if not isinstance(latency, dict):
+        return str(latency)
+    if not latency["count"]:
+        return "no acks"
+    return (
+        f"p50 / p95 / p99 <= {_figure(latency['p50'])} / {_figure(latency['p95'])} / "
+        f"{_figure(latency['p99'])} ms (n={latency['count']}, bucket upper bounds)"
+    )
+
+
 def write_chart(report: DailyReport, path: Path) -> None:
-    """The equity curve (cumulative realized PnL at each trade's close, IST) over per-trade
+    """The equity curve (cumulative realized PnL at each trade's close, local time) over per-trade
     PnL bars, as a PNG (matplotlib, Agg backend: no display needed)."""
     import matplotlib
 
@@ -535,13 +702,13 @@ def write_chart(report: DailyReport, path: Path) -> None:
     import matplotlib.dates as mdates
     from matplotlib import pyplot
 
+    tz = ZoneInfo(report.timezone)
     closed = sorted(
         (trade for trade in report.trades if trade.closed_ns is not None),
         key=lambda trade: trade.closed_ns or 0,
     )
     times = [
-        datetime.fromtimestamp((trade.closed_ns or 0) / NANOS_PER_SECOND, tz=EXCHANGE_TZ)
-        for trade in closed
+        datetime.fromtimestamp((trade.closed_ns or 0) / NANOS_PER_SECOND, tz=tz) for trade in closed
     ]
     equity: list[float] = []
     running = Decimal(0)
@@ -571,8 +738,8 @@ def write_chart(report: DailyReport, path: Path) -> None:
         bottom.axhline(0, color="grey", linewidth=0.8)
         top.set_ylabel("equity (rupees)")
         bottom.set_ylabel("trade PnL")
-        bottom.set_xlabel("close time (IST)")
-        bottom.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=EXCHANGE_TZ))
+        bottom.set_xlabel(f"close time ({report.timezone})")
+        bottom.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=tz))
         figure.tight_layout()
         figure.savefig(path, format="png", dpi=100)
     finally:
@@ -596,31 +763,25 @@ def write_report(report: DailyReport, out_dir: Path) -> Path:
 
 
 def git_sha(root: Path = REPO_ROOT) -> str:
-    """``git rev-parse HEAD`` of ``root``, or ``unknown`` outside a git checkout."""
-    try:
-        result = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return result.stdout.strip() if result.returncode == 0 else "unknown"
+    """``git rev-parse HEAD`` of ``root`` (``launcher.provenance.git_sha``), or ``unknown``."""
+    from launcher.provenance import git_sha as checkout_sha
+
+    return checkout_sha(root)
 
 
-def _config(path: str | None) -> tuple[str, str, str | None]:
-    """(config SHA, where it came from, the config's database URL) or an explanation."""
+def _config(path: str | None) -> tuple[str, str, str | None, ZoneInfo]:
+    """(config SHA, where it came from, the config's database URL, its exchange zone) or an
+    explanation (and the default zone)."""
     from launcher.config import ConfigError, config_sha, load_config
 
     try:
         config = load_config(path)
     except ConfigError as error:
         first_line = str(error).splitlines()[0] if str(error) else "ConfigError"
-        return "unknown", f"config did not load: {first_line}", None
+        return "unknown", f"config did not load: {first_line}", None, EXCHANGE_TZ
     source = path or os.environ.get("VIGIL_CONFIG") or "configs/paper.yaml"
-    return config_sha(config), f"{source} as it is now", config.database_url
+    zone = exchange_zone(config.scheduler.timezone)
+    return config_sha(config), f"{source} as it is now", config.database_url, zone
 
 
 def config_database_url(path: str | None = None) -> str | None:
@@ -628,9 +789,9 @@ def config_database_url(path: str | None = None) -> str | None:
     return _config(path)[2]
 
 
-def today_ist(now: datetime | None = None) -> str:
-    """Today's date in the exchange's zone."""
-    return (now or datetime.now(UTC)).astimezone(EXCHANGE_TZ).date().isoformat()
+def today_ist(now: datetime | None = None, tz: ZoneInfo = EXCHANGE_TZ) -> str:
+    """Today's date in the exchange's zone (``tz``, IST by default)."""
+    return (now or datetime.now(UTC)).astimezone(tz).date().isoformat()
 
 
 def open_database(url: str) -> Database:
@@ -659,29 +820,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 written, 2 error)."""
     parser = argparse.ArgumentParser(
         prog="python -m tools.post_close",
-        description="Write the daily report (Markdown, JSON, PNG) of one IST trading day.",
+        description="Write the daily report (Markdown, JSON, PNG) of one trading day.",
     )
     parser.add_argument(
         "--database-url",
         default=None,
         help="SQLAlchemy URL (default: $DATABASE_URL, else the config's database_url)",
     )
-    parser.add_argument("--day", default=None, help="YYYY-MM-DD in IST (default: today in IST)")
+    parser.add_argument(
+        "--day",
+        default=None,
+        help="YYYY-MM-DD in the exchange zone (scheduler.timezone; default: today there)",
+    )
     parser.add_argument("--out", default="reports", help="output folder (default: reports/)")
     parser.add_argument(
-        "--config", default=None, help="config whose SHA to record (default: the engine's)"
+        "--config",
+        default=None,
+        help="config giving the exchange zone and database (default: the engine's); its SHA "
+        "is reported only for a day with no recorded engine start",
     )
     parser.add_argument(
         "--store", action="store_true", help="also store the JSON in the daily_reports table"
     )
     arguments = parser.parse_args(argv)
-    day = arguments.day or today_ist()
+    sha, source, config_url, zone = _config(arguments.config)
+    day = arguments.day or today_ist(tz=zone)
     try:
-        day_bounds_ns(day)
+        day_bounds_ns(day, zone)
     except ValueError:
         print(f"post_close: --day must be YYYY-MM-DD, was {day!r}", file=sys.stderr)
         return EXIT_ERROR
-    sha, source, config_url = _config(arguments.config)
     url = (
         arguments.database_url
         or os.environ.get("DATABASE_URL")
@@ -702,6 +870,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             git_sha=git_sha(),
             config_sha=sha,
             config_source=source,
+            tz=zone,
         )
         if arguments.store:
             with UnitOfWork(database) as uow:

@@ -45,6 +45,9 @@ from adapters.storage.tables import (
     brackets,
     control_state,
     daily_reports,
+    day_figure_counts,
+    day_heat,
+    engine_starts,
     events,
     fills,
     kill_switch,
@@ -52,6 +55,7 @@ from adapters.storage.tables import (
     orders,
     positions,
 )
+from domain.day_figures import DayDeltas, DayFigures, HeatMark
 from domain.enums import LegKind, OrderStatus, OrderType, Side
 from domain.messages.control import AuditEntry
 from domain.messages.orders import FillReport
@@ -68,7 +72,10 @@ __all__ = [
     "BracketRepository",
     "ControlStateRepository",
     "DailyReportRepository",
+    "DayFiguresRepository",
     "DuplicateClientOrderId",
+    "EngineStart",
+    "EngineStartRepository",
     "EventRepository",
     "EventRow",
     "FillRepository",
@@ -238,6 +245,8 @@ class UnitOfWork:
     kill_switch: KillSwitchRepository
     control: ControlStateRepository
     daily_reports: DailyReportRepository
+    day_figures: DayFiguresRepository
+    engine_starts: EngineStartRepository
 
     def __init__(self, database: Database) -> None:
         self._database = database
@@ -260,6 +269,8 @@ class UnitOfWork:
         self.control = ControlStateRepository(connection)
         self.daily_reports = DailyReportRepository(connection)
         self.audit = AuditRepository(connection)
+        self.day_figures = DayFiguresRepository(connection)
+        self.engine_starts = EngineStartRepository(connection)
         return self
 
     def __exit__(
@@ -817,6 +828,144 @@ class DailyReportRepository:
             return None
         decoded: dict[str, Any] = msgspec.json.decode(text)
         return decoded
+
+
+class DayFiguresRepository:
+    """The day figures (``domain.day_figures``): counts that only grow and a heat mark that only
+    rises, per trading day, so that what several processes stored on one day adds up."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def add(self, deltas: DayDeltas, *, ts_ns: int) -> None:
+        """Add ``deltas``' counts to the stored ones and raise each day's heat mark where the
+        delta's is higher (an equal heat keeps the earlier time). One statement per row."""
+        insert_ = _dialect_insert(self._connection)
+        for (day, kind, key), count in sorted(deltas.counts.items()):
+            statement = insert_(day_figure_counts).values(
+                trading_day=day, kind=kind, key=key, count=count, updated_ns=ts_ns
+            )
+            self._connection.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["trading_day", "kind", "key"],
+                    set_={
+                        "count": day_figure_counts.c.count + statement.excluded.count,
+                        "updated_ns": statement.excluded.updated_ns,
+                    },
+                )
+            )
+        for day, mark in sorted(deltas.heat.items()):
+            self._raise_heat(day, mark, ts_ns)
+
+    def _raise_heat(self, day: str, mark: HeatMark, ts_ns: int) -> None:
+        # Read, then insert or update under a condition: ExactDecimal is text on SQLite, so the
+        # comparison is made here in Decimal, and the conditional UPDATE keeps it safe against a
+        # concurrent writer (it only ever raises the stored value).
+        stored = self._connection.execute(
+            select(day_heat.c.max_heat, day_heat.c.max_heat_ns).where(day_heat.c.trading_day == day)
+        ).first()
+        if stored is None:
+            statement = _dialect_insert(self._connection)(day_heat).values(
+                trading_day=day, max_heat=mark.rupees, max_heat_ns=mark.ts_ns, updated_ns=ts_ns
+            )
+            inserted = self._connection.execute(
+                statement.on_conflict_do_nothing(index_elements=["trading_day"])
+            )
+            if inserted.rowcount:
+                return
+            stored = self._connection.execute(
+                select(day_heat.c.max_heat, day_heat.c.max_heat_ns).where(
+                    day_heat.c.trading_day == day
+                )
+            ).one()
+        higher = mark.rupees > stored.max_heat
+        earlier_tie = mark.rupees == stored.max_heat and mark.ts_ns < stored.max_heat_ns
+        if higher or earlier_tie:
+            self._connection.execute(
+                update(day_heat)
+                .where(
+                    day_heat.c.trading_day == day,
+                    day_heat.c.max_heat == stored.max_heat,
+                    day_heat.c.max_heat_ns == stored.max_heat_ns,
+                )
+                .values(max_heat=mark.rupees, max_heat_ns=mark.ts_ns, updated_ns=ts_ns)
+            )
+
+    def figures(self, trading_day: str) -> DayFigures | None:
+        """The stored figures of ``trading_day``; None when nothing was stored for it (a day
+        before migration 0005, or one no engine recorded)."""
+        rows = self._connection.execute(
+            select(day_figure_counts.c.kind, day_figure_counts.c.key, day_figure_counts.c.count)
+            .where(day_figure_counts.c.trading_day == trading_day)
+            .order_by(day_figure_counts.c.kind, day_figure_counts.c.key)
+        ).all()
+        heat = self._connection.execute(
+            select(day_heat.c.max_heat, day_heat.c.max_heat_ns).where(
+                day_heat.c.trading_day == trading_day
+            )
+        ).first()
+        if not rows and heat is None:
+            return None
+        return DayFigures.from_counts(
+            trading_day,
+            [(row.kind, row.key, int(row.count)) for row in rows],
+            None if heat is None else HeatMark(rupees=heat.max_heat, ts_ns=heat.max_heat_ns),
+        )
+
+
+class EngineStart(msgspec.Struct, frozen=True, kw_only=True):
+    """One engine start: what ran (config and git SHA), as whom, in which mode and zone."""
+
+    ts_ns: int
+    trading_day: str
+    instance_id: str
+    lease_holder: str
+    config_sha: str
+    git_sha: str
+    mode: str
+    timezone: str
+
+
+class EngineStartRepository:
+    """``engine_starts``: one appended row per engine start."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def record(self, start: EngineStart) -> None:
+        self._connection.execute(insert(engine_starts).values(msgspec.structs.asdict(start)))
+
+    def between(self, start_ns: int, end_ns: int) -> list[EngineStart]:
+        """The starts in ``[start_ns, end_ns)``, oldest first."""
+        rows = self._connection.execute(
+            select(engine_starts)
+            .where(engine_starts.c.ts_ns >= start_ns, engine_starts.c.ts_ns < end_ns)
+            .order_by(engine_starts.c.ts_ns, engine_starts.c.id)
+        ).all()
+        return [_engine_start(row) for row in rows]
+
+    def last_before(self, ts_ns: int) -> EngineStart | None:
+        """The latest start before ``ts_ns`` (the engine that may have run into that time)."""
+        row = self._connection.execute(
+            select(engine_starts)
+            .where(engine_starts.c.ts_ns < ts_ns)
+            .order_by(engine_starts.c.ts_ns.desc(), engine_starts.c.id.desc())
+            .limit(1)
+        ).first()
+        return None if row is None else _engine_start(row)
+
+
+def _engine_start(row: Row[Any]) -> EngineStart:
+    return EngineStart(
+        ts_ns=row.ts_ns,
+        trading_day=row.trading_day,
+        instance_id=row.instance_id,
+        lease_holder=row.lease_holder,
+        config_sha=row.config_sha,
+        git_sha=row.git_sha,
+        mode=row.mode,
+        timezone=row.timezone,
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -42,6 +42,9 @@ __all__ = [
     "brackets",
     "control_state",
     "daily_reports",
+    "day_figure_counts",
+    "day_heat",
+    "engine_starts",
     "engine_tables",
     "events",
     "fills",
@@ -288,3 +291,43 @@ audit_log = Table(
 """The LIVE gates' append-only audit trail (migration 0004): every connect, pre-live run,
 confirmation, arm, disarm, revoke, kill switch, breaker, mode change and LIVE expiry. Triggers
 refuse UPDATE and DELETE on SQLite and PostgreSQL. Never holds a token."""
+
+day_figure_counts = Table(
+    "day_figure_counts",
+    metadata,
+    Column("trading_day", String(10), primary_key=True),
+    Column("kind", String(32), primary_key=True),
+    Column("key", String(64), primary_key=True),
+    Column("count", BigInteger, nullable=False),
+    _ns("updated_ns", nullable=False),
+)
+"""The day figures' counts (migration 0005, ``domain.day_figures``): per trading day (in the
+exchange zone), kind (signals, approved, blocked, ack_latency_ms, recorded) and key (strategy,
+denial code, latency bucket). Only ever increased by deltas, so restarts add up."""
+
+day_heat = Table(
+    "day_heat",
+    metadata,
+    Column("trading_day", String(10), primary_key=True),
+    Column("max_heat", ExactDecimal, nullable=False),
+    _ns("max_heat_ns", nullable=False),
+    _ns("updated_ns", nullable=False),
+)
+"""The high-water mark of portfolio heat per trading day (migration 0005): only ever raised."""
+
+engine_starts = Table(
+    "engine_starts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    _ns("ts_ns", nullable=False, index=True),
+    Column("trading_day", String(10), nullable=False),
+    Column("instance_id", String(64), nullable=False),
+    Column("lease_holder", String(64), nullable=False),
+    Column("config_sha", String(64), nullable=False),
+    Column("git_sha", String(64), nullable=False),
+    Column("mode", String(8), nullable=False),
+    Column("timezone", String(64), nullable=False),
+    sqlite_autoincrement=True,
+)
+"""One row per engine start (migration 0005): the config SHA and git SHA the process ran with,
+its instance and lease identity, mode and exchange time zone."""

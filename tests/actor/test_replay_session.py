@@ -18,14 +18,21 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 
 from adapters.storage.database import Database
-from adapters.storage.tables import events, fills, orders
+from adapters.storage.tables import (
+    day_figure_counts,
+    day_heat,
+    engine_starts,
+    events,
+    fills,
+    orders,
+)
 from domain.clock import NANOS_PER_SECOND
 from domain.config import EngineConfig
 from domain.enums import LegKind, OrderStatus, Side
 from domain.schedule import EOD_FLATTEN_DETAIL
 from launcher.config import load_config
 from tools.burnin import score
-from tools.post_close import build_report
+from tools.post_close import NOT_STORED, build_report, render_markdown
 from tools.quotes import QuoteInstrument, write_quotes
 from tools.replay import replay_file
 
@@ -154,10 +161,43 @@ def test_a_replayed_day_trades_only_in_session_tightens_at_1520_and_is_flat_at_1
     database = Database.from_url(url, migrate=False)
     try:
         report = build_report(database, "2026-01-05")
+        with database.engine.connect() as connection:
+            counts = connection.execute(
+                select(day_figure_counts).where(day_figure_counts.c.trading_day == "2026-01-05")
+            ).all()
+            (heat,) = connection.execute(
+                select(day_heat).where(day_heat.c.trading_day == "2026-01-05")
+            ).all()
+            starts = connection.execute(select(engine_starts)).all()
     finally:
         database.dispose()
     assert report.orders["total"] == len(order_rows)
     assert report.fills["total"] == len(fill_rows)
+    # The day figures the engine counted as it decided, as stored, are the report's figures.
+    stored: dict[str, dict[str, int]] = {}
+    for row in counts:
+        stored.setdefault(row.kind, {})[row.key] = row.count
+    assert report.signals_by_strategy == stored["signals"]
+    assert report.signals == sum(stored["signals"].values()) > 0
+    assert report.plans["approved"] == sum(stored["approved"].values())
+    assert (
+        report.plans["approved"]
+        == report.plans["approved_with_entry_order"]
+        == len({row.plan_client_id for row in entries})
+    )
+    assert report.plans["blocked_by_reason"] == stored.get("blocked", {})
+    assert report.signals == report.plans["approved"] + report.plans["blocked"]
+    assert report.max_heat_rupees == format(heat.max_heat, "f") and heat.max_heat > 0
+    assert ist(9, 15) <= heat.max_heat_ns < ist(15, 35)
+    ack = report.latency["order_ack_ms"]
+    assert ack["buckets"] == stored["ack_latency_ms"]
+    assert 0 < ack["count"] <= len(order_rows)
+    assert None not in (ack["p50"], ack["p95"], ack["p99"])
+    # One engine ran the day (the replay's own config: its database and work directory).
+    assert len(starts) == 1 and report.config_shas == [starts[0].config_sha]
+    assert report.config_sha == starts[0].config_sha and report.config_changed is False
+    assert report.not_stored == []
+    assert NOT_STORED not in render_markdown(report)
     results = {result.item: result for result in score(report)}
     assert all(result.passed for result in results.values()), results
 

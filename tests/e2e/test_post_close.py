@@ -118,6 +118,25 @@ def direct_sql_figures(database_file: Path, day: str = DAY) -> dict[str, object]
             Decimal(text)
             for (text,) in connection.execute("SELECT realized_pnl FROM positions").fetchall()
         ]
+        # The day figures the engine stored (migration 0005), per kind.
+        day_figures = {
+            kind: total
+            for kind, total in connection.execute(
+                "SELECT kind, SUM(count) FROM day_figure_counts WHERE trading_day = ?"
+                " GROUP BY kind",
+                (day,),
+            )
+        }
+        max_heat = connection.execute(
+            "SELECT max_heat FROM day_heat WHERE trading_day = ?", (day,)
+        ).fetchone()
+        config_shas = [
+            sha
+            for (sha,) in connection.execute(
+                "SELECT DISTINCT config_sha FROM engine_starts WHERE ts_ns >= ? AND ts_ns < ?",
+                (start, end),
+            )
+        ]
     # A round trip's realized PnL is its cash flow: what the sells took in minus what the buys
     # paid (prices are exact decimal text on SQLite).
     net: dict[str, int] = defaultdict(int)
@@ -137,6 +156,9 @@ def direct_sql_figures(database_file: Path, day: str = DAY) -> dict[str, object]
         "closed_trades": len(closed),
         "wins": sum(1 for pnl in closed.values() if pnl > 0),
         "positions_realized": sum(position_pnl, Decimal(0)),
+        "day_figures": day_figures,
+        "max_heat": None if max_heat is None else Decimal(max_heat[0]),
+        "config_shas": config_shas,
     }
 
 
@@ -225,10 +247,16 @@ def test_the_report_figures_equal_a_direct_sql_reading_of_the_same_database(
     assert report["consistency"]["agrees"] is True
     assert report["reconcile"]["clean"] is True
     assert len(report["git_sha"]) == 40 and len(report["config_sha"]) == 64
-    # what the database does not hold is said, not invented
-    assert report["signals"] == "not stored"
-    assert report["max_heat_rupees"] == "not stored"
-    assert report["latency"]["order_ack_ms"] == "not stored"
+    # the figures the engine counted as it decided (day_figure_counts, day_heat, engine_starts)
+    figures = truth["day_figures"]
+    assert report["signals"] == figures["signals"] > 0
+    assert report["signals"] == report["plans"]["approved"] + report["plans"]["blocked"]
+    assert report["plans"]["approved"] == figures["approved"] == truth["approved"]
+    assert report["plans"]["blocked"] == figures.get("blocked", 0)
+    assert Decimal(report["max_heat_rupees"]) == truth["max_heat"] > 0
+    assert report["latency"]["order_ack_ms"]["count"] == figures["ack_latency_ms"] > 0
+    assert report["config_shas"] == truth["config_shas"] == [report["config_sha"]]
+    assert report["not_stored"] == []
 
     assert (folder / "equity.png").read_bytes().startswith(PNG_SIGNATURE)
     markdown = (folder / "report.md").read_text()
