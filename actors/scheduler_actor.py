@@ -184,6 +184,10 @@ class SchedulerActor(VigilActor):
         phase, day = schedule.phase_at(now)
         changed = phase is not self._phase or day != self._day
         self._phase, self._day = phase, day
+        if changed:
+            # Alerts on stale heartbeats are gated on this (ops/prometheus/alerts.yml): a feed
+            # is silent every night.
+            self._metrics.set_schedule_phase(phase.value, session_open=phase is not Phase.CLOSED)
         if phase is Phase.OPEN:
             if self._done.get(ScheduledAction.SESSION_OPEN) != day:
                 self._open_session(day, now)

@@ -307,3 +307,40 @@ def test_a_restarted_scheduler_keeps_the_pause_and_tightens_nothing_twice(
     assert one_stop_at("100.10")
     stops = [o for o in desk.orders_for(plan_id) if o.leg.value == "STOP"]
     assert len(stops) == 2  # the first stop (cancelled) and its one replacement
+
+
+def gauge(desk: Desk, name: str, labels: dict[str, str] | None = None) -> float | None:
+    return desk.engine.metrics.registry.get_sample_value(name, labels or {})
+
+
+def test_the_session_gauge_follows_the_phase_for_the_heartbeat_alerts(
+    desk_factory: Callable[..., Desk], clock: ManualClock
+) -> None:
+    desk = build(desk_factory, clock, ist(MONDAY, 9, 0))
+    at(desk, ist(MONDAY, 9, 0))
+    desk.settle(lambda: gauge(desk, "trader_session_open") == 0, what="closed before the open")
+    assert gauge(desk, "trader_schedule_phase", {"phase": "CLOSED"}) == 1
+    for when, phase, session in (
+        (ist(MONDAY, 9, 15), "OPEN", 1),
+        (ist(MONDAY, 15, 20), "TIGHTEN", 1),
+        (ist(MONDAY, 15, 25), "FLAT", 1),
+        (ist(MONDAY, 15, 30), "CLOSED", 0),
+        (ist(SATURDAY, 11, 0), "CLOSED", 0),
+    ):
+        at(desk, when)
+        desk.settle(
+            lambda phase=phase: gauge(desk, "trader_schedule_phase", {"phase": phase}) == 1,
+            what=f"phase {phase}",
+        )
+        assert gauge(desk, "trader_session_open") == session, phase
+        others = [p for p in ("OPEN", "TIGHTEN", "FLAT", "CLOSED") if p != phase]
+        assert [gauge(desk, "trader_schedule_phase", {"phase": p}) for p in others] == [0] * 3
+
+
+def test_with_the_scheduler_off_the_session_gauge_says_always_open(
+    desk_factory: Callable[..., Desk], clock: ManualClock
+) -> None:
+    clock.set(ist(SATURDAY, 23, 0))
+    desk = desk_factory()
+    desk.step()
+    assert gauge(desk, "trader_session_open") == 1
