@@ -498,6 +498,11 @@ class Engine:
                     reconciliation=config.reconciliation,
                     orders=config.orders,
                     gateway=self.gateway,
+                    # The scheduler finds positions carried past the hard flat from it.
+                    portfolio_subscribers=(
+                        "risk",
+                        *((SCHEDULER,) if config.scheduler.enabled else ()),
+                    ),
                     **order_base,
                 ),
                 receives_timer=True,
