@@ -33,7 +33,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
@@ -44,7 +44,7 @@ from adapters.brokers.base import BrokerRejected, BrokerUnavailable
 from adapters.http.app import REHEARSAL_PREFIX, ControlError
 from adapters.logs import REDACTED, Redactor, current_redactor
 from domain.enums import Mode, PauseCause, TradingState
-from domain.live_gates import AccountFacts, PreliveResult
+from domain.live_gates import AccountFacts, PreliveResult, holiday_list_blocker
 from domain.messages import (
     ArmTrading,
     AuditEntry,
@@ -108,6 +108,7 @@ from domain.messages.api import (
     RiskView,
     StatusView,
 )
+from domain.schedule import HOLIDAYS_CONFIG_KEY
 
 if TYPE_CHECKING:
     from actors.directory import ActorDirectory
@@ -244,6 +245,7 @@ class EngineControl:
         heartbeats = supervisor["heartbeats"]
         redactor = self._redactor()
         halt_reason = control.state.halt_reason
+        schedule = self._schedule_view(degraded)
         return StatusView(
             instance_id=self._config.instance_id,
             mode=control.state.mode,
@@ -281,21 +283,22 @@ class EngineControl:
                 for name, info in supervisor["children"].items()
             ],
             ts_event=self._clock.now_ns(),
-            next_scheduled_action=self._next_scheduled_action(degraded),
+            next_scheduled_action=getattr(schedule, "next_action", None),
+            schedule_warnings=[redactor.text(w) for w in getattr(schedule, "warnings", [])],
             tripwires=[redactor.text(t) for t in self._tripwires_for_status(degraded)],
             **self._gate_status_fields(gates, redactor),
         )
 
-    def _next_scheduled_action(self, degraded: list[str]) -> str | None:
-        """The scheduler's next action for ``/status``; None when it is off."""
+    def _schedule_view(self, degraded: list[str]) -> Any:
+        """The scheduler's view (next action, warnings) for ``/status``; None when it is off
+        or cannot answer (named in ``degraded``)."""
         if not self._config.scheduler.enabled:
             return None
         try:
-            view = self._ask_or_last("scheduler", QuerySchedule(), degraded)
+            return self._ask_or_last("scheduler", QuerySchedule(), degraded)
         except ControlError as error:
             degraded.append(f"scheduler: next action unknown: {error.message}")
             return None
-        return getattr(view, "next_action", None)
 
     def _tripwires_for_status(self, degraded: list[str]) -> list[str]:
         """The watchdog's active episodes; none, named in ``degraded``, if it cannot answer."""
@@ -794,7 +797,22 @@ class EngineControl:
         ]
         problems.extend(self._stale_now(status))
         problems.extend(f"stale: {note}" for note in status.degraded)
+        holidays = self._holiday_list_problem()
+        if holidays is not None:
+            problems.append(holidays)
         return tuple(problems)
+
+    def _holiday_list_problem(self) -> str | None:
+        """The scheduler's holiday list not reaching today (a pre-live blocker)."""
+        view = self._schedule_view([])
+        known = getattr(view, "holidays_known_through", None)
+        if view is None or known is None:
+            return None
+        return holiday_list_blocker(
+            today=date.fromisoformat(view.trading_day),
+            holidays_known_through=date.fromisoformat(known),
+            config_key=HOLIDAYS_CONFIG_KEY,
+        )
 
     def _connect_broker(self) -> tuple[AccountFacts | None, str | None]:
         """Call the broker's ``connect()`` on this thread's behalf, bounded by the ask timeout:

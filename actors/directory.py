@@ -3,12 +3,19 @@
 Actors never hold each other's refs directly: a restarted peer gets a new ref, and every
 sender finds it here. A ``tell`` to a missing or dead actor is reported (False), never raised
 into the sender's handler.
+
+A receiver whose judgement spans a window of told reports (the watchdog's market-quality
+count) asks the directory to keep the last ``limit`` messages of some types told to its name
+(``retain_recent``), delivered or not: a restarted incarnation reads them back (``recent``)
+and rebuilds its window, so neither the reports its predecessor held nor those told while it
+was down (no ref, or a dead one) are lost. The sender does nothing different.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from typing import Any
 
 import pykka
@@ -30,6 +37,22 @@ class ActorDirectory:
         self._refs: dict[str, pykka.ActorRef[Any]] = {}
         self._lock = threading.Lock()
         self.dropped_tells = 0
+        # name -> (message types, the last messages of those types told to it).
+        self._retained: dict[str, tuple[tuple[type, ...], deque[object]]] = {}
+
+    def retain_recent(self, name: str, types: tuple[type, ...], *, limit: int) -> None:
+        """Keep the last ``limit`` messages of ``types`` told to ``name`` from now on, whether
+        or not they reached it. Idempotent: a restarted actor asking again keeps what is kept.
+        """
+        with self._lock:
+            if name not in self._retained:
+                self._retained[name] = (types, deque(maxlen=limit))
+
+    def recent(self, name: str) -> list[object]:
+        """The messages kept for ``name`` (oldest first); [] if it asked for none."""
+        with self._lock:
+            kept = self._retained.get(name)
+            return [] if kept is None else list(kept[1])
 
     def register(self, name: str, ref: pykka.ActorRef[Any]) -> None:
         with self._lock:
@@ -58,6 +81,11 @@ class ActorDirectory:
 
     def tell(self, name: str, message: object) -> bool:
         """Send without waiting. Returns False if the actor is gone or its mailbox stayed full."""
+        if self._retained:
+            kept = self._retained.get(name)
+            if kept is not None and isinstance(message, kept[0]):
+                with self._lock:
+                    kept[1].append(message)
         ref = self.get(name)
         if ref is None:
             self.dropped_tells += 1

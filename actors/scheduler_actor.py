@@ -30,6 +30,23 @@ actor acts on the phase, not on crossing a mark: a start at 15:22 still tightens
 flattens. A restart forgets which actions it did; doing one again is harmless (a tighten finds
 the stops already tight, a flatten pause already in force changes nothing).
 
+Also (``PortfolioUpdated`` from the order actor, which publishes at least once a second):
+
+- *Positions carried past the hard flat.* An engine down across 15:25 and started after the
+  close does not flatten (the exchange is closed). Positions this actor sees open while the
+  phase is CLOSED were not flattened by their day's hard flat: a CRITICAL ``CARRIED_OVER``
+  line (again whenever the set changes), one sentence each in ``QuerySchedule`` (``/status``
+  ``schedule_warnings``), and at the next session open, before entries resume, the FLATTEN
+  pause with detail ``carried_over_flat`` (through the outbox, intent before action). Once the
+  book is flat the scheduler resumes that pause if it still carries its detail (asked of the
+  kill switch; an operator's flatten set over it stays): entries resume only then.
+- *The holiday list running out.* ``TradingSchedule.holiday_list_warning``: a WARNING
+  ``HOLIDAYS_UNKNOWN`` once per exchange-local day from 30 days before the end of the holiday
+  list the library and ``scheduler.extra_holidays`` give, naming the key to set; shown in
+  ``QuerySchedule`` too.
+- ``trader_session_open`` (1 while OPEN, TIGHTEN or FLAT) and ``trader_schedule_phase{phase}``
+  for the alert rules (ops/prometheus/alerts.yml gates the heartbeat alerts on it).
+
 Failure: an exception stops it and the supervisor restarts it; while it is down, the pause it
 asserted stays in force at the kill switch (it clears only when this actor says so).
 """
@@ -50,14 +67,18 @@ from domain.clock import NANOS_PER_SECOND
 from domain.enums import PauseCause
 from domain.messages import (
     PauseEntries,
+    PortfolioUpdated,
+    PositionView,
     QuerySchedule,
     QueryTradingState,
+    RepublishState,
     ResumeEntries,
     TightenStops,
     TimerFired,
     TradingStateChanged,
 )
 from domain.schedule import (
+    CARRIED_OVER_FLATTEN_DETAIL,
     EOD_FLATTEN_DETAIL,
     Phase,
     ScheduledAction,
@@ -75,6 +96,7 @@ SCHEDULER = "scheduler"
 logger = logging.getLogger(__name__)
 
 _EOD_FLATTEN_KEY = "eod_hard_flat"
+_CARRIED_FLATTEN_KEY = "carried_over_flat"
 _ASK_TIMEOUT_S = 5.0
 
 
@@ -89,6 +111,11 @@ class ScheduleView(msgspec.Struct, frozen=True, kw_only=True):
     next_action: str | None
     next_action_ns: int | None
     done_today: list[str]
+    # The last day the exchange holiday list reaches (library + scheduler.extra_holidays).
+    holidays_known_through: str | None = None
+    # What an operator must act on: the holiday list running out, positions carried past the
+    # hard flat (one sentence each).
+    warnings: list[str] = msgspec.field(default_factory=list)
 
 
 class SchedulerActor(VigilActor):
@@ -116,11 +143,19 @@ class SchedulerActor(VigilActor):
         self._trading: TradingStateChanged | None = None
         self._outbox = SafetyOutbox(directory=self.directory, owner=self.name)
         self._reload_failed_on: date | None = None
+        self._portfolio: PortfolioUpdated | None = None
+        # Positions seen open while CLOSED: not flattened by their day's hard flat.
+        self._carried: tuple[PositionView, ...] = ()
+        # The day the carried-over FLATTEN pause was set for, until it is resumed.
+        self._carried_flatten_day: date | None = None
+        self._holidays_warned_on: date | None = None
+        self._portfolio_asked_ns = -NANOS_PER_SECOND
 
     def handlers(self) -> dict[type, Callable[[Any], Any]]:
         return {
             TimerFired: self.on_timer_fired,
             TradingStateChanged: self.on_trading_state_changed,
+            PortfolioUpdated: self.on_portfolio_updated,
             QuerySchedule: lambda _query: self.view(),
         }
 
@@ -134,8 +169,23 @@ class SchedulerActor(VigilActor):
     def on_timer_fired(self, timer: TimerFired) -> None:
         now = timer.now_ns
         self._reload_if_stale(now)
+        self._ask_for_portfolio(now)
         self._evaluate(now)
+        self._resume_after_carried_flat()
+        self._warn_of_holidays(now)
         self._outbox.retry(now)
+
+    def _ask_for_portfolio(self, now: int) -> None:
+        # The order actor's publish at its takeover can come before this actor is registered
+        # (and a restarted order actor's too); an unchanged portfolio is re-sent once a second
+        # only while time moves. Asked for once a second until one arrives.
+        if self._portfolio is None and now - self._portfolio_asked_ns >= NANOS_PER_SECOND:
+            self._portfolio_asked_ns = now
+            self.directory.tell(self._order, RepublishState())
+
+    def on_portfolio_updated(self, portfolio: PortfolioUpdated) -> None:
+        # Judged on the next timer (the phase is known there); kept, not acted on.
+        self._portfolio = portfolio
 
     def on_trading_state_changed(self, state: TradingStateChanged) -> None:
         self._trading = state
@@ -167,7 +217,33 @@ class SchedulerActor(VigilActor):
             next_action=upcoming.describe() if upcoming is not None else None,
             next_action_ns=upcoming.at_ns if upcoming is not None else None,
             done_today=sorted(action.value for action, done in self._done.items() if done == day),
+            holidays_known_through=_iso(schedule.days.holidays_known_through),
+            warnings=self._warnings(now),
         )
+
+    def _warnings(self, now: int) -> list[str]:
+        schedule = self._require_schedule()
+        warnings: list[str] = []
+        holidays = schedule.holiday_list_warning(now, calendar=self._config.calendar)
+        if holidays is not None:
+            warnings.append(holidays)
+        upcoming = schedule.next_event(now)
+        when = (
+            f"at the next open ({upcoming.describe()})"
+            if upcoming is not None and upcoming.action is ScheduledAction.SESSION_OPEN
+            else "at the next open"
+        )
+        warnings.extend(
+            f"CARRIED_OVER: {_describe(position)} open outside the session, not flattened by "
+            f"its day's hard flat; flattened {when} before any entry"
+            for position in self._carried
+        )
+        if self._carried_flatten_day is not None:
+            warnings.append(
+                "CARRIED_OVER: flattening positions carried past the hard flat "
+                f"(FLATTEN {CARRIED_OVER_FLATTEN_DETAIL}); entries resume once the book is flat"
+            )
+        return warnings
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -176,6 +252,8 @@ class SchedulerActor(VigilActor):
             "trading_day": None if self._day is None else self._day.isoformat(),
             "done": {action.value: day.isoformat() for action, day in self._done.items()},
             "outbox": self._outbox.snapshot(),
+            "carried_over": [position.position_id for position in self._carried],
+            "carried_flatten_day": _iso(self._carried_flatten_day),
         }
 
     # ------------------------------------------------------------------ THE RULES
@@ -184,6 +262,12 @@ class SchedulerActor(VigilActor):
         phase, day = schedule.phase_at(now)
         changed = phase is not self._phase or day != self._day
         self._phase, self._day = phase, day
+        if changed:
+            # Alerts on stale heartbeats are gated on this (ops/prometheus/alerts.yml): a feed
+            # is silent every night.
+            self._metrics.set_schedule_phase(phase.value, session_open=phase is not Phase.CLOSED)
+        if phase is Phase.CLOSED:
+            self._find_carried_positions(day)
         if phase is Phase.OPEN:
             if self._done.get(ScheduledAction.SESSION_OPEN) != day:
                 self._open_session(day, now)
@@ -208,12 +292,17 @@ class SchedulerActor(VigilActor):
         except Exception as error:
             logger.warning("session open: kill switch not answering (%r); retried", error)
             return
-        eod_flatten = any(
-            pause.cause is PauseCause.FLATTEN and pause.detail == EOD_FLATTEN_DETAIL
-            for pause in control.pauses
-        )
+        flatten_details = {
+            pause.detail for pause in control.pauses if pause.cause is PauseCause.FLATTEN
+        }
+        eod_flatten = EOD_FLATTEN_DETAIL in flatten_details
         if eod_flatten:
             self.directory.tell(self._kill_switch, ResumeEntries(cause=PauseCause.FLATTEN))
+        if CARRIED_OVER_FLATTEN_DETAIL in flatten_details:
+            # Set before a restart of this actor: still to be resumed once the book is flat.
+            self._carried_flatten_day = day
+        if self._carried and self._portfolio is not None and self._portfolio.positions:
+            self._flatten_carried(day, now)
         self.directory.tell(
             self._kill_switch, ResumeEntries(cause=PauseCause.OUTSIDE_SESSION, routine=True)
         )
@@ -250,6 +339,97 @@ class SchedulerActor(VigilActor):
         )
         self._record(ScheduledAction.HARD_FLAT, day, "hard flat: closing every position")
 
+    # ------------------------------------------------------------------ CARRIED OVER
+    def _find_carried_positions(self, day: date) -> None:
+        portfolio = self._portfolio
+        if portfolio is None:
+            return
+        carried = portfolio.positions
+        if {p.position_id for p in carried} == {p.position_id for p in self._carried}:
+            self._carried = carried
+            return
+        self._carried = carried
+        if not carried:
+            logger.info("carried-over positions closed outside the session")
+            return
+        log_event(
+            logger,
+            "CARRIED_OVER",
+            f"{len(carried)} position(s) open outside the session on {day.isoformat()}, not "
+            "flattened by their day's hard flat (was the engine down across it?): "
+            + "; ".join(_describe(position) for position in carried)
+            + f"; they are flattened at the next session open (FLATTEN "
+            f"{CARRIED_OVER_FLATTEN_DETAIL}) before any entry",
+            level=logging.CRITICAL,
+            positions=[position.position_id for position in carried],
+        )
+
+    def _flatten_carried(self, day: date, now: int) -> None:
+        # Told before OUTSIDE_SESSION is resumed (same inbox, in order): entries never open
+        # between the two. Intent before action: stored by the kill switch, then FlattenAll.
+        self._outbox.send(
+            _CARRIED_FLATTEN_KEY,
+            PauseEntries(cause=PauseCause.FLATTEN, detail=CARRIED_OVER_FLATTEN_DETAIL),
+            now_ns=now,
+        )
+        self._carried_flatten_day = day
+        self._record(
+            ScheduledAction.CARRIED_OVER_FLAT,
+            day,
+            f"flattening {len(self._carried)} position(s) carried past the hard flat "
+            "before any entry: " + ", ".join(position.position_id for position in self._carried),
+            level=logging.CRITICAL,
+        )
+        self._carried = ()
+
+    def _resume_after_carried_flat(self) -> None:
+        portfolio = self._portfolio
+        if (
+            self._carried_flatten_day is None
+            or self._outbox.is_pending(_CARRIED_FLATTEN_KEY)
+            or portfolio is None
+            or portfolio.positions
+            or portfolio.working_entry_count
+        ):
+            return
+        # Asked, not remembered: an operator may have flattened over ours (which replaces the
+        # detail). The ask and the resume are two steps (the kill switch has no "resume only
+        # if its detail is X"): an operator's flatten landing between them is resumed too.
+        try:
+            control = self.directory.ask(
+                self._kill_switch, QueryTradingState(), timeout_s=_ASK_TIMEOUT_S
+            )
+        except Exception as error:
+            logger.warning("carried-over flat: kill switch not answering (%r); retried", error)
+            return
+        day = self._carried_flatten_day
+        self._carried_flatten_day = None
+        ours = any(
+            pause.cause is PauseCause.FLATTEN and pause.detail == CARRIED_OVER_FLATTEN_DETAIL
+            for pause in control.pauses
+        )
+        if ours:
+            self.directory.tell(self._kill_switch, ResumeEntries(cause=PauseCause.FLATTEN))
+        log_event(
+            logger,
+            "SCHEDULE",
+            f"carried-over positions closed ({day.isoformat()}): "
+            + ("entries resume" if ours else "the FLATTEN pause is no longer ours; it stays"),
+            action=ScheduledAction.CARRIED_OVER_FLAT.value,
+            trading_day=day.isoformat(),
+        )
+
+    # ------------------------------------------------------------------ HOLIDAYS
+    def _warn_of_holidays(self, now: int) -> None:
+        schedule = self._require_schedule()
+        today = schedule.local_date(now)
+        if self._holidays_warned_on == today:
+            return
+        self._holidays_warned_on = today  # once per exchange-local day
+        warning = schedule.holiday_list_warning(now, calendar=self._config.calendar)
+        if warning is not None:
+            log_event(logger, "HOLIDAYS_UNKNOWN", warning, level=logging.WARNING)
+
     # ------------------------------------------------------------------ EGRESS
     def _tell_pause(self, phase: Phase) -> None:
         schedule = self._require_schedule()
@@ -260,13 +440,16 @@ class SchedulerActor(VigilActor):
             PauseEntries(cause=PauseCause.OUTSIDE_SESSION, detail=str(detail), routine=True),
         )
 
-    def _record(self, action: ScheduledAction, day: date, message: str) -> None:
+    def _record(
+        self, action: ScheduledAction, day: date, message: str, *, level: int = logging.INFO
+    ) -> None:
         self._done[action] = day
         self._metrics.schedule_actions_total.labels(action=action.value).inc()
         log_event(
             logger,
             "SCHEDULE",
             f"{action.value} {day.isoformat()}: {message}",
+            level=level,
             action=action.value,
             trading_day=day.isoformat(),
         )
@@ -287,6 +470,17 @@ class SchedulerActor(VigilActor):
         if self._schedule is None:
             raise RuntimeError("scheduler used before on_start loaded its calendar")
         return self._schedule
+
+
+def _iso(day: date | None) -> str | None:
+    return None if day is None else day.isoformat()
+
+
+def _describe(position: PositionView) -> str:
+    return (
+        f"{position.position_id} ({position.strategy} {position.instrument} "
+        f"{position.side.value} {position.quantity} @ {position.average_price})"
+    )
 
 
 def _utc_date(now_ns: int) -> date:

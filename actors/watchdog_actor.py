@@ -34,9 +34,12 @@ deterministic; the risk actor's caps act there as before.
 
 Failures: a crash in a handler is reported to the supervisor, which restarts the actor; its
 windows start empty again (a latency episode must then be sustained anew), and the supervisor
-tells it the conditions it still holds. An audit row that cannot be stored is kept (at most
-500) and retried every timer; the action never waits for it. A ``queue_depth`` callable that
-raises is logged once per minute and judged as no sample.
+tells it the conditions it still holds. Market-quality reports are not lost to a restart: the
+directory keeps the last ones told to this name (``ActorDirectory.retain_recent``, delivered or
+not), and a new incarnation rebuilds its window from them at start, skipping any that also
+reach its inbox, so the fourth rejection in the minute still fires. An audit row that cannot
+be stored is kept (at most 500) and retried every timer; the action never waits for it. A
+``queue_depth`` callable that raises is logged once per minute and judged as no sample.
 """
 
 from __future__ import annotations
@@ -88,6 +91,9 @@ WATCHDOG = "watchdog"
 _WHO = "watchdog"
 _RETELL_NS = NANOS_PER_SECOND
 _MAX_PENDING_AUDITS = 500
+# Market-quality reports the directory keeps for a restarted watchdog: far more than a window's
+# threshold (a flood past it fires anyway).
+_RETAINED_REPORTS = 256
 
 
 class RuleAction(msgspec.Struct, frozen=True, kw_only=True):
@@ -181,6 +187,25 @@ class WatchdogActor(VigilActor):
         )
         self._pending_audits: deque[AuditEntry] = deque(maxlen=_MAX_PENDING_AUDITS)
         self._repeats = ErrorRepeats(logger, window_ns=60 * NANOS_PER_SECOND)
+        # Kept from before this incarnation registers, so nothing told meanwhile is missed.
+        self.directory.retain_recent(self.name, (MarketQualityRejected,), limit=_RETAINED_REPORTS)
+        # Reports read back at start, by identity (the object kept is the one told): one that
+        # also reaches the inbox is not counted twice. Held (so no id is reused) for a window.
+        self._replayed: dict[int, MarketQualityRejected] = {}
+        self._replayed_until_ns = 0
+
+    def on_start(self) -> None:
+        now = self.clock.now_ns()
+        for report in self.directory.recent(self.name):
+            if isinstance(report, MarketQualityRejected):
+                self._replayed[id(report)] = report
+                self._market_quality.observe(report.ts_event, report.code.value)
+        self._replayed_until_ns = now + self._market_quality.window_ns
+        if self._replayed:
+            logger.info(
+                "watchdog: %d recent market-quality reports read back at start",
+                len(self._replayed),
+            )
 
     def handlers(self) -> dict[type, Callable[[Any], Any]]:
         return {
@@ -195,6 +220,8 @@ class WatchdogActor(VigilActor):
     # ------------------------------------------------------------------ EVENT HANDLERS
     def on_timer_fired(self, timer: TimerFired) -> None:
         now = timer.now_ns
+        if self._replayed and now >= self._replayed_until_ns:
+            self._replayed.clear()  # anything still in the inbox then has long been handled
         self._sample_queue_depth(now)
         self._judge(TripwireRule.ORDER_ACK_LATENCY, self._latency.evaluate(now), now)
         self._judge(TripwireRule.MARKET_QUALITY, self._market_quality.evaluate(now), now)
@@ -211,6 +238,8 @@ class WatchdogActor(VigilActor):
     def on_market_quality_rejected(self, rejected: MarketQualityRejected) -> None:
         # Judged on the next timer, like every window: a replay (which gives the supervisor,
         # and so this actor, no timers) stays deterministic.
+        if self._replayed.pop(id(rejected), None) is rejected:
+            return  # already counted when read back at start
         self._market_quality.observe(rejected.ts_event, rejected.code.value)
 
     def on_tripwire_condition_changed(self, changed: TripwireConditionChanged) -> None:

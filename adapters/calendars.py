@@ -5,11 +5,13 @@ not in ``domain/``: ``load_schedule`` asks it once for the session dates of a wi
 today and hands ``domain.schedule`` a plain ``TradingSchedule``. The NSE calendar ("XNSE",
 alias "NSE") carries the exchange's published holidays; past the last published year the
 library answers every weekday, and the configuration's ``extra_holidays`` close the days it
-does not know yet.
+does not know yet. How far the library's holiday list reaches is handed on too
+(``SessionDays.library_holidays_through``), so the scheduler can say when it runs out.
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import date, timedelta
 from typing import TYPE_CHECKING
 
@@ -19,6 +21,8 @@ if TYPE_CHECKING:
     from domain.config import SchedulerConfig
 
 __all__ = ["CalendarUnavailable", "load_schedule"]
+
+logger = logging.getLogger(__name__)
 
 # The window asked of the library: a week back (a restart on a Monday morning still knows
 # Friday) and a little over a year ahead. Past it, weekdays are sessions (see domain.schedule).
@@ -56,6 +60,7 @@ def load_schedule(config: SchedulerConfig, today: date) -> TradingSchedule:
     last = today + timedelta(days=_AHEAD_DAYS)
     valid = calendar.valid_days(start_date=first.isoformat(), end_date=last.isoformat())
     known = {stamp.date() for stamp in valid}
+    library_through = _library_holidays_through(calendar)
     return TradingSchedule(
         tz=config.timezone,
         session_open=config.session_open,
@@ -68,5 +73,21 @@ def load_schedule(config: SchedulerConfig, today: date) -> TradingSchedule:
             last,
             extra_holidays=config.extra_holidays,
             extra_sessions=config.extra_sessions,
+            library_holidays_through=library_through,
         ),
     )
+
+
+def _library_holidays_through(calendar: object) -> date | None:
+    """The end of the last year the library lists a holiday in for ``calendar``: its holiday
+    list is published a year at a time (pandas-market-calendars 5.5 has XNSE through 2026).
+    None when it lists none or cannot say (logged: the reach is then not judged)."""
+    try:
+        holidays = calendar.holidays().holidays  # type: ignore[attr-defined]
+    except Exception as error:
+        logger.warning("exchange calendar: its holiday list could not be read (%r)", error)
+        return None
+    if len(holidays) == 0:
+        return None
+    last = max(holidays)
+    return date(int(str(last)[:4]), 12, 31)

@@ -33,6 +33,7 @@ from prometheus_client import (
 )
 
 from domain.enums import DenialCode, Mode, PauseCause, TradingState, TripwireRule
+from domain.schedule import Phase
 
 # The ``*_created`` series double the exposition for no operator value.
 disable_created_metrics()
@@ -268,6 +269,21 @@ class EngineMetrics:
             ["action"],
             registry=registry,
         )
+        # Whether the exchange session is open (OPEN, TIGHTEN or FLAT: 1; CLOSED: 0), set by
+        # the scheduler; 1 from the start, so with the scheduler off (a 24h market, a paper
+        # engine at night) the heartbeat alerts gated on it keep working around the clock.
+        self.session_open = Gauge(
+            "trader_session_open",
+            "1 while the exchange session is open (always 1 with the scheduler off)",
+            registry=registry,
+        )
+        self.session_open.set(1)
+        self.schedule_phase = Gauge(
+            "trader_schedule_phase",
+            "The trading-day phase the scheduler is in (one series at 1; none with it off)",
+            ["phase"],
+            registry=registry,
+        )
 
         self._initialise(strategies=strategies, feeds=feeds, queues=queues, config_sha=config_sha)
 
@@ -316,6 +332,15 @@ class EngineMetrics:
         """Make ``state`` the one ``trader_trading_state`` series at 1."""
         for candidate in TradingState:
             self.trading_state.labels(state=candidate.value).set(1 if candidate is state else 0)
+
+    def set_schedule_phase(self, phase: str, *, session_open: bool) -> None:
+        """Make ``phase`` the one ``trader_schedule_phase`` series at 1; set
+        ``trader_session_open``."""
+        for candidate in Phase:
+            self.schedule_phase.labels(phase=candidate.value).set(
+                1 if candidate.value == phase else 0
+            )
+        self.session_open.set(1 if session_open else 0)
 
     def set_mode(self, mode: Mode) -> None:
         """Make ``mode`` the one ``trader_mode`` series at 1."""

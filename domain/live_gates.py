@@ -22,12 +22,16 @@ The circuit breaker: ``breaker_record_error`` counts broker errors and rejection
 window; ``max_errors`` of them trip it; it stays tripped until both the cooldown has passed and
 an operator resets it (``breaker_reset``, refused before the cooldown).
 
+The pre-live "Safety guard" also fails when the exchange holiday list does not reach today
+(``holiday_list_blocker``; the caller passes what the scheduler knows).
+
 No I/O, no clock: time comes in as ``now_ns``.
 """
 
 from __future__ import annotations
 
 import hmac
+from datetime import date
 
 import msgspec
 
@@ -49,6 +53,7 @@ __all__ = [
     "breaker_record_error",
     "breaker_reset",
     "check_confirmation",
+    "holiday_list_blocker",
     "live_blockers",
     "live_warnings",
     "prelive_checks",
@@ -367,6 +372,20 @@ def prelive_checks(
     )
     return PreliveResult(
         passed=all(check.passed for check in checks), checks=tuple(checks), ran_ns=now_ns
+    )
+
+
+def holiday_list_blocker(
+    *, today: date, holidays_known_through: date | None, config_key: str
+) -> str | None:
+    """A pre-live "Safety guard" problem when the exchange holiday list does not reach today
+    (every weekday then counts as a session, so a holiday would be traded as one); None when
+    it does or nothing is judged. The warning ahead of it is the scheduler's (``/status``)."""
+    if holidays_known_through is None or today <= holidays_known_through:
+        return None
+    return (
+        f"exchange holiday list ends {holidays_known_through}: today {today} may be a holiday; "
+        f"set {config_key} to the exchange's published holidays for {today.year}"
     )
 
 

@@ -20,6 +20,13 @@ gave for a window (``adapters.calendars`` asks ``pandas-market-calendars``), and
 configuration's extra holidays and extra sessions override it. Outside the library's window
 a weekday is a session and a weekend is not (the library cannot know holidays not yet
 published; the configuration adds them).
+
+How far the holiday list reaches (``SessionDays.holidays_known_through``): to the end of the
+last year in which the library lists a holiday, or of the last year ``extra_holidays`` names a
+day in (entering a year's published list in the configuration covers that year). Past it
+every weekday counts as a session, so ``holiday_list_warning`` says so, naming the key to set,
+from 30 days before the end; the scheduler logs it, ``/status`` shows it, and a day past the
+end fails the pre-live safety check (``domain.live_gates.holiday_list_blocker``).
 """
 
 from __future__ import annotations
@@ -34,7 +41,10 @@ import msgspec
 from domain.clock import NANOS_PER_SECOND
 
 __all__ = [
+    "CARRIED_OVER_FLATTEN_DETAIL",
     "EOD_FLATTEN_DETAIL",
+    "HOLIDAYS_CONFIG_KEY",
+    "HOLIDAY_WARNING_DAYS",
     "Phase",
     "ScheduledAction",
     "ScheduledEvent",
@@ -46,8 +56,16 @@ EOD_FLATTEN_DETAIL = "eod_hard_flat"
 """The detail of the FLATTEN pause the schedule sets at the flat time: the scheduler clears a
 FLATTEN pause at the next open only when it carries this detail (an operator's stays)."""
 
+CARRIED_OVER_FLATTEN_DETAIL = "carried_over_flat"
+"""The detail of the FLATTEN pause the scheduler sets at a session open for positions found open
+outside the session (the engine was down across the day's hard flat): cleared by the scheduler
+once the book is flat, so entries resume only after those positions are closed."""
+
 # How far ahead ``next_event`` looks for a session (a long holiday run is a few days).
 _SEARCH_DAYS = 30
+# How far ahead a missing holiday list is warned of (time to enter the exchange's list).
+HOLIDAY_WARNING_DAYS = 30
+HOLIDAYS_CONFIG_KEY = "scheduler.extra_holidays"
 
 
 class Phase(StrEnum):
@@ -68,6 +86,9 @@ class ScheduledAction(StrEnum):
     TIGHTEN_STOPS = "TIGHTEN_STOPS"  # stop entries, tighten every stop
     HARD_FLAT = "HARD_FLAT"  # flatten everything
     SESSION_CLOSE = "SESSION_CLOSE"  # the session is over (entries stay paused)
+    # Not a mark of the day: positions found open outside the session are flattened at the
+    # open, before any entry (the FLATTEN pause with detail "carried_over_flat").
+    CARRIED_OVER_FLAT = "CARRIED_OVER_FLAT"
 
 
 _PHASE_ACTION = {
@@ -96,6 +117,9 @@ class SessionDays(msgspec.Struct, frozen=True, kw_only=True):
     last: date | None = None
     extra_holidays: frozenset[date] = frozenset()
     extra_sessions: frozenset[date] = frozenset()
+    # The end of the last year the library lists a holiday in; None: it lists none (a calendar
+    # without holidays) or could not say, and the holiday list's reach is not judged.
+    library_holidays_through: date | None = None
 
     @classmethod
     def build(
@@ -106,6 +130,7 @@ class SessionDays(msgspec.Struct, frozen=True, kw_only=True):
         *,
         extra_holidays: Iterable[date] = (),
         extra_sessions: Iterable[date] = (),
+        library_holidays_through: date | None = None,
     ) -> SessionDays:
         return cls(
             known=frozenset(known),
@@ -113,7 +138,26 @@ class SessionDays(msgspec.Struct, frozen=True, kw_only=True):
             last=last,
             extra_holidays=frozenset(extra_holidays),
             extra_sessions=frozenset(extra_sessions),
+            library_holidays_through=library_holidays_through,
         )
+
+    @property
+    def config_holidays_through(self) -> date | None:
+        """The end of the last year ``extra_holidays`` names a day in (None: it names none)."""
+        if not self.extra_holidays:
+            return None
+        return date(max(day.year for day in self.extra_holidays), 12, 31)
+
+    @property
+    def holidays_known_through(self) -> date | None:
+        """The last day the library and the configuration together have a holiday list for;
+        None when the library lists no holidays (nothing to judge)."""
+        if self.library_holidays_through is None:
+            return None
+        configured = self.config_holidays_through
+        if configured is None:
+            return self.library_holidays_through
+        return max(self.library_holidays_through, configured)
 
     def covers(self, day: date) -> bool:
         return self.first is not None and self.last is not None and self.first <= day <= self.last
@@ -191,6 +235,36 @@ class TradingSchedule(msgspec.Struct, frozen=True, kw_only=True):
                 if event.at_ns > now_ns:
                     return event
         return None
+
+    def holiday_list_warning(self, now_ns: int, *, calendar: str) -> str | None:
+        """A sentence when the holiday list ends within ``HOLIDAY_WARNING_DAYS`` of today (or
+        has ended), naming the key to set; None while it reaches far enough."""
+        through = self.days.holidays_known_through
+        if through is None:
+            return None
+        today = self.local_date(now_ns)
+        if today + timedelta(days=HOLIDAY_WARNING_DAYS) <= through:
+            return None
+        library = self.days.library_holidays_through
+        configured = self.days.config_holidays_through
+        source = f"pandas-market-calendars lists {calendar} holidays up to {library}, " + (
+            f"{HOLIDAYS_CONFIG_KEY} up to {configured}"
+            if configured is not None
+            else f"{HOLIDAYS_CONFIG_KEY} names none"
+        )
+        year = (through + timedelta(days=1)).year
+        if today > through:
+            return (
+                f"HOLIDAYS_UNKNOWN: no exchange holiday list for today {today} ({source}): every "
+                f"weekday counts as a session; set {HOLIDAYS_CONFIG_KEY} to the exchange's "
+                f"published holidays for {today.year}"
+            )
+        return (
+            f"HOLIDAYS_UNKNOWN_SOON: the exchange holiday list ends {through} "
+            f"({(through - today).days} days; {source}): from {through + timedelta(days=1)} "
+            f"every weekday counts as a session; set {HOLIDAYS_CONFIG_KEY} to the exchange's "
+            f"published holidays for {year}"
+        )
 
     # ------------------------------------------------------------------ HELPERS
     def _local(self, now_ns: int) -> datetime:

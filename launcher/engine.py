@@ -549,6 +549,11 @@ class Engine:
                     orders=config.orders,
                     gateway=self.gateway,
                     exchange_tz=self.exchange_tz,
+                    # The scheduler finds positions carried past the hard flat from it.
+                    portfolio_subscribers=(
+                        "risk",
+                        *((SCHEDULER,) if config.scheduler.enabled else ()),
+                    ),
                     **order_base,
                 ),
                 receives_timer=True,

@@ -296,6 +296,9 @@ class StatusView(msgspec.Struct, frozen=True, kw_only=True):
     # The trading-day schedule's next action, e.g. "HARD_FLAT at 2026-01-02T15:25:00+05:30";
     # None when the scheduler is off (scheduler.enabled false) or not answering.
     next_scheduled_action: str | None = None
+    # What the schedule needs an operator for: the exchange holiday list running out
+    # (HOLIDAYS_UNKNOWN...), positions carried past the hard flat (CARRIED_OVER: ...).
+    schedule_warnings: list[str] = msgspec.field(default_factory=list)
     # The watchdog's active tripwire episodes, one sentence each (rule, figures, action).
     tripwires: list[str] = msgspec.field(default_factory=list)
 

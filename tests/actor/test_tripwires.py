@@ -17,7 +17,7 @@ import pytest
 from adapters.storage.repositories import UnitOfWork
 from domain.clock import NANOS_PER_SECOND
 from domain.enums import OrderStatus, PauseCause, TradingState, TripwireRule
-from domain.messages import AuditEntry, PauseEntries, QuerySnapshot
+from domain.messages import AuditEntry, InjectFault, PauseEntries, QuerySnapshot
 from domain.messages.api import StatusView
 from tests.actor.conftest import Desk
 from tests.actor.test_brackets import open_position
@@ -296,6 +296,54 @@ class TestMarketQuality:
         )
         assert_quiet(desk, TripwireRule.MARKET_QUALITY)
         assert PauseCause.TRIPWIRE_MARKET_QUALITY not in desk.trading().state.pause_causes
+
+    def test_reports_held_and_told_across_a_watchdog_restart_still_fire_on_the_fourth(
+        self, desk_factory: Callable[..., Desk]
+    ) -> None:
+        # A restart delay of 5 s of manual time: the third report is told while the watchdog
+        # is down (no live ref); the first two died with its old incarnation's window.
+        desk = desk_factory(**QUIET_PINGS, supervision={"backoff_initial_s": 5, "backoff_max_s": 5})
+        desk.ready_to_trade()
+        open_position(desk, instrument="BBB", entry="200.10", stop="198.00", target="204.00")
+
+        def blowout(count: int) -> None:
+            desk.quote("AAA", "100.00", "101.00")  # 20 ticks wide; the limit is 10
+            desk.send_plan()
+            desk.settle(
+                lambda: (
+                    desk.engine.control.risk().blocks.get("SPREAD_BLOWOUT", 0)  # type: ignore[union-attr]
+                    >= count
+                ),
+                what=f"{count} spread blowouts",
+            )
+
+        blowout(1)
+        blowout(2)
+        drain(desk)
+        desk.engine.directory.tell("watchdog", InjectFault(detail="watchdog drill"))
+        desk.settle(lambda: not desk.engine.directory.is_alive("watchdog"), what="watchdog down")
+        blowout(3)  # told while it is down
+        for _second in range(6):  # the supervisor's timer restarts it after 5 s
+            desk.clock.advance(1.0)
+            desk.quote("AAA", "100.00", "100.10")
+            desk.quote("BBB", "200.00", "200.10")
+            desk.step()
+            desk.engine.directory.ask("supervisor", QuerySnapshot(), timeout_s=10)
+        desk.settle(lambda: desk.engine.directory.is_alive("watchdog"), what="restarted")
+        drain(desk)
+        assert PauseCause.TRIPWIRE_MARKET_QUALITY not in pause_details(desk)
+        assert fired(desk, TripwireRule.MARKET_QUALITY) == 0
+        run_for(desk, 10)
+        blowout(4)  # 16 s after the first three: the fourth in the minute
+        run_for(desk, 1)
+        desk.settle(
+            lambda: PauseCause.FLATTEN in pause_details(desk), what="paused, then flattening"
+        )
+        assert pause_details(desk)[PauseCause.FLATTEN] == "market_quality"
+        flattened(desk)
+        assert_fired_once(desk, TripwireRule.MARKET_QUALITY)
+        [cause] = causes_of(status(desk), TripwireRule.MARKET_QUALITY)
+        assert "events=4" in cause
 
 
 # -- daily loss reaches the cap, or heat above its cap: flatten(reason="risk_cap") and HALT ----

@@ -160,3 +160,45 @@ def test_compose_starts_postgres_prometheus_and_grafana_wired_to_the_kit() -> No
     [job] = config["scrape_configs"]
     assert job["job_name"] == "vigil"
     assert job["static_configs"][0]["targets"] == ["localhost:8000"]
+
+
+def test_compose_addresses_agree_with_the_prometheus_config_and_grafana_datasource() -> None:
+    """No daemon here to start the containers: check that the addresses they would use meet.
+    Prometheus scrapes the engine's default admin address, Grafana's datasource points at the
+    address Prometheus listens on, Grafana's home dashboard is a file it mounts, and both
+    share the host's network (127.0.0.1 means the host for both)."""
+    from urllib.parse import urlsplit
+
+    from domain.config import HttpConfig
+
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    prometheus, grafana = services["prometheus"], services["grafana"]
+    assert prometheus["network_mode"] == grafana["network_mode"] == "host"
+    defaults = HttpConfig()
+    [job] = yaml.safe_load(PROMETHEUS_CONFIG.read_text())["scrape_configs"]
+    [target] = job["static_configs"][0]["targets"]
+    host, port = target.rsplit(":", 1)
+    assert host in {"localhost", defaults.host} and int(port) == defaults.port
+    flags = dict(
+        argument.removeprefix("--").split("=", 1)
+        for argument in prometheus["command"]
+        if "=" in argument
+    )
+    mounts = dict(volume.split(":")[:2] for volume in prometheus["volumes"])
+    assert mounts["./prometheus/prometheus.yml"] == flags["config.file"]
+    listen = flags["web.listen-address"]
+    datasource = yaml.safe_load(
+        (OPS / "grafana" / "provisioning" / "datasources" / "prometheus.yaml").read_text()
+    )["datasources"][0]
+    url = urlsplit(datasource["url"])
+    assert f"{url.hostname}:{url.port}" == listen
+    environment = grafana["environment"]
+    home = environment["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    grafana_mounts = {
+        target: source
+        for source, target in (volume.split(":")[:2] for volume in grafana["volumes"])
+    }
+    dashboards_dir = grafana_mounts["/etc/grafana/dashboards"]
+    assert (OPS / dashboards_dir / Path(home).name).exists(), home
+    assert Path(home).parent == Path("/etc/grafana/dashboards")
+    assert grafana_mounts["/etc/grafana/provisioning"] == "./grafana/provisioning"

@@ -158,3 +158,53 @@ def test_the_scheduler_config_refuses_times_out_of_order_and_unknown_zones() -> 
     default = SchedulerConfig()
     assert not default.enabled and default.calendar == "XNSE"
     assert (default.tighten_at, default.flat_at) == (time(15, 20), time(15, 25))
+
+
+def test_the_holiday_list_reaches_the_later_of_the_library_and_the_configured_years() -> None:
+    library = date(2026, 12, 31)
+    assert SessionDays.build((), None, None).holidays_known_through is None
+    assert (
+        SessionDays.build(
+            (), None, None, extra_holidays=(date(2027, 1, 26),)
+        ).holidays_known_through
+        is None
+    )
+    days = SessionDays.build((), None, None, library_holidays_through=library)
+    assert days.holidays_known_through == library and days.config_holidays_through is None
+    configured = SessionDays.build(
+        (), None, None, library_holidays_through=library, extra_holidays=(date(2027, 1, 26),)
+    )
+    assert configured.holidays_known_through == date(2027, 12, 31)
+    older = SessionDays.build(
+        (), None, None, library_holidays_through=library, extra_holidays=(date(2025, 3, 1),)
+    )
+    assert older.holidays_known_through == library
+
+
+@pytest.mark.parametrize(
+    ("today", "expected"),
+    [
+        (date(2026, 12, 1), None),  # 30 days before the end: the list still reaches
+        (date(2026, 12, 2), "HOLIDAYS_UNKNOWN_SOON: the exchange holiday list ends 2026-12-31"),
+        (date(2026, 12, 31), "HOLIDAYS_UNKNOWN_SOON: the exchange holiday list ends 2026-12-31"),
+        (date(2027, 1, 1), "HOLIDAYS_UNKNOWN: no exchange holiday list for today 2027-01-01"),
+    ],
+)
+def test_the_holiday_list_warning_starts_30_days_before_its_end(
+    today: date, expected: str | None
+) -> None:
+    rules = TradingSchedule(
+        tz="Asia/Kolkata",
+        session_open=time(9, 15),
+        tighten_at=time(15, 20),
+        flat_at=time(15, 25),
+        session_close=time(15, 30),
+        days=SessionDays.build((), None, None, library_holidays_through=date(2026, 12, 31)),
+    )
+    now = int(datetime.combine(today, time(10, 0), tzinfo=IST).timestamp()) * NANOS_PER_SECOND
+    warning = rules.holiday_list_warning(now, calendar="XNSE")
+    if expected is None:
+        assert warning is None
+    else:
+        assert warning is not None and warning.startswith(expected)
+        assert "scheduler.extra_holidays" in warning
