@@ -297,7 +297,12 @@ class SchedulerActor(VigilActor):
         }
         eod_flatten = EOD_FLATTEN_DETAIL in flatten_details
         if eod_flatten:
-            self.directory.tell(self._kill_switch, ResumeEntries(cause=PauseCause.FLATTEN))
+            # Cleared by the kill switch only if the detail is still ours in its own turn: an
+            # operator's flatten landing after the ask stays.
+            self.directory.tell(
+                self._kill_switch,
+                ResumeEntries(cause=PauseCause.FLATTEN, only_if_detail=EOD_FLATTEN_DETAIL),
+            )
         if CARRIED_OVER_FLATTEN_DETAIL in flatten_details:
             # Set before a restart of this actor: still to be resumed once the book is flat.
             self._carried_flatten_day = day
@@ -393,8 +398,8 @@ class SchedulerActor(VigilActor):
         ):
             return
         # Asked, not remembered: an operator may have flattened over ours (which replaces the
-        # detail). The ask and the resume are two steps (the kill switch has no "resume only
-        # if its detail is X"): an operator's flatten landing between them is resumed too.
+        # detail). The resume is conditional in the kill switch's own turn (only_if_detail), so
+        # an operator's flatten landing between the ask and the resume stays.
         try:
             control = self.directory.ask(
                 self._kill_switch, QueryTradingState(), timeout_s=_ASK_TIMEOUT_S
@@ -409,7 +414,10 @@ class SchedulerActor(VigilActor):
             for pause in control.pauses
         )
         if ours:
-            self.directory.tell(self._kill_switch, ResumeEntries(cause=PauseCause.FLATTEN))
+            self.directory.tell(
+                self._kill_switch,
+                ResumeEntries(cause=PauseCause.FLATTEN, only_if_detail=CARRIED_OVER_FLATTEN_DETAIL),
+            )
         log_event(
             logger,
             "SCHEDULE",

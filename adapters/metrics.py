@@ -126,6 +126,10 @@ class EngineMetrics:
             ["reason"],
             registry=registry,
         )
+        # Exported at 0 from the start, so that increase() sees a first trip of the reasons the
+        # runbook's alerts name (a series created by its first increment starts at 1).
+        for reason in ("DAILY_LOSS_LIMIT", "HEAT_CAP", "MANUAL", "RESTART_INTENSITY"):
+            self.kill_switch_total.labels(reason=reason)
         # -- the LIVE gates (actors.kill_switch_actor, actors.live_gate_state) --------------
         self.live_armed = Gauge(
             "trader_live_armed", "1 while armed in LIVE mode", registry=registry
