@@ -592,6 +592,10 @@ class KillSwitchActor(VigilActor):
                 message=f"{command.mode.value} is blocked",
             )
         self._mode = command.mode
+        # Choosing a mode other than LIVE voids a LIVE confirmation given meanwhile: the
+        # operator said "not LIVE" after it, so arming LIVE needs a fresh one.
+        dropped = self._live.confirmation is not None
+        self._live.confirmation = None
         log_event(
             logger,
             "MODE_SWITCH",
@@ -604,7 +608,8 @@ class KillSwitchActor(VigilActor):
             "ACCEPTED",
             command.by,
             now,
-            detail=f"{previous.value} -> {command.mode.value}",
+            detail=f"{previous.value} -> {command.mode.value}"
+            + ("; LIVE confirmation dropped" if dropped else ""),
             log=False,
         )
         self._store_state(

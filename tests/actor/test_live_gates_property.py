@@ -412,6 +412,8 @@ def apply(action: str, rig: Rig, model: GateModel) -> None:
 # failing, the breaker tripping and being reset too early then in time, a HALT and its reset,
 # a crash and a restart while armed, a pre-live pass aged past its max before arming.
 @example(actions=["go_live", "wait_8s", "wait_1s", "wait_1s", "wait_1s"])
+# Found by hypothesis: PAPER chosen after a confirmation, then LIVE armed on that confirmation.
+@example(actions=["prelive", "confirm", "mode_paper", "arm_live"])
 @example(actions=["go_live", "connect_fails", "connect", "arm_live"])
 @example(
     actions=["go_live", "broker_errors", "reset_breaker", "wait_8s", "reset_breaker", "go_live"]
