@@ -33,6 +33,7 @@ from tools.fake_kite.market import (
     DEFAULT_INSTRUMENTS,
     KiteInstrument,
     KiteMarket,
+    MarketView,
     OrderInputError,
     OrderStateError,
     kite_timestamp,
@@ -347,6 +348,11 @@ class FakeKite:
         with self._lock:
             return self.market.view(self.market.instruments[key]).as_quote()
 
+    def market_view(self, instrument_token: int) -> MarketView:
+        """What the ticker's next packet for ``instrument_token`` encodes, now."""
+        with self._lock:
+            return self.market.view(self.market.by_token[instrument_token])
+
     def orders(self) -> list[dict[str, Any]]:
         """``GET /orders`` as the fake would answer it now."""
         with self._lock:
@@ -529,9 +535,9 @@ class FakeKite:
         self._stop_event = asyncio.Event()
         app = web.Application(middlewares=[self._gate])
         self._add_routes(app)
-        runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.5)
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self._requested_port, shutdown_timeout=0.5)
+        site = web.TCPSite(runner, self.host, self._requested_port)
         await site.start()
         self.port = runner.addresses[0][1]
         tasks = [asyncio.create_task(self._heartbeats())]
