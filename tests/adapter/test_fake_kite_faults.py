@@ -191,7 +191,12 @@ def test_partial_fills_fill_a_capped_quantity_per_pass(
     assert (order["status"], order["filled_quantity"]) == ("COMPLETE", 5)
     assert [trade["quantity"] for trade in fake.trades()] == [2, 2, 1]
     ticker.pump_until(lambda: any(p["status"] == "COMPLETE" for p in ticker.postbacks()))
-    assert [p["filled_quantity"] for p in ticker.postbacks()] == [0, 2, 4, 5]
+    assert [(p["status"], p["filled_quantity"]) for p in ticker.postbacks()] == [
+        ("OPEN", 0),
+        ("UPDATE", 2),
+        ("UPDATE", 4),
+        ("COMPLETE", 5),
+    ]
     assert {p["order_id"] for p in ticker.postbacks()} == {order_id}
 
 

@@ -186,7 +186,10 @@ def test_order_changes_come_as_text_postbacks(
     ticker.pump_until(lambda: len(ticker.postbacks()) >= 2)
     assert [p["status"] for p in ticker.postbacks()] == ["OPEN", "COMPLETE"]
     assert {p["order_id"] for p in ticker.postbacks()} == {order_id}
-    assert ticker.postbacks()[-1] == fake.orders()[0]
+    (order,) = fake.orders()
+    last = ticker.postbacks()[-1]
+    assert {key: last[key] for key in order} == order
+    assert (last["user_id"], last["unfilled_quantity"]) == (fake.user_id, 0)
     assert all(text["type"] == "order" for text in ticker.texts)
     kite.close()
 
@@ -209,3 +212,23 @@ def test_the_root_path_takes_the_ticker_too(fake: FakeKite, token: str) -> None:
     socket.send({"a": "subscribe", "v": [INFY]})
     socket.pump_until(lambda: bool(socket.frames))
     socket.close()
+
+
+def test_a_modify_posts_back_update_and_a_cancel_cancelled(
+    fake: FakeKite, ticker: TickerSocket, token: str
+) -> None:
+    kite = KiteHttp(fake.base_url, fake.api_key, token)
+    _, body = kite.place(order_type="LIMIT", price="1000", quantity=2, market_protection=None)
+    order_id = body["data"]["order_id"]
+    kite.call("PUT", f"/orders/regular/{order_id}", {"quantity": 3})
+    kite.call("DELETE", f"/orders/regular/{order_id}")
+    ticker.pump_until(lambda: len(ticker.postbacks()) >= 3)
+    assert [(p["status"], p["quantity"]) for p in ticker.postbacks()] == [
+        ("OPEN", 2),
+        ("UPDATE", 3),
+        ("CANCELLED", 3),
+    ]
+    # The order book itself never says UPDATE.
+    _, history = kite.call("GET", f"/orders/{order_id}")
+    assert [step["status"] for step in history["data"]] == ["OPEN", "OPEN", "CANCELLED"]
+    kite.close()

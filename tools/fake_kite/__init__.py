@@ -61,7 +61,9 @@ Wire behaviour
   request does not use up the budget).
 - Ticker: ``/ws?api_key=..&access_token=..`` (403 on a bad token); ``{"a":"subscribe"}``
   (default mode quote), ``unsubscribe``, ``mode``; binary frames per ``wire.py``; 1-byte
-  heartbeats; ``{"type":"order","id":"","data":{...}}`` on every order change;
+  heartbeats; ``{"type":"order","id":"","data":{...}}`` on every order change (the order's
+  fields plus ``user_id``, ``unfilled_quantity``, ``app_id``, ``checksum``; ``status``
+  ``UPDATE`` for a modify or a fill that leaves quantity open, as Kite's postbacks say);
   ``{"type":"error","data":...}`` on a bad message.
 """
 

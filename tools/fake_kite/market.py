@@ -458,8 +458,11 @@ class KiteMarket:
                 self._match(order)
 
     def drain_updates(self) -> list[dict[str, Any]]:
-        """Every order state recorded since the last call (one per status change or fill, in
-        order): the server sends each as a postback."""
+        """The postbacks recorded since the last call, in order: one per status change, fill
+        or modify. Each is the order's fields (as ``GET /orders``) plus ``user_id``,
+        ``unfilled_quantity``, ``app_id`` and ``checksum`` (empty, as over the websocket);
+        ``status`` is ``UPDATE`` for a modify and for a fill that leaves quantity open (the
+        order book says ``OPEN`` then)."""
         updates, self._outbox = self._outbox, []
         return updates
 
@@ -621,7 +624,7 @@ class KiteMarket:
             order.status = "OPEN"
         elif not order.is_triggered:
             order.status = "TRIGGER PENDING"
-        self._record(order)
+        self._record(order, postback_status="UPDATE")
         self._match(order, is_taker=True)
         return order
 
@@ -712,7 +715,8 @@ class KiteMarket:
         else:
             book.sell_quantity += quantity
             book.sell_value += price * quantity
-        self._record(order)
+        # The order book says OPEN while a partial fill rests; its postback says UPDATE.
+        self._record(order, postback_status=None if order.status == "COMPLETE" else "UPDATE")
 
     def _cancel_rest(self, order: KiteOrder, message: str | None) -> None:
         order.cancelled_quantity = order.quantity - order.filled_quantity
@@ -721,10 +725,21 @@ class KiteMarket:
         order.exchange_timestamp = kite_timestamp(self.now_ns)
         self._record(order)
 
-    def _record(self, order: KiteOrder) -> None:
+    def _record(self, order: KiteOrder, *, postback_status: str | None = None) -> None:
         state = order.as_kite()
         order.history.append(state)
-        self._outbox.append(state)
+        # A postback is the order's fields plus a few of its own (user_id, the legacy
+        # unfilled_quantity, app_id, checksum: empty over the websocket).
+        postback = {
+            **state,
+            "user_id": self.user_id,
+            "unfilled_quantity": state["pending_quantity"],
+            "app_id": 0,
+            "checksum": "",
+        }
+        if postback_status is not None:
+            postback["status"] = postback_status
+        self._outbox.append(postback)
 
     # -----------------------------------------------------------------------------------------
     # HELPERS
