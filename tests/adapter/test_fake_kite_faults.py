@@ -281,3 +281,32 @@ def test_the_command_line_serves_until_terminated() -> None:
         if process.poll() is None:
             process.kill()
             process.wait(timeout=10)
+
+
+def test_an_abrupt_drop_cuts_the_socket_without_a_close_frame(
+    fake: FakeKite, ticker: TickerSocket
+) -> None:
+    wait_until(lambda: fake.socket_count() == 1, timeout_s=10, message="socket registered")
+    assert fake.drop_sockets(abrupt=True) == 1
+    ticker.pump_until(lambda: ticker.closed)
+    wait_until(lambda: fake.socket_count() == 0, timeout_s=10, message="socket gone")
+
+
+def test_daily_token_expiry_logs_out_at_six_in_the_morning() -> None:
+    # 2026-01-05 05:59:00 IST
+    clock = ManualClock(1_767_572_940 * 1_000_000_000)
+    with FakeKite(clock=clock, daily_token_expiry=True) as fake:
+        kite = KiteHttp(fake.base_url, fake.api_key, fake.create_session())
+        fake.advance(59.0)
+        assert kite.call("GET", "/orders")[0] == 200
+        fake.advance(1.0)  # 06:00:00
+        status, body = kite.call("GET", "/orders")
+        assert (status, body["error_type"]) == (403, "TokenException")
+        # A token issued after 06:00 lives until 06:00 the next day.
+        fresh = KiteHttp(fake.base_url, fake.api_key, fake.create_session())
+        fake.advance(23 * 3600.0 + 59 * 60)
+        assert fresh.call("GET", "/orders")[0] == 200
+        fake.advance(60.0)
+        assert fresh.call("GET", "/orders")[0] == 403
+        kite.close()
+        fresh.close()

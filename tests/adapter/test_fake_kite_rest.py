@@ -323,3 +323,41 @@ class TestRateLimits:
                 status, _ = kite.place(order_type="LIMIT", price="1000", market_protection=None)
                 assert status == 200
             kite.close()
+
+
+class TestStopLimitAndModifyLimit:
+    def test_a_stop_limit_triggers_then_rests_as_a_limit(
+        self, kite: KiteHttp, fake: FakeKite
+    ) -> None:
+        _bid, _ask, last = _touch(fake)
+        trigger = last + Decimal("1")
+        price = trigger + Decimal("0.5")
+        _, body = kite.place(
+            order_type="SL", trigger_price=str(trigger), price=str(price), market_protection=None
+        )
+        order_id = body["data"]["order_id"]
+        for _ in range(10_000):
+            (order,) = fake.orders()
+            if order["status"] != "TRIGGER PENDING":
+                break
+            fake.advance(1.0)
+        _, history = kite.call("GET", f"/orders/{order_id}")
+        statuses = [step["status"] for step in history["data"]]
+        assert statuses[:2] == ["TRIGGER PENDING", "OPEN"]
+        (order,) = fake.orders()
+        if order["status"] == "COMPLETE":  # filled at once at the touch, never above the limit
+            assert order["average_price"] <= float(price)
+
+    def test_the_twenty_sixth_modification_is_refused(
+        self, kite: KiteHttp, rate_clock: ManualClock
+    ) -> None:
+        _, body = kite.place(order_type="LIMIT", price="1000", market_protection=None)
+        order_id = body["data"]["order_id"]
+        for count in range(25):
+            rate_clock.advance(1.0)  # within Kite's 10 order requests a second
+            price = Decimal(1000) - Decimal("0.05") * count
+            status, _ = kite.call("PUT", f"/orders/regular/{order_id}", {"price": str(price)})
+            assert status == 200, count
+        status, body = kite.call("PUT", f"/orders/regular/{order_id}", {"price": "990"})
+        assert (status, body["error_type"]) == (400, "InputException")
+        assert "modifications" in body["message"]

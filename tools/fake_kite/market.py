@@ -67,6 +67,7 @@ ORDER_TYPES = ("MARKET", "LIMIT", "SL", "SL-M")
 PRODUCTS = ("MIS", "CNC", "NRML")
 VALIDITIES = ("DAY", "IOC")
 TRANSACTION_TYPES = ("BUY", "SELL")
+MAX_MODIFICATIONS = 25  # Kite allows 25 modifications of one order
 TERMINAL_STATUSES = frozenset({"COMPLETE", "CANCELLED", "REJECTED"})
 
 
@@ -200,6 +201,7 @@ class KiteOrder:
     average_price: Decimal = _ZERO
     is_triggered: bool = False
     modified: bool = False
+    modification_count: int = 0
     order_timestamp: str = ""
     exchange_timestamp: str | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -593,6 +595,11 @@ class KiteMarket:
             OrderInputError: a bad field; nothing changed.
         """
         order = self._working(order_id, "modified")
+        if order.modification_count >= MAX_MODIFICATIONS:
+            raise OrderInputError(
+                f"Maximum allowed order modifications ({MAX_MODIFICATIONS}) exceeded "
+                f"for order {order_id}."
+            )
         order_type = _choice(fields, "order_type", ORDER_TYPES, default=order.order_type)
         quantity = _positive_int(fields, "quantity") if fields.get("quantity") else order.quantity
         if quantity % order.instrument.lot_size != 0 or quantity <= order.filled_quantity:
@@ -619,6 +626,7 @@ class KiteMarket:
         order.price = price
         order.trigger_price = trigger_price
         order.modified = True
+        order.modification_count += 1
         if order_type in ("MARKET", "LIMIT"):
             order.is_triggered = False
             order.status = "OPEN"
