@@ -294,6 +294,18 @@ def test_the_official_ticker_decodes_the_fake_frames_and_postbacks(fake: FakeKit
         assert updates[-1]["filled_quantity"] == 7
         assert updates[-1]["tag"] == "vigil2"
         assert not events.of("error")
+        # The server drops the socket: KiteTicker reconnects by itself, resubscribes, and the
+        # next step's frame reaches it.
+        assert fake.drop_sockets() == 1
+        wait_until(lambda: len(events.of("connect")) >= 2, timeout_s=60, message="reconnected")
+        wait_until(lambda: fake.subscriptions() == [MODES], timeout_s=30, message="resubscribed")
+        ticks_before = len(events.of("ticks"))
+        fake.advance(1.0)
+        wait_until(
+            lambda: len(events.of("ticks")) > ticks_before and _ticks_match(events, fake),
+            timeout_s=30,
+            message="ticks after the reconnect",
+        )
     finally:
         assert process.stdin is not None
         process.stdin.close()
