@@ -272,8 +272,8 @@ class FakeKite:
             RuntimeError: already started, or the server did not come up within ``timeout_s``
                 (the cause chained).
         """
-        if self._thread is not None:
-            raise RuntimeError("fake kite: already started")
+        if self._thread is not None or self._started.is_set():
+            raise RuntimeError("fake kite: already started (an instance serves once)")
         self._thread = threading.Thread(target=self._run, name="fake-kite", daemon=True)
         self._thread.start()
         if not self._started.wait(timeout_s):
