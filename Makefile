@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: verify paper test test-loop bench lint post-close burnin ops-check clean
+.PHONY: verify paper test test-loop bench lint post-close burnin ops-check clean kiteconnect-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,18 @@ verify: $(STAMP)
 paper: $(STAMP)
 	$(PY) -m launcher --config configs/paper.yaml
 
-test: $(STAMP)
+# The official Kite Connect client pins autobahn[twisted]: it gets a venv of its own, which
+# tests/e2e/test_fake_kite_official_client.py runs it from (the test also makes it if missing).
+KITE_VENV := .venv-kiteconnect
+KITE_STAMP := $(KITE_VENV)/.installed-kiteconnect-5.2.2
+$(KITE_STAMP):
+	$(PYTHON) -m venv --clear $(KITE_VENV)
+	$(KITE_VENV)/bin/python -m pip install --quiet --disable-pip-version-check kiteconnect==5.2.2
+	touch $(KITE_STAMP)
+
+kiteconnect-venv: $(KITE_STAMP)
+
+test: $(STAMP) $(KITE_STAMP)
 	$(PY) -m pytest
 
 # The whole suite N times in a row (default 10); stops at the first failure, prints the pass
@@ -54,4 +65,4 @@ ops-check:
 	promtool test rules ops/prometheus/alerts_test.yml
 
 clean:
-	rm -rf $(VENV) data logs .pytest_cache
+	rm -rf $(VENV) $(KITE_VENV) data logs .pytest_cache
