@@ -32,6 +32,13 @@
   };
 
   const $ = (id) => document.getElementById(id);
+  // Each answer shown gets the next number (data-answer), so a reader can tell a new answer
+  // from an old one that happens to look the same.
+  let answersShown = 0;
+  function numbered(box) {
+    answersShown += 1;
+    box.dataset.answer = String(answersShown);
+  }
 
   // ------------------------------------------------------------------------------ HTTP
   async function api(method, path, body) {
@@ -103,10 +110,12 @@
     const raw = element("pre", result.text, "answer-raw");
     parts.push(raw);
     box.replaceChildren(...parts);
+    numbered(box);
   }
 
   function showFailure(id, label, error) {
     $(id).replaceChildren(element("p", `${label}: no answer from the engine (${error})`, "answer-head failed"));
+    numbered($(id));
   }
 
   function checksTable(checks) {
@@ -135,7 +144,8 @@
     if (value === null || value === undefined) return "-";
     const number = Number(value);
     if (!Number.isFinite(number)) return String(value);
-    return "₹" + number.toLocaleString("en-IN", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+    const figure = Math.abs(number).toLocaleString("en-IN", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+    return (number < 0 ? "-₹" : "₹") + figure;
   }
 
   function seconds(value) {
@@ -361,6 +371,13 @@
     const notes = [...status.tripwires, ...status.degraded.map((part) => "degraded: " + part)];
     if (status.circuit_breaker !== "OK") notes.push(`circuit breaker ${status.circuit_breaker}: ${status.circuit_breaker_detail}`);
     setList("ov-tripwires", notes, "none");
+    const pauses = status.pause_causes.map((pause) => pause.cause).join(", ") || "none";
+    setText(
+      "ctl-summary",
+      `Now: ${status.trading_state}, ${status.armed ? "ARMED" : "DISARMED"} in ${status.mode}; ` +
+        `${status.positions_open} positions open, ${status.working_orders} working orders; ` +
+        `pauses: ${pauses}; HALT: ${status.halt_reason || "none"}.`,
+    );
     setText("ov-realized", rupees(status.realized_pnl_today));
     setText("ov-unrealized", rupees(status.unrealized_pnl));
     setText("ov-pnl", rupees(Number(status.realized_pnl_today) + Number(status.unrealized_pnl)));
@@ -492,9 +509,10 @@
     context.lineTo(right, y(0));
     context.stroke();
     context.globalAlpha = 1;
-    context.fillText(rupees(high), 4, top + 10);
+    // The zero line's label, and the extremes' where they do not overlap it.
     context.fillText(rupees(0), 4, y(0) + 4);
-    context.fillText(rupees(low), 4, bottom);
+    if (y(0) - top > 16) context.fillText(rupees(high), 4, top + 10);
+    if (bottom - y(0) > 16) context.fillText(rupees(low), 4, bottom);
     context.fillText(new Date(first).toLocaleTimeString(), left, height - 4);
     const lastLabel = new Date(samples[samples.length - 1].at).toLocaleTimeString();
     context.fillText(lastLabel, right - context.measureText(lastLabel).width, height - 4);
@@ -594,6 +612,7 @@
     const choice = await askConfirmation({ title, text, reason });
     if (!choice.confirmed) {
       $(answerId).replaceChildren(element("p", `${label}: cancelled, nothing was sent.`, "answer-head"));
+      numbered($(answerId));
       return;
     }
     let result;
