@@ -274,9 +274,11 @@ def test_console_walks_go_live_and_every_control_against_the_engine(
     assert page.locator("#tabs").is_hidden()
     assert page.get_by_label("Admin token").input_value() == ""
 
-    # The right one: the Overview matches the engine.
-    page.get_by_label("Admin token").fill(ADMIN_TOKEN)
-    page.get_by_role("button", name="Sign in").click()
+    # The right one, by keyboard (the field has the focus; Enter signs in): the Overview
+    # matches the engine.
+    assert page.evaluate("document.activeElement.id") == "signin-token"
+    page.keyboard.type(ADMIN_TOKEN)
+    page.keyboard.press("Enter")
     sync_api.expect(page.get_by_role("heading", level=2, name="Overview")).to_be_visible()
     assert page.get_by_label("Admin token").input_value() == ""
     sync_api.expect(page.locator("#hdr-rehearsal")).to_be_visible()
@@ -325,8 +327,8 @@ def test_console_walks_go_live_and_every_control_against_the_engine(
     countdown = page.locator("#gates-countdown")
     sync_api.expect(countdown).to_contain_text("expires in 0:")
     first = text(page, "#gates-countdown")
-    wait_until(lambda: text(page, "#gates-countdown") != first, timeout_s=5, message="countdown")
-    assert text(page, "#gates-countdown") < first  # "expires in 0:27" < "expires in 0:28"
+    # "expires in 0:27" < "expires in 0:28": the text counts down by itself, between polls too.
+    wait_until(lambda: text(page, "#gates-countdown") < first, timeout_s=5, message="countdown")
 
     # 6. Arm for LIVE trading.
     armed = click_for_answer(page, "Arm LIVE", "#wz-arm-answer", 200)
@@ -368,7 +370,7 @@ def test_console_walks_go_live_and_every_control_against_the_engine(
     # A cancelled confirmation sends nothing.
     before = answer_number(page, "#controls-answer")
     page.get_by_role("button", name="Flatten all", exact=True).click()
-    page.locator("#confirm-dialog").get_by_role("button", name="Cancel").click()
+    page.keyboard.press("Escape")  # the dialog's cancel, from the keyboard
     sync_api.expect(page.locator("#controls-answer")).to_contain_text("cancelled")
     assert answer_number(page, "#controls-answer") == before + 1
 

@@ -308,10 +308,17 @@
     setText("gates-allowed", gates.allowed ? "LIVE may be armed now." : "LIVE may not be armed now:");
     setList("gates-blockers", gates.blockers, "none");
     setList("gates-warnings", gates.warnings, "none");
-    session.confirmationBase =
+    const fresh =
       gates.confirmation_expires_in_s === null
         ? null
         : { expiresInS: gates.confirmation_expires_in_s, at: performance.now() };
+    // Keep counting from the previous reading unless the server's differs by more than the
+    // round trip's jitter (a new confirmation, a revoke): the countdown never ticks back up.
+    const previous = session.confirmationBase;
+    const drift = fresh && previous ? fresh.expiresInS - confirmationLeft(previous) : null;
+    if (drift === null || drift < -2 || drift > 2 || fresh.expiresInS === 0) {
+      session.confirmationBase = fresh;
+    }
     renderCountdown();
   }
 
@@ -323,13 +330,17 @@
     setText("ks-state", text);
   }
 
+  function confirmationLeft(base) {
+    return base.expiresInS - (performance.now() - base.at) / 1000;
+  }
+
   function renderCountdown() {
     const base = session.confirmationBase;
     const target = $("gates-countdown");
     let text = "none";
     let className = "";
     if (base !== null) {
-      const left = base.expiresInS - (performance.now() - base.at) / 1000;
+      const left = confirmationLeft(base);
       if (left <= 0) {
         text = "expired";
         className = "failed";
