@@ -207,7 +207,6 @@ _CONSOLE_CONTENT_TYPES = {
     ".js": "text/javascript; charset=utf-8",
     ".css": "text/css; charset=utf-8",
     ".svg": "image/svg+xml",
-    ".png": "image/png",
 }
 _CONSOLE_ENDPOINT = "console:"
 

@@ -7,7 +7,9 @@ tests/e2e/test_console_browser.py.
 
 from __future__ import annotations
 
+import fnmatch
 import re
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +28,7 @@ ASSETS = {
     "/console/index.html": "text/html; charset=utf-8",
     "/console/console.js": "text/javascript; charset=utf-8",
     "/console/console.css": "text/css; charset=utf-8",
+    "/console/favicon.svg": "image/svg+xml",
 }
 
 
@@ -103,6 +106,16 @@ class TestConsolePages:
 
         assert response.status_code == 200
         assert response.content == b""
+
+
+class TestPackaging:
+    def test_every_console_file_is_package_data(self) -> None:
+        # A wheel install serves the page only if setuptools ships every file.
+        pyproject = tomllib.loads((CONSOLE_DIR.parents[2] / "pyproject.toml").read_text())
+        patterns = pyproject["tool"]["setuptools"]["package-data"]["adapters.http"]
+        for path in CONSOLE_DIR.iterdir():
+            relative = f"console/{path.name}"
+            assert any(fnmatch.fnmatch(relative, pattern) for pattern in patterns), relative
 
 
 class TestDataRoutesKeepTheirTokenRules:
