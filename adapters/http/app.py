@@ -43,6 +43,14 @@ AITRAPP runbook            method  SOLAT runbook alias      handler / response
 /openapi.json              GET     -                        OpenAPI 3.1 document
 =========================  ======  =======================  ===========================
 
+The operator console (``adapters/http/console/``: static HTML, JS and CSS shipped in the
+package, no build step, nothing fetched from elsewhere) is served at ``GET /`` and
+``GET /console/<asset>``. Those pages hold no data and need no token; the page calls the JSON
+routes above with the bearer token the operator types into it, kept in page memory only. They
+carry a strict ``Content-Security-Policy`` (``CONSOLE_CSP``: scripts, styles and fetches from
+this origin only, no inline script, no framing). Every response says
+``X-Content-Type-Options: nosniff``.
+
 ``PLANNED_ROUTES`` lists SOLAT routes that do not exist yet (none now); such a route answers
 501 ``NOT_IMPLEMENTED`` with a pointer to what to use instead, rather than a bare 404.
 
@@ -96,6 +104,7 @@ several threads at once, so a ``ControlPort`` must be thread-safe.
 from __future__ import annotations
 
 import hmac
+import importlib.resources
 import logging
 import time
 import uuid
@@ -148,6 +157,7 @@ __all__ = [
     "ADMIN_TOKEN_NAME",
     "AUDIT_LIMIT_DEFAULT",
     "AUDIT_LIMIT_MAX",
+    "CONSOLE_CSP",
     "LOCAL_OPERATOR",
     "MAX_BODY_BYTES",
     "METRICS_CONTENT_TYPE",
@@ -182,6 +192,23 @@ REHEARSAL_PREFIX = "REHEARSAL: "
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _JSON_CONTENT_TYPE = "application/json"
 _JSON_LIKE_MIMETYPES = frozenset({"", "application/json", "application/x-www-form-urlencoded"})
+
+# The console's pages: everything from this origin only, no inline script or style, no plugins,
+# no framing (clickjacking), forms post nowhere (the page sends JSON with fetch).
+CONSOLE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+_CONSOLE_PACKAGE = "adapters.http"
+_CONSOLE_FOLDER = "console"
+_CONSOLE_INDEX = "index.html"
+_CONSOLE_CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
+_CONSOLE_ENDPOINT = "console:"
 
 _StructT = TypeVar("_StructT", bound=msgspec.Struct)
 _ViewT = TypeVar("_ViewT")
@@ -645,6 +672,13 @@ class AdminApp:
             for operation in OPERATIONS
         ]
         rules += [Rule(path, endpoint=_PLANNED_ENDPOINT_PREFIX + path) for path in PLANNED_ROUTES]
+        # The console: static pages (GET and HEAD), outside OPERATIONS: they are not API.
+        self._console_assets = _load_console_assets()
+        rules += [
+            Rule("/", endpoint=_CONSOLE_ENDPOINT, methods=["GET"]),
+            Rule("/console", endpoint=_CONSOLE_ENDPOINT, methods=["GET"]),
+            Rule("/console/<asset>", endpoint=_CONSOLE_ENDPOINT, methods=["GET"]),
+        ]
         self._url_map = Map(rules, strict_slashes=False, merge_slashes=False)
         self._openapi_body = msgspec.json.encode(
             build_openapi(
@@ -668,6 +702,8 @@ class AdminApp:
         response = self._dispatch(request)
         if self._rehearsal:
             response.headers[REHEARSAL_HEADER] = "REHEARSAL"
+        # No response is ever to be sniffed into another type (a JSON body read as HTML).
+        response.headers["X-Content-Type-Options"] = "nosniff"
         self._log_request(request, response, started)
         return response(environ, start_response)
 
@@ -676,7 +712,9 @@ class AdminApp:
     def _dispatch(self, request: Request) -> Response:
         try:
             adapter = self._url_map.bind_to_environ(request.environ)
-            endpoint, _arguments = adapter.match()
+            endpoint, arguments = adapter.match()
+            if endpoint == _CONSOLE_ENDPOINT:
+                return self._console(request, arguments.get("asset", _CONSOLE_INDEX))
             if endpoint.startswith(_PLANNED_ENDPOINT_PREFIX):
                 raise _not_implemented(endpoint.removeprefix(_PLANNED_ENDPOINT_PREFIX))
             operation, handler = self._routes[endpoint]
@@ -880,6 +918,25 @@ class AdminApp:
     def _openapi(self, request: Request, by: OperatorRef) -> Response:
         return Response(self._openapi_body, content_type=_JSON_CONTENT_TYPE)
 
+    def _console(self, request: Request, asset: str) -> Response:
+        """A console page or asset: no token (it holds no data), never sniffed, never framed."""
+        found = self._console_assets.get(asset)
+        if found is None:
+            raise _HttpError(404, "NOT_FOUND", f"no console asset {asset!r}; the console is at /")
+        body, content_type = found
+        return Response(
+            body,
+            status=200,
+            content_type=content_type,
+            headers={
+                "Content-Security-Policy": CONSOLE_CSP,
+                "Referrer-Policy": "no-referrer",
+                "X-Frame-Options": "DENY",
+                # Revalidate each load, so an upgraded engine never runs an old script.
+                "Cache-Control": "no-cache",
+            },
+        )
+
     def _rehearsed(self, view: _ViewT) -> _ViewT:
         """In REHEARSAL, the view says so: ``rehearsal`` true, and the message of a view that
         changes what the engine may do starts with ``REHEARSAL: `` (whatever the port said)."""
@@ -922,6 +979,23 @@ def build_app(
             token, or ``tokens`` names ``admin`` while ``token`` is set.
     """
     return AdminApp(control, token=token, tokens=tokens, rehearsal=rehearsal)
+
+
+def _load_console_assets() -> dict[str, tuple[bytes, str]]:
+    """The console's files by name (read once: a few tens of KiB), each with its content type.
+    Only files of a known type at the folder's top level are served; nothing else is reachable.
+    A missing folder (a broken install) serves no console, and the API works as before."""
+    assets: dict[str, tuple[bytes, str]] = {}
+    folder = importlib.resources.files(_CONSOLE_PACKAGE).joinpath(_CONSOLE_FOLDER)
+    if not folder.is_dir():
+        _log.warning("operator console assets not found in %s; / will answer 404", folder)
+        return assets
+    for entry in folder.iterdir():
+        suffix = "." + entry.name.rpartition(".")[2]
+        content_type = _CONSOLE_CONTENT_TYPES.get(suffix)
+        if entry.is_file() and content_type is not None:
+            assets[entry.name] = (entry.read_bytes(), content_type)
+    return assets
 
 
 def _named_tokens(token: str | None, tokens: Mapping[str, str]) -> tuple[tuple[str, bytes], ...]:
