@@ -226,8 +226,10 @@ class KiteConfig(_Strict):
         rest_base_url, ws_base_url: the real ``https://api.kite.trade`` and
             ``wss://ws.kite.trade`` by default (a LIVE account); a fake's ``http://127.0.0.1:N``
             and ``ws://127.0.0.1:N`` for DEMO.
-        live_account: a non-real base presents a LIVE-type account (a rehearsal against the
-            fake). The real base is always LIVE, whatever this says.
+        live_account: this is a rehearsal against a fake whose account is LIVE-type: every
+            view and message says REHEARSAL (``EngineConfig.rehearsal``). Whether the account
+            is LIVE is the broker's answer (the real base always is; a fake says so in its
+            profile's ``meta.account_type``), never this flag.
         market_protection: sent with MARKET and SL-M orders (Kite requires it non-zero since
             April 2026), in percent.
         product: ``MIS`` (intraday) by default.
@@ -259,11 +261,6 @@ class KiteConfig(_Strict):
     def is_real_base(self) -> bool:
         """The REST base is Zerodha's own: real money."""
         return self.rest_base_url.rstrip("/") == KITE_REAL_REST_BASE_URL
-
-    @property
-    def is_live_account(self) -> bool:
-        """What ``connect`` reports as ``AccountInfo.is_live``."""
-        return self.is_real_base or self.live_account
 
 
 class HttpConfig(_Strict):

@@ -17,6 +17,7 @@ from adapters.brokers.kite.parsing import (
     MAX_TAG_LENGTH,
     KiteTokenExpired,
     OrderMapping,
+    account_is_live,
     decode_tag,
     encode_tag,
     error_from_response,
@@ -528,3 +529,14 @@ class TestFrames:
             tick = packet_to_tick(packet, "INFY", now_ns=1)
             if tick is not None:
                 assert tick.bid <= tick.ask and tick.last > 0
+
+
+class TestAccountType:
+    def test_the_real_base_is_live_whatever_the_profile_says(self) -> None:
+        assert account_is_live(is_real_base=True, profile={"meta": {"account_type": "DEMO"}})
+
+    def test_elsewhere_only_a_profile_saying_live_is_live(self) -> None:
+        assert account_is_live(is_real_base=False, profile={"meta": {"account_type": "LIVE"}})
+        assert not account_is_live(is_real_base=False, profile={"meta": {"account_type": "DEMO"}})
+        assert not account_is_live(is_real_base=False, profile={"user_id": "AB1234"})
+        assert not account_is_live(is_real_base=False, profile=None)

@@ -11,7 +11,8 @@ How each port method maps (see ``adapters/brokers/base.py``):
 |-------------------|-----------------------------------------------------------------------|
 | connect           | GET /user/profile (account_id = user_id), GET /user/margins (equity   |
 |                   | net), GET /instruments/<exchange> (tokens, lot and tick sizes); starts|
-|                   | the ticker. ``is_live``: the real base URL, or ``kite.live_account``   |
+|                   | the ticker. ``is_live``: the real base URL, or a profile whose        |
+|                   | ``meta.account_type`` is LIVE (the fake's LIVE-type account)          |
 | submit_order      | POST /orders/regular; MARKET and SL-M with market_protection; our id  |
 |                   | travels in ``tag`` (``parsing.encode_tag``)                           |
 | cancel_order      | DELETE /orders/regular/{id}; a refusal for an order that has finished |
@@ -77,6 +78,7 @@ from adapters.brokers.kite.parsing import (
     KiteTokenExpired,
     OrderMapping,
     Packet,
+    account_is_live,
     fill_from_trade,
     order_form,
     packet_to_tick,
@@ -193,6 +195,7 @@ class KiteBroker:
         self._worker: threading.Thread | None = None
         self._ticker: KiteTickerStream | None = None
         self._last_heartbeat = float("-inf")
+        self._reported_expired_token: str | None = None
         self._closed = False
         self.account: AccountInfo | None = None
         self.foreign_orders_total = 0  # orders without one of our tags (manual ones)
@@ -220,7 +223,7 @@ class KiteBroker:
             account_id=account_id,
             balance=_equity_net(margins),
             currency="INR",
-            is_live=self._config.is_live_account,
+            is_live=account_is_live(is_real_base=self._config.is_real_base, profile=profile),
         )
         self._start_threads()
         return self.account
@@ -536,7 +539,12 @@ class KiteBroker:
         return str(history[-1].get("status") or "").upper().startswith(_FINISHED_STATUSES)
 
     def _token_expired(self, detail: str) -> None:
-        if self._on_token_expired is not None:
+        # The REST side and the ticker both notice: the operator is told once per token.
+        token = self._credentials.access_token()
+        with self._lock:
+            first = self._reported_expired_token != token
+            self._reported_expired_token = token
+        if first and self._on_token_expired is not None:
             self._on_token_expired(detail)
 
     # ------------------------------------------------------------------ stream callbacks
@@ -554,6 +562,9 @@ class KiteBroker:
         for packet in packets:
             symbol = self._symbol_by_token.get(packet.instrument_token)
             if symbol is None:
+                continue
+            if self._config.ticker_mode == "full" and packet.mode in ("ltp", "quote"):
+                # Sent before our mode message took effect: no depth, so no real bid and ask.
                 continue
             tick = packet_to_tick(packet, symbol, now_ns=now_ns)
             if tick is not None:

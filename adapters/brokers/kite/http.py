@@ -32,7 +32,7 @@ import httpx
 import msgspec
 from tenacity import (
     Retrying,
-    retry_if_exception_type,
+    retry_if_exception,
     stop_after_attempt,
     wait_exponential,
 )
@@ -130,25 +130,11 @@ class KiteRestClient:
     def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
         """GET ``path`` and return the envelope's ``data``; retried on ``BrokerUnavailable``
         (a read is idempotent), never on a rejection, a rate limit or an expired token."""
-        retrying = Retrying(
-            retry=retry_if_exception_type(BrokerUnavailable)
-            & ~retry_if_exception_type(KiteTokenExpired),
-            stop=stop_after_attempt(READ_ATTEMPTS),
-            wait=wait_exponential(multiplier=self._read_retry_wait_s, max=2.0),
-            reraise=True,
-        )
-        return retrying(self._request, "GET", path, params=params)
+        return self._read_retrying()(self._request, "GET", path, params=params)
 
     def get_text(self, path: str) -> str:
         """GET a non-JSON resource (the instruments CSV); retried like ``get``."""
-        retrying = Retrying(
-            retry=retry_if_exception_type(BrokerUnavailable)
-            & ~retry_if_exception_type(KiteTokenExpired),
-            stop=stop_after_attempt(READ_ATTEMPTS),
-            wait=wait_exponential(multiplier=self._read_retry_wait_s, max=2.0),
-            reraise=True,
-        )
-        return retrying(self._request, "GET", path, raw=True)
+        return self._read_retrying()(self._request, "GET", path, raw=True)
 
     def post(self, path: str, form: dict[str, str], *, client_order_id: str | None = None) -> Any:
         """POST a form once (never retried here)."""
@@ -167,6 +153,19 @@ class KiteRestClient:
         return self._request("POST", path, data=form, authenticate=False)
 
     # ------------------------------------------------------------------ internals
+    def _read_retrying(self) -> Retrying:
+        # An expired token is a BrokerUnavailable too, but retrying it would only knock again.
+        return Retrying(
+            retry=retry_if_exception(
+                lambda error: (
+                    isinstance(error, BrokerUnavailable) and not isinstance(error, KiteTokenExpired)
+                )
+            ),
+            stop=stop_after_attempt(READ_ATTEMPTS),
+            wait=wait_exponential(multiplier=self._read_retry_wait_s, max=2.0),
+            reraise=True,
+        )
+
     def _request(
         self,
         method: str,

@@ -350,6 +350,23 @@ def _decimal(value: object) -> Decimal | None:
     return result if result.is_finite() else None
 
 
+def account_is_live(*, is_real_base: bool, profile: object) -> bool:
+    """Whether the account behind a session is LIVE (real money, or presented as such).
+
+    Zerodha's own base URL is always LIVE. Elsewhere (the fake) the profile says so in
+    ``meta.account_type``; anything but ``"LIVE"`` there, or no profile, is not LIVE.
+    """
+    if is_real_base:
+        return True
+    if not isinstance(profile, Mapping):
+        return False
+    meta = profile.get("meta")
+    return isinstance(meta, Mapping) and meta.get("account_type") == "LIVE"
+
+
+__all__ += ["account_is_live"]
+
+
 # ---------------------------------------------------------------------------------- errors
 _REJECTING_ERROR_TYPES = frozenset(
     {

@@ -148,7 +148,9 @@ class KiteTickerStream:
             retrying = Retrying(
                 retry=retry_if_exception_type(_Dropped),
                 wait=wait_exponential_jitter(
-                    initial=self._backoff_initial_s, max=self._backoff_max_s
+                    multiplier=self._backoff_initial_s,
+                    max=self._backoff_max_s,
+                    jitter=self._backoff_initial_s,
                 ),
                 stop=lambda _state: self._stop.is_set() or self._refused_token is not None,
                 sleep=self._stop.wait,
