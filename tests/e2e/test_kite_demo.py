@@ -1,0 +1,154 @@
+"""The engine trading in DEMO against the fake Kite over real sockets, end to end: the ticker's
+ticks in, a bracket out (MARKET entry, then the SL-M stop and the LIMIT target once it filled),
+fills back through postbacks, positions reconciled with Kite's, and a flatten that cancels the
+siblings and closes the position at Kite.
+
+``configs/demo_kite.yaml`` as ``make demo-kite`` runs it, pointed at a fake on an ephemeral
+port with a fresh session and a temporary data folder; the engine runs in process on the wall
+clock (the fake steps its own market in real time). The plan goes to the risk actor as a
+strategy's would, so the whole order path (risk, order, OCO, gateway, Kite adapter) is real.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from adapters.brokers.kite import KiteBroker, encode_tag
+from domain.enums import LegKind, OrderType, Side
+from domain.messages import FlattenAll, QueryPositions, TradePlan
+from domain.plans import client_order_id, plan_client_id
+from launcher.config import load_config
+from launcher.engine import Engine
+from tests.helpers import wait_until
+from tools.fake_kite import FakeKite
+
+pytestmark = pytest.mark.timeout(120)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeKite]:
+    server = FakeKite(account_type="DEMO", step_interval_s=0.1, heartbeat_interval_s=0.2)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def engine(fake: FakeKite, tmp_path: Path) -> Iterator[Engine]:
+    config = load_config(REPO_ROOT / "configs" / "demo_kite.yaml", environ={}, dotenv_path=None)
+    config = config.model_copy(
+        update={
+            "data_dir": str(tmp_path / "data"),
+            "logs_dir": str(tmp_path / "logs"),
+            "database_url": f"sqlite:///{tmp_path / 'vigil.db'}",
+            "strategies": (),  # the test is the strategy: one plan, sent as a strategy would
+            "kite": config.kite.model_copy(
+                update={
+                    "api_key": SecretStr(fake.api_key),
+                    "access_token": SecretStr(fake.create_session()),
+                    "access_token_file": None,
+                    "rest_base_url": fake.base_url,
+                    "ws_base_url": fake.ws_url,
+                }
+            ),
+        }
+    )
+    (tmp_path / "logs").mkdir()
+    running = Engine(config, run_http=False)
+    running.start()
+    yield running
+    running.stop()
+
+
+def kite_orders(fake: FakeKite, client_id: str) -> list[dict[str, Any]]:
+    tag = encode_tag(client_id)
+    return [order for order in fake.orders() if order.get("tag") == tag]
+
+
+def net_quantity(fake: FakeKite, symbol: str) -> int:
+    return sum(
+        int(row["quantity"]) for row in fake.positions()["net"] if row["tradingsymbol"] == symbol
+    )
+
+
+def test_the_engine_trades_a_bracket_against_the_fake_and_flattens_it(
+    fake: FakeKite, engine: Engine
+) -> None:
+    broker = engine.broker
+    assert isinstance(broker, KiteBroker)
+    assert broker.account is not None and broker.account.is_live is False
+    wait_until(lambda: broker.ticks_total > 0, timeout_s=20, message="ticks from the ticker")
+    wait_until(
+        lambda: engine.gate.entry_denial(engine.clock.now_ns()) is None,
+        timeout_s=30,
+        message="entries allowed (leader, armed)",
+    )
+    last = Decimal(str(fake.quote("NSE:INFY")["last_price"]))
+    now = engine.clock.now_ns()
+    fields: dict[str, Any] = {
+        "strategy": "e2e",
+        "instrument": "INFY",
+        "side": Side.BUY,
+        "entry_price": last,
+        "stop_price": last - Decimal("20"),
+        "target_price": last + Decimal("40"),
+        "quantity": 10,
+        "signal_ts": now,
+    }
+    plan_id = plan_client_id(**fields)
+    plan = TradePlan(plan_client_id=plan_id, entry_type=OrderType.MARKET, ts_init=now, **fields)
+
+    engine.directory.tell("risk", plan)
+
+    entry, stop, target = (
+        client_order_id(plan_id, leg) for leg in (LegKind.ENTRY, LegKind.STOP, LegKind.TARGET)
+    )
+    wait_until(
+        lambda: [o["status"] for o in kite_orders(fake, entry)] == ["COMPLETE"],
+        timeout_s=20,
+        message="the entry filled at Kite",
+    )
+    wait_until(
+        lambda: kite_orders(fake, stop) and kite_orders(fake, target),
+        timeout_s=20,
+        message="the stop and the target placed after the fill",
+    )
+    (kite_stop,) = kite_orders(fake, stop)
+    (kite_target,) = kite_orders(fake, target)
+    assert kite_stop["order_type"] == "SL-M" and kite_stop["transaction_type"] == "SELL"
+    assert kite_target["order_type"] == "LIMIT" and kite_target["quantity"] == 10
+    assert net_quantity(fake, "INFY") == 10
+
+    def engine_positions() -> list[Any]:
+        return list(engine.directory.ask("order", QueryPositions(), timeout_s=10))
+
+    wait_until(
+        lambda: [(p.instrument, p.quantity) for p in engine_positions()] == [("INFY", 10)],
+        timeout_s=20,
+        message="the engine's position is Kite's",
+    )
+    assert [(p.instrument, p.quantity) for p in broker.list_positions() if p.quantity] == [
+        ("INFY", 10)
+    ]
+
+    engine.directory.tell("order", FlattenAll(reason="e2e", ts_init=engine.clock.now_ns()))
+
+    wait_until(lambda: net_quantity(fake, "INFY") == 0, timeout_s=20, message="flat at Kite")
+    wait_until(
+        lambda: all(
+            o["status"] in ("CANCELLED", "COMPLETE")
+            for o in kite_orders(fake, stop) + kite_orders(fake, target)
+        ),
+        timeout_s=20,
+        message="the siblings cancelled at Kite",
+    )
+    wait_until(lambda: engine_positions() == [], timeout_s=20, message="the engine is flat")
+    assert all(len(kite_orders(fake, cid)) == 1 for cid in (entry, stop, target))
