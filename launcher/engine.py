@@ -7,8 +7,8 @@ themselves with ``fire_timer()`` and ``publish_ticks()``.
 Start order: storage (migrated to head), metrics, the broker (``broker.kind``: the paper
 venue, whose books survive a crash, or Kite Connect, which connects, loads its instruments and
 opens its ticker; with ``feed.kind: kite`` the ticker's ticks enter where a pump's batches would,
-once the actors run), then the supervisor, which starts its children in dependency order: risk, order (its
-first portfolio goes to the running risk actor),
+once the actors run), then the supervisor, which starts its children in dependency order: risk,
+order (its first portfolio goes to the running risk actor),
 strategies, feed, watchdog, kill switch (publishes the trading state to the already-running
 consumers), leader (publishes leadership), scheduler (``scheduler.enabled``: the trading day),
 admin HTTP. Stop order is the reverse.

@@ -33,6 +33,7 @@ import httpx
 
 from adapters.brokers.base import BrokerError, BrokerUnavailable
 from adapters.brokers.kite.http import KiteCredentials, KiteRestClient
+from adapters.brokers.kite.parsing import KiteTokenExpired
 from domain.config import KITE_REAL_REST_BASE_URL
 
 __all__ = ["checksum", "login_url", "main"]
@@ -111,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
                 "checksum": checksum(args.api_key, request_token, args.api_secret),
             },
         )
+    except KiteTokenExpired as error:
+        # 403 TokenException here: a used or stale request token, or a wrong key/checksum.
+        print(f"kite_login: the session exchange was refused: {error}", file=sys.stderr)
+        return 1
     except BrokerUnavailable as error:
         print(f"kite_login: the session exchange failed: {error}", file=sys.stderr)
         return 1
