@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -271,6 +272,30 @@ class TestFaults:
         assert len(collected.token_expired) == 1  # the REST side and the ticker: one call
         assert orders_with_tag(fake, PLAN + "E") == []
         assert broker.token_expired
+
+    def test_a_new_login_written_to_the_token_file_is_picked_up_without_a_restart(
+        self,
+        fake: FakeKite,
+        make_broker: Callable[..., KiteBroker],
+        collected: Collected,
+        tmp_path: Path,
+    ) -> None:
+        token_file = tmp_path / "kite_access_token"
+        token_file.write_text(fake.create_session() + "\n")
+        broker = make_broker(access_token=None, access_token_file=str(token_file))
+        assert broker.ticker is not None
+        fake.expire_token()
+        with pytest.raises(KiteTokenExpired):
+            broker.list_orders()
+        wait_until(lambda: not broker.ticker.connected.is_set())  # type: ignore[union-attr]
+
+        token_file.write_text(fake.create_session() + "\n")  # what tools.kite_login --write does
+
+        broker.submit_order(order("E", OrderType.MARKET))
+        assert not broker.token_expired
+        assert len(orders_with_tag(fake, PLAN + "E")) == 1
+        wait_until(lambda: broker.ticker.connections_total >= 2)  # type: ignore[union-attr]
+        assert len(collected.token_expired) == 1
 
     def test_a_429_is_rate_limited_and_places_nothing(
         self, fake: FakeKite, make_broker: Callable[..., KiteBroker]

@@ -152,3 +152,23 @@ def test_the_engine_trades_a_bracket_against_the_fake_and_flattens_it(
     )
     wait_until(lambda: engine_positions() == [], timeout_s=20, message="the engine is flat")
     assert all(len(kite_orders(fake, cid)) == 1 for cid in (entry, stop, target))
+
+
+def test_an_expired_token_pauses_entries_and_tells_the_operator_to_log_in(
+    fake: FakeKite, engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    wait_until(
+        lambda: engine.gate.entry_denial(engine.clock.now_ns()) is None,
+        timeout_s=30,
+        message="entries allowed (leader, armed)",
+    )
+
+    fake.expire_token()  # 06:00: the ticker is closed and cannot come back with the old token
+
+    denial = wait_until(
+        lambda: engine.gate.entry_denial(engine.clock.now_ns()),
+        timeout_s=20,
+        message="entries paused",
+    )
+    assert denial == (DenialCode.TRADING_PAUSED, "pause_causes=OPERATOR")
+    assert any("tools.kite_login" in record.getMessage() for record in caplog.records)
