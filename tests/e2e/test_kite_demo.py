@@ -20,7 +20,7 @@ import pytest
 from pydantic import SecretStr
 
 from adapters.brokers.kite import KiteBroker, encode_tag
-from domain.enums import LegKind, OrderType, Side
+from domain.enums import DenialCode, LegKind, OrderType, Side
 from domain.messages import FlattenAll, QueryPositions, TradePlan
 from domain.plans import client_order_id, plan_client_id
 from launcher.config import load_config

@@ -180,7 +180,7 @@ class KiteBroker:
             base_url=config.rest_base_url,
             credentials=self._credentials,
             timeout_s=config.request_timeout_s,
-            on_token_expired=lambda error: self._token_expired(str(error)),
+            on_token_expired=self._token_expired,
         )
         self._lock = threading.Lock()
         self._sink: ReportSink | None = None
@@ -538,9 +538,9 @@ class KiteBroker:
             return False
         return str(history[-1].get("status") or "").upper().startswith(_FINISHED_STATUSES)
 
-    def _token_expired(self, detail: str) -> None:
-        # The REST side and the ticker both notice: the operator is told once per token.
-        token = self._credentials.access_token()
+    def _token_expired(self, detail: str, token: str) -> None:
+        # The REST side and the ticker both notice: the operator is told once per refused
+        # token (the one the request carried, not whatever the file holds by now).
         with self._lock:
             first = self._reported_expired_token != token
             self._reported_expired_token = token

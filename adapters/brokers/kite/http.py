@@ -90,7 +90,8 @@ class KiteRestClient:
         base_url: ``https://api.kite.trade`` or the fake's base.
         credentials: the API key and access token source.
         timeout_s: per-request timeout (connect, read, write, pool).
-        on_token_expired: called (once per token) on the first 403/``TokenException``.
+        on_token_expired: called (once per token) on the first 403/``TokenException``, with
+            the error text and the refused token.
         read_retry_wait_s: the first wait before a failed read is tried again.
     """
 
@@ -100,7 +101,7 @@ class KiteRestClient:
         base_url: str,
         credentials: KiteCredentials,
         timeout_s: float = 7.0,
-        on_token_expired: Callable[[KiteTokenExpired], None] | None = None,
+        on_token_expired: Callable[[str, str], None] | None = None,
         read_retry_wait_s: float = 0.2,
     ) -> None:
         self.base_url = base_url.rstrip("/")
@@ -233,6 +234,6 @@ class KiteRestClient:
             logger.error("%s", error)
             if self._on_token_expired is not None:
                 try:
-                    self._on_token_expired(error)
+                    self._on_token_expired(str(error), token)
                 except Exception:
                     logger.exception("kite: the token-expired callback failed")

@@ -63,7 +63,8 @@ class KiteTickerStream:
         on_packets: decoded packets of one binary message, with the arrival time (epoch ns).
         on_order_update: the ``data`` of each order postback.
         on_alive: any binary message (heartbeat or packets) arrived.
-        on_token_expired: the handshake was refused with 403 (once per token).
+        on_token_expired: the handshake was refused with 403 (once per token), with the
+            refused token.
         now_ns: the engine clock, to date arrivals.
         backoff_initial_s, backoff_max_s: the reconnect backoff.
         silence_timeout_s: a connection silent this long is reopened.
@@ -79,7 +80,7 @@ class KiteTickerStream:
         on_packets: Callable[[tuple[Packet, ...], int], None],
         on_order_update: Callable[[dict[str, Any]], None],
         on_alive: Callable[[], None],
-        on_token_expired: Callable[[str], None],
+        on_token_expired: Callable[[str, str], None],
         now_ns: Callable[[], int],
         backoff_initial_s: float = 0.5,
         backoff_max_s: float = 30.0,
@@ -186,7 +187,9 @@ class KiteTickerStream:
                 logger.error(
                     "kite ticker: the access token was refused (403); waiting for a new one"
                 )
-                self._call(self._on_token_expired, "KITE_TOKEN_EXPIRED: ticker handshake refused")
+                self._call(
+                    self._on_token_expired, "KITE_TOKEN_EXPIRED: ticker handshake refused", token
+                )
             raise _Dropped(f"handshake refused: {error.status_code}") from None
         except (OSError, websocket.WebSocketException) as error:
             logger.warning("kite ticker: connect failed: %s", type(error).__name__)
