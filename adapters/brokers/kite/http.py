@@ -13,8 +13,14 @@ Failures (``parsing.error_from_response`` sorts Kite's answers):
   restart. Nothing is retried.
 
 Only idempotent reads (``get``) are retried, with tenacity: a few quick attempts on
-``BrokerUnavailable`` (never on a token or a rejection). Order placement, modification and
-cancellation are sent once: a lost answer is settled from the order list, not by resending.
+``BrokerUnavailable`` and on a 429 (after its Retry-After, bounded), never on a token or a
+rejection. Order placement, modification and cancellation are sent once: a lost answer is
+settled from the order list, not by resending (and a 429 on them goes back to the broker
+gateway, which owns the order rate limits).
+
+Reads keep under Kite's limit for the other endpoints (``read_limit_per_s``, 10/s by default)
+with a ``limits`` moving window: a read waits for room instead of drawing a 429 (reconciliation
+polls, a pre-live check's connect and the order-update trade fetches can arrive together).
 
 Thread safety: httpx's client is thread-safe; the token state is behind a lock. Secrets never
 appear in logs, exceptions or ``repr``.
@@ -24,20 +30,25 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import msgspec
+from limits import RateLimitItemPerSecond
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
 from tenacity import (
+    RetryCallState,
     Retrying,
     retry_if_exception,
     stop_after_attempt,
     wait_exponential,
 )
 
-from adapters.brokers.base import BrokerUnavailable
+from adapters.brokers.base import BrokerRateLimited, BrokerUnavailable
 from adapters.brokers.kite.parsing import KiteTokenExpired, error_from_response
 
 __all__ = ["KiteCredentials", "KiteRestClient"]
@@ -45,7 +56,8 @@ __all__ = ["KiteCredentials", "KiteRestClient"]
 logger = logging.getLogger(__name__)
 
 KITE_VERSION = "3"
-READ_ATTEMPTS = 3
+READ_ATTEMPTS = 4
+_MAX_READ_RETRY_AFTER_S = 5.0
 
 
 class KiteCredentials:
@@ -93,6 +105,7 @@ class KiteRestClient:
         on_token_expired: called (once per token) on the first 403/``TokenException``, with
             the error text and the refused token.
         read_retry_wait_s: the first wait before a failed read is tried again.
+        read_limit_per_s: reads in any trailing second (Kite: 10/s); None: unlimited.
     """
 
     def __init__(
@@ -103,6 +116,7 @@ class KiteRestClient:
         timeout_s: float = 7.0,
         on_token_expired: Callable[[str, str], None] | None = None,
         read_retry_wait_s: float = 0.2,
+        read_limit_per_s: int | None = 10,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._credentials = credentials
@@ -112,6 +126,12 @@ class KiteRestClient:
             base_url=self.base_url,
             timeout=httpx.Timeout(timeout_s),
             headers={"X-Kite-Version": KITE_VERSION},
+        )
+        self._read_window = (
+            RateLimitItemPerSecond(read_limit_per_s) if read_limit_per_s is not None else None
+        )
+        self._read_limiter = (
+            MovingWindowRateLimiter(MemoryStorage()) if read_limit_per_s is not None else None
         )
         self._lock = threading.Lock()
         self._expired_token: str | None = None
@@ -157,15 +177,26 @@ class KiteRestClient:
     def _read_retrying(self) -> Retrying:
         # An expired token is a BrokerUnavailable too, but retrying it would only knock again.
         return Retrying(
-            retry=retry_if_exception(
-                lambda error: (
-                    isinstance(error, BrokerUnavailable) and not isinstance(error, KiteTokenExpired)
-                )
-            ),
+            retry=retry_if_exception(_read_is_retryable),
             stop=stop_after_attempt(READ_ATTEMPTS),
-            wait=wait_exponential(multiplier=self._read_retry_wait_s, max=2.0),
+            wait=self._read_wait,
             reraise=True,
         )
+
+    def _read_wait(self, state: RetryCallState) -> float:
+        backoff = float(wait_exponential(multiplier=self._read_retry_wait_s, max=2.0)(state))
+        error = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(error, BrokerRateLimited) and error.retry_after_s is not None:
+            return min(max(backoff, error.retry_after_s), _MAX_READ_RETRY_AFTER_S)
+        return backoff
+
+    def _take_read_slot(self) -> None:
+        if self._read_limiter is None or self._read_window is None:
+            return
+        while not self._read_limiter.hit(self._read_window, "kite-read"):
+            reset_at, _ = self._read_limiter.get_window_stats(self._read_window, "kite-read")
+            # Waits for the window to open, not for a condition another thread sets.
+            time.sleep(min(max(reset_at - time.time(), 0.005), 1.0))
 
     def _request(
         self,
@@ -179,6 +210,8 @@ class KiteRestClient:
         authenticate: bool = True,
     ) -> Any:
         what = f"{method} {path}"
+        if method == "GET":
+            self._take_read_slot()
         headers = {}
         token = ""
         if authenticate:
@@ -237,3 +270,9 @@ class KiteRestClient:
                     self._on_token_expired(str(error), token)
                 except Exception:
                     logger.exception("kite: the token-expired callback failed")
+
+
+def _read_is_retryable(error: BaseException) -> bool:
+    return isinstance(error, BrokerUnavailable | BrokerRateLimited) and not isinstance(
+        error, KiteTokenExpired
+    )
