@@ -191,6 +191,16 @@ class BrokerConfig(_Strict):
         return self.rate_limit_per_s is not None or self.rate_limit_per_min is not None
 
     @model_validator(mode="after")
+    def _remote_brokers_need_the_threaded_gateway(self) -> BrokerConfig:
+        if self.kind != "paper" and self.gateway == "inline":
+            raise ValueError(
+                f"broker.gateway 'inline' cannot serve broker.kind '{self.kind}': a remote "
+                "broker answers in ~200 ms and the order actor's thread must not wait; use "
+                "'thread' or 'auto'"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _inline_gateway_cannot_wait_for_tokens(self) -> BrokerConfig:
         if self.gateway == "inline" and self.is_rate_limited:
             raise ValueError(
@@ -561,6 +571,12 @@ class EngineConfig(_Strict):
             raise ValueError(
                 "feed.kind 'kite' needs broker.kind 'kite': the ticker shares the broker's "
                 "session and websocket"
+            )
+        unknown = sorted(set(self.kite.instruments) - {i.symbol for i in self.instruments})
+        if unknown:
+            raise ValueError(
+                f"kite.instruments: unknown symbols {unknown}; configured instruments are "
+                f"{sorted(i.symbol for i in self.instruments)}"
             )
         return self
 

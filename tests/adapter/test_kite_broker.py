@@ -338,6 +338,25 @@ class TestFaults:
             broker.submit_order(order("E", OrderType.MARKET))
         assert len(orders_with_tag(fake, PLAN + "E")) == 1
 
+    def test_an_unanswered_submit_kite_does_not_list_makes_cancel_unknown_for_a_while(
+        self,
+        fake: FakeKite,
+        make_broker: Callable[..., KiteBroker],
+        market_clock: ManualClock,
+    ) -> None:
+        broker = make_broker(request_timeout_s=0.3)
+        fake.hold_next(seconds=1.0, placed=False)  # never placed, the answer is late
+
+        with pytest.raises(BrokerUnavailable, match="KITE_TIMEOUT"):
+            broker.submit_order(order("E", OrderType.MARKET))
+
+        # It may still appear: "nothing to cancel" would be a guess.
+        with pytest.raises(BrokerUnavailable, match="KITE_ORDER_NOT_LISTED_YET"):
+            broker.cancel_order(PLAN + "E")
+        market_clock.advance(60)  # past the window the list's silence is conclusive
+        broker.cancel_order(PLAN + "E")
+        assert orders_with_tag(fake, PLAN + "E") == []
+
     def test_duplicated_postbacks_give_one_fill_and_dropped_ones_are_closed_by_the_lists(
         self, fake: FakeKite, make_broker: Callable[..., KiteBroker], collected: Collected
     ) -> None:

@@ -31,6 +31,7 @@ from adapters.brokers.kite.parsing import (
     status_from_order,
     tag_of_order,
 )
+from domain.config import BrokerConfig, EngineConfig, InstrumentConfig
 from domain.enums import LegKind, OrderStatus, OrderType, Side
 from domain.messages import OrderRequest
 from domain.plans import client_order_id, plan_client_id
@@ -540,3 +541,49 @@ class TestAccountType:
         assert not account_is_live(is_real_base=False, profile={"meta": {"account_type": "DEMO"}})
         assert not account_is_live(is_real_base=False, profile={"user_id": "AB1234"})
         assert not account_is_live(is_real_base=False, profile=None)
+
+
+class TestKiteConfig:
+    def test_defaults_are_the_real_base_urls_and_a_paper_engine_still_loads(self) -> None:
+        config = EngineConfig(instruments=(InstrumentConfig(symbol="INFY"),))
+
+        assert config.broker.kind == "paper"
+        assert config.kite.rest_base_url == "https://api.kite.trade"
+        assert config.kite.ws_base_url == "wss://ws.kite.trade"
+        assert config.kite.is_real_base
+        assert not config.rehearsal
+
+    def test_a_kite_feed_needs_the_kite_broker(self) -> None:
+        with pytest.raises(ValueError, match=r"feed\.kind 'kite' needs broker\.kind 'kite'"):
+            EngineConfig(instruments=(InstrumentConfig(symbol="INFY"),), feed={"kind": "kite"})
+
+    def test_kite_cannot_run_on_the_inline_gateway(self) -> None:
+        with pytest.raises(ValueError, match=r"cannot serve broker\.kind 'kite'"):
+            BrokerConfig(kind="kite", gateway="inline")
+
+    def test_a_kite_instrument_mapping_must_name_a_configured_symbol(self) -> None:
+        with pytest.raises(ValueError, match=r"kite\.instruments: unknown symbols"):
+            EngineConfig(
+                instruments=(InstrumentConfig(symbol="INFY"),),
+                kite={"instruments": {"NIFTY": {"exchange": "NFO"}}},
+            )
+
+    def test_rehearsal_is_declared_only_off_the_real_base(self) -> None:
+        instruments = (InstrumentConfig(symbol="INFY"),)
+        fake = EngineConfig(
+            instruments=instruments,
+            broker={"kind": "kite"},
+            kite={"live_account": True, "rest_base_url": "http://127.0.0.1:5010"},
+        )
+        real = EngineConfig(
+            instruments=instruments, broker={"kind": "kite"}, kite={"live_account": True}
+        )
+        assert fake.rehearsal is True
+        assert real.rehearsal is False  # the real base is never a rehearsal
+
+    def test_secrets_are_hidden_in_the_config(self) -> None:
+        config = EngineConfig(
+            instruments=(InstrumentConfig(symbol="INFY"),),
+            kite={"api_key": "key-123", "access_token": "token-456"},
+        )
+        assert "token-456" not in repr(config) and "token-456" not in str(config.model_dump())

@@ -17,6 +17,7 @@ How each port method maps (see ``adapters/brokers/base.py``):
 |                   | travels in ``tag`` (``parsing.encode_tag``)                           |
 | cancel_order      | DELETE /orders/regular/{id}; a refusal for an order that has finished |
 |                   | (GET /orders/{id}) is not an error; an order Kite does not have: no-op|
+|                   | (unless its submit went unanswered: then unknown, BrokerUnavailable)  |
 | modify_order      | PUT /orders/regular/{id} with the new total quantity                  |
 | list_orders       | GET /orders, the lines whose tag is ours                              |
 | list_open_orders  | the same, kept to Kite's open statuses                                |
@@ -108,6 +109,9 @@ logger = logging.getLogger(__name__)
 
 TickBatchSink = Callable[[list[Tick]], None]
 HEARTBEAT_INTERVAL_S = 0.5
+# How long after an unanswered submit an order missing from Kite's list may still appear (a
+# request in flight past our timeout): a few request timeouts.
+UNKNOWN_OUTCOME_WINDOW_FACTOR = 3.0
 _FINISHED_STATUSES = ("COMPLETE", "CANCELLED", "REJECTED")
 
 
@@ -189,12 +193,15 @@ class KiteBroker:
         self._symbol_by_token: dict[int, str] = {}
         self._orders: dict[str, _KnownOrder] = {}  # Kite order_id -> what we know
         self._order_id_by_client: dict[str, str] = {}
-        self._unknown_outcome: set[str] = set()  # client ids whose submit answer was lost
+        # Client ids whose submit answer was lost -> when (clock monotonic ns): the order list
+        # decides whether Kite has them; until it lists one, a cancel or modify is unknown too.
+        self._unknown_outcome: dict[str, int] = {}
         self._seen_trades: set[str] = set()
         self._reports: queue.Queue[tuple[str, Any] | None] = queue.Queue()
         self._worker: threading.Thread | None = None
         self._ticker: KiteTickerStream | None = None
         self._last_heartbeat = float("-inf")
+        self._unknown_window_s = UNKNOWN_OUTCOME_WINDOW_FACTOR * config.request_timeout_s + 5.0
         self._reported_expired_token: str | None = None
         self._closed = False
         self.account: AccountInfo | None = None
@@ -281,18 +288,18 @@ class KiteBroker:
             raise
         except BrokerUnavailable:
             with self._lock:
-                self._unknown_outcome.add(cid)
+                self._unknown_outcome[cid] = self._clock.monotonic_ns()
             raise
         order_id = str((data or {}).get("order_id") or "")
         if not order_id:
             with self._lock:
-                self._unknown_outcome.add(cid)
+                self._unknown_outcome[cid] = self._clock.monotonic_ns()
             raise BrokerUnavailable(
                 f"KITE_BAD_ANSWER: POST /orders/regular for {cid} returned no order_id",
                 client_order_id=cid,
             )
         with self._lock:
-            self._unknown_outcome.discard(cid)
+            self._unknown_outcome.pop(cid, None)
             self._remember(order_id, cid, request.instrument, form["order_type"])
 
     def cancel_order(self, client_order_id: str) -> None:
@@ -305,6 +312,7 @@ class KiteBroker:
         """
         order_id = self._order_id(client_order_id)
         if order_id is None:
+            self._raise_if_outcome_unknown(client_order_id, "cancel")
             return
         try:
             self._rest.delete(f"/orders/regular/{order_id}", client_order_id=client_order_id)
@@ -322,6 +330,7 @@ class KiteBroker:
         """
         order_id = self._order_id(client_order_id)
         if order_id is None:
+            self._raise_if_outcome_unknown(client_order_id, "modify")
             raise BrokerRejected(
                 f"UNKNOWN_ORDER: client_order_id={client_order_id} is not at Kite",
                 client_order_id=client_order_id,
@@ -531,6 +540,20 @@ class KiteBroker:
             return order_id
         found = self._find_by_client_id(client_order_id)
         return found.broker_order_id if found is not None else None
+
+    def _raise_if_outcome_unknown(self, client_order_id: str, what: str) -> None:
+        # Its submit went unanswered and Kite does not list it yet: it may still appear, so
+        # "nothing to cancel" would be a guess. Unknown; the order path asks again later.
+        with self._lock:
+            since = self._unknown_outcome.get(client_order_id)
+        # Past the window, Kite's list not showing it is conclusive: it was never placed.
+        elapsed_s = (self._clock.monotonic_ns() - since) / 1e9 if since is not None else None
+        if elapsed_s is not None and elapsed_s < self._unknown_window_s:
+            raise BrokerUnavailable(
+                f"KITE_ORDER_NOT_LISTED_YET: cannot {what} {client_order_id}: its submit had no "
+                "answer and GET /orders does not list it",
+                client_order_id=client_order_id,
+            )
 
     def _has_finished(self, order_id: str) -> bool:
         history = self._rest.get(f"/orders/{order_id}") or []
