@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: verify paper demo-kite test test-loop bench lint post-close burnin ops-check clean
+.PHONY: verify paper demo-kite test test-loop bench lint post-close burnin ops-check clean kiteconnect-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ paper: $(STAMP)
 # The engine against the local fake Kite Connect server (REST + ticker on 127.0.0.1:5010, a DEMO
 # account): the fake starts first, tools/kite_login logs in through its login page and writes
 # the access token, then the engine runs until interrupted; the fake stops with it.
-KITE_FAKE_PORT ?= 5010
+KITE_FAKE_PORT := 5010  # the port configs/demo_kite.yaml names
 demo-kite: $(STAMP)
 	$(PY) -m tools.fake_kite --port $(KITE_FAKE_PORT) --account-type DEMO & fake=$$!; \
 	trap 'kill $$fake 2>/dev/null' EXIT INT TERM; \
@@ -32,7 +32,18 @@ demo-kite: $(STAMP)
 		--fetch-request-token --wait-s 15 --write data/kite_access_token && \
 	$(PY) -m launcher --config configs/demo_kite.yaml
 
-test: $(STAMP)
+# The official Kite Connect client pins autobahn[twisted]: it gets a venv of its own, which
+# tests/e2e/test_fake_kite_official_client.py runs it from (the test also makes it if missing).
+KITE_VENV := .venv-kiteconnect
+KITE_STAMP := $(KITE_VENV)/.installed-kiteconnect-5.2.2
+$(KITE_STAMP):
+	$(PYTHON) -m venv --clear $(KITE_VENV)
+	$(KITE_VENV)/bin/python -m pip install --quiet --disable-pip-version-check kiteconnect==5.2.2
+	touch $(KITE_STAMP)
+
+kiteconnect-venv: $(KITE_STAMP)
+
+test: $(STAMP) $(KITE_STAMP)
 	$(PY) -m pytest
 
 # The whole suite N times in a row (default 10); stops at the first failure, prints the pass
@@ -67,4 +78,4 @@ ops-check:
 	promtool test rules ops/prometheus/alerts_test.yml
 
 clean:
-	rm -rf $(VENV) data logs .pytest_cache
+	rm -rf $(VENV) $(KITE_VENV) data logs .pytest_cache

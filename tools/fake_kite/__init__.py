@@ -8,11 +8,13 @@ Python API (stable; other branches build on it)
 ------------------------------------------------
 ``FakeKite(*, seed=7, clock=None, rate_clock=None, instruments=DEFAULT_INSTRUMENTS,
 api_key="fake_api_key", api_secret="fake_api_secret", user_id="FK0001", account_type="LIVE",
-rate_limits=None, step_interval_s=None, heartbeat_interval_s=1.0, volatility_bps=2.0,
-opening_cash=Decimal("1000000"), host="127.0.0.1", port=0)``
+rate_limits=None, step_interval_s=None, daily_token_expiry=False, heartbeat_interval_s=1.0,
+volatility_bps=2.0, opening_cash=Decimal("1000000"), host="127.0.0.1", port=0)``
 
 - ``clock``: the market clock (a ``domain.clock.ManualClock`` in tests; default wall time).
   ``rate_clock``: what the rate limits and the request log count on (default wall monotonic).
+  ``daily_token_expiry``: tokens expire at the next 06:00 IST of the market clock (checked at
+  each ``advance``); ``expire_token()`` expires them at once.
 - ``start() -> base_url`` (``http://127.0.0.1:<ephemeral>``), ``stop()`` (idempotent); also a
   context manager. ``base_url`` is ``KiteConnect(root=...)``; ``ws_url``
   (``ws://host:port/ws``) is ``KiteTicker(root=...)``; the root path ``/`` takes the ticker
@@ -28,7 +30,8 @@ opening_cash=Decimal("1000000"), host="127.0.0.1", port=0)``
   object): ``fail_next(count=1, *, status=503, category=None)`` (5xx),
   ``rate_limit_next(count=1, *, category=None)`` (429 bursts),
   ``hold_next(count=1, *, seconds, placed, category="order")`` (timeouts: placed or not),
-  ``drop_postbacks(count=1)``, ``duplicate_postbacks(count=1)``, ``drop_sockets()``,
+  ``drop_postbacks(count=1)``, ``duplicate_postbacks(count=1)``,
+  ``drop_sockets(*, abrupt=False)`` (a close frame, or a cut TCP connection),
   ``expire_token()``, ``set_partial_fill(quantity | None)``,
   ``reject_next(count=1, *, reason=...)``, ``send_ws_error(message)``,
   ``set_account_type("LIVE" | "DEMO")``, ``clear_faults()``. ``category`` is ``"order"``
@@ -54,14 +57,17 @@ Wire behaviour
 - Orders: ``POST/PUT/DELETE /orders/regular[/{id}]``, ``GET /orders``, ``GET /orders/{id}``
   (history), ``GET /orders/{id}/trades``, ``GET /trades``, ``GET /portfolio/positions``,
   ``GET /quote|/quote/ltp|/quote/ohlc?i=NSE:INFY``, ``GET /instruments[/NSE]`` (CSV).
-  ``market_protection`` must be non-zero for MARKET and SL-M; ``tag`` alphanumeric, <= 20.
+  ``market_protection`` must be non-zero for MARKET and SL-M; ``tag`` alphanumeric, <= 20;
+  at most 25 modifications of one order.
   Matching rules: ``tools/fake_kite/market.py``.
 - Rate limits (``RateLimits``): 10 order requests/s, 200/min, 3000/day; 1 quote request/s;
   10/s for the rest; beyond them 429 ``NetworkException`` "Too many requests" (a refused
   request does not use up the budget).
 - Ticker: ``/ws?api_key=..&access_token=..`` (403 on a bad token); ``{"a":"subscribe"}``
   (default mode quote), ``unsubscribe``, ``mode``; binary frames per ``wire.py``; 1-byte
-  heartbeats; ``{"type":"order","id":"","data":{...}}`` on every order change;
+  heartbeats; ``{"type":"order","id":"","data":{...}}`` on every order change (the order's
+  fields plus ``user_id``, ``unfilled_quantity``, ``app_id``, ``checksum``; ``status``
+  ``UPDATE`` for a modify or a fill that leaves quantity open, as Kite's postbacks say);
   ``{"type":"error","data":...}`` on a bad message.
 """
 

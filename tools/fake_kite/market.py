@@ -67,6 +67,7 @@ ORDER_TYPES = ("MARKET", "LIMIT", "SL", "SL-M")
 PRODUCTS = ("MIS", "CNC", "NRML")
 VALIDITIES = ("DAY", "IOC")
 TRANSACTION_TYPES = ("BUY", "SELL")
+MAX_MODIFICATIONS = 25  # Kite allows 25 modifications of one order
 TERMINAL_STATUSES = frozenset({"COMPLETE", "CANCELLED", "REJECTED"})
 
 
@@ -200,6 +201,7 @@ class KiteOrder:
     average_price: Decimal = _ZERO
     is_triggered: bool = False
     modified: bool = False
+    modification_count: int = 0
     order_timestamp: str = ""
     exchange_timestamp: str | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -458,8 +460,11 @@ class KiteMarket:
                 self._match(order)
 
     def drain_updates(self) -> list[dict[str, Any]]:
-        """Every order state recorded since the last call (one per status change or fill, in
-        order): the server sends each as a postback."""
+        """The postbacks recorded since the last call, in order: one per status change, fill
+        or modify. Each is the order's fields (as ``GET /orders``) plus ``user_id``,
+        ``unfilled_quantity``, ``app_id`` and ``checksum`` (empty, as over the websocket);
+        ``status`` is ``UPDATE`` for a modify and for a fill that leaves quantity open (the
+        order book says ``OPEN`` then)."""
         updates, self._outbox = self._outbox, []
         return updates
 
@@ -590,6 +595,11 @@ class KiteMarket:
             OrderInputError: a bad field; nothing changed.
         """
         order = self._working(order_id, "modified")
+        if order.modification_count >= MAX_MODIFICATIONS:
+            raise OrderInputError(
+                f"Maximum allowed order modifications ({MAX_MODIFICATIONS}) exceeded "
+                f"for order {order_id}."
+            )
         order_type = _choice(fields, "order_type", ORDER_TYPES, default=order.order_type)
         quantity = _positive_int(fields, "quantity") if fields.get("quantity") else order.quantity
         if quantity % order.instrument.lot_size != 0 or quantity <= order.filled_quantity:
@@ -616,12 +626,13 @@ class KiteMarket:
         order.price = price
         order.trigger_price = trigger_price
         order.modified = True
+        order.modification_count += 1
         if order_type in ("MARKET", "LIMIT"):
             order.is_triggered = False
             order.status = "OPEN"
         elif not order.is_triggered:
             order.status = "TRIGGER PENDING"
-        self._record(order)
+        self._record(order, postback_status="UPDATE")
         self._match(order, is_taker=True)
         return order
 
@@ -712,7 +723,8 @@ class KiteMarket:
         else:
             book.sell_quantity += quantity
             book.sell_value += price * quantity
-        self._record(order)
+        # The order book says OPEN while a partial fill rests; its postback says UPDATE.
+        self._record(order, postback_status=None if order.status == "COMPLETE" else "UPDATE")
 
     def _cancel_rest(self, order: KiteOrder, message: str | None) -> None:
         order.cancelled_quantity = order.quantity - order.filled_quantity
@@ -721,10 +733,21 @@ class KiteMarket:
         order.exchange_timestamp = kite_timestamp(self.now_ns)
         self._record(order)
 
-    def _record(self, order: KiteOrder) -> None:
+    def _record(self, order: KiteOrder, *, postback_status: str | None = None) -> None:
         state = order.as_kite()
         order.history.append(state)
-        self._outbox.append(state)
+        # A postback is the order's fields plus a few of its own (user_id, the legacy
+        # unfilled_quantity, app_id, checksum: empty over the websocket).
+        postback = {
+            **state,
+            "user_id": self.user_id,
+            "unfilled_quantity": state["pending_quantity"],
+            "app_id": 0,
+            "checksum": "",
+        }
+        if postback_status is not None:
+            postback["status"] = postback_status
+        self._outbox.append(postback)
 
     # -----------------------------------------------------------------------------------------
     # HELPERS

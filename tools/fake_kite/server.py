@@ -22,6 +22,7 @@ import secrets
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -31,8 +32,10 @@ from adapters.clock import WallClock
 from domain.clock import Clock, ManualClock
 from tools.fake_kite.market import (
     DEFAULT_INSTRUMENTS,
+    IST,
     KiteInstrument,
     KiteMarket,
+    MarketView,
     OrderInputError,
     OrderStateError,
     kite_timestamp,
@@ -135,6 +138,7 @@ class _Burst:
 @dataclass
 class _Socket:
     ws: web.WebSocketResponse
+    request: web.Request
     user_id: str
     access_token: str
     queue: asyncio.Queue[bytes | str | None]
@@ -184,6 +188,9 @@ class FakeKite:
             switches them off.
         step_interval_s: when set, the server steps the market itself at this real-time pace
             (demos); tests leave it ``None`` and call ``advance``.
+        daily_token_expiry: access tokens expire at the first 06:00 IST (market clock) after
+            they were issued, checked at each ``advance``, as Kite's do. Off by default, so a
+            test that moves a manual clock far does not log itself out.
         heartbeat_interval_s: real-time pace of the 1-byte ticker heartbeats.
         volatility_bps: the walk's per-step standard deviation, basis points.
         opening_cash: the margins' opening balance, rupees.
@@ -203,6 +210,7 @@ class FakeKite:
         account_type: str = "LIVE",
         rate_limits: RateLimits | None = None,
         step_interval_s: float | None = None,
+        daily_token_expiry: bool = False,
         heartbeat_interval_s: float = 1.0,
         volatility_bps: float = 2.0,
         opening_cash: Decimal = Decimal("1000000"),
@@ -217,6 +225,7 @@ class FakeKite:
         self.account_type = _account_type(account_type)
         self.rate_limits = rate_limits or RateLimits()
         self.step_interval_s = step_interval_s
+        self.daily_token_expiry = daily_token_expiry
         self.heartbeat_interval_s = heartbeat_interval_s
         self.opening_cash = opening_cash
         self.host = host
@@ -230,7 +239,7 @@ class FakeKite:
             now_ns=self.clock.now_ns(),
         )
         self._request_tokens: set[str] = set()
-        self._access_tokens: set[str] = set()
+        self._access_tokens: dict[str, int] = {}  # token -> market time it was issued
         self._accepted: dict[str, collections.deque[int]] = {
             category: collections.deque() for category in _CATEGORIES
         }
@@ -263,8 +272,8 @@ class FakeKite:
             RuntimeError: already started, or the server did not come up within ``timeout_s``
                 (the cause chained).
         """
-        if self._thread is not None:
-            raise RuntimeError("fake kite: already started")
+        if self._thread is not None or self._started.is_set():
+            raise RuntimeError("fake kite: already started (an instance serves once)")
         self._thread = threading.Thread(target=self._run, name="fake-kite", daemon=True)
         self._thread.start()
         if not self._started.wait(timeout_s):
@@ -324,7 +333,7 @@ class FakeKite:
         """Log in without HTTP and return a valid access token (test convenience)."""
         token = secrets.token_hex(16)
         with self._lock:
-            self._access_tokens.add(token)
+            self._access_tokens[token] = self.clock.now_ns()
         return token
 
     # -----------------------------------------------------------------------------------------
@@ -333,19 +342,34 @@ class FakeKite:
 
     def advance(self, seconds: float = 0.0) -> None:
         """Move a manual market clock by ``seconds`` (if it is one), then step the market once:
-        new quotes, matching, ticks to every subscribed socket, postbacks for order changes."""
+        new quotes, matching, ticks to every subscribed socket, postbacks for order changes.
+        With ``daily_token_expiry``, tokens issued before the last 06:00 IST expire first."""
         if seconds and isinstance(self.clock, ManualClock):
             self.clock.advance(seconds)
+        now_ns = self.clock.now_ns()
+        expired: list[_Socket] = []
         with self._lock:
-            self.market.step(self.clock.now_ns())
+            if self.daily_token_expiry:
+                for token, issued_ns in list(self._access_tokens.items()):
+                    if now_ns >= _next_six_am_ist_ns(issued_ns):
+                        del self._access_tokens[token]
+                expired = [s for s in self._sockets if s.access_token not in self._access_tokens]
+            self.market.step(now_ns)
             updates = self.market.drain_updates()
             frames = self._tick_frames_locked()
+        for socket in expired:
+            self._close_socket(socket, "token expired")
         self._dispatch(frames, updates)
 
     def quote(self, key: str) -> dict[str, Any]:
         """The instrument's ``/quote`` entry now (``key``: ``NSE:INFY``), rupees."""
         with self._lock:
             return self.market.view(self.market.instruments[key]).as_quote()
+
+    def market_view(self, instrument_token: int) -> MarketView:
+        """What the ticker's next packet for ``instrument_token`` encodes, now."""
+        with self._lock:
+            return self.market.view(self.market.by_token[instrument_token])
 
     def orders(self) -> list[dict[str, Any]]:
         """``GET /orders`` as the fake would answer it now."""
@@ -445,12 +469,19 @@ class FakeKite:
         for socket in sockets:
             self._close_socket(socket, "token expired")
 
-    def drop_sockets(self) -> int:
-        """Close every ticker websocket from the server side; return how many were open."""
+    def drop_sockets(self, *, abrupt: bool = False) -> int:
+        """Close every ticker websocket from the server side; return how many were open.
+
+        ``abrupt=False`` sends a close frame (1001); ``abrupt=True`` cuts the TCP connection
+        with no close frame, as a network failure would.
+        """
         with self._lock:
             sockets = list(self._sockets)
         for socket in sockets:
-            self._close_socket(socket, "dropped by the fake")
+            if abrupt:
+                self._abort_socket(socket)
+            else:
+                self._close_socket(socket, "dropped by the fake")
         return len(sockets)
 
     def send_ws_error(self, message: str) -> None:
@@ -529,9 +560,9 @@ class FakeKite:
         self._stop_event = asyncio.Event()
         app = web.Application(middlewares=[self._gate])
         self._add_routes(app)
-        runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.5)
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self._requested_port, shutdown_timeout=0.5)
+        site = web.TCPSite(runner, self.host, self._requested_port)
         await site.start()
         self.port = runner.addresses[0][1]
         tasks = [asyncio.create_task(self._heartbeats())]
@@ -710,7 +741,7 @@ class FakeKite:
                 raise KiteError("TokenException", "Invalid `checksum`.")
             self._request_tokens.discard(request_token)
             access_token = secrets.token_hex(16)
-            self._access_tokens.add(access_token)
+            self._access_tokens[access_token] = self.clock.now_ns()
             profile = self._profile_locked()
         login_time = kite_timestamp(self.clock.now_ns())
         return _envelope(
@@ -728,7 +759,7 @@ class FakeKite:
     async def _session_delete(self, request: web.Request) -> web.StreamResponse:
         token = request.query.get("access_token", "")
         with self._lock:
-            self._access_tokens.discard(token)
+            self._access_tokens.pop(token, None)
         return _envelope(True)
 
     async def _profile(self, _request: web.Request) -> web.StreamResponse:
@@ -977,7 +1008,11 @@ class FakeKite:
         ws = web.WebSocketResponse(autoping=True)
         await ws.prepare(request)
         socket = _Socket(
-            ws=ws, user_id=self.user_id, access_token=access_token, queue=asyncio.Queue()
+            ws=ws,
+            request=request,
+            user_id=self.user_id,
+            access_token=access_token,
+            queue=asyncio.Queue(),
         )
         with self._lock:
             self._sockets.append(socket)
@@ -1104,6 +1139,14 @@ class FakeKite:
         with contextlib.suppress(RuntimeError):
             asyncio.run_coroutine_threadsafe(close(), loop)
 
+    def _abort_socket(self, socket: _Socket) -> None:
+        loop = self._loop
+        transport = socket.request.transport
+        if loop is None or transport is None:
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(transport.abort)
+
     async def _heartbeats(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_interval_s)
@@ -1116,6 +1159,14 @@ class FakeKite:
         while True:
             await asyncio.sleep(interval_s)
             self.advance(interval_s)
+
+
+def _next_six_am_ist_ns(issued_ns: int) -> int:
+    issued = datetime.fromtimestamp(issued_ns / 1e9, tz=UTC).astimezone(IST)
+    six = issued.replace(hour=6, minute=0, second=0, microsecond=0)
+    if issued >= six:
+        six += timedelta(days=1)
+    return int(six.timestamp()) * _NS
 
 
 def _regular_only(request: web.Request) -> None:
