@@ -22,7 +22,8 @@ paper: $(STAMP)
 # The engine against the local fake Kite Connect server (REST + ticker on 127.0.0.1:5010, a DEMO
 # account): the fake starts first, tools/kite_login logs in through its login page and writes
 # the access token, then the engine runs until interrupted; the fake stops with it.
-KITE_FAKE_PORT := 5010  # the port configs/demo_kite.yaml names
+# The port configs/demo_kite.yaml names.
+KITE_FAKE_PORT := 5010
 demo-kite: $(STAMP)
 	$(PY) -m tools.fake_kite --port $(KITE_FAKE_PORT) --account-type DEMO & fake=$$!; \
 	trap 'kill $$fake 2>/dev/null' EXIT INT TERM; \
