@@ -226,6 +226,8 @@ class TestReports:
             ("OPEN", 0, OrderStatus.ACCEPTED),
             ("TRIGGER PENDING", 0, OrderStatus.ACCEPTED),
             ("OPEN", 4, OrderStatus.PARTIALLY_FILLED),
+            ("UPDATE", 0, OrderStatus.ACCEPTED),  # a postback's status after a modify
+            ("UPDATE", 4, OrderStatus.PARTIALLY_FILLED),  # ... or a partial fill
             ("PUT ORDER REQ RECEIVED", 0, OrderStatus.SUBMITTED),
             ("VALIDATION PENDING", 0, OrderStatus.SUBMITTED),
             ("COMPLETE", 10, OrderStatus.FILLED),
