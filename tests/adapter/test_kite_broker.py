@@ -119,10 +119,14 @@ def make_broker(
             tick_sink=collected.tick_batch,
         )
         brokers.append(broker)
+        sockets_before = fake.socket_count()
         broker.connect()
         broker.set_report_sink(collected.report)
         assert broker.ticker is not None
         assert broker.ticker.connected.wait(10), "the ticker did not connect"
+        # The fake registers the socket in its handler, which can lag the client's handshake:
+        # a fault that closes "every socket" must find this one.
+        wait_until(lambda: fake.socket_count() > sockets_before, message="the fake's socket")
         return broker
 
     yield build
@@ -229,6 +233,19 @@ class TestOrders:
 
         assert orders_with_tag(fake, PLAN + "S")[0]["quantity"] == 10
         assert {r.client_order_id for r in broker.list_open_orders()} == {PLAN + "S"}
+
+    def test_a_second_submit_of_a_placed_id_is_refused_without_a_request(
+        self, fake: FakeKite, make_broker: Callable[..., KiteBroker]
+    ) -> None:
+        broker = make_broker()
+        broker.submit_order(order("E", OrderType.MARKET))
+        before = len(fake.request_log("order"))
+
+        with pytest.raises(BrokerRejected, match="DUPLICATE_CLIENT_ORDER_ID"):
+            broker.submit_order(order("E", OrderType.MARKET))
+
+        assert len(fake.request_log("order")) == before
+        assert len(orders_with_tag(fake, PLAN + "E")) == 1
 
     def test_a_kite_rejection_arrives_as_a_rejected_status_with_its_reason(
         self, fake: FakeKite, make_broker: Callable[..., KiteBroker], collected: Collected

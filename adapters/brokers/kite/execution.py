@@ -28,8 +28,9 @@ No duplicate after a lost answer. Kite's ``tag`` does not deduplicate, so the po
 does: a submit whose answer was lost raises ``BrokerUnavailable`` (unknown outcome); the order
 stays in flight and reconciliation settles it from ``list_orders`` (matched by tag: it is there
 or it is not). If the order path sends the same id again (its resend after the settle
-threshold), this adapter first looks the tag up in GET /orders for any id whose earlier
-submit had an unknown outcome and, when Kite has it, refuses with ``DUPLICATE_CLIENT_ORDER_ID``
+threshold), an id Kite already answered for is refused at once, and for an id whose earlier
+submit had an unknown outcome this adapter first looks the tag up in GET /orders and, when
+Kite has it, refuses with ``DUPLICATE_CLIENT_ORDER_ID``
 (the order path reads that as "the broker holds it") and reports its status, instead of
 placing it twice. After a restart the order path's recovery reads ``list_orders`` before it
 resends anything.
@@ -272,7 +273,15 @@ class KiteBroker:
         mapping = self._mapping(request.instrument, cid)
         form = order_form(request, mapping)  # refuses what cannot be sent, before any I/O
         with self._lock:
+            placed_as = self._order_id_by_client.get(cid)
             unknown = cid in self._unknown_outcome
+        if placed_as is not None:
+            # Kite answered with an order id for this tag already: never a second order.
+            raise BrokerRejected(
+                f"DUPLICATE_CLIENT_ORDER_ID: client_order_id={cid} was placed as Kite order "
+                f"{placed_as}",
+                client_order_id=cid,
+            )
         if unknown:
             existing = self._find_by_client_id(cid)
             if existing is not None:
