@@ -230,7 +230,12 @@ class Engine:
             try:
                 account = self.broker.connect()
             except (BrokerError, ValueError) as error:
+                # One line for the operator (an expired token says how to log in), and nothing
+                # left running: start() has not reached the point where stop() tears down.
                 self.broker.close()
+                self.order_store.stop()
+                self.order_journal.close()
+                database.dispose()
                 raise StartupError(f"Kite connect failed: {error}") from error
         else:
             self.broker = PaperBroker(
@@ -319,14 +324,15 @@ class Engine:
             self.directory.ask(name, QuerySnapshot(), timeout_s=30)
         if self._run_http and not self._http_bound.wait(10):
             raise RuntimeError("admin HTTP server did not start within 10 s; see the log")
-        if self._run_feed and isinstance(self.broker, KiteBroker):
-            if config.feed.kind == "kite":
-                # The ticker pushes: its ticks go through the same door as a pump's batches.
-                self.broker.set_tick_sink(
-                    lambda ticks: self._deliver_batch(
-                        TicksReceived(feed=self.feed_name, ticks=tuple(ticks))
-                    )
+        if self._run_feed and config.feed.kind == "kite":
+            # The ticker pushes: its ticks go through the same door as a pump's batches (the
+            # config guarantees the broker is Kite's: the ticker shares its session).
+            assert isinstance(self.broker, KiteBroker)
+            self.broker.set_tick_sink(
+                lambda ticks: self._deliver_batch(
+                    TicksReceived(feed=self.feed_name, ticks=tuple(ticks))
                 )
+            )
         elif self._run_feed:
             self._pump = FeedPump(
                 name=self.feed_name,

@@ -25,6 +25,7 @@ from domain.messages import FlattenAll, QueryOrders, QueryPositions, TradePlan
 from domain.plans import client_order_id, plan_client_id
 from launcher.config import load_config
 from launcher.engine import Engine
+from launcher.preflight import StartupError
 from tests.helpers import wait_until
 from tools.fake_kite import FakeKite
 
@@ -327,3 +328,31 @@ class TestFaultKnobs:
         wait_until(lambda: broker.ticks_total > seen, timeout_s=20, message="ticks again")
         entry, stop, target = send_plan(engine, fake)
         wait_protected(fake, entry, stop, target)
+
+
+def test_a_refused_token_at_start_is_one_startup_error_that_says_how_to_log_in(
+    fake: FakeKite, tmp_path: Path
+) -> None:
+    config = load_config(REPO_ROOT / "configs" / "demo_kite.yaml", environ={}, dotenv_path=None)
+    config = config.model_copy(
+        update={
+            "data_dir": str(tmp_path / "data"),
+            "logs_dir": str(tmp_path / "logs"),
+            "database_url": f"sqlite:///{tmp_path / 'vigil.db'}",
+            "kite": config.kite.model_copy(
+                update={
+                    "api_key": SecretStr(fake.api_key),
+                    "access_token": SecretStr("yesterdays-token"),
+                    "access_token_file": None,
+                    "rest_base_url": fake.base_url,
+                    "ws_base_url": fake.ws_url,
+                }
+            ),
+        }
+    )
+    engine = Engine(config, run_http=False)
+
+    with pytest.raises(StartupError, match=r"KITE_TOKEN_EXPIRED.*python -m tools\.kite_login"):
+        engine.start()
+
+    assert "yesterdays-token" not in str(engine.config.model_dump())

@@ -13,7 +13,8 @@ tokens and sets their mode (``full`` by default), then reads until told to stop:
 Reconnects: a connection that drops (or goes silent for ``silence_timeout_s``: Kite sends a
 heartbeat every second) is reopened with a capped exponential backoff with jitter (tenacity's
 ``wait_exponential_jitter``, slept on the stop event so ``stop`` is immediate); the backoff
-starts over after a connection that worked. A handshake refused with 403 means the access
+starts over after a connection that worked (one that delivered a message; one closed before
+any counts as a failed connect). A handshake refused with 403 means the access
 token expired: ``on_token_expired`` is called once and the stream waits, without knocking,
 until the credentials hold a different token (``tools.kite_login`` wrote a new one).
 
@@ -105,6 +106,7 @@ class KiteTickerStream:
         self._socket: websocket.WebSocket | None = None
         self._socket_lock = threading.Lock()
         self._refused_token: str | None = None
+        self._received = False  # the current connection delivered at least one message
         self.connected = threading.Event()
         self.connections_total = 0
         self.frames_total = 0
@@ -218,8 +220,13 @@ class KiteTickerStream:
                 self._socket = None
             with contextlib.suppress(OSError, websocket.WebSocketException):
                 socket.close()
+        if not self._received and not self._stop.is_set():
+            # Accepted, then closed before a single frame: back off as for a failed connect,
+            # never a tight loop of handshakes.
+            raise _Dropped("closed before any data")
 
     def _read(self, socket: websocket.WebSocket) -> None:
+        self._received = False
         last_data = time.monotonic()
         while not self._stop.is_set():
             try:
@@ -235,8 +242,10 @@ class KiteTickerStream:
             if opcode == websocket.ABNF.OPCODE_CLOSE:
                 return
             if opcode == websocket.ABNF.OPCODE_BINARY:
+                self._received = True
                 self._on_binary(data)
             elif opcode == websocket.ABNF.OPCODE_TEXT:
+                self._received = True
                 self._on_text(data)
 
     def _on_binary(self, data: bytes) -> None:
