@@ -60,7 +60,7 @@ Wire behaviour
   ``market_protection`` must be non-zero for MARKET and SL-M; ``tag`` alphanumeric, <= 20;
   at most 25 modifications of one order.
   Matching rules: ``tools/fake_kite/market.py``.
-- Rate limits (``RateLimits``): 10 order requests/s, 200/min, 3000/day; 1 quote request/s;
+- Rate limits (``RateLimits``): 10 order requests/s, 200/min, 5000/day; 1 quote request/s;
   10/s for the rest; beyond them 429 ``NetworkException`` "Too many requests" (a refused
   request does not use up the budget).
 - Ticker: ``/ws?api_key=..&access_token=..`` (403 on a bad token); ``{"a":"subscribe"}``
