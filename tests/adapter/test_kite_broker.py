@@ -10,6 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from pydantic import SecretStr
 
@@ -207,6 +208,36 @@ class TestOrders:
         (kite_order,) = orders_with_tag(fake, PLAN + "E")
         assert kite_order["product"] == "MIS" and kite_order["validity"] == "DAY"
         assert Decimal(str(kite_order["market_protection"])) > 0
+
+    def test_a_manual_order_on_the_account_is_not_ours_and_costs_one_order_list(
+        self, fake: FakeKite, make_broker: Callable[..., KiteBroker]
+    ) -> None:
+        broker = make_broker()
+        fake.advance(1)
+        manual = httpx.post(
+            f"{fake.base_url}/orders/regular",
+            data={
+                "exchange": "NSE",
+                "tradingsymbol": "INFY",
+                "transaction_type": "BUY",
+                "quantity": "1",
+                "product": "MIS",
+                "order_type": "MARKET",
+                "market_protection": "2",
+                "tag": "manual",
+            },
+            headers={
+                "X-Kite-Version": "3",
+                "Authorization": f"token {fake.api_key}:{fake.create_session()}",
+            },
+        )
+        assert manual.status_code == 200, manual.text
+
+        assert broker.list_orders() == []
+        assert broker.list_fills() == []
+        before = len([r for r in fake.request_log() if r.path == "/orders"])
+        assert broker.list_fills() == []
+        assert len([r for r in fake.request_log() if r.path == "/orders"]) == before
 
     def test_stop_and_target_work_then_one_is_cancelled_and_the_other_resized(
         self, fake: FakeKite, make_broker: Callable[..., KiteBroker], collected: Collected

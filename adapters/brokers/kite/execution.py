@@ -198,6 +198,9 @@ class KiteBroker:
         # decides whether Kite has them; until it lists one, a cancel or modify is unknown too.
         self._unknown_outcome: dict[str, int] = {}
         self._seen_trades: set[str] = set()
+        # Kite order ids without one of our tags (manual orders): their trades are not ours,
+        # and knowing them spares list_fills a GET /orders on every run.
+        self._foreign_order_ids: set[str] = set()
         self._reports: queue.Queue[tuple[str, Any] | None] = queue.Queue()
         self._worker: threading.Thread | None = None
         self._ticker: KiteTickerStream | None = None
@@ -370,7 +373,7 @@ class KiteBroker:
         now = self._clock.now_ns()
         order_ids = {str(trade.get("order_id")) for trade in trades if isinstance(trade, dict)}
         with self._lock:
-            missing = order_ids - self._orders.keys()
+            missing = order_ids - self._orders.keys() - self._foreign_order_ids
         if missing:
             self._order_lines()  # learns the tags of orders placed before this process
         fills: list[FillReport] = []
@@ -524,6 +527,9 @@ class KiteBroker:
         client_order_id = tag_of_order(order)
         if client_order_id is None:
             self.foreign_orders_total += 1
+            if order.get("order_id"):
+                with self._lock:
+                    self._foreign_order_ids.add(str(order["order_id"]))
             return None
         symbol = self._symbol_by_kite.get(
             (str(order.get("exchange")), str(order.get("tradingsymbol")))
