@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: verify paper test test-loop bench lint post-close burnin ops-check clean kiteconnect-venv
+.PHONY: verify paper demo-kite test test-loop bench lint post-close burnin ops-check clean kiteconnect-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,20 @@ verify: $(STAMP)
 
 paper: $(STAMP)
 	$(PY) -m launcher --config configs/paper.yaml
+
+# The engine against the local fake Kite Connect server (REST + ticker on 127.0.0.1:5010, a DEMO
+# account): the fake starts first, tools/kite_login logs in through its login page and writes
+# the access token, then the engine runs until interrupted; the fake stops with it.
+# The port configs/demo_kite.yaml names.
+KITE_FAKE_PORT := 5010
+demo-kite: $(STAMP)
+	$(PY) -m tools.fake_kite --port $(KITE_FAKE_PORT) --account-type DEMO & fake=$$!; \
+	trap 'kill $$fake 2>/dev/null' EXIT INT TERM; \
+	$(PY) -m tools.kite_login --api-key fake_api_key --api-secret fake_api_secret \
+		--base-url http://127.0.0.1:$(KITE_FAKE_PORT) \
+		--login-base http://127.0.0.1:$(KITE_FAKE_PORT) \
+		--fetch-request-token --wait-s 15 --write data/kite_access_token && \
+	$(PY) -m launcher --config configs/demo_kite.yaml
 
 # The official Kite Connect client pins autobahn[twisted]: it gets a venv of its own, which
 # tests/e2e/test_fake_kite_official_client.py runs it from (the test also makes it if missing).

@@ -25,6 +25,8 @@ __all__ = [
     "HeartbeatConfig",
     "HttpConfig",
     "InstrumentConfig",
+    "KiteConfig",
+    "KiteInstrumentConfig",
     "LeaderConfig",
     "LiveGateConfig",
     "OrderConfig",
@@ -58,7 +60,8 @@ class FeedConfig(_Strict):
     """Market data source.
 
     Attributes:
-        kind: ``synthetic`` (seeded random walk) or ``csv`` (replay of a file).
+        kind: ``synthetic`` (seeded random walk), ``csv`` (replay of a file) or ``kite``
+            (the Kite ticker websocket; needs ``broker.kind: kite``, whose connection it shares).
         seed: random seed of the synthetic market; same seed, same market.
         tick_interval_ms: synthetic pacing between ticks of one instrument.
         volatility_bps: per-tick standard deviation of the synthetic walk, basis points.
@@ -68,7 +71,7 @@ class FeedConfig(_Strict):
         replay_speed: 1.0 is real time; 0 means as fast as possible.
     """
 
-    kind: Literal["synthetic", "csv"] = "synthetic"
+    kind: Literal["synthetic", "csv", "kite"] = "synthetic"
     name: str = "synthetic"
     seed: int = 7
     tick_interval_ms: int = Field(default=250, gt=0)
@@ -161,6 +164,10 @@ class BrokerConfig(_Strict):
     different orders; one order's requests always run one at a time, in order).
     """
 
+    # Which broker: ``paper`` (the in-process venue, the default) or ``kite`` (Zerodha Kite
+    # Connect v3, settings in ``kite``; the real base URLs are LIVE, reached only through the
+    # LIVE gates).
+    kind: Literal["paper", "kite"] = "paper"
     gateway: Literal["auto", "thread", "inline"] = "auto"
     gateway_workers: int = Field(default=4, ge=1, le=64)
     # The broker's published request limits, enforced in front of every broker call by the
@@ -184,6 +191,16 @@ class BrokerConfig(_Strict):
         return self.rate_limit_per_s is not None or self.rate_limit_per_min is not None
 
     @model_validator(mode="after")
+    def _remote_brokers_need_the_threaded_gateway(self) -> BrokerConfig:
+        if self.kind != "paper" and self.gateway == "inline":
+            raise ValueError(
+                f"broker.gateway 'inline' cannot serve broker.kind '{self.kind}': a remote "
+                "broker answers in ~200 ms and the order actor's thread must not wait; use "
+                "'thread' or 'auto'"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _inline_gateway_cannot_wait_for_tokens(self) -> BrokerConfig:
         if self.gateway == "inline" and self.is_rate_limited:
             raise ValueError(
@@ -192,6 +209,68 @@ class BrokerConfig(_Strict):
                 "must never wait for a token; use 'thread' or 'auto'"
             )
         return self
+
+
+class KiteInstrumentConfig(_Strict):
+    """Where one configured instrument trades at Kite (the instruments CSV supplies its token,
+    lot size and tick size). ``tradingsymbol`` defaults to the engine's symbol."""
+
+    exchange: str = Field(default="NSE", min_length=1)
+    tradingsymbol: str | None = None
+
+
+KITE_REAL_REST_BASE_URL = "https://api.kite.trade"
+KITE_REAL_WS_BASE_URL = "wss://ws.kite.trade"
+
+
+class KiteConfig(_Strict):
+    """Zerodha Kite Connect v3 (``broker.kind: kite``; ``adapters.brokers.kite``).
+
+    Attributes:
+        api_key: the app's API key; else the ``KITE_API_KEY`` environment variable.
+        access_token: the day's access token; else ``access_token_file``, else the
+            ``KITE_ACCESS_TOKEN`` environment variable. Secret: never logged or dumped.
+        access_token_file: a file holding the access token, re-read when it changes
+            (``python -m tools.kite_login --write <file>`` writes it), so a new login after
+            the 06:00 expiry needs no restart.
+        rest_base_url, ws_base_url: the real ``https://api.kite.trade`` and
+            ``wss://ws.kite.trade`` by default (a LIVE account); a fake's ``http://127.0.0.1:N``
+            and ``ws://127.0.0.1:N`` for DEMO.
+        live_account: this is a rehearsal against a fake whose account is LIVE-type: every
+            view and message says REHEARSAL (``EngineConfig.rehearsal``). Whether the account
+            is LIVE is the broker's answer (the real base always is; a fake says so in its
+            profile's ``meta.account_type``), never this flag.
+        market_protection: sent with MARKET and SL-M orders (Kite requires it non-zero since
+            April 2026), in percent.
+        product: ``MIS`` (intraday) by default.
+        request_timeout_s: per-request HTTP timeout.
+        ticker_mode: ``full`` (depth: bid/ask from the best level), ``quote`` or ``ltp``.
+        ticker_backoff_initial_s, ticker_backoff_max_s: the reconnect backoff of the ticker.
+        ticker_silence_timeout_s: a ticker silent this long (Kite beats every second) is
+            reopened.
+        instruments: symbol -> exchange and tradingsymbol; a symbol not listed trades on
+            ``NSE`` under its own name.
+    """
+
+    api_key: SecretStr | None = None
+    access_token: SecretStr | None = None
+    access_token_file: str | None = None
+    rest_base_url: str = KITE_REAL_REST_BASE_URL
+    ws_base_url: str = KITE_REAL_WS_BASE_URL
+    live_account: bool = False
+    market_protection: Decimal = Field(default=Decimal("2"), gt=0, le=100)
+    product: Literal["MIS", "NRML", "CNC"] = "MIS"
+    request_timeout_s: float = Field(default=7.0, gt=0)
+    ticker_mode: Literal["full", "quote", "ltp"] = "full"
+    ticker_backoff_initial_s: float = Field(default=0.5, gt=0)
+    ticker_backoff_max_s: float = Field(default=30.0, gt=0)
+    ticker_silence_timeout_s: float = Field(default=10.0, gt=0)
+    instruments: dict[str, KiteInstrumentConfig] = Field(default_factory=dict)
+
+    @property
+    def is_real_base(self) -> bool:
+        """The REST base is Zerodha's own: real money."""
+        return self.rest_base_url.rstrip("/") == KITE_REAL_REST_BASE_URL
 
 
 class HttpConfig(_Strict):
@@ -454,6 +533,7 @@ class EngineConfig(_Strict):
     risk: RiskConfig = Field(default_factory=RiskConfig)
     paper_broker: PaperBrokerConfig = Field(default_factory=PaperBrokerConfig)
     broker: BrokerConfig = Field(default_factory=BrokerConfig)
+    kite: KiteConfig = Field(default_factory=KiteConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
     heartbeats: HeartbeatConfig = Field(default_factory=HeartbeatConfig)
     leader: LeaderConfig = Field(default_factory=LeaderConfig)
@@ -467,7 +547,10 @@ class EngineConfig(_Strict):
 
     @property
     def rehearsal(self) -> bool:
-        """The paper venue presents a LIVE account: LIVE is rehearsed, no real broker."""
+        """The paper venue (or a fake Kite) presents a LIVE account: LIVE is rehearsed, no
+        real broker."""
+        if self.broker.kind == "kite":
+            return self.kite.live_account and not self.kite.is_real_base
         return self.paper_broker.live_account
 
     def missing_live_risk_limits(self) -> tuple[str, ...]:
@@ -481,6 +564,21 @@ class EngineConfig(_Strict):
         if self.live.live_max_order_size is None:
             missing.insert(0, "LIVE_MAX_ORDER_SIZE")
         return tuple(missing)
+
+    @model_validator(mode="after")
+    def _kite_feed_needs_kite_broker(self) -> EngineConfig:
+        if self.feed.kind == "kite" and self.broker.kind != "kite":
+            raise ValueError(
+                "feed.kind 'kite' needs broker.kind 'kite': the ticker shares the broker's "
+                "session and websocket"
+            )
+        unknown = sorted(set(self.kite.instruments) - {i.symbol for i in self.instruments})
+        if unknown:
+            raise ValueError(
+                f"kite.instruments: unknown symbols {unknown}; configured instruments are "
+                f"{sorted(i.symbol for i in self.instruments)}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _strategies_trade_known_instruments(self) -> EngineConfig:

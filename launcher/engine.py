@@ -4,9 +4,11 @@
 pass a ``ManualClock`` and ``run_ticker=False``/``run_feed=False`` and drive time and ticks
 themselves with ``fire_timer()`` and ``publish_ticks()``.
 
-Start order: storage (migrated to head), metrics, the paper venue (its books survive a
-crash), then the supervisor, which starts its children in dependency order: risk, order (its
-first portfolio goes to the running risk actor),
+Start order: storage (migrated to head), metrics, the broker (``broker.kind``: the paper
+venue, whose books survive a crash, or Kite Connect, which connects, loads its instruments and
+opens its ticker; with ``feed.kind: kite`` the ticker's ticks enter where a pump's batches would,
+once the actors run), then the supervisor, which starts its children in dependency order: risk,
+order (its first portfolio goes to the running risk actor),
 strategies, feed, watchdog, kill switch (publishes the trading state to the already-running
 consumers), leader (publishes leadership), scheduler (``scheduler.enabled``: the trading day),
 admin HTTP. Stop order is the reverse.
@@ -40,7 +42,9 @@ from actors.strategy_actor import StrategyActor
 from actors.supervisor import ChildSpec, Supervisor
 from actors.trading_gate import TradingGate
 from actors.watchdog_actor import WATCHDOG, WatchdogActor
+from adapters.brokers.base import BrokerError
 from adapters.brokers.faults import FaultyBroker
+from adapters.brokers.kite import KiteBroker
 from adapters.brokers.paper.broker import PaperBroker
 from adapters.calendars import CalendarUnavailable, load_schedule
 from adapters.clock import WallClock
@@ -54,8 +58,16 @@ from adapters.storage.repositories import EngineStart, UnitOfWork
 from adapters.storage.write_behind import WriteBehind
 from adapters.ticker import Ticker
 from domain.calendar import exchange_zone, trading_day
+from domain.enums import PauseCause
 from domain.instruments import Instrument
-from domain.messages import OrderAckObserved, QuerySnapshot, Tick, TicksReceived, TimerFired
+from domain.messages import (
+    OrderAckObserved,
+    PauseEntries,
+    QuerySnapshot,
+    Tick,
+    TicksReceived,
+    TimerFired,
+)
 from domain.strategies import build_strategy
 from launcher.config import config_sha
 from launcher.preflight import (
@@ -157,7 +169,8 @@ class Engine:
         # memory by the risk actor and the ack listener, stored as deltas off the hot path.
         self.day_figures: DayFiguresRecorder | None = None
         self.git_sha = "unknown"
-        self.broker: PaperBroker | None = None
+        # The paper venue (broker.kind paper) or Kite Connect (broker.kind kite).
+        self.broker: PaperBroker | KiteBroker | None = None
         self.gateway: BrokerGateway | None = None
         self.control: EngineControl | None = None
         self._supervisor: pykka.ActorRef[Any] | None = None
@@ -229,18 +242,38 @@ class Engine:
             lease_holder=self.lease_holder,
         )
         self.day_figures.start()
-        self.broker = PaperBroker(
-            config=config.paper_broker,
-            instruments=self.instruments,
-            database=self.database,
-            clock=self.clock,
-            partial_fill_max=self._broker_partial_fill_max,
-            # Another process may share these venue tables: only the leader's venue acts, and
-            # it reloads the books when this process takes over (the order actor tells it).
-            follow_leadership=True,
-            writer_thread=self._venue_writer_thread,
-        )
-        account = self.broker.connect()
+        if config.broker.kind == "kite":
+            self.broker = KiteBroker(
+                config=config.kite,
+                instruments=self.instruments,
+                clock=self.clock,
+                on_token_expired=self._on_kite_token_expired,
+            )
+            try:
+                account = self.broker.connect()
+            except (BrokerError, ValueError) as error:
+                # One line for the operator (an expired token says how to log in), and nothing
+                # left running: start() has not reached the point where stop() tears down.
+                self.broker.close()
+                self.day_figures.stop()
+                self.order_store.stop()
+                self.order_journal.close()
+                database.dispose()
+                raise StartupError(f"Kite connect failed: {error}") from error
+        else:
+            self.broker = PaperBroker(
+                config=config.paper_broker,
+                instruments=self.instruments,
+                database=self.database,
+                clock=self.clock,
+                partial_fill_max=self._broker_partial_fill_max,
+                # Another process may share these venue tables: only the leader's venue acts,
+                # and it reloads the books when this process takes over (the order actor
+                # tells it).
+                follow_leadership=True,
+                writer_thread=self._venue_writer_thread,
+            )
+            account = self.broker.connect()
         logger.info("broker %s connected: account %s", self.broker.name, account.account_id)
         self.broker.set_report_sink(lambda report: self.directory.tell("order", report))
         # The order actor talks to the broker through the port; a fault drill wraps it.
@@ -255,7 +288,8 @@ class Engine:
         broker_config = config.broker
         gateway_mode = broker_config.gateway
         if gateway_mode == "auto":
-            gateway_mode = "thread" if broker_config.is_rate_limited else "inline"
+            in_process = broker_config.kind == "paper" and not broker_config.is_rate_limited
+            gateway_mode = "inline" if in_process else "thread"
         self.gateway = build_broker_gateway(
             gateway_mode,
             order_broker,
@@ -318,7 +352,16 @@ class Engine:
             self.directory.ask(name, QuerySnapshot(), timeout_s=30)
         if self._run_http and not self._http_bound.wait(10):
             raise RuntimeError("admin HTTP server did not start within 10 s; see the log")
-        if self._run_feed:
+        if self._run_feed and config.feed.kind == "kite":
+            # The ticker pushes: its ticks go through the same door as a pump's batches (the
+            # config guarantees the broker is Kite's: the ticker shares its session).
+            assert isinstance(self.broker, KiteBroker)
+            self.broker.set_tick_sink(
+                lambda ticks: self._deliver_batch(
+                    TicksReceived(feed=self.feed_name, ticks=tuple(ticks))
+                )
+            )
+        elif self._run_feed:
             self._pump = FeedPump(
                 name=self.feed_name,
                 sink=self._deliver_batch,
@@ -694,6 +737,25 @@ class Engine:
                 )
             )
         return specs
+
+    def _on_kite_token_expired(self, detail: str) -> None:
+        """Kite refused the session: entries pause until an operator logs in again and
+        resumes; exits and cancels keep being tried once each (never in a loop)."""
+        log_event(
+            logger,
+            "KITE_TOKEN_EXPIRED",
+            "Kite access token refused: entries paused. Log in again with "
+            "`python -m tools.kite_login`, put the new token in kite.access_token_file (or "
+            "KITE_ACCESS_TOKEN and restart), then resume entries",
+            level=logging.ERROR,
+        )
+        self.directory.tell(
+            "kill_switch",
+            PauseEntries(
+                cause=PauseCause.OPERATOR,
+                detail=f"KITE_TOKEN_EXPIRED: run python -m tools.kite_login ({detail[:200]})",
+            ),
+        )
 
     def _on_http_bound(self, port: int) -> None:
         self.http_port = port

@@ -1,0 +1,358 @@
+"""The engine trading in DEMO against the fake Kite over real sockets, end to end: the ticker's
+ticks in, a bracket out (MARKET entry, then the SL-M stop and the LIMIT target once it filled),
+fills back through postbacks, positions reconciled with Kite's, and a flatten that cancels the
+siblings and closes the position at Kite.
+
+``configs/demo_kite.yaml`` as ``make demo-kite`` runs it, pointed at a fake on an ephemeral
+port with a fresh session and a temporary data folder; the engine runs in process on the wall
+clock (the fake steps its own market in real time). The plan goes to the risk actor as a
+strategy's would, so the whole order path (risk, order, OCO, gateway, Kite adapter) is real.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from adapters.brokers.kite import KiteBroker, encode_tag
+from domain.enums import DenialCode, LegKind, OrderStatus, OrderType, Side
+from domain.messages import FlattenAll, QueryOrders, QueryPositions, TradePlan
+from domain.plans import client_order_id, plan_client_id
+from launcher.config import load_config
+from launcher.engine import Engine
+from launcher.preflight import StartupError
+from tests.helpers import wait_until
+from tools.fake_kite import FakeKite
+
+pytestmark = pytest.mark.timeout(120)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeKite]:
+    server = FakeKite(account_type="DEMO", step_interval_s=0.1, heartbeat_interval_s=0.2)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def start_engine(fake: FakeKite, tmp_path: Path) -> Iterator[Callable[..., Engine]]:
+    """Start the engine on configs/demo_kite.yaml pointed at the fake; ``kite_overrides``
+    change kite settings (a shorter timeout for the lost-answer drills)."""
+    engines: list[Engine] = []
+
+    def start(**kite_overrides: Any) -> Engine:
+        config = load_config(REPO_ROOT / "configs" / "demo_kite.yaml", environ={}, dotenv_path=None)
+        config = config.model_copy(
+            update={
+                "data_dir": str(tmp_path / "data"),
+                "logs_dir": str(tmp_path / "logs"),
+                "database_url": f"sqlite:///{tmp_path / 'vigil.db'}",
+                "strategies": (),  # the test is the strategy: plans sent as a strategy would
+                "kite": config.kite.model_copy(
+                    update={
+                        "api_key": SecretStr(fake.api_key),
+                        "access_token": SecretStr(fake.create_session()),
+                        "access_token_file": None,
+                        "rest_base_url": fake.base_url,
+                        "ws_base_url": fake.ws_url,
+                        **kite_overrides,
+                    }
+                ),
+            }
+        )
+        (tmp_path / "logs").mkdir(exist_ok=True)
+        running = Engine(config, run_http=False)
+        engines.append(running)
+        running.start()
+        wait_until(
+            lambda: running.gate.entry_denial(running.clock.now_ns()) is None,
+            timeout_s=30,
+            message="entries allowed (leader, armed)",
+        )
+        # Every instrument quoted through the feed actor (risk and order price plans on it).
+        ticks = running.metrics.ticks_total.labels(feed=running.feed_name)
+        wait_until(lambda: ticks._value.get() >= 10, timeout_s=30, message="ticks accepted")
+        return running
+
+    yield start
+    for running in engines:
+        running.stop()
+
+
+@pytest.fixture
+def engine(start_engine: Callable[..., Engine]) -> Engine:
+    return start_engine()
+
+
+def kite_orders(fake: FakeKite, client_id: str) -> list[dict[str, Any]]:
+    tag = encode_tag(client_id)
+    return [order for order in fake.orders() if order.get("tag") == tag]
+
+
+def net_quantity(fake: FakeKite, symbol: str) -> int:
+    return sum(
+        int(row["quantity"]) for row in fake.positions()["net"] if row["tradingsymbol"] == symbol
+    )
+
+
+def send_plan(engine: Engine, fake: FakeKite, symbol: str = "INFY") -> tuple[str, str, str]:
+    """A BUY bracket around the fake's last price, to the risk actor as a strategy sends it;
+    returns the client ids of its entry, stop and target."""
+    last = Decimal(str(fake.quote(f"NSE:{symbol}")["last_price"]))
+    now = engine.clock.now_ns()
+    fields: dict[str, Any] = {
+        "strategy": "e2e",
+        "instrument": symbol,
+        "side": Side.BUY,
+        "entry_price": last,
+        "stop_price": last - Decimal("20"),
+        "target_price": last + Decimal("40"),
+        "quantity": 10,
+        "signal_ts": now,
+    }
+    plan_id = plan_client_id(**fields)
+    engine.directory.tell(
+        "risk",
+        TradePlan(plan_client_id=plan_id, entry_type=OrderType.MARKET, ts_init=now, **fields),
+    )
+    entry, stop, target = (
+        client_order_id(plan_id, leg) for leg in (LegKind.ENTRY, LegKind.STOP, LegKind.TARGET)
+    )
+    return entry, stop, target
+
+
+def wait_protected(fake: FakeKite, entry: str, stop: str, target: str) -> None:
+    wait_until(
+        lambda: [o["status"] for o in kite_orders(fake, entry)] == ["COMPLETE"],
+        timeout_s=30,
+        message="the entry filled at Kite",
+    )
+    wait_until(
+        lambda: kite_orders(fake, stop) and kite_orders(fake, target),
+        timeout_s=30,
+        message="the stop and the target placed after the fill",
+    )
+
+
+def engine_positions(engine: Engine) -> list[Any]:
+    return list(engine.directory.ask("order", QueryPositions(), timeout_s=10))
+
+
+def broker_has_settled(engine: Engine, client_id: str) -> bool:
+    """The order actor holds ``client_id`` as FILLED (settled, no longer in flight)."""
+    orders = engine.directory.ask("order", QueryOrders(), timeout_s=10)
+    return any(o.client_order_id == client_id and o.status is OrderStatus.FILLED for o in orders)
+
+
+def retries(engine: Engine, retry_type: str) -> float:
+    return engine.metrics.retries_total.labels(type=retry_type)._value.get()
+
+
+def test_the_engine_trades_a_bracket_against_the_fake_and_flattens_it(
+    fake: FakeKite, engine: Engine
+) -> None:
+    broker = engine.broker
+    assert isinstance(broker, KiteBroker)
+    assert broker.account is not None and broker.account.is_live is False
+    wait_until(lambda: broker.ticks_total > 0, timeout_s=20, message="ticks from the ticker")
+    wait_until(
+        lambda: engine.gate.entry_denial(engine.clock.now_ns()) is None,
+        timeout_s=30,
+        message="entries allowed (leader, armed)",
+    )
+    last = Decimal(str(fake.quote("NSE:INFY")["last_price"]))
+    now = engine.clock.now_ns()
+    fields: dict[str, Any] = {
+        "strategy": "e2e",
+        "instrument": "INFY",
+        "side": Side.BUY,
+        "entry_price": last,
+        "stop_price": last - Decimal("20"),
+        "target_price": last + Decimal("40"),
+        "quantity": 10,
+        "signal_ts": now,
+    }
+    plan_id = plan_client_id(**fields)
+    plan = TradePlan(plan_client_id=plan_id, entry_type=OrderType.MARKET, ts_init=now, **fields)
+
+    engine.directory.tell("risk", plan)
+
+    entry, stop, target = (
+        client_order_id(plan_id, leg) for leg in (LegKind.ENTRY, LegKind.STOP, LegKind.TARGET)
+    )
+    wait_until(
+        lambda: [o["status"] for o in kite_orders(fake, entry)] == ["COMPLETE"],
+        timeout_s=20,
+        message="the entry filled at Kite",
+    )
+    wait_until(
+        lambda: kite_orders(fake, stop) and kite_orders(fake, target),
+        timeout_s=20,
+        message="the stop and the target placed after the fill",
+    )
+    (kite_stop,) = kite_orders(fake, stop)
+    (kite_target,) = kite_orders(fake, target)
+    assert kite_stop["order_type"] == "SL-M" and kite_stop["transaction_type"] == "SELL"
+    assert kite_target["order_type"] == "LIMIT" and kite_target["quantity"] == 10
+    assert net_quantity(fake, "INFY") == 10
+
+    wait_until(
+        lambda: [(p.instrument, p.quantity) for p in engine_positions(engine)] == [("INFY", 10)],
+        timeout_s=20,
+        message="the engine's position is Kite's",
+    )
+    assert [(p.instrument, p.quantity) for p in broker.list_positions() if p.quantity] == [
+        ("INFY", 10)
+    ]
+
+    engine.directory.tell("order", FlattenAll(reason="e2e", ts_init=engine.clock.now_ns()))
+
+    wait_until(lambda: net_quantity(fake, "INFY") == 0, timeout_s=20, message="flat at Kite")
+    wait_until(
+        lambda: all(
+            o["status"] in ("CANCELLED", "COMPLETE")
+            for o in kite_orders(fake, stop) + kite_orders(fake, target)
+        ),
+        timeout_s=20,
+        message="the siblings cancelled at Kite",
+    )
+    wait_until(lambda: engine_positions(engine) == [], timeout_s=20, message="the engine is flat")
+    assert all(len(kite_orders(fake, cid)) == 1 for cid in (entry, stop, target))
+
+
+def test_an_expired_token_pauses_entries_and_tells_the_operator_to_log_in(
+    fake: FakeKite, engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    wait_until(
+        lambda: engine.gate.entry_denial(engine.clock.now_ns()) is None,
+        timeout_s=30,
+        message="entries allowed (leader, armed)",
+    )
+
+    fake.expire_token()  # 06:00: the ticker is closed and cannot come back with the old token
+
+    denial = wait_until(
+        lambda: engine.gate.entry_denial(engine.clock.now_ns()),
+        timeout_s=20,
+        message="entries paused",
+    )
+    assert denial == (DenialCode.TRADING_PAUSED, "pause_causes=OPERATOR")
+    assert any("tools.kite_login" in record.getMessage() for record in caplog.records)
+
+
+class TestFaultKnobs:
+    """Each fault of the fake against the running engine: no duplicate order, no orphan, the
+    right retry, and ``trader_retries_total{type}`` counting it."""
+
+    def test_a_429_burst_is_retried_by_the_gateway_and_places_the_entry_once(
+        self, fake: FakeKite, engine: Engine
+    ) -> None:
+        fake.rate_limit_next(count=2, category="order")
+
+        entry, stop, target = send_plan(engine, fake)
+
+        wait_protected(fake, entry, stop, target)
+        assert retries(engine, "rate_limit") >= 2
+        assert [len(kite_orders(fake, cid)) for cid in (entry, stop, target)] == [1, 1, 1]
+
+    def test_a_lost_answer_is_settled_from_the_order_list_without_a_second_order(
+        self, fake: FakeKite, start_engine: Callable[..., Engine]
+    ) -> None:
+        engine = start_engine(request_timeout_s=0.5)
+        fake.hold_next(seconds=2.0, placed=True)  # placed at Kite, the answer never comes
+
+        entry, stop, target = send_plan(engine, fake)
+
+        wait_protected(fake, entry, stop, target)  # the postbacks may well beat the timeout
+        wait_until(lambda: retries(engine, "submit_unknown") >= 1, message="the unknown counted")
+        wait_until(lambda: broker_has_settled(engine, entry), message="the entry settled")
+        assert [len(kite_orders(fake, cid)) for cid in (entry, stop, target)] == [1, 1, 1]
+
+    def test_a_5xx_before_placing_is_resent_once_settled_and_placed_once(
+        self, fake: FakeKite, engine: Engine
+    ) -> None:
+        fake.fail_next(status=503, category="order")
+
+        entry, stop, target = send_plan(engine, fake)
+
+        wait_protected(fake, entry, stop, target)
+        wait_until(lambda: retries(engine, "submit_unknown") >= 1, message="the unknown counted")
+        assert [len(kite_orders(fake, cid)) for cid in (entry, stop, target)] == [1, 1, 1]
+
+    def test_dropped_postbacks_are_closed_by_reconciliation(
+        self, fake: FakeKite, engine: Engine
+    ) -> None:
+        fake.drop_postbacks(1000)
+
+        entry, stop, target = send_plan(engine, fake)
+
+        # No postback: the fill comes from the reconciliation's GET /trades, and the legs follow.
+        wait_protected(fake, entry, stop, target)
+        assert fake.postbacks_sent == [] and fake.postbacks_dropped
+        assert [len(kite_orders(fake, cid)) for cid in (entry, stop, target)] == [1, 1, 1]
+
+    def test_duplicated_postbacks_place_each_leg_once(self, fake: FakeKite, engine: Engine) -> None:
+        fake.duplicate_postbacks(1000)
+
+        entry, stop, target = send_plan(engine, fake)
+
+        wait_protected(fake, entry, stop, target)
+        wait_until(
+            lambda: (
+                [(p.instrument, p.quantity) for p in engine_positions(engine)] == [("INFY", 10)]
+            ),
+            timeout_s=20,
+            message="one position of 10, not 20",
+        )
+        assert [len(kite_orders(fake, cid)) for cid in (entry, stop, target)] == [1, 1, 1]
+
+    def test_a_dropped_socket_reconnects_and_ticks_resume(
+        self, fake: FakeKite, engine: Engine
+    ) -> None:
+        broker = engine.broker
+        assert isinstance(broker, KiteBroker) and broker.ticker is not None
+        wait_until(lambda: broker.ticks_total > 0, timeout_s=20, message="ticks")
+
+        assert fake.drop_sockets() == 1
+
+        wait_until(lambda: broker.ticker is not None and broker.ticker.connections_total >= 2)
+        seen = broker.ticks_total
+        wait_until(lambda: broker.ticks_total > seen, timeout_s=20, message="ticks again")
+        entry, stop, target = send_plan(engine, fake)
+        wait_protected(fake, entry, stop, target)
+
+
+def test_a_refused_token_at_start_is_one_startup_error_that_says_how_to_log_in(
+    fake: FakeKite, tmp_path: Path
+) -> None:
+    config = load_config(REPO_ROOT / "configs" / "demo_kite.yaml", environ={}, dotenv_path=None)
+    config = config.model_copy(
+        update={
+            "data_dir": str(tmp_path / "data"),
+            "logs_dir": str(tmp_path / "logs"),
+            "database_url": f"sqlite:///{tmp_path / 'vigil.db'}",
+            "kite": config.kite.model_copy(
+                update={
+                    "api_key": SecretStr(fake.api_key),
+                    "access_token": SecretStr("yesterdays-token"),
+                    "access_token_file": None,
+                    "rest_base_url": fake.base_url,
+                    "ws_base_url": fake.ws_url,
+                }
+            ),
+        }
+    )
+    engine = Engine(config, run_http=False)
+
+    with pytest.raises(StartupError, match=r"KITE_TOKEN_EXPIRED.*python -m tools\.kite_login"):
+        engine.start()
+
+    assert "yesterdays-token" not in str(engine.config.model_dump())
