@@ -337,6 +337,13 @@ class BrokerGateway:
         """``queue_depth()`` by priority (``cancel``, ``protective``, ``entry``)."""
         return {priority.name.lower(): 0 for priority in BrokerPriority}
 
+    def held_order_ids(self) -> frozenset[str]:
+        """Orders with a request still here (waiting for its turn or a rate-limit token, or in
+        a broker call that has not returned). The broker may not have seen it yet, so its
+        absence from the broker's order list says nothing: reconciliation's settle wait for
+        it starts only once the gateway lets go. The inline gateway holds nothing."""
+        return frozenset()
+
     def snapshot(self) -> dict[str, Any]:
         with self._counts_lock:
             return {
@@ -599,6 +606,12 @@ class ThreadedBrokerGateway(BrokerGateway):
     def queue_depths(self) -> dict[str, int]:
         with self._ready:
             return {p.name.lower(): count for p, count in self._depth_by_priority.items()}
+
+    def held_order_ids(self) -> frozenset[str]:
+        with self._ready:
+            if not self._waiting and not self._running:
+                return frozenset()
+            return frozenset(self._waiting).union(self._running)
 
     def snapshot(self) -> dict[str, Any]:
         with self._ready:

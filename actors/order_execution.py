@@ -189,6 +189,10 @@ class OrderExecution:
         # disarm it has acknowledged stops this order even if the message is still queued.
         return self._gate.entry_denial(now)
 
+    def held_by_gateway(self) -> frozenset[str]:
+        """Orders whose request the broker gateway still holds (queued or in a call)."""
+        return self._gateway.held_order_ids()
+
     def may_touch_broker(self) -> bool:
         leadership = self.leadership
         return (

@@ -38,7 +38,8 @@ reconciliation decided (a ``RECONCILE_DRIFT`` pause, halts on drift it cannot ex
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections import ChainMap
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -448,8 +449,10 @@ class BrokerReconciliation:
         are settled from the broker's order list, by the same rules as every other run."""
         threshold = self._reconciler.in_flight_settle_ns
         last_request = self._reconciler.last_request_ns
+        held = self._execution.held_by_gateway()
         stale = any(
             order.status in IN_FLIGHT
+            and order_id not in held
             and now - max(order.ts_updated, last_request.get(order_id, 0)) >= threshold
             for order_id, order in self._book.orders.items()
         )
@@ -576,9 +579,21 @@ class BrokerReconciliation:
             trade_ids=self._book.trade_ids,
             positions=positions,
             broker_has=frozenset(self._reconciler.broker_has),
-            last_request_ns=self._reconciler.last_request_ns,
+            last_request_ns=self._last_requests(),
             reported_unknown=self._reconciler.logged_unknown,
         )
+
+    def _last_requests(self) -> Mapping[str, int]:
+        """When each order was last sent, as far as settling goes. A request the broker gateway
+        still holds (waiting for a rate-limit token behind a burst, or in a call) counts as
+        sent now: the broker may not have it yet, so its absence from the broker's list must
+        not settle the order or send it again (50 brackets at Kite's 10/s queued longer than
+        the settle wait, were resent until RESEND_GAVE_UP HALTed the engine)."""
+        held = self._execution.held_by_gateway()
+        if not held:
+            return self._reconciler.last_request_ns
+        now = self._clock.now_ns()
+        return ChainMap(dict.fromkeys(held, now), self._reconciler.last_request_ns)
 
     def _stored_elsewhere(self, client_order_ids: set[str], *, prune: bool) -> set[str]:
         # Ids the broker lists that are not in memory: ours if storage has them (a finished

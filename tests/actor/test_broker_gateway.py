@@ -500,3 +500,53 @@ def test_an_entry_waiting_in_the_gateway_when_the_kill_switch_halts_never_reache
     assert queued.plan_client_id + "E" not in engine.broker.submission_counts()
     denials = engine.directory.ask("order", QuerySnapshot(), timeout_s=5)["recent_denials"]
     assert [d["code"] for d in denials] == ["KILL_SWITCH_ACTIVE"]
+
+
+def test_orders_queued_in_the_gateway_past_the_settle_delay_are_neither_settled_nor_resent(
+    tmp_path: Path, clock: ManualClock, engine_factory: Callable[..., Engine]
+) -> None:
+    # At a broker's rate limit a burst waits in the gateway longer than the in-flight settle
+    # delay (50 brackets at Kite's 10/s). The broker has not seen those orders yet: their
+    # absence from its order list must not settle them or send them again (that resent them
+    # until RESEND_GAVE_UP HALTed the engine).
+    config = make_config(
+        tmp_path,
+        strategies=[],
+        broker={"gateway": "thread", "gateway_workers": 1},
+        # The clock jumps past the settle delay: nothing else may go stale meanwhile.
+        heartbeats={
+            "marketdata_stale_s": 600,
+            "order_stream_stale_s": 600,
+            "actor_ping_timeout_s": 600,
+        },
+        leader={"lease_ttl_s": 600, "renew_interval_s": 1, "grace_s": 0},
+    )
+    engine = engine_factory(config, broker_faults=True)
+    desk = Desk(engine, clock)
+    desk.ready_to_trade()
+    assert engine.faults is not None and engine.gateway is not None and engine.broker is not None
+    held = engine.faults.hold_next("submit_order", max_hold_s=60)
+    first = desk.send_plan(instrument="AAA")
+    assert held.entered.wait(10)
+    queued = desk.send_plan(instrument="BBB", entry="200.10", stop="199.00", target="202.00")
+    wait_until(
+        lambda: engine.gateway.snapshot()["queued"] == 1,  # type: ignore[union-attr]
+        message="the second entry queued behind the held one (one worker)",
+    )
+    # Well past the settle delay, several in-flight and scheduled passes.
+    for _ in range(5):
+        desk.step(engine.config.orders.in_flight_settle_s + 1.0)
+        engine.directory.ask("order", QuerySnapshot(), timeout_s=10)
+    statuses = engine_statuses(engine, queued.plan_client_id)
+    in_flight = (OrderStatus.PENDING_SUBMIT, OrderStatus.SUBMITTED)
+    assert list(statuses) == ["ENTRY"] and statuses["ENTRY"] in in_flight, statuses
+    assert desk.trading().state.state is not TradingState.HALTED
+    held.release()
+    for plan in (first, queued):
+        desk.settle(
+            lambda plan=plan: set(desk.working_legs(plan.plan_client_id)) == {"STOP", "TARGET"},
+            what=f"{plan.plan_client_id} protected",
+        )
+    counts = engine.broker.submission_counts()
+    sent = {k: v for k, v in counts.items() if k.startswith(queued.plan_client_id)}
+    assert sent == dict.fromkeys(sent, 1) and len(sent) == 3, sent
