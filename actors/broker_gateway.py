@@ -137,6 +137,10 @@ _MIN_TOKEN_WAIT_S = 0.001
 _WITHHELD_MEMORY = 10_000
 
 
+# Submits whose call start is kept for the ack latency (unacknowledged ones age out).
+_SUBMIT_STARTED_KEPT = 10_000
+
+
 class BrokerPriority(IntEnum):
     """Lower goes first."""
 
@@ -288,6 +292,11 @@ class BrokerGateway:
         self._counts_lock = threading.Lock()
         self.calls_total = 0
         self.failures_total = 0
+        # When each submit's broker call began (the clock's monotonic ns), for the order-ack
+        # latency: measured from the call, not the hand-over, so that waiting here for a
+        # rate-limit token (our own queue, watched by its own tripwire) never reads as a slow
+        # broker. Bounded: an order never acknowledged must not keep its entry forever.
+        self._submit_started: OrderedDict[str, int] = OrderedDict()
 
     # ------------------------------------------------------------------ COMMANDS
     def submit(self, request: OrderRequest, *, leg: LegKind) -> None:
@@ -328,6 +337,12 @@ class BrokerGateway:
         return 0
 
     # ------------------------------------------------------------------ QUERIES
+    def take_submit_started_ns(self, client_order_id: str) -> int | None:
+        """When the broker call of ``client_order_id``'s latest submit began (the clock's
+        monotonic ns), forgotten once taken; None if it has not begun or is forgotten."""
+        with self._counts_lock:
+            return self._submit_started.pop(client_order_id, None)
+
     def queue_depth(self) -> int:
         """How many requests wait in the queue (none running); the inline gateway has none.
         Safe from any thread (the Watchdog samples it)."""
@@ -378,6 +393,13 @@ class BrokerGateway:
         queued_us = (started_ns - request.queued_ns) // 1000
         rejected: bool | None = None
         request.attempts += 1
+        if request.kind is BrokerRequestKind.SUBMIT:
+            with self._counts_lock:
+                started = self._submit_started
+                started[request.client_order_id] = self._clock.monotonic_ns()
+                started.move_to_end(request.client_order_id)
+                if len(started) > _SUBMIT_STARTED_KEPT:
+                    started.popitem(last=False)
         try:
             request.call()
         except BrokerRateLimited as error:

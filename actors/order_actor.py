@@ -545,6 +545,11 @@ class OrderActor(VigilActor):
             return
         if not was_acknowledged and order.status is not OrderStatus.SUBMITTED:
             sent = self._execution.submitted_at_ns.pop(order.client_order_id, None)
+            # From the broker call, not the hand-over: a wait in the gateway for a rate-limit
+            # token is ours, not the broker's (the queue has its own tripwire).
+            call_started = self._execution.submit_started_ns(order.client_order_id)
+            if call_started is not None and sent is not None:
+                sent = max(sent, call_started)
             if sent is not None:
                 latency_ms = (self.clock.monotonic_ns() - sent) / 1e6
                 self._metrics.order_latency_ms.observe(latency_ms)

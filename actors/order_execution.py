@@ -189,6 +189,10 @@ class OrderExecution:
         # disarm it has acknowledged stops this order even if the message is still queued.
         return self._gate.entry_denial(now)
 
+    def submit_started_ns(self, client_order_id: str) -> int | None:
+        """When the broker call of the order's submit began (None: not known)."""
+        return self._gateway.take_submit_started_ns(client_order_id)
+
     def held_by_gateway(self) -> frozenset[str]:
         """Orders whose request the broker gateway still holds (queued or in a call)."""
         return self._gateway.held_order_ids()

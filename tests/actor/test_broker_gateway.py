@@ -550,3 +550,47 @@ def test_orders_queued_in_the_gateway_past_the_settle_delay_are_neither_settled_
     counts = engine.broker.submission_counts()
     sent = {k: v for k, v in counts.items() if k.startswith(queued.plan_client_id)}
     assert sent == dict.fromkeys(sent, 1) and len(sent) == 3, sent
+
+
+def test_the_ack_latency_counts_from_the_broker_call_not_from_the_wait_in_the_gateway(
+    tmp_path: Path, clock: ManualClock, engine_factory: Callable[..., Engine]
+) -> None:
+    # A burst at the broker's rate limit waits in the gateway; that wait is ours (the queue
+    # has its own tripwire) and must not read as a slow broker, which would trip the latency
+    # tripwire and flatten (a 50-bracket burst at Kite's 10/s read as p95 3 s).
+    config = make_config(
+        tmp_path,
+        strategies=[],
+        broker={"gateway": "thread", "gateway_workers": 1},
+        heartbeats={
+            "marketdata_stale_s": 600,
+            "order_stream_stale_s": 600,
+            "actor_ping_timeout_s": 600,
+        },
+        leader={"lease_ttl_s": 600, "renew_interval_s": 1, "grace_s": 0},
+    )
+    engine = engine_factory(config, broker_faults=True)
+    latencies: list[float] = []
+    engine.metrics.listen_to_order_latency(latencies.append)
+    desk = Desk(engine, clock)
+    desk.ready_to_trade()
+    assert engine.faults is not None and engine.gateway is not None
+    held = engine.faults.hold_next("submit_order", max_hold_s=60)
+    first = desk.send_plan(instrument="AAA")
+    assert held.entered.wait(10)
+    queued = desk.send_plan(instrument="BBB", entry="200.10", stop="199.00", target="202.00")
+    wait_until(
+        lambda: engine.gateway.snapshot()["queued"] == 1,  # type: ignore[union-attr]
+        message="the second entry queued behind the held one (one worker)",
+    )
+    desk.step(3.0)  # the first call is slow (3 s at the broker); the second only waits
+    held.release()
+    for plan in (first, queued):
+        desk.settle(
+            lambda plan=plan: set(desk.working_legs(plan.plan_client_id)) == {"STOP", "TARGET"},
+            what=f"{plan.plan_client_id} protected",
+        )
+    # The two entries' acks: only the held call took 3 s; the queued one's wait is not in it.
+    first_ack, queued_ack = latencies[:2]
+    assert first_ack >= 3000, latencies
+    assert queued_ack < 3000, latencies
