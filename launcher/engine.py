@@ -58,11 +58,9 @@ from adapters.storage.repositories import EngineStart, UnitOfWork
 from adapters.storage.write_behind import WriteBehind
 from adapters.ticker import Ticker
 from domain.calendar import exchange_zone, trading_day
-from domain.enums import PauseCause
 from domain.instruments import Instrument
 from domain.messages import (
     OrderAckObserved,
-    PauseEntries,
     QuerySnapshot,
     Tick,
     TicksReceived,
@@ -739,22 +737,18 @@ class Engine:
         return specs
 
     def _on_kite_token_expired(self, detail: str) -> None:
-        """Kite refused the session: entries pause until an operator logs in again and
-        resumes; exits and cancels keep being tried once each (never in a loop)."""
+        """Kite refused the session. The adapter reports it through the report sink, so the
+        order actor pauses entries (``BROKER_AUTH``) until a new token works; exits and
+        cancels stay in flight for reconciliation, never retried in a loop. This line is the
+        operator's, once per refused token."""
         log_event(
             logger,
             "KITE_TOKEN_EXPIRED",
-            "Kite access token refused: entries paused. Log in again with "
-            "`python -m tools.kite_login`, put the new token in kite.access_token_file (or "
-            "KITE_ACCESS_TOKEN and restart), then resume entries",
+            "Kite access token refused: entries paused until a new token works. Log in again "
+            "with `python -m tools.kite_login` (it writes kite.access_token_file, read at the "
+            "next request; with KITE_ACCESS_TOKEN instead, restart)",
             level=logging.ERROR,
-        )
-        self.directory.tell(
-            "kill_switch",
-            PauseEntries(
-                cause=PauseCause.OPERATOR,
-                detail=f"KITE_TOKEN_EXPIRED: run python -m tools.kite_login ({detail[:200]})",
-            ),
+            detail=detail[:300],
         )
 
     def _on_http_bound(self, port: int) -> None:

@@ -20,7 +20,14 @@ from domain.clock import ManualClock
 from domain.config import KiteConfig
 from domain.enums import OrderStatus, OrderType, Side
 from domain.instruments import Instrument
-from domain.messages import FillReport, OrderRequest, OrderStatusReport, OrderStreamHeartbeat, Tick
+from domain.messages import (
+    BrokerSessionChanged,
+    FillReport,
+    OrderRequest,
+    OrderStatusReport,
+    OrderStreamHeartbeat,
+    Tick,
+)
 from tests.helpers import wait_until
 from tools.fake_kite import FakeKite
 
@@ -50,6 +57,12 @@ class Collected:
     def tick_batch(self, ticks: list[Tick]) -> None:
         with self._lock:
             self.ticks.extend(ticks)
+
+    def sessions(self) -> list[tuple[bool, str]]:
+        with self._lock:
+            return [
+                (r.valid, r.detail) for r in self.reports if isinstance(r, BrokerSessionChanged)
+            ]
 
     def statuses(self, client_order_id: str) -> list[OrderStatusReport]:
         with self._lock:
@@ -320,6 +333,9 @@ class TestFaults:
         assert len(collected.token_expired) == 1  # the REST side and the ticker: one call
         assert orders_with_tag(fake, PLAN + "E") == []
         assert broker.token_expired
+        # The engine hears it once through the report sink (it pauses entries: BROKER_AUTH).
+        [(valid, detail)] = wait_until(collected.sessions)
+        assert not valid and "tools.kite_login" in detail
 
     def test_a_new_login_written_to_the_token_file_is_picked_up_without_a_restart(
         self,
@@ -344,6 +360,9 @@ class TestFaults:
         assert len(orders_with_tag(fake, PLAN + "E")) == 1
         wait_until(lambda: broker.ticker.connections_total >= 2)  # type: ignore[union-attr]
         assert len(collected.token_expired) == 1
+        # Refused once, then back: the engine's BROKER_AUTH pause ends with no operator resume.
+        sessions = wait_until(lambda: len(collected.sessions()) == 2 and collected.sessions())
+        assert [valid for valid, _ in sessions] == [False, True]
 
     def test_a_429_is_rate_limited_and_places_nothing(
         self, fake: FakeKite, make_broker: Callable[..., KiteBroker]

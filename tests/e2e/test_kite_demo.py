@@ -20,8 +20,14 @@ import pytest
 from pydantic import SecretStr
 
 from adapters.brokers.kite import KiteBroker, encode_tag
-from domain.enums import DenialCode, LegKind, OrderStatus, OrderType, Side
-from domain.messages import FlattenAll, QueryOrders, QueryPositions, TradePlan
+from domain.enums import DenialCode, LegKind, OrderStatus, OrderType, PauseCause, Side
+from domain.messages import (
+    FlattenAll,
+    QueryOrders,
+    QueryPositions,
+    QueryTradingState,
+    TradePlan,
+)
 from domain.plans import client_order_id, plan_client_id
 from launcher.config import load_config
 from launcher.engine import Engine
@@ -228,14 +234,15 @@ def test_the_engine_trades_a_bracket_against_the_fake_and_flattens_it(
     assert all(len(kite_orders(fake, cid)) == 1 for cid in (entry, stop, target))
 
 
-def test_an_expired_token_pauses_entries_and_tells_the_operator_to_log_in(
-    fake: FakeKite, engine: Engine, caplog: pytest.LogCaptureFixture
+def test_an_expired_token_pauses_entries_until_a_new_login_works(
+    fake: FakeKite,
+    start_engine: Callable[..., Engine],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    wait_until(
-        lambda: engine.gate.entry_denial(engine.clock.now_ns()) is None,
-        timeout_s=30,
-        message="entries allowed (leader, armed)",
-    )
+    token_file = tmp_path / "kite_access_token"
+    token_file.write_text(fake.create_session() + "\n")
+    engine = start_engine(access_token=None, access_token_file=str(token_file))
 
     fake.expire_token()  # 06:00: the ticker is closed and cannot come back with the old token
 
@@ -244,8 +251,22 @@ def test_an_expired_token_pauses_entries_and_tells_the_operator_to_log_in(
         timeout_s=20,
         message="entries paused",
     )
-    assert denial == (DenialCode.TRADING_PAUSED, "pause_causes=OPERATOR")
+    assert denial == (DenialCode.TRADING_PAUSED, "pause_causes=BROKER_AUTH")
+    control = engine.directory.ask("kill_switch", QueryTradingState(), timeout_s=10)
+    pauses = {p.cause: p.detail for p in control.pauses}
+    assert "tools.kite_login" in pauses[PauseCause.BROKER_AUTH]
     assert any("tools.kite_login" in record.getMessage() for record in caplog.records)
+
+    # What tools.kite_login writes; the adapter reads it at its next request (reconciliation
+    # asks Kite on its own schedule), Kite accepts it, and entries resume by themselves.
+    token_file.write_text(fake.create_session() + "\n")
+    wait_until(
+        lambda: engine.gate.entry_denial(engine.clock.now_ns()) is None,
+        timeout_s=30,
+        message="entries allowed again with the new token",
+    )
+    entry, stop, target = send_plan(engine, fake)
+    wait_protected(fake, entry, stop, target)
 
 
 class TestFaultKnobs:

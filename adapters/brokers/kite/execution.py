@@ -82,6 +82,7 @@ from adapters.brokers.kite.parsing import (
     Packet,
     account_is_live,
     fill_from_trade,
+    login_instructions,
     order_form,
     packet_to_tick,
     parse_instruments_csv,
@@ -91,6 +92,7 @@ from adapters.brokers.kite.parsing import (
 )
 from adapters.brokers.kite.stream import KiteTickerStream
 from domain.messages import (
+    BrokerSessionChanged,
     FillReport,
     OrderRequest,
     OrderStatusReport,
@@ -186,6 +188,7 @@ class KiteBroker:
             credentials=self._credentials,
             timeout_s=config.request_timeout_s,
             on_token_expired=self._token_expired,
+            on_token_accepted=self._token_accepted,
         )
         self._lock = threading.Lock()
         self._sink: ReportSink | None = None
@@ -207,6 +210,10 @@ class KiteBroker:
         self._last_heartbeat = float("-inf")
         self._unknown_window_s = UNKNOWN_OUTCOME_WINDOW_FACTOR * config.request_timeout_s + 5.0
         self._reported_expired_token: str | None = None
+        # Every token Kite refused (a late refusal of an old one must not pause again), and
+        # whether the session is reported refused now (BrokerSessionChanged(valid=False)).
+        self._refused_tokens: set[str] = set()
+        self._session_refused = False
         self._closed = False
         self.account: AccountInfo | None = None
         self.foreign_orders_total = 0  # orders without one of our tags (manual ones)
@@ -580,10 +587,26 @@ class KiteBroker:
         # The REST side and the ticker both notice: the operator is told once per refused
         # token (the one the request carried, not whatever the file holds by now).
         with self._lock:
-            first = self._reported_expired_token != token
+            first = token not in self._refused_tokens
+            self._refused_tokens.add(token)
             self._reported_expired_token = token
+            report = first and not self._session_refused
+            self._session_refused = self._session_refused or first
+        if report:
+            # Through the report queue, in order with the order updates: the order actor
+            # pauses entries (BROKER_AUTH) with what to do, until a new token works.
+            self._reports.put(("session", (False, login_instructions(detail))))
         if first and self._on_token_expired is not None:
             self._on_token_expired(detail)
+
+    def _token_accepted(self, token: str) -> None:
+        if not self._session_refused:  # every successful request: the usual case, no lock
+            return
+        with self._lock:
+            if not self._session_refused or token in self._refused_tokens:
+                return
+            self._session_refused = False
+        self._reports.put(("session", (True, "Kite accepted a new access token")))
 
     # ------------------------------------------------------------------ stream callbacks
     def _on_alive(self) -> None:
@@ -620,6 +643,13 @@ class KiteBroker:
             try:
                 if kind == "heartbeat":
                     self._emit(OrderStreamHeartbeat(ts_event=payload))
+                elif kind == "session":
+                    valid, detail = payload
+                    self._emit(
+                        BrokerSessionChanged(
+                            valid=valid, detail=detail, ts_event=self._clock.now_ns()
+                        )
+                    )
                 else:
                     self._on_order_update(payload)
             except Exception:

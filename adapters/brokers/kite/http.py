@@ -104,6 +104,8 @@ class KiteRestClient:
         timeout_s: per-request timeout (connect, read, write, pool).
         on_token_expired: called (once per token) on the first 403/``TokenException``, with
             the error text and the refused token.
+        on_token_accepted: called with the token of every successful authenticated call (on
+            the caller's thread; it must be cheap): a new token that works ends a refusal.
         read_retry_wait_s: the first wait before a failed read is tried again.
         read_limit_per_s: reads in any trailing second (Kite: 10/s); None: unlimited.
     """
@@ -115,12 +117,14 @@ class KiteRestClient:
         credentials: KiteCredentials,
         timeout_s: float = 7.0,
         on_token_expired: Callable[[str, str], None] | None = None,
+        on_token_accepted: Callable[[str], None] | None = None,
         read_retry_wait_s: float = 0.2,
         read_limit_per_s: int | None = 10,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._credentials = credentials
         self._on_token_expired = on_token_expired
+        self._on_token_accepted = on_token_accepted
         self._read_retry_wait_s = read_retry_wait_s
         self._client = httpx.Client(
             base_url=self.base_url,
@@ -249,6 +253,11 @@ class KiteRestClient:
             if isinstance(error, KiteTokenExpired):
                 self._token_refused(token, error)
             raise error
+        if authenticate:
+            if self._expired_token is not None and token != self._expired_token:
+                self._token_works_again(token)
+            if self._on_token_accepted is not None:
+                self._on_token_accepted(token)
         if raw:
             return response.text
         if not isinstance(body, dict) or body.get("status") != "success":
@@ -258,6 +267,13 @@ class KiteRestClient:
                 client_order_id=client_order_id,
             )
         return body.get("data")
+
+    def _token_works_again(self, token: str) -> None:
+        with self._lock:
+            if self._expired_token is None or token == self._expired_token:
+                return
+            self._expired_token = None
+        logger.info("kite: a new access token works; the session is back")
 
     def _token_refused(self, token: str, error: KiteTokenExpired) -> None:
         with self._lock:

@@ -30,6 +30,7 @@ from typing import Any
 import msgspec
 
 from adapters.brokers.base import (
+    BrokerAuthExpired,
     BrokerError,
     BrokerRateLimited,
     BrokerRejected,
@@ -49,6 +50,7 @@ __all__ = [
     "error_from_response",
     "fill_from_trade",
     "kite_timestamp_ns",
+    "login_instructions",
     "order_form",
     "packet_to_tick",
     "parse_binary_frame",
@@ -68,12 +70,23 @@ _CLIENT_ORDER_ID = re.compile(r"P([0-9a-f]{19})([ESTX])([1-9][0-9]*)?")
 _TAG = re.compile(r"([0-9a-zA-Z]{15})([ESTX])([1-9][0-9]{0,3})?")
 
 
-class KiteTokenExpired(BrokerUnavailable):
+class KiteTokenExpired(BrokerAuthExpired):
     """Kite refused the session (HTTP 403, ``TokenException``): the access token expired (at
     06:00 IST the next day) or was revoked. Nothing was placed; every later call fails the
-    same way until an operator logs in again (``python -m tools.kite_login``). It is a
-    ``BrokerUnavailable`` so the order path keeps the order in flight (never "rejected": it
-    was not refused on its merits) and never retries on its own."""
+    same way until an operator logs in again (``python -m tools.kite_login``). A
+    ``BrokerAuthExpired``: the broker gateway withholds an entry refused so and keeps any other
+    request in flight (never "rejected": it was not refused on its merits), never retrying it."""
+
+
+_LOGIN_AGAIN = (
+    "log in again with `python -m tools.kite_login` and put the new access token where "
+    "kite.access_token_file (or KITE_ACCESS_TOKEN) points"
+)
+
+
+def login_instructions(detail: str) -> str:
+    """``detail`` of a refused Kite session, with what the operator must do (once)."""
+    return detail if "tools.kite_login" in detail else f"{detail}; {_LOGIN_AGAIN}"
 
 
 # ---------------------------------------------------------------------------------- tags
@@ -413,10 +426,7 @@ def error_from_response(
         )
     if http_status == 403 or error_type == "TokenException":
         return KiteTokenExpired(
-            f"KITE_TOKEN_EXPIRED: {detail}; log in again with `python -m tools.kite_login` and "
-            "put the new access token where kite.access_token_file (or KITE_ACCESS_TOKEN) "
-            "points",
-            client_order_id=client_order_id,
+            login_instructions(f"KITE_TOKEN_EXPIRED: {detail}"), client_order_id=client_order_id
         )
     if http_status >= 500 or error_type in {
         "NetworkException",
