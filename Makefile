@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: verify paper demo-kite test test-loop bench lint post-close burnin ops-check clean kiteconnect-venv
+.PHONY: verify paper demo-kite test test-loop bench bench-kite lint post-close burnin ops-check clean kiteconnect-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,10 @@ test-loop: $(STAMP)
 # all numbers go to one JSON file in bench/results/. BENCH_ARGS="--only chain intake" runs a few.
 bench: $(STAMP)
 	$(PY) -m tools.bench $(BENCH_ARGS)
+
+# Flatten N brackets against the fake Kite at Kite's limits (10/s, 200/min): prints timings.
+bench-kite: $(STAMP)
+	$(PY) -m tools.bench_kite_flatten $(BENCH_KITE_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

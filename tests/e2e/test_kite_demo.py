@@ -20,7 +20,7 @@ import pytest
 from pydantic import SecretStr
 
 from adapters.brokers.kite import KiteBroker, encode_tag
-from domain.enums import DenialCode, LegKind, OrderStatus, OrderType, PauseCause, Side
+from domain.enums import DenialCode, LegKind, OrderStatus, OrderType, PauseCause, Side, TradingState
 from domain.messages import (
     FlattenAll,
     QueryOrders,
@@ -54,10 +54,11 @@ def start_engine(fake: FakeKite, tmp_path: Path) -> Iterator[Callable[..., Engin
     change kite settings (a shorter timeout for the lost-answer drills)."""
     engines: list[Engine] = []
 
-    def start(**kite_overrides: Any) -> Engine:
+    def start(risk: dict[str, Any] | None = None, **kite_overrides: Any) -> Engine:
         config = load_config(REPO_ROOT / "configs" / "demo_kite.yaml", environ={}, dotenv_path=None)
         config = config.model_copy(
             update={
+                "risk": config.risk.model_copy(update=risk or {}),
                 "data_dir": str(tmp_path / "data"),
                 "logs_dir": str(tmp_path / "logs"),
                 "database_url": f"sqlite:///{tmp_path / 'vigil.db'}",
@@ -377,3 +378,28 @@ def test_a_refused_token_at_start_is_one_startup_error_that_says_how_to_log_in(
         engine.start()
 
     assert "yesterdays-token" not in str(engine.config.model_dump())
+
+
+def test_many_brackets_at_the_rate_limit_open_and_flatten_with_no_halt_and_no_duplicate(
+    fake: FakeKite, start_engine: Callable[..., Engine]
+) -> None:
+    # 12 brackets (36 order requests to open, 36 to flatten) against Kite's 10/s and 200/min:
+    # the burst waits in the gateway past the settle delay; nothing is resent, nothing HALTs,
+    # no limit is exceeded, and the flatten leaves Kite flat with no order working.
+    # (50 brackets: tools/bench_kite_flatten.py, docs/benchmarks.md.)
+    from tools.bench_kite_flatten import BENCH_RISK, _flat_at_kite, _protected, _send_plans
+
+    engine = start_engine(risk=BENCH_RISK)
+    plan_ids = _send_plans(engine, fake, 12)
+    wait_until(lambda: _protected(fake, plan_ids), timeout_s=60, message="12 brackets protected")
+    engine.directory.ask(
+        "order", FlattenAll(reason="drill", ts_init=engine.clock.now_ns()), timeout_s=10
+    )
+    wait_until(lambda: _flat_at_kite(fake), timeout_s=60, message="flat at Kite")
+    wait_until(lambda: engine_positions(engine) == [], timeout_s=30, message="the engine flat")
+    control = engine.directory.ask("kill_switch", QueryTradingState(), timeout_s=10)
+    assert control.state.state is not TradingState.HALTED, control.state.halt_reason
+    assert fake.order_requests_per_second_max() <= 10
+    assert fake.order_requests_per_minute_max() <= 200
+    tags = [o.get("tag") for o in fake.orders()]
+    assert len(tags) == len(set(tags)), "a client id placed twice at Kite"

@@ -1,0 +1,193 @@
+"""Benchmark: flatten N bracketed positions at Kite's published rate limits (issue 9).
+
+``python -m tools.bench_kite_flatten [--positions 50] [--fresh-minute]`` (``make bench-kite``)
+runs the engine (``configs/demo_kite.yaml``: the threaded gateway at 10 order requests/s and
+200/min) against the local fake Kite (``tools.fake_kite``, which counts every request) over
+real sockets on the wall clock. It opens N brackets (MARKET entry, then the SL-M stop and the
+LIMIT target once filled), flattens, and prints:
+
+- how long opening and protecting the N brackets took;
+- how long the flatten took until Kite shows no open position and none of our orders working;
+- the most order requests Kite saw in any second and in any minute (never above the limits);
+- whether the engine HALTed, and how many client ids Kite holds more than once (none).
+
+Prints numbers, never fails on timing. ``--fresh-minute`` waits for the per-minute window to
+clear before the flatten (opening N brackets uses 3N of the 200 requests a minute).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections import Counter
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from adapters.brokers.kite import encode_tag
+from domain.enums import LegKind, OrderType, Side, TradingState
+from domain.messages import FlattenAll, QueryPositions, QueryTradingState, TradePlan
+from domain.plans import client_order_id, plan_client_id
+from launcher.config import load_config
+from launcher.engine import Engine
+from tools.fake_kite import FakeKite
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+_OPEN_STATUSES = ("OPEN", "TRIGGER PENDING")
+# Wide enough that only the broker's limits bound the bench (up to 100 brackets).
+BENCH_RISK: dict[str, Any] = {
+    "max_concurrent_positions": 110,
+    "portfolio_heat_cap_pct": Decimal("100"),
+    "per_trade_risk_pct": Decimal("1"),
+    "max_trades_per_hour": 1000,
+    "per_symbol_exposure_cap_rupees": Decimal("100000000"),
+}
+
+
+def _wait(condition: Any, timeout_s: float, what: str) -> float:
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout_s:
+            raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(0.02)
+    return time.monotonic() - started
+
+
+def _engine(fake: FakeKite, root: Path) -> Engine:
+    config = load_config(REPO_ROOT / "configs" / "demo_kite.yaml", environ={}, dotenv_path=None)
+    config = config.model_copy(
+        update={
+            "data_dir": str(root / "data"),
+            "logs_dir": str(root / "logs"),
+            "database_url": f"sqlite:///{root / 'vigil.db'}",
+            "strategies": (),  # the bench is the strategy
+            "risk": config.risk.model_copy(update=BENCH_RISK),
+            "kite": config.kite.model_copy(
+                update={
+                    "api_key": SecretStr(fake.api_key),
+                    "access_token": SecretStr(fake.create_session()),
+                    "access_token_file": None,
+                    "rest_base_url": fake.base_url,
+                    "ws_base_url": fake.ws_url,
+                }
+            ),
+        }
+    )
+    (root / "logs").mkdir(exist_ok=True)
+    engine = Engine(config, run_http=False)
+    engine.start()
+    _wait(lambda: engine.gate.entry_denial(engine.clock.now_ns()) is None, 60, "entries allowed")
+    ticks = engine.metrics.ticks_total.labels(feed=engine.feed_name)
+    _wait(lambda: ticks._value.get() >= 10, 60, "ticks")
+    return engine
+
+
+def _send_plans(engine: Engine, fake: FakeKite, positions: int) -> list[str]:
+    symbols = ("INFY", "RELIANCE", "SBIN")
+    plan_ids = []
+    for index in range(positions):
+        symbol = symbols[index % len(symbols)]
+        last = Decimal(str(fake.quote(f"NSE:{symbol}")["last_price"]))
+        now = engine.clock.now_ns()
+        fields: dict[str, Any] = {
+            # one bracket per strategy and instrument: a strategy name per three plans
+            "strategy": f"bench{index // len(symbols):02d}",
+            "instrument": symbol,
+            "side": Side.BUY,
+            "entry_price": last,
+            "stop_price": last - Decimal("20"),
+            "target_price": last + Decimal("40"),
+            "quantity": 1,
+            "signal_ts": now + index,
+        }
+        plan_id = plan_client_id(**fields)
+        engine.directory.tell(
+            "risk",
+            TradePlan(plan_client_id=plan_id, entry_type=OrderType.MARKET, ts_init=now, **fields),
+        )
+        plan_ids.append(plan_id)
+    return plan_ids
+
+
+def _protected(fake: FakeKite, plan_ids: list[str]) -> bool:
+    working = {
+        order.get("tag")
+        for order in fake.orders()
+        if str(order.get("status", "")).upper() in _OPEN_STATUSES
+    }
+    return all(
+        encode_tag(client_order_id(plan, LegKind.STOP)) in working
+        and encode_tag(client_order_id(plan, LegKind.TARGET)) in working
+        for plan in plan_ids
+    )
+
+
+def _flat_at_kite(fake: FakeKite) -> bool:
+    if any(int(row["quantity"]) != 0 for row in fake.positions()["net"]):
+        return False
+    return not any(str(o.get("status", "")).upper() in _OPEN_STATUSES for o in fake.orders())
+
+
+def run(positions: int, *, fresh_minute: bool) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="vigil-bench-kite-") as directory:
+        fake = FakeKite(account_type="DEMO", step_interval_s=0.1, heartbeat_interval_s=0.5)
+        fake.start()
+        engine = _engine(fake, Path(directory))
+        try:
+            started = time.monotonic()
+            plan_ids = _send_plans(engine, fake, positions)
+            _wait(lambda: _protected(fake, plan_ids), 300, f"{positions} brackets protected")
+            open_s = time.monotonic() - started
+            if fresh_minute:
+                time.sleep(61)  # the per-minute window clears (a benchmark, not a test)
+            engine.directory.ask(
+                "order", FlattenAll(reason="bench", ts_init=engine.clock.now_ns()), timeout_s=30
+            )
+            flatten_started = time.monotonic()
+            _wait(lambda: _flat_at_kite(fake), 600, "flat at Kite")
+            flatten_s = time.monotonic() - flatten_started
+            _wait(
+                lambda: not engine.directory.ask("order", QueryPositions(), timeout_s=10),
+                60,
+                "the engine flat",
+            )
+            control = engine.directory.ask("kill_switch", QueryTradingState(), timeout_s=10)
+            tags = Counter(o.get("tag") for o in fake.orders())
+            return {
+                "positions": positions,
+                "open_and_protect_s": round(open_s, 2),
+                "flatten_s": round(flatten_s, 2),
+                "fresh_minute": fresh_minute,
+                "order_requests_per_s_max": fake.order_requests_per_second_max(),
+                "order_requests_per_min_max": fake.order_requests_per_minute_max(),
+                "order_requests_total": len(fake.request_log(category="order")),
+                "halted": control.state.state is TradingState.HALTED,
+                "halt_reason": control.state.halt_reason,
+                "duplicate_client_ids": sum(1 for count in tags.values() if count > 1),
+            }
+        finally:
+            engine.stop()
+            fake.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--positions", type=int, default=50)
+    parser.add_argument(
+        "--fresh-minute",
+        action="store_true",
+        help="wait for the per-minute window to clear before the flatten",
+    )
+    args = parser.parse_args(argv)
+    result = run(args.positions, fresh_minute=args.fresh_minute)
+    for key, value in result.items():
+        print(f"{key:28} {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
