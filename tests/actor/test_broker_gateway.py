@@ -502,6 +502,58 @@ def test_an_entry_waiting_in_the_gateway_when_the_kill_switch_halts_never_reache
     assert [d["code"] for d in denials] == ["KILL_SWITCH_ACTIVE"]
 
 
+class QueuedBehindHeldSubmit:
+    """A threaded gateway with one worker whose first entry's broker call is held, and a second
+    plan's entry queued behind it; the clock may jump (nothing else goes stale meanwhile)."""
+
+    def __init__(
+        self,
+        tmp_path: Path,
+        clock: ManualClock,
+        engine_factory: Callable[..., Engine],
+        *,
+        latencies: list[float] | None = None,
+    ) -> None:
+        config = make_config(
+            tmp_path,
+            strategies=[],
+            broker={"gateway": "thread", "gateway_workers": 1},
+            heartbeats={
+                "marketdata_stale_s": 600,
+                "order_stream_stale_s": 600,
+                "actor_ping_timeout_s": 600,
+            },
+            leader={"lease_ttl_s": 600, "renew_interval_s": 1, "grace_s": 0},
+        )
+        self.engine = engine = engine_factory(config, broker_faults=True)
+        if latencies is not None:
+            engine.metrics.listen_to_order_latency(latencies.append)
+        self.desk = desk = Desk(engine, clock)
+        desk.ready_to_trade()
+        assert engine.faults is not None and engine.gateway is not None
+        self.held = engine.faults.hold_next("submit_order", max_hold_s=60)
+        self.first = desk.send_plan(instrument="AAA")
+        assert self.held.entered.wait(10)
+        self.queued = desk.send_plan(
+            instrument="BBB", entry="200.10", stop="199.00", target="202.00"
+        )
+        gateway = engine.gateway
+        wait_until(
+            lambda: gateway.snapshot()["queued"] == 1,
+            message="the second entry queued behind the held one (one worker)",
+        )
+
+    def release_and_protect(self) -> None:
+        self.held.release()
+        for plan in (self.first, self.queued):
+            self.desk.settle(
+                lambda plan=plan: (
+                    set(self.desk.working_legs(plan.plan_client_id)) == {"STOP", "TARGET"}
+                ),
+                what=f"{plan.plan_client_id} protected",
+            )
+
+
 def test_orders_queued_in_the_gateway_past_the_settle_delay_are_neither_settled_nor_resent(
     tmp_path: Path, clock: ManualClock, engine_factory: Callable[..., Engine]
 ) -> None:
@@ -509,30 +561,8 @@ def test_orders_queued_in_the_gateway_past_the_settle_delay_are_neither_settled_
     # delay (50 brackets at Kite's 10/s). The broker has not seen those orders yet: their
     # absence from its order list must not settle them or send them again (that resent them
     # until RESEND_GAVE_UP HALTed the engine).
-    config = make_config(
-        tmp_path,
-        strategies=[],
-        broker={"gateway": "thread", "gateway_workers": 1},
-        # The clock jumps past the settle delay: nothing else may go stale meanwhile.
-        heartbeats={
-            "marketdata_stale_s": 600,
-            "order_stream_stale_s": 600,
-            "actor_ping_timeout_s": 600,
-        },
-        leader={"lease_ttl_s": 600, "renew_interval_s": 1, "grace_s": 0},
-    )
-    engine = engine_factory(config, broker_faults=True)
-    desk = Desk(engine, clock)
-    desk.ready_to_trade()
-    assert engine.faults is not None and engine.gateway is not None and engine.broker is not None
-    held = engine.faults.hold_next("submit_order", max_hold_s=60)
-    first = desk.send_plan(instrument="AAA")
-    assert held.entered.wait(10)
-    queued = desk.send_plan(instrument="BBB", entry="200.10", stop="199.00", target="202.00")
-    wait_until(
-        lambda: engine.gateway.snapshot()["queued"] == 1,  # type: ignore[union-attr]
-        message="the second entry queued behind the held one (one worker)",
-    )
+    rig = QueuedBehindHeldSubmit(tmp_path, clock, engine_factory)
+    engine, desk, queued = rig.engine, rig.desk, rig.queued
     # Well past the settle delay, several in-flight and scheduled passes.
     for _ in range(5):
         desk.step(engine.config.orders.in_flight_settle_s + 1.0)
@@ -541,12 +571,8 @@ def test_orders_queued_in_the_gateway_past_the_settle_delay_are_neither_settled_
     in_flight = (OrderStatus.PENDING_SUBMIT, OrderStatus.SUBMITTED)
     assert list(statuses) == ["ENTRY"] and statuses["ENTRY"] in in_flight, statuses
     assert desk.trading().state.state is not TradingState.HALTED
-    held.release()
-    for plan in (first, queued):
-        desk.settle(
-            lambda plan=plan: set(desk.working_legs(plan.plan_client_id)) == {"STOP", "TARGET"},
-            what=f"{plan.plan_client_id} protected",
-        )
+    rig.release_and_protect()
+    assert engine.broker is not None
     counts = engine.broker.submission_counts()
     sent = {k: v for k, v in counts.items() if k.startswith(queued.plan_client_id)}
     assert sent == dict.fromkeys(sent, 1) and len(sent) == 3, sent
@@ -558,38 +584,10 @@ def test_the_ack_latency_counts_from_the_broker_call_not_from_the_wait_in_the_ga
     # A burst at the broker's rate limit waits in the gateway; that wait is ours (the queue
     # has its own tripwire) and must not read as a slow broker, which would trip the latency
     # tripwire and flatten (a 50-bracket burst at Kite's 10/s read as p95 3 s).
-    config = make_config(
-        tmp_path,
-        strategies=[],
-        broker={"gateway": "thread", "gateway_workers": 1},
-        heartbeats={
-            "marketdata_stale_s": 600,
-            "order_stream_stale_s": 600,
-            "actor_ping_timeout_s": 600,
-        },
-        leader={"lease_ttl_s": 600, "renew_interval_s": 1, "grace_s": 0},
-    )
-    engine = engine_factory(config, broker_faults=True)
     latencies: list[float] = []
-    engine.metrics.listen_to_order_latency(latencies.append)
-    desk = Desk(engine, clock)
-    desk.ready_to_trade()
-    assert engine.faults is not None and engine.gateway is not None
-    held = engine.faults.hold_next("submit_order", max_hold_s=60)
-    first = desk.send_plan(instrument="AAA")
-    assert held.entered.wait(10)
-    queued = desk.send_plan(instrument="BBB", entry="200.10", stop="199.00", target="202.00")
-    wait_until(
-        lambda: engine.gateway.snapshot()["queued"] == 1,  # type: ignore[union-attr]
-        message="the second entry queued behind the held one (one worker)",
-    )
-    desk.step(3.0)  # the first call is slow (3 s at the broker); the second only waits
-    held.release()
-    for plan in (first, queued):
-        desk.settle(
-            lambda plan=plan: set(desk.working_legs(plan.plan_client_id)) == {"STOP", "TARGET"},
-            what=f"{plan.plan_client_id} protected",
-        )
+    rig = QueuedBehindHeldSubmit(tmp_path, clock, engine_factory, latencies=latencies)
+    rig.desk.step(3.0)  # the first call is slow (3 s at the broker); the second only waits
+    rig.release_and_protect()
     # The two entries' acks: only the held call took 3 s; the queued one's wait is not in it.
     first_ack, queued_ack = latencies[:2]
     assert first_ack >= 3000, latencies
