@@ -86,34 +86,47 @@ def _engine(fake: FakeKite, root: Path) -> Engine:
     return engine
 
 
-def _send_plans(engine: Engine, fake: FakeKite, positions: int) -> list[str]:
+def bracket_plan(
+    fake: FakeKite, *, now_ns: int, symbol: str, strategy: str, quantity: int = 1
+) -> TradePlan:
+    """A BUY bracket around the fake's last price (stop 20 below, target 40 above), MARKET
+    entry, as a strategy would send it to the risk actor."""
+    last = Decimal(str(fake.quote(f"NSE:{symbol}")["last_price"]))
+    fields: dict[str, Any] = {
+        "strategy": strategy,
+        "instrument": symbol,
+        "side": Side.BUY,
+        "entry_price": last,
+        "stop_price": last - Decimal("20"),
+        "target_price": last + Decimal("40"),
+        "quantity": quantity,
+        "signal_ts": now_ns,
+    }
+    return TradePlan(
+        plan_client_id=plan_client_id(**fields),
+        entry_type=OrderType.MARKET,
+        ts_init=now_ns,
+        **fields,
+    )
+
+
+def send_bracket_plans(engine: Engine, fake: FakeKite, positions: int) -> list[str]:
     symbols = ("INFY", "RELIANCE", "SBIN")
     plan_ids = []
     for index in range(positions):
-        symbol = symbols[index % len(symbols)]
-        last = Decimal(str(fake.quote(f"NSE:{symbol}")["last_price"]))
-        now = engine.clock.now_ns()
-        fields: dict[str, Any] = {
+        plan = bracket_plan(
+            fake,
+            now_ns=engine.clock.now_ns() + index,
+            symbol=symbols[index % len(symbols)],
             # one bracket per strategy and instrument: a strategy name per three plans
-            "strategy": f"bench{index // len(symbols):02d}",
-            "instrument": symbol,
-            "side": Side.BUY,
-            "entry_price": last,
-            "stop_price": last - Decimal("20"),
-            "target_price": last + Decimal("40"),
-            "quantity": 1,
-            "signal_ts": now + index,
-        }
-        plan_id = plan_client_id(**fields)
-        engine.directory.tell(
-            "risk",
-            TradePlan(plan_client_id=plan_id, entry_type=OrderType.MARKET, ts_init=now, **fields),
+            strategy=f"bench{index // len(symbols):02d}",
         )
-        plan_ids.append(plan_id)
+        engine.directory.tell("risk", plan)
+        plan_ids.append(plan.plan_client_id)
     return plan_ids
 
 
-def _protected(fake: FakeKite, plan_ids: list[str]) -> bool:
+def brackets_protected(fake: FakeKite, plan_ids: list[str]) -> bool:
     working = {
         order.get("tag")
         for order in fake.orders()
@@ -126,7 +139,7 @@ def _protected(fake: FakeKite, plan_ids: list[str]) -> bool:
     )
 
 
-def _flat_at_kite(fake: FakeKite) -> bool:
+def flat_at_kite(fake: FakeKite) -> bool:
     if any(int(row["quantity"]) != 0 for row in fake.positions()["net"]):
         return False
     return not any(str(o.get("status", "")).upper() in _OPEN_STATUSES for o in fake.orders())
@@ -139,8 +152,10 @@ def run(positions: int, *, fresh_minute: bool) -> dict[str, Any]:
         engine = _engine(fake, Path(directory))
         try:
             started = time.monotonic()
-            plan_ids = _send_plans(engine, fake, positions)
-            _wait(lambda: _protected(fake, plan_ids), 300, f"{positions} brackets protected")
+            plan_ids = send_bracket_plans(engine, fake, positions)
+            _wait(
+                lambda: brackets_protected(fake, plan_ids), 300, f"{positions} brackets protected"
+            )
             open_s = time.monotonic() - started
             if fresh_minute:
                 time.sleep(61)  # the per-minute window clears (a benchmark, not a test)
@@ -148,7 +163,7 @@ def run(positions: int, *, fresh_minute: bool) -> dict[str, Any]:
                 "order", FlattenAll(reason="bench", ts_init=engine.clock.now_ns()), timeout_s=30
             )
             flatten_started = time.monotonic()
-            _wait(lambda: _flat_at_kite(fake), 600, "flat at Kite")
+            _wait(lambda: flat_at_kite(fake), 600, "flat at Kite")
             flatten_s = time.monotonic() - flatten_started
             _wait(
                 lambda: not engine.directory.ask("order", QueryPositions(), timeout_s=10),

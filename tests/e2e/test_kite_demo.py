@@ -12,7 +12,6 @@ strategy's would, so the whole order path (risk, order, OCO, gateway, Kite adapt
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -20,19 +19,25 @@ import pytest
 from pydantic import SecretStr
 
 from adapters.brokers.kite import KiteBroker, encode_tag
-from domain.enums import DenialCode, LegKind, OrderStatus, OrderType, PauseCause, Side, TradingState
+from domain.enums import DenialCode, LegKind, OrderStatus, PauseCause, TradingState
 from domain.messages import (
     FlattenAll,
     QueryOrders,
     QueryPositions,
     QueryTradingState,
-    TradePlan,
 )
-from domain.plans import client_order_id, plan_client_id
+from domain.plans import client_order_id
 from launcher.config import load_config
 from launcher.engine import Engine
 from launcher.preflight import StartupError
 from tests.helpers import wait_until
+from tools.bench_kite_flatten import (
+    BENCH_RISK,
+    bracket_plan,
+    brackets_protected,
+    flat_at_kite,
+    send_bracket_plans,
+)
 from tools.fake_kite import FakeKite
 
 pytestmark = pytest.mark.timeout(120)
@@ -113,25 +118,13 @@ def net_quantity(fake: FakeKite, symbol: str) -> int:
 def send_plan(engine: Engine, fake: FakeKite, symbol: str = "INFY") -> tuple[str, str, str]:
     """A BUY bracket around the fake's last price, to the risk actor as a strategy sends it;
     returns the client ids of its entry, stop and target."""
-    last = Decimal(str(fake.quote(f"NSE:{symbol}")["last_price"]))
-    now = engine.clock.now_ns()
-    fields: dict[str, Any] = {
-        "strategy": "e2e",
-        "instrument": symbol,
-        "side": Side.BUY,
-        "entry_price": last,
-        "stop_price": last - Decimal("20"),
-        "target_price": last + Decimal("40"),
-        "quantity": 10,
-        "signal_ts": now,
-    }
-    plan_id = plan_client_id(**fields)
-    engine.directory.tell(
-        "risk",
-        TradePlan(plan_client_id=plan_id, entry_type=OrderType.MARKET, ts_init=now, **fields),
+    plan = bracket_plan(
+        fake, now_ns=engine.clock.now_ns(), symbol=symbol, strategy="e2e", quantity=10
     )
+    engine.directory.tell("risk", plan)
     entry, stop, target = (
-        client_order_id(plan_id, leg) for leg in (LegKind.ENTRY, LegKind.STOP, LegKind.TARGET)
+        client_order_id(plan.plan_client_id, leg)
+        for leg in (LegKind.ENTRY, LegKind.STOP, LegKind.TARGET)
     )
     return entry, stop, target
 
@@ -175,26 +168,7 @@ def test_the_engine_trades_a_bracket_against_the_fake_and_flattens_it(
         timeout_s=30,
         message="entries allowed (leader, armed)",
     )
-    last = Decimal(str(fake.quote("NSE:INFY")["last_price"]))
-    now = engine.clock.now_ns()
-    fields: dict[str, Any] = {
-        "strategy": "e2e",
-        "instrument": "INFY",
-        "side": Side.BUY,
-        "entry_price": last,
-        "stop_price": last - Decimal("20"),
-        "target_price": last + Decimal("40"),
-        "quantity": 10,
-        "signal_ts": now,
-    }
-    plan_id = plan_client_id(**fields)
-    plan = TradePlan(plan_client_id=plan_id, entry_type=OrderType.MARKET, ts_init=now, **fields)
-
-    engine.directory.tell("risk", plan)
-
-    entry, stop, target = (
-        client_order_id(plan_id, leg) for leg in (LegKind.ENTRY, LegKind.STOP, LegKind.TARGET)
-    )
+    entry, stop, target = send_plan(engine, fake)
     wait_until(
         lambda: [o["status"] for o in kite_orders(fake, entry)] == ["COMPLETE"],
         timeout_s=20,
@@ -387,15 +361,15 @@ def test_many_brackets_at_the_rate_limit_open_and_flatten_with_no_halt_and_no_du
     # the burst waits in the gateway past the settle delay; nothing is resent, nothing HALTs,
     # no limit is exceeded, and the flatten leaves Kite flat with no order working.
     # (50 brackets: tools/bench_kite_flatten.py, docs/benchmarks.md.)
-    from tools.bench_kite_flatten import BENCH_RISK, _flat_at_kite, _protected, _send_plans
-
     engine = start_engine(risk=BENCH_RISK)
-    plan_ids = _send_plans(engine, fake, 12)
-    wait_until(lambda: _protected(fake, plan_ids), timeout_s=60, message="12 brackets protected")
+    plan_ids = send_bracket_plans(engine, fake, 12)
+    wait_until(
+        lambda: brackets_protected(fake, plan_ids), timeout_s=60, message="12 brackets protected"
+    )
     engine.directory.ask(
         "order", FlattenAll(reason="drill", ts_init=engine.clock.now_ns()), timeout_s=10
     )
-    wait_until(lambda: _flat_at_kite(fake), timeout_s=60, message="flat at Kite")
+    wait_until(lambda: flat_at_kite(fake), timeout_s=60, message="flat at Kite")
     wait_until(lambda: engine_positions(engine) == [], timeout_s=30, message="the engine flat")
     control = engine.directory.ask("kill_switch", QueryTradingState(), timeout_s=10)
     assert control.state.state is not TradingState.HALTED, control.state.halt_reason

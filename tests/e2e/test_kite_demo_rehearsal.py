@@ -8,7 +8,6 @@ admin API is driven over HTTP as the runbook's curl commands do."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +16,12 @@ import pytest
 from pydantic import SecretStr
 
 from adapters.brokers.kite import KiteBroker, encode_tag
-from domain.enums import LegKind, OrderType, Side
-from domain.messages import TradePlan
-from domain.plans import client_order_id, plan_client_id
+from domain.enums import LegKind
+from domain.plans import client_order_id
 from launcher.config import load_config
 from launcher.engine import Engine
 from tests.helpers import wait_until
+from tools.bench_kite_flatten import bracket_plan
 from tools.fake_kite import FakeKite
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -136,23 +135,11 @@ def test_connect_prelive_confirm_and_arm_live_against_the_fakes_live_account(
     ticks = engine.metrics.ticks_total.labels(feed=engine.feed_name)
     wait_until(lambda: ticks._value.get() >= 10, timeout_s=30, message="ticks accepted")
     wait_until(lambda: engine.gate.entry_denial(engine.clock.now_ns()) is None, timeout_s=30)
-    last = Decimal(str(fake.quote("NSE:INFY")["last_price"]))
-    now = engine.clock.now_ns()
-    fields: dict[str, Any] = {
-        "strategy": "rehearsal",
-        "instrument": "INFY",
-        "side": Side.BUY,
-        "entry_price": last,
-        "stop_price": last - Decimal("20"),
-        "target_price": last + Decimal("40"),
-        "quantity": 10,
-        "signal_ts": now,
-    }
-    plan_id = plan_client_id(**fields)
-    engine.directory.tell(
-        "risk",
-        TradePlan(plan_client_id=plan_id, entry_type=OrderType.MARKET, ts_init=now, **fields),
+    plan = bracket_plan(
+        fake, now_ns=engine.clock.now_ns(), symbol="INFY", strategy="rehearsal", quantity=10
     )
+    plan_id = plan.plan_client_id
+    engine.directory.tell("risk", plan)
     stop = client_order_id(plan_id, LegKind.STOP)
     wait_until(lambda: net_quantity(fake, "INFY") == 10, timeout_s=30, message="filled at Kite")
     wait_until(lambda: kite_orders(fake, stop), timeout_s=30, message="the stop at Kite")
