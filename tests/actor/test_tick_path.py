@@ -17,13 +17,20 @@ def test_a_tick_wakes_neither_risk_nor_order_yet_risk_judges_on_the_latest_quote
 ) -> None:
     dispatcher = desk.engine.dispatcher
     assert dispatcher is not None
-    before = dispatcher.messages_processed
-    for step in range(5):
-        desk.quote("AAA", f"100.{step}0", f"100.{step}5")
+
+    def messages_for_five_quotes() -> int:
+        before = dispatcher.messages_processed
+        for step in range(5):
+            desk.quote("AAA", f"100.{step}0", f"100.{step}5")
+        return dispatcher.messages_processed - before
+
     # The feed actor's five batches and the asks behind them; risk (on the dispatcher) and
     # order read their quote board when they next need a price. (Before: a DrainTicks turn
-    # for risk on every tick.)
-    assert dispatcher.messages_processed - before == 10
+    # for risk on every tick, 15 or more here.) A message of the engine's own (a late
+    # publish after start, a renewal) can land in the window on a loaded machine and only
+    # adds: the fewest of a few tries is the ticks' own cost.
+    counts = [messages_for_five_quotes() for _ in range(3)]
+    assert min(counts) == 10, counts
 
     # 2.00 wide is 40 ticks of 0.05: a blow-out, seen although no tick woke the risk actor.
     desk.quote("AAA", "98.10", "100.10")
