@@ -506,7 +506,7 @@ class IgMarket:
         level = _decimal(body, "level")
         if order_type == "LIMIT" and level is None:
             raise RequestInvalid("validation.null-not-allowed.request.level")
-        if body.get("currencyCode") is None:
+        if not body.get("currencyCode"):
             raise RequestInvalid("validation.null-not-allowed.request.currencyCode")
         has_bracket = any(
             body.get(name) is not None
