@@ -241,6 +241,7 @@ class FakeIG:
         self._lose_confirms = 0
         self._lost_confirms: set[str] = set()
         self._streams: list[_Stream] = []
+        self._ls_sessions: dict[str, _Stream] = {}
         self.stream_events: list[TradeEvent] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
@@ -871,12 +872,13 @@ class FakeIG:
     ) -> _Stream | None:  # fmt: skip
         with self._lock:
             if kind == "bind_session":
-                old = next((s for s in self._streams
-                            if s.session_id == params.get("LS_session")), None)  # fmt: skip
+                # a session outlives its socket (a drop), until the client destroys it
+                old = self._ls_sessions.get(params.get("LS_session", ""))
                 if old is None:
                     queue.put_nowait("CONERR,20,Session not found")
                     return stream
-                self._streams.remove(old)
+                if old in self._streams:
+                    self._streams.remove(old)
                 account_id = old.account_id
                 subscriptions = old.subscriptions
                 session_id = old.session_id
@@ -890,6 +892,7 @@ class FakeIG:
             stream = _Stream(ws=ws, session_id=session_id, account_id=account_id or None,
                              queue=queue, subscriptions=subscriptions)  # fmt: skip
             self._streams.append(stream)
+            self._ls_sessions[session_id] = stream
         keepalive_ms = int(self.probe_interval_s * 1000)
         queue.put_nowait(f"CONOK,{session_id},50000,{keepalive_ms},*")
         queue.put_nowait("SERVNAME,Fake IG Lightstreamer")
@@ -945,6 +948,7 @@ class FakeIG:
             replies.append(f"UNSUB,{sub_id}")
         elif op == "destroy":
             with self._lock:
+                self._ls_sessions.pop(stream.session_id, None)
                 if stream in self._streams:
                     self._streams.remove(stream)
             replies.append(f"REQOK,{req_id}")
