@@ -51,7 +51,7 @@ step_interval_s=None, probe_interval_s=1.0, volatility_bps=2.0, host="127.0.0.1"
 - Observation: ``request_log(category=None) -> list[RequestRecord]`` (method (``_method``
   applied), path below ``/gateway/deal``, category, status, error_code, account_id, version,
   body, monotonic_ns, ts_ns), ``stream_events`` (every TRADE update made: ``TradeEvent``
-  account_id/field/payload), ``stream_count()``, ``subscriptions()``.
+  account_id/field/payload), ``stream_count()``, ``subscriptions()``, ``tlcp_requests``.
 - Admin over HTTP: ``GET /_fake/state``, ``GET /_fake/requests``, ``POST /_fake/advance
   {"seconds": s}``, ``POST /_fake/quote {"epic", "bid", "offer"?}``,
   ``POST /_fake/faults/<name>``.
@@ -96,7 +96,11 @@ ms>,*`` (bad credentials: ``CONERR,1,...``); ``bind_session`` of a known session
 items ``MARKET:{epic}`` (BID OFFER UPDATE_TIME MARKET_STATE, a snapshot on request) and
 ``TRADE:{accountId}`` (CONFIRMS OPU WOU as JSON strings, DISTINCT: ``EOS`` after an empty
 snapshot); ``U`` lines with TLCP's field encoding; ``PROBE`` every ``probe_interval_s``.
-HTTP-streaming transports are not implemented (the SDK's default, WebSocket, is).
+HTTP-streaming and polling transports are not implemented (the SDK's default, WebSocket, is);
+so neither is session recovery (``LS_recovery_from``, which the SDK tries over HTTP): after a
+drop the SDK waits out its ``sessionRecoveryTimeout`` (15 s by default), then creates a new
+session with ``LS_old_session`` and subscribes again. ``tlcp_requests`` records every TLCP
+request received (kind and parameters, passwords left out).
 """
 
 from __future__ import annotations

@@ -242,6 +242,7 @@ class FakeIG:
         self._lost_confirms: set[str] = set()
         self._streams: list[_Stream] = []
         self._ls_sessions: dict[str, _Stream] = {}
+        self.tlcp_requests: list[tuple[str, dict[str, str]]] = []
         self.stream_events: list[TradeEvent] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
@@ -850,6 +851,10 @@ class FakeIG:
         lines = data.split("\r\n")
         kind = lines[0]
         requests = [dict(parse_qsl(line, keep_blank_values=True)) for line in lines[1:] if line]
+        with self._lock:
+            self.tlcp_requests.extend(
+                (kind, {k: v for k, v in r.items() if k != "LS_password"}) for r in requests
+            )
         if kind == "wsok":
             queue.put_nowait("WSOK")
             return stream
