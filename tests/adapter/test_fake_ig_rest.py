@@ -9,6 +9,7 @@ from decimal import Decimal
 import pytest
 
 from domain.clock import ManualClock
+from tests.helpers import wait_until
 from tools.fake_ig import Allowances, FakeIG
 from tools.fake_ig.testing import IgHttp
 
@@ -252,3 +253,13 @@ def test_the_request_log_records_method_overrides_accounts_and_versions(
         ("DELETE", "/positions/otc", "1", "ABC123"),
     ]
     assert trading[0].body["dealReference"] == "logged"
+
+
+def test_step_interval_moves_the_market_by_itself_for_demos() -> None:
+    server = FakeIG(seed=2, step_interval_s=0.02, allowances=Allowances.unlimited())
+    server.start()
+    try:
+        first = server.quote(EPIC)["bid"]
+        wait_until(lambda: server.quote(EPIC)["bid"] != first, timeout_s=10, message="a step")
+    finally:
+        server.stop()

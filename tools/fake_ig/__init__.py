@@ -52,6 +52,8 @@ step_interval_s=None, probe_interval_s=1.0, volatility_bps=2.0, host="127.0.0.1"
   applied), path below ``/gateway/deal``, category, status, error_code, account_id, version,
   body, monotonic_ns, ts_ns), ``stream_events`` (every TRADE update made: ``TradeEvent``
   account_id/field/payload), ``stream_count()``, ``subscriptions()``, ``tlcp_requests``.
+- ``python -m tools.fake_ig --port N [--environment LIVE]`` serves one on the wall clock,
+  stepping by itself (``step_interval_s``), for demos.
 - Admin over HTTP: ``GET /_fake/state``, ``GET /_fake/requests``, ``POST /_fake/advance
   {"seconds": s}``, ``POST /_fake/quote {"epic", "bid", "offer"?}``,
   ``POST /_fake/faults/<name>``.
