@@ -209,3 +209,16 @@ def test_admin_http_sets_knobs_and_reports_state(fake: FakeIG, ig: IgHttp) -> No
         assert ig.login(fake.username, fake.password)["hasActiveLiveAccounts"] is True
     finally:
         admin.close()
+
+
+def test_fail_after_next_deals_but_answers_5xx_and_a_retry_with_the_reference_deals_nothing(
+    fake: FakeIG, ig: IgHttp
+) -> None:
+    fake.fail_after_next(1, status=504)
+    assert ig.deal(dealReference="lost-answer") == (504, {"errorCode": "system.error"})
+    assert len(fake.positions()) == 1
+    assert ig.confirm("lost-answer")[1]["dealStatus"] == "ACCEPTED"
+    assert ig.deal(dealReference="lost-answer") == (200, {"dealReference": "lost-answer"})
+    assert len(fake.positions()) == 1
+    with pytest.raises(ValueError, match="5xx"):
+        fake.fail_after_next(status=403)

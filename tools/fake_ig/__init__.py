@@ -37,6 +37,8 @@ step_interval_s=None, probe_interval_s=1.0, volatility_bps=2.0, host="127.0.0.1"
   too); ``market`` is the ``IgMarket`` (market.py: the matching rules).
 - Fault knobs (each also ``POST /_fake/faults/<name>`` with the keyword arguments as JSON):
   ``fail_next(count=1, *, status=500, category=None)`` (5xx ``{"errorCode":"system.error"}``),
+  ``fail_after_next(count=1, *, status=504, category="trading")`` (the request is carried out
+  -- the deal is made -- but the answer is a 5xx),
   ``rate_limit_next(count=1, *, kind="trading"|"account"|"api-key", category=None)`` (403
   ``error.public-api.exceeded-account-trading-allowance`` / ``-account-allowance`` /
   ``-api-key-allowance``), ``delay_confirms(reads)`` (each new confirm answers 404 ``reads``

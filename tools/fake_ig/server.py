@@ -236,6 +236,7 @@ class FakeIG:
         self.requests: list[RequestRecord] = []
         self._fail_bursts: list[_Burst] = []
         self._limit_bursts: list[_Burst] = []
+        self._after_bursts: list[_Burst] = []
         self._confirm_not_found_reads = 0
         self._confirm_reads_left: dict[str, int] = {}
         self._lose_confirms = 0
@@ -398,6 +399,16 @@ class FakeIG:
         with self._lock:
             self._fail_bursts.append(_Burst(count, category, status=status))
 
+    def fail_after_next(
+        self, count: int = 1, *, status: int = 504, category: str | None = "trading"
+    ) -> None:
+        """The next ``count`` REST requests (of ``category``) are carried out (the deal is
+        made) but answer ``status`` (5xx): the client must find out what happened."""
+        if status < 500 or status > 599:
+            raise ValueError(f"fake ig: fail_after_next status must be 5xx, not {status}")
+        with self._lock:
+            self._after_bursts.append(_Burst(count, category, status=status))
+
     def rate_limit_next(
         self, count: int = 1, *, kind: str = "trading", category: str | None = None
     ) -> None:
@@ -443,6 +454,7 @@ class FakeIG:
         with self._lock:
             self._fail_bursts.clear()
             self._limit_bursts.clear()
+            self._after_bursts.clear()
             self._confirm_not_found_reads = 0
             self._lose_confirms = 0
             self.market.reject_reasons.clear()
@@ -525,6 +537,10 @@ class FakeIG:
                 self._check_allowance_locked(category, account_id, arrived_ns)
             request[_IG_REQUEST] = (method, path, body, session)
             response = await handler(request)
+            with self._lock:
+                lost = _take(self._after_bursts, category)
+            if lost is not None:  # it was done, but the answer never made it
+                raise IgError("system.error", lost.status)
         except IgError as error:
             response = _error(error)
         except RequestInvalid as error:
@@ -1091,7 +1107,8 @@ class FakeIG:
     async def _admin_fault(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         knobs: dict[str, Callable[..., None]] = {
-            "fail_next": self.fail_next, "rate_limit_next": self.rate_limit_next,
+            "fail_next": self.fail_next, "fail_after_next": self.fail_after_next,
+            "rate_limit_next": self.rate_limit_next,
             "delay_confirms": self.delay_confirms, "lose_confirms": self.lose_confirms,
             "reject_next": self.reject_next, "drop_streams": self.drop_streams,
             "expire_tokens": self.expire_tokens, "set_environment": self.set_environment,
