@@ -112,6 +112,8 @@ def test_a_deal_answers_only_its_reference_and_the_confirm_tells_the_outcome(
     (entry,) = ig.call("GET", "/positions", version="2")[1]["positions"]
     assert entry["position"]["dealId"] == confirm["dealId"]
     assert entry["market"]["bid"] == 7500.0
+    assert ig.call("GET", f"/positions/{confirm['dealId']}", version="2") == (200, entry)
+    assert ig.call("GET", "/positions/NOPE", version="2")[0] == 404
 
 
 def test_a_repeated_deal_reference_does_not_open_a_second_deal(fake: FakeIG, ig: IgHttp) -> None:
@@ -225,6 +227,10 @@ def test_a_working_order_rests_then_opens_a_position_when_reached(fake: FakeIG, 
     status, body = ig.call("POST", f"/workingorders/otc/{deal_id}", {}, override="DELETE")
     assert status == 200 and ig.confirm(body["dealReference"])[1]["status"] == "DELETED"
     assert fake.working_orders() == []
+    wou = [e.payload["status"] for e in fake.stream_events if e.field == "WOU"]
+    assert wou == ["OPEN", "DELETED", "OPEN", "DELETED"]  # filled, then cancelled
+    opu = [e.payload["status"] for e in fake.stream_events if e.field == "OPU"]
+    assert opu == ["OPEN"]
 
 
 def test_markets_v3_give_dealing_rules_and_the_snapshot(fake: FakeIG, ig: IgHttp) -> None:
