@@ -38,6 +38,7 @@ __all__ = [
     "Position",
     "Quote",
     "RequestInvalid",
+    "TradeEvent",
     "WorkingOrder",
     "ig_time",
 ]
