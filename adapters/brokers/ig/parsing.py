@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -52,6 +52,7 @@ __all__ = [
     "session_password",
 ]
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 DEAL_REFERENCE = re.compile(r"[A-Za-z0-9_-]{1,30}")
 _CLIENT_ORDER_ID = re.compile(r"(P[0-9a-f]{19})([ESTX])([1-9][0-9]*)?")
 # IG's rate-limit refusals: 403 with error.public-api.exceeded-{account,api-key,
@@ -213,7 +214,8 @@ def ig_time_ns(value: object) -> int | None:
         return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1_000_000_000)
+    # Integer arithmetic: a float timestamp loses the milliseconds' last digits.
+    return (moment - _EPOCH) // timedelta(microseconds=1) * 1_000
 
 
 class IgConfirm(msgspec.Struct, frozen=True, kw_only=True):
