@@ -268,6 +268,8 @@ def test_market_update_to_tick() -> None:
 
 def test_session_password_and_liveness() -> None:
     assert session_password("abc", "xyz") == "CST-abc|XST-xyz"
-    assert account_is_live(is_real_live_base=True, account=None)
-    assert not account_is_live(is_real_live_base=False, account={"accountType": "CFD"})
-    assert account_is_live(is_real_live_base=False, account={"accountType": "LIVE"})
+    assert account_is_live(is_real_live_base=True, session=None)
+    demo = {"hasActiveDemoAccounts": True, "hasActiveLiveAccounts": False}
+    assert not account_is_live(is_real_live_base=False, session=demo)
+    live = {"hasActiveDemoAccounts": False, "hasActiveLiveAccounts": True}
+    assert account_is_live(is_real_live_base=False, session=live)

@@ -268,7 +268,11 @@ class IgBroker:
             account_id=session.account_id,
             balance=Decimal(str(balance.get("balance") or 0)),
             currency=str(active.get("currency") or "GBP"),
-            is_live=account_is_live(is_real_live_base=self._config.is_live_base, account=active),
+            is_live=self._config.is_live_base
+            or (
+                not self._config.is_real_base
+                and account_is_live(is_real_live_base=False, session=self._rest.session_info)
+            ),
         )
         self._start_threads()
         return self.account
@@ -337,6 +341,7 @@ class IgBroker:
             working = plan is not None and client_order_id in (plan.stop_cid, plan.target_cid)
         if plan is None or not working:
             return
+        # A deal IG closed (its other level hit) took this level with it: no request.
         deal = plan.deal
         if deal is not None and not plan.closed:
             stop = None if leg == "S" else deal.stop_level
@@ -353,6 +358,7 @@ class IgBroker:
                 plan.stop_cid = None
             else:
                 plan.target_cid = None
+            plan.legs[client_order_id].status = OrderStatus.CANCELLED
             report = self._leg_report(plan, plan.legs[client_order_id], OrderStatus.CANCELLED)
         self._reports.put(report)
 
@@ -384,11 +390,14 @@ class IgBroker:
             data = self._rest.get_or_none(f"/confirms/{ref}")
             if isinstance(data, dict):
                 self._settle(confirm_from_json(data))
+        self._adopt(deals)
         reports: list[OrderStatusReport] = []
         now = self._clock.now_ns()
         with self._lock:
             for plan in self._plans.values():
                 for leg in plan.legs.values():
+                    if leg.status is OrderStatus.SUBMITTED:
+                        continue  # not known at IG (yet): absent, as in IG's own lists
                     reports.append(self._leg_report(plan, leg, leg.status))
             known = {r.client_order_id for r in reports}
         for deal in deals:
@@ -414,7 +423,7 @@ class IgBroker:
             return [
                 self._leg_report(plan, plan.legs[cid], OrderStatus.ACCEPTED)
                 for plan in self._plans.values()
-                if plan.deal is not None and not plan.closed
+                if plan.deal is not None
                 for cid in (plan.stop_cid, plan.target_cid)
                 if cid is not None
             ]
@@ -510,7 +519,7 @@ class IgBroker:
             if isinstance(data, dict):
                 confirmed = confirm_from_json(data)
                 self._settle(confirmed)
-            elif any(deal.deal_reference == cid for deal in self._open_deals()):
+            elif self._adopt(self._open_deals(), only=cid):
                 raise BrokerRejected(
                     f"DUPLICATE_CLIENT_ORDER_ID: {cid} IG holds an open deal under it",
                     client_order_id=cid,
@@ -631,6 +640,35 @@ class IgBroker:
             self._reports.put(report)
         if event is not None:
             event.set()
+
+    def _adopt(self, deals: list[IgDeal], only: str | None = None) -> bool:
+        """Settle our unanswered deals IG shows open (their confirm lost): the open position
+        under the dealReference is the proof it was dealt. True when ``only`` was found."""
+        found = False
+        for deal in deals:
+            cid = deal.deal_reference
+            if only is not None and cid != only:
+                continue
+            with self._lock:
+                pending = cid in self._unknown_outcome and cid not in self._confirmed
+            if not pending:
+                continue
+            found = True
+            self._settle(
+                IgConfirm(
+                    deal_reference=cid,
+                    deal_id=deal.deal_id,
+                    accepted=True,
+                    status="OPEN",
+                    reason="SUCCESS (adopted from GET /positions)",
+                    direction=deal.direction,
+                    size=deal.size,
+                    level=deal.level,
+                    epic=deal.epic,
+                    ts_ns=deal.created_ns,
+                )
+            )
+        return found
 
     def _plan_with_deal(self, plan_id: str, instrument: str, cid: str) -> _Plan:
         with self._lock:
@@ -812,7 +850,12 @@ class IgBroker:
                         self._fills.append(fill)
                         reports.append(fill)
                     reports.append(self._leg_report(plan, leg, OrderStatus.FILLED))
-            plan.stop_cid = plan.target_cid = None
+                    if cid == plan.stop_cid:
+                        plan.stop_cid = None
+                    else:
+                        plan.target_cid = None
+            # The sibling stays "working" until the engine's OCO cancels it (a no-op here
+            # that reports it CANCELLED), as a separate sibling order would.
         if hit is None:
             logger.error(
                 "ig: deal %s of plan %s was closed at IG without a stop, a limit or an exit of "

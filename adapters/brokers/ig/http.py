@@ -130,6 +130,9 @@ class IgRestClient:
         self.logins_total = 0
         self.requests_total = 0
         self.accounts: list[dict[str, Any]] = []
+        # The last login's answer (and the account switch's flags): whether the login has
+        # live or demo accounts (a fake rehearsing LIVE says so here).
+        self.session_info: dict[str, Any] = {}
 
     def __repr__(self) -> str:
         return f"IgRestClient(base_url={self.base_url!r}, account_id={self.account_id!r})"
@@ -193,6 +196,7 @@ class IgRestClient:
         )
         accounts = data.get("accounts")
         self.accounts = [a for a in accounts if isinstance(a, dict)] if accounts else []
+        info = {k: v for k, v in data.items() if k.startswith("hasActive")}
         if session.account_id != self.account_id:
             switch = self._send(
                 "PUT",
@@ -202,6 +206,9 @@ class IgRestClient:
                 session=session,
             )
             self._raise_for_error(switch, "PUT /session", None)
+            answer = _json(switch) if switch.content else {}
+            if isinstance(answer, dict):
+                info.update({k: v for k, v in answer.items() if k.startswith("hasActive")})
             # IG may hand out new tokens with the switch.
             session = msgspec.structs.replace(
                 session,
@@ -210,6 +217,7 @@ class IgRestClient:
                 account_id=self.account_id,
             )
         self._session = session
+        self.session_info = info
         if self._refused:
             self._refused = False
             logger.info("ig: a login works again; the session is back")

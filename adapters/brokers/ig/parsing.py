@@ -408,13 +408,11 @@ def error_from_response(
     return BrokerRejected(f"IG_REJECTED: {code or detail}", client_order_id=client_order_id)
 
 
-def account_is_live(*, is_real_live_base: bool, account: Mapping[str, Any] | None) -> bool:
-    """LIVE when the base is IG's live gateway, or (a fake rehearsing LIVE) when the account
-    says so (``accountType``/``type`` LIVE, or ``live: true``)."""
+def account_is_live(*, is_real_live_base: bool, session: Mapping[str, Any] | None) -> bool:
+    """LIVE when the base is IG's live gateway, or (a fake rehearsing LIVE) when the session
+    answer says the login has live accounts and no demo ones (``hasActiveLiveAccounts``)."""
     if is_real_live_base:
         return True
-    if not account:
+    if not session:
         return False
-    if account.get("live") is True:
-        return True
-    return str(account.get("accountType") or account.get("type") or "").upper() == "LIVE"
+    return session.get("hasActiveLiveAccounts") is True and not session.get("hasActiveDemoAccounts")
