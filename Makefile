@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: verify paper demo-kite test test-loop bench bench-kite lint post-close burnin ops-check clean kiteconnect-venv
+.PHONY: verify paper demo-kite test test-loop bench bench-kite lint post-close burnin ops-check clean kiteconnect-venv igclients-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,7 +44,18 @@ $(KITE_STAMP):
 
 kiteconnect-venv: $(KITE_STAMP)
 
-test: $(STAMP) $(KITE_STAMP)
+# trading-ig pins lightstreamer-client-lib==1.0.3 and pulls requests-cache: IG's clients get a
+# venv of their own too, which tests/e2e/test_fake_ig_clients.py runs (and makes if missing).
+IG_VENV := .venv-igclients
+IG_STAMP := $(IG_VENV)/.installed-trading-ig-0.0.25
+$(IG_STAMP):
+	$(PYTHON) -m venv --clear $(IG_VENV)
+	$(IG_VENV)/bin/python -m pip install --quiet --disable-pip-version-check trading-ig==0.0.25 lightstreamer-client-lib==1.0.3
+	touch $(IG_STAMP)
+
+igclients-venv: $(IG_STAMP)
+
+test: $(STAMP) $(KITE_STAMP) $(IG_STAMP)
 	$(PY) -m pytest
 
 # The whole suite N times in a row (default 10); stops at the first failure, prints the pass
@@ -83,4 +94,4 @@ ops-check:
 	promtool test rules ops/prometheus/alerts_test.yml
 
 clean:
-	rm -rf $(VENV) $(KITE_VENV) data logs .pytest_cache
+	rm -rf $(VENV) $(KITE_VENV) $(IG_VENV) data logs .pytest_cache

@@ -61,7 +61,8 @@ Wire behaviour (REST, under ``/gateway/deal``)
 - Every request needs ``X-IG-API-KEY`` (else 403 ``error.security.api-key-missing`` /
   ``-invalid``); all but ``POST /session`` need ``CST`` and ``X-SECURITY-TOKEN`` (401
   ``error.security.client-token-missing`` / ``client-token-invalid`` /
-  ``account-token-invalid``). ``IG-ACCOUNT-ID`` selects the account of one request. JSON in and
+  ``account-token-invalid``). ``IG-ACCOUNT-ID`` is ignored (a v3 OAuth header; with CST tokens
+  the session's active account applies, as ``PUT /session`` set it). JSON in and
   out; errors are ``{"errorCode": ...}``. ``POST`` + header ``_method: DELETE`` is a DELETE.
 - ``POST /session`` {identifier, password} (401 ``error.security.invalid-details``): tokens in
   the CST / X-SECURITY-TOKEN response headers, body with accountType, accountInfo,

@@ -52,6 +52,7 @@ ALLOWANCE_ERRORS = {
     "account": "error.public-api.exceeded-account-allowance",
     "api-key": "error.public-api.exceeded-api-key-allowance",
 }
+_IG_REQUEST = web.RequestKey("ig_request", tuple)
 _TRADING = re.compile(r"^/(positions|workingorders)/otc(/[^/]+)?$")
 
 
@@ -520,7 +521,7 @@ class FakeIG:
                 session = self._check_session_locked(request, method, path)
                 account_id = session.account_id if session is not None else None
                 self._check_allowance_locked(category, account_id, arrived_ns)
-            request["ig"] = (method, path, body, session)
+            request[_IG_REQUEST] = (method, path, body, session)
             response = await handler(request)
         except IgError as error:
             response = _error(error)
@@ -581,12 +582,8 @@ class FakeIG:
             raise IgError("error.security.account-token-missing", 401)
         if xst != session.xst:
             raise IgError("error.security.account-token-invalid", 401)
-        requested = request.headers.get("IG-ACCOUNT-ID")
-        if requested and requested != session.account_id:
-            if self.market.account(requested) is None:
-                raise IgError("error.security.account-access-denied", 401)
-            # IG-ACCOUNT-ID selects the account for this request only
-            return _Session(session.cst, session.xst, requested, session.issued_ns)
+        # IG-ACCOUNT-ID belongs to v3 (OAuth) sessions; with CST/X-SECURITY-TOKEN the
+        # session's active account applies (trading-ig sends its configured account there).
         return session
 
     def _expire_by_age_locked(self) -> None:
@@ -632,7 +629,7 @@ class FakeIG:
     # -----------------------------------------------------------------------------------------
 
     async def _rest(self, request: web.Request) -> web.StreamResponse:
-        method, path, body, session = request["ig"]
+        method, path, body, session = request[_IG_REQUEST]
         body = body if isinstance(body, dict) else {}
         parts = [part for part in path.split("/") if part]
         if path == "/session":
