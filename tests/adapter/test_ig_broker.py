@@ -120,9 +120,9 @@ def _entry(plan: str = PLAN, side: Side = Side.BUY, quantity: int = 2) -> OrderR
     )
 
 
-def _stop(price: str, plan: str = PLAN, side: Side = Side.SELL) -> OrderRequest:
+def _stop(price: str, plan: str = PLAN, side: Side = Side.SELL, seq: str = "") -> OrderRequest:
     return OrderRequest(
-        client_order_id=f"{plan}S",
+        client_order_id=f"{plan}S{seq}",
         instrument="FTSE",
         side=side,
         order_type=OrderType.STOP,
@@ -131,9 +131,9 @@ def _stop(price: str, plan: str = PLAN, side: Side = Side.SELL) -> OrderRequest:
     )
 
 
-def _target(price: str, plan: str = PLAN, side: Side = Side.SELL) -> OrderRequest:
+def _target(price: str, plan: str = PLAN, side: Side = Side.SELL, seq: str = "") -> OrderRequest:
     return OrderRequest(
-        client_order_id=f"{plan}T",
+        client_order_id=f"{plan}T{seq}",
         instrument="FTSE",
         side=side,
         order_type=OrderType.LIMIT,
@@ -335,3 +335,27 @@ def test_the_stream_brings_ticks_confirms_and_heartbeats(fake: FakeIG, make_brok
     wait_until(
         lambda: seen.last_status(f"{PLAN}S") is OrderStatus.FILLED, timeout_s=15, message="OPU"
     )
+
+
+def test_stop_and_target_legs_sent_at_once_both_end_on_the_deal(fake: FakeIG, make_broker) -> None:
+    """The gateway's workers send the STOP and TARGET legs in parallel; IG's PUT sets both
+    levels, so two unserialised amendments left only the second (the e2e test caught it)."""
+    broker, _ = make_broker()
+    broker.connect()
+    broker.submit_order(_entry())
+    for round_ in range(1, 6):
+        seq = str(round_)
+        threads = [
+            threading.Thread(target=broker.submit_order, args=(leg,))
+            for leg in (_stop("7480", seq=seq), _target("7530", seq=seq))
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        [deal] = _deals(fake)
+        assert (deal["stopLevel"], deal["limitLevel"]) == (7480, 7530)
+        broker.cancel_order(f"{PLAN}S{seq}")
+        broker.cancel_order(f"{PLAN}T{seq}")
+        [deal] = _deals(fake)
+        assert (deal["stopLevel"], deal["limitLevel"]) == (None, None)

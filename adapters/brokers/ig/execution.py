@@ -165,7 +165,16 @@ class _Leg:
 class _Plan:
     """One bracket at IG: one deal, its levels and the legs mapped onto it."""
 
-    __slots__ = ("closed", "closing", "deal", "instrument", "legs", "stop_cid", "target_cid")
+    __slots__ = (
+        "amend_lock",
+        "closed",
+        "closing",
+        "deal",
+        "instrument",
+        "legs",
+        "stop_cid",
+        "target_cid",
+    )
 
     def __init__(self, instrument: str) -> None:
         self.instrument = instrument
@@ -175,6 +184,10 @@ class _Plan:
         self.target_cid: str | None = None  # the working TARGET leg (the deal's limitLevel)
         self.closing = False  # an EXIT of ours is closing the deal
         self.closed = False
+        # IG's PUT sets both levels at once: the STOP and TARGET legs arrive together on the
+        # gateway's workers, and two amendments in parallel would each send the other level
+        # as it was before, the second wiping the first. One amendment per deal at a time.
+        self.amend_lock = threading.Lock()
 
 
 class IgBroker:
@@ -217,7 +230,7 @@ class IgBroker:
         self._rest = IgRestClient(
             base_url=config.rest_base_url,
             credentials=creds,
-            account_id=config.account_id,
+            account_id=config.account_id or os.environ.get("IG_ACCOUNT_ID", ""),
             timeout_s=config.request_timeout_s,
             session_max_age_s=config.session_max_age_s,
             on_session_refused=self._session_refused,
@@ -342,17 +355,18 @@ class IgBroker:
         if plan is None or not working:
             return
         # A deal IG closed (its other level hit) took this level with it: no request.
-        deal = plan.deal
-        if deal is not None and not plan.closed:
-            stop = None if leg == "S" else deal.stop_level
-            limit = None if leg == "T" else deal.limit_level
-            try:
-                self._amend(deal, stop, limit, client_order_id)
-            except BrokerRejected:
-                if not self._deal_is_open(deal.deal_id):
-                    self._deal_gone(plan_id, None)
-                    return
-                raise
+        with plan.amend_lock:
+            deal = plan.deal
+            if deal is not None and not plan.closed:
+                stop = None if leg == "S" else deal.stop_level
+                limit = None if leg == "T" else deal.limit_level
+                try:
+                    self._amend(deal, stop, limit, client_order_id)
+                except BrokerRejected:
+                    if not self._deal_is_open(deal.deal_id):
+                        self._deal_gone(plan_id, None)
+                        return
+                    raise
         with self._lock:
             if leg == "S":
                 plan.stop_cid = None
@@ -702,6 +716,11 @@ class IgBroker:
                 client_order_id=cid,
             )
         plan = self._plan_with_deal(plan_id, request.instrument, cid)
+        with plan.amend_lock:
+            self._amend_level(plan, cid, leg, level, request.quantity)
+
+    def _amend_level(self, plan: _Plan, cid: str, leg: str, level: Decimal, quantity: int) -> None:
+        # Under plan.amend_lock: the deal's levels are read and written by one thread at once.
         deal = plan.deal
         assert deal is not None
         with self._lock:
@@ -714,7 +733,7 @@ class IgBroker:
         stop = level if leg == "S" else deal.stop_level
         limit = level if leg == "T" else deal.limit_level
         with self._lock:
-            plan.legs[cid] = _Leg(cid, leg, request.quantity, level)
+            plan.legs[cid] = _Leg(cid, leg, quantity, level)
         try:
             self._amend(deal, stop, limit, cid)
         except BrokerRejected:

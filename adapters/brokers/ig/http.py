@@ -197,6 +197,8 @@ class IgRestClient:
         accounts = data.get("accounts")
         self.accounts = [a for a in accounts if isinstance(a, dict)] if accounts else []
         info = {k: v for k, v in data.items() if k.startswith("hasActive")}
+        if not self.account_id:
+            self.account_id = session.account_id  # none configured: IG's current one
         if session.account_id != self.account_id:
             switch = self._send(
                 "PUT",

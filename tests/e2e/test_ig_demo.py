@@ -1,0 +1,155 @@
+"""The engine trading in DEMO against the fake IG over real sockets, end to end: prices from
+the fake's Lightstreamer endpoint through the official SDK, a bracket out (a MARKET deal
+under the entry's client order id, then its stop and limit set ON the deal from the engine's
+STOP and TARGET legs), positions reconciled with IG's, and a flatten that removes the levels
+and closes every deal.
+
+``configs/demo_ig.yaml`` as ``make demo-ig`` runs it, pointed at a fake on an ephemeral port
+with a temporary data folder; the engine runs in process on the wall clock (the fake steps
+its market in real time). The plan goes to the risk actor as a strategy's would, so the whole
+order path (risk, order, OCO, gateway, IG adapter) is real.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.brokers.ig import IgBroker
+from domain.enums import LegKind, OrderType, Side
+from domain.messages import FlattenAll, QueryPositions, TradePlan
+from domain.plans import client_order_id, plan_client_id
+from launcher.config import load_config
+from launcher.engine import Engine
+from tests.helpers import wait_until
+from tools.fake_ig import FakeIG
+
+pytestmark = pytest.mark.timeout(120)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+EPICS = {"FTSE": "IX.D.FTSE.DAILY.IP", "DAX": "IX.D.DAX.DAILY.IP"}
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeIG]:
+    with FakeIG(step_interval_s=0.1, probe_interval_s=0.5, volatility_bps=0.5) as server:
+        yield server
+
+
+@pytest.fixture
+def start_engine(fake: FakeIG, tmp_path: Path) -> Iterator[Callable[..., Engine]]:
+    engines: list[Engine] = []
+
+    def start(**ig_overrides: Any) -> Engine:
+        config = load_config(REPO_ROOT / "configs" / "demo_ig.yaml", environ={}, dotenv_path=None)
+        config = config.model_copy(
+            update={
+                "data_dir": str(tmp_path / "data"),
+                "logs_dir": str(tmp_path / "logs"),
+                "database_url": f"sqlite:///{tmp_path / 'vigil.db'}",
+                "strategies": (),  # the test is the strategy: plans sent as a strategy would
+                "ig": config.ig.model_copy(update={"rest_base_url": fake.base_url, **ig_overrides}),
+            }
+        )
+        (tmp_path / "logs").mkdir(exist_ok=True)
+        running = Engine(config, run_http=False)
+        engines.append(running)
+        running.start()
+        wait_until(
+            lambda: running.gate.entry_denial(running.clock.now_ns()) is None,
+            timeout_s=30,
+            message="entries allowed (leader, armed)",
+        )
+        ticks = running.metrics.ticks_total.labels(feed=running.feed_name)
+        wait_until(lambda: ticks._value.get() >= 10, timeout_s=30, message="ticks accepted")
+        return running
+
+    yield start
+    for running in engines:
+        running.stop()
+
+
+def send_plan(engine: Engine, fake: FakeIG, symbol: str) -> tuple[str, str, str]:
+    """A BUY bracket around the fake's offer (stop 30 below, target 60 above)."""
+    quote = fake.quote(EPICS[symbol])
+    last = Decimal(str(quote["offer"]))
+    now = engine.clock.now_ns()
+    fields: dict[str, Any] = {
+        "strategy": "e2e",
+        "instrument": symbol,
+        "side": Side.BUY,
+        "entry_price": last,
+        "stop_price": last - Decimal("30"),
+        "target_price": last + Decimal("60"),
+        "quantity": 2,
+        "signal_ts": now,
+    }
+    plan = TradePlan(
+        plan_client_id=plan_client_id(**fields), entry_type=OrderType.MARKET, ts_init=now, **fields
+    )
+    engine.directory.tell("risk", plan)
+    legs = (LegKind.ENTRY, LegKind.STOP, LegKind.TARGET)
+    entry, stop, target = (client_order_id(plan.plan_client_id, leg) for leg in legs)
+    return entry, stop, target
+
+
+def ig_deals(fake: FakeIG) -> list[dict[str, Any]]:
+    return [p["position"] for p in fake.positions("ABC123")]
+
+
+def engine_positions(engine: Engine) -> list[tuple[str, int]]:
+    views = engine.directory.ask("order", QueryPositions(), timeout_s=10)
+    return sorted((p.instrument, p.quantity) for p in views)
+
+
+def test_the_engine_trades_brackets_with_broker_side_levels_and_flattens_every_deal(
+    fake: FakeIG, start_engine: Callable[..., Engine]
+) -> None:
+    engine = start_engine()
+    broker = engine.broker
+    assert isinstance(broker, IgBroker)
+    assert broker.account is not None and broker.account.account_id == "ABC123"
+    assert broker.account.is_live is False
+
+    sent = [send_plan(engine, fake, symbol) for symbol in ("FTSE", "DAX")]
+
+    def protected() -> bool:
+        deals = {d["dealReference"]: d for d in ig_deals(fake)}
+        return all(
+            entry in deals
+            and deals[entry]["stopLevel"] is not None
+            and deals[entry]["limitLevel"] is not None
+            for entry, _, _ in sent
+        )
+
+    wait_until(protected, timeout_s=30, message="both deals open with their stop and limit")
+    for deal in ig_deals(fake):
+        assert deal["limitLevel"] - deal["stopLevel"] == pytest.approx(90, abs=1)
+    wait_until(
+        lambda: engine_positions(engine) == [("DAX", 2), ("FTSE", 2)],
+        timeout_s=20,
+        message="the engine's positions are IG's",
+    )
+    assert sorted((p.instrument, p.quantity) for p in broker.list_positions()) == [
+        ("DAX", 2),
+        ("FTSE", 2),
+    ]
+
+    engine.directory.tell("order", FlattenAll(reason="e2e", ts_init=engine.clock.now_ns()))
+
+    wait_until(lambda: ig_deals(fake) == [], timeout_s=30, message="every deal closed at IG")
+    wait_until(lambda: engine_positions(engine) == [], timeout_s=20, message="the engine is flat")
+    deals = [
+        r
+        for r in fake.request_log()
+        if r.path == "/positions/otc" and r.method in ("POST", "DELETE") and r.status == 200
+    ]
+    # Two deals opened, two closed (POST + _method DELETE), each under its own reference:
+    # never a second deal under one reference.
+    references = [r.body.get("dealReference") for r in deals if isinstance(r.body, dict)]
+    assert sorted(r.method for r in deals) == ["DELETE", "DELETE", "POST", "POST"]
+    assert len(references) == len(set(references)) == 4
