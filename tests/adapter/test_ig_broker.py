@@ -359,3 +359,34 @@ def test_stop_and_target_legs_sent_at_once_both_end_on_the_deal(fake: FakeIG, ma
         broker.cancel_order(f"{PLAN}T{seq}")
         [deal] = _deals(fake)
         assert (deal["stopLevel"], deal["limitLevel"]) == (None, None)
+
+
+def test_a_dropped_stream_is_reconnected_by_the_sdk_and_beats_again(
+    fake: FakeIG, make_broker
+) -> None:
+    broker, seen = make_broker(stream=True)
+    broker.connect()
+    stream = broker.stream
+    wait_until(lambda: stream.status.startswith("CONNECTED:"), timeout_s=15, message="up")
+    stream.status_history.clear()
+    fake.drop_streams()
+    wait_until(
+        lambda: any(s.startswith("DISCONNECTED") for s in stream.status_history),
+        timeout_s=20,
+        message="the SDK saw the drop",
+    )
+    beats = len(seen.of(OrderStreamHeartbeat))
+    wait_until(
+        lambda: (
+            stream.status.startswith("CONNECTED:") and len(seen.of(OrderStreamHeartbeat)) > beats
+        ),
+        timeout_s=30,
+        message="reconnected by the SDK and beating again",
+    )
+    # Trade updates flow on the new session: a deal's stop hit arrives as the stop's fill.
+    broker.submit_order(_entry())
+    broker.submit_order(_stop("7480"))
+    fake.set_quote(EPIC, "7470", "7471")
+    wait_until(
+        lambda: seen.last_status(f"{PLAN}S") is OrderStatus.FILLED, timeout_s=15, message="OPU"
+    )

@@ -7,16 +7,26 @@ read from the REST session at each (re)connect, so a re-login's tokens are used)
 - ``TRADE:{accountId}`` (CONFIRMS OPU WOU, DISTINCT) -> each JSON field to ``on_confirm`` or
   ``on_position_update`` (the broker turns them into reports).
 
-Reconnects are the SDK's own. Every update and every status change to CONNECTED calls
-``on_alive`` (the broker turns it into ``OrderStreamHeartbeat``, so a silent stream makes the
-order stream stale as Kite's ticker does). The SDK is imported lazily: without it the broker
-runs on REST polling (``stream_available``).
+Reconnects are the SDK's own. Liveness: every update calls ``on_alive``, and so does a
+timer every ``alive_interval_s`` while the SDK reports the session CONNECTED (the server's
+PROBEs keep a quiet market's session alive, and the SDK turns their absence into STALLED and
+then DISCONNECTED:WILL-RETRY; it does not hand PROBEs to listeners). So a stalled or dropped
+stream stops the ``OrderStreamHeartbeat``s and the engine pauses entries
+(ORDER_STREAM_STALE) until the SDK is connected again, as for Kite's ticker.
+
+The SDK is imported lazily (``stream_available``). Without the stream (``ig.stream: false``
+or the SDK missing) confirms are polled over REST and level hits are noticed by the list
+calls, but nothing proves the order stream alive: the engine's ORDER_STREAM_STALE pause then
+holds entries, so the stream is required for trading, the REST path is a fallback for the
+outcome of what is already in flight.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -63,6 +73,7 @@ class IgStream:
         on_position_update: Callable[[Mapping[str, Any]], None],
         on_alive: Callable[[], None],
         now_ns: Callable[[], int],
+        alive_interval_s: float = 0.5,
     ) -> None:
         self._endpoint = endpoint
         self._account_id = account_id
@@ -74,7 +85,12 @@ class IgStream:
         self._on_alive = on_alive
         self._now_ns = now_ns
         self._client: Any = None
+        self._alive_interval_s = alive_interval_s
+        self._stopped = threading.Event()
+        self._timer: threading.Thread | None = None
         self.status = "DISCONNECTED"
+        # The SDK's recent status changes, oldest first (for the operator and the tests).
+        self.status_history: deque[str] = deque(maxlen=64)
         self.updates_total = 0
 
     def start(self) -> None:
@@ -95,8 +111,19 @@ class IgStream:
         client.subscribe(trade)
         self._client = client
         client.connect()
+        self._timer = threading.Thread(target=self._alive_loop, name="ig-stream-alive", daemon=True)
+        self._timer.start()
+
+    def _alive_loop(self) -> None:
+        # A periodic timer, not a synchronisation: wakes at once when stopped.
+        while not self._stopped.wait(self._alive_interval_s):
+            if self.status.startswith("CONNECTED:"):
+                self._on_alive()
 
     def stop(self) -> None:
+        self._stopped.set()
+        if self._timer is not None:
+            self._timer.join(2.0)
         if self._client is not None:
             try:
                 self._client.disconnect()
@@ -106,6 +133,7 @@ class IgStream:
     # ------------------------------------------------------------------ SDK callbacks
     def _status(self, status: str) -> None:
         self.status = status
+        self.status_history.append(status)
         if status.startswith("CONNECTED"):
             self._on_alive()
         elif status == "DISCONNECTED:WILL-RETRY" and self._client is not None:
