@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from adapters.brokers.ig import IgBroker
-from domain.enums import LegKind, OrderType, Side
-from domain.messages import FlattenAll, QueryPositions, TradePlan
+from domain.enums import DenialCode, LegKind, OrderType, PauseCause, Side
+from domain.messages import FlattenAll, QueryPositions, QueryTradingState, TradePlan
 from domain.plans import client_order_id, plan_client_id
 from launcher.config import load_config
 from launcher.engine import Engine
@@ -153,3 +153,57 @@ def test_the_engine_trades_brackets_with_broker_side_levels_and_flattens_every_d
     references = [r.body.get("dealReference") for r in deals if isinstance(r.body, dict)]
     assert sorted(r.method for r in deals) == ["DELETE", "DELETE", "POST", "POST"]
     assert len(references) == len(set(references)) == 4
+
+
+def test_refused_credentials_pause_entries_until_a_login_works(
+    fake: FakeIG, start_engine: Callable[..., Engine]
+) -> None:
+    engine = start_engine()
+    fake.password = "rotated"  # the operator's password changed at IG
+    fake.expire_tokens()  # and the session lapsed: the next request must log in again
+
+    denial = wait_until(
+        lambda: engine.gate.entry_denial(engine.clock.now_ns()),
+        timeout_s=60,
+        message="entries paused",
+    )
+    assert denial == (DenialCode.TRADING_PAUSED, "pause_causes=BROKER_AUTH")
+    control = engine.directory.ask("kill_switch", QueryTradingState(), timeout_s=10)
+    pauses = {p.cause: p.detail for p in control.pauses}
+    assert "IG_IDENTIFIER" in pauses[PauseCause.BROKER_AUTH]
+    assert "rotated" not in pauses[PauseCause.BROKER_AUTH]
+
+    fake.password = "fakeigpassword"  # the configured login works again
+    wait_until(
+        lambda: engine.gate.entry_denial(engine.clock.now_ns()) is None,
+        timeout_s=60,
+        message="entries allowed again once a login works",
+    )
+    entry, _, _ = send_plan(engine, fake, "FTSE")
+    wait_until(
+        lambda: any(d["dealReference"] == entry for d in ig_deals(fake)),
+        timeout_s=30,
+        message="a deal after the pause",
+    )
+
+
+def test_a_lost_confirm_never_opens_a_second_deal(
+    fake: FakeIG, start_engine: Callable[..., Engine]
+) -> None:
+    engine = start_engine(confirm_timeout_s=0.5)
+    fake.lose_confirms(1)  # the deal happens; its confirm never comes (404, no CONFIRMS)
+    entry, _, _ = send_plan(engine, fake, "FTSE")
+
+    def protected() -> bool:
+        deals = [d for d in ig_deals(fake) if d["dealReference"] == entry]
+        return len(deals) == 1 and deals[0]["stopLevel"] is not None
+
+    # Settled from IG's positions (reconciliation's list, or the resend's duplicate check),
+    # then protected as usual.
+    wait_until(protected, timeout_s=60, message="the deal settled and protected")
+    posted = [
+        r
+        for r in fake.request_log()
+        if r.method == "POST" and r.path == "/positions/otc" and r.status == 200
+    ]
+    assert [r.body.get("dealReference") for r in posted] == [entry]
