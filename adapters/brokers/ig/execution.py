@@ -267,18 +267,22 @@ class IgBroker:
             BrokerUnavailable: IG did not answer.
             BrokerRejected: the configured account is not this login's.
         """
-        session = self._rest.login()
+        self._rest.login()
+        # The account IG deals on now, from IG (GET /session), not from what we asked for:
+        # the runbook's account lock compares this one.
+        current = self._rest.get("/session", version="1") or {}
+        active_id = str(current.get("accountId") or "")
         data = self._rest.get("/accounts", version="1") or {}
         accounts = [a for a in (data.get("accounts") or []) if isinstance(a, dict)]
-        active = next((a for a in accounts if a.get("accountId") == session.account_id), None)
+        active = next((a for a in accounts if a.get("accountId") == active_id), None)
         if active is None:
             raise BrokerRejected(
-                f"IG_UNKNOWN_ACCOUNT: the active account {session.account_id!r} is not among "
-                f"this login's accounts {[a.get('accountId') for a in accounts]}"
+                f"IG_UNKNOWN_ACCOUNT: the active account {active_id!r} is not among this "
+                f"login's accounts {[a.get('accountId') for a in accounts]}"
             )
         balance = (active.get("balance") or {}) if isinstance(active.get("balance"), dict) else {}
         self.account = AccountInfo(
-            account_id=session.account_id,
+            account_id=active_id,
             balance=Decimal(str(balance.get("balance") or 0)),
             currency=str(active.get("currency") or "GBP"),
             is_live=self._config.is_live_base
