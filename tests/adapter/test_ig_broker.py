@@ -329,12 +329,20 @@ def test_the_stream_brings_ticks_confirms_and_heartbeats(fake: FakeIG, make_brok
         lambda: any(t.bid == Decimal("7510") for t in seen.ticks), timeout_s=15, message="tick"
     )
     broker.submit_order(_entry())
-    broker.submit_order(_stop("7480"))
-    fake.set_quote(EPIC, "7470", "7471")
-    # The OPU DELETED on the TRADE item, with no list call: the stop leg filled.
+    # The stop further from the entry than the target: IG's OPU carries the deal's OPENING
+    # level, which must not decide which level closed it (it did, and filled the target).
+    broker.submit_order(_stop("7440"))
+    broker.submit_order(_target("7530"))
+    fake.set_quote(EPIC, "7430", "7431")
+    # The TRADE item (OPU DELETED, CONFIRMS of IG's close), with no list call: the stop leg
+    # filled, at the closing level.
     wait_until(
         lambda: seen.last_status(f"{PLAN}S") is OrderStatus.FILLED, timeout_s=15, message="OPU"
     )
+    assert seen.last_status(f"{PLAN}T") is OrderStatus.ACCEPTED  # left for the OCO to cancel
+    [stop_fill] = seen.of(FillReport, f"{PLAN}S")
+    # IG's close was at 7430; the OPU may come before the quote reaches us: then the level.
+    assert stop_fill.price in (Decimal("7430"), Decimal("7440"))
 
 
 def test_stop_and_target_legs_sent_at_once_both_end_on_the_deal(fake: FakeIG, make_broker) -> None:

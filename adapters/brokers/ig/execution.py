@@ -37,12 +37,16 @@ How each port method maps (see ``adapters/brokers/base.py``):
 The bracket is broker-side. IG keeps stop and limit ON the position, so the engine's OCO legs
 map onto the one deal per plan (all legs of a plan share the plan key, ``parsing.plan_key``):
 the STOP and TARGET legs are the position's levels, not orders. A level hit closes the deal at
-IG with no order of ours: the stream's OPU (status DELETED) or, without the stream, the deal's
-absence from GET /positions in a list call, becomes a FILL of the leg whose level was hit
-(the one nearer the closing level; without one, nearer IG's current price), at the closing
-level when IG gives it, else at the leg's level. The engine then cancels the sibling: a
-no-op here that reports it CANCELLED. Because both levels sit on one deal, both are "working"
-at once, as the OCO expects, and IG itself makes them one-cancels-other.
+IG with no order of ours: the stream's OPU (status DELETED) or IG's CONFIRMS of its close, or,
+without the stream, the deal's absence from GET /positions in a list call, becomes a FILL of
+the leg whose level was hit: the one nearer the closing level (the close's CONFIRMS) or, when
+only the OPU says so, nearer the price a close trades at now (the stream's last bid for a BUY
+deal, offer for a SELL; else IG's market snapshot). The OPU's ``level`` is the deal's OPENING
+level and decides nothing. The fill's price is the closing level when IG gave it, else that
+last price, else the leg's level (an estimate: IG's own fill price is in its activity).
+The engine then cancels the sibling: a no-op here that reports it CANCELLED. Because both
+levels sit on one deal, both are "working" at once, as the OCO expects, and IG itself makes
+them one-cancels-other.
 
 What the engine would need to change (in actors/ and domain/, not done here):
 - ``OrderRequest`` carries no stop/target, so the entry is sent without ``stopLevel`` and
@@ -243,6 +247,7 @@ class IgBroker:
         self._confirm_events: dict[str, threading.Event] = {}
         self._unknown_outcome: set[str] = set()
         self._fills: list[FillReport] = []
+        self._last_quotes: dict[str, Tick] = {}  # epic -> the stream's last quote
         self._seen_fills: set[str] = set()
         self._reports: queue.Queue[BrokerReport | None] = queue.Queue()
         self._worker: threading.Thread | None = None
@@ -825,11 +830,14 @@ class IgBroker:
                 None,
             )
         if plan_id is not None:
-            level = update.get("level")
-            self._deal_gone(plan_id, Decimal(str(level)) if level is not None else None)
+            # The OPU's ``level`` is the deal's OPENING level, not where it closed: the last
+            # price decides which level was hit (the close's CONFIRMS, when it comes first,
+            # gives the closing level itself).
+            self._deal_gone(plan_id, None)
 
     def on_confirm(self, data: Mapping[str, Any]) -> None:
-        """The TRADE stream's CONFIRMS for one of our dealReferences."""
+        """The TRADE stream's CONFIRMS: for one of our dealReferences, its outcome; for IG's
+        own close of one of our deals (a stop or limit hit), the closing level."""
         try:
             confirm = confirm_from_json(data)
         except ValueError as error:
@@ -837,6 +845,20 @@ class IgBroker:
             return
         if plan_key(confirm.deal_reference) is not None:
             self._settle(confirm)
+            return
+        if not confirm.accepted or confirm.status not in ("CLOSED", "DELETED", "FULLY_CLOSED"):
+            return
+        with self._lock:
+            plan_id = next(
+                (
+                    pid
+                    for pid, plan in self._plans.items()
+                    if plan.deal is not None and plan.deal.deal_id == confirm.deal_id
+                ),
+                None,
+            )
+        if plan_id is not None:
+            self._deal_gone(plan_id, confirm.level)
 
     def _deal_gone(self, plan_id: str, closing_level: Decimal | None) -> None:
         with self._lock:
@@ -846,6 +868,13 @@ class IgBroker:
             deal = plan.deal
             stop_cid, target_cid = plan.stop_cid, plan.target_cid
         hit = self._which_level_hit(plan, deal, closing_level)
+        if closing_level is None:
+            # IG closed at market once the level was crossed: the stream's last quote on the
+            # closing side is the best estimate; without one, the level itself.
+            with self._lock:
+                quote = self._last_quotes.get(deal.epic)
+            if quote is not None:
+                closing_level = quote.bid if deal.direction is Side.BUY else quote.ask
         now = self._clock.now_ns()
         reports: list[BrokerReport] = []
         with self._lock:
@@ -900,6 +929,13 @@ class IgBroker:
         if len(candidates) <= 1:
             return candidates[0][0] if candidates else None
         reference = closing_level
+        if reference is None:
+            # Where a closing deal would trade now: the bid for a BUY deal, the offer for a
+            # SELL one; the stream's last quote, else IG's market snapshot.
+            with self._lock:
+                quote = self._last_quotes.get(deal.epic)
+            if quote is not None:
+                reference = quote.bid if deal.direction is Side.BUY else quote.ask
         if reference is None:
             try:
                 snapshot = (self._rest.get(f"/markets/{deal.epic}", version="3") or {}).get(
@@ -958,6 +994,9 @@ class IgBroker:
             self._stream.start()
 
     def _on_stream_tick(self, tick: Tick) -> None:
+        epic = self._markets[tick.instrument].epic
+        with self._lock:
+            self._last_quotes[epic] = tick
         sink = self._tick_sink
         if sink is not None:
             sink([tick])
