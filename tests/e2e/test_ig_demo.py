@@ -20,8 +20,14 @@ from typing import Any
 import pytest
 
 from adapters.brokers.ig import IgBroker
-from domain.enums import DenialCode, LegKind, OrderType, PauseCause, Side
-from domain.messages import FlattenAll, QueryPositions, QueryTradingState, TradePlan
+from domain.enums import DenialCode, LegKind, OrderStatus, OrderType, PauseCause, Side
+from domain.messages import (
+    FlattenAll,
+    QueryOrders,
+    QueryPositions,
+    QueryTradingState,
+    TradePlan,
+)
 from domain.plans import client_order_id, plan_client_id
 from launcher.config import load_config
 from launcher.engine import Engine
@@ -201,6 +207,61 @@ def test_a_lost_confirm_never_opens_a_second_deal(
     # Settled from IG's positions (reconciliation's list, or the resend's duplicate check),
     # then protected as usual.
     wait_until(protected, timeout_s=60, message="the deal settled and protected")
+    posted = [
+        r
+        for r in fake.request_log()
+        if r.method == "POST" and r.path == "/positions/otc" and r.status == 200
+    ]
+    assert [r.body.get("dealReference") for r in posted] == [entry]
+
+
+def test_a_stop_hit_at_ig_closes_the_engines_position_and_cancels_the_target(
+    fake: FakeIG, start_engine: Callable[..., Engine]
+) -> None:
+    engine = start_engine()
+    _, stop, target = send_plan(engine, fake, "FTSE")
+    wait_until(
+        lambda: [d["limitLevel"] is not None for d in ig_deals(fake)] == [True],
+        timeout_s=30,
+        message="the deal protected at IG",
+    )
+    wait_until(lambda: engine_positions(engine) == [("FTSE", 2)], timeout_s=20)
+    [deal] = ig_deals(fake)
+    fake.set_quote(EPICS["FTSE"], Decimal(str(deal["stopLevel"])) - 5)  # IG stops it out
+    wait_until(lambda: ig_deals(fake) == [], timeout_s=20, message="closed at IG")
+    wait_until(lambda: engine_positions(engine) == [], timeout_s=30, message="the engine is flat")
+    # IG closed the deal itself: no order of ours closed it.
+    closes = [r for r in fake.request_log() if r.method == "DELETE"]
+    assert closes == []
+
+    def leg_statuses() -> tuple[OrderStatus | None, OrderStatus | None]:
+        orders = {
+            o.client_order_id: o.status
+            for o in engine.directory.ask("order", QueryOrders(), timeout_s=10)
+        }
+        return orders.get(stop), orders.get(target)
+
+    wait_until(
+        lambda: leg_statuses() == (OrderStatus.FILLED, OrderStatus.CANCELLED),
+        timeout_s=20,
+        message="the stop leg filled, the target cancelled",
+    )
+
+
+def test_a_403_allowance_burst_is_retried_and_deals_once(
+    fake: FakeIG, start_engine: Callable[..., Engine]
+) -> None:
+    engine = start_engine()
+    fake.rate_limit_next(2, kind="trading", category="trading")
+    entry, _, _ = send_plan(engine, fake, "FTSE")
+    wait_until(
+        lambda: [d["stopLevel"] is not None for d in ig_deals(fake)] == [True],
+        timeout_s=60,
+        message="dealt and protected after the 403s",
+    )
+    assert engine.metrics.retries_total.labels(type="rate_limit")._value.get() >= 2
+    denial = engine.gate.entry_denial(engine.clock.now_ns())
+    assert denial is None  # a rate limit is never an auth pause
     posted = [
         r
         for r in fake.request_log()
