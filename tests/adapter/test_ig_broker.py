@@ -398,3 +398,24 @@ def test_a_dropped_stream_is_reconnected_by_the_sdk_and_beats_again(
     wait_until(
         lambda: seen.last_status(f"{PLAN}S") is OrderStatus.FILLED, timeout_s=15, message="OPU"
     )
+
+
+def test_an_account_not_of_this_login_is_a_clear_configuration_error(
+    fake: FakeIG, make_broker
+) -> None:
+    broker, seen = make_broker(account_id="NOPE42")
+    with pytest.raises(BrokerRejected, match=r"IG_ACCOUNT_SWITCH_REFUSED.*NOPE42.*ABC123"):
+        broker.connect()
+    assert seen.of(BrokerSessionChanged) == []  # not refused credentials
+
+
+def test_the_session_is_renewed_before_it_gets_old(fake: FakeIG, make_broker) -> None:
+    broker, seen = make_broker(session_max_age_s=0.001)
+    broker.connect()
+    logins = broker.rest.logins_total
+    broker.list_positions()
+    broker.list_positions()
+    assert broker.rest.logins_total >= logins + 2  # each request found the session too old
+    refused = [r for r in fake.request_log() if r.status == 401]
+    assert refused == []  # renewed before IG refused anything
+    assert seen.of(BrokerSessionChanged) == []

@@ -35,7 +35,7 @@ import httpx
 import msgspec
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from adapters.brokers.base import BrokerUnavailable
+from adapters.brokers.base import BrokerRejected, BrokerUnavailable
 from adapters.brokers.ig.parsing import IgAuthRefused, error_from_response
 
 __all__ = ["IgCredentials", "IgRestClient", "IgSession"]
@@ -207,7 +207,16 @@ class IgRestClient:
                 json={"accountId": self.account_id, "defaultAccount": False},
                 session=session,
             )
-            self._raise_for_error(switch, "PUT /session", None)
+            try:
+                self._raise_for_error(switch, "PUT /session", None)
+            except IgAuthRefused as error:
+                # The login worked; the account is not one of its accounts: a configuration
+                # error, not refused credentials (no BROKER_AUTH pause, no retry helps).
+                raise BrokerRejected(
+                    f"IG_ACCOUNT_SWITCH_REFUSED: ig.account_id {self.account_id!r} is not an "
+                    f"account of this login ({[a.get('accountId') for a in self.accounts]}): "
+                    f"{error}"
+                ) from None
             answer = _json(switch) if switch.content else {}
             if isinstance(answer, dict):
                 info.update({k: v for k, v in answer.items() if k.startswith("hasActive")})
