@@ -268,3 +268,23 @@ def test_a_403_allowance_burst_is_retried_and_deals_once(
         if r.method == "POST" and r.path == "/positions/otc" and r.status == 200
     ]
     assert [r.body.get("dealReference") for r in posted] == [entry]
+
+
+def test_a_5xx_before_dealing_is_resent_once_settled_and_deals_once(
+    fake: FakeIG, start_engine: Callable[..., Engine]
+) -> None:
+    engine = start_engine()
+    fake.fail_next(1, status=503, category="trading")
+    entry, _, _ = send_plan(engine, fake, "FTSE")
+    wait_until(
+        lambda: [d["stopLevel"] is not None for d in ig_deals(fake)] == [True],
+        timeout_s=60,
+        message="dealt and protected after the 503",
+    )
+    assert engine.metrics.retries_total.labels(type="submit_unknown")._value.get() >= 1
+    posted = [
+        r
+        for r in fake.request_log()
+        if r.method == "POST" and r.path == "/positions/otc" and r.status == 200
+    ]
+    assert [r.body.get("dealReference") for r in posted] == [entry]
