@@ -198,6 +198,22 @@ def test_lightstreamer_sdk_receives_market_and_trade_updates_equal_to_the_fake(
         stop_confirm = reader.trades("CONFIRMS")[1]
         assert stop_confirm["status"] == "CLOSED" and stop_confirm["level"] == 7500.0
         assert fake.positions() == []
+
+        # a dropped stream: the SDK reconnects by itself and updates flow again. The fake has
+        # no HTTP transport, so the SDK's recovery attempt fails; it waits out its
+        # sessionRecoveryTimeout (15 s) and creates a new session (LS_old_session).
+        connected = len(reader.of("status"))
+        fake.drop_streams()
+        wait_until(
+            lambda: any(e["status"] == "CONNECTED:WS-STREAMING"
+                        for e in reader.of("status")[connected:]),
+            timeout_s=60, message=f"the SDK reconnecting ({reader.of('status')[connected:]})",
+        )  # fmt: skip
+        fake.set_quote(EPIC, Decimal("7520.0"))
+        wait_until(
+            lambda: reader.of("market")[-1]["values"]["BID"] == "7520.0",
+            timeout_s=30, message=f"a quote after the reconnect ({reader.events[-4:]})",
+        )  # fmt: skip
     finally:
         if process.stdin is not None:
             process.stdin.close()

@@ -37,6 +37,8 @@ step_interval_s=None, probe_interval_s=1.0, volatility_bps=2.0, host="127.0.0.1"
   too); ``market`` is the ``IgMarket`` (market.py: the matching rules).
 - Fault knobs (each also ``POST /_fake/faults/<name>`` with the keyword arguments as JSON):
   ``fail_next(count=1, *, status=500, category=None)`` (5xx ``{"errorCode":"system.error"}``),
+  ``fail_after_next(count=1, *, status=504, category="trading")`` (the request is carried out
+  -- the deal is made -- but the answer is a 5xx),
   ``rate_limit_next(count=1, *, kind="trading"|"account"|"api-key", category=None)`` (403
   ``error.public-api.exceeded-account-trading-allowance`` / ``-account-allowance`` /
   ``-api-key-allowance``), ``delay_confirms(reads)`` (each new confirm answers 404 ``reads``
@@ -51,7 +53,9 @@ step_interval_s=None, probe_interval_s=1.0, volatility_bps=2.0, host="127.0.0.1"
 - Observation: ``request_log(category=None) -> list[RequestRecord]`` (method (``_method``
   applied), path below ``/gateway/deal``, category, status, error_code, account_id, version,
   body, monotonic_ns, ts_ns), ``stream_events`` (every TRADE update made: ``TradeEvent``
-  account_id/field/payload), ``stream_count()``, ``subscriptions()``.
+  account_id/field/payload), ``stream_count()``, ``subscriptions()``, ``tlcp_requests``.
+- ``python -m tools.fake_ig --port N [--environment LIVE]`` serves one on the wall clock,
+  stepping by itself (``step_interval_s``), for demos.
 - Admin over HTTP: ``GET /_fake/state``, ``GET /_fake/requests``, ``POST /_fake/advance
   {"seconds": s}``, ``POST /_fake/quote {"epic", "bid", "offer"?}``,
   ``POST /_fake/faults/<name>``.
@@ -96,7 +100,11 @@ ms>,*`` (bad credentials: ``CONERR,1,...``); ``bind_session`` of a known session
 items ``MARKET:{epic}`` (BID OFFER UPDATE_TIME MARKET_STATE, a snapshot on request) and
 ``TRADE:{accountId}`` (CONFIRMS OPU WOU as JSON strings, DISTINCT: ``EOS`` after an empty
 snapshot); ``U`` lines with TLCP's field encoding; ``PROBE`` every ``probe_interval_s``.
-HTTP-streaming transports are not implemented (the SDK's default, WebSocket, is).
+HTTP-streaming and polling transports are not implemented (the SDK's default, WebSocket, is);
+so neither is session recovery (``LS_recovery_from``, which the SDK tries over HTTP): after a
+drop the SDK waits out its ``sessionRecoveryTimeout`` (15 s by default), then creates a new
+session with ``LS_old_session`` and subscribes again. ``tlcp_requests`` records every TLCP
+request received (kind and parameters, passwords left out).
 """
 
 from __future__ import annotations

@@ -38,6 +38,7 @@ __all__ = [
     "Position",
     "Quote",
     "RequestInvalid",
+    "TradeEvent",
     "WorkingOrder",
     "ig_time",
 ]
@@ -506,7 +507,7 @@ class IgMarket:
         level = _decimal(body, "level")
         if order_type == "LIMIT" and level is None:
             raise RequestInvalid("validation.null-not-allowed.request.level")
-        if body.get("currencyCode") is None:
+        if not body.get("currencyCode"):
             raise RequestInvalid("validation.null-not-allowed.request.currencyCode")
         has_bracket = any(
             body.get(name) is not None

@@ -236,11 +236,14 @@ class FakeIG:
         self.requests: list[RequestRecord] = []
         self._fail_bursts: list[_Burst] = []
         self._limit_bursts: list[_Burst] = []
+        self._after_bursts: list[_Burst] = []
         self._confirm_not_found_reads = 0
         self._confirm_reads_left: dict[str, int] = {}
         self._lose_confirms = 0
         self._lost_confirms: set[str] = set()
         self._streams: list[_Stream] = []
+        self._ls_sessions: dict[str, _Stream] = {}
+        self.tlcp_requests: list[tuple[str, dict[str, str]]] = []
         self.stream_events: list[TradeEvent] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
@@ -396,6 +399,16 @@ class FakeIG:
         with self._lock:
             self._fail_bursts.append(_Burst(count, category, status=status))
 
+    def fail_after_next(
+        self, count: int = 1, *, status: int = 504, category: str | None = "trading"
+    ) -> None:
+        """The next ``count`` REST requests (of ``category``) are carried out (the deal is
+        made) but answer ``status`` (5xx): the client must find out what happened."""
+        if status < 500 or status > 599:
+            raise ValueError(f"fake ig: fail_after_next status must be 5xx, not {status}")
+        with self._lock:
+            self._after_bursts.append(_Burst(count, category, status=status))
+
     def rate_limit_next(
         self, count: int = 1, *, kind: str = "trading", category: str | None = None
     ) -> None:
@@ -441,6 +454,7 @@ class FakeIG:
         with self._lock:
             self._fail_bursts.clear()
             self._limit_bursts.clear()
+            self._after_bursts.clear()
             self._confirm_not_found_reads = 0
             self._lose_confirms = 0
             self.market.reject_reasons.clear()
@@ -523,6 +537,10 @@ class FakeIG:
                 self._check_allowance_locked(category, account_id, arrived_ns)
             request[_IG_REQUEST] = (method, path, body, session)
             response = await handler(request)
+            with self._lock:
+                lost = _take(self._after_bursts, category)
+            if lost is not None:  # it was done, but the answer never made it
+                raise IgError("system.error", lost.status)
         except IgError as error:
             response = _error(error)
         except RequestInvalid as error:
@@ -849,6 +867,10 @@ class FakeIG:
         lines = data.split("\r\n")
         kind = lines[0]
         requests = [dict(parse_qsl(line, keep_blank_values=True)) for line in lines[1:] if line]
+        with self._lock:
+            self.tlcp_requests.extend(
+                (kind, {k: v for k, v in r.items() if k != "LS_password"}) for r in requests
+            )
         if kind == "wsok":
             queue.put_nowait("WSOK")
             return stream
@@ -871,12 +893,13 @@ class FakeIG:
     ) -> _Stream | None:  # fmt: skip
         with self._lock:
             if kind == "bind_session":
-                old = next((s for s in self._streams
-                            if s.session_id == params.get("LS_session")), None)  # fmt: skip
+                # a session outlives its socket (a drop), until the client destroys it
+                old = self._ls_sessions.get(params.get("LS_session", ""))
                 if old is None:
                     queue.put_nowait("CONERR,20,Session not found")
                     return stream
-                self._streams.remove(old)
+                if old in self._streams:
+                    self._streams.remove(old)
                 account_id = old.account_id
                 subscriptions = old.subscriptions
                 session_id = old.session_id
@@ -890,6 +913,7 @@ class FakeIG:
             stream = _Stream(ws=ws, session_id=session_id, account_id=account_id or None,
                              queue=queue, subscriptions=subscriptions)  # fmt: skip
             self._streams.append(stream)
+            self._ls_sessions[session_id] = stream
         keepalive_ms = int(self.probe_interval_s * 1000)
         queue.put_nowait(f"CONOK,{session_id},50000,{keepalive_ms},*")
         queue.put_nowait("SERVNAME,Fake IG Lightstreamer")
@@ -945,6 +969,7 @@ class FakeIG:
             replies.append(f"UNSUB,{sub_id}")
         elif op == "destroy":
             with self._lock:
+                self._ls_sessions.pop(stream.session_id, None)
                 if stream in self._streams:
                     self._streams.remove(stream)
             replies.append(f"REQOK,{req_id}")
@@ -1082,7 +1107,8 @@ class FakeIG:
     async def _admin_fault(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         knobs: dict[str, Callable[..., None]] = {
-            "fail_next": self.fail_next, "rate_limit_next": self.rate_limit_next,
+            "fail_next": self.fail_next, "fail_after_next": self.fail_after_next,
+            "rate_limit_next": self.rate_limit_next,
             "delay_confirms": self.delay_confirms, "lose_confirms": self.lose_confirms,
             "reject_next": self.reject_next, "drop_streams": self.drop_streams,
             "expire_tokens": self.expire_tokens, "set_environment": self.set_environment,
