@@ -166,6 +166,12 @@ def test_connect_switches_to_the_configured_account_which_is_the_active_one(
     switches = [r for r in fake.request_log() if r.method == "PUT" and r.path == "/session"]
     assert len(switches) == 1
     assert "fakeigpassword" not in repr(broker.rest) + repr(broker.rest.session)
+    broker.close()
+    assert [(r.method, r.path, r.status) for r in fake.request_log()][-1] == (
+        "DELETE",
+        "/session",
+        204,
+    )  # logged out: IG limits open sessions
 
 
 def test_a_live_environment_fake_is_a_live_account_for_rehearsals(
@@ -419,3 +425,18 @@ def test_the_session_is_renewed_before_it_gets_old(fake: FakeIG, make_broker) ->
     refused = [r for r in fake.request_log() if r.status == 401]
     assert refused == []  # renewed before IG refused anything
     assert seen.of(BrokerSessionChanged) == []
+
+
+def test_a_lost_answer_after_the_deal_is_found_by_its_confirm_never_dealt_twice(
+    fake: FakeIG, make_broker
+) -> None:
+    broker, seen = make_broker()
+    broker.connect()
+    fake.fail_after_next(1, status=504)  # IG dealt; the answer is lost
+    with pytest.raises(BrokerUnavailable):
+        broker.submit_order(_entry())
+    with pytest.raises(BrokerRejected, match="DUPLICATE_CLIENT_ORDER_ID"):
+        broker.submit_order(_entry())  # the order path's resend: IG's confirm answers
+    assert len(_deals(fake)) == 1
+    wait_until(lambda: seen.last_status(f"{PLAN}E") is OrderStatus.FILLED, timeout_s=5)
+    assert len(seen.of(FillReport, f"{PLAN}E")) == 1

@@ -138,6 +138,14 @@ class IgRestClient:
         return f"IgRestClient(base_url={self.base_url!r}, account_id={self.account_id!r})"
 
     def close(self) -> None:
+        """Log out (``DELETE /session``, best effort: IG limits open sessions) and close."""
+        session = self._session
+        self._session = None
+        if session is not None:
+            try:
+                self._send("DELETE", "/session", version="1", session=session)
+            except BrokerUnavailable as error:
+                logger.info("ig: logout not answered: %s", error)
         self._client.close()
 
     @property
