@@ -643,10 +643,10 @@ class EngineConfig(_Strict):
 
     @model_validator(mode="after")
     def _ig_feed_needs_ig_broker(self) -> EngineConfig:
-        if self.feed.kind == "ig" and self.broker.kind != "ig":
+        if self.feed.kind == "ig" and (self.broker.kind != "ig" or not self.ig.stream):
             raise ValueError(
-                "feed.kind 'ig' needs broker.kind 'ig': the prices come on the broker's "
-                "Lightstreamer session"
+                "feed.kind 'ig' needs broker.kind 'ig' with ig.stream true: the prices come "
+                "on the broker's Lightstreamer session"
             )
         if self.broker.kind == "ig":
             symbols = {i.symbol for i in self.instruments}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -273,3 +274,21 @@ def test_session_password_and_liveness() -> None:
     assert not account_is_live(is_real_live_base=False, session=demo)
     live = {"hasActiveDemoAccounts": False, "hasActiveLiveAccounts": True}
     assert account_is_live(is_real_live_base=False, session=live)
+
+
+def test_config_ties_the_ig_feed_to_the_ig_broker_and_its_stream() -> None:
+    from launcher.config import load_config
+
+    path = Path(__file__).resolve().parents[2] / "configs" / "demo_ig.yaml"
+    config = load_config(path, environ={}, dotenv_path=None)
+    assert (config.broker.kind, config.feed.kind, config.ig.stream) == ("ig", "ig", True)
+    assert not config.ig.is_live_base and not config.rehearsal
+    data = config.model_dump(mode="json")
+    assert "fakeigpassword" not in str(data)  # secrets are not dumped
+    with pytest.raises(ValueError, match=r"ig\.stream"):
+        config.model_validate(
+            {**config.model_dump(), "ig": {**config.ig.model_dump(), "stream": False}}
+        )
+    without_epics = {**config.ig.model_dump(), "instruments": {}}
+    with pytest.raises(ValueError, match="epic"):
+        config.model_validate({**config.model_dump(), "ig": without_epics})
