@@ -419,8 +419,8 @@ def test_the_session_is_renewed_before_it_gets_old(fake: FakeIG, make_broker) ->
     broker, seen = make_broker(session_max_age_s=0.001)
     broker.connect()
     logins = broker.rest.logins_total
-    broker.list_positions()
-    broker.list_positions()
+    broker.rest.get("/positions", version="2")
+    broker.rest.get("/positions", version="2")
     assert broker.rest.logins_total >= logins + 2  # each request found the session too old
     refused = [r for r in fake.request_log() if r.status == 401]
     assert refused == []  # renewed before IG refused anything
@@ -440,3 +440,42 @@ def test_a_lost_answer_after_the_deal_is_found_by_its_confirm_never_dealt_twice(
     assert len(_deals(fake)) == 1
     wait_until(lambda: seen.last_status(f"{PLAN}E") is OrderStatus.FILLED, timeout_s=5)
     assert len(seen.of(FillReport, f"{PLAN}E")) == 1
+
+
+def test_one_reconciliation_run_reads_igs_positions_once_and_a_read_allowance_is_unavailable(
+    fake: FakeIG, make_broker
+) -> None:
+    """IG allows 30 non-trading requests a minute: the lists of one run share one GET
+    /positions, and IG's allowance refusal on it reaches reconciliation as "could not ask"
+    (BrokerUnavailable, which it tolerates), never as an exception it does not expect."""
+    broker, _ = make_broker()
+    broker.connect()
+    broker.submit_order(_entry())
+    before = len([r for r in fake.request_log() if r.path == "/positions" and r.method == "GET"])
+    broker.list_orders()
+    broker.list_fills()
+    [position] = broker.list_positions()
+    assert position.quantity == 2
+    reads = [r for r in fake.request_log() if r.path == "/positions" and r.method == "GET"]
+    assert len(reads) == before + 1
+    broker.submit_order(_stop("7480"))  # a change of ours: the next list asks again
+    fake.rate_limit_next(5, kind="account", category="non-trading")
+    with pytest.raises(BrokerUnavailable, match="IG_READ_ALLOWANCE"):
+        broker.list_positions()
+
+
+def test_a_refused_confirm_poll_after_the_deal_was_sent_is_never_a_resendable_refusal(
+    fake: FakeIG, make_broker
+) -> None:
+    """The deal request went out; a 403 allowance on the confirm poll must not come back as
+    BrokerRateLimited ("not acted on, send again"): the poll goes on, then unknown at worst."""
+    broker, seen = make_broker()
+    broker.connect()
+    fake.rate_limit_next(2, kind="account", category="non-trading")
+    broker.submit_order(_entry())
+    wait_until(lambda: seen.last_status(f"{PLAN}E") is OrderStatus.FILLED, timeout_s=5)
+    fake.rate_limit_next(1000, kind="account", category="non-trading")
+    with pytest.raises(BrokerUnavailable, match="IG_CONFIRM_PENDING"):
+        broker.submit_order(_entry(plan=PLAN2))
+    fake.clear_faults()
+    assert len(_deals(fake)) == 2

@@ -89,6 +89,7 @@ from typing import TYPE_CHECKING, Any
 
 from adapters.brokers.base import (
     AccountInfo,
+    BrokerRateLimited,
     BrokerRejected,
     BrokerReport,
     BrokerUnavailable,
@@ -135,6 +136,8 @@ logger = logging.getLogger(__name__)
 TickBatchSink = Callable[[list[Tick]], None]
 HEARTBEAT_INTERVAL_S = 0.5
 _CONFIRM_POLL_S = (0.05, 0.1, 0.2, 0.3, 0.5)
+# One reconciliation run's lists share one GET /positions (IG: 30 non-trading a minute).
+_LIST_SNAPSHOT_S = 2.0
 
 
 def ig_credentials(config: IgConfig, environ: Mapping[str, str] | None = None) -> IgCredentials:
@@ -174,6 +177,7 @@ class _Plan:
         "closed",
         "closing",
         "deal",
+        "deal_known_at",
         "instrument",
         "legs",
         "stop_cid",
@@ -183,6 +187,9 @@ class _Plan:
     def __init__(self, instrument: str) -> None:
         self.instrument = instrument
         self.deal: IgDeal | None = None
+        # When (monotonic) this process learnt of the deal: a GET /positions sent before then
+        # may not list it yet, and its absence there says nothing.
+        self.deal_known_at = 0.0
         self.legs: dict[str, _Leg] = {}
         self.stop_cid: str | None = None  # the working STOP leg (the deal's stopLevel)
         self.target_cid: str | None = None  # the working TARGET leg (the deal's limitLevel)
@@ -248,6 +255,8 @@ class IgBroker:
         self._unknown_outcome: set[str] = set()
         self._fills: list[FillReport] = []
         self._last_quotes: dict[str, Tick] = {}  # epic -> the stream's last quote
+        self._deals_snapshot: tuple[float, list[IgDeal]] | None = None
+        self._deals_generation_at = 0.0  # the last change of ours: older snapshots are stale
         self._seen_fills: set[str] = set()
         self._reports: queue.Queue[BrokerReport | None] = queue.Queue()
         self._worker: threading.Thread | None = None
@@ -405,8 +414,8 @@ class IgBroker:
 
     # ------------------------------------------------------------------ lists
     def list_orders(self) -> list[OrderStatusReport]:
-        deals = self._open_deals()
-        self._notice_closed_deals(deals)
+        asked_at, deals = self._open_deals_snapshot(max_age_s=_LIST_SNAPSHOT_S)
+        self._notice_closed_deals(deals, asked_at)
         with self._lock:
             unknown = sorted(self._unknown_outcome)
         for ref in unknown:
@@ -452,8 +461,8 @@ class IgBroker:
             ]
 
     def list_fills(self, since_ns: int | None = None) -> list[FillReport]:
-        deals = self._open_deals()
-        self._notice_closed_deals(deals)
+        asked_at, deals = self._open_deals_snapshot(max_age_s=_LIST_SNAPSHOT_S)
+        self._notice_closed_deals(deals, asked_at)
         with self._lock:
             fills = list(self._fills)
             seen = set(self._seen_fills)
@@ -479,8 +488,8 @@ class IgBroker:
         return fills
 
     def list_positions(self) -> list[PositionReport]:
-        deals = self._open_deals()
-        self._notice_closed_deals(deals)
+        asked_at, deals = self._open_deals_snapshot(max_age_s=_LIST_SNAPSHOT_S)
+        self._notice_closed_deals(deals, asked_at)
         return positions_by_instrument(deals, self._symbol_by_epic, self._clock.now_ns())
 
     # ------------------------------------------------------------------ optional hooks
@@ -581,6 +590,7 @@ class IgBroker:
             with self._lock:
                 self._unknown_outcome.add(cid)
             raise
+        self._deals_changed()
         confirm = self._await_confirm(cid, event)
         if confirm is None:
             with self._lock:
@@ -601,7 +611,17 @@ class IgBroker:
                 confirm = self._confirmed.get(cid)
             if confirm is not None:
                 return confirm
-            data = self._rest.get_or_none(f"/confirms/{cid}")
+            # The deal request was sent: whatever a poll meets (an allowance, a 5xx, a lapsed
+            # session), the outcome is unknown, never "not sent" (a retried submit would
+            # deal again under the same reference if IG did not deduplicate it).
+            try:
+                data = self._rest.get_or_none(f"/confirms/{cid}")
+            except IgAuthRefused as error:
+                logger.warning("ig: confirm of %s not readable: %s", cid, error)
+                return None
+            except (BrokerUnavailable, BrokerRateLimited, BrokerRejected) as error:
+                logger.info("ig: confirm poll of %s failed: %s", cid, error)
+                data = None
             if isinstance(data, dict):
                 confirm = confirm_from_json(data)
                 self._settle(confirm)
@@ -619,6 +639,7 @@ class IgBroker:
         plan_id = plan_key(cid)
         now = self._clock.now_ns()
         reports: list[BrokerReport] = []
+        self._deals_changed()
         with self._lock:
             if cid in self._confirmed:
                 return
@@ -637,6 +658,7 @@ class IgBroker:
                     self._fills.append(fill)
                     reports.insert(0, fill)
                 if confirm.accepted and leg.kind == "E":
+                    plan.deal_known_at = time.monotonic()
                     plan.deal = IgDeal(
                         deal_id=confirm.deal_id,
                         deal_reference=cid,
@@ -705,6 +727,7 @@ class IgBroker:
                 plan = self._plans.setdefault(plan_id, _Plan(instrument))
                 if entry is not None and plan.deal is None:
                     plan.deal = entry
+                    plan.deal_known_at = time.monotonic()
         if plan.deal is None or plan.closed:
             raise BrokerRejected(
                 f"IG_NO_POSITION: {cid}: plan {plan_id} has no open deal at IG",
@@ -767,6 +790,7 @@ class IgBroker:
             json=amend_levels_body(stop, limit),
             client_order_id=cid,
         )
+        self._deals_changed()
         reference = str((answer or {}).get("dealReference") or "")
         if reference:
             data = self._rest.get_or_none(f"/confirms/{reference}")
@@ -785,7 +809,23 @@ class IgBroker:
 
     # ------------------------------------------------------------------ deals closed by IG
     def _open_deals(self) -> list[IgDeal]:
-        data = self._rest.get("/positions", version="2") or {}
+        return self._open_deals_snapshot(max_age_s=0.0)[1]
+
+    def _open_deals_snapshot(self, max_age_s: float) -> tuple[float, list[IgDeal]]:
+        """IG's open deals and when (monotonic) they were asked for; a snapshot younger than
+        ``max_age_s`` is reused (one reconciliation run asks for orders, fills and positions
+        at once, and IG allows 30 non-trading requests a minute per account); any deal of
+        ours since drops it. IG's allowance refusal on this read is ``BrokerUnavailable``
+        for the lists' callers: the broker could not be asked now."""
+        now = time.monotonic()
+        with self._lock:
+            cached = self._deals_snapshot
+        if cached is not None and now - cached[0] <= max_age_s:
+            return cached
+        try:
+            data = self._rest.get("/positions", version="2") or {}
+        except BrokerRateLimited as error:
+            raise BrokerUnavailable(f"IG_READ_ALLOWANCE: GET /positions: {error}") from None
         deals = []
         for item in data.get("positions") or []:
             if not isinstance(item, dict):
@@ -794,13 +834,24 @@ class IgBroker:
                 deals.append(deal_from_position(item))
             except ValueError as error:
                 logger.warning("ig: unusable position skipped: %s", error)
-        return deals
+        with self._lock:
+            if self._deals_generation_at <= now:
+                self._deals_snapshot = (now, deals)
+        return now, deals
+
+    def _deals_changed(self) -> None:
+        """A deal of ours was made, amended or closed: the cached snapshot is out of date."""
+        with self._lock:
+            self._deals_snapshot = None
+            self._deals_generation_at = time.monotonic()
 
     def _deal_is_open(self, deal_id: str) -> bool:
         return any(deal.deal_id == deal_id for deal in self._open_deals())
 
-    def _notice_closed_deals(self, deals: list[IgDeal]) -> None:
-        """A deal of ours gone from IG's positions with no EXIT of ours: a level closed it."""
+    def _notice_closed_deals(self, deals: list[IgDeal], asked_at: float) -> None:
+        """A deal of ours gone from IG's positions with no EXIT of ours: a level closed it.
+        Only deals known before the positions were asked for count (a deal opened while the
+        request was in flight is not in its answer)."""
         open_ids = {deal.deal_id for deal in deals}
         with self._lock:
             gone = [
@@ -809,6 +860,7 @@ class IgBroker:
                 if plan.deal is not None
                 and not plan.closed
                 and not plan.closing
+                and plan.deal_known_at < asked_at
                 and plan.deal.deal_id not in open_ids
             ]
         for plan_id in gone:
@@ -816,6 +868,7 @@ class IgBroker:
 
     def on_position_update(self, update: Mapping[str, Any]) -> None:
         """The TRADE stream's OPU: a deal of ours DELETED with no EXIT of ours."""
+        self._deals_changed()
         status = str(update.get("status") or "").upper()
         if status != "DELETED":
             return
