@@ -479,3 +479,20 @@ def test_a_refused_confirm_poll_after_the_deal_was_sent_is_never_a_resendable_re
         broker.submit_order(_entry(plan=PLAN2))
     fake.clear_faults()
     assert len(_deals(fake)) == 2
+
+
+def test_an_unanswered_stop_amendment_is_sent_again_on_the_resend(
+    fake: FakeIG, make_broker
+) -> None:
+    broker, seen = make_broker()
+    broker.connect()
+    broker.submit_order(_entry())
+    fake.fail_next(1, status=503, category="trading")
+    with pytest.raises(BrokerUnavailable):
+        broker.submit_order(_stop("7480"))
+    broker.submit_order(_stop("7480"))  # the order path's resend: amended, not "duplicate"
+    [deal] = _deals(fake)
+    assert deal["stopLevel"] == 7480
+    wait_until(lambda: seen.last_status(f"{PLAN}S") is OrderStatus.ACCEPTED, timeout_s=5)
+    with pytest.raises(BrokerRejected, match="DUPLICATE_CLIENT_ORDER_ID"):
+        broker.submit_order(_stop("7480"))  # once accepted, a repeat is a duplicate

@@ -756,7 +756,12 @@ class IgBroker:
         deal = plan.deal
         assert deal is not None
         with self._lock:
-            if cid in plan.legs and plan.legs[cid].status is not OrderStatus.REJECTED:
+            # A leg whose amendment went unanswered (SUBMITTED) is simply amended again:
+            # setting a level is idempotent at IG.
+            if cid in plan.legs and plan.legs[cid].status not in (
+                OrderStatus.REJECTED,
+                OrderStatus.SUBMITTED,
+            ):
                 raise BrokerRejected(
                     f"DUPLICATE_CLIENT_ORDER_ID: {cid} is already the deal's "
                     f"{'stop' if leg == 'S' else 'limit'}",
