@@ -31,6 +31,7 @@ from domain.messages import (
 from domain.plans import client_order_id, plan_client_id
 from launcher.config import load_config
 from launcher.engine import Engine
+from launcher.preflight import StartupError
 from tests.helpers import wait_until
 from tools.fake_ig import FakeIG
 
@@ -288,3 +289,21 @@ def test_a_5xx_before_dealing_is_resent_once_settled_and_deals_once(
         if r.method == "POST" and r.path == "/positions/otc" and r.status == 200
     ]
     assert [r.body.get("dealReference") for r in posted] == [entry]
+
+
+def test_a_refused_login_at_start_is_one_startup_error(fake: FakeIG, tmp_path: Path) -> None:
+    config = load_config(REPO_ROOT / "configs" / "demo_ig.yaml", environ={}, dotenv_path=None)
+    config = config.model_copy(
+        update={
+            "data_dir": str(tmp_path / "data"),
+            "logs_dir": str(tmp_path / "logs"),
+            "database_url": f"sqlite:///{tmp_path / 'vigil.db'}",
+            "ig": config.ig.model_copy(update={"rest_base_url": fake.base_url}),
+        }
+    )
+    (tmp_path / "logs").mkdir()
+    fake.password = "rotated"
+    engine = Engine(config, run_http=False)
+    with pytest.raises(StartupError, match="IG connect failed: IG_AUTH_REFUSED") as caught:
+        engine.start()
+    assert "rotated" not in str(caught.value) and "fakeigpassword" not in str(caught.value)
