@@ -496,3 +496,28 @@ def test_an_unanswered_stop_amendment_is_sent_again_on_the_resend(
     wait_until(lambda: seen.last_status(f"{PLAN}S") is OrderStatus.ACCEPTED, timeout_s=5)
     with pytest.raises(BrokerRejected, match="DUPLICATE_CLIENT_ORDER_ID"):
         broker.submit_order(_stop("7480"))  # once accepted, a repeat is a duplicate
+
+
+def test_a_partial_exit_leaves_the_rest_of_the_deal_watched(fake: FakeIG, make_broker) -> None:
+    broker, seen = make_broker()
+    broker.connect()
+    broker.submit_order(_entry())
+    broker.submit_order(_stop("7480"))
+    broker.submit_order(
+        OrderRequest(
+            client_order_id=f"{PLAN}X",
+            instrument="FTSE",
+            side=Side.SELL,
+            order_type=OrderType.MARKET,
+            quantity=1,
+        )
+    )
+    [deal] = _deals(fake)
+    assert deal["size"] == 1 and deal["stopLevel"] == 7480
+    assert [(p.instrument, p.quantity) for p in broker.list_positions()] == [("FTSE", 1)]
+    fake.set_quote(EPIC, "7470", "7471")  # the rest is stopped out at IG
+    # Without the stream, the next list that reads IG (past the run's shared snapshot).
+    wait_until(lambda: broker.list_positions() == [], timeout_s=10, message="gone at IG")
+    wait_until(lambda: seen.last_status(f"{PLAN}S") is OrderStatus.FILLED, timeout_s=5)
+    [stop_fill] = seen.of(FillReport, f"{PLAN}S")
+    assert stop_fill.quantity == 1

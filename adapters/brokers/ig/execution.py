@@ -87,6 +87,8 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from adapters.brokers.base import (
     AccountInfo,
     BrokerRateLimited,
@@ -670,6 +672,17 @@ class IgBroker:
                         limit_level=None,
                         created_ns=confirm.ts_ns,
                     )
+                elif (
+                    confirm.accepted
+                    and leg.kind == "X"
+                    and plan.deal is not None
+                    and plan.deal.size > (confirm.size or leg.quantity)
+                ):
+                    # A partial close: the rest of the deal stays open with its levels.
+                    plan.deal = msgspec.structs.replace(
+                        plan.deal, size=plan.deal.size - (confirm.size or leg.quantity)
+                    )
+                    plan.closing = False
                 elif confirm.accepted and leg.kind == "X":
                     plan.closed = True
                     for sibling in (plan.stop_cid, plan.target_cid):
@@ -1100,6 +1113,4 @@ class IgBroker:
 
 
 def _with_levels(deal: IgDeal, stop: Decimal | None, limit: Decimal | None) -> IgDeal:
-    import msgspec
-
     return msgspec.structs.replace(deal, stop_level=stop, limit_level=limit)
