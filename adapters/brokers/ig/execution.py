@@ -56,10 +56,24 @@ What the engine would need to change (in actors/ and domain/, not done here):
   ``open_position_body`` already takes the levels.
 - Tightening the stop cancels the stop leg and places a new one: two PUTs with the deal
   briefly without a stop. A "move level" port method (one PUT) would close that gap.
-- A partial exit or a partially sized stop cannot exist at IG; the OCO never asks for one
-  with MARKET entries, which IG fills whole.
+- A partially sized stop cannot exist at IG (a level covers the whole deal); the OCO never
+  asks for one with MARKET entries, which IG fills whole. A partial EXIT is supported (the
+  rest of the deal stays open with its levels).
+- Reconciliation compares net positions only; comparing the deal's stop/limit levels with
+  the bracket's (the issue's "reconciliation compares the position's levels") needs
+  ``PositionReport`` (domain) to carry them and the reconciler to compare them;
+  ``IgDeal`` already reads ``stopLevel``/``limitLevel`` from GET /positions.
+- After a restart, IG's positions name the entry (dealReference) but not the STOP/TARGET
+  legs' ids (their sequence is ours): ``list_orders`` lists the entry only, the OCO sees its
+  legs missing and places them again under the next sequence, which here is an idempotent
+  PUT of the same levels.
 - LIMIT entries (IG working orders, /workingorders/otc) are refused here
   (``IG_UNSUPPORTED_ORDER_TYPE``).
+
+Not done: ``list_fills`` does not read IG's history (/history/activity or transactions), so
+after a restart the fills of deals already closed are not listed, and the price of a level
+hit is an estimate (the close's confirm, else the last quote); quantities are IG deal sizes
+in whole units (IG's fractional sizes are not used).
 
 No duplicate deal after a lost answer. The dealReference is our id, and before any resend of
 an id whose earlier submit went unanswered the adapter asks IG (GET /confirms/{id}, then the
