@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: verify paper demo-kite test test-loop bench bench-kite lint post-close burnin ops-check clean kiteconnect-venv igclients-venv
+.PHONY: verify paper demo-kite test test-loop bench bench-kite lint post-close burnin ops-check clean kiteconnect-venv igclients-venv demo-ig
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,16 @@ demo-kite: $(STAMP)
 		--login-base http://127.0.0.1:$(KITE_FAKE_PORT) \
 		--fetch-request-token --wait-s 15 --write data/kite_access_token && \
 	$(PY) -m launcher --config configs/demo_kite.yaml
+
+# The engine against the fake IG (tools/fake_ig: REST + Lightstreamer on one port) with
+# configs/demo_ig.yaml; the fake's demo login is in the config.
+IG_FAKE_PORT := 5020
+demo-ig: $(STAMP)
+	$(PY) -m tools.fake_ig --port $(IG_FAKE_PORT) & fake=$$!; \
+	trap 'kill $$fake 2>/dev/null' EXIT INT TERM; \
+	$(PY) -c "import socket,time; d=time.monotonic()+15; \
+	exec('while time.monotonic()<d:\n try:\n  socket.create_connection((\'127.0.0.1\',$(IG_FAKE_PORT)),1).close(); break\n except OSError: time.sleep(0.1)')" && \
+	$(PY) -m launcher --config configs/demo_ig.yaml
 
 # The official Kite Connect client pins autobahn[twisted]: it gets a venv of its own, which
 # tests/e2e/test_fake_kite_official_client.py runs it from (the test also makes it if missing).

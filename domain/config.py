@@ -24,6 +24,8 @@ __all__ = [
     "FeedConfig",
     "HeartbeatConfig",
     "HttpConfig",
+    "IgConfig",
+    "IgInstrumentConfig",
     "InstrumentConfig",
     "KiteConfig",
     "KiteInstrumentConfig",
@@ -71,7 +73,7 @@ class FeedConfig(_Strict):
         replay_speed: 1.0 is real time; 0 means as fast as possible.
     """
 
-    kind: Literal["synthetic", "csv", "kite"] = "synthetic"
+    kind: Literal["synthetic", "csv", "kite", "ig"] = "synthetic"
     name: str = "synthetic"
     seed: int = 7
     tick_interval_ms: int = Field(default=250, gt=0)
@@ -167,7 +169,7 @@ class BrokerConfig(_Strict):
     # Which broker: ``paper`` (the in-process venue, the default) or ``kite`` (Zerodha Kite
     # Connect v3, settings in ``kite``; the real base URLs are LIVE, reached only through the
     # LIVE gates).
-    kind: Literal["paper", "kite"] = "paper"
+    kind: Literal["paper", "kite", "ig"] = "paper"
     gateway: Literal["auto", "thread", "inline"] = "auto"
     gateway_workers: int = Field(default=4, ge=1, le=64)
     # The broker's published request limits, enforced in front of every broker call by the
@@ -271,6 +273,62 @@ class KiteConfig(_Strict):
     def is_real_base(self) -> bool:
         """The REST base is Zerodha's own: real money."""
         return self.rest_base_url.rstrip("/") == KITE_REAL_REST_BASE_URL
+
+
+class IgInstrumentConfig(_Strict):
+    """Where one configured instrument trades at IG: its epic (``MARKET:{epic}`` on the
+    stream), expiry (``-`` for cash and DFB markets) and the deal currency."""
+
+    epic: str = Field(min_length=1)
+    expiry: str = "-"
+    currency: str = "GBP"
+
+
+IG_DEMO_REST_BASE_URL = "https://demo-api.ig.com/gateway/deal"
+IG_LIVE_REST_BASE_URL = "https://api.ig.com/gateway/deal"
+
+
+class IgConfig(_Strict):
+    """IG's REST trading API and Lightstreamer (``broker.kind: ig``; ``adapters.brokers.ig``).
+
+    Attributes:
+        api_key, identifier, password: the login; else the ``IG_API_KEY``, ``IG_IDENTIFIER``
+            and ``IG_PASSWORD`` environment variables. Secrets: never logged or dumped.
+        account_id: the account to trade (the session is switched to it; the runbook's
+            account lock checks it is the active one); else ``IG_ACCOUNT_ID``.
+        rest_base_url: IG's demo gateway by default; ``https://api.ig.com/gateway/deal`` is
+            LIVE (real money); a fake's ``http://127.0.0.1:N`` for DEMO and rehearsals.
+        live_account: a rehearsal against a fake whose account is LIVE-type (as Kite's).
+        stream: open the Lightstreamer session (``lightstreamer-client-lib``) for prices and
+            trade confirmations; False: confirms and positions by REST polling only.
+        confirm_timeout_s: how long a deal's confirm (404 until ready) is polled before the
+            outcome is left unknown (the order stays in flight).
+        session_max_age_s: log in again before the session tokens get this old.
+        instruments: symbol -> epic, expiry, currency.
+    """
+
+    api_key: SecretStr | None = None
+    identifier: SecretStr | None = None
+    password: SecretStr | None = None
+    account_id: str = ""
+    rest_base_url: str = IG_DEMO_REST_BASE_URL
+    live_account: bool = False
+    stream: bool = True
+    request_timeout_s: float = Field(default=7.0, gt=0)
+    confirm_timeout_s: float = Field(default=3.0, gt=0)
+    session_max_age_s: float = Field(default=5.5 * 3600, gt=0)
+    stream_silence_timeout_s: float = Field(default=10.0, gt=0)
+    instruments: dict[str, IgInstrumentConfig] = Field(default_factory=dict)
+
+    @property
+    def is_real_base(self) -> bool:
+        """The REST base is one of IG's own gateways (demo or live)."""
+        return self.rest_base_url.rstrip("/") in (IG_DEMO_REST_BASE_URL, IG_LIVE_REST_BASE_URL)
+
+    @property
+    def is_live_base(self) -> bool:
+        """The REST base is IG's live gateway: real money."""
+        return self.rest_base_url.rstrip("/") == IG_LIVE_REST_BASE_URL
 
 
 class HttpConfig(_Strict):
@@ -534,6 +592,7 @@ class EngineConfig(_Strict):
     paper_broker: PaperBrokerConfig = Field(default_factory=PaperBrokerConfig)
     broker: BrokerConfig = Field(default_factory=BrokerConfig)
     kite: KiteConfig = Field(default_factory=KiteConfig)
+    ig: IgConfig = Field(default_factory=IgConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
     heartbeats: HeartbeatConfig = Field(default_factory=HeartbeatConfig)
     leader: LeaderConfig = Field(default_factory=LeaderConfig)
@@ -551,6 +610,8 @@ class EngineConfig(_Strict):
         real broker."""
         if self.broker.kind == "kite":
             return self.kite.live_account and not self.kite.is_real_base
+        if self.broker.kind == "ig":
+            return self.ig.live_account and not self.ig.is_real_base
         return self.paper_broker.live_account
 
     def missing_live_risk_limits(self) -> tuple[str, ...]:
@@ -578,6 +639,24 @@ class EngineConfig(_Strict):
                 f"kite.instruments: unknown symbols {unknown}; configured instruments are "
                 f"{sorted(i.symbol for i in self.instruments)}"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _ig_feed_needs_ig_broker(self) -> EngineConfig:
+        if self.feed.kind == "ig" and (self.broker.kind != "ig" or not self.ig.stream):
+            raise ValueError(
+                "feed.kind 'ig' needs broker.kind 'ig' with ig.stream true: the prices come "
+                "on the broker's Lightstreamer session"
+            )
+        if self.broker.kind == "ig":
+            symbols = {i.symbol for i in self.instruments}
+            unknown = sorted(set(self.ig.instruments) - symbols)
+            missing = sorted(symbols - set(self.ig.instruments))
+            if unknown or missing:
+                raise ValueError(
+                    f"ig.instruments: every instrument needs its epic; unknown symbols "
+                    f"{unknown}, missing {missing}"
+                )
         return self
 
     @model_validator(mode="after")

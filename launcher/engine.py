@@ -44,6 +44,7 @@ from actors.trading_gate import TradingGate
 from actors.watchdog_actor import WATCHDOG, WatchdogActor
 from adapters.brokers.base import BrokerError
 from adapters.brokers.faults import FaultyBroker
+from adapters.brokers.ig import IgBroker
 from adapters.brokers.kite import KiteBroker
 from adapters.brokers.paper.broker import PaperBroker
 from adapters.calendars import CalendarUnavailable, load_schedule
@@ -168,7 +169,8 @@ class Engine:
         self.day_figures: DayFiguresRecorder | None = None
         self.git_sha = "unknown"
         # The paper venue (broker.kind paper) or Kite Connect (broker.kind kite).
-        self.broker: PaperBroker | KiteBroker | None = None
+        # Or IG (broker.kind ig).
+        self.broker: PaperBroker | KiteBroker | IgBroker | None = None
         self.gateway: BrokerGateway | None = None
         self.control: EngineControl | None = None
         self._supervisor: pykka.ActorRef[Any] | None = None
@@ -258,6 +260,21 @@ class Engine:
                 self.order_journal.close()
                 database.dispose()
                 raise StartupError(f"Kite connect failed: {error}") from error
+        elif config.broker.kind == "ig":
+            try:
+                self.broker = IgBroker(
+                    config=config.ig, instruments=self.instruments, clock=self.clock
+                )
+                account = self.broker.connect()
+            except (BrokerError, ValueError) as error:
+                # As for Kite: one line for the operator, nothing left running.
+                if self.broker is not None:
+                    self.broker.close()
+                self.day_figures.stop()
+                self.order_store.stop()
+                self.order_journal.close()
+                database.dispose()
+                raise StartupError(f"IG connect failed: {error}") from error
         else:
             self.broker = PaperBroker(
                 config=config.paper_broker,
@@ -354,6 +371,15 @@ class Engine:
             # The ticker pushes: its ticks go through the same door as a pump's batches (the
             # config guarantees the broker is Kite's: the ticker shares its session).
             assert isinstance(self.broker, KiteBroker)
+            self.broker.set_tick_sink(
+                lambda ticks: self._deliver_batch(
+                    TicksReceived(feed=self.feed_name, ticks=tuple(ticks))
+                )
+            )
+        elif self._run_feed and config.feed.kind == "ig":
+            # IG's MARKET items on the broker's Lightstreamer session (the config guarantees
+            # the broker is IG's), through the same door as a pump's batches.
+            assert isinstance(self.broker, IgBroker)
             self.broker.set_tick_sink(
                 lambda ticks: self._deliver_batch(
                     TicksReceived(feed=self.feed_name, ticks=tuple(ticks))

@@ -1,0 +1,1130 @@
+"""``IgBroker``: the broker port over IG's REST trading API (and its Lightstreamer stream).
+
+REST (``http.IgRestClient``) logs in, deals, amends and closes positions and answers the lists
+reconciliation reads; the stream (``stream.IgStream``, optional) brings prices and the TRADE
+item's confirmations and position updates.
+
+How each port method maps (see ``adapters/brokers/base.py``):
+
+| port              | IG                                                                    |
+|-------------------|-----------------------------------------------------------------------|
+| connect           | POST /session v2 (+ PUT /session to ``ig.account_id``), GET /accounts |
+|                   | (balance). ``account_id`` is the ACTIVE account after the switch, so  |
+|                   | the runbook's account lock checks what the deals will hit. ``is_live``|
+|                   | IG's live base URL, or a fake's account that says LIVE (rehearsal)    |
+| submit ENTRY (E)  | POST /positions/otc v2, MARKET, ``forceOpen``, dealReference = our id;|
+|                   | the outcome from GET /confirms/{id} (404 until ready: polled for      |
+|                   | ``confirm_timeout_s``) or the stream's CONFIRMS. Accepted: FILLED +   |
+|                   | a fill (IG fills a market deal whole or refuses it); refused:         |
+|                   | ``BrokerRejected`` with IG's reason; no confirm in time:              |
+|                   | ``BrokerUnavailable`` (the order stays in flight, unknown)            |
+| submit STOP (S)   | PUT /positions/otc/{dealId} v2 with ``stopLevel`` = trigger (and the  |
+|                   | current ``limitLevel`` unchanged); reported ACCEPTED                  |
+| submit TARGET (T) | the same with ``limitLevel`` = the limit price                        |
+| submit EXIT (X)   | POST /positions/otc + ``_method: DELETE`` v1: closes the plan's deal  |
+|                   | at market, our id as its dealReference; outcome as for an entry       |
+| cancel S / T      | PUT removing that level; reported CANCELLED. A deal already gone:     |
+|                   | CANCELLED with no request. Cancel of E or X: nothing to do (a market  |
+|                   | deal is done or refused at once)                                      |
+| modify S / T      | the level covers the whole deal: a quantity equal to the deal's size  |
+|                   | is a no-op; any other is refused (IG has no partial stop)             |
+| list_orders       | the legs this process knows + the entries of IG's open positions      |
+|                   | whose dealReference is ours; unknown outcomes are asked once more     |
+| list_open_orders  | the working STOP/TARGET legs of deals still open                      |
+| list_fills        | the fills seen this session + the entries of open positions           |
+| list_positions    | GET /positions v2 netted per instrument (signed size, mean level)     |
+
+The bracket is broker-side. IG keeps stop and limit ON the position, so the engine's OCO legs
+map onto the one deal per plan (all legs of a plan share the plan key, ``parsing.plan_key``):
+the STOP and TARGET legs are the position's levels, not orders. A level hit closes the deal at
+IG with no order of ours: the stream's OPU (status DELETED) or IG's CONFIRMS of its close, or,
+without the stream, the deal's absence from GET /positions in a list call, becomes a FILL of
+the leg whose level was hit: the one nearer the closing level (the close's CONFIRMS) or, when
+only the OPU says so, nearer the price a close trades at now (the stream's last bid for a BUY
+deal, offer for a SELL; else IG's market snapshot). The OPU's ``level`` is the deal's OPENING
+level and decides nothing. The fill's price is the closing level when IG gave it, else that
+last price, else the leg's level (an estimate: IG's own fill price is in its activity).
+The engine then cancels the sibling: a no-op here that reports it CANCELLED. Because both
+levels sit on one deal, both are "working" at once, as the OCO expects, and IG itself makes
+them one-cancels-other.
+
+What the engine would need to change (in actors/ and domain/, not done here):
+- ``OrderRequest`` carries no stop/target, so the entry is sent without ``stopLevel`` and
+  ``limitLevel`` and the deal is unprotected until the S and T legs arrive (one round trip
+  each). Carrying the plan's levels on the entry request (and the OCO treating S/T as already
+  working on an IG-style broker) would open the deal protected in one request;
+  ``open_position_body`` already takes the levels.
+- Tightening the stop cancels the stop leg and places a new one: two PUTs with the deal
+  briefly without a stop. A "move level" port method (one PUT) would close that gap.
+- A partially sized stop cannot exist at IG (a level covers the whole deal); the OCO never
+  asks for one with MARKET entries, which IG fills whole. A partial EXIT is supported (the
+  rest of the deal stays open with its levels).
+- Reconciliation compares net positions only; comparing the deal's stop/limit levels with
+  the bracket's (the issue's "reconciliation compares the position's levels") needs
+  ``PositionReport`` (domain) to carry them and the reconciler to compare them;
+  ``IgDeal`` already reads ``stopLevel``/``limitLevel`` from GET /positions.
+- After a restart, IG's positions name the entry (dealReference) but not the STOP/TARGET
+  legs' ids (their sequence is ours): ``list_orders`` lists the entry only, the OCO sees its
+  legs missing and places them again under the next sequence, which here is an idempotent
+  PUT of the same levels.
+- LIMIT entries (IG working orders, /workingorders/otc) are refused here
+  (``IG_UNSUPPORTED_ORDER_TYPE``).
+
+Not done: ``list_fills`` does not read IG's history (/history/activity or transactions), so
+after a restart the fills of deals already closed are not listed, and the price of a level
+hit is an estimate (the close's confirm, else the last quote); quantities are IG deal sizes
+in whole units (IG's fractional sizes are not used).
+
+No duplicate deal after a lost answer. The dealReference is our id, and before any resend of
+an id whose earlier submit went unanswered the adapter asks IG (GET /confirms/{id}, then the
+open positions' dealReferences); if IG has it, the resend is refused with
+``DUPLICATE_CLIENT_ORDER_ID`` (the order path reads it as "the broker holds it") and its
+status is reported. An id IG confirmed is never sent again.
+
+Errors: 403 ``error.public-api.exceeded-*-allowance``: ``BrokerRateLimited`` (nothing was
+done); 5xx and timeouts: ``BrokerUnavailable``; ``errorCode`` refusals: ``BrokerRejected``; a
+refused login: ``IgAuthRefused`` (a ``BrokerAuthExpired``) and ``BrokerSessionChanged(valid=
+False)`` through the sink once, ``valid=True`` once a login works again.
+
+Threads: port calls run on the broker gateway's workers; state is behind one lock. Reports
+reach the sink on the ``ig-reports`` thread, in order.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from adapters.brokers.base import (
+    AccountInfo,
+    BrokerRateLimited,
+    BrokerRejected,
+    BrokerReport,
+    BrokerUnavailable,
+    ReportSink,
+)
+from adapters.brokers.ig.http import IgCredentials, IgRestClient
+from adapters.brokers.ig.parsing import (
+    IgAuthRefused,
+    IgConfirm,
+    IgDeal,
+    IgMarketRef,
+    account_is_live,
+    amend_levels_body,
+    close_position_body,
+    confirm_fill,
+    confirm_from_json,
+    confirm_status_report,
+    deal_from_position,
+    leg_of,
+    open_position_body,
+    plan_key,
+    positions_by_instrument,
+)
+from domain.enums import OrderStatus, OrderType, Side
+from domain.messages import (
+    BrokerSessionChanged,
+    FillReport,
+    OrderRequest,
+    OrderStatusReport,
+    OrderStreamHeartbeat,
+    PositionReport,
+    Tick,
+)
+
+if TYPE_CHECKING:
+    from domain.clock import Clock
+    from domain.config import IgConfig
+    from domain.instruments import Instrument
+
+__all__ = ["IgBroker", "ig_credentials"]
+
+logger = logging.getLogger(__name__)
+
+TickBatchSink = Callable[[list[Tick]], None]
+HEARTBEAT_INTERVAL_S = 0.5
+_CONFIRM_POLL_S = (0.05, 0.1, 0.2, 0.3, 0.5)
+# One reconciliation run's lists share one GET /positions (IG: 30 non-trading a minute).
+_LIST_SNAPSHOT_S = 2.0
+
+
+def ig_credentials(config: IgConfig, environ: Mapping[str, str] | None = None) -> IgCredentials:
+    """The login from the config, else ``IG_API_KEY``, ``IG_IDENTIFIER``, ``IG_PASSWORD``.
+
+    Raises:
+        ValueError: a part of the login is missing everywhere.
+    """
+    env = os.environ if environ is None else environ
+
+    def pick(secret: Any, name: str) -> str:
+        return secret.get_secret_value() if secret is not None else env.get(name, "")
+
+    return IgCredentials(
+        api_key=pick(config.api_key, "IG_API_KEY"),
+        identifier=pick(config.identifier, "IG_IDENTIFIER"),
+        password=pick(config.password, "IG_PASSWORD"),
+    )
+
+
+class _Leg:
+    __slots__ = ("client_order_id", "kind", "price", "quantity", "status")
+
+    def __init__(self, client_order_id: str, kind: str, quantity: int, price: Decimal | None):
+        self.client_order_id = client_order_id
+        self.kind = kind  # E S T X
+        self.quantity = quantity
+        self.price = price
+        self.status = OrderStatus.SUBMITTED
+
+
+class _Plan:
+    """One bracket at IG: one deal, its levels and the legs mapped onto it."""
+
+    __slots__ = (
+        "amend_lock",
+        "closed",
+        "closing",
+        "deal",
+        "deal_known_at",
+        "instrument",
+        "legs",
+        "stop_cid",
+        "target_cid",
+    )
+
+    def __init__(self, instrument: str) -> None:
+        self.instrument = instrument
+        self.deal: IgDeal | None = None
+        # When (monotonic) this process learnt of the deal: a GET /positions sent before then
+        # may not list it yet, and its absence there says nothing.
+        self.deal_known_at = 0.0
+        self.legs: dict[str, _Leg] = {}
+        self.stop_cid: str | None = None  # the working STOP leg (the deal's stopLevel)
+        self.target_cid: str | None = None  # the working TARGET leg (the deal's limitLevel)
+        self.closing = False  # an EXIT of ours is closing the deal
+        self.closed = False
+        # IG's PUT sets both levels at once: the STOP and TARGET legs arrive together on the
+        # gateway's workers, and two amendments in parallel would each send the other level
+        # as it was before, the second wiping the first. One amendment per deal at a time.
+        self.amend_lock = threading.Lock()
+
+
+class IgBroker:
+    """The broker port over IG.
+
+    Args:
+        config: the ``ig`` settings.
+        instruments: the engine's instruments by symbol.
+        clock: dates reports.
+        credentials: the login (``ig_credentials(config)`` when None).
+        tick_sink: receives the stream's ticks (the engine's feed door); None: not handed on.
+        start_stream: open the Lightstreamer session at ``connect`` (also needs
+            ``config.stream``).
+        confirm_poll_s: the waits between confirm polls (tests shorten them).
+    """
+
+    name = "ig"
+
+    def __init__(
+        self,
+        *,
+        config: IgConfig,
+        instruments: Mapping[str, Instrument],
+        clock: Clock,
+        credentials: IgCredentials | None = None,
+        tick_sink: TickBatchSink | None = None,
+        start_stream: bool = True,
+    ) -> None:
+        self._config = config
+        self._clock = clock
+        self._instruments = dict(instruments)
+        self._markets: dict[str, IgMarketRef] = {
+            symbol: IgMarketRef(epic=ref.epic, expiry=ref.expiry, currency=ref.currency)
+            for symbol, ref in config.instruments.items()
+        }
+        self._symbol_by_epic = {ref.epic: symbol for symbol, ref in self._markets.items()}
+        self._tick_sink = tick_sink
+        self._start_stream = start_stream and config.stream
+        creds = credentials or ig_credentials(config)
+        self._rest = IgRestClient(
+            base_url=config.rest_base_url,
+            credentials=creds,
+            account_id=config.account_id or os.environ.get("IG_ACCOUNT_ID", ""),
+            timeout_s=config.request_timeout_s,
+            session_max_age_s=config.session_max_age_s,
+            on_session_refused=self._session_refused,
+            on_session_restored=self._session_restored,
+        )
+        self._lock = threading.Lock()
+        self._sink: ReportSink | None = None
+        self._plans: dict[str, _Plan] = {}
+        self._confirmed: dict[str, IgConfirm] = {}  # our dealReference -> IG's confirm
+        self._confirm_events: dict[str, threading.Event] = {}
+        self._unknown_outcome: set[str] = set()
+        self._fills: list[FillReport] = []
+        self._last_quotes: dict[str, Tick] = {}  # epic -> the stream's last quote
+        self._deals_snapshot: tuple[float, list[IgDeal]] | None = None
+        self._deals_generation_at = 0.0  # the last change of ours: older snapshots are stale
+        self._seen_fills: set[str] = set()
+        self._reports: queue.Queue[BrokerReport | None] = queue.Queue()
+        self._worker: threading.Thread | None = None
+        self._stream: Any = None
+        self._last_heartbeat = float("-inf")
+        self._closed = False
+        self.account: AccountInfo | None = None
+
+    def __repr__(self) -> str:
+        return f"IgBroker(rest_base_url={self._config.rest_base_url!r})"
+
+    @property
+    def rest(self) -> IgRestClient:
+        return self._rest
+
+    # ------------------------------------------------------------------ lifecycle
+    def connect(self) -> AccountInfo:
+        """Log in, switch to the configured account, read its balance, start the stream.
+
+        Raises:
+            IgAuthRefused: IG refused the login.
+            BrokerUnavailable: IG did not answer.
+            BrokerRejected: the configured account is not this login's.
+        """
+        self._rest.login()
+        # The account IG deals on now, from IG (GET /session), not from what we asked for:
+        # the runbook's account lock compares this one.
+        current = self._rest.get("/session", version="1") or {}
+        active_id = str(current.get("accountId") or "")
+        data = self._rest.get("/accounts", version="1") or {}
+        accounts = [a for a in (data.get("accounts") or []) if isinstance(a, dict)]
+        active = next((a for a in accounts if a.get("accountId") == active_id), None)
+        if active is None:
+            raise BrokerRejected(
+                f"IG_UNKNOWN_ACCOUNT: the active account {active_id!r} is not among this "
+                f"login's accounts {[a.get('accountId') for a in accounts]}"
+            )
+        balance = (active.get("balance") or {}) if isinstance(active.get("balance"), dict) else {}
+        self.account = AccountInfo(
+            account_id=active_id,
+            balance=Decimal(str(balance.get("balance") or 0)),
+            currency=str(active.get("currency") or "GBP"),
+            is_live=self._config.is_live_base
+            or (
+                not self._config.is_real_base
+                and account_is_live(is_real_live_base=False, session=self._rest.session_info)
+            ),
+        )
+        self._start_threads()
+        return self.account
+
+    def set_report_sink(self, sink: ReportSink) -> None:
+        self._sink = sink
+
+    def set_tick_sink(self, sink: TickBatchSink | None) -> None:
+        self._tick_sink = sink
+
+    def close(self) -> None:
+        self._closed = True
+        if self._stream is not None:
+            self._stream.stop()
+        self._reports.put(None)
+        if self._worker is not None:
+            self._worker.join(5.0)
+        self._rest.close()
+
+    @property
+    def stream(self) -> Any:
+        return self._stream
+
+    # ------------------------------------------------------------------ requests
+    def submit_order(self, request: OrderRequest) -> None:
+        """Deal ``request`` as its leg maps (see the module doc).
+
+        Raises:
+            BrokerRejected: refused before sending, by IG (its reason), or
+                ``DUPLICATE_CLIENT_ORDER_ID`` when IG already holds the id.
+            BrokerUnavailable: no answer or no confirm in time (unknown); ``IgAuthRefused``.
+            BrokerRateLimited: IG's allowance exceeded (not dealt).
+        """
+        cid = request.client_order_id
+        plan_id, leg = plan_key(cid), leg_of(cid)
+        if plan_id is None or leg is None:
+            raise BrokerRejected(
+                f"IG_UNKNOWN_ID: {cid!r} is not one of the engine's client order ids",
+                client_order_id=cid,
+            )
+        if request.instrument not in self._markets:
+            raise BrokerRejected(
+                f"UNKNOWN_INSTRUMENT: {request.instrument!r} has no IG epic "
+                f"(configured: {sorted(self._markets)})",
+                client_order_id=cid,
+            )
+        if leg == "E":
+            self._submit_entry(request, plan_id)
+        elif leg == "X":
+            self._submit_exit(request, plan_id)
+        else:
+            self._submit_level(request, plan_id, leg)
+
+    def cancel_order(self, client_order_id: str) -> None:
+        """Remove a STOP/TARGET leg's level; anything else is already done at IG.
+
+        Raises:
+            BrokerRejected: IG refused the amendment.
+            BrokerUnavailable, BrokerRateLimited: as for submit.
+        """
+        plan_id, leg = plan_key(client_order_id), leg_of(client_order_id)
+        if plan_id is None or leg not in ("S", "T"):
+            return
+        with self._lock:
+            plan = self._plans.get(plan_id)
+            working = plan is not None and client_order_id in (plan.stop_cid, plan.target_cid)
+        if plan is None or not working:
+            return
+        # A deal IG closed (its other level hit) took this level with it: no request.
+        with plan.amend_lock:
+            deal = plan.deal
+            if deal is not None and not plan.closed:
+                stop = None if leg == "S" else deal.stop_level
+                limit = None if leg == "T" else deal.limit_level
+                try:
+                    self._amend(deal, stop, limit, client_order_id)
+                except BrokerRejected:
+                    if not self._deal_is_open(deal.deal_id):
+                        self._deal_gone(plan_id, None)
+                        return
+                    raise
+        with self._lock:
+            if leg == "S":
+                plan.stop_cid = None
+            else:
+                plan.target_cid = None
+            plan.legs[client_order_id].status = OrderStatus.CANCELLED
+            report = self._leg_report(plan, plan.legs[client_order_id], OrderStatus.CANCELLED)
+        self._reports.put(report)
+
+    def modify_order(self, client_order_id: str, *, quantity: int) -> None:
+        """A STOP/TARGET leg covers the whole deal: its size is the only quantity it has.
+
+        Raises:
+            BrokerRejected: any other leg, or a size other than the deal's.
+        """
+        plan_id, leg = plan_key(client_order_id), leg_of(client_order_id)
+        with self._lock:
+            plan = self._plans.get(plan_id or "")
+            deal = plan.deal if plan is not None else None
+        if leg in ("S", "T") and deal is not None and quantity == deal.size:
+            return
+        raise BrokerRejected(
+            f"IG_UNSUPPORTED_MODIFY: {client_order_id} quantity={quantity}: IG's stop and limit "
+            f"cover the whole deal (size {deal.size if deal else '-'})",
+            client_order_id=client_order_id,
+        )
+
+    # ------------------------------------------------------------------ lists
+    def list_orders(self) -> list[OrderStatusReport]:
+        asked_at, deals = self._open_deals_snapshot(max_age_s=_LIST_SNAPSHOT_S)
+        self._notice_closed_deals(deals, asked_at)
+        with self._lock:
+            unknown = sorted(self._unknown_outcome)
+        for ref in unknown:
+            data = self._rest.get_or_none(f"/confirms/{ref}")
+            if isinstance(data, dict):
+                self._settle(confirm_from_json(data))
+        self._adopt(deals)
+        reports: list[OrderStatusReport] = []
+        now = self._clock.now_ns()
+        with self._lock:
+            for plan in self._plans.values():
+                for leg in plan.legs.values():
+                    if leg.status is OrderStatus.SUBMITTED:
+                        continue  # not known at IG (yet): absent, as in IG's own lists
+                    reports.append(self._leg_report(plan, leg, leg.status))
+            known = {r.client_order_id for r in reports}
+        for deal in deals:
+            symbol = self._symbol_by_epic.get(deal.epic)
+            if symbol is None or deal.deal_reference in known:
+                continue
+            if leg_of(deal.deal_reference) == "E":
+                reports.append(
+                    OrderStatusReport(
+                        client_order_id=deal.deal_reference,
+                        broker_order_id=deal.deal_id,
+                        instrument=symbol,
+                        status=OrderStatus.FILLED,
+                        quantity=deal.size,
+                        filled_quantity=deal.size,
+                        ts_event=deal.created_ns or now,
+                    )
+                )
+        return reports
+
+    def list_open_orders(self) -> list[OrderStatusReport]:
+        with self._lock:
+            return [
+                self._leg_report(plan, plan.legs[cid], OrderStatus.ACCEPTED)
+                for plan in self._plans.values()
+                if plan.deal is not None
+                for cid in (plan.stop_cid, plan.target_cid)
+                if cid is not None
+            ]
+
+    def list_fills(self, since_ns: int | None = None) -> list[FillReport]:
+        asked_at, deals = self._open_deals_snapshot(max_age_s=_LIST_SNAPSHOT_S)
+        self._notice_closed_deals(deals, asked_at)
+        with self._lock:
+            fills = list(self._fills)
+            seen = set(self._seen_fills)
+        for deal in deals:
+            symbol = self._symbol_by_epic.get(deal.epic)
+            trade_id = f"{deal.deal_id}:{deal.deal_reference}"
+            if symbol is None or leg_of(deal.deal_reference) != "E" or trade_id in seen:
+                continue
+            fills.append(
+                FillReport(
+                    trade_id=trade_id,
+                    client_order_id=deal.deal_reference,
+                    broker_order_id=deal.deal_id,
+                    instrument=symbol,
+                    side=deal.direction,
+                    quantity=deal.size,
+                    price=deal.level,
+                    ts_event=deal.created_ns or self._clock.now_ns(),
+                )
+            )
+        fills = [f for f in fills if since_ns is None or f.ts_event >= since_ns]
+        fills.sort(key=lambda fill: fill.ts_event)
+        return fills
+
+    def list_positions(self) -> list[PositionReport]:
+        asked_at, deals = self._open_deals_snapshot(max_age_s=_LIST_SNAPSHOT_S)
+        self._notice_closed_deals(deals, asked_at)
+        return positions_by_instrument(deals, self._symbol_by_epic, self._clock.now_ns())
+
+    # ------------------------------------------------------------------ optional hooks
+    def on_tick(self, tick: Tick) -> None:
+        """IG's prices are its own."""
+
+    def on_validated_tick(self, tick: Tick) -> None:
+        """IG's prices are its own."""
+
+    def on_time(self, now_ns: int) -> None:
+        """IG keeps its own time."""
+
+    def on_leadership(self, is_leader: bool, epoch: int) -> None:
+        """IG's books are IG's."""
+
+    def last_trade_prices(self) -> dict[str, Decimal]:
+        return {}
+
+    # ------------------------------------------------------------------ entries and exits
+    def _submit_entry(self, request: OrderRequest, plan_id: str) -> None:
+        cid = request.client_order_id
+        body = open_position_body(request, self._markets[request.instrument])
+        self._refuse_duplicate(cid)
+        with self._lock:
+            plan = self._plans.setdefault(plan_id, _Plan(request.instrument))
+            plan.legs[cid] = _Leg(cid, "E", request.quantity, None)
+        self._deal(cid, "POST", "/positions/otc", "2", body, None)
+
+    def _submit_exit(self, request: OrderRequest, plan_id: str) -> None:
+        cid = request.client_order_id
+        if request.order_type is not OrderType.MARKET:
+            raise BrokerRejected(
+                f"IG_UNSUPPORTED_ORDER_TYPE: an exit at IG closes the deal at market, got "
+                f"{request.order_type.value}",
+                client_order_id=cid,
+            )
+        self._refuse_duplicate(cid)
+        plan = self._plan_with_deal(plan_id, request.instrument, cid)
+        deal = plan.deal
+        assert deal is not None
+        if request.side is deal.direction or request.quantity > deal.size:
+            raise BrokerRejected(
+                f"IG_UNSUPPORTED_EXIT: {cid} {request.side.value} {request.quantity} does not "
+                f"close deal {deal.deal_id} ({deal.direction.value} {deal.size})",
+                client_order_id=cid,
+            )
+        body = close_position_body(deal.deal_id, request.side, request.quantity, cid)
+        with self._lock:
+            plan.legs[cid] = _Leg(cid, "X", request.quantity, None)
+            plan.closing = True
+        self._deal(cid, "POST", "/positions/otc", "1", body, "DELETE")
+
+    def _refuse_duplicate(self, cid: str) -> None:
+        with self._lock:
+            confirmed = self._confirmed.get(cid)
+            unknown = cid in self._unknown_outcome
+        if confirmed is None and unknown:
+            data = self._rest.get_or_none(f"/confirms/{cid}")
+            if isinstance(data, dict):
+                confirmed = confirm_from_json(data)
+                self._settle(confirmed)
+            elif self._adopt(self._open_deals(), only=cid):
+                raise BrokerRejected(
+                    f"DUPLICATE_CLIENT_ORDER_ID: {cid} IG holds an open deal under it",
+                    client_order_id=cid,
+                )
+        if confirmed is not None:
+            raise BrokerRejected(
+                f"DUPLICATE_CLIENT_ORDER_ID: {cid} IG confirmed it as deal {confirmed.deal_id} "
+                f"({'ACCEPTED' if confirmed.accepted else 'REJECTED ' + confirmed.reason})",
+                client_order_id=cid,
+            )
+
+    def _deal(
+        self,
+        cid: str,
+        method: str,
+        path: str,
+        version: str,
+        body: dict[str, Any],
+        override: str | None,
+    ) -> None:
+        event = threading.Event()
+        with self._lock:
+            self._confirm_events[cid] = event
+        try:
+            self._rest.request(
+                method,
+                path,
+                version=version,
+                json=body,
+                client_order_id=cid,
+                method_override=override,
+            )
+        except IgAuthRefused:
+            raise
+        except BrokerUnavailable:
+            with self._lock:
+                self._unknown_outcome.add(cid)
+            raise
+        self._deals_changed()
+        confirm = self._await_confirm(cid, event)
+        if confirm is None:
+            with self._lock:
+                self._unknown_outcome.add(cid)
+            raise BrokerUnavailable(
+                f"IG_CONFIRM_PENDING: no confirm for dealReference {cid} within "
+                f"{self._config.confirm_timeout_s} s; the outcome is unknown",
+                client_order_id=cid,
+            )
+        if not confirm.accepted:
+            raise BrokerRejected(f"IG_REJECTED: {confirm.reason}", client_order_id=cid)
+
+    def _await_confirm(self, cid: str, event: threading.Event) -> IgConfirm | None:
+        deadline = time.monotonic() + self._config.confirm_timeout_s
+        attempt = 0
+        while True:
+            with self._lock:
+                confirm = self._confirmed.get(cid)
+            if confirm is not None:
+                return confirm
+            # The deal request was sent: whatever a poll meets (an allowance, a 5xx, a lapsed
+            # session), the outcome is unknown, never "not sent" (a retried submit would
+            # deal again under the same reference if IG did not deduplicate it).
+            try:
+                data = self._rest.get_or_none(f"/confirms/{cid}")
+            except IgAuthRefused as error:
+                logger.warning("ig: confirm of %s not readable: %s", cid, error)
+                return None
+            except (BrokerUnavailable, BrokerRateLimited, BrokerRejected) as error:
+                logger.info("ig: confirm poll of %s failed: %s", cid, error)
+                data = None
+            if isinstance(data, dict):
+                confirm = confirm_from_json(data)
+                self._settle(confirm)
+                return confirm
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            # Waits for the stream's CONFIRMS (it sets the event) or the next poll.
+            event.wait(min(_CONFIRM_POLL_S[min(attempt, len(_CONFIRM_POLL_S) - 1)], remaining))
+            attempt += 1
+
+    def _settle(self, confirm: IgConfirm) -> None:
+        """Record a confirm of one of our dealReferences (once) and report its outcome."""
+        cid = confirm.deal_reference
+        plan_id = plan_key(cid)
+        now = self._clock.now_ns()
+        reports: list[BrokerReport] = []
+        self._deals_changed()
+        with self._lock:
+            if cid in self._confirmed:
+                return
+            self._confirmed[cid] = confirm
+            self._unknown_outcome.discard(cid)
+            event = self._confirm_events.pop(cid, None)
+            plan = self._plans.get(plan_id or "")
+            leg = plan.legs.get(cid) if plan is not None else None
+            if plan is not None and leg is not None:
+                leg.status = OrderStatus.FILLED if confirm.accepted else OrderStatus.REJECTED
+                reports.append(confirm_status_report(confirm, plan.instrument, leg.quantity, now))
+                side = confirm.direction or Side.BUY
+                fill = confirm_fill(confirm, plan.instrument, side, leg.quantity, now)
+                if fill is not None and fill.trade_id not in self._seen_fills:
+                    self._seen_fills.add(fill.trade_id)
+                    self._fills.append(fill)
+                    reports.insert(0, fill)
+                if confirm.accepted and leg.kind == "E":
+                    plan.deal_known_at = time.monotonic()
+                    plan.deal = IgDeal(
+                        deal_id=confirm.deal_id,
+                        deal_reference=cid,
+                        epic=confirm.epic or self._markets[plan.instrument].epic,
+                        direction=side,
+                        size=confirm.size or leg.quantity,
+                        level=confirm.level or Decimal(0),
+                        stop_level=None,
+                        limit_level=None,
+                        created_ns=confirm.ts_ns,
+                    )
+                elif (
+                    confirm.accepted
+                    and leg.kind == "X"
+                    and plan.deal is not None
+                    and plan.deal.size > (confirm.size or leg.quantity)
+                ):
+                    # A partial close: the rest of the deal stays open with its levels.
+                    plan.deal = msgspec.structs.replace(
+                        plan.deal, size=plan.deal.size - (confirm.size or leg.quantity)
+                    )
+                    plan.closing = False
+                elif confirm.accepted and leg.kind == "X":
+                    plan.closed = True
+                    for sibling in (plan.stop_cid, plan.target_cid):
+                        if sibling is not None:
+                            plan.legs[sibling].status = OrderStatus.CANCELLED
+                            reports.append(
+                                self._leg_report(plan, plan.legs[sibling], OrderStatus.CANCELLED)
+                            )
+                    plan.stop_cid = plan.target_cid = None
+                elif leg.kind == "X":
+                    plan.closing = False
+        for report in reports:
+            self._reports.put(report)
+        if event is not None:
+            event.set()
+
+    def _adopt(self, deals: list[IgDeal], only: str | None = None) -> bool:
+        """Settle our unanswered deals IG shows open (their confirm lost): the open position
+        under the dealReference is the proof it was dealt. True when ``only`` was found."""
+        found = False
+        for deal in deals:
+            cid = deal.deal_reference
+            if only is not None and cid != only:
+                continue
+            with self._lock:
+                pending = cid in self._unknown_outcome and cid not in self._confirmed
+            if not pending:
+                continue
+            found = True
+            self._settle(
+                IgConfirm(
+                    deal_reference=cid,
+                    deal_id=deal.deal_id,
+                    accepted=True,
+                    status="OPEN",
+                    reason="SUCCESS (adopted from GET /positions)",
+                    direction=deal.direction,
+                    size=deal.size,
+                    level=deal.level,
+                    epic=deal.epic,
+                    ts_ns=deal.created_ns,
+                )
+            )
+        return found
+
+    def _plan_with_deal(self, plan_id: str, instrument: str, cid: str) -> _Plan:
+        with self._lock:
+            plan = self._plans.get(plan_id)
+        if plan is None or plan.deal is None:
+            # After a restart: the deal's dealReference is the plan's entry id.
+            entry = next(
+                (d for d in self._open_deals() if plan_key(d.deal_reference) == plan_id), None
+            )
+            with self._lock:
+                plan = self._plans.setdefault(plan_id, _Plan(instrument))
+                if entry is not None and plan.deal is None:
+                    plan.deal = entry
+                    plan.deal_known_at = time.monotonic()
+        if plan.deal is None or plan.closed:
+            raise BrokerRejected(
+                f"IG_NO_POSITION: {cid}: plan {plan_id} has no open deal at IG",
+                client_order_id=cid,
+            )
+        return plan
+
+    # ------------------------------------------------------------------ stop and limit levels
+    def _submit_level(self, request: OrderRequest, plan_id: str, leg: str) -> None:
+        cid = request.client_order_id
+        level = request.trigger_price if leg == "S" else request.price
+        expected = OrderType.STOP if leg == "S" else OrderType.LIMIT
+        if request.order_type is not expected or level is None:
+            raise BrokerRejected(
+                f"IG_UNSUPPORTED_ORDER_TYPE: leg {leg} maps to the deal's "
+                f"{'stopLevel' if leg == 'S' else 'limitLevel'} and needs a {expected.value} "
+                f"order with its price, got {request.order_type.value}",
+                client_order_id=cid,
+            )
+        plan = self._plan_with_deal(plan_id, request.instrument, cid)
+        with plan.amend_lock:
+            self._amend_level(plan, cid, leg, level, request.quantity)
+
+    def _amend_level(self, plan: _Plan, cid: str, leg: str, level: Decimal, quantity: int) -> None:
+        # Under plan.amend_lock: the deal's levels are read and written by one thread at once.
+        deal = plan.deal
+        assert deal is not None
+        with self._lock:
+            # A leg whose amendment went unanswered (SUBMITTED) is simply amended again:
+            # setting a level is idempotent at IG.
+            if cid in plan.legs and plan.legs[cid].status not in (
+                OrderStatus.REJECTED,
+                OrderStatus.SUBMITTED,
+            ):
+                raise BrokerRejected(
+                    f"DUPLICATE_CLIENT_ORDER_ID: {cid} is already the deal's "
+                    f"{'stop' if leg == 'S' else 'limit'}",
+                    client_order_id=cid,
+                )
+        stop = level if leg == "S" else deal.stop_level
+        limit = level if leg == "T" else deal.limit_level
+        with self._lock:
+            plan.legs[cid] = _Leg(cid, leg, quantity, level)
+        try:
+            self._amend(deal, stop, limit, cid)
+        except BrokerRejected:
+            with self._lock:
+                plan.legs[cid].status = OrderStatus.REJECTED
+            raise
+        with self._lock:
+            plan.legs[cid].status = OrderStatus.ACCEPTED
+            if leg == "S":
+                plan.stop_cid = cid
+            else:
+                plan.target_cid = cid
+            report = self._leg_report(plan, plan.legs[cid], OrderStatus.ACCEPTED)
+        self._reports.put(report)
+
+    def _amend(self, deal: IgDeal, stop: Decimal | None, limit: Decimal | None, cid: str) -> None:
+        """PUT the deal's levels; the answer's confirm (when it comes) may refuse them."""
+        answer = self._rest.request(
+            "PUT",
+            f"/positions/otc/{deal.deal_id}",
+            version="2",
+            json=amend_levels_body(stop, limit),
+            client_order_id=cid,
+        )
+        self._deals_changed()
+        reference = str((answer or {}).get("dealReference") or "")
+        if reference:
+            data = self._rest.get_or_none(f"/confirms/{reference}")
+            if isinstance(data, dict):
+                confirm = confirm_from_json(data)
+                if not confirm.accepted:
+                    raise BrokerRejected(
+                        f"IG_REJECTED: {confirm.reason} (amending deal {deal.deal_id})",
+                        client_order_id=cid,
+                    )
+        plan_id = plan_key(deal.deal_reference) or ""
+        with self._lock:
+            plan = self._plans.get(plan_id)
+            if plan is not None and plan.deal is not None:
+                plan.deal = _with_levels(plan.deal, stop, limit)
+
+    # ------------------------------------------------------------------ deals closed by IG
+    def _open_deals(self) -> list[IgDeal]:
+        return self._open_deals_snapshot(max_age_s=0.0)[1]
+
+    def _open_deals_snapshot(self, max_age_s: float) -> tuple[float, list[IgDeal]]:
+        """IG's open deals and when (monotonic) they were asked for; a snapshot younger than
+        ``max_age_s`` is reused (one reconciliation run asks for orders, fills and positions
+        at once, and IG allows 30 non-trading requests a minute per account); any deal of
+        ours since drops it. IG's allowance refusal on this read is ``BrokerUnavailable``
+        for the lists' callers: the broker could not be asked now."""
+        now = time.monotonic()
+        with self._lock:
+            cached = self._deals_snapshot
+        if cached is not None and now - cached[0] <= max_age_s:
+            return cached
+        try:
+            data = self._rest.get("/positions", version="2") or {}
+        except BrokerRateLimited as error:
+            raise BrokerUnavailable(f"IG_READ_ALLOWANCE: GET /positions: {error}") from None
+        deals = []
+        for item in data.get("positions") or []:
+            if not isinstance(item, dict):
+                continue
+            try:
+                deals.append(deal_from_position(item))
+            except ValueError as error:
+                logger.warning("ig: unusable position skipped: %s", error)
+        with self._lock:
+            if self._deals_generation_at <= now:
+                self._deals_snapshot = (now, deals)
+        return now, deals
+
+    def _deals_changed(self) -> None:
+        """A deal of ours was made, amended or closed: the cached snapshot is out of date."""
+        with self._lock:
+            self._deals_snapshot = None
+            self._deals_generation_at = time.monotonic()
+
+    def _deal_is_open(self, deal_id: str) -> bool:
+        return any(deal.deal_id == deal_id for deal in self._open_deals())
+
+    def _notice_closed_deals(self, deals: list[IgDeal], asked_at: float) -> None:
+        """A deal of ours gone from IG's positions with no EXIT of ours: a level closed it.
+        Only deals known before the positions were asked for count (a deal opened while the
+        request was in flight is not in its answer)."""
+        open_ids = {deal.deal_id for deal in deals}
+        with self._lock:
+            gone = [
+                plan_id
+                for plan_id, plan in self._plans.items()
+                if plan.deal is not None
+                and not plan.closed
+                and not plan.closing
+                and plan.deal_known_at < asked_at
+                and plan.deal.deal_id not in open_ids
+            ]
+        for plan_id in gone:
+            self._deal_gone(plan_id, None)
+
+    def on_position_update(self, update: Mapping[str, Any]) -> None:
+        """The TRADE stream's OPU: a deal of ours DELETED with no EXIT of ours."""
+        self._deals_changed()
+        status = str(update.get("status") or "").upper()
+        if status != "DELETED":
+            return
+        deal_id = str(update.get("dealId") or "")
+        with self._lock:
+            plan_id = next(
+                (
+                    pid
+                    for pid, plan in self._plans.items()
+                    if plan.deal is not None and plan.deal.deal_id == deal_id
+                ),
+                None,
+            )
+        if plan_id is not None:
+            # The OPU's ``level`` is the deal's OPENING level, not where it closed: the last
+            # price decides which level was hit (the close's CONFIRMS, when it comes first,
+            # gives the closing level itself).
+            self._deal_gone(plan_id, None)
+
+    def on_confirm(self, data: Mapping[str, Any]) -> None:
+        """The TRADE stream's CONFIRMS: for one of our dealReferences, its outcome; for IG's
+        own close of one of our deals (a stop or limit hit), the closing level."""
+        try:
+            confirm = confirm_from_json(data)
+        except ValueError as error:
+            logger.warning("ig: unusable confirm skipped: %s", error)
+            return
+        if plan_key(confirm.deal_reference) is not None:
+            self._settle(confirm)
+            return
+        if not confirm.accepted or confirm.status not in ("CLOSED", "DELETED", "FULLY_CLOSED"):
+            return
+        with self._lock:
+            plan_id = next(
+                (
+                    pid
+                    for pid, plan in self._plans.items()
+                    if plan.deal is not None and plan.deal.deal_id == confirm.deal_id
+                ),
+                None,
+            )
+        if plan_id is not None:
+            self._deal_gone(plan_id, confirm.level)
+
+    def _deal_gone(self, plan_id: str, closing_level: Decimal | None) -> None:
+        with self._lock:
+            plan = self._plans.get(plan_id)
+            if plan is None or plan.deal is None or plan.closed or plan.closing:
+                return
+            deal = plan.deal
+            stop_cid, target_cid = plan.stop_cid, plan.target_cid
+        hit = self._which_level_hit(plan, deal, closing_level)
+        if closing_level is None:
+            # IG closed at market once the level was crossed: the stream's last quote on the
+            # closing side is the best estimate; without one, the level itself.
+            with self._lock:
+                quote = self._last_quotes.get(deal.epic)
+            if quote is not None:
+                closing_level = quote.bid if deal.direction is Side.BUY else quote.ask
+        now = self._clock.now_ns()
+        reports: list[BrokerReport] = []
+        with self._lock:
+            if plan.closed:
+                return
+            plan.closed = True
+            for cid in (stop_cid, target_cid):
+                if cid is None:
+                    continue
+                leg = plan.legs[cid]
+                if cid == hit:
+                    leg.status = OrderStatus.FILLED
+                    fill = FillReport(
+                        trade_id=f"{deal.deal_id}:{cid}",
+                        client_order_id=cid,
+                        broker_order_id=deal.deal_id,
+                        instrument=plan.instrument,
+                        side=Side.SELL if deal.direction is Side.BUY else Side.BUY,
+                        quantity=deal.size,
+                        price=closing_level or leg.price or deal.level,
+                        ts_event=now,
+                    )
+                    if fill.trade_id not in self._seen_fills:
+                        self._seen_fills.add(fill.trade_id)
+                        self._fills.append(fill)
+                        reports.append(fill)
+                    reports.append(self._leg_report(plan, leg, OrderStatus.FILLED))
+                    if cid == plan.stop_cid:
+                        plan.stop_cid = None
+                    else:
+                        plan.target_cid = None
+            # The sibling stays "working" until the engine's OCO cancels it (a no-op here
+            # that reports it CANCELLED), as a separate sibling order would.
+        if hit is None:
+            logger.error(
+                "ig: deal %s of plan %s was closed at IG without a stop, a limit or an exit of "
+                "ours; reconciliation will see the position gone",
+                deal.deal_id,
+                plan_id,
+            )
+        for report in reports:
+            self._reports.put(report)
+
+    def _which_level_hit(
+        self, plan: _Plan, deal: IgDeal, closing_level: Decimal | None
+    ) -> str | None:
+        candidates = [
+            (cid, plan.legs[cid].price)
+            for cid in (plan.stop_cid, plan.target_cid)
+            if cid is not None and plan.legs[cid].price is not None
+        ]
+        if len(candidates) <= 1:
+            return candidates[0][0] if candidates else None
+        reference = closing_level
+        if reference is None:
+            # Where a closing deal would trade now: the bid for a BUY deal, the offer for a
+            # SELL one; the stream's last quote, else IG's market snapshot.
+            with self._lock:
+                quote = self._last_quotes.get(deal.epic)
+            if quote is not None:
+                reference = quote.bid if deal.direction is Side.BUY else quote.ask
+        if reference is None:
+            try:
+                snapshot = (self._rest.get(f"/markets/{deal.epic}", version="3") or {}).get(
+                    "snapshot"
+                ) or {}
+                side = "bid" if deal.direction is Side.BUY else "offer"
+                reference = Decimal(str(snapshot.get(side)))
+            except (BrokerUnavailable, BrokerRejected, ArithmeticError, ValueError):
+                reference = None
+        if reference is None:
+            return candidates[0][0]  # the stop: the conservative guess
+        return min(candidates, key=lambda item: abs(item[1] - reference))[0]  # type: ignore[operator]
+
+    # ------------------------------------------------------------------ reports
+    def _leg_report(self, plan: _Plan, leg: _Leg, status: OrderStatus) -> OrderStatusReport:
+        deal_id = plan.deal.deal_id if plan.deal is not None else ""
+        filled = leg.quantity if status is OrderStatus.FILLED else 0
+        return OrderStatusReport(
+            client_order_id=leg.client_order_id,
+            broker_order_id=f"{deal_id}/{leg.kind}" if leg.kind in "ST" else deal_id,
+            instrument=plan.instrument,
+            status=status,
+            quantity=leg.quantity,
+            filled_quantity=filled,
+            ts_event=self._clock.now_ns(),
+        )
+
+    def _start_threads(self) -> None:
+        if self._worker is None:
+            self._worker = threading.Thread(
+                target=self._report_loop, name="ig-reports", daemon=True
+            )
+            self._worker.start()
+        if self._stream is None and self._start_stream:
+            from adapters.brokers.ig.stream import IgStream, stream_available
+
+            if not stream_available():
+                logger.warning(
+                    "ig: lightstreamer-client-lib is not installed; confirms and positions by "
+                    "REST polling only"
+                )
+                return
+            session = self._rest.session
+            assert session is not None
+            self._stream = IgStream(
+                endpoint=session.lightstreamer_endpoint or self._config.rest_base_url,
+                account_id=session.account_id,
+                session_source=lambda: self._rest.session,
+                epics=dict(self._symbol_by_epic),
+                on_tick=self._on_stream_tick,
+                on_confirm=self.on_confirm,
+                on_position_update=self.on_position_update,
+                on_alive=self._on_alive,
+                now_ns=self._clock.now_ns,
+            )
+            self._stream.start()
+
+    def _on_stream_tick(self, tick: Tick) -> None:
+        epic = self._markets[tick.instrument].epic
+        with self._lock:
+            self._last_quotes[epic] = tick
+        sink = self._tick_sink
+        if sink is not None:
+            sink([tick])
+
+    def _on_alive(self) -> None:
+        now = time.monotonic()
+        if now - self._last_heartbeat >= HEARTBEAT_INTERVAL_S:
+            self._last_heartbeat = now
+            self._reports.put(OrderStreamHeartbeat(ts_event=self._clock.now_ns()))
+
+    def _session_refused(self, detail: str) -> None:
+        self._reports.put(
+            BrokerSessionChanged(
+                valid=False,
+                detail=(
+                    f"{detail}. IG refused the login: check ig.identifier, ig.password and "
+                    "ig.api_key (or IG_IDENTIFIER, IG_PASSWORD, IG_API_KEY); entries stay "
+                    "paused until a login works"
+                ),
+                ts_event=self._clock.now_ns(),
+            )
+        )
+
+    def _session_restored(self) -> None:
+        self._reports.put(
+            BrokerSessionChanged(
+                valid=True, detail="IG accepted the login again", ts_event=self._clock.now_ns()
+            )
+        )
+
+    def _report_loop(self) -> None:
+        while True:
+            report = self._reports.get()
+            if report is None:
+                return
+            sink = self._sink
+            if sink is None or self._closed:
+                continue
+            try:
+                sink(report)
+            except Exception:
+                logger.exception("ig: the report sink raised; the next report still goes")
+
+
+def _with_levels(deal: IgDeal, stop: Decimal | None, limit: Decimal | None) -> IgDeal:
+    return msgspec.structs.replace(deal, stop_level=stop, limit_level=limit)
