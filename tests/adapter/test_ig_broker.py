@@ -406,6 +406,33 @@ def test_a_dropped_stream_is_reconnected_by_the_sdk_and_beats_again(
     )
 
 
+def test_a_deal_closed_while_the_trade_item_was_not_subscribed_is_found_on_subscription(
+    fake: FakeIG, make_broker
+) -> None:
+    # IG replays nothing sent before a subscription is live: a stop hit in a reconnect's gap
+    # is found by the look at the positions the (re)subscription triggers, not by chance.
+    broker, seen = make_broker(stream=True)
+    broker.connect()
+    stream = broker.stream
+    wait_until(lambda: seen.of(OrderStreamHeartbeat), timeout_s=15, message="stream alive")
+    broker.submit_order(_entry())
+    broker.submit_order(_stop("7480"))
+    fake.hold_trade_subscriptions()
+    fake.drop_streams()
+    wait_until(lambda: fake.held_subscriptions() == 1, timeout_s=30, message="re-subscribing")
+    assert not stream.is_live()  # connected again, but the TRADE item is not live: no beats
+    fake.set_quote(EPIC, "7470", "7471")  # IG stops the deal out; its OPU reaches nobody
+    wait_until(lambda: _deals(fake) == [], timeout_s=5, message="stopped out at IG")
+    assert seen.last_status(f"{PLAN}S") is not OrderStatus.FILLED
+    fake.release_trade_subscriptions()
+    wait_until(
+        lambda: seen.last_status(f"{PLAN}S") is OrderStatus.FILLED,
+        timeout_s=15,
+        message="the stop leg's fill, found once the TRADE item is live again",
+    )
+    assert stream.is_live()
+
+
 def test_an_account_not_of_this_login_is_a_clear_configuration_error(
     fake: FakeIG, make_broker
 ) -> None:

@@ -20,7 +20,7 @@ from domain.clock import ManualClock
 from domain.config import IgConfig, IgInstrumentConfig
 from domain.enums import OrderStatus, OrderType, Side
 from domain.instruments import Instrument
-from domain.messages import FillReport, OrderRequest, OrderStatusReport
+from domain.messages import FillReport, OrderRequest, OrderStatusReport, OrderStreamHeartbeat
 from tests.e2e.test_fake_ig_clients import CLIENT_SCRIPT, _Reader, ig_clients_python
 from tests.helpers import wait_until
 from tools.fake_ig import Allowances, FakeIG
@@ -82,6 +82,13 @@ def test_trading_ig_and_the_sdk_see_what_the_adapter_reported(fake: FakeIG) -> N
             message="trading-ig's stream subscribed",
         )
         broker.connect()
+        # IG sends nothing about a deal to a TRADE item not yet live: wait for the adapter's
+        # (a heartbeat says connected and subscribed), as trading-ig's was waited for.
+        wait_until(
+            lambda: any(isinstance(r, OrderStreamHeartbeat) for r in list(reports)),
+            timeout_s=60,
+            message="the adapter's stream subscribed",
+        )
         entry = f"{PLAN}E"
         broker.submit_order(
             OrderRequest(

@@ -241,6 +241,8 @@ class FakeIG:
         self._confirm_reads_left: dict[str, int] = {}
         self._lose_confirms = 0
         self._lost_confirms: set[str] = set()
+        self._hold_trade_subscriptions = False
+        self._held_subscriptions: list[tuple[_Stream, _Subscription]] = []
         self._streams: list[_Stream] = []
         self._ls_sessions: dict[str, _Stream] = {}
         self.tlcp_requests: list[tuple[str, dict[str, str]]] = []
@@ -445,6 +447,27 @@ class FakeIG:
         for stream in streams:
             self._send(stream, None)
 
+    def hold_trade_subscriptions(self) -> None:
+        """From now on a TRADE subscription is acknowledged (REQOK) but not made live (no
+        SUBOK) until ``release_trade_subscriptions``: what IG sends about the account meanwhile
+        reaches nobody, as in the gap of a reconnect."""
+        with self._lock:
+            self._hold_trade_subscriptions = True
+
+    def release_trade_subscriptions(self) -> None:
+        with self._lock:
+            self._hold_trade_subscriptions = False
+            held, self._held_subscriptions = self._held_subscriptions, []
+            for stream, subscription in held:
+                stream.subscriptions[subscription.sub_id] = subscription
+        for stream, subscription in held:
+            items, fields = len(subscription.items), len(subscription.fields)
+            self._send(stream, f"SUBOK,{subscription.sub_id},{items},{fields}")
+
+    def held_subscriptions(self) -> int:
+        with self._lock:
+            return len(self._held_subscriptions)
+
     def set_environment(self, environment: str) -> None:
         if environment not in ("DEMO", "LIVE"):
             raise ValueError(f"fake ig: environment must be DEMO or LIVE, not {environment!r}")
@@ -458,6 +481,7 @@ class FakeIG:
             self._confirm_not_found_reads = 0
             self._lose_confirms = 0
             self.market.reject_reasons.clear()
+        self.release_trade_subscriptions()
 
     # -----------------------------------------------------------------------------------------
     # SERVER
@@ -950,6 +974,14 @@ class FakeIG:
             subscription = _Subscription(sub_id, items, fields, mode)
             if ack:
                 replies.append(f"REQOK,{req_id}")
+            with self._lock:
+                held = self._hold_trade_subscriptions and items[0].startswith("TRADE:")
+                if held:
+                    self._held_subscriptions.append((stream, subscription))
+            if held:
+                for reply in replies:
+                    stream.queue.put_nowait(reply)
+                return
             replies.append(f"SUBOK,{sub_id},{len(items)},{len(fields)}")
             with self._lock:
                 stream.subscriptions[sub_id] = subscription

@@ -154,6 +154,8 @@ HEARTBEAT_INTERVAL_S = 0.5
 _CONFIRM_POLL_S = (0.05, 0.1, 0.2, 0.3, 0.5)
 # One reconciliation run's lists share one GET /positions (IG: 30 non-trading a minute).
 _LIST_SNAPSHOT_S = 2.0
+# Queued to the report thread when the TRADE item is (re)subscribed.
+_LOOK_FOR_CLOSED_DEALS: Any = object()
 
 
 def ig_credentials(config: IgConfig, environ: Mapping[str, str] | None = None) -> IgCredentials:
@@ -274,7 +276,7 @@ class IgBroker:
         self._deals_snapshot: tuple[float, list[IgDeal]] | None = None
         self._deals_generation_at = 0.0  # the last change of ours: older snapshots are stale
         self._seen_fills: set[str] = set()
-        self._reports: queue.Queue[BrokerReport | None] = queue.Queue()
+        self._reports: queue.Queue[Any] = queue.Queue()
         self._worker: threading.Thread | None = None
         self._stream: Any = None
         self._last_heartbeat = float("-inf")
@@ -1075,6 +1077,7 @@ class IgBroker:
                 on_position_update=self.on_position_update,
                 on_alive=self._on_alive,
                 now_ns=self._clock.now_ns,
+                on_trade_subscribed=self._on_trade_subscribed,
             )
             self._stream.start()
 
@@ -1085,6 +1088,21 @@ class IgBroker:
         sink = self._tick_sink
         if sink is not None:
             sink([tick])
+
+    def _on_trade_subscribed(self) -> None:
+        """The TRADE item is (again) live. A deal IG closed while it was not sent its OPU to
+        nobody: look at IG's positions once, off the SDK's thread."""
+        self._reports.put(_LOOK_FOR_CLOSED_DEALS)
+
+    def _look_for_closed_deals(self) -> None:
+        self._deals_changed()
+        try:
+            asked_at, deals = self._open_deals_snapshot(max_age_s=0.0)
+        except (BrokerUnavailable, BrokerRejected) as error:
+            # Reconciliation's own look at the positions will find it.
+            logger.warning("ig: could not look for deals closed while unsubscribed: %s", error)
+            return
+        self._notice_closed_deals(deals, asked_at)
 
     def _on_alive(self) -> None:
         now = time.monotonic()
@@ -1117,6 +1135,10 @@ class IgBroker:
             report = self._reports.get()
             if report is None:
                 return
+            if report is _LOOK_FOR_CLOSED_DEALS:
+                if not self._closed:
+                    self._look_for_closed_deals()
+                continue
             sink = self._sink
             if sink is None or self._closed:
                 continue

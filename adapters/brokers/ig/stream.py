@@ -8,7 +8,9 @@ read from the REST session at each (re)connect, so a re-login's tokens are used)
   ``on_position_update`` (the broker turns them into reports).
 
 Reconnects are the SDK's own. Liveness: every update calls ``on_alive``, and so does a
-timer every ``alive_interval_s`` while the SDK reports the session CONNECTED (the server's
+timer every ``alive_interval_s`` while the SDK reports the session CONNECTED and the TRADE
+item subscribed (IG replays nothing sent before the subscription, so a deal closed in that
+gap is found by ``on_trade_subscribed``'s look at the positions; the server's
 PROBEs keep a quiet market's session alive, and the SDK turns their absence into STALLED and
 then DISCONNECTED:WILL-RETRY; it does not hand PROBEs to listeners). So a stalled or dropped
 stream stops the ``OrderStreamHeartbeat``s and the engine pauses entries
@@ -73,6 +75,7 @@ class IgStream:
         on_position_update: Callable[[Mapping[str, Any]], None],
         on_alive: Callable[[], None],
         now_ns: Callable[[], int],
+        on_trade_subscribed: Callable[[], None] | None = None,
         alive_interval_s: float = 0.5,
     ) -> None:
         self._endpoint = endpoint
@@ -83,12 +86,16 @@ class IgStream:
         self._on_confirm = on_confirm
         self._on_position_update = on_position_update
         self._on_alive = on_alive
+        self._on_trade_subscribed = on_trade_subscribed
         self._now_ns = now_ns
         self._client: Any = None
         self._alive_interval_s = alive_interval_s
         self._stopped = threading.Event()
         self._timer: threading.Thread | None = None
         self.status = "DISCONNECTED"
+        # A connected session says nothing about our deals until the TRADE item is live:
+        # updates sent before it was are lost (IG replays none), so it gates liveness.
+        self.trade_subscribed = False
         # The SDK's recent status changes, oldest first (for the operator and the tests).
         self.status_history: deque[str] = deque(maxlen=64)
         self.updates_total = 0
@@ -117,8 +124,12 @@ class IgStream:
     def _alive_loop(self) -> None:
         # A periodic timer, not a synchronisation: wakes at once when stopped.
         while not self._stopped.wait(self._alive_interval_s):
-            if self.status.startswith("CONNECTED:"):
+            if self.is_live():
                 self._on_alive()
+
+    def is_live(self) -> bool:
+        """Connected, with the TRADE item subscribed: what IG sends about our deals arrives."""
+        return self.status.startswith("CONNECTED:") and self.trade_subscribed
 
     def stop(self) -> None:
         self._stopped.set()
@@ -134,7 +145,10 @@ class IgStream:
     def _status(self, status: str) -> None:
         self.status = status
         self.status_history.append(status)
-        if status.startswith("CONNECTED"):
+        if not status.startswith("CONNECTED"):
+            # The SDK re-subscribes on reconnect and says so; until then nothing arrives.
+            self.trade_subscribed = False
+        elif self.is_live():
             self._on_alive()
         elif status == "DISCONNECTED:WILL-RETRY" and self._client is not None:
             # The SDK reconnects; a re-login since may have new tokens.
@@ -143,6 +157,15 @@ class IgStream:
                 self._client.connectionDetails.setPassword(
                     session_password(session.cst, session.security_token)
                 )
+
+    def _trade_subscription(self, subscribed: bool) -> None:
+        self.trade_subscribed = subscribed
+        self.status_history.append("TRADE:SUBSCRIBED" if subscribed else "TRADE:UNSUBSCRIBED")
+        if subscribed:
+            if self._on_trade_subscribed is not None:
+                self._on_trade_subscribed()
+            if self.is_live():
+                self._on_alive()
 
     def _market(self, item: str, fields: Mapping[str, str | None]) -> None:
         self.updates_total += 1
@@ -199,6 +222,12 @@ class _TradeListener:
 
     def onItemUpdate(self, update: Any) -> None:
         self._stream._trade({name: update.getValue(name) for name in TRADE_FIELDS})
+
+    def onSubscription(self) -> None:
+        self._stream._trade_subscription(True)
+
+    def onUnsubscription(self) -> None:
+        self._stream._trade_subscription(False)
 
     def onSubscriptionError(self, code: int, message: str) -> None:
         logger.error("ig: TRADE subscription refused: %s %s", code, message)
