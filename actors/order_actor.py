@@ -489,6 +489,7 @@ class OrderActor(VigilActor):
         bracket = self._book.brackets.get(order.plan_client_id)
         actions: list[oco.BracketAction] = []
         position = None
+        was_acknowledged = order.status not in (OrderStatus.PENDING_SUBMIT, OrderStatus.SUBMITTED)
         try:
             apply_fill(order, fill, now)  # Overfill leaves the order unchanged
             if bracket is not None:
@@ -504,6 +505,8 @@ class OrderActor(VigilActor):
             self._book.trade_ids.add(fill.trade_id)
             self._reconciliation.halt_on_drift("FILL_MISMATCH", str(error), fill, now)
             return
+        if not was_acknowledged:
+            self._observe_ack_latency(order)
         # The trade id is booked in memory now; a fill lost with the write-behind in a crash is
         # listed by the broker and applied again by the reconciliation at start.
         self._store.write(
@@ -543,16 +546,8 @@ class OrderActor(VigilActor):
         was_acknowledged = order.status not in (OrderStatus.PENDING_SUBMIT, OrderStatus.SUBMITTED)
         if not apply_status_report(order, report, now):
             return
-        if not was_acknowledged and order.status is not OrderStatus.SUBMITTED:
-            sent = self._execution.submitted_at_ns.pop(order.client_order_id, None)
-            # From the broker call, not the hand-over: a wait in the gateway for a rate-limit
-            # token is ours, not the broker's (the queue has its own tripwire).
-            call_started = self._execution.submit_started_ns(order.client_order_id)
-            if call_started is not None and sent is not None:
-                sent = max(sent, call_started)
-            if sent is not None:
-                latency_ms = (self.clock.monotonic_ns() - sent) / 1e6
-                self._metrics.order_latency_ms.observe(latency_ms)
+        if not was_acknowledged:
+            self._observe_ack_latency(order)
         outcome = "rejected" if order.status is OrderStatus.REJECTED else None
         if outcome:
             self._metrics.orders_total.labels(leg=order.leg.value, outcome=outcome).inc()
@@ -562,6 +557,22 @@ class OrderActor(VigilActor):
             self._tell_broker_error(f"REJECTED {order.client_order_id}: {report.reason}", now)
         self._execution.store_order_update(order, now)
         self._after_change()
+
+    def _observe_ack_latency(self, order: Order) -> None:
+        """The broker's first word on ``order`` (its ack, or a fill that overtook the ack):
+        observe the time from the broker call. Both paths count it once, so an entry that
+        fills at once is measured whichever report comes first."""
+        if order.status in (OrderStatus.PENDING_SUBMIT, OrderStatus.SUBMITTED):
+            return
+        sent = self._execution.submitted_at_ns.pop(order.client_order_id, None)
+        # From the broker call, not the hand-over: a wait in the gateway for a rate-limit
+        # token is ours, not the broker's (the queue has its own tripwire).
+        call_started = self._execution.submit_started_ns(order.client_order_id)
+        if call_started is not None and sent is not None:
+            sent = max(sent, call_started)
+        if sent is not None:
+            latency_ms = (self.clock.monotonic_ns() - sent) / 1e6
+            self._metrics.order_latency_ms.observe(latency_ms)
 
     def on_broker_session_changed(self, changed: BrokerSessionChanged) -> None:
         self._session.on_session_changed(changed, self._trading)

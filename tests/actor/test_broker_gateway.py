@@ -588,7 +588,7 @@ def test_the_ack_latency_counts_from_the_broker_call_not_from_the_wait_in_the_ga
     rig = QueuedBehindHeldSubmit(tmp_path, clock, engine_factory, latencies=latencies)
     rig.desk.step(3.0)  # the first call is slow (3 s at the broker); the second only waits
     rig.release_and_protect()
-    # The two entries' acks: only the held call took 3 s; the queued one's wait is not in it.
-    first_ack, queued_ack = latencies[:2]
-    assert first_ack >= 3000, latencies
-    assert queued_ack < 3000, latencies
+    # Two entries and four legs acked (an entry's fill may overtake its ack: counted once
+    # either way). Only the held call took 3 s; the queued entry's wait is not in its figure.
+    wait_until(lambda: len(latencies) == 6, message=f"six acks observed: {latencies}")
+    assert [ms >= 3000 for ms in latencies].count(True) == 1, latencies
