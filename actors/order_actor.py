@@ -380,9 +380,7 @@ class OrderActor(VigilActor):
         flush_logging(timeout_s=0.2)
         work: list[tuple[oco.Bracket, list[oco.BracketAction]]] = []
         for bracket in list(self._book.brackets.values()):
-            actions = oco.request_flatten(
-                bracket, self._book.bracket_orders(bracket), command.reason, now
-            )
+            actions = self._execution.bracket_flatten(bracket, command.reason, now)
             self._execution.persist_bracket(bracket)
             work.append((bracket, actions))
         # Every protected position's stop and target: journalled in one statement.
@@ -496,7 +494,7 @@ class OrderActor(VigilActor):
                 position = self._book.positions.get(order.plan_client_id) or flat(order.instrument)
                 position = position_apply_fill(position, fill.side, fill.quantity, fill.price)
                 self._book.positions[order.plan_client_id] = position
-                actions = oco.on_order_update(bracket, self._book.bracket_orders(bracket), now)
+                actions = self._execution.bracket_update(bracket, now)
         except Overfill as error:
             self._book.trade_ids.add(fill.trade_id)
             self._reconciliation.halt_on_drift("OVERFILL", str(error), fill, now)
@@ -899,11 +897,9 @@ class OrderActor(VigilActor):
                 self._flatten_reason is not None
                 and bracket.status is not oco.BracketStatus.FLATTENING
             ):
-                actions = oco.request_flatten(
-                    bracket, self._book.bracket_orders(bracket), self._flatten_reason, now
-                )
+                actions = self._execution.bracket_flatten(bracket, self._flatten_reason, now)
             else:
-                actions = oco.on_order_update(bracket, self._book.bracket_orders(bracket), now)
+                actions = self._execution.bracket_update(bracket, now)
             if actions:
                 self._execution.persist_bracket(bracket)
                 work.append((bracket, actions))

@@ -135,6 +135,8 @@ class OrderExecution:
         self._journal = journal
         self._store = store
         self._broker = broker
+        # IG keeps stop and target on the position: a flatten's exit closes them with it.
+        self.levels_on_position = bool(getattr(broker, "levels_on_position", False))
         self._gateway = gateway
         self._metrics = metrics
         self._clock = clock
@@ -217,13 +219,34 @@ class OrderExecution:
         logger.warning("order %s (%s) denied: %s %s", client_id, leg.value, code.value, detail)
 
     # ------------------------------------------------------------------ EGRESS
+    def bracket_update(self, bracket: oco.Bracket, now: int) -> list[oco.BracketAction]:
+        """``oco.on_order_update`` for ``bracket`` with its legs, as this broker keeps them."""
+        return oco.on_order_update(
+            bracket,
+            self._book.bracket_orders(bracket),
+            now,
+            levels_on_position=self.levels_on_position,
+        )
+
+    def bracket_flatten(
+        self, bracket: oco.Bracket, reason: str, now: int
+    ) -> list[oco.BracketAction]:
+        """``oco.request_flatten`` for ``bracket`` with its legs, as this broker keeps them."""
+        return oco.request_flatten(
+            bracket,
+            self._book.bracket_orders(bracket),
+            reason,
+            now,
+            levels_on_position=self.levels_on_position,
+        )
+
     def store_order_update(self, order: Order, now: int) -> None:
         """Store a changed order, let its bracket (if still active) react, and carry out what
         the bracket asks for."""
         bracket = self._book.brackets.get(order.plan_client_id)
         actions: list[oco.BracketAction] = []
         if bracket is not None:
-            actions = oco.on_order_update(bracket, self._book.bracket_orders(bracket), now)
+            actions = self.bracket_update(bracket, now)
         self._store.write(order=order, bracket=bracket)
         if bracket is not None:
             self.execute(bracket, actions)
@@ -359,6 +382,11 @@ class OrderExecution:
             self._book.brackets.pop(bracket.plan_client_id, None)
 
     def _send(self, order: Order) -> None:
+        attached_stop = attached_target = None
+        if order.leg is LegKind.ENTRY:
+            bracket = self._book.brackets.get(order.plan_client_id)
+            if bracket is not None:
+                attached_stop, attached_target = bracket.stop_price, bracket.target_price
         request = OrderRequest(
             client_order_id=order.client_order_id,
             instrument=order.instrument,
@@ -367,6 +395,8 @@ class OrderExecution:
             quantity=order.quantity,
             price=order.price,
             trigger_price=order.trigger_price,
+            attached_stop=attached_stop,
+            attached_target=attached_target,
         )
         now = self._clock.now_ns()
         self.submitted_at_ns[order.client_order_id] = self._clock.monotonic_ns()
@@ -841,9 +871,7 @@ class OrderExecution:
             level=logging.CRITICAL,
             plan_client_id=bracket.plan_client_id,
         )
-        actions = oco.request_flatten(
-            bracket, self._book.bracket_orders(bracket), "protection_failed", now
-        )
+        actions = self.bracket_flatten(bracket, "protection_failed", now)
         self.persist_bracket(bracket)
         self.execute(bracket, actions)
 

@@ -20,7 +20,9 @@ The rules, restated from the order layer's point of view:
   sequence) if that one dies with something left. The bracket is CLOSED when nothing is open
   and every leg is dead, or CANCELLED if no entry fill ever happened. ``flatten_reason`` is
   the caller's reason, or ``STOP_FILLED``, ``TARGET_FILLED``, ``POSITION_CLOSED`` or
-  ``OVER_EXIT`` when the trade ended by itself.
+  ``OVER_EXIT`` when the trade ended by itself. Where the broker keeps stop and target ON
+  the position (``levels_on_position``: IG), closing the position ends them with it: the
+  EXIT goes at once and the siblings, still protecting until then, are not cancelled first.
 - Tightening (``tighten_stop``, the schedule's 15:20): the bracket's ``stop_price`` moves to
   the tighter price and the working stop is cancelled; once the venue confirms it dead, the
   keep-protected rule above replaces it under the next sequence number at the new price. Two
@@ -203,7 +205,11 @@ def open_bracket(plan: TradePlan, quantity: int, now_ns: int) -> tuple[Bracket, 
 
 
 def on_order_update(
-    bracket: Bracket, orders: Mapping[str, Order], now_ns: int
+    bracket: Bracket,
+    orders: Mapping[str, Order],
+    now_ns: int,
+    *,
+    levels_on_position: bool = False,
 ) -> list[BracketAction]:
     """Reconcile the bracket with its legs after any change to any of them.
 
@@ -216,6 +222,12 @@ def on_order_update(
 
     Idempotent: once the returned actions are applied to ``orders``, a second call returns
     ``[]``; if they were not applied, it returns the same requests again (same client ids).
+
+    ``levels_on_position``: the broker keeps the stop and target ON the position (IG), so
+    closing it ends them with it and the venue itself makes them one-cancels-other. A wind
+    down then places its EXIT at once, without cancelling the siblings first: the position
+    stays protected until it is closed, and it costs one request instead of three. Siblings
+    still working once nothing is open are cancelled as usual.
     """
     before = msgspec.structs.astuple(bracket)
     entry = orders.get(bracket.entry_order_id)
@@ -230,14 +242,19 @@ def on_order_update(
     if bracket.flatten_reason is None:
         actions = _keep_protected(bracket, orders, entry, open_quantity)
     else:
-        actions = _wind_down(bracket, orders, entry, open_quantity)
+        actions = _wind_down(bracket, orders, entry, open_quantity, levels_on_position)
     if actions or msgspec.structs.astuple(bracket) != before:
         bracket.ts_updated = now_ns
     return actions
 
 
 def request_flatten(
-    bracket: Bracket, orders: Mapping[str, Order], reason: str, now_ns: int
+    bracket: Bracket,
+    orders: Mapping[str, Order],
+    reason: str,
+    now_ns: int,
+    *,
+    levels_on_position: bool = False,
 ) -> list[BracketAction]:
     """Close the bracket's position: cancel the working entry and siblings first, then EXIT.
 
@@ -246,7 +263,8 @@ def request_flatten(
     order (opposite side) for the open quantity once no entry or sibling is working, another
     for what is left if that one dies partly filled, and end CLOSED (or CANCELLED when the
     entry never filled). A bracket already CLOSED or CANCELLED with nothing open and nothing
-    working is left untouched and ``[]`` is returned.
+    working is left untouched and ``[]`` is returned. ``levels_on_position``: see
+    ``on_order_update``.
     """
     if bracket.status in _ENDED and not working_leg_ids(bracket, orders):
         entry = orders.get(bracket.entry_order_id)
@@ -256,7 +274,7 @@ def request_flatten(
     if bracket.flatten_reason is None:
         bracket.flatten_reason = reason
         bracket.ts_updated = now_ns
-    return on_order_update(bracket, orders, now_ns)
+    return on_order_update(bracket, orders, now_ns, levels_on_position=levels_on_position)
 
 
 def tightened_stop_price(
@@ -495,15 +513,23 @@ def _keep_protected(
 
 
 def _wind_down(
-    bracket: Bracket, orders: Mapping[str, Order], entry: Order | None, open_quantity: int
+    bracket: Bracket,
+    orders: Mapping[str, Order],
+    entry: Order | None,
+    open_quantity: int,
+    levels_on_position: bool = False,
 ) -> list[BracketAction]:
     cancels: list[BracketAction] = []
     resizes: list[BracketAction] = []
     places: list[BracketAction] = []
     anything_working = False
 
+    # Levels on the position: the exit closes it with its stop and target (see
+    # on_order_update), so they neither wait for nor block it while something is open.
+    siblings_ride_the_exit = levels_on_position and open_quantity > 0
     candidates = [bracket.entry_order_id] if bracket.entry_order_id else []
-    candidates.extend(_sibling_ids(bracket))
+    if not siblings_ride_the_exit:
+        candidates.extend(_sibling_ids(bracket))
     for leg_id in candidates:
         order = orders.get(leg_id)
         if order is None or not order.status.is_working:

@@ -14,7 +14,8 @@ not fetched in this run) and returns:
   do not know; our working orders the broker does not list; and **drift**, one sentence per
   difference no action can explain (a broker position no bracket of ours holds, a quantity
   that still differs after every known fill, a fill the broker's list lacks, an order the
-  broker refused as a duplicate yet does not list).
+  broker refused as a duplicate yet does not list, a working order whose price or stop
+  trigger the broker reports differently: IG's stop and limit levels on a position).
 
 The rules follow the three loops of a live execution engine (as in NautilusTrader's): an
 in-flight check (only orders in flight past the threshold), an open-orders check (every working
@@ -427,6 +428,9 @@ def _compare_orders(
             and age(books.orders[order_id]) >= in_flight_settle_ns
         ):
             actions.append(ResendCancel(client_order_id=order_id, broker_status=report.status))
+        level_drift = _level_drift(order, report)
+        if level_drift is not None:
+            drift.append(level_drift)
         gap = fill_gap(order, report)
         if gap > 0 and facts.fills is not None and light:
             # Its missing fills may predate the recent fills a light run was given.
@@ -506,6 +510,34 @@ def _compare_orders(
                 ),
             )
         )
+
+
+def _level_drift(order: Order, report: OrderStatusReport) -> Drift | None:
+    """Our working order's price or trigger differs from the broker's (moved behind our back,
+    e.g. a stop dragged in the broker's own platform): risk is then reckoned from a stop the
+    broker does not hold. Drift, so an operator decides which is right."""
+    if not (order.status.is_working and report.status.is_working):
+        return None
+    differences = [
+        f"{name} ours {ours}, the broker's {theirs}"
+        for name, ours, theirs in (
+            ("trigger", order.trigger_price, report.trigger_price),
+            ("price", order.price, report.price),
+        )
+        if ours is not None and theirs is not None and ours != theirs
+    ]
+    if not differences:
+        return None
+    return Drift(
+        key=f"order:{order.client_order_id}:level",
+        kind=DriftKind.ORDERS,
+        instrument=order.instrument,
+        sentence=(
+            f"our {order.leg.value} {order.client_order_id} ({order.side.value} "
+            f"{order.remaining_quantity} {order.instrument}) differs at the broker: "
+            f"{'; '.join(differences)}"
+        ),
+    )
 
 
 def _absent_from_open_orders(

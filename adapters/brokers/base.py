@@ -29,6 +29,11 @@
 |                   |          | processes reloads its books and acts only while leading;     |
 |                   |          | real brokers ignore it (their books are the broker's)        |
 | close             | yes      | release connections and threads                              |
+| levels_on_position| optional | attribute, default False. True (IG): stop and target are the |
+|                   |          | position's own levels, so an ENTRY's ``attached_stop`` and   |
+|                   |          | ``attached_target`` open it protected and an EXIT closing it |
+|                   |          | ends them: a flatten sends the exit without cancelling them  |
+|                   |          | first (``domain.oco``)                                       |
 
 A broker that refuses our credentials (Kite's ``TokenException``; the access token expires at
 06:00 each day) raises ``BrokerAuthExpired`` and reports ``BrokerSessionChanged(valid=False)``

@@ -66,6 +66,11 @@ class OrderRequest(msgspec.Struct, frozen=True, kw_only=True):
     quantity: int
     price: Decimal | None = None  # LIMIT price
     trigger_price: Decimal | None = None  # STOP trigger
+    # An ENTRY carries its bracket's stop and target: a broker that keeps them on the
+    # position (IG's stopLevel/limitLevel) opens it protected in the same request; the others
+    # ignore them and protect with the STOP and TARGET legs the OCO places after the fill.
+    attached_stop: Decimal | None = None
+    attached_target: Decimal | None = None
 
 
 class OrderStatusReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -79,6 +84,11 @@ class OrderStatusReport(msgspec.Struct, frozen=True, kw_only=True):
     filled_quantity: int
     reason: str = ""
     ts_event: int
+    # The broker's current LIMIT price and STOP trigger of the order, when its list says
+    # (None: not said). Reconciliation compares them with ours: a stop moved or a level
+    # changed at the broker behind our back is drift.
+    price: Decimal | None = None
+    trigger_price: Decimal | None = None
 
 
 class FillReport(msgspec.Struct, frozen=True, kw_only=True):

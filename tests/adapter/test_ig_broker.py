@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator
 from decimal import Decimal
 
+import msgspec
 import pytest
 from pydantic import SecretStr
 
@@ -154,6 +155,90 @@ def _exit(plan: str = PLAN, side: Side = Side.SELL, sequence: str = "") -> Order
 
 def _deals(fake: FakeIG) -> list[dict]:
     return [p["position"] for p in fake.positions("ABC123")]
+
+
+def _level_puts(fake: FakeIG) -> list:
+    return [r for r in fake.request_log() if r.method == "PUT" and "/positions/otc/" in r.path]
+
+
+def test_an_entry_with_its_bracket_opens_the_deal_protected_and_the_legs_cost_no_request(
+    fake: FakeIG, make_broker
+) -> None:
+    broker, seen = make_broker()
+    broker.connect()
+    entry = msgspec.structs.replace(
+        _entry(), attached_stop=Decimal("7480"), attached_target=Decimal("7530")
+    )
+    broker.submit_order(entry)
+    [opened] = [r for r in fake.request_log() if r.method == "POST" and r.path == "/positions/otc"]
+    assert opened.body["stopLevel"] == 7480 and opened.body["limitLevel"] == 7530
+    assert opened.body["forceOpen"] is True
+    [deal] = _deals(fake)
+    assert (deal["stopLevel"], deal["limitLevel"]) == (7480, 7530)  # protected from the start
+    broker.submit_order(_stop("7480"))
+    broker.submit_order(_target("7530"))
+    assert _level_puts(fake) == []  # the legs take over the levels the deal already has
+    wait_until(lambda: seen.last_status(f"{PLAN}S") is OrderStatus.ACCEPTED, timeout_s=5)
+    [stop] = [r for r in broker.list_open_orders() if r.client_order_id == f"{PLAN}S"]
+    assert stop.trigger_price == Decimal("7480")
+    # A different level is still a request (a tightened stop).
+    broker.cancel_order(f"{PLAN}S")
+    broker.submit_order(_stop("7490", seq="1"))
+    [deal] = _deals(fake)
+    assert (deal["stopLevel"], deal["limitLevel"]) == (7490, 7530)
+
+
+def test_an_entry_whose_stop_ig_refuses_is_refused_whole_never_opened_naked(
+    fake: FakeIG, make_broker
+) -> None:
+    broker, _ = make_broker()
+    broker.connect()
+    entry = msgspec.structs.replace(_entry(), attached_stop=Decimal("7500.5"))  # inside the spread
+    with pytest.raises(BrokerRejected, match="IG_REJECTED"):
+        broker.submit_order(entry)
+    assert _deals(fake) == []
+
+
+def test_levels_changed_at_ig_are_what_the_legs_report(fake: FakeIG, make_broker) -> None:
+    """IG's stop and limit levels are read back (GET /positions, the reconciliation's
+    positions check): a moved level is the leg's reported price (reconciliation finds it
+    differs from ours); a removed one ends its leg CANCELLED (the engine's OCO puts it back).
+    The stream's OPU of the amendment makes the next read fresh."""
+    broker, seen = make_broker(stream=True)
+    broker.connect()
+    wait_until(lambda: seen.of(OrderStreamHeartbeat), timeout_s=15, message="stream alive")
+    broker.submit_order(
+        msgspec.structs.replace(
+            _entry(), attached_stop=Decimal("7480"), attached_target=Decimal("7530")
+        )
+    )
+    broker.submit_order(_stop("7480"))
+    broker.submit_order(_target("7530"))
+    [deal] = _deals(fake)
+
+    def lines() -> dict[str, OrderStatusReport]:
+        broker.list_positions()
+        return {r.client_order_id: r for r in broker.list_orders()}
+
+    fake.amend_levels_elsewhere(deal["dealId"], stop="7450", limit="7530")
+    moved = wait_until(
+        lambda: (now := lines())[f"{PLAN}S"].trigger_price == Decimal("7450") and now,
+        timeout_s=10,
+        message="the moved stop read back",
+    )
+    assert moved[f"{PLAN}S"].status is OrderStatus.ACCEPTED
+    assert moved[f"{PLAN}T"].price == Decimal("7530")
+    fake.amend_levels_elsewhere(deal["dealId"], stop=None, limit="7530")
+    wait_until(
+        lambda: lines() and seen.last_status(f"{PLAN}S") is OrderStatus.CANCELLED,
+        timeout_s=10,
+        message="the stop leg reported gone",
+    )
+    assert f"{PLAN}S" not in {r.client_order_id for r in broker.list_open_orders()}
+    # The OCO's replacement puts the level back.
+    broker.submit_order(_stop("7480", seq="1"))
+    [deal] = _deals(fake)
+    assert deal["stopLevel"] == 7480
 
 
 def test_connect_switches_to_the_configured_account_which_is_the_active_one(

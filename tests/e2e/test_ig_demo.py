@@ -1,8 +1,8 @@
 """The engine trading in DEMO against the fake IG over real sockets, end to end: prices from
 the fake's Lightstreamer endpoint through the official SDK, a bracket out (a MARKET deal
-under the entry's client order id, then its stop and limit set ON the deal from the engine's
-STOP and TARGET legs), positions reconciled with IG's, and a flatten that removes the levels
-and closes every deal.
+under the entry's client order id, opened with its stop and limit ON the deal, which the
+engine's STOP and TARGET legs then stand for), positions and levels reconciled with IG's, and
+a flatten that closes every deal (its levels end with it).
 
 ``configs/demo_ig.yaml`` as ``make demo-ig`` runs it, pointed at a fake on an ephemeral port
 with a temporary data folder; the engine runs in process on the wall clock (the fake steps
@@ -51,7 +51,7 @@ def fake() -> Iterator[FakeIG]:
 def start_engine(fake: FakeIG, tmp_path: Path) -> Iterator[Callable[..., Engine]]:
     engines: list[Engine] = []
 
-    def start(**ig_overrides: Any) -> Engine:
+    def start(reconciliation: dict[str, Any] | None = None, **ig_overrides: Any) -> Engine:
         config = load_config(REPO_ROOT / "configs" / "demo_ig.yaml", environ={}, dotenv_path=None)
         config = config.model_copy(
             update={
@@ -60,6 +60,7 @@ def start_engine(fake: FakeIG, tmp_path: Path) -> Iterator[Callable[..., Engine]
                 "database_url": f"sqlite:///{tmp_path / 'vigil.db'}",
                 "strategies": (),  # the test is the strategy: plans sent as a strategy would
                 "ig": config.ig.model_copy(update={"rest_base_url": fake.base_url, **ig_overrides}),
+                "reconciliation": config.reconciliation.model_copy(update=reconciliation or {}),
             }
         )
         (tmp_path / "logs").mkdir(exist_ok=True)
@@ -160,6 +161,9 @@ def test_the_engine_trades_brackets_with_broker_side_levels_and_flattens_every_d
     references = [r.body.get("dealReference") for r in deals if isinstance(r.body, dict)]
     assert sorted(r.method for r in deals) == ["DELETE", "DELETE", "POST", "POST"]
     assert len(references) == len(set(references)) == 4
+    # Opened protected, the legs standing for the levels the deals already had, closed with
+    # them: not one amendment, so never a moment without a stop.
+    assert [r for r in fake.request_log() if r.method == "PUT" and "/otc/" in r.path] == []
 
 
 def test_refused_credentials_pause_entries_until_a_login_works(
@@ -247,6 +251,59 @@ def test_a_stop_hit_at_ig_closes_the_engines_position_and_cancels_the_target(
         timeout_s=20,
         message="the stop leg filled, the target cancelled",
     )
+
+
+def test_a_stop_moved_at_ig_is_drift_and_a_stop_removed_is_put_back(
+    fake: FakeIG, start_engine: Callable[..., Engine]
+) -> None:
+    """Reconciliation compares the deal's levels with the bracket's: a stop dragged in IG's
+    own platform pauses entries (RECONCILE_DRIFT) until it is back; a stop removed there ends
+    the engine's stop leg and its OCO puts the level back on the deal."""
+    engine = start_engine(
+        reconciliation={"positions_interval_s": 1.0, "open_orders_interval_s": 1.0}
+    )
+    _, stop, _ = send_plan(engine, fake, "FTSE")
+    wait_until(lambda: engine_positions(engine) == [("FTSE", 2)], timeout_s=20)
+    [deal] = ig_deals(fake)
+    ours, limit = Decimal(str(deal["stopLevel"])), Decimal(str(deal["limitLevel"]))
+
+    def pause_causes() -> set[PauseCause]:
+        control = engine.directory.ask("kill_switch", QueryTradingState(), timeout_s=10)
+        return {p.cause for p in control.pauses}
+
+    fake.amend_levels_elsewhere(deal["dealId"], stop=ours - 20, limit=limit)
+    wait_until(
+        lambda: PauseCause.RECONCILE_DRIFT in pause_causes(),
+        timeout_s=30,
+        message="the moved stop found as drift",
+    )
+    fake.amend_levels_elsewhere(deal["dealId"], stop=ours, limit=limit)
+    wait_until(
+        lambda: PauseCause.RECONCILE_DRIFT not in pause_causes(),
+        timeout_s=30,
+        message="the drift gone once the stop is back",
+    )
+
+    fake.amend_levels_elsewhere(deal["dealId"], stop=None, limit=limit)
+
+    def stop_legs() -> dict[str, OrderStatus]:
+        return {
+            o.client_order_id: o.status
+            for o in engine.directory.ask("order", QueryOrders(), timeout_s=10)
+            if o.leg is LegKind.STOP
+        }
+
+    wait_until(
+        lambda: stop_legs().get(stop) is OrderStatus.CANCELLED,
+        timeout_s=30,
+        message="the removed stop ends the stop leg",
+    )
+    wait_until(
+        lambda: [Decimal(str(d["stopLevel"] or 0)) for d in ig_deals(fake)] == [ours],
+        timeout_s=30,
+        message="the OCO's replacement puts the stop back on the deal",
+    )
+    assert engine_positions(engine) == [("FTSE", 2)]
 
 
 def test_a_403_allowance_burst_is_retried_and_deals_once(

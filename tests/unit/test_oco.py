@@ -66,7 +66,10 @@ def make_plan(**overrides: object) -> TradePlan:
 class Book:
     """The legs of one bracket as the order layer would hold them, plus the broker's side."""
 
-    def __init__(self, quantity: int = 10, **plan_overrides: object) -> None:
+    def __init__(
+        self, quantity: int = 10, *, levels_on_position: bool = False, **plan_overrides: object
+    ) -> None:
+        self.levels_on_position = levels_on_position
         self.now = 100
         self.trade_number = 0
         self.bracket, entry = open_bracket(make_plan(**plan_overrides), quantity, self.now)
@@ -93,9 +96,11 @@ class Book:
                 mark_cancel_requested(self.orders[action.client_order_id], self.tick())
 
     def update(self) -> list[BracketAction]:
-        actions = on_order_update(self.bracket, self.orders, self.tick())
+        levels = self.levels_on_position
+        actions = on_order_update(self.bracket, self.orders, self.tick(), levels_on_position=levels)
         self.execute(actions)
-        assert on_order_update(self.bracket, self.orders, self.tick()) == []
+        again = on_order_update(self.bracket, self.orders, self.tick(), levels_on_position=levels)
+        assert again == []
         return actions
 
     def fill(self, leg_id: str, quantity: int, price: str = "100") -> list[BracketAction]:
@@ -132,9 +137,13 @@ class Book:
         return self.update()
 
     def flatten(self, reason: str = "operator") -> list[BracketAction]:
-        actions = request_flatten(self.bracket, self.orders, reason, self.tick())
+        levels = self.levels_on_position
+        actions = request_flatten(
+            self.bracket, self.orders, reason, self.tick(), levels_on_position=levels
+        )
         self.execute(actions)
-        assert on_order_update(self.bracket, self.orders, self.tick()) == []
+        again = on_order_update(self.bracket, self.orders, self.tick(), levels_on_position=levels)
+        assert again == []
         return actions
 
     def quantity(self, leg_id: str) -> int:
@@ -462,6 +471,67 @@ class TestFlatten:
         assert request_flatten(book.b, book.orders, "late", book.tick()) == []
         assert book.b.flatten_reason is None
         assert book.b.ts_updated == updated
+
+
+class TestLevelsOnThePosition:
+    """A broker that keeps stop and target on the position (IG): closing it ends them, so a
+    wind down exits at once and the position stays protected until it is closed."""
+
+    def exit_for(self, quantity: int, exit_id: str = EXIT_1) -> PlaceLeg:
+        return PlaceLeg(
+            leg=LegKind.EXIT,
+            client_order_id=exit_id,
+            side=Side.SELL,
+            order_type=OrderType.MARKET,
+            quantity=quantity,
+        )
+
+    def test_a_flatten_exits_at_once_and_leaves_the_levels_until_the_position_is_closed(
+        self,
+    ) -> None:
+        book = Book(levels_on_position=True)
+        book.fill(ENTRY, 10)
+        assert set(working_leg_ids(book.b, book.orders)) == {STOP, TARGET}
+        assert book.flatten("risk_cap") == [self.exit_for(10)]
+        assert book.b.status is BracketStatus.FLATTENING
+        # Closed: whatever the venue has not yet reported ended is cancelled as usual.
+        actions = book.fill(EXIT_1, 10, "99")
+        assert actions == [CancelLeg(client_order_id=STOP), CancelLeg(client_order_id=TARGET)]
+        book.broker_says(STOP, OrderStatus.CANCELLED)
+        book.broker_says(TARGET, OrderStatus.CANCELLED)
+        assert book.b.status is BracketStatus.CLOSED
+        assert working_leg_ids(book.b, book.orders) == ()
+
+    def test_levels_the_venue_ends_with_the_close_need_no_cancel(self) -> None:
+        book = Book(levels_on_position=True)
+        book.fill(ENTRY, 10)
+        book.flatten()
+        # IG reports the levels gone with the deal before the exit's fill is booked.
+        assert book.broker_says(STOP, OrderStatus.CANCELLED) == []
+        assert book.broker_says(TARGET, OrderStatus.CANCELLED) == []
+        assert book.fill(EXIT_1, 10) == []
+        assert book.b.status is BracketStatus.CLOSED
+
+    def test_a_working_entry_is_still_cancelled_before_the_exit(self) -> None:
+        book = Book(levels_on_position=True)
+        book.fill(ENTRY, 4)
+        assert book.flatten() == [CancelLeg(client_order_id=ENTRY)]
+        assert book.broker_says(ENTRY, OrderStatus.CANCELLED) == [self.exit_for(4)]
+
+    def test_a_partial_exit_leaves_the_levels_on_the_rest_and_exits_it(self) -> None:
+        book = Book(levels_on_position=True)
+        book.fill(ENTRY, 10)
+        book.flatten()
+        book.fill(EXIT_1, 6)
+        assert book.broker_says(EXIT_1, OrderStatus.CANCELLED) == [self.exit_for(4, EXIT_2)]
+        assert set(working_leg_ids(book.b, book.orders)) >= {STOP, TARGET}
+
+    def test_a_stop_hit_at_the_venue_still_cancels_the_target(self) -> None:
+        book = Book(levels_on_position=True)
+        book.fill(ENTRY, 10)
+        assert book.fill(STOP, 10, "98") == [CancelLeg(client_order_id=TARGET)]
+        book.broker_says(TARGET, OrderStatus.CANCELLED)
+        assert book.b.status is BracketStatus.CLOSED
 
 
 class TestNoOrphanAndOverExit:

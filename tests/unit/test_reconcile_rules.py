@@ -135,6 +135,60 @@ def apply(books: LocalBooks, actions: tuple[ReconcileAction, ...]) -> LocalBooks
     )
 
 
+class TestLevels:
+    """A broker that reports a working order's price or trigger (IG's stop and limit levels on
+    a position, Kite's order list) is compared with ours: a level moved behind our back is
+    drift; a broker that says nothing (None) is not."""
+
+    def stop(self, trigger: str = "99") -> Order:
+        leg = order("P1S", leg=LegKind.STOP, side=Side.SELL)
+        leg.trigger_price = Decimal(trigger)
+        return leg
+
+    def test_a_stop_moved_at_the_broker_is_drift(self) -> None:
+        stop = self.stop("99")
+        line = msgspec.structs.replace(
+            status_line(stop, OrderStatus.ACCEPTED), trigger_price=Decimal("95")
+        )
+        outcome = run(LocalBooks(orders={"P1S": stop}), BrokerFacts(orders=[line]))
+        [drift] = outcome.drift
+        assert drift.key == "order:P1S:level" and drift.kind is DriftKind.ORDERS
+        assert "trigger ours 99, the broker's 95" in drift.sentence
+        assert outcome.actions == ()
+
+    def test_the_same_level_written_differently_or_not_reported_is_not_drift(self) -> None:
+        stop = self.stop("99")
+        for trigger in (Decimal("99.00"), None):
+            line = msgspec.structs.replace(
+                status_line(stop, OrderStatus.ACCEPTED), trigger_price=trigger
+            )
+            outcome = run(LocalBooks(orders={"P1S": stop}), BrokerFacts(orders=[line]))
+            assert outcome.drift == (), trigger
+
+    def test_a_target_price_moved_is_drift_and_a_finished_order_is_not_compared(self) -> None:
+        target = order("P1T", leg=LegKind.TARGET, side=Side.SELL)
+        target.order_type, target.price = OrderType.LIMIT, Decimal("110")
+        moved = msgspec.structs.replace(
+            status_line(target, OrderStatus.ACCEPTED), price=Decimal("112")
+        )
+        outcome = run(LocalBooks(orders={"P1T": target}), BrokerFacts(orders=[moved]))
+        assert [d.key for d in outcome.drift] == ["order:P1T:level"]
+        cancelled = msgspec.structs.replace(
+            status_line(target, OrderStatus.CANCELLED), price=Decimal("112")
+        )
+        outcome = run(LocalBooks(orders={"P1T": target}), BrokerFacts(orders=[cancelled]))
+        assert [d.key for d in outcome.drift] == []
+
+    def test_a_light_run_sees_it_too(self) -> None:
+        stop = self.stop("99")
+        line = msgspec.structs.replace(
+            status_line(stop, OrderStatus.ACCEPTED), trigger_price=Decimal("98")
+        )
+        facts = BrokerFacts(orders=[line], fills=[], orders_open_only=True)
+        outcome = run(LocalBooks(orders={"P1S": stop}), facts)
+        assert [d.key for d in outcome.drift] == ["order:P1S:level"]
+
+
 class TestOrders:
     def test_a_missed_fill_of_a_known_order_is_applied(self) -> None:
         entry = order(status=OrderStatus.ACCEPTED)

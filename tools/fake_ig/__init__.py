@@ -45,6 +45,8 @@ step_interval_s=None, probe_interval_s=1.0, volatility_bps=2.0, host="127.0.0.1"
   times first), ``lose_confirms(count=1)`` (the next deals happen but their confirm is 404
   forever and no CONFIRMS is streamed; the OPU is), ``reject_next(count=1, *, reason=...)``
   (REJECTED confirms), ``drop_streams()`` (closes every Lightstreamer socket),
+  ``amend_levels_elsewhere(deal_id, stop=, limit=)`` (a deal's levels set or removed outside
+  our session, as from IG's web platform),
   ``hold_trade_subscriptions()`` / ``release_trade_subscriptions()`` (a TRADE subscription
   is acknowledged but not live -- no SUBOK -- until released: account updates meanwhile
   reach nobody, as in a reconnect's gap),

@@ -344,6 +344,23 @@ class FakeIG:
             )  # fmt: skip
         self._publish([epic])
 
+    def amend_levels_elsewhere(
+        self, deal_id: str, *, stop: Decimal | str | None, limit: Decimal | str | None
+    ) -> None:
+        """Someone sets a deal's stop and limit levels outside our API session (IG's web
+        platform, a dealer); ``None`` removes one. Streamed as an OPU like any amendment."""
+        with self._lock:
+            position = self.market.positions.get(deal_id)
+            if position is None:
+                raise ValueError(f"fake ig: no open deal {deal_id!r}")
+            body = {
+                "stopLevel": None if stop is None else str(stop),
+                "limitLevel": None if limit is None else str(limit),
+            }
+            self.market.amend_position(position.account_id, deal_id, body)
+            epic = position.epic
+        self._publish([epic])
+
     def set_market_status(self, epic: str, status: str) -> None:
         """``TRADEABLE``, ``CLOSED`` or ``EDITS_ONLY``; deals on a non-tradeable market are
         rejected (``MARKET_CLOSED_WITH_EDITS``)."""

@@ -12,14 +12,18 @@ How each port method maps (see ``adapters/brokers/base.py``):
 |                   | (balance). ``account_id`` is the ACTIVE account after the switch, so  |
 |                   | the runbook's account lock checks what the deals will hit. ``is_live``|
 |                   | IG's live base URL, or a fake's account that says LIVE (rehearsal)    |
-| submit ENTRY (E)  | POST /positions/otc v2, MARKET, ``forceOpen``, dealReference = our id;|
-|                   | the outcome from GET /confirms/{id} (404 until ready: polled for      |
+| submit ENTRY (E)  | POST /positions/otc v2, MARKET, ``forceOpen``, dealReference = our id,|
+|                   | ``stopLevel``/``limitLevel`` = the request's ``attached_stop``/       |
+|                   | ``attached_target`` (the bracket's: the deal opens protected, or IG   |
+|                   | refuses it whole); the outcome from GET /confirms/{id} (404 until     |
+|                   | ready: polled for                                                     |
 |                   | ``confirm_timeout_s``) or the stream's CONFIRMS. Accepted: FILLED +   |
 |                   | a fill (IG fills a market deal whole or refuses it); refused:         |
 |                   | ``BrokerRejected`` with IG's reason; no confirm in time:              |
 |                   | ``BrokerUnavailable`` (the order stays in flight, unknown)            |
-| submit STOP (S)   | PUT /positions/otc/{dealId} v2 with ``stopLevel`` = trigger (and the  |
-|                   | current ``limitLevel`` unchanged); reported ACCEPTED                  |
+| submit STOP (S)   | the leg takes over the deal's ``stopLevel`` when it already is the    |
+|                   | trigger (opened with it: no request); else PUT /positions/otc/{dealId}|
+|                   | v2 with ``stopLevel`` = trigger (``limitLevel`` unchanged); ACCEPTED  |
 | submit TARGET (T) | the same with ``limitLevel`` = the limit price                        |
 | submit EXIT (X)   | POST /positions/otc + ``_method: DELETE`` v1: closes the plan's deal  |
 |                   | at market, our id as its dealReference; outcome as for an entry       |
@@ -29,8 +33,12 @@ How each port method maps (see ``adapters/brokers/base.py``):
 | modify S / T      | the level covers the whole deal: a quantity equal to the deal's size  |
 |                   | is a no-op; any other is refused (IG has no partial stop)             |
 | list_orders       | the legs this process knows + the entries of IG's open positions      |
-|                   | whose dealReference is ours; unknown outcomes are asked once more     |
-| list_open_orders  | the working STOP/TARGET legs of deals still open                      |
+|                   | whose dealReference is ours; unknown outcomes are asked once more.    |
+|                   | A working S/T leg reports the level IG holds (``trigger_price`` /     |
+|                   | ``price``, as last read from GET /positions): reconciliation compares |
+|                   | it with ours; a level gone at IG ends its leg CANCELLED (the OCO puts |
+|                   | it back)                                                              |
+| list_open_orders  | the working STOP/TARGET legs of deals still open, with those levels   |
 | list_fills        | the fills seen this session + the entries of open positions           |
 | list_positions    | GET /positions v2 netted per instrument (signed size, mean level)     |
 
@@ -48,21 +56,19 @@ The engine then cancels the sibling: a no-op here that reports it CANCELLED. Bec
 levels sit on one deal, both are "working" at once, as the OCO expects, and IG itself makes
 them one-cancels-other.
 
-What the engine would need to change (in actors/ and domain/, not done here):
-- ``OrderRequest`` carries no stop/target, so the entry is sent without ``stopLevel`` and
-  ``limitLevel`` and the deal is unprotected until the S and T legs arrive (one round trip
-  each). Carrying the plan's levels on the entry request (and the OCO treating S/T as already
-  working on an IG-style broker) would open the deal protected in one request;
-  ``open_position_body`` already takes the levels.
+``levels_on_position``: the engine's OCO knows closing the deal ends its levels, so a
+flatten sends the EXIT at once (one request per deal, protected until closed) instead of
+removing the levels first.
+
+What is not done:
 - Tightening the stop cancels the stop leg and places a new one: two PUTs with the deal
   briefly without a stop. A "move level" port method (one PUT) would close that gap.
 - A partially sized stop cannot exist at IG (a level covers the whole deal); the OCO never
   asks for one with MARKET entries, which IG fills whole. A partial EXIT is supported (the
   rest of the deal stays open with its levels).
-- Reconciliation compares net positions only; comparing the deal's stop/limit levels with
-  the bracket's (the issue's "reconciliation compares the position's levels") needs
-  ``PositionReport`` (domain) to carry them and the reconciler to compare them;
-  ``IgDeal`` already reads ``stopLevel``/``limitLevel`` from GET /positions.
+- Levels are read back from GET /positions (the reconciliation's positions check, every
+  ``positions_interval_s``, and a full run's list_orders); the stream's OPU of an amendment
+  only makes that read fresh. A moved level is therefore seen within one positions interval.
 - After a restart, IG's positions name the entry (dealReference) but not the STOP/TARGET
   legs' ids (their sequence is ours): ``list_orders`` lists the entry only, the OCO sees its
   legs missing and places them again under the next sequence, which here is an idempotent
@@ -198,6 +204,8 @@ class _Plan:
         "deal_known_at",
         "instrument",
         "legs",
+        "levels_set_at",
+        "opened_with",
         "stop_cid",
         "target_cid",
     )
@@ -213,6 +221,11 @@ class _Plan:
         self.target_cid: str | None = None  # the working TARGET leg (the deal's limitLevel)
         self.closing = False  # an EXIT of ours is closing the deal
         self.closed = False
+        # The (stopLevel, limitLevel) the entry asked IG to open the deal with.
+        self.opened_with: tuple[Decimal | None, Decimal | None] = (None, None)
+        # When (monotonic) our last amendment of the levels was answered: a GET /positions
+        # asked before then shows the levels as they were, not as they are.
+        self.levels_set_at = 0.0
         # IG's PUT sets both levels at once: the STOP and TARGET legs arrive together on the
         # gateway's workers, and two amendments in parallel would each send the other level
         # as it was before, the second wiping the first. One amendment per deal at a time.
@@ -234,6 +247,9 @@ class IgBroker:
     """
 
     name = "ig"
+    # Stop and limit are the deal's own levels: closing the deal ends them (the OCO's wind
+    # down sends the exit at once instead of removing the levels first; see domain.oco).
+    levels_on_position = True
 
     def __init__(
         self,
@@ -434,6 +450,7 @@ class IgBroker:
     def list_orders(self) -> list[OrderStatusReport]:
         asked_at, deals = self._open_deals_snapshot(max_age_s=_LIST_SNAPSHOT_S)
         self._notice_closed_deals(deals, asked_at)
+        self._read_levels(deals, asked_at)
         with self._lock:
             unknown = sorted(self._unknown_outcome)
         for ref in unknown:
@@ -508,6 +525,7 @@ class IgBroker:
     def list_positions(self) -> list[PositionReport]:
         asked_at, deals = self._open_deals_snapshot(max_age_s=_LIST_SNAPSHOT_S)
         self._notice_closed_deals(deals, asked_at)
+        self._read_levels(deals, asked_at)
         return positions_by_instrument(deals, self._symbol_by_epic, self._clock.now_ns())
 
     # ------------------------------------------------------------------ optional hooks
@@ -529,11 +547,18 @@ class IgBroker:
     # ------------------------------------------------------------------ entries and exits
     def _submit_entry(self, request: OrderRequest, plan_id: str) -> None:
         cid = request.client_order_id
-        body = open_position_body(request, self._markets[request.instrument])
+        # The bracket's levels ride on the deal itself: IG opens it protected (or refuses
+        # it whole, e.g. a stop nearer than the market's minimum distance), never naked
+        # until the STOP and TARGET legs arrive.
+        levels = (request.attached_stop, request.attached_target)
+        body = open_position_body(
+            request, self._markets[request.instrument], stop_level=levels[0], limit_level=levels[1]
+        )
         self._refuse_duplicate(cid)
         with self._lock:
             plan = self._plans.setdefault(plan_id, _Plan(request.instrument))
             plan.legs[cid] = _Leg(cid, "E", request.quantity, None)
+            plan.opened_with = levels
         self._deal(cid, "POST", "/positions/otc", "2", body, None)
 
     def _submit_exit(self, request: OrderRequest, plan_id: str) -> None:
@@ -676,7 +701,8 @@ class IgBroker:
                     self._fills.append(fill)
                     reports.insert(0, fill)
                 if confirm.accepted and leg.kind == "E":
-                    plan.deal_known_at = time.monotonic()
+                    plan.deal_known_at = plan.levels_set_at = time.monotonic()
+                    opened_stop, opened_limit = plan.opened_with
                     plan.deal = IgDeal(
                         deal_id=confirm.deal_id,
                         deal_reference=cid,
@@ -684,8 +710,12 @@ class IgBroker:
                         direction=side,
                         size=confirm.size or leg.quantity,
                         level=confirm.level or Decimal(0),
-                        stop_level=None,
-                        limit_level=None,
+                        stop_level=(
+                            confirm.stop_level if confirm.stop_level is not None else opened_stop
+                        ),
+                        limit_level=(
+                            confirm.limit_level if confirm.limit_level is not None else opened_limit
+                        ),
                         created_ns=confirm.ts_ns,
                     )
                 elif (
@@ -800,8 +830,13 @@ class IgBroker:
         limit = level if leg == "T" else deal.limit_level
         with self._lock:
             plan.legs[cid] = _Leg(cid, leg, quantity, level)
+            current = deal.stop_level if leg == "S" else deal.limit_level
+            holder = plan.stop_cid if leg == "S" else plan.target_cid
         try:
-            self._amend(deal, stop, limit, cid)
+            if current != level or holder is not None:
+                self._amend(deal, stop, limit, cid)
+            # else: the deal already has it (opened with it, or set before a restart): the leg
+            # takes over the level with no request.
         except BrokerRejected:
             with self._lock:
                 plan.legs[cid].status = OrderStatus.REJECTED
@@ -840,6 +875,7 @@ class IgBroker:
             plan = self._plans.get(plan_id)
             if plan is not None and plan.deal is not None:
                 plan.deal = _with_levels(plan.deal, stop, limit)
+                plan.levels_set_at = time.monotonic()
 
     # ------------------------------------------------------------------ deals closed by IG
     def _open_deals(self) -> list[IgDeal]:
@@ -899,6 +935,46 @@ class IgBroker:
             ]
         for plan_id in gone:
             self._deal_gone(plan_id, None)
+
+    def _read_levels(self, deals: list[IgDeal], asked_at: float) -> None:
+        """Take the stop and limit levels IG holds on our deals as the legs' truth. A level
+        gone (removed in IG's platform) ends its leg CANCELLED, so the engine's OCO puts it
+        back; a level moved stays the leg's reported price, which reconciliation finds
+        differs from ours. A snapshot asked before our last amendment was answered (or while
+        one is under way) says nothing new."""
+        by_id = {deal.deal_id: deal for deal in deals}
+        reports: list[BrokerReport] = []
+        with self._lock:
+            for plan in self._plans.values():
+                known = plan.deal
+                if known is None or plan.closed or plan.closing:
+                    continue
+                current = by_id.get(known.deal_id)
+                if current is None or asked_at <= plan.levels_set_at:
+                    continue
+                if plan.amend_lock.locked():
+                    continue
+                plan.deal = _with_levels(known, current.stop_level, current.limit_level)
+                for kind, level in (("S", current.stop_level), ("T", current.limit_level)):
+                    cid = plan.stop_cid if kind == "S" else plan.target_cid
+                    if cid is None or level is not None:
+                        continue
+                    leg = plan.legs[cid]
+                    leg.status = OrderStatus.CANCELLED
+                    if kind == "S":
+                        plan.stop_cid = None
+                    else:
+                        plan.target_cid = None
+                    logger.warning(
+                        "ig: deal %s has no %s at IG any more (removed outside the engine): "
+                        "leg %s reported CANCELLED",
+                        known.deal_id,
+                        "stop" if kind == "S" else "limit",
+                        cid,
+                    )
+                    reports.append(self._leg_report(plan, leg, OrderStatus.CANCELLED))
+        for report in reports:
+            self._reports.put(report)
 
     def on_position_update(self, update: Mapping[str, Any]) -> None:
         """The TRADE stream's OPU: a deal of ours DELETED with no EXIT of ours."""
@@ -1040,6 +1116,11 @@ class IgBroker:
     def _leg_report(self, plan: _Plan, leg: _Leg, status: OrderStatus) -> OrderStatusReport:
         deal_id = plan.deal.deal_id if plan.deal is not None else ""
         filled = leg.quantity if status is OrderStatus.FILLED else 0
+        # A working leg IS the deal's level: its price is the level IG holds (as last read),
+        # which reconciliation compares with ours.
+        deal = plan.deal if status.is_working else None
+        trigger = deal.stop_level if deal is not None and leg.kind == "S" else None
+        price = deal.limit_level if deal is not None and leg.kind == "T" else None
         return OrderStatusReport(
             client_order_id=leg.client_order_id,
             broker_order_id=f"{deal_id}/{leg.kind}" if leg.kind in "ST" else deal_id,
@@ -1048,6 +1129,8 @@ class IgBroker:
             quantity=leg.quantity,
             filled_quantity=filled,
             ts_event=self._clock.now_ns(),
+            price=price,
+            trigger_price=trigger,
         )
 
     def _start_threads(self) -> None:

@@ -231,6 +231,8 @@ class IgConfirm(msgspec.Struct, frozen=True, kw_only=True):
     level: Decimal | None
     epic: str
     ts_ns: int | None
+    stop_level: Decimal | None = None
+    limit_level: Decimal | None = None
 
 
 def confirm_from_json(data: Mapping[str, Any]) -> IgConfirm:
@@ -250,6 +252,8 @@ def confirm_from_json(data: Mapping[str, Any]) -> IgConfirm:
         level=_decimal(data.get("level")),
         epic=str(data.get("epic") or ""),
         ts_ns=ig_time_ns(data.get("date")),
+        stop_level=_decimal(data.get("stopLevel")),
+        limit_level=_decimal(data.get("limitLevel")),
     )
 
 
