@@ -199,6 +199,35 @@ def test_an_entry_whose_stop_ig_refuses_is_refused_whole_never_opened_naked(
     assert _deals(fake) == []
 
 
+def test_a_new_stop_leg_moves_the_level_in_one_request_and_supersedes_the_old(
+    fake: FakeIG, make_broker
+) -> None:
+    # The engine's tighten on IG places the new stop first (domain.oco levels_on_position).
+    broker, seen = make_broker()
+    broker.connect()
+    broker.submit_order(msgspec.structs.replace(_entry(), attached_stop=Decimal("7480")))
+    broker.submit_order(_stop("7480"))
+    broker.submit_order(_stop("7490", seq="1"))
+    [put] = _level_puts(fake)
+    assert (put.body["stopLevel"], put.body.get("limitLevel")) == (7490, None)
+    [deal] = _deals(fake)
+    assert deal["stopLevel"] == 7490
+    wait_until(
+        lambda: (
+            seen.last_status(f"{PLAN}S") is OrderStatus.CANCELLED
+            and seen.last_status(f"{PLAN}S1") is OrderStatus.ACCEPTED
+        ),
+        timeout_s=5,
+        message="the old leg superseded, the new one working",
+    )
+    # A move IG refuses (inside the minimum stop distance) leaves the level where it was.
+    with pytest.raises(BrokerRejected, match="ATTACHED_ORDER_LEVEL_ERROR"):
+        broker.submit_order(_stop("7500", seq="2"))
+    [deal] = _deals(fake)
+    assert deal["stopLevel"] == 7490
+    assert {r.client_order_id for r in broker.list_open_orders()} == {f"{PLAN}S1"}
+
+
 def test_levels_changed_at_ig_are_what_the_legs_report(fake: FakeIG, make_broker) -> None:
     """IG's stop and limit levels are read back (GET /positions, the reconciliation's
     positions check): a moved level is the leg's reported price (reconciliation finds it
