@@ -403,6 +403,10 @@ class OrderExecution:
         if order.status is OrderStatus.PENDING_SUBMIT:
             # "Maybe sent" from here on: the gateway may call the broker at any moment.
             mark_submitted(order, now)
+        if order.leg is LegKind.ENTRY:
+            # Before the hand-over: the gateway weighs this entry against a flatten reserve
+            # that already counts its bracket.
+            self.update_flatten_reserve()
         # SUBMITTED lives in memory only: the stored PENDING_SUBMIT already means "maybe sent",
         # and recovery settles it from the broker's order list either way (resending under the
         # same id only if the broker never saw it). One transaction saved per leg.
@@ -491,6 +495,16 @@ class OrderExecution:
         for order in orders.values():
             self.request_cancel(order)
             self._on_cancel_requested()
+        self.update_flatten_reserve()  # a bracket winding down frees its share
+
+    def update_flatten_reserve(self) -> None:
+        """Tell the gateway what a flatten of the books would cost now (its flatten reserve;
+        no work for a gateway without one)."""
+        self._gateway.update_flatten_reserve(
+            self._book.brackets.values(),
+            self._book.orders,
+            levels_on_position=self.levels_on_position,
+        )
 
     def request_cancel(self, order: Order) -> None:
         order.ts_updated = self._clock.now_ns()  # the settle pass waits from the last request
