@@ -346,6 +346,7 @@ class _Request:
     throttled_ns: int | None = None  # first found next in line with no token free
     token_wait_ns: int = 0
     retry: bool = False  # refused for the rate limit: back into its lane when finished
+    held_for_reserve: bool = False  # an entry that waited for the flatten reserve
 
 
 class BrokerGateway:
@@ -718,6 +719,7 @@ class ThreadedBrokerGateway(BrokerGateway):
             self._depth = 0
             self._depth_by_priority = dict.fromkeys(BrokerPriority, 0)
             self._entries_waiting = 0
+            self._holding_entries = False
             self.dropped_total += dropped
             self._ready.notify_all()
         self._publish_depth()
@@ -948,7 +950,8 @@ class ThreadedBrokerGateway(BrokerGateway):
                     needed - 1,
                 )
             return 0.0
-        if request.throttled_ns is None:
+        if not request.held_for_reserve:
+            request.held_for_reserve = True
             self.entries_held_total += 1
         if not self._holding_entries:
             self._holding_entries = True

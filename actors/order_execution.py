@@ -367,13 +367,17 @@ class OrderExecution:
             for bracket, _, order in deferred:
                 self._unbook(bracket, order)
             raise
+        # The burst's entries are all booked: the gateway learns the flatten's cost once.
+        reserve_told = any(action.leg is LegKind.ENTRY for _, action, _ in deferred)
+        if reserve_told:
+            self.update_flatten_reserve()
         for (bracket, action, order), seq in zip(deferred, seqs, strict=True):
             if seq is None:
                 self._unbook(bracket, order)
                 self._placed_before(action, now)
                 continue
             self._store.write(order=order, bracket=bracket, journal_seq=seq)
-            self._send(order)
+            self._send(order, reserve_told=reserve_told)
 
     def _unbook(self, bracket: oco.Bracket, order: Order) -> None:
         self._book.orders.pop(order.client_order_id, None)
@@ -381,7 +385,7 @@ class OrderExecution:
             # The bracket was opened for this entry alone (submit_bracket): it never was.
             self._book.brackets.pop(bracket.plan_client_id, None)
 
-    def _send(self, order: Order) -> None:
+    def _send(self, order: Order, *, reserve_told: bool = False) -> None:
         attached_stop = attached_target = None
         if order.leg is LegKind.ENTRY:
             bracket = self._book.brackets.get(order.plan_client_id)
@@ -403,7 +407,7 @@ class OrderExecution:
         if order.status is OrderStatus.PENDING_SUBMIT:
             # "Maybe sent" from here on: the gateway may call the broker at any moment.
             mark_submitted(order, now)
-        if order.leg is LegKind.ENTRY:
+        if order.leg is LegKind.ENTRY and not reserve_told:
             # Before the hand-over: the gateway weighs this entry against a flatten reserve
             # that already counts its bracket.
             self.update_flatten_reserve()
