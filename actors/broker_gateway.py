@@ -66,23 +66,23 @@ would need, so a flatten right after a burst of entries is bound by the per-seco
 never by a minute the entries used up (measured before it at Kite's 10/s and 200/min: 50
 brackets opened within the minute, then a flatten 54.9 s to flat, waiting for the minute to
 roll). The order actor tells the gateway (``update_flatten_reserve``, on its own thread, before
-it hands over an entry and after a batch of cancels) what its books would cost to flatten
-(``requests_to_flatten``: per bracket a cancel for each working leg, one exit while it holds or
-may still hold a position, and, while its entry may still fill, the protective legs to come
-with their own cancels: 6 for a fresh bracket, 3 for a protected position; a broker that keeps
-the levels on the position (IG) needs no leg cancels). Brackets whose entry is still queued
-here are not at the broker yet: they are taken out at the fresh cost each, and an entry is
-taken only when the minute window still has room for it, for its own bracket's worst case and
-for that reserve (plus the cancels, exits and legs waiting here). Otherwise it waits, in FIFO
-order, for the window's oldest call to leave it or for the reserve to shrink (a bracket closed:
-the next cancel or entry hand-over tells the gateway); ``trader_broker_flatten_reserve`` and
-``trader_broker_entries_held_for_reserve`` show it, the snapshot says so, and a log line marks
-when entries start and stop waiting for it. Cancels, exits and protective legs use the whole
-budget, the reserve included (they are what it is for). The per-second window gets no reserve:
-cancels and exits already take the next token before any entry, so entries can delay a
-flatten by at most one second's window. What the reserve does not count (modifies of partly
-filled legs, reconciliation's resends, a stop tightened by cancel and replace, 429 retries) can
-still make a flatten wait for the minute.
+it hands over an order or a burst of them, and after a batch of cancels) what its books would
+cost to flatten (``requests_to_flatten``: per bracket a cancel for each working leg, one exit
+while it holds or may still hold a position, and, while its entry may still fill, the
+protective legs to come with their own cancels: 6 for a fresh bracket, 3 for a protected
+position; a broker that keeps the levels on the position (IG) needs no leg cancels). Brackets
+whose entry is still queued here are not at the broker yet: they are taken out at the fresh
+cost each, and an entry is taken only when the minute window still has room for it, for its own
+bracket's worst case and for that reserve (plus the cancels, exits and legs waiting here).
+Otherwise it waits, in FIFO order, for the window's oldest call to leave it or for the reserve
+to shrink (a bracket closed: the next hand-over tells the gateway);
+``trader_broker_flatten_reserve`` and ``trader_broker_entries_held_for_reserve`` show it, the
+snapshot says so, and a log line marks when entries start and stop waiting for it. Cancels,
+exits and protective legs use the whole budget, the reserve included (they are what it is for).
+The per-second window gets no reserve: cancels and exits already take the next token before any
+entry, so entries can delay a flatten by at most one second's window. What the reserve does not
+count (modifies of partly filled legs, reconciliation's resends, a stop tightened by cancel and
+replace, 429 retries) can still make a flatten wait for the minute.
 
 Metrics: ``trader_rate_limit_wait_ms`` is the time a request, next in line with a worker free,
 waited for its token (0 when one was free); ``trader_broker_queue_depth{priority}`` and
@@ -436,8 +436,9 @@ class BrokerGateway:
     ) -> None:
         """What a flatten of the order actor's books would cost now (``requests_to_flatten``),
         for the flatten reserve. Called on the order actor's thread, like ``submit``: before an
-        entry is handed over (the entry's own bracket included) and after cancels (a bracket
-        that closed frees its share). A gateway without a reserve ignores it (no work)."""
+        order or a burst of them is handed over (an entry's own bracket included) and after
+        cancels (a bracket that closed frees its share). A gateway without a reserve ignores
+        it (no work)."""
 
     # ------------------------------------------------------------------ QUERIES
     def take_submit_started_ns(self, client_order_id: str) -> int | None:
@@ -900,11 +901,11 @@ class ThreadedBrokerGateway(BrokerGateway):
                 # so it must not hold up a flatten waiting for the broker's limit.
                 withheld = self._gate.entry_denial(self._clock.now_ns())
             if withheld is None:
-                wait_s: float | None = self._rate_limit.wait_s()
+                wait_s = self._rate_limit.wait_s()
                 if not wait_s and request.is_entry and self._keeps_reserve:
                     wait_s = self._wait_for_reserve(request)
                 now_ns = time.perf_counter_ns()
-                if wait_s is None or wait_s > 0:
+                if wait_s > 0:
                     if request.throttled_ns is None:
                         request.throttled_ns = now_ns
                     return None, wait_s
@@ -935,10 +936,9 @@ class ThreadedBrokerGateway(BrokerGateway):
         waiting = depths[BrokerPriority.CANCEL] + depths[BrokerPriority.PROTECTIVE]
         return max(0, at_broker) + waiting
 
-    def _wait_for_reserve(self, request: _Request) -> float | None:
+    def _wait_for_reserve(self, request: _Request) -> float:
         # Called with _ready held, for the entry at the head of the queue with a token free:
-        # 0.0 when it may go; else how long until the minute window's oldest call leaves it
-        # (None: time alone cannot make room, only a smaller reserve; woken by its update).
+        # 0.0 when it may go; else how long until the minute window's oldest call leaves it.
         room, next_free_s = self._rate_limit.minute_room()
         needed = 1 + self._fresh_bracket_requests + self._flatten_reserve()
         if room >= needed:
@@ -964,9 +964,8 @@ class ThreadedBrokerGateway(BrokerGateway):
                 self._rate_limit.per_minute,
                 needed - 1,
             )
-        assert self._rate_limit.per_minute is not None
-        if needed > self._rate_limit.per_minute:
-            return None
+        # Asked again when the window's oldest call leaves it, even if time alone cannot make
+        # room (a reserve over the whole minute): woken sooner by a smaller reserve.
         return max(next_free_s, _MIN_TOKEN_WAIT_S)
 
     def _call_ended(self, request: _Request, *, sent: bool) -> None:

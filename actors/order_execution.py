@@ -367,17 +367,15 @@ class OrderExecution:
             for bracket, _, order in deferred:
                 self._unbook(bracket, order)
             raise
-        # The burst's entries are all booked: the gateway learns the flatten's cost once.
-        reserve_told = any(action.leg is LegKind.ENTRY for _, action, _ in deferred)
-        if reserve_told:
-            self.update_flatten_reserve()
+        # The burst's orders are all booked: the gateway learns the flatten's cost once.
+        self.update_flatten_reserve()
         for (bracket, action, order), seq in zip(deferred, seqs, strict=True):
             if seq is None:
                 self._unbook(bracket, order)
                 self._placed_before(action, now)
                 continue
             self._store.write(order=order, bracket=bracket, journal_seq=seq)
-            self._send(order, reserve_told=reserve_told)
+            self._send(order, reserve_told=True)
 
     def _unbook(self, bracket: oco.Bracket, order: Order) -> None:
         self._book.orders.pop(order.client_order_id, None)
@@ -407,9 +405,9 @@ class OrderExecution:
         if order.status is OrderStatus.PENDING_SUBMIT:
             # "Maybe sent" from here on: the gateway may call the broker at any moment.
             mark_submitted(order, now)
-        if order.leg is LegKind.ENTRY and not reserve_told:
-            # Before the hand-over: the gateway weighs this entry against a flatten reserve
-            # that already counts its bracket.
+        if not reserve_told:
+            # Before the hand-over: the gateway weighs an entry against a flatten reserve that
+            # already counts its bracket; a filled entry's legs shrink its bracket's share.
             self.update_flatten_reserve()
         # SUBMITTED lives in memory only: the stored PENDING_SUBMIT already means "maybe sent",
         # and recovery settles it from the broker's order list either way (resending under the
