@@ -93,19 +93,25 @@ def _engine(fake: FakeKite, root: Path, *, flatten_reserve: bool = True) -> Engi
     return engine
 
 
+def _on_tick(price: Decimal) -> Decimal:
+    tick = Decimal("0.05")
+    return (price / tick).quantize(Decimal(1)) * tick
+
+
 def bracket_plan(
     fake: FakeKite, *, now_ns: int, symbol: str, strategy: str, quantity: int = 1
 ) -> TradePlan:
-    """A BUY bracket around the fake's last price (stop 20 below, target 40 above), MARKET
-    entry, as a strategy would send it to the risk actor."""
+    """A BUY bracket around the fake's last price (stop and target 5 % away: the fake's walk
+    moves about 1 % in three minutes, so no bracket closes by itself while the others open and
+    the flatten closes all N), MARKET entry, as a strategy would send it to the risk actor."""
     last = Decimal(str(fake.quote(f"NSE:{symbol}")["last_price"]))
     fields: dict[str, Any] = {
         "strategy": strategy,
         "instrument": symbol,
         "side": Side.BUY,
         "entry_price": last,
-        "stop_price": last - Decimal("20"),
-        "target_price": last + Decimal("40"),
+        "stop_price": _on_tick(last * Decimal("0.95")),
+        "target_price": _on_tick(last * Decimal("1.05")),
         "quantity": quantity,
         "signal_ts": now_ns,
     }
