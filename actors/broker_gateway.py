@@ -60,6 +60,30 @@ again, up to ``retries`` times. Then, and on the inline gateway at once, it is r
 unanswered call (``BrokerRequestFailed``, ``rejected=False``, ``BROKER_RATE_LIMITED: ...``): the
 order stays in flight and reconciliation settles it.
 
+The flatten reserve (``broker.flatten_reserve``, on by default; only with a per-minute limit):
+entries may not use the part of the per-minute budget a flatten of everything the engine holds
+would need, so a flatten right after a burst of entries is bound by the per-second limit alone,
+never by a minute the entries used up (measured before it at Kite's 10/s and 200/min: 50
+brackets opened within the minute, then a flatten 54.9 s to flat, waiting for the minute to
+roll). The order actor tells the gateway (``update_flatten_reserve``, on its own thread, before
+it hands over an order or a burst of them, and after a batch of cancels) what its books would
+cost to flatten (``requests_to_flatten``: per bracket a cancel for each working leg, one exit
+while it holds or may still hold a position, and, while its entry may still fill, the
+protective legs to come with their own cancels: 6 for a fresh bracket, 3 for a protected
+position; a broker that keeps the levels on the position (IG) needs no leg cancels). Brackets
+whose entry is still queued here are not at the broker yet: they are taken out at the fresh
+cost each, and an entry is taken only when the minute window still has room for it, for its own
+bracket's worst case and for that reserve (plus the cancels, exits and legs waiting here).
+Otherwise it waits, in FIFO order, for the window's oldest call to leave it or for the reserve
+to shrink (a bracket closed: the next hand-over tells the gateway);
+``trader_broker_flatten_reserve`` and ``trader_broker_entries_held_for_reserve`` show it, the
+snapshot says so, and a log line marks when entries start and stop waiting for it. Cancels,
+exits and protective legs use the whole budget, the reserve included (they are what it is for).
+The per-second window gets no reserve: cancels and exits already take the next token before any
+entry, so entries can delay a flatten by at most one second's window. What the reserve does not
+count (modifies of partly filled legs, reconciliation's resends, a stop tightened by cancel and
+replace, 429 retries) can still make a flatten wait for the minute.
+
 Metrics: ``trader_rate_limit_wait_ms`` is the time a request, next in line with a worker free,
 waited for its token (0 when one was free); ``trader_broker_queue_depth{priority}`` and
 ``trader_queue_depth{queue="broker_gateway"}`` the requests waiting; ``queue_depth()`` answers
@@ -107,13 +131,18 @@ from domain.messages import (
     BrokerRequestKind,
     BrokerRequestWithheld,
 )
+from domain.oco import BracketStatus
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
     from actors.trading_gate import TradingGate
     from adapters.brokers.base import BrokerPort
     from adapters.metrics import EngineMetrics
     from domain.clock import Clock
     from domain.messages import OrderRequest
+    from domain.oco import Bracket
+    from domain.orders import Order
 
 __all__ = [
     "BrokerGateway",
@@ -123,7 +152,9 @@ __all__ = [
     "InlineBrokerGateway",
     "ThreadedBrokerGateway",
     "build_broker_gateway",
+    "fresh_bracket_requests",
     "request_priority",
+    "requests_to_flatten",
 ]
 
 logger = logging.getLogger(__name__)
@@ -155,6 +186,55 @@ def request_priority(kind: BrokerRequestKind, leg: LegKind) -> BrokerPriority:
     return BrokerPriority.ENTRY if leg is LegKind.ENTRY else BrokerPriority.PROTECTIVE
 
 
+_STILL_MANAGED = (BracketStatus.PENDING_ENTRY, BracketStatus.OPEN, BracketStatus.FLATTENING)
+
+
+def fresh_bracket_requests(*, levels_on_position: bool = False) -> int:
+    """What a bracket whose entry has not filled yet may still ask of the broker, at most: the
+    entry's cancel, its stop and target (placed on a fill; each cancelled again by a flatten
+    unless the broker keeps them on the position) and one exit."""
+    return 4 if levels_on_position else 6
+
+
+def requests_to_flatten(
+    brackets: Iterable[Bracket], orders: Mapping[str, Order], *, levels_on_position: bool = False
+) -> int:
+    """How many broker requests a flatten of ``brackets`` would take, at most, counting the
+    protective legs an entry that may still fill would place first.
+
+    Per bracket still managed: a cancel for each working order among its entry and current
+    stop and target (one already being cancelled too: its cancel may still be on its way); one
+    exit while it holds a position or its entry may still fill, unless its latest exit is
+    working; and, unless it is being flattened, each missing stop or target that a fill would
+    place (a submit and, later, its cancel). ``levels_on_position`` (IG): the stop and target
+    ride the exit, so they cost their submit and no cancel. Called on the order actor's thread
+    over its books.
+    """
+    total = 0
+    for bracket in brackets:
+        status = bracket.status
+        if status not in _STILL_MANAGED:
+            continue
+        entry = orders.get(bracket.entry_order_id)
+        may_fill = entry is not None and entry.status.is_working
+        requests = 1 if may_fill else 0
+        holds = may_fill or bracket.open_quantity > 0
+        legs_may_come = holds and status is not BracketStatus.FLATTENING
+        for leg_id in (bracket.stop_order_id, bracket.target_order_id):
+            leg = orders.get(leg_id) if leg_id is not None else None
+            if leg is not None and leg.status.is_working:
+                requests += 0 if levels_on_position else 1
+            elif legs_may_come:
+                requests += 1 if levels_on_position else 2
+        if holds:
+            exits = bracket.exit_order_ids
+            latest_exit = orders.get(exits[-1]) if exits else None
+            if latest_exit is None or not latest_exit.status.is_working:
+                requests += 1
+        total += requests
+    return total
+
+
 class BrokerRateLimit:
     """The broker's published request limits: at most ``per_second`` calls in any trailing
     second and ``per_minute`` in any trailing minute (None: no such limit).
@@ -173,10 +253,12 @@ class BrokerRateLimit:
         self.per_second = per_second
         self.per_minute = per_minute
         self._items: list[RateLimitItem] = []
+        self._minute_item: RateLimitItem | None = None
         if per_second is not None:
             self._items.append(RateLimitItemPerSecond(per_second, namespace="broker"))
         if per_minute is not None:
-            self._items.append(RateLimitItemPerMinute(per_minute, namespace="broker"))
+            self._minute_item = RateLimitItemPerMinute(per_minute, namespace="broker")
+            self._items.append(self._minute_item)
         self._windows = MovingWindowRateLimiter(MemoryStorage())
         self.in_flight = 0
         self.paused_until = 0.0  # time.time(): after a 429, no token before then
@@ -210,6 +292,14 @@ class BrokerRateLimit:
                 blocked = True
                 wait = max(wait, reset_at - now)
         return max(wait, _MIN_TOKEN_WAIT_S) if blocked else 0.0
+
+    def minute_room(self) -> tuple[int, float]:
+        """How many more calls the per-minute window would take now (calls in progress
+        counted), and seconds until its oldest call leaves it (the next token back by time
+        alone). Only with a per-minute limit."""
+        assert self._minute_item is not None
+        reset_at, remaining = self._windows.get_window_stats(self._minute_item)
+        return remaining - self.in_flight, max(0.0, reset_at - time.time())
 
     def take(self) -> None:
         self.in_flight += 1
@@ -256,6 +346,7 @@ class _Request:
     throttled_ns: int | None = None  # first found next in line with no token free
     token_wait_ns: int = 0
     retry: bool = False  # refused for the rate limit: back into its lane when finished
+    held_for_reserve: bool = False  # an entry that waited for the flatten reserve
 
 
 class BrokerGateway:
@@ -335,6 +426,19 @@ class BrokerGateway:
     def stop(self, timeout_s: float = 5.0) -> int:
         """Stop taking requests; returns how many were dropped (they stay in flight)."""
         return 0
+
+    def update_flatten_reserve(
+        self,
+        brackets: Iterable[Bracket],
+        orders: Mapping[str, Order],
+        *,
+        levels_on_position: bool = False,
+    ) -> None:
+        """What a flatten of the order actor's books would cost now (``requests_to_flatten``),
+        for the flatten reserve. Called on the order actor's thread, like ``submit``: before an
+        order or a burst of them is handed over (an entry's own bracket included) and after
+        cancels (a bracket that closed frees its share). A gateway without a reserve ignores
+        it (no work)."""
 
     # ------------------------------------------------------------------ QUERIES
     def take_submit_started_ns(self, client_order_id: str) -> int | None:
@@ -536,6 +640,8 @@ class ThreadedBrokerGateway(BrokerGateway):
             again before it is reported as failed.
         backoff_s, backoff_max_s: the wait after a 429 without a retry-after: ``backoff_s``
             doubling per retry of the request, at most ``backoff_max_s``.
+        flatten_reserve: keep the per-minute budget a flatten would need out of the entries'
+            reach (module docstring); no effect without a per-minute limit.
         (the rest as ``BrokerGateway``)
     """
 
@@ -555,6 +661,7 @@ class ThreadedBrokerGateway(BrokerGateway):
         rate_limit_retries: int = 5,
         backoff_s: float = 0.5,
         backoff_max_s: float = 10.0,
+        flatten_reserve: bool = True,
     ) -> None:
         super().__init__(broker, deliver=deliver, clock=clock, gate=gate, metrics=metrics)
         if workers < 1:
@@ -568,6 +675,14 @@ class ThreadedBrokerGateway(BrokerGateway):
         # Always one, unlimited by default: a 429 pauses it all the same.
         self._rate_limit = rate_limit if rate_limit is not None else BrokerRateLimit()
         self._rate_limit_retries = rate_limit_retries
+        # The flatten reserve (module docstring): only a per-minute window can starve a
+        # flatten for long. Guarded by _ready, like the queue.
+        self._keeps_reserve = flatten_reserve and self._rate_limit.per_minute is not None
+        self._book_flatten_requests = 0  # the books' requests_to_flatten, as last told
+        self._fresh_bracket_requests = fresh_bracket_requests()
+        self._entries_waiting = 0  # entry submits queued here (their brackets are in the books)
+        self._holding_entries = False  # the head entry waits for the reserve
+        self.entries_held_total = 0  # entries that waited for the reserve
         self._backoff_s = backoff_s
         self._backoff_max_s = backoff_max_s
         self._ready = threading.Condition(threading.Lock())
@@ -604,6 +719,8 @@ class ThreadedBrokerGateway(BrokerGateway):
             self._waiting.clear()
             self._depth = 0
             self._depth_by_priority = dict.fromkeys(BrokerPriority, 0)
+            self._entries_waiting = 0
+            self._holding_entries = False
             self.dropped_total += dropped
             self._ready.notify_all()
         self._publish_depth()
@@ -620,6 +737,26 @@ class ThreadedBrokerGateway(BrokerGateway):
                 still_running,
             )
         return dropped
+
+    def update_flatten_reserve(
+        self,
+        brackets: Iterable[Bracket],
+        orders: Mapping[str, Order],
+        *,
+        levels_on_position: bool = False,
+    ) -> None:
+        if not self._keeps_reserve:
+            return
+        # Counted on the caller's thread, over its own books; only the figure crosses over.
+        requests = requests_to_flatten(brackets, orders, levels_on_position=levels_on_position)
+        fresh = fresh_bracket_requests(levels_on_position=levels_on_position)
+        with self._ready:
+            shrank = requests < self._book_flatten_requests
+            self._book_flatten_requests = requests
+            self._fresh_bracket_requests = fresh
+            if shrank and self._holding_entries:
+                self._ready.notify()  # the entry at the head may fit now
+        self._publish_depth()
 
     def queue_depth(self) -> int:
         with self._ready:
@@ -650,7 +787,23 @@ class ThreadedBrokerGateway(BrokerGateway):
                 "rate_limit": self._rate_limit.snapshot(),
                 "rate_limited_total": self.rate_limited_total,
                 "cancels_dropped_total": self.cancels_dropped_total,
+                "flatten_reserve": self._reserve_snapshot(),
             }
+
+    def _reserve_snapshot(self) -> dict[str, Any]:
+        # Called with _ready held.
+        if not self._keeps_reserve:
+            return {"enabled": False}
+        room, _ = self._rate_limit.minute_room()
+        return {
+            "enabled": True,
+            "reserved_requests": self._flatten_reserve(),
+            "books_flatten_requests": self._book_flatten_requests,
+            "minute_room": room,
+            "entries_waiting": self._entries_waiting,
+            "holding_entries": self._holding_entries,
+            "entries_held_total": self.entries_held_total,
+        }
 
     # ------------------------------------------------------------------ INTERNALS
     def _hand_over(
@@ -749,6 +902,8 @@ class ThreadedBrokerGateway(BrokerGateway):
                 withheld = self._gate.entry_denial(self._clock.now_ns())
             if withheld is None:
                 wait_s = self._rate_limit.wait_s()
+                if not wait_s and request.is_entry and self._keeps_reserve:
+                    wait_s = self._wait_for_reserve(request)
                 now_ns = time.perf_counter_ns()
                 if wait_s > 0:
                     if request.throttled_ns is None:
@@ -768,6 +923,50 @@ class ThreadedBrokerGateway(BrokerGateway):
             self._running.add(request.client_order_id)
             return request, None
         return None, None
+
+    def _flatten_reserve(self) -> int:
+        # Called with _ready held: what entries must leave of the minute's budget now. The
+        # books count the brackets whose entry still waits here at the fresh cost each: they
+        # are not at the broker (a withheld one never will be), so they come out; the cancels,
+        # exits and legs waiting here will each use a token.
+        at_broker = self._book_flatten_requests - self._fresh_bracket_requests * (
+            self._entries_waiting
+        )
+        depths = self._depth_by_priority
+        waiting = depths[BrokerPriority.CANCEL] + depths[BrokerPriority.PROTECTIVE]
+        return max(0, at_broker) + waiting
+
+    def _wait_for_reserve(self, request: _Request) -> float:
+        # Called with _ready held, for the entry at the head of the queue with a token free:
+        # 0.0 when it may go; else how long until the minute window's oldest call leaves it.
+        room, next_free_s = self._rate_limit.minute_room()
+        needed = 1 + self._fresh_bracket_requests + self._flatten_reserve()
+        if room >= needed:
+            if self._holding_entries:
+                self._holding_entries = False
+                logger.info(
+                    "broker gateway: entries go again (minute room %d, flatten reserve %d)",
+                    room,
+                    needed - 1,
+                )
+            return 0.0
+        if not request.held_for_reserve:
+            request.held_for_reserve = True
+            self.entries_held_total += 1
+        if not self._holding_entries:
+            self._holding_entries = True
+            logger.info(
+                "broker gateway: %d entries wait: the per-minute budget left (%d of %s) is held "
+                "for a flatten of what the engine holds (%d requests, this entry's bracket "
+                "included); cancels, exits and protective legs go on",
+                self._entries_waiting,
+                room,
+                self._rate_limit.per_minute,
+                needed - 1,
+            )
+        # Asked again when the window's oldest call leaves it, even if time alone cannot make
+        # room (a reserve over the whole minute): woken sooner by a smaller reserve.
+        return max(next_free_s, _MIN_TOKEN_WAIT_S)
 
     def _call_ended(self, request: _Request, *, sent: bool) -> None:
         if not request.holds_token:
@@ -868,6 +1067,10 @@ class ThreadedBrokerGateway(BrokerGateway):
         # Called with _ready held.
         self._depth += change
         self._depth_by_priority[BrokerPriority(request.priority)] += change
+        if request.is_entry:
+            self._entries_waiting += change
+            if not self._entries_waiting:
+                self._holding_entries = False
 
     def _publish_depth(self) -> None:
         if self._metrics is None:
@@ -875,9 +1078,13 @@ class ThreadedBrokerGateway(BrokerGateway):
         with self._ready:
             depth = self._depth
             by_priority = dict(self._depth_by_priority)
+            reserve = self._flatten_reserve() if self._keeps_reserve else 0
+            held = self._entries_waiting if self._holding_entries else 0
         self._metrics.queue_depth.labels(queue=QUEUE_NAME).set(depth)
         for priority, count in by_priority.items():
             self._metrics.broker_queue_depth.labels(priority=priority.name.lower()).set(count)
+        self._metrics.broker_flatten_reserve.set(reserve)
+        self._metrics.broker_entries_held_for_reserve.set(held)
 
 
 def build_broker_gateway(
@@ -893,6 +1100,7 @@ def build_broker_gateway(
     rate_limit_retries: int = 5,
     backoff_s: float = 0.5,
     backoff_max_s: float = 10.0,
+    flatten_reserve: bool = True,
 ) -> BrokerGateway:
     """The gateway ``mode`` names, over ``broker``. The inline gateway needs no ``gate``: it
     runs right after the order actor's own last gate, on its thread.
@@ -919,4 +1127,5 @@ def build_broker_gateway(
         rate_limit_retries=rate_limit_retries,
         backoff_s=backoff_s,
         backoff_max_s=backoff_max_s,
+        flatten_reserve=flatten_reserve,
     )

@@ -367,13 +367,15 @@ class OrderExecution:
             for bracket, _, order in deferred:
                 self._unbook(bracket, order)
             raise
+        # The burst's orders are all booked: the gateway learns the flatten's cost once.
+        self.update_flatten_reserve()
         for (bracket, action, order), seq in zip(deferred, seqs, strict=True):
             if seq is None:
                 self._unbook(bracket, order)
                 self._placed_before(action, now)
                 continue
             self._store.write(order=order, bracket=bracket, journal_seq=seq)
-            self._send(order)
+            self._send(order, reserve_told=True)
 
     def _unbook(self, bracket: oco.Bracket, order: Order) -> None:
         self._book.orders.pop(order.client_order_id, None)
@@ -381,7 +383,7 @@ class OrderExecution:
             # The bracket was opened for this entry alone (submit_bracket): it never was.
             self._book.brackets.pop(bracket.plan_client_id, None)
 
-    def _send(self, order: Order) -> None:
+    def _send(self, order: Order, *, reserve_told: bool = False) -> None:
         attached_stop = attached_target = None
         if order.leg is LegKind.ENTRY:
             bracket = self._book.brackets.get(order.plan_client_id)
@@ -403,6 +405,10 @@ class OrderExecution:
         if order.status is OrderStatus.PENDING_SUBMIT:
             # "Maybe sent" from here on: the gateway may call the broker at any moment.
             mark_submitted(order, now)
+        if not reserve_told:
+            # Before the hand-over: the gateway weighs an entry against a flatten reserve that
+            # already counts its bracket; a filled entry's legs shrink its bracket's share.
+            self.update_flatten_reserve()
         # SUBMITTED lives in memory only: the stored PENDING_SUBMIT already means "maybe sent",
         # and recovery settles it from the broker's order list either way (resending under the
         # same id only if the broker never saw it). One transaction saved per leg.
@@ -491,6 +497,16 @@ class OrderExecution:
         for order in orders.values():
             self.request_cancel(order)
             self._on_cancel_requested()
+        self.update_flatten_reserve()  # a bracket winding down frees its share
+
+    def update_flatten_reserve(self) -> None:
+        """Tell the gateway what a flatten of the books would cost now (its flatten reserve;
+        no work for a gateway without one)."""
+        self._gateway.update_flatten_reserve(
+            self._book.brackets.values(),
+            self._book.orders,
+            levels_on_position=self.levels_on_position,
+        )
 
     def request_cancel(self, order: Order) -> None:
         order.ts_updated = self._clock.now_ns()  # the settle pass waits from the last request

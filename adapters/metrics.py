@@ -259,6 +259,19 @@ class EngineMetrics:
             ["priority"],
             registry=registry,
         )
+        # The broker gateway's flatten reserve (actors/broker_gateway.py): the per-minute
+        # requests entries must leave for a flatten of what the engine holds, and the entries
+        # waiting for it now.
+        self.broker_flatten_reserve = Gauge(
+            "trader_broker_flatten_reserve",
+            "Per-minute broker requests held back from entries for a flatten",
+            registry=registry,
+        )
+        self.broker_entries_held_for_reserve = Gauge(
+            "trader_broker_entries_held_for_reserve",
+            "Entries waiting because the rest of the minute's budget is held for a flatten",
+            registry=registry,
+        )
         self.flatten_duration_ms = Histogram(
             "trader_flatten_duration_ms",
             "From flatten request to flat, milliseconds",

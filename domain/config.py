@@ -187,6 +187,11 @@ class BrokerConfig(_Strict):
     rate_limit_retries: int = Field(default=5, ge=0, le=100)
     rate_limit_backoff_s: float = Field(default=0.5, gt=0)
     rate_limit_backoff_max_s: float = Field(default=10.0, gt=0)
+    # With a per-minute limit: entries may not use the part of the minute's budget a flatten of
+    # everything the engine holds would need (cancels, exits, the legs of entries that may
+    # still fill), so a burst of entries never makes a flatten wait for the minute to roll;
+    # entries beyond it wait in the gateway. Cancels, exits and protective legs use it all.
+    flatten_reserve: bool = True
 
     @property
     def is_rate_limited(self) -> bool:

@@ -320,6 +320,7 @@ class Engine:
             rate_limit_retries=broker_config.rate_limit_retries,
             backoff_s=broker_config.rate_limit_backoff_s,
             backoff_max_s=broker_config.rate_limit_backoff_max_s,
+            flatten_reserve=broker_config.flatten_reserve,
         )
         self.broker_queue_depth = self.gateway.queue_depth
         # The watchdog's latency tripwire sees every ack latency the order actor observes.

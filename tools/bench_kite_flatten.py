@@ -1,6 +1,7 @@
 """Benchmark: flatten N bracketed positions at Kite's published rate limits (issue 9).
 
-``python -m tools.bench_kite_flatten [--positions 50] [--fresh-minute]`` (``make bench-kite``)
+``python -m tools.bench_kite_flatten [--positions 50] [--fresh-minute] [--no-flatten-reserve]``
+(``make bench-kite``)
 runs the engine (``configs/demo_kite.yaml``: the threaded gateway at 10 order requests/s and
 200/min) against the local fake Kite (``tools.fake_kite``, which counts every request) over
 real sockets on the wall clock. It opens N brackets (MARKET entry, then the SL-M stop and the
@@ -9,10 +10,15 @@ LIMIT target once filled), flattens, and prints:
 - how long opening and protecting the N brackets took;
 - how long the flatten took until Kite shows no open position and none of our orders working;
 - the most order requests Kite saw in any second and in any minute (never above the limits);
-- whether the engine HALTed, and how many client ids Kite holds more than once (none).
+- whether the engine HALTed, and how many client ids Kite holds more than once (none);
+- how many entries waited for the gateway's flatten reserve, and the flatten's floor at the
+  per-second limit alone (2N cancels + N exits at 10/s).
 
 Prints numbers, never fails on timing. ``--fresh-minute`` waits for the per-minute window to
 clear before the flatten (opening N brackets uses 3N of the 200 requests a minute).
+``--no-flatten-reserve`` switches the gateway's flatten reserve off (``broker.flatten_reserve``),
+which is how the engine ran before it: the entries may then use the whole minute, and the
+flatten after them waits for the minute to roll.
 """
 
 from __future__ import annotations
@@ -57,7 +63,7 @@ def _wait(condition: Any, timeout_s: float, what: str) -> float:
     return time.monotonic() - started
 
 
-def _engine(fake: FakeKite, root: Path) -> Engine:
+def _engine(fake: FakeKite, root: Path, *, flatten_reserve: bool = True) -> Engine:
     config = load_config(REPO_ROOT / "configs" / "demo_kite.yaml", environ={}, dotenv_path=None)
     config = config.model_copy(
         update={
@@ -66,6 +72,7 @@ def _engine(fake: FakeKite, root: Path) -> Engine:
             "database_url": f"sqlite:///{root / 'vigil.db'}",
             "strategies": (),  # the bench is the strategy
             "risk": config.risk.model_copy(update=BENCH_RISK),
+            "broker": config.broker.model_copy(update={"flatten_reserve": flatten_reserve}),
             "kite": config.kite.model_copy(
                 update={
                     "api_key": SecretStr(fake.api_key),
@@ -86,19 +93,25 @@ def _engine(fake: FakeKite, root: Path) -> Engine:
     return engine
 
 
+def _on_tick(price: Decimal) -> Decimal:
+    tick = Decimal("0.05")
+    return (price / tick).quantize(Decimal(1)) * tick
+
+
 def bracket_plan(
     fake: FakeKite, *, now_ns: int, symbol: str, strategy: str, quantity: int = 1
 ) -> TradePlan:
-    """A BUY bracket around the fake's last price (stop 20 below, target 40 above), MARKET
-    entry, as a strategy would send it to the risk actor."""
+    """A BUY bracket around the fake's last price (stop and target 5 % away: the fake's walk
+    moves about 1 % in three minutes, so no bracket closes by itself while the others open and
+    the flatten closes all N), MARKET entry, as a strategy would send it to the risk actor."""
     last = Decimal(str(fake.quote(f"NSE:{symbol}")["last_price"]))
     fields: dict[str, Any] = {
         "strategy": strategy,
         "instrument": symbol,
         "side": Side.BUY,
         "entry_price": last,
-        "stop_price": last - Decimal("20"),
-        "target_price": last + Decimal("40"),
+        "stop_price": _on_tick(last * Decimal("0.95")),
+        "target_price": _on_tick(last * Decimal("1.05")),
         "quantity": quantity,
         "signal_ts": now_ns,
     }
@@ -145,11 +158,11 @@ def flat_at_kite(fake: FakeKite) -> bool:
     return not any(str(o.get("status", "")).upper() in _OPEN_STATUSES for o in fake.orders())
 
 
-def run(positions: int, *, fresh_minute: bool) -> dict[str, Any]:
+def run(positions: int, *, fresh_minute: bool, flatten_reserve: bool = True) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="vigil-bench-kite-") as directory:
         fake = FakeKite(account_type="DEMO", step_interval_s=0.1, heartbeat_interval_s=0.5)
         fake.start()
-        engine = _engine(fake, Path(directory))
+        engine = _engine(fake, Path(directory), flatten_reserve=flatten_reserve)
         try:
             started = time.monotonic()
             plan_ids = send_bracket_plans(engine, fake, positions)
@@ -172,11 +185,17 @@ def run(positions: int, *, fresh_minute: bool) -> dict[str, Any]:
             )
             control = engine.directory.ask("kill_switch", QueryTradingState(), timeout_s=10)
             tags = Counter(o.get("tag") for o in fake.orders())
+            assert engine.gateway is not None
+            reserve = engine.gateway.snapshot().get("flatten_reserve", {})
+            per_s = engine.config.broker.rate_limit_per_s or 0
             return {
                 "positions": positions,
                 "open_and_protect_s": round(open_s, 2),
                 "flatten_s": round(flatten_s, 2),
                 "fresh_minute": fresh_minute,
+                "flatten_reserve": flatten_reserve,
+                "entries_held_for_reserve": reserve.get("entries_held_total", 0),
+                "flatten_floor_s": round(3 * positions / per_s, 1) if per_s else None,
                 "order_requests_per_s_max": fake.order_requests_per_second_max(),
                 "order_requests_per_min_max": fake.order_requests_per_minute_max(),
                 "order_requests_total": len(fake.request_log(category="order")),
@@ -197,8 +216,17 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="wait for the per-minute window to clear before the flatten",
     )
+    parser.add_argument(
+        "--no-flatten-reserve",
+        action="store_true",
+        help="switch the gateway's flatten reserve off (how the engine ran before it)",
+    )
     args = parser.parse_args(argv)
-    result = run(args.positions, fresh_minute=args.fresh_minute)
+    result = run(
+        args.positions,
+        fresh_minute=args.fresh_minute,
+        flatten_reserve=not args.no_flatten_reserve,
+    )
     for key, value in result.items():
         print(f"{key:28} {value}")
     return 0
