@@ -124,7 +124,7 @@ from adapters.brokers.base import (
     BrokerRejected,
     BrokerUnavailable,
 )
-from domain.enums import DenialCode, LegKind
+from domain.enums import DenialCode, LegKind, OrderStatus
 from domain.messages import (
     BrokerRequestCompleted,
     BrokerRequestFailed,
@@ -206,7 +206,8 @@ def requests_to_flatten(
     stop and target (one already being cancelled too: its cancel may still be on its way); one
     exit while it holds a position or its entry may still fill, unless its latest exit is
     working; and, unless it is being flattened, each missing stop or target that a fill would
-    place (a submit and, later, its cancel). ``levels_on_position`` (IG): the stop and target
+    place (a submit and, later, its cancel; so is a leg booked but not yet handed to the
+    gateway, PENDING_SUBMIT). ``levels_on_position`` (IG): the stop and target
     ride the exit, so they cost their submit and no cancel. Called on the order actor's thread
     over its books.
     """
@@ -222,7 +223,10 @@ def requests_to_flatten(
         legs_may_come = holds and status is not BracketStatus.FLATTENING
         for leg_id in (bracket.stop_order_id, bracket.target_order_id):
             leg = orders.get(leg_id) if leg_id is not None else None
-            if leg is not None and leg.status.is_working:
+            if leg is not None and leg.status is OrderStatus.PENDING_SUBMIT:
+                # Booked, not handed to the gateway yet: its submit is counted nowhere else.
+                requests += 1 if levels_on_position else 2
+            elif leg is not None and leg.status.is_working:
                 requests += 0 if levels_on_position else 1
             elif legs_may_come:
                 requests += 1 if levels_on_position else 2

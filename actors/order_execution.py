@@ -369,6 +369,7 @@ class OrderExecution:
             raise
         # The burst's orders are all booked: the gateway learns the flatten's cost once.
         self.update_flatten_reserve()
+        legs_sent = False
         for (bracket, action, order), seq in zip(deferred, seqs, strict=True):
             if seq is None:
                 self._unbook(bracket, order)
@@ -376,6 +377,11 @@ class OrderExecution:
                 continue
             self._store.write(order=order, bracket=bracket, journal_seq=seq)
             self._send(order, reserve_told=True)
+            legs_sent = legs_sent or order.leg is not LegKind.ENTRY
+        if legs_sent:
+            # Counted above at their submit and cancel (not handed over yet); now the gateway
+            # holds their submits: the books count their cancels only.
+            self.update_flatten_reserve()
 
     def _unbook(self, bracket: oco.Bracket, order: Order) -> None:
         self._book.orders.pop(order.client_order_id, None)
@@ -405,14 +411,21 @@ class OrderExecution:
         if order.status is OrderStatus.PENDING_SUBMIT:
             # "Maybe sent" from here on: the gateway may call the broker at any moment.
             mark_submitted(order, now)
-        if not reserve_told:
+        is_entry = order.leg is LegKind.ENTRY
+        if not reserve_told and is_entry:
             # Before the hand-over: the gateway weighs an entry against a flatten reserve that
-            # already counts its bracket; a filled entry's legs shrink its bracket's share.
+            # already counts its bracket.
             self.update_flatten_reserve()
         # SUBMITTED lives in memory only: the stored PENDING_SUBMIT already means "maybe sent",
         # and recovery settles it from the broker's order list either way (resending under the
         # same id only if the broker never saw it). One transaction saved per leg.
         self._gateway.submit(request, leg=order.leg)
+        if not reserve_told and not is_entry:
+            # After the hand-over: a SUBMITTED leg counts in the books as its cancel only, its
+            # submit being the gateway's (queued or sent); told before, the submit would be
+            # counted nowhere for a moment, and an entry could take its token. A filled
+            # entry's legs shrink its bracket's share.
+            self.update_flatten_reserve()
         self._metrics.orders_total.labels(leg=order.leg.value, outcome="submitted").inc()
         # One line per order we send (bounded by our own order rate), so the log alone shows
         # what went out, e.g. a flatten's exits finishing after a restart. A refusal adds an

@@ -29,6 +29,7 @@ from domain.messages import (
     BrokerRequestWithheld,
     FlattenAll,
     OrderRequest,
+    QueryOrders,
     QuerySnapshot,
     TradingStateChanged,
     TripKillSwitch,
@@ -567,7 +568,12 @@ def test_orders_queued_in_the_gateway_past_the_settle_delay_are_neither_settled_
     for _ in range(5):
         desk.step(engine.config.orders.in_flight_settle_s + 1.0)
         engine.directory.ask("order", QuerySnapshot(), timeout_s=10)
-    statuses = engine_statuses(engine, queued.plan_client_id)
+    # The order actor's own books (storage is written behind them, and may lag under load).
+    statuses = {
+        o.leg.value: o.status
+        for o in engine.directory.ask("order", QueryOrders(), timeout_s=10)
+        if o.plan_client_id == queued.plan_client_id
+    }
     in_flight = (OrderStatus.PENDING_SUBMIT, OrderStatus.SUBMITTED)
     assert list(statuses) == ["ENTRY"] and statuses["ENTRY"] in in_flight, statuses
     assert desk.trading().state.state is not TradingState.HALTED

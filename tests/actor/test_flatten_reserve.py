@@ -240,11 +240,15 @@ def burst_settled(desk: Desk, plans: int) -> Callable[[], bool]:
         view = desk.portfolio()
         positions = len(view.portfolio.positions)
         waiting = gateway.queue_depths()["entry"]
+        snapshot = gateway.snapshot()
         return (
             positions + waiting == plans
             and view.working_orders == 2 * positions + waiting
             and gateway.queue_depth() == waiting
-            and not gateway.snapshot()["running"]
+            and not snapshot["running"]
+            # Entries still queued are held for the reserve, not merely not taken yet (right
+            # after the flood all ten wait for a worker).
+            and (waiting == 0 or snapshot["flatten_reserve"]["holding_entries"])
         )
 
     return settled
