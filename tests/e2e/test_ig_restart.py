@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from adapters.storage import UnitOfWork
 from domain.enums import LegKind, OrderStatus, PauseCause
 from domain.messages import QueryOrders, QueryTradingState
 from launcher.config import load_config
@@ -75,7 +76,8 @@ def start_engine(fake: FakeIG, tmp_path: Path) -> Iterator[Callable[..., Engine]
 
 
 def orders_of(engine: Engine) -> dict[str, Any]:
-    return {o.client_order_id: o for o in engine.directory.ask("order", QueryOrders(), timeout_s=10)}
+    orders = engine.directory.ask("order", QueryOrders(), timeout_s=10)
+    return {o.client_order_id: o for o in orders}
 
 
 def pause_causes(engine: Engine) -> set[PauseCause]:
@@ -148,8 +150,10 @@ def test_a_restart_with_a_deal_open_keeps_its_legs_on_the_deals_levels(
     wait_until(lambda: ig_deals(fake) == [], timeout_s=20, message="closed at IG")
     wait_until(lambda: engine_positions(engine) == [], timeout_s=30, message="the engine is flat")
     wait_until(
-        lambda: (orders_of(engine)[stop].status, orders_of(engine)[target].status)
-        == (OrderStatus.FILLED, OrderStatus.CANCELLED),
+        lambda: (
+            (orders_of(engine)[stop].status, orders_of(engine)[target].status)
+            == (OrderStatus.FILLED, OrderStatus.CANCELLED)
+        ),
         timeout_s=20,
         message="the stop leg filled, the target cancelled",
     )
@@ -157,3 +161,68 @@ def test_a_restart_with_a_deal_open_keeps_its_legs_on_the_deals_levels(
     deals = [r for r in fake.request_log() if r.path == "/positions/otc" and r.status == 200]
     assert [r.method for r in deals] == ["POST"]
     assert level_puts(fake) == []
+
+
+def stored_fills(engine: Engine, plan_id: str) -> list[Any]:
+    assert engine.database is not None
+    with UnitOfWork(engine.database) as uow:
+        return uow.fills.list_for_plan(plan_id)
+
+
+def history_reads(fake: FakeIG) -> list[Any]:
+    return [r for r in fake.request_log() if r.path == "/history/activity"]
+
+
+@pytest.mark.parametrize("level", ["stop", "limit"])
+def test_a_deal_closed_at_ig_while_the_engine_was_down_is_booked_once_on_its_leg(
+    fake: FakeIG, start_engine: Callable[..., Engine], level: str
+) -> None:
+    first = start_engine()
+    entry, stop, target, deal = open_protected_bracket(first, fake)
+    plan_id = entry[:-1]
+    first.stop()
+    # While the engine is down, IG closes the deal at one of its levels.
+    if level == "stop":
+        fake.set_quote(EPICS["FTSE"], Decimal(str(deal["stopLevel"])) - 5)
+    else:
+        fake.set_quote(EPICS["FTSE"], Decimal(str(deal["limitLevel"])) + 5)
+    assert ig_deals(fake) == []
+    [closed] = [
+        a
+        for a in fake.market.activity
+        if a["dealId"] == deal["dealId"] and "closed" in a["description"]
+    ]
+    closing_level = Decimal(str(closed["details"]["level"]))
+    hit, sibling = (stop, target) if level == "stop" else (target, stop)
+
+    engine = start_engine()
+    wait_until(lambda: engine_positions(engine) == [], timeout_s=30, message="the engine is flat")
+    wait_until(
+        lambda: (
+            (orders_of(engine)[hit].status, orders_of(engine)[sibling].status)
+            == (OrderStatus.FILLED, OrderStatus.CANCELLED)
+        ),
+        timeout_s=20,
+        message="the leg whose level closed the deal filled, its sibling cancelled",
+    )
+    wait_for_reconciliation(fake, 6)
+    assert orders_of(engine)[hit].average_fill_price == closing_level
+    fills = [f for f in stored_fills(engine, plan_id) if f.client_order_id == hit]
+    # Once, at IG's closing level, under the trade id a live session gives a level hit.
+    assert [(f.trade_id, f.quantity, f.price) for f in fills] == [
+        (f"{deal['dealId']}:{hit}", 2, closing_level)
+    ]
+    assert PauseCause.RECONCILE_DRIFT not in pause_causes(engine)
+    assert engine.gate.entry_denial(engine.clock.now_ns()) is None
+    # IG's history read once, at the start; nothing sent to IG for the closed deal.
+    assert len(history_reads(fake)) == 1
+    deals = [r for r in fake.request_log() if r.path == "/positions/otc" and r.status == 200]
+    assert [r.method for r in deals] == ["POST"]
+    assert level_puts(fake) == []
+
+    # A second restart books nothing again.
+    engine.stop()
+    again = start_engine()
+    wait_for_reconciliation(fake, 3)
+    assert len([f for f in stored_fills(again, plan_id) if f.client_order_id == hit]) == 1
+    assert engine_positions(again) == []
