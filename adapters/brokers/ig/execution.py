@@ -167,6 +167,9 @@ _LIST_SNAPSHOT_S = 2.0
 # IG's activity history read after a restart: from a little before the oldest leg.
 _HISTORY_MARGIN_NS = 600 * 1_000_000_000
 _HISTORY_MAX_PAGES = 5
+# A deal gone whose close IG's history does not show yet: asked again this often, this often.
+_HISTORY_RETRY_S = 30.0
+_HISTORY_TRIES = 5
 # Queued to the report thread when the TRADE item is (re)subscribed.
 _LOOK_FOR_CLOSED_DEALS: Any = object()
 
@@ -299,6 +302,10 @@ class IgBroker:
         self._deals_snapshot: tuple[float, list[IgDeal]] | None = None
         self._deals_generation_at = 0.0  # the last change of ours: older snapshots are stale
         self._seen_fills: set[str] = set()
+        # Plans of the engine's whose deal was gone at a restart and whose close IG's history
+        # did not show (yet): plan -> (reads so far, the engine's unfinished orders).
+        self._history_pending: dict[str, tuple[int, list[Order]]] = {}
+        self._history_retry_at = 0.0
         self._reports: queue.Queue[Any] = queue.Queue()
         self._worker: threading.Thread | None = None
         self._stream: Any = None
@@ -455,6 +462,7 @@ class IgBroker:
 
     # ------------------------------------------------------------------ lists
     def list_orders(self) -> list[OrderStatusReport]:
+        self._retry_history()
         asked_at, deals = self._open_deals_snapshot(max_age_s=_LIST_SNAPSHOT_S)
         self._notice_closed_deals(deals, asked_at)
         self._read_levels(deals, asked_at)
@@ -634,18 +642,23 @@ class IgBroker:
 
     def _book_closes_from_history(self, closed: dict[str, list[Order]]) -> None:
         """Deals of ours IG closed while the engine was down: their closes from IG's activity
-        history, as the fills a live session would have reported (same trade ids)."""
+        history, as the fills a live session would have reported (same trade ids). A plan
+        the history does not explain yet (IG not answering, or its close not listed yet) is
+        asked about again by a later full reconciliation run (``list_orders``), at most
+        ``_HISTORY_TRIES`` times, ``_HISTORY_RETRY_S`` apart: never a loop."""
         earliest = min(o.ts_created for legs in closed.values() for o in legs)
         try:
             activities = self._read_activity(earliest - _HISTORY_MARGIN_NS)
         except (BrokerUnavailable, BrokerRejected, BrokerRateLimited) as error:
             logger.warning(
                 "ig: deals of plans %s are gone from IG's positions and its history could not "
-                "be read (%s): reconciliation will see their legs missing",
+                "be read (%s): asked again on a later full reconciliation run",
                 sorted(closed),
                 error,
             )
+            self._history_later(closed)
             return
+        unexplained: dict[str, list[Order]] = {}
         for plan_id, orders in closed.items():
             opening = next(
                 (
@@ -654,22 +667,60 @@ class IgBroker:
                     if plan_key(a.deal_reference) == plan_id
                     and leg_of(a.deal_reference) == "E"
                     and not a.is_close
+                    and a.epic in self._symbol_by_epic
                 ),
                 None,
             )
-            if opening is None or opening.epic not in self._symbol_by_epic:
-                logger.warning(
-                    "ig: plan %s has working legs but neither an open deal nor an opening in "
-                    "IG's activity history",
-                    plan_id,
-                )
-                continue
             closes = [
                 a
                 for a in activities
-                if a.is_close and a is not opening and opening.deal_id in a.deal_ids
+                if opening is not None
+                and a.is_close
+                and a is not opening
+                and opening.deal_id in a.deal_ids
             ]
+            if opening is None or not closes:
+                logger.warning(
+                    "ig: plan %s has working legs but no open deal at IG, and IG's activity "
+                    "history shows no %s of it yet",
+                    plan_id,
+                    "opening" if opening is None else "close",
+                )
+                unexplained[plan_id] = orders
+                continue
             self._book_closes(plan_id, opening, closes, orders)
+        self._history_later(unexplained)
+
+    def _history_later(self, plans: dict[str, list[Order]]) -> None:
+        with self._lock:
+            for plan_id, orders in plans.items():
+                tries = self._history_pending.get(plan_id, (0, []))[0] + 1
+                if tries >= _HISTORY_TRIES:
+                    self._history_pending.pop(plan_id, None)
+                    logger.error(
+                        "ig: plan %s: its deal is gone from IG and %d reads of IG's history "
+                        "did not explain it; reconciliation reports what remains",
+                        plan_id,
+                        tries,
+                    )
+                    continue
+                self._history_pending[plan_id] = (tries, orders)
+            self._history_retry_at = time.monotonic() + _HISTORY_RETRY_S
+
+    def _retry_history(self) -> None:
+        """Plans whose close the history did not explain at the restart: ask once more when
+        due (a full reconciliation run's ``list_orders``)."""
+        with self._lock:
+            if not self._history_pending or time.monotonic() < self._history_retry_at:
+                return
+            for plan_id in [pid for pid in self._history_pending if pid in self._plans]:
+                del self._history_pending[plan_id]
+            pending = {pid: orders for pid, (_, orders) in self._history_pending.items()}
+        if pending:
+            self._book_closes_from_history(pending)  # counts the tries that explain nothing
+        with self._lock:
+            for plan_id in [pid for pid in self._history_pending if pid in self._plans]:
+                del self._history_pending[plan_id]
 
     def _book_closes(
         self,
@@ -679,7 +730,12 @@ class IgBroker:
         orders: list[Order],
     ) -> None:
         instrument = self._symbol_by_epic[opening.epic]
-        working = {o.client_order_id: o for o in orders if o.status in (OrderStatus.ACCEPTED,)}
+        # The legs IG held levels for: acknowledged (a cancel asked but unanswered included).
+        working = {
+            o.client_order_id: o
+            for o in orders
+            if o.status in (OrderStatus.ACCEPTED, OrderStatus.PENDING_CANCEL)
+        }
         stop = max(
             (o for o in working.values() if o.leg is LegKind.STOP),
             key=lambda o: o.ts_created,
