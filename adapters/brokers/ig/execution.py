@@ -39,8 +39,14 @@ How each port method maps (see ``adapters/brokers/base.py``):
 |                   | it with ours; a level gone at IG ends its leg CANCELLED (the OCO puts |
 |                   | it back)                                                              |
 | list_open_orders  | the working STOP/TARGET legs of deals still open, with those levels   |
-| list_fills        | the fills seen this session + the entries of open positions           |
+| list_fills        | the fills seen this session (those booked from IG's history after a   |
+|                   | restart included) + the entries of open positions                     |
 | list_positions    | GET /positions v2 netted per instrument (signed size, mean level)     |
+| adopt_working_    | (optional hook; the order actor, after recovery, before reconciling)  |
+| orders            | the engine's unfinished orders: STOP/TARGET leg ids bound to the open |
+|                   | deal's levels with no request (see "After a restart"); a deal of ours |
+|                   | gone: GET /history/activity v3 (``detailed``, ``from`` the oldest leg |
+|                   | less 10 min), its close booked as a fill of its leg                   |
 
 The bracket is broker-side. IG keeps stop and limit ON the position, so the engine's OCO legs
 map onto the one deal per plan (all legs of a plan share the plan key, ``parsing.plan_key``):
@@ -69,17 +75,45 @@ What is not done:
 - Levels are read back from GET /positions (the reconciliation's positions check, every
   ``positions_interval_s``, and a full run's list_orders); the stream's OPU of an amendment
   only makes that read fresh. A moved level is therefore seen within one positions interval.
-- After a restart, IG's positions name the entry (dealReference) but not the STOP/TARGET
-  legs' ids (their sequence is ours): ``list_orders`` lists the entry only, the OCO sees its
-  legs missing and places them again under the next sequence, which here is an idempotent
-  PUT of the same levels.
+- A restart relies on the engine calling ``adopt_working_orders`` (the order actor does):
+  without it IG's positions name only the entry, and the engine's STOP/TARGET legs look
+  missing at the broker (RECONCILE_DRIFT).
 - LIMIT entries (IG working orders, /workingorders/otc) are refused here
   (``IG_UNSUPPORTED_ORDER_TYPE``).
 
-Not done: ``list_fills`` does not read IG's history (/history/activity or transactions), so
-after a restart the fills of deals already closed are not listed, and the price of a level
-hit is an estimate (the close's confirm, else the last quote); quantities are IG deal sizes
-in whole units (IG's fractional sizes are not used).
+- Within a session the price of a level hit is the close's confirm, else an estimate (the
+  last quote); only after a restart is it read from IG's history. Quantities are IG deal
+  sizes in whole units (IG's fractional sizes are not used).
+- The history's ``date`` is read as UTC (a fill's ``ts_event``); full reconciliation runs
+  list fills without a lower bound, so a skewed date cannot hide one.
+
+After a restart (``adopt_working_orders``). The adapter's memory is empty and IG's positions
+name only the entry (its dealReference); the engine's books name the legs. Per plan with
+unfinished STOP/TARGET/EXIT orders and not known to this process:
+- its deal open (one GET /positions, shared with the reconciliation that follows): a leg
+  whose level IS the deal's (trigger = stopLevel, limit price = limitLevel; the latest such)
+  takes it over, ACCEPTED, no request; if no leg matches, the latest ACCEPTED leg stands for
+  IG's level and reports it (a level moved at IG while down: drift, as in a session); other
+  acknowledged legs (a stop replaced by ``...S1`` before the restart, or a level removed at
+  IG) are reported CANCELLED (the OCO puts a missing level back); a leg in flight whose level
+  the deal does not hold stays unknown (reconciliation settles it as unanswered).
+- its deal gone: closed while the engine was down. One GET /history/activity finds the
+  opening (dealReference = the entry) and the closes of that deal (its ``dealId``, or
+  ``details.actions[].affectedDealId`` as IG names the closed position). A close under our
+  EXIT's id that the engine still holds unfinished is that EXIT's fill (trade id
+  ``{dealId}:{exit id}``, the confirm's at the fake); any other close is IG's (a level hit):
+  the fill of the acknowledged STOP or TARGET leg nearer the closing level, at that level,
+  trade id ``{dealId}:{leg id}`` exactly as ``_deal_gone`` gives a hit seen live. The legs
+  left are CANCELLED by the engine's OCO at no cost (the deal is closed).
+- No double booking: a level hit's trade id is the live one, and the engine keeps every
+  trade id it booked (``Book.trade_ids``) and refuses fills beyond an order's quantity. An
+  EXIT the engine already booked is terminal, not handed over, so its close in the history is
+  skipped; where IG's close confirm names another deal id than its history line (real IG
+  may), the trade ids differ but the EXIT is then already FILLED and an overfill is refused.
+- IG's allowance (30 non-trading requests a minute): the history is read only for plans whose
+  deal is gone, once at adoption (at most ``_HISTORY_MAX_PAGES`` pages); a plan it does not
+  explain (IG refused, or the close not listed yet) is asked about again by a later full
+  reconciliation run, ``_HISTORY_RETRY_S`` apart, at most ``_HISTORY_TRIES`` times in all.
 
 No duplicate deal after a lost answer. The dealReference is our id, and before any resend of
 an id whose earlier submit went unanswered the adapter asks IG (GET /confirms/{id}, then the
@@ -569,7 +603,8 @@ class IgBroker:
             plan_id, leg = plan_key(order.client_order_id), leg_of(order.client_order_id)
             if plan_id is None or leg not in ("S", "T", "X") or not order.status.is_working:
                 continue
-            by_plan.setdefault(plan_id, []).append(order)
+            # A copy: the engine's orders change on its thread; a retry reads these later.
+            by_plan.setdefault(plan_id, []).append(msgspec.structs.replace(order))
         with self._lock:
             fresh = {pid: legs for pid, legs in by_plan.items() if pid not in self._plans}
         if not fresh:
