@@ -820,7 +820,10 @@ class IgBroker:
                     # The confirm's trade id: the close's deal id and our reference.
                     trade_id = f"{close.deal_id}:{cid}"
                 elif ours:
-                    continue  # an exit the engine already booked (not in its unfinished orders)
+                    # An exit the engine already booked (not among its unfinished orders): the
+                    # deal is that much smaller, nothing to report.
+                    remaining -= min(close.size, remaining)
+                    continue
                 else:
                     hit = self._nearest_leg(plan, close.level)
                     if hit is None:
