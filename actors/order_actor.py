@@ -403,7 +403,9 @@ class OrderActor(VigilActor):
         stop, one round trip, at 15:20, five minutes before the hard flat. The cancel and the
         new stop are journalled and fenced like every broker call; the replacement waits for
         the cancel, so two stops never work at once. Idempotent: a stop already as tight
-        (or being replaced) is left alone.
+        (or being replaced) is left alone. A broker whose stop is the position's own level
+        (``levels_on_position``: IG) has no such gap: the new stop goes first and moves the
+        level in one request (``oco.tighten_stop``).
         """
         now = self.clock.now_ns()
         work: list[tuple[oco.Bracket, list[oco.BracketAction]]] = []
@@ -435,7 +437,13 @@ class OrderActor(VigilActor):
             if new_stop is None:
                 continue
             old_stop = bracket.stop_price
-            actions = oco.tighten_stop(bracket, orders, new_stop, now)
+            actions = oco.tighten_stop(
+                bracket,
+                orders,
+                new_stop,
+                now,
+                levels_on_position=self._execution.levels_on_position,
+            )
             if not actions:
                 continue
             log_event(

@@ -27,7 +27,9 @@ The rules, restated from the order layer's point of view:
   the tighter price and the working stop is cancelled; once the venue confirms it dead, the
   keep-protected rule above replaces it under the next sequence number at the new price. Two
   stops never work at once (the replacement waits for the cancel), and no sibling is orphaned
-  (the target keeps working throughout). ``tightened_stop_price`` decides the price.
+  (the target keeps working throughout). ``tightened_stop_price`` decides the price. With
+  ``levels_on_position`` the stop is the position's one level: the replacement is placed
+  first and moves it (one request, never unprotected); the venue ends the old leg.
 - A stopped-out trade is not re-entered: an entry still working when the trade ends is
   cancelled, and any late entry fill is closed by an EXIT rather than protected again.
 
@@ -323,14 +325,24 @@ def tightened_stop_price(
 
 
 def tighten_stop(
-    bracket: Bracket, orders: Mapping[str, Order], new_stop: Decimal, now_ns: int
+    bracket: Bracket,
+    orders: Mapping[str, Order],
+    new_stop: Decimal,
+    now_ns: int,
+    *,
+    levels_on_position: bool = False,
 ) -> list[BracketAction]:
     """Move an OPEN bracket's stop to ``new_stop``: set ``stop_price`` and cancel the working
     stop; ``on_order_update`` places its replacement at ``new_stop`` once it is dead.
 
+    ``levels_on_position`` (IG: the stop is the position's one level): the replacement is
+    placed at once and moves that level in one request; the venue reports the old leg ended
+    (superseded) when the new one is accepted, and if the new one is refused the old level
+    still protects. Cancelling first would leave the position without a stop for a round trip.
+
     Returns [] (and changes nothing) when the bracket is not OPEN, is winding down, has no
-    working stop, or its stop is already being cancelled (a tighten or replacement in
-    progress: asked again later, it finds the new stop working).
+    working stop, or its stop is already being cancelled or replaced (a tighten or
+    replacement in progress: asked again later, it finds the new stop working).
     """
     if bracket.status is not BracketStatus.OPEN or bracket.flatten_reason is not None:
         return []
@@ -338,11 +350,18 @@ def tighten_stop(
     stop = orders.get(stop_id) if stop_id is not None else None
     if stop is None or stop.status is OrderStatus.PENDING_CANCEL or not stop.status.is_working:
         return []
+    if levels_on_position and stop.status in (OrderStatus.PENDING_SUBMIT, OrderStatus.SUBMITTED):
+        return []  # the previous move is not answered yet
     bracket.stop_price = new_stop
     bracket.ts_updated = now_ns
     if stop.trigger_price == new_stop:
         return []
     assert stop_id is not None
+    if levels_on_position:
+        quantity = stop.remaining_quantity
+        return [
+            _place_sibling(bracket, LegKind.STOP, _advance_sibling(bracket, LegKind.STOP), quantity)
+        ]
     return [CancelLeg(client_order_id=stop_id)]
 
 

@@ -5,6 +5,7 @@ The remote broker is the only thing replaced; waits are on conditions with deadl
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 
@@ -197,6 +198,35 @@ def test_an_entry_whose_stop_ig_refuses_is_refused_whole_never_opened_naked(
     with pytest.raises(BrokerRejected, match="IG_REJECTED"):
         broker.submit_order(entry)
     assert _deals(fake) == []
+
+
+def test_a_new_stop_leg_moves_the_level_in_one_request_and_supersedes_the_old(
+    fake: FakeIG, make_broker
+) -> None:
+    # The engine's tighten on IG places the new stop first (domain.oco levels_on_position).
+    broker, seen = make_broker()
+    broker.connect()
+    broker.submit_order(msgspec.structs.replace(_entry(), attached_stop=Decimal("7480")))
+    broker.submit_order(_stop("7480"))
+    broker.submit_order(_stop("7490", seq="1"))
+    [put] = _level_puts(fake)
+    assert (put.body["stopLevel"], put.body.get("limitLevel")) == (7490, None)
+    [deal] = _deals(fake)
+    assert deal["stopLevel"] == 7490
+    wait_until(
+        lambda: (
+            seen.last_status(f"{PLAN}S") is OrderStatus.CANCELLED
+            and seen.last_status(f"{PLAN}S1") is OrderStatus.ACCEPTED
+        ),
+        timeout_s=5,
+        message="the old leg superseded, the new one working",
+    )
+    # A move IG refuses (inside the minimum stop distance) leaves the level where it was.
+    with pytest.raises(BrokerRejected, match="ATTACHED_ORDER_LEVEL_ERROR"):
+        broker.submit_order(_stop("7500", seq="2"))
+    [deal] = _deals(fake)
+    assert deal["stopLevel"] == 7490
+    assert {r.client_order_id for r in broker.list_open_orders()} == {f"{PLAN}S1"}
 
 
 def test_levels_changed_at_ig_are_what_the_legs_report(fake: FakeIG, make_broker) -> None:
@@ -531,8 +561,15 @@ def test_the_session_is_renewed_before_it_gets_old(fake: FakeIG, make_broker) ->
     broker, seen = make_broker(session_max_age_s=0.001)
     broker.connect()
     logins = broker.rest.logins_total
-    broker.rest.get("/positions", version="2")
-    broker.rest.get("/positions", version="2")
+
+    def session_too_old() -> bool:
+        # A localhost round trip can take less than the 1 ms age: wait until it is too old.
+        session = broker.rest.session
+        return session is not None and time.monotonic() - session.created_monotonic >= 0.001
+
+    for _ in range(2):
+        wait_until(session_too_old, timeout_s=5, message="the session older than its max age")
+        broker.rest.get("/positions", version="2")
     assert broker.rest.logins_total >= logins + 2  # each request found the session too old
     refused = [r for r in fake.request_log() if r.status == 401]
     assert refused == []  # renewed before IG refused anything

@@ -259,6 +259,26 @@ class TestReports:
         )
         assert report.reason == "Insufficient funds"
 
+    @pytest.mark.parametrize(
+        ("order_type", "price", "trigger", "expected"),
+        [
+            ("SL-M", 0, 1498.5, (None, Decimal("1498.5"))),
+            ("LIMIT", 1520.05, 0, (Decimal("1520.05"), None)),
+            ("SL", 1497, 1498, (Decimal("1497"), Decimal("1498"))),
+            ("MARKET", 0, 0, (None, None)),
+        ],
+    )
+    def test_the_price_and_trigger_kite_holds_are_reported_for_reconciliation(
+        self, order_type: str, price: float, trigger: float, expected: tuple
+    ) -> None:
+        report = status_from_order(
+            kite_order(status="OPEN", order_type=order_type, price=price, trigger_price=trigger),
+            "INFY",
+            client_order_id=PLAN + "S",
+            now_ns=1,
+        )
+        assert (report.price, report.trigger_price) == expected
+
     def test_kite_times_are_ist(self) -> None:
         expected = datetime(2026, 11, 30, 9, 15, 2, tzinfo=IST).timestamp()
         assert kite_timestamp_ns("2026-11-30 09:15:02") == int(expected) * 1_000_000_000

@@ -26,6 +26,7 @@ from domain.messages import (
     QueryOrders,
     QueryPositions,
     QueryTradingState,
+    TightenStops,
     TradePlan,
 )
 from domain.plans import client_order_id, plan_client_id
@@ -304,6 +305,48 @@ def test_a_stop_moved_at_ig_is_drift_and_a_stop_removed_is_put_back(
         message="the OCO's replacement puts the stop back on the deal",
     )
     assert engine_positions(engine) == [("FTSE", 2)]
+
+
+def test_a_tightened_stop_moves_the_deals_level_in_one_request(
+    fake: FakeIG, start_engine: Callable[..., Engine]
+) -> None:
+    """The 15:20 tighten on IG: the stop is the deal's one level, so the new stop leg moves it
+    with one PUT and the old leg ends superseded; never a PUT without a stop."""
+    engine = start_engine()
+    _, stop, _ = send_plan(engine, fake, "FTSE")
+    wait_until(lambda: engine_positions(engine) == [("FTSE", 2)], timeout_s=20)
+    [deal] = ig_deals(fake)
+    old_stop = Decimal(str(deal["stopLevel"]))
+    fake.set_quote(EPICS["FTSE"], Decimal(str(deal["level"])) + 20)  # in profit: break-even
+    wait_until(
+        lambda: (
+            engine.directory.ask(
+                "order", TightenStops(reason="e2e", mode="break_even"), timeout_s=10
+            )
+            > 0
+        ),
+        timeout_s=20,
+        message="a stop to tighten once the quote has reached the engine",
+    )
+    new_stop = client_order_id(stop[:-1], LegKind.STOP, 1)
+
+    def stop_legs() -> dict[str, OrderStatus]:
+        return {
+            o.client_order_id: o.status
+            for o in engine.directory.ask("order", QueryOrders(), timeout_s=10)
+            if o.leg is LegKind.STOP
+        }
+
+    wait_until(
+        lambda: stop_legs() == {stop: OrderStatus.CANCELLED, new_stop: OrderStatus.ACCEPTED},
+        timeout_s=20,
+        message="the new stop working, the old one superseded",
+    )
+    [deal] = ig_deals(fake)
+    assert Decimal(str(deal["stopLevel"])) > old_stop
+    puts = [r for r in fake.request_log() if r.method == "PUT" and "/otc/" in r.path]
+    assert len(puts) == 1 and puts[0].body["stopLevel"] == deal["stopLevel"]
+    assert puts[0].body["limitLevel"] == deal["limitLevel"]
 
 
 def test_a_403_allowance_burst_is_retried_and_deals_once(

@@ -12,9 +12,11 @@ strategy's would, so the whole order path (risk, order, OCO, gateway, Kite adapt
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from pydantic import SecretStr
 
@@ -207,6 +209,49 @@ def test_the_engine_trades_a_bracket_against_the_fake_and_flattens_it(
     )
     wait_until(lambda: engine_positions(engine) == [], timeout_s=20, message="the engine is flat")
     assert all(len(kite_orders(fake, cid)) == 1 for cid in (entry, stop, target))
+
+
+def test_a_stop_moved_in_kites_own_app_is_drift_until_it_is_back(
+    fake: FakeKite, engine: Engine
+) -> None:
+    """Reconciliation compares the trigger Kite holds with ours: a stop dragged outside the
+    engine (Kite's app, another API client) pauses entries as RECONCILE_DRIFT."""
+    entry, stop, target = send_plan(engine, fake)
+    wait_protected(fake, entry, stop, target)
+    [kite_stop] = kite_orders(fake, stop)
+    wait_until(lambda: broker_has_settled(engine, entry), timeout_s=20)
+    token = engine.config.kite.access_token
+    assert token is not None
+    headers = {
+        "X-Kite-Version": "3",
+        "Authorization": f"token {fake.api_key}:{token.get_secret_value()}",
+    }
+
+    def move_stop(trigger: Decimal) -> None:
+        answer = httpx.put(
+            f"{fake.base_url}/orders/regular/{kite_stop['order_id']}",
+            data={"trigger_price": str(trigger), "order_type": "SL-M"},
+            headers=headers,
+        )
+        assert answer.status_code == 200, answer.text
+
+    def pause_causes() -> set[PauseCause]:
+        state = engine.directory.ask("kill_switch", QueryTradingState(), timeout_s=10)
+        return {p.cause for p in state.pauses}
+
+    ours = Decimal(str(kite_stop["trigger_price"]))
+    move_stop(ours - 5)
+    wait_until(
+        lambda: PauseCause.RECONCILE_DRIFT in pause_causes(),
+        timeout_s=60,
+        message="the moved stop found as drift",
+    )
+    move_stop(ours)
+    wait_until(
+        lambda: PauseCause.RECONCILE_DRIFT not in pause_causes(),
+        timeout_s=60,
+        message="the drift gone once the stop is back",
+    )
 
 
 def test_an_expired_token_pauses_entries_until_a_new_login_works(

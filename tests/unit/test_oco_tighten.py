@@ -177,3 +177,46 @@ def test_tighten_leaves_a_bracket_without_a_working_stop_alone() -> None:
     before = flattening.b.stop_price
     assert tighten_stop(flattening.b, flattening.orders, Decimal("99"), flattening.tick()) == []
     assert flattening.b.stop_price == before
+
+
+def test_with_levels_on_the_position_the_new_stop_goes_first_and_supersedes_the_old() -> None:
+    # IG: the stop is the position's one level. Cancelling first would leave it without a
+    # stop for a round trip; the replacement moves the level in one request instead.
+    book = open_long()
+    book.levels_on_position = True
+    book.broker_says(STOP, OrderStatus.ACCEPTED)
+    actions = tighten_stop(
+        book.b, book.orders, Decimal("100"), book.tick(), levels_on_position=True
+    )
+    assert actions == [
+        PlaceLeg(
+            leg=LegKind.STOP,
+            client_order_id=STOP_1,
+            side=Side.SELL,
+            order_type=OrderType.STOP,
+            quantity=10,
+            trigger_price=Decimal("100"),
+        )
+    ]
+    book.execute(actions)
+    assert book.update() == []  # the old stop is not cancelled: the venue supersedes it
+    # A second tighten while the move is unanswered asks nothing.
+    assert (
+        tighten_stop(book.b, book.orders, Decimal("100.5"), book.tick(), levels_on_position=True)
+        == []
+    )
+    book.broker_says(STOP_1, OrderStatus.ACCEPTED)
+    assert book.broker_says(STOP, OrderStatus.CANCELLED) == []  # superseded at the venue
+    assert set(working_leg_ids(book.b, book.orders)) == {STOP_1, TARGET}
+    assert is_protected(book.b, book.orders)
+
+
+def test_with_levels_on_the_position_a_refused_move_leaves_the_old_stop_protecting() -> None:
+    book = open_long()
+    book.levels_on_position = True
+    book.broker_says(STOP, OrderStatus.ACCEPTED)
+    book.execute(
+        tighten_stop(book.b, book.orders, Decimal("100"), book.tick(), levels_on_position=True)
+    )
+    book.broker_says(STOP_1, OrderStatus.REJECTED, "ATTACHED_ORDER_LEVEL_ERROR")
+    assert STOP in working_leg_ids(book.b, book.orders)  # the old level still at the venue

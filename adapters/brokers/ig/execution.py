@@ -66,9 +66,10 @@ them one-cancels-other.
 flatten sends the EXIT at once (one request per deal, protected until closed) instead of
 removing the levels first.
 
-What is not done:
-- Tightening the stop cancels the stop leg and places a new one: two PUTs with the deal
-  briefly without a stop. A "move level" port method (one PUT) would close that gap.
+Also:
+- A tightened stop is one PUT: the engine's OCO (``levels_on_position``) places the new
+  stop leg first, its PUT moves the level, and the leg that held it is reported CANCELLED
+  (superseded); if IG refuses the new level, the old one still protects the deal.
 - A partially sized stop cannot exist at IG (a level covers the whole deal); the OCO never
   asks for one with MARKET entries, which IG fills whole. A partial EXIT is supported (the
   rest of the deal stays open with its levels).
@@ -80,7 +81,6 @@ What is not done:
   missing at the broker (RECONCILE_DRIFT).
 - LIMIT entries (IG working orders, /workingorders/otc) are refused here
   (``IG_UNSUPPORTED_ORDER_TYPE``).
-
 - Within a session the price of a level hit is the close's confirm, else an estimate (the
   last quote); only after a restart is it read from IG's history. Quantities are IG deal
   sizes in whole units (IG's fractional sizes are not used).
@@ -1245,8 +1245,15 @@ class IgBroker:
                 plan.stop_cid = cid
             else:
                 plan.target_cid = cid
-            report = self._leg_report(plan, plan.legs[cid], OrderStatus.ACCEPTED)
-        self._reports.put(report)
+            reports = [self._leg_report(plan, plan.legs[cid], OrderStatus.ACCEPTED)]
+            if holder is not None and holder != cid and holder in plan.legs:
+                # The level moved in one request (the engine's tighten on a broker with
+                # levels on the position): the leg that held it is superseded, not cancelled
+                # first, so the deal was never without it.
+                plan.legs[holder].status = OrderStatus.CANCELLED
+                reports.append(self._leg_report(plan, plan.legs[holder], OrderStatus.CANCELLED))
+        for report in reports:
+            self._reports.put(report)
 
     def _amend(self, deal: IgDeal, stop: Decimal | None, limit: Decimal | None, cid: str) -> None:
         """PUT the deal's levels; the answer's confirm (when it comes) may refuse them."""

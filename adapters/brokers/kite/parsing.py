@@ -281,6 +281,11 @@ def status_from_order(
         or now_ns
     )
     reason = order.get("status_message") or ""
+    # What the order rests at now (a stop dragged in Kite's own app shows here): reconciliation
+    # compares it with ours. Kite sends 0 for a price the order type does not use.
+    order_type = str(order.get("order_type") or "").upper()
+    price = _decimal(order.get("price")) if order_type in ("LIMIT", "SL") else None
+    trigger = _decimal(order.get("trigger_price")) if order_type in ("SL", "SL-M") else None
     return OrderStatusReport(
         client_order_id=client_order_id,
         broker_order_id=str(order.get("order_id") or ""),
@@ -290,6 +295,8 @@ def status_from_order(
         filled_quantity=filled,
         reason=str(reason) if mapped in (OrderStatus.REJECTED, OrderStatus.CANCELLED) else "",
         ts_event=ts_event,
+        price=price if price else None,
+        trigger_price=trigger if trigger else None,
     )
 
 
