@@ -21,7 +21,8 @@ import pytest
 
 from adapters.storage import UnitOfWork
 from domain.enums import LegKind, OrderStatus, PauseCause
-from domain.messages import QueryOrders, QueryTradingState
+from domain.messages import QueryOrders, QueryTradingState, TightenStops
+from domain.plans import client_order_id
 from launcher.config import load_config
 from launcher.engine import Engine
 from tests.e2e.test_ig_demo import EPICS, REPO_ROOT, engine_positions, ig_deals, send_plan
@@ -226,3 +227,54 @@ def test_a_deal_closed_at_ig_while_the_engine_was_down_is_booked_once_on_its_leg
     wait_for_reconciliation(fake, 3)
     assert len([f for f in stored_fills(again, plan_id) if f.client_order_id == hit]) == 1
     assert engine_positions(again) == []
+
+
+def test_a_restart_after_a_tightened_stop_keeps_the_moved_stop_leg_on_the_deal(
+    fake: FakeIG, start_engine: Callable[..., Engine]
+) -> None:
+    """The 15:20 tighten moved the stop (leg ``...S1``) before the restart: after it, ``S1`` is
+    the deal's stop, nothing is placed again, and a hit at IG fills ``S1``."""
+    first = start_engine()
+    _, stop, target, deal = open_protected_bracket(first, fake)
+    fake.set_quote(EPICS["FTSE"], Decimal(str(deal["level"])) + 20)  # in profit: break-even
+    wait_until(
+        lambda: (
+            first.directory.ask(
+                "order", TightenStops(reason="e2e", mode="break_even"), timeout_s=10
+            )
+            > 0
+        ),
+        timeout_s=20,
+        message="a stop to tighten once the quote has reached the engine",
+    )
+    moved = client_order_id(stop[:-1], LegKind.STOP, 1)
+    wait_until(
+        lambda: (
+            orders_of(first).get(moved) is not None
+            and orders_of(first)[moved].status is OrderStatus.ACCEPTED
+        ),
+        timeout_s=20,
+        message="the moved stop working",
+    )
+    [deal] = ig_deals(fake)
+    puts = len(level_puts(fake))
+    first.stop()
+
+    engine = start_engine()
+    wait_for_reconciliation(fake, 6)
+    orders = orders_of(engine)
+    assert orders[moved].status is OrderStatus.ACCEPTED
+    assert orders[moved].trigger_price == Decimal(str(deal["stopLevel"]))
+    assert orders[target].status is OrderStatus.ACCEPTED
+    legs = [o for o in orders.values() if o.leg is LegKind.STOP and o.status.is_working]
+    assert [o.client_order_id for o in legs] == [moved]
+    assert PauseCause.RECONCILE_DRIFT not in pause_causes(engine)
+    assert len(level_puts(fake)) == puts
+
+    fake.set_quote(EPICS["FTSE"], Decimal(str(deal["stopLevel"])) - 5)
+    wait_until(lambda: engine_positions(engine) == [], timeout_s=30, message="the engine is flat")
+    wait_until(
+        lambda: orders_of(engine)[moved].status is OrderStatus.FILLED,
+        timeout_s=20,
+        message="the moved stop leg filled",
+    )
