@@ -309,6 +309,7 @@ class OrderActor(VigilActor):
     # ------------------------------------------------------------------ LIFECYCLE
     def on_start(self) -> None:
         self._load_from_storage()
+        self._tell_broker_working_orders()
         self._reconciliation.reconcile_with_broker()
         open_count = self._book.open_position_count()
         log_event(
@@ -657,6 +658,21 @@ class OrderActor(VigilActor):
         except (BrokerUnavailable, BrokerRejected) as error:
             logger.error("broker could not follow leadership epoch %d: %s", leadership.epoch, error)
 
+    def _tell_broker_working_orders(self) -> None:
+        """An optional port hook (``adopt_working_orders``), after recovery and before the
+        reconciliation: a broker that keeps a bracket's levels on the position (IG) learns
+        which of the engine's leg ids stand for them, which its own lists cannot name after a
+        restart. Brokers without it are skipped; only the leader asks the broker."""
+        hook = getattr(self._broker, "adopt_working_orders", None)
+        if hook is None or not self._execution.may_touch_broker():
+            return
+        unfinished = [order for order in self._book.orders.values() if order.status.is_working]
+        try:
+            hook(unfinished)
+        except (BrokerUnavailable, BrokerRejected) as error:
+            # The reconciliation that follows sees what it would have without the hook.
+            logger.error("broker could not adopt the engine's working orders: %s", error)
+
     def _take_over(self, leadership: LeadershipChanged) -> None:
         """Gaining the lease is a takeover: whatever the previous leader (another process, or
         this one before a pause) left in storage becomes ours to manage. Reload the books,
@@ -684,6 +700,7 @@ class OrderActor(VigilActor):
         self._store.flush(timeout_s=30)
         self.directory.tell(self._risk_actor, ReloadRiskWindows(epoch=leadership.epoch))
         self._load_from_storage()
+        self._tell_broker_working_orders()
         self._reconciliation.reconcile_with_broker()
         self._execution.expire_entries(now)
         self._execution.taken_over_epoch = leadership.epoch

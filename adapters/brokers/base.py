@@ -34,6 +34,11 @@
 |                   |          | ``attached_target`` open it protected and an EXIT closing it |
 |                   |          | ends them: a flatten sends the exit without cancelling them  |
 |                   |          | first (``domain.oco``)                                       |
+| adopt_working_    | optional | method. Called by the order actor once after recovery (and   |
+| orders(orders)    |          | on a takeover), before reconciling, with the engine's        |
+|                   |          | unfinished orders, so a broker whose lists cannot name our   |
+|                   |          | leg ids after a restart (IG: the levels sit on the deal)     |
+|                   |          | learns them. Brokers without it are skipped                  |
 
 A broker that refuses our credentials (Kite's ``TokenException``; the access token expires at
 06:00 each day) raises ``BrokerAuthExpired`` and reports ``BrokerSessionChanged(valid=False)``

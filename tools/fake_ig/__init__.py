@@ -95,7 +95,10 @@ Wire behaviour (REST, under ``/gateway/deal``)
   ``POST /workingorders/otc`` (type LIMIT|STOP, level, ...), ``DELETE
   /workingorders/otc/{dealId}`` (or ``_method``). ``GET /markets/{epic}`` (v3: instrument,
   dealingRules.minDealSize / minNormalStopOrLimitDistance, snapshot bid/offer/marketStatus).
-  ``GET /history/activity`` (opens and closes of the active account, with dealReference).
+  ``GET /history/activity`` (v3 shape: opens and closes of the active account since ``from``,
+  ``details.dealReference`` and ``details.actions`` [{actionType POSITION_OPENED |
+  POSITION_CLOSED | POSITION_PARTIALLY_CLOSED, affectedDealId}]; every line's dealId is the
+  position's; one page).
 
 Streaming (Lightstreamer TLCP 2.4.0 over WebSocket, ``/lightstreamer``, subprotocol
 ``TLCP-2.4.0.lightstreamer.com``): ``wsok`` -> ``WSOK``; ``create_session`` with LS_user =

@@ -754,9 +754,18 @@ class IgMarket:
                         "size": float(size), "level": float(level),
                         "stopLevel": _f(position.stop_level),
                         "limitLevel": _f(position.limit_level),
-                        "currency": position.currency, "actions": []},
+                        "currency": position.currency,
+                        "actions": [{"actionType": self._action(description, position),
+                                     "affectedDealId": position.deal_id}]},
             "accountId": position.account_id,
         })  # fmt: skip
+
+    @staticmethod
+    def _action(description: str, position: Position) -> str:
+        """IG's ``details.actions[].actionType`` for an open or a close of ``position``."""
+        if "closed" not in description:
+            return "POSITION_OPENED"
+        return "POSITION_CLOSED" if position.size <= 0 else "POSITION_PARTIALLY_CLOSED"
 
     # --- prices ------------------------------------------------------------------------------
 

@@ -736,8 +736,11 @@ class FakeIG:
             if method == "GET" and head == "markets" and len(parts) == 2:
                 return web.json_response(self.market.market_details(parts[1]))
             if method == "GET" and path == "/history/activity":
+                # IG's ``from`` (``yyyy-MM-ddTHH:mm:ss``): activities at or after it.
+                since = request.query.get("from", "")
                 activities = [dict(a) for a in self.market.activity
-                              if a["accountId"] == account_id]  # fmt: skip
+                              if a["accountId"] == account_id
+                              and a["date"] >= since]  # fmt: skip
                 for activity in activities:
                     activity.pop("accountId")
                 return web.json_response(

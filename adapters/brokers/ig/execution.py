@@ -39,8 +39,14 @@ How each port method maps (see ``adapters/brokers/base.py``):
 |                   | it with ours; a level gone at IG ends its leg CANCELLED (the OCO puts |
 |                   | it back)                                                              |
 | list_open_orders  | the working STOP/TARGET legs of deals still open, with those levels   |
-| list_fills        | the fills seen this session + the entries of open positions           |
+| list_fills        | the fills seen this session (those booked from IG's history after a   |
+|                   | restart included) + the entries of open positions                     |
 | list_positions    | GET /positions v2 netted per instrument (signed size, mean level)     |
+| adopt_working_    | (optional hook; the order actor, after recovery, before reconciling)  |
+| orders            | the engine's unfinished orders: STOP/TARGET leg ids bound to the open |
+|                   | deal's levels with no request (see "After a restart"); a deal of ours |
+|                   | gone: GET /history/activity v3 (``detailed``, ``from`` the oldest leg |
+|                   | less 10 min), its close booked as a fill of its leg                   |
 
 The bracket is broker-side. IG keeps stop and limit ON the position, so the engine's OCO legs
 map onto the one deal per plan (all legs of a plan share the plan key, ``parsing.plan_key``):
@@ -70,17 +76,44 @@ Also:
 - Levels are read back from GET /positions (the reconciliation's positions check, every
   ``positions_interval_s``, and a full run's list_orders); the stream's OPU of an amendment
   only makes that read fresh. A moved level is therefore seen within one positions interval.
-- After a restart, IG's positions name the entry (dealReference) but not the STOP/TARGET
-  legs' ids (their sequence is ours): ``list_orders`` lists the entry only, the OCO sees its
-  legs missing and places them again under the next sequence, which here is an idempotent
-  PUT of the same levels.
+- A restart relies on the engine calling ``adopt_working_orders`` (the order actor does):
+  without it IG's positions name only the entry, and the engine's STOP/TARGET legs look
+  missing at the broker (RECONCILE_DRIFT).
 - LIMIT entries (IG working orders, /workingorders/otc) are refused here
   (``IG_UNSUPPORTED_ORDER_TYPE``).
+- Within a session the price of a level hit is the close's confirm, else an estimate (the
+  last quote); only after a restart is it read from IG's history. Quantities are IG deal
+  sizes in whole units (IG's fractional sizes are not used).
+- The history's ``date`` is read as UTC (a fill's ``ts_event``); full reconciliation runs
+  list fills without a lower bound, so a skewed date cannot hide one.
 
-Not done: ``list_fills`` does not read IG's history (/history/activity or transactions), so
-after a restart the fills of deals already closed are not listed, and the price of a level
-hit is an estimate (the close's confirm, else the last quote); quantities are IG deal sizes
-in whole units (IG's fractional sizes are not used).
+After a restart (``adopt_working_orders``). The adapter's memory is empty and IG's positions
+name only the entry (its dealReference); the engine's books name the legs. Per plan with
+unfinished STOP/TARGET/EXIT orders and not known to this process:
+- its deal open (one GET /positions, shared with the reconciliation that follows): a leg
+  whose level IS the deal's (trigger = stopLevel, limit price = limitLevel; the latest such)
+  takes it over, ACCEPTED, no request; if no leg matches, the latest ACCEPTED leg stands for
+  IG's level and reports it (a level moved at IG while down: drift, as in a session); other
+  acknowledged legs (a stop replaced by ``...S1`` before the restart, or a level removed at
+  IG) are reported CANCELLED (the OCO puts a missing level back); a leg in flight whose level
+  the deal does not hold stays unknown (reconciliation settles it as unanswered).
+- its deal gone: closed while the engine was down. One GET /history/activity finds the
+  opening (dealReference = the entry) and the closes of that deal (its ``dealId``, or
+  ``details.actions[].affectedDealId`` as IG names the closed position). A close under our
+  EXIT's id that the engine still holds unfinished is that EXIT's fill (trade id
+  ``{dealId}:{exit id}``, the confirm's at the fake); any other close is IG's (a level hit):
+  the fill of the acknowledged STOP or TARGET leg nearer the closing level, at that level,
+  trade id ``{dealId}:{leg id}`` exactly as ``_deal_gone`` gives a hit seen live. The legs
+  left are CANCELLED by the engine's OCO at no cost (the deal is closed).
+- No double booking: a level hit's trade id is the live one, and the engine keeps every
+  trade id it booked (``Book.trade_ids``) and refuses fills beyond an order's quantity. An
+  EXIT the engine already booked is terminal, not handed over, so its close in the history is
+  skipped; where IG's close confirm names another deal id than its history line (real IG
+  may), the trade ids differ but the EXIT is then already FILLED and an overfill is refused.
+- IG's allowance (30 non-trading requests a minute): the history is read only for plans whose
+  deal is gone, once at adoption (at most ``_HISTORY_MAX_PAGES`` pages); a plan it does not
+  explain (IG refused, or the close not listed yet) is asked about again by a later full
+  reconciliation run, ``_HISTORY_RETRY_S`` apart, at most ``_HISTORY_TRIES`` times in all.
 
 No duplicate deal after a lost answer. The dealReference is our id, and before any resend of
 an id whose earlier submit went unanswered the adapter asks IG (GET /confirms/{id}, then the
@@ -104,7 +137,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -120,23 +153,26 @@ from adapters.brokers.base import (
 )
 from adapters.brokers.ig.http import IgCredentials, IgRestClient
 from adapters.brokers.ig.parsing import (
+    IgActivity,
     IgAuthRefused,
     IgConfirm,
     IgDeal,
     IgMarketRef,
     account_is_live,
+    activity_from_json,
     amend_levels_body,
     close_position_body,
     confirm_fill,
     confirm_from_json,
     confirm_status_report,
     deal_from_position,
+    ig_history_time,
     leg_of,
     open_position_body,
     plan_key,
     positions_by_instrument,
 )
-from domain.enums import OrderStatus, OrderType, Side
+from domain.enums import LegKind, OrderStatus, OrderType, Side
 from domain.messages import (
     BrokerSessionChanged,
     FillReport,
@@ -151,6 +187,7 @@ if TYPE_CHECKING:
     from domain.clock import Clock
     from domain.config import IgConfig
     from domain.instruments import Instrument
+    from domain.orders import Order
 
 __all__ = ["IgBroker", "ig_credentials"]
 
@@ -161,6 +198,12 @@ HEARTBEAT_INTERVAL_S = 0.5
 _CONFIRM_POLL_S = (0.05, 0.1, 0.2, 0.3, 0.5)
 # One reconciliation run's lists share one GET /positions (IG: 30 non-trading a minute).
 _LIST_SNAPSHOT_S = 2.0
+# IG's activity history read after a restart: from a little before the oldest leg.
+_HISTORY_MARGIN_NS = 600 * 1_000_000_000
+_HISTORY_MAX_PAGES = 5
+# A deal gone whose close IG's history does not show yet: asked again this often, this often.
+_HISTORY_RETRY_S = 30.0
+_HISTORY_TRIES = 5
 # Queued to the report thread when the TRADE item is (re)subscribed.
 _LOOK_FOR_CLOSED_DEALS: Any = object()
 
@@ -293,6 +336,10 @@ class IgBroker:
         self._deals_snapshot: tuple[float, list[IgDeal]] | None = None
         self._deals_generation_at = 0.0  # the last change of ours: older snapshots are stale
         self._seen_fills: set[str] = set()
+        # Plans of the engine's whose deal was gone at a restart and whose close IG's history
+        # did not show (yet): plan -> (reads so far, the engine's unfinished orders).
+        self._history_pending: dict[str, tuple[int, list[Order]]] = {}
+        self._history_retry_at = 0.0
         self._reports: queue.Queue[Any] = queue.Queue()
         self._worker: threading.Thread | None = None
         self._stream: Any = None
@@ -449,6 +496,7 @@ class IgBroker:
 
     # ------------------------------------------------------------------ lists
     def list_orders(self) -> list[OrderStatusReport]:
+        self._retry_history()
         asked_at, deals = self._open_deals_snapshot(max_age_s=_LIST_SNAPSHOT_S)
         self._notice_closed_deals(deals, asked_at)
         self._read_levels(deals, asked_at)
@@ -528,6 +576,355 @@ class IgBroker:
         self._notice_closed_deals(deals, asked_at)
         self._read_levels(deals, asked_at)
         return positions_by_instrument(deals, self._symbol_by_epic, self._clock.now_ns())
+
+    # ------------------------------------------------------------------ after a restart
+    def adopt_working_orders(self, orders: Iterable[Order]) -> None:
+        """The engine's unfinished orders after its recovery (the order actor calls this once
+        its books are loaded, before reconciling): learn which STOP/TARGET leg ids stand for
+        which deal's levels, since IG's positions name only the entry (dealReference).
+
+        A plan whose deal is open: a leg whose level IS the deal's level (trigger = its
+        stopLevel, price = its limitLevel) takes it over with no request; a working leg the
+        deal holds a different level for still takes it over (reported at IG's level: drift,
+        as when a level is moved at IG during a session); a working leg whose level is gone
+        from the deal, or whose sibling now holds it (a stop moved before the restart), ends
+        CANCELLED (the OCO puts a missing level back). An in-flight leg whose level the deal
+        does not hold stays unknown: reconciliation settles it as any unanswered order.
+
+        A plan whose deal is no longer open was closed while the engine was down: IG's
+        activity history (one ``GET /history/activity``) gives the close, booked once as a
+        fill of the leg whose level closed it (or of our EXIT, by its dealReference).
+
+        Plans this process already knows are left alone (its memory is the truth). IG not
+        answering is logged: reconciliation then sees what it would have without this hook.
+        """
+        by_plan: dict[str, list[Order]] = {}
+        for order in orders:
+            plan_id, leg = plan_key(order.client_order_id), leg_of(order.client_order_id)
+            if plan_id is None or leg not in ("S", "T", "X") or not order.status.is_working:
+                continue
+            # A copy: the engine's orders change on its thread; a retry reads these later.
+            by_plan.setdefault(plan_id, []).append(msgspec.structs.replace(order))
+        with self._lock:
+            fresh = {pid: legs for pid, legs in by_plan.items() if pid not in self._plans}
+        if not fresh:
+            return
+        try:
+            asked_at, deals = self._open_deals_snapshot(max_age_s=_LIST_SNAPSHOT_S)
+        except (BrokerUnavailable, BrokerRejected) as error:
+            logger.warning("ig: the engine's working legs not adopted (positions: %s)", error)
+            return
+        open_by_plan = {
+            plan_key(deal.deal_reference): deal
+            for deal in deals
+            if leg_of(deal.deal_reference) == "E"
+        }
+        closed: dict[str, list[Order]] = {}
+        for plan_id, legs in fresh.items():
+            deal = open_by_plan.get(plan_id)
+            if deal is None:
+                closed[plan_id] = legs
+            elif deal.epic in self._symbol_by_epic:
+                self._bind_legs(plan_id, deal, legs, asked_at)
+        if closed:
+            self._book_closes_from_history(closed)
+
+    def _bind_legs(self, plan_id: str, deal: IgDeal, orders: list[Order], asked_at: float) -> None:
+        plan = _Plan(self._symbol_by_epic[deal.epic])
+        plan.deal = deal
+        plan.deal_known_at = asked_at  # it was in this snapshot: a later one without it = gone
+        reports: list[BrokerReport] = []
+        for kind, level in (("S", deal.stop_level), ("T", deal.limit_level)):
+            legs = sorted(
+                (o for o in orders if leg_of(o.client_order_id) == kind),
+                key=lambda o: o.ts_created,
+            )
+            holder = next((o for o in reversed(legs) if _level_of(o) == level), None)
+            if holder is None and level is not None:
+                # IG holds another level than any of ours: the latest acknowledged leg stands
+                # for it and reports IG's level (reconciliation calls that drift).
+                holder = next((o for o in reversed(legs) if o.status is OrderStatus.ACCEPTED), None)
+            for order in legs:
+                cid = order.client_order_id
+                if order is holder:
+                    leg = _Leg(cid, kind, order.quantity, _level_of(order))
+                    leg.status = OrderStatus.ACCEPTED
+                    plan.legs[cid] = leg
+                    if kind == "S":
+                        plan.stop_cid = cid
+                    else:
+                        plan.target_cid = cid
+                elif order.status in (OrderStatus.ACCEPTED, OrderStatus.PENDING_CANCEL):
+                    # Acknowledged once, its level is not on the deal now: gone at IG.
+                    leg = _Leg(cid, kind, order.quantity, _level_of(order))
+                    leg.status = OrderStatus.CANCELLED
+                    plan.legs[cid] = leg
+                    reports.append(self._leg_report(plan, leg, OrderStatus.CANCELLED))
+                # else in flight and not on the deal: unknown, as IG's lists would say.
+        with self._lock:
+            if plan_id in self._plans:
+                return
+            self._plans[plan_id] = plan
+        logger.info(
+            "ig: deal %s of plan %s adopted after a restart: stop leg %s, limit leg %s",
+            deal.deal_id,
+            plan_id,
+            plan.stop_cid,
+            plan.target_cid,
+        )
+        for report in reports:
+            self._reports.put(report)
+
+    def _book_closes_from_history(self, closed: dict[str, list[Order]]) -> None:
+        """Deals of ours IG closed while the engine was down: their closes from IG's activity
+        history, as the fills a live session would have reported (same trade ids). A plan
+        the history does not explain yet (IG not answering, or its close not listed yet) is
+        asked about again by a later full reconciliation run (``list_orders``), at most
+        ``_HISTORY_TRIES`` times, ``_HISTORY_RETRY_S`` apart: never a loop."""
+        earliest = min(o.ts_created for legs in closed.values() for o in legs)
+        try:
+            activities = self._read_activity(earliest - _HISTORY_MARGIN_NS)
+        except (BrokerUnavailable, BrokerRejected, BrokerRateLimited) as error:
+            logger.warning(
+                "ig: deals of plans %s are gone from IG's positions and its history could not "
+                "be read (%s): asked again on a later full reconciliation run",
+                sorted(closed),
+                error,
+            )
+            self._history_later(closed)
+            return
+        unexplained: dict[str, list[Order]] = {}
+        for plan_id, orders in closed.items():
+            opening = next(
+                (
+                    a
+                    for a in activities
+                    if plan_key(a.deal_reference) == plan_id
+                    and leg_of(a.deal_reference) == "E"
+                    and not a.is_close
+                    and a.epic in self._symbol_by_epic
+                ),
+                None,
+            )
+            closes = [
+                a
+                for a in activities
+                if opening is not None
+                and a.is_close
+                and a is not opening
+                and opening.deal_id in a.deal_ids
+            ]
+            if opening is None or not closes:
+                logger.warning(
+                    "ig: plan %s has working legs but no open deal at IG, and IG's activity "
+                    "history shows no %s of it yet",
+                    plan_id,
+                    "opening" if opening is None else "close",
+                )
+                unexplained[plan_id] = orders
+                continue
+            self._book_closes(plan_id, opening, closes, orders)
+        self._history_later(unexplained)
+
+    def _history_later(self, plans: dict[str, list[Order]]) -> None:
+        with self._lock:
+            for plan_id, orders in plans.items():
+                tries = self._history_pending.get(plan_id, (0, []))[0] + 1
+                if tries >= _HISTORY_TRIES:
+                    self._history_pending.pop(plan_id, None)
+                    logger.error(
+                        "ig: plan %s: its deal is gone from IG and %d reads of IG's history "
+                        "did not explain it; reconciliation reports what remains",
+                        plan_id,
+                        tries,
+                    )
+                    continue
+                self._history_pending[plan_id] = (tries, orders)
+            self._history_retry_at = time.monotonic() + _HISTORY_RETRY_S
+
+    def _retry_history(self) -> None:
+        """Plans whose close the history did not explain at the restart: ask once more when
+        due (a full reconciliation run's ``list_orders``)."""
+        with self._lock:
+            if not self._history_pending or time.monotonic() < self._history_retry_at:
+                return
+            for plan_id in [pid for pid in self._history_pending if pid in self._plans]:
+                del self._history_pending[plan_id]
+            pending = {pid: orders for pid, (_, orders) in self._history_pending.items()}
+        if pending:
+            self._book_closes_from_history(pending)  # counts the tries that explain nothing
+        with self._lock:
+            for plan_id in [pid for pid in self._history_pending if pid in self._plans]:
+                del self._history_pending[plan_id]
+
+    def _book_closes(
+        self,
+        plan_id: str,
+        opening: IgActivity,
+        closes: list[IgActivity],
+        orders: list[Order],
+    ) -> None:
+        instrument = self._symbol_by_epic[opening.epic]
+        # The legs IG held levels for: acknowledged (a cancel asked but unanswered included).
+        working = {
+            o.client_order_id: o
+            for o in orders
+            if o.status in (OrderStatus.ACCEPTED, OrderStatus.PENDING_CANCEL)
+        }
+        stop = max(
+            (o for o in working.values() if o.leg is LegKind.STOP),
+            key=lambda o: o.ts_created,
+            default=None,
+        )
+        target = max(
+            (o for o in working.values() if o.leg is LegKind.TARGET),
+            key=lambda o: o.ts_created,
+            default=None,
+        )
+        exits = {o.client_order_id: o for o in orders if o.leg is LegKind.EXIT}
+        plan = _Plan(instrument)
+        plan.deal = IgDeal(
+            deal_id=opening.deal_id,
+            deal_reference=opening.deal_reference,
+            epic=opening.epic,
+            direction=opening.direction,
+            size=opening.size,
+            level=opening.level,
+            stop_level=_level_of(stop) if stop is not None else None,
+            limit_level=_level_of(target) if target is not None else None,
+            created_ns=opening.ts_ns,
+        )
+        for order, kind in ((stop, "S"), (target, "T")):
+            if order is None:
+                continue
+            leg = _Leg(order.client_order_id, kind, order.quantity, _level_of(order))
+            leg.status = OrderStatus.ACCEPTED
+            plan.legs[leg.client_order_id] = leg
+            if kind == "S":
+                plan.stop_cid = leg.client_order_id
+            else:
+                plan.target_cid = leg.client_order_id
+        closing_side = Side.SELL if opening.direction is Side.BUY else Side.BUY
+        remaining = opening.size
+        reports: list[BrokerReport] = []
+        with self._lock:
+            if plan_id in self._plans:
+                return
+            self._plans[plan_id] = plan
+            for close in sorted(closes, key=lambda a: a.ts_ns):
+                ours = plan_key(close.deal_reference) == plan_id
+                if ours and close.deal_reference in exits:
+                    cid = close.deal_reference
+                    exit_order = exits[cid]
+                    leg = _Leg(cid, "X", exit_order.quantity, None)
+                    # The confirm's trade id: the close's deal id and our reference.
+                    trade_id = f"{close.deal_id}:{cid}"
+                elif ours:
+                    # An exit the engine already booked (not among its unfinished orders): the
+                    # deal is that much smaller, nothing to report.
+                    remaining -= min(close.size, remaining)
+                    continue
+                else:
+                    hit = self._nearest_leg(plan, close.level)
+                    if hit is None:
+                        logger.error(
+                            "ig: deal %s of plan %s was closed at IG (%s) without a level or "
+                            "exit of ours the engine still holds",
+                            opening.deal_id,
+                            plan_id,
+                            close.deal_reference,
+                        )
+                        continue
+                    leg = plan.legs[hit]
+                    # As a live session's: the deal's id and the leg hit (``_deal_gone``).
+                    trade_id = f"{opening.deal_id}:{hit}"
+                quantity = min(close.size, remaining)
+                remaining -= quantity
+                fill = FillReport(
+                    trade_id=trade_id,
+                    client_order_id=leg.client_order_id,
+                    broker_order_id=opening.deal_id,
+                    instrument=instrument,
+                    side=closing_side,
+                    quantity=quantity,
+                    price=close.level,
+                    ts_event=close.ts_ns or self._clock.now_ns(),
+                )
+                leg.status = OrderStatus.FILLED
+                plan.legs[leg.client_order_id] = leg
+                if leg.client_order_id == plan.stop_cid:
+                    plan.stop_cid = None
+                elif leg.client_order_id == plan.target_cid:
+                    plan.target_cid = None
+                if fill.trade_id not in self._seen_fills:
+                    self._seen_fills.add(fill.trade_id)
+                    self._fills.append(fill)
+                    reports.append(fill)
+                reports.append(self._leg_report(plan, leg, OrderStatus.FILLED))
+                if leg.kind == "X" and remaining <= 0:
+                    # Our exit closed it: its levels went with it (as ``_settle`` reports).
+                    for sibling in (plan.stop_cid, plan.target_cid):
+                        if sibling is not None:
+                            plan.legs[sibling].status = OrderStatus.CANCELLED
+                            reports.append(
+                                self._leg_report(plan, plan.legs[sibling], OrderStatus.CANCELLED)
+                            )
+                    plan.stop_cid = plan.target_cid = None
+            plan.closed = remaining <= 0
+            if not plan.closed:
+                plan.deal = msgspec.structs.replace(plan.deal, size=remaining)
+        if reports:
+            logger.warning(
+                "ig: deal %s of plan %s was closed at IG while the engine was down: %d "
+                "report(s) from IG's activity history",
+                opening.deal_id,
+                plan_id,
+                len(reports),
+            )
+        for report in reports:
+            self._reports.put(report)
+
+    @staticmethod
+    def _nearest_leg(plan: _Plan, level: Decimal) -> str | None:
+        candidates = [
+            (cid, plan.legs[cid].price)
+            for cid in (plan.stop_cid, plan.target_cid)
+            if cid is not None and plan.legs[cid].price is not None
+        ]
+        if not candidates:
+            return None
+        return min(candidates, key=lambda item: abs(item[1] - level))[0]  # type: ignore[operator]
+
+    def _read_activity(self, since_ns: int) -> list[IgActivity]:
+        """IG's account activity since ``since_ns`` (v3, detailed: the dealReference is in
+        the details), following at most ``_HISTORY_MAX_PAGES`` pages: a few non-trading
+        requests, once per adoption, never in a loop."""
+        params: dict[str, Any] | None = {
+            "from": ig_history_time(since_ns),
+            "detailed": "true",
+            "pageSize": "500",
+        }
+        path = "/history/activity"
+        activities: list[IgActivity] = []
+        for _ in range(_HISTORY_MAX_PAGES):
+            data = self._rest.get(path, version="3", params=params) or {}
+            for item in data.get("activities") or []:
+                if not isinstance(item, dict):
+                    continue
+                try:
+                    activities.append(activity_from_json(item))
+                except ValueError as error:
+                    logger.info("ig: activity skipped: %s", error)
+            paging = (data.get("metadata") or {}).get("paging") or {}
+            following = paging.get("next")
+            if not following:
+                break
+            # IG's ``next`` is the path and query of the following page.
+            path, _, query = str(following).partition("?")
+            path = path.split("/gateway/deal", 1)[-1] or "/history/activity"
+            params = dict(pair.split("=", 1) for pair in query.split("&") if "=" in pair)
+            params.pop("version", None)
+        return activities
 
     # ------------------------------------------------------------------ optional hooks
     def on_tick(self, tick: Tick) -> None:
@@ -1237,6 +1634,11 @@ class IgBroker:
                 sink(report)
             except Exception:
                 logger.exception("ig: the report sink raised; the next report still goes")
+
+
+def _level_of(order: Order) -> Decimal | None:
+    """The level a STOP (its trigger) or TARGET (its limit price) leg stands for."""
+    return order.trigger_price if order.leg is LegKind.STOP else order.price
 
 
 def _with_levels(deal: IgDeal, stop: Decimal | None, limit: Decimal | None) -> IgDeal:

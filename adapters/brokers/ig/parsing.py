@@ -34,15 +34,18 @@ from domain.messages import FillReport, OrderRequest, OrderStatusReport, Positio
 
 __all__ = [
     "DEAL_REFERENCE",
+    "IgActivity",
     "IgAuthRefused",
     "IgConfirm",
     "IgDeal",
     "IgMarketRef",
+    "activity_from_json",
     "amend_levels_body",
     "close_position_body",
     "confirm_from_json",
     "deal_from_position",
     "error_from_response",
+    "ig_history_time",
     "is_deal_reference",
     "leg_of",
     "market_update_to_tick",
@@ -332,6 +335,73 @@ def deal_from_position(item: Mapping[str, Any]) -> IgDeal:
         limit_level=_decimal(position.get("limitLevel")),
         created_ns=ig_time_ns(position.get("createdDateUTC") or position.get("createdDate")),
     )
+
+
+class IgActivity(msgspec.Struct, frozen=True, kw_only=True):
+    """One line of IG's account activity (``GET /history/activity`` v3, ``detailed=true``).
+
+    ``deal_id`` is the activity's deal; ``deal_ids`` also holds the deals its actions name
+    (``details.actions[].affectedDealId``: at IG a close is its own deal whose action names the
+    position it closed). ``deal_reference`` is the request's (ours for our deals and exits;
+    IG's own for a stop or limit it triggered)."""
+
+    deal_id: str
+    deal_ids: frozenset[str]
+    deal_reference: str
+    epic: str
+    direction: Side
+    size: int
+    level: Decimal
+    is_close: bool
+    ts_ns: int | None
+
+
+_CLOSE_ACTIONS = ("POSITION_CLOSED", "POSITION_PARTIALLY_CLOSED")
+
+
+def activity_from_json(item: Mapping[str, Any]) -> IgActivity:
+    """Read one activity. Raises ValueError when it is not an accepted position deal with a
+    level, a size and a direction (working-order and amendment lines among them)."""
+    details = item.get("details")
+    if not isinstance(details, Mapping):
+        raise ValueError(f"IG activity {item.get('dealId')!r} without details (detailed=true)")
+    actions = [a for a in (details.get("actions") or []) if isinstance(a, Mapping)]
+    kinds = {str(a.get("actionType") or "").upper() for a in actions}
+    description = str(item.get("description") or "").lower()
+    is_close = bool(kinds & set(_CLOSE_ACTIONS)) or "closed" in description
+    opened = "POSITION_OPENED" in kinds or "opened" in description or "filled" in description
+    direction = str(details.get("direction") or "").upper()
+    level = _decimal(details.get("level"))
+    status = str(item.get("status") or "ACCEPTED").upper()
+    if (
+        status != "ACCEPTED"
+        or not (is_close or opened)
+        or direction not in ("BUY", "SELL")
+        or level is None
+    ):
+        raise ValueError(
+            f"IG activity {item.get('dealId')!r} is not a position's open or close "
+            f"({item.get('description')!r}, status {status})"
+        )
+    deal_id = str(item.get("dealId") or "")
+    affected = {str(a.get("affectedDealId")) for a in actions if a.get("affectedDealId")}
+    return IgActivity(
+        deal_id=deal_id,
+        deal_ids=frozenset({deal_id} | affected),
+        deal_reference=str(details.get("dealReference") or ""),
+        epic=str(item.get("epic") or ""),
+        direction=Side(direction),
+        size=_size(details.get("size")),
+        level=level,
+        is_close=is_close,
+        ts_ns=ig_time_ns(item.get("date")),
+    )
+
+
+def ig_history_time(ts_ns: int) -> str:
+    """The ``from`` of IG's history requests: ``yyyy-MM-ddTHH:mm:ss`` (UTC)."""
+    moment = datetime.fromtimestamp(ts_ns / 1e9, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def positions_by_instrument(
