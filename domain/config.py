@@ -192,6 +192,11 @@ class BrokerConfig(_Strict):
     # still fill), so a burst of entries never makes a flatten wait for the minute to roll;
     # entries beyond it wait in the gateway. Cancels, exits and protective legs use it all.
     flatten_reserve: bool = True
+    # A real broker that answers the start-up login with its rate limit or a 5xx/timeout (a
+    # restart right after a crash can find IG's per-minute allowance used up) is asked again,
+    # backing off, for up to this long before the start fails. Refused credentials and a
+    # refused account fail at once: waiting cannot mend them.
+    connect_retry_s: float = Field(default=90.0, ge=0)
 
     @property
     def is_rate_limited(self) -> bool:

@@ -42,7 +42,7 @@ from actors.strategy_actor import StrategyActor
 from actors.supervisor import ChildSpec, Supervisor
 from actors.trading_gate import TradingGate
 from actors.watchdog_actor import WATCHDOG, WatchdogActor
-from adapters.brokers.base import BrokerError
+from adapters.brokers.base import BrokerError, connect_with_retry
 from adapters.brokers.faults import FaultyBroker
 from adapters.brokers.ig import IgBroker
 from adapters.brokers.kite import KiteBroker
@@ -250,7 +250,7 @@ class Engine:
                 on_token_expired=self._on_kite_token_expired,
             )
             try:
-                account = self.broker.connect()
+                account = connect_with_retry(self.broker, config.broker.connect_retry_s)
             except (BrokerError, ValueError) as error:
                 # One line for the operator (an expired token says how to log in), and nothing
                 # left running: start() has not reached the point where stop() tears down.
@@ -265,7 +265,7 @@ class Engine:
                 self.broker = IgBroker(
                     config=config.ig, instruments=self.instruments, clock=self.clock
                 )
-                account = self.broker.connect()
+                account = connect_with_retry(self.broker, config.broker.connect_retry_s)
             except (BrokerError, ValueError) as error:
                 # As for Kite: one line for the operator, nothing left running.
                 if self.broker is not None:

@@ -53,11 +53,13 @@ says, else an exponential backoff) and retries it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Protocol
 
 import msgspec
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_delay
 
 from domain.messages import (
     BrokerSessionChanged,
@@ -79,7 +81,10 @@ __all__ = [
     "BrokerReport",
     "BrokerUnavailable",
     "ReportSink",
+    "connect_with_retry",
 ]
+
+logger = logging.getLogger(__name__)
 
 BrokerReport = OrderStatusReport | FillReport | OrderStreamHeartbeat | BrokerSessionChanged
 ReportSink = Callable[[BrokerReport], None]
@@ -135,6 +140,42 @@ class BrokerRateLimited(BrokerError):
     ) -> None:
         super().__init__(message, client_order_id=client_order_id)
         self.retry_after_s = retry_after_s
+
+
+def connect_with_retry(broker: BrokerPort, retry_s: float) -> AccountInfo:
+    """``broker.connect()``, asked again with a backoff for up to ``retry_s`` while the broker
+    answers with its rate limit or not at all (5xx, timeout); refused credentials
+    (``BrokerAuthExpired``) and refusals (``BrokerRejected``) are raised at once."""
+
+    def transient(error: BaseException) -> bool:
+        return isinstance(error, (BrokerRateLimited, BrokerUnavailable)) and not isinstance(
+            error, BrokerAuthExpired
+        )
+
+    def wait_s(state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome is not None else None
+        asked = getattr(error, "retry_after_s", None)
+        backoff = min(15.0, 0.5 * 2 ** (state.attempt_number - 1))
+        return max(backoff, asked) if asked else backoff
+
+    def tell(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        logger.warning(
+            "broker %s: connect attempt %d failed (%s); asking again for up to %.0f s",
+            getattr(broker, "name", "?"),
+            state.attempt_number,
+            error,
+            retry_s,
+        )
+
+    retrying = Retrying(
+        retry=retry_if_exception(transient),
+        stop=stop_after_delay(retry_s),
+        wait=wait_s,
+        before_sleep=tell,
+        reraise=True,
+    )
+    return retrying(broker.connect)
 
 
 class BrokerPort(Protocol):

@@ -611,6 +611,16 @@ def test_one_reconciliation_run_reads_igs_positions_once_and_a_read_allowance_is
     fake.rate_limit_next(5, kind="account", category="non-trading")
     with pytest.raises(BrokerUnavailable, match="IG_READ_ALLOWANCE"):
         broker.list_positions()
+    # Refused once, the positions are not asked for again at once: every reconciliation pass
+    # that retried would only spend what the confirms of our deals need.
+    refused = len([r for r in fake.request_log() if r.path == "/positions" and r.status == 403])
+    for _ in range(3):
+        with pytest.raises(BrokerUnavailable, match="not asked for"):
+            broker.list_positions()
+    assert (
+        len([r for r in fake.request_log() if r.path == "/positions" and r.status == 403])
+        == refused
+    )
 
 
 def test_a_refused_confirm_poll_after_the_deal_was_sent_is_never_a_resendable_refusal(

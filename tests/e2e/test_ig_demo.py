@@ -407,3 +407,16 @@ def test_a_refused_login_at_start_is_one_startup_error(fake: FakeIG, tmp_path: P
     with pytest.raises(StartupError, match="IG connect failed: IG_AUTH_REFUSED") as caught:
         engine.start()
     assert "rotated" not in str(caught.value) and "fakeigpassword" not in str(caught.value)
+
+
+def test_a_start_that_finds_igs_allowance_used_up_waits_for_it_and_starts(
+    fake: FakeIG, start_engine: Callable[..., Engine]
+) -> None:
+    # A restart right after a crash can find the minute's allowance spent by the process that
+    # died: the login is asked again (backing off), not a failed start (found by SIGKILLing
+    # the launcher against the fake: "IG connect failed: IG_RATE_LIMITED: GET /session").
+    fake.rate_limit_next(count=3, kind="account")
+    engine = start_engine()
+    assert engine.broker is not None and engine.broker.account is not None
+    refused = [r for r in fake.request_log() if r.status == 403]
+    assert len(refused) == 3

@@ -204,6 +204,9 @@ _HISTORY_MAX_PAGES = 5
 # A deal gone whose close IG's history does not show yet: asked again this often, this often.
 _HISTORY_RETRY_S = 30.0
 _HISTORY_TRIES = 5
+# After IG refuses a positions read for its allowance (30 non-trading requests a minute), no
+# positions read for this long.
+_READ_ALLOWANCE_QUIET_S = 10.0
 # Queued to the report thread when the TRADE item is (re)subscribed.
 _LOOK_FOR_CLOSED_DEALS: Any = object()
 
@@ -334,6 +337,7 @@ class IgBroker:
         self._fills: list[FillReport] = []
         self._last_quotes: dict[str, Tick] = {}  # epic -> the stream's last quote
         self._deals_snapshot: tuple[float, list[IgDeal]] | None = None
+        self._reads_refused_until = 0.0  # monotonic: no positions read before then
         self._deals_generation_at = 0.0  # the last change of ours: older snapshots are stale
         self._seen_fills: set[str] = set()
         # Plans of the engine's whose deal was gone at a restart and whose close IG's history
@@ -1295,11 +1299,23 @@ class IgBroker:
         now = time.monotonic()
         with self._lock:
             cached = self._deals_snapshot
+            quiet_for = self._reads_refused_until - now
         if cached is not None and now - cached[0] <= max_age_s:
             return cached
+        if quiet_for > 0:
+            # Asking again at once would only spend what is left of the allowance that the
+            # confirms of our deals need; the caller counts it as a failed look, as IG's was.
+            raise BrokerUnavailable(
+                f"IG_READ_ALLOWANCE: GET /positions not asked for {quiet_for:.1f} s more: IG "
+                "refused the last one for its non-trading allowance"
+            )
         try:
             data = self._rest.get("/positions", version="2") or {}
         except BrokerRateLimited as error:
+            with self._lock:
+                self._reads_refused_until = now + max(
+                    error.retry_after_s or 0.0, _READ_ALLOWANCE_QUIET_S
+                )
             raise BrokerUnavailable(f"IG_READ_ALLOWANCE: GET /positions: {error}") from None
         deals = []
         for item in data.get("positions") or []:
