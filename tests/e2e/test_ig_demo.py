@@ -12,6 +12,7 @@ order path (risk, order, OCO, gateway, IG adapter) is real.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -48,36 +49,45 @@ def fake() -> Iterator[FakeIG]:
         yield server
 
 
+def start_ig_engine(
+    fake: FakeIG,
+    tmp_path: Path,
+    engines: list[Engine],
+    reconciliation: dict[str, Any] | None = None,
+    **ig_overrides: Any,
+) -> Engine:
+    """An engine on ``configs/demo_ig.yaml`` pointed at ``fake``, its data in ``tmp_path``
+    (engines started on one ``tmp_path`` share one database), trading once entries are
+    allowed and ticks flow; appended to ``engines`` for the caller to stop."""
+    config = load_config(REPO_ROOT / "configs" / "demo_ig.yaml", environ={}, dotenv_path=None)
+    config = config.model_copy(
+        update={
+            "data_dir": str(tmp_path / "data"),
+            "logs_dir": str(tmp_path / "logs"),
+            "database_url": f"sqlite:///{tmp_path / 'vigil.db'}",
+            "strategies": (),  # the test is the strategy: plans sent as a strategy would
+            "ig": config.ig.model_copy(update={"rest_base_url": fake.base_url, **ig_overrides}),
+            "reconciliation": config.reconciliation.model_copy(update=reconciliation or {}),
+        }
+    )
+    (tmp_path / "logs").mkdir(exist_ok=True)
+    running = Engine(config, run_http=False)
+    engines.append(running)
+    running.start()
+    wait_until(
+        lambda: running.gate.entry_denial(running.clock.now_ns()) is None,
+        timeout_s=30,
+        message="entries allowed (leader, armed)",
+    )
+    ticks = running.metrics.ticks_total.labels(feed=running.feed_name)
+    wait_until(lambda: ticks._value.get() >= 10, timeout_s=30, message="ticks accepted")
+    return running
+
+
 @pytest.fixture
 def start_engine(fake: FakeIG, tmp_path: Path) -> Iterator[Callable[..., Engine]]:
     engines: list[Engine] = []
-
-    def start(reconciliation: dict[str, Any] | None = None, **ig_overrides: Any) -> Engine:
-        config = load_config(REPO_ROOT / "configs" / "demo_ig.yaml", environ={}, dotenv_path=None)
-        config = config.model_copy(
-            update={
-                "data_dir": str(tmp_path / "data"),
-                "logs_dir": str(tmp_path / "logs"),
-                "database_url": f"sqlite:///{tmp_path / 'vigil.db'}",
-                "strategies": (),  # the test is the strategy: plans sent as a strategy would
-                "ig": config.ig.model_copy(update={"rest_base_url": fake.base_url, **ig_overrides}),
-                "reconciliation": config.reconciliation.model_copy(update=reconciliation or {}),
-            }
-        )
-        (tmp_path / "logs").mkdir(exist_ok=True)
-        running = Engine(config, run_http=False)
-        engines.append(running)
-        running.start()
-        wait_until(
-            lambda: running.gate.entry_denial(running.clock.now_ns()) is None,
-            timeout_s=30,
-            message="entries allowed (leader, armed)",
-        )
-        ticks = running.metrics.ticks_total.labels(feed=running.feed_name)
-        wait_until(lambda: ticks._value.get() >= 10, timeout_s=30, message="ticks accepted")
-        return running
-
-    yield start
+    yield functools.partial(start_ig_engine, fake, tmp_path, engines)
     for running in engines:
         running.stop()
 

@@ -12,6 +12,7 @@ history: its closing fill is booked once, on the leg whose level closed it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -23,9 +24,14 @@ from adapters.storage import UnitOfWork
 from domain.enums import LegKind, OrderStatus, PauseCause
 from domain.messages import QueryOrders, QueryTradingState, TightenStops
 from domain.plans import client_order_id
-from launcher.config import load_config
 from launcher.engine import Engine
-from tests.e2e.test_ig_demo import EPICS, REPO_ROOT, engine_positions, ig_deals, send_plan
+from tests.e2e.test_ig_demo import (
+    EPICS,
+    engine_positions,
+    ig_deals,
+    send_plan,
+    start_ig_engine,
+)
 from tests.helpers import wait_until
 from tools.fake_ig import FakeIG
 
@@ -45,33 +51,9 @@ def fake() -> Iterator[FakeIG]:
 def start_engine(fake: FakeIG, tmp_path: Path) -> Iterator[Callable[..., Engine]]:
     """Start an engine on the fake; every engine of one test shares one database."""
     engines: list[Engine] = []
-
-    def start(**ig_overrides: Any) -> Engine:
-        config = load_config(REPO_ROOT / "configs" / "demo_ig.yaml", environ={}, dotenv_path=None)
-        config = config.model_copy(
-            update={
-                "data_dir": str(tmp_path / "data"),
-                "logs_dir": str(tmp_path / "logs"),
-                "database_url": f"sqlite:///{tmp_path / 'vigil.db'}",
-                "strategies": (),
-                "ig": config.ig.model_copy(update={"rest_base_url": fake.base_url, **ig_overrides}),
-                "reconciliation": config.reconciliation.model_copy(update=FAST_RECONCILIATION),
-            }
-        )
-        (tmp_path / "logs").mkdir(exist_ok=True)
-        running = Engine(config, run_http=False)
-        engines.append(running)
-        running.start()
-        wait_until(
-            lambda: running.gate.entry_denial(running.clock.now_ns()) is None,
-            timeout_s=30,
-            message="entries allowed (leader, armed)",
-        )
-        ticks = running.metrics.ticks_total.labels(feed=running.feed_name)
-        wait_until(lambda: ticks._value.get() >= 10, timeout_s=30, message="ticks accepted")
-        return running
-
-    yield start
+    yield functools.partial(
+        start_ig_engine, fake, tmp_path, engines, reconciliation=FAST_RECONCILIATION
+    )
     for running in engines:
         running.stop()
 

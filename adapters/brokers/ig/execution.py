@@ -867,13 +867,7 @@ class IgBroker:
                 reports.append(self._leg_report(plan, leg, OrderStatus.FILLED))
                 if leg.kind == "X" and remaining <= 0:
                     # Our exit closed it: its levels went with it (as ``_settle`` reports).
-                    for sibling in (plan.stop_cid, plan.target_cid):
-                        if sibling is not None:
-                            plan.legs[sibling].status = OrderStatus.CANCELLED
-                            reports.append(
-                                self._leg_report(plan, plan.legs[sibling], OrderStatus.CANCELLED)
-                            )
-                    plan.stop_cid = plan.target_cid = None
+                    reports.extend(self._levels_ended(plan))
             plan.closed = remaining <= 0
             if not plan.closed:
                 plan.deal = msgspec.structs.replace(plan.deal, size=remaining)
@@ -1133,13 +1127,7 @@ class IgBroker:
                     plan.closing = False
                 elif confirm.accepted and leg.kind == "X":
                     plan.closed = True
-                    for sibling in (plan.stop_cid, plan.target_cid):
-                        if sibling is not None:
-                            plan.legs[sibling].status = OrderStatus.CANCELLED
-                            reports.append(
-                                self._leg_report(plan, plan.legs[sibling], OrderStatus.CANCELLED)
-                            )
-                    plan.stop_cid = plan.target_cid = None
+                    reports.extend(self._levels_ended(plan))
                 elif leg.kind == "X":
                     plan.closing = False
         for report in reports:
@@ -1534,6 +1522,17 @@ class IgBroker:
         return min(candidates, key=lambda item: abs(item[1] - reference))[0]  # type: ignore[operator]
 
     # ------------------------------------------------------------------ reports
+    def _levels_ended(self, plan: _Plan) -> list[OrderStatusReport]:
+        """Under the lock: the deal closed by an exit of ours took its stop and limit with it;
+        their legs end CANCELLED (the reports to send)."""
+        reports = []
+        for sibling in (plan.stop_cid, plan.target_cid):
+            if sibling is not None:
+                plan.legs[sibling].status = OrderStatus.CANCELLED
+                reports.append(self._leg_report(plan, plan.legs[sibling], OrderStatus.CANCELLED))
+        plan.stop_cid = plan.target_cid = None
+        return reports
+
     def _leg_report(self, plan: _Plan, leg: _Leg, status: OrderStatus) -> OrderStatusReport:
         deal_id = plan.deal.deal_id if plan.deal is not None else ""
         filled = leg.quantity if status is OrderStatus.FILLED else 0
