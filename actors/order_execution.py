@@ -367,17 +367,19 @@ class OrderExecution:
             for bracket, _, order in deferred:
                 self._unbook(bracket, order)
             raise
-        # The burst's orders are all booked: the gateway learns the flatten's cost once.
+        # The burst's orders are all booked: the gateway learns the flatten's cost once, and
+        # weighs none of its entries against it before the whole burst is queued.
         self.update_flatten_reserve()
         legs_sent = False
-        for (bracket, action, order), seq in zip(deferred, seqs, strict=True):
-            if seq is None:
-                self._unbook(bracket, order)
-                self._placed_before(action, now)
-                continue
-            self._store.write(order=order, bracket=bracket, journal_seq=seq)
-            self._send(order, reserve_told=True)
-            legs_sent = legs_sent or order.leg is not LegKind.ENTRY
+        with self._gateway.entry_burst():
+            for (bracket, action, order), seq in zip(deferred, seqs, strict=True):
+                if seq is None:
+                    self._unbook(bracket, order)
+                    self._placed_before(action, now)
+                    continue
+                self._store.write(order=order, bracket=bracket, journal_seq=seq)
+                self._send(order, reserve_told=True)
+                legs_sent = legs_sent or order.leg is not LegKind.ENTRY
         if legs_sent:
             # Counted above at their submit and cancel (not handed over yet); now the gateway
             # holds their submits: the books count their cancels only.
