@@ -69,15 +69,17 @@ def report(desk: Desk) -> ReconcileReportView:
 
 def advance(desk: Desk, seconds: float) -> None:
     """Move the clock one second at a time, each time waiting until the order actor holds a
-    lease valid past the new time (so no pass is skipped as 'not leader')."""
+    lease valid past the NEXT step: the actor handles a timer late, at whatever the clock says
+    by then, and a lease that merely covers the new time has expired by the next step (the
+    pass is then skipped as 'not leader', and several skipped passes collapse into one)."""
     for _ in range(round(seconds)):
         desk.step(1.0)
-        now = desk.clock.now_ns()
+        next_step = desk.clock.now_ns() + NANOS_PER_SECOND
 
-        def renewed(now: int = now) -> bool:
+        def renewed(next_step: int = next_step) -> bool:
             snapshot = desk.engine.directory.ask("order", QuerySnapshot(), timeout_s=5)
             leadership = snapshot["leadership"]
-            return leadership is not None and leadership["lease_expires_ns"] > now
+            return leadership is not None and leadership["lease_expires_ns"] > next_step
 
         desk.settle(renewed, what="lease renewed")
 
