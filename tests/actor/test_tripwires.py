@@ -52,8 +52,19 @@ def run_for(desk: Desk, seconds: int, each: Callable[[int], None] = NO_ACTION) -
 def drain(desk: Desk) -> None:
     """Wait until the watchdog has judged every timer fired so far: the supervisor fans a
     timer out before it answers an ask queued behind it; the watchdog likewise."""
-    desk.engine.directory.ask("supervisor", QuerySnapshot(), timeout_s=10)
+    pass_heartbeats_on(desk)
     desk.engine.directory.ask("watchdog", QuerySnapshot(), timeout_s=10)
+
+
+def pass_heartbeats_on(desk: Desk) -> None:
+    """Wait until the supervisor holds the venue's order-stream heartbeats of every second
+    stepped so far: they reach it through the order actor, which a loaded machine lets fall
+    seconds behind a test stepping the clock (the supervisor then pauses entries on a stale
+    order stream, ORDER_STREAM_STALE, that only the test's pace made stale)."""
+    assert desk.engine.broker is not None
+    assert desk.engine.broker.flush(timeout_s=10), "the venue's reports were not delivered"
+    desk.engine.directory.ask("order", QuerySnapshot(), timeout_s=10)
+    desk.engine.directory.ask("supervisor", QuerySnapshot(), timeout_s=10)
 
 
 def fired(desk: Desk, rule: TripwireRule) -> float:
@@ -328,7 +339,7 @@ class TestMarketQuality:
             desk.quote("AAA", "100.00", "100.10")
             desk.quote("BBB", "200.00", "200.10")
             desk.step()
-            desk.engine.directory.ask("supervisor", QuerySnapshot(), timeout_s=10)
+            pass_heartbeats_on(desk)
         desk.settle(lambda: desk.engine.directory.is_alive("watchdog"), what="restarted")
         drain(desk)
         assert PauseCause.TRIPWIRE_MARKET_QUALITY not in pause_details(desk)
