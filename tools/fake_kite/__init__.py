@@ -33,7 +33,8 @@ volatility_bps=2.0, opening_cash=Decimal("1000000"), host="127.0.0.1", port=0)``
   ``drop_postbacks(count=1)``, ``duplicate_postbacks(count=1)``,
   ``drop_sockets(*, abrupt=False)`` (a close frame, or a cut TCP connection),
   ``expire_token()``, ``set_partial_fill(quantity | None)``,
-  ``reject_next(count=1, *, reason=...)``, ``send_ws_error(message)``,
+  ``reject_next(count=1, *, reason=...)``, ``refuse_modifications(count=1, *, reason=...)``
+  (a PUT refused 400), ``send_ws_error(message)``,
   ``set_account_type("LIVE" | "DEMO")``, ``clear_faults()``. ``category`` is ``"order"``
   (place/modify/cancel), ``"quote"`` or ``"other"``.
 - Observation: ``request_log(category=None) -> list[RequestRecord]`` (method, path,

@@ -254,6 +254,7 @@ class FakeKite:
         self._drop_postbacks = 0
         self._duplicate_postbacks = 0
         self._reject_reasons: list[str] = []
+        self._modify_refusals: list[str] = []
         self._sockets: list[_Socket] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
@@ -453,6 +454,15 @@ class FakeKite:
         with self._lock:
             self._reject_reasons.extend([reason] * _count(count))
 
+    def refuse_modifications(
+        self, count: int = 1, *, reason: str = "Order cannot be modified as it is being processed."
+    ) -> None:
+        """Refuse the next ``count`` modifications (``PUT /orders/regular/{id}``) with a 400
+        ``InputException`` carrying ``reason``, as Kite does for an order its exchange is
+        busy with. Nothing is changed."""
+        with self._lock:
+            self._modify_refusals.extend([reason] * _count(count))
+
     def set_partial_fill(self, quantity: int | None) -> None:
         """Fill at most ``quantity`` per order per matching pass; ``None`` fills in full."""
         if quantity is not None and quantity <= 0:
@@ -508,6 +518,7 @@ class FakeKite:
             self._drop_postbacks = 0
             self._duplicate_postbacks = 0
             self._reject_reasons.clear()
+            self._modify_refusals.clear()
             self.market.partial_fill_quantity = None
 
     # -----------------------------------------------------------------------------------------
@@ -853,6 +864,8 @@ class FakeKite:
         fields = {key: str(value) for key, value in (await request.post()).items()}
         order_id = request.match_info["order_id"]
         with self._lock:
+            if self._modify_refusals:
+                raise KiteError("InputException", self._modify_refusals.pop(0))
             try:
                 self.market.modify(order_id, fields)
             except (OrderInputError, OrderStateError) as error:
@@ -939,6 +952,7 @@ class FakeKite:
         "drop_postbacks",
         "duplicate_postbacks",
         "reject_next",
+        "refuse_modifications",
         "set_partial_fill",
         "expire_token",
         "drop_sockets",
