@@ -22,8 +22,10 @@ engine's directory:
 
 Two gateways, one behaviour:
 
-- ``ThreadedBrokerGateway``: a priority queue served by worker threads. Cancels go first, then
-  exits and protective legs (they only reduce exposure), then entries; FIFO within a priority.
+- ``ThreadedBrokerGateway``: a priority queue served by worker threads. What closes a position
+  goes first (an exit, a stop made a market order: a flatten sends them only once their
+  bracket's cancels are answered), then cancels, then protective legs (they only reduce
+  exposure), then entries; FIFO within a priority.
   Requests for one ``client_order_id`` run one at a time and in the order they were handed
   over (a cancel never overtakes its submit); a cancel queued behind its order's submit lends
   it its priority. A request identical to one still waiting for the same order is not queued
@@ -179,12 +181,19 @@ _SUBMIT_STARTED_KEPT = 10_000
 class BrokerPriority(IntEnum):
     """Lower goes first."""
 
-    CANCEL = 0
-    PROTECTIVE = 1  # stops, targets and exits: they only ever reduce exposure
-    ENTRY = 2
+    CLOSE = 0  # an exit, or a stop made a market order: each closes a position now
+    CANCEL = 1
+    PROTECTIVE = 2  # stops and targets: they only ever reduce exposure
+    ENTRY = 3
 
 
 def request_priority(kind: BrokerRequestKind, leg: LegKind) -> BrokerPriority:
+    if kind is BrokerRequestKind.TO_MARKET or (
+        kind is BrokerRequestKind.SUBMIT and leg is LegKind.EXIT
+    ):
+        # A flatten's closing requests come only once the bracket's cancels are answered:
+        # ahead of the other brackets' cancels, each position closes as soon as it can.
+        return BrokerPriority.CLOSE
     if kind is BrokerRequestKind.CANCEL:
         return BrokerPriority.CANCEL
     return BrokerPriority.ENTRY if leg is LegKind.ENTRY else BrokerPriority.PROTECTIVE
@@ -193,15 +202,24 @@ def request_priority(kind: BrokerRequestKind, leg: LegKind) -> BrokerPriority:
 _STILL_MANAGED = (BracketStatus.PENDING_ENTRY, BracketStatus.OPEN, BracketStatus.FLATTENING)
 
 
-def fresh_bracket_requests(*, levels_on_position: bool = False) -> int:
+def fresh_bracket_requests(
+    *, levels_on_position: bool = False, stop_to_market: bool = False
+) -> int:
     """What a bracket whose entry has not filled yet may still ask of the broker, at most: the
     entry's cancel, its stop and target (placed on a fill; each cancelled again by a flatten
-    unless the broker keeps them on the position) and one exit."""
-    return 4 if levels_on_position else 6
+    unless the broker keeps them on the position) and one exit (``stop_to_market``: the stop
+    made a market order is the exit)."""
+    if levels_on_position:
+        return 4
+    return 5 if stop_to_market else 6
 
 
 def requests_to_flatten(
-    brackets: Iterable[Bracket], orders: Mapping[str, Order], *, levels_on_position: bool = False
+    brackets: Iterable[Bracket],
+    orders: Mapping[str, Order],
+    *,
+    levels_on_position: bool = False,
+    stop_to_market: bool = False,
 ) -> int:
     """How many broker requests a flatten of ``brackets`` would take, at most, counting the
     protective legs an entry that may still fill would place first.
@@ -212,8 +230,10 @@ def requests_to_flatten(
     working; and, unless it is being flattened, each missing stop or target that a fill would
     place (a submit and, later, its cancel; so is a leg booked but not yet handed to the
     gateway, PENDING_SUBMIT). ``levels_on_position`` (IG): the stop and target
-    ride the exit, so they cost their submit and no cancel. Called on the order actor's thread
-    over its books.
+    ride the exit, so they cost their submit and no cancel. ``stop_to_market`` (Kite): a stop
+    that is working (not being cancelled) or will be placed is made the exit, in place of its
+    cancel, so no separate exit is counted (a flatten that meets a stop the broker has not
+    accepted yet costs one request more). Called on the order actor's thread over its books.
     """
     total = 0
     for bracket in brackets:
@@ -225,7 +245,11 @@ def requests_to_flatten(
         requests = 1 if may_fill else 0
         holds = may_fill or bracket.open_quantity > 0
         legs_may_come = holds and status is not BracketStatus.FLATTENING
-        for leg_id in (bracket.stop_order_id, bracket.target_order_id):
+        stop_closes = False
+        for kind, leg_id in (
+            (LegKind.STOP, bracket.stop_order_id),
+            (LegKind.TARGET, bracket.target_order_id),
+        ):
             leg = orders.get(leg_id) if leg_id is not None else None
             if leg is not None and leg.status is OrderStatus.PENDING_SUBMIT:
                 # Booked, not handed to the gateway yet: its submit is counted nowhere else.
@@ -234,7 +258,13 @@ def requests_to_flatten(
                 requests += 0 if levels_on_position else 1
             elif legs_may_come:
                 requests += 1 if levels_on_position else 2
-        if holds:
+            elif kind is LegKind.STOP:
+                continue  # no stop will be there to close the position
+            if kind is LegKind.STOP and (
+                leg is None or leg.status is not OrderStatus.PENDING_CANCEL
+            ):
+                stop_closes = stop_to_market and not levels_on_position
+        if holds and not stop_closes:
             exits = bracket.exit_order_ids
             latest_exit = orders.get(exits[-1]) if exits else None
             if latest_exit is None or not latest_exit.status.is_working:
@@ -431,6 +461,19 @@ class BrokerGateway:
             report_success=True,
         )
 
+    def turn_to_market(self, client_order_id: str, *, quantity: int, leg: LegKind) -> None:
+        """Make a working stop a market order for ``quantity`` (its total); the outcome comes
+        back either way: ``BrokerRequestCompleted`` or ``BrokerRequestFailed``."""
+        broker = self._broker
+        self._hand_over(
+            BrokerRequestKind.TO_MARKET,
+            client_order_id,
+            leg,
+            lambda: broker.modify_order(client_order_id, quantity=quantity, to_market=True),
+            quantity=quantity,
+            report_success=True,
+        )
+
     def stop(self, timeout_s: float = 5.0) -> int:
         """Stop taking requests; returns how many were dropped (they stay in flight)."""
         return 0
@@ -448,6 +491,7 @@ class BrokerGateway:
         orders: Mapping[str, Order],
         *,
         levels_on_position: bool = False,
+        stop_to_market: bool = False,
     ) -> None:
         """What a flatten of the order actor's books would cost now (``requests_to_flatten``),
         for the flatten reserve. Called on the order actor's thread, like ``submit``: before an
@@ -771,12 +815,20 @@ class ThreadedBrokerGateway(BrokerGateway):
         orders: Mapping[str, Order],
         *,
         levels_on_position: bool = False,
+        stop_to_market: bool = False,
     ) -> None:
         if not self._keeps_reserve:
             return
         # Counted on the caller's thread, over its own books; only the figure crosses over.
-        requests = requests_to_flatten(brackets, orders, levels_on_position=levels_on_position)
-        fresh = fresh_bracket_requests(levels_on_position=levels_on_position)
+        requests = requests_to_flatten(
+            brackets,
+            orders,
+            levels_on_position=levels_on_position,
+            stop_to_market=stop_to_market,
+        )
+        fresh = fresh_bracket_requests(
+            levels_on_position=levels_on_position, stop_to_market=stop_to_market
+        )
         with self._ready:
             shrank = requests < self._book_flatten_requests
             self._book_flatten_requests = requests

@@ -41,7 +41,7 @@ from adapters.storage.repositories import (
     UnitOfWork,
 )
 from domain import oco
-from domain.enums import DenialCode, LegKind, OrderStatus
+from domain.enums import DenialCode, LegKind, OrderStatus, OrderType
 from domain.expiry import entry_expiry
 from domain.messages import (
     BrokerRequestCompleted,
@@ -62,6 +62,7 @@ from domain.orders import (
     mark_rejected,
     mark_submitted,
     resize,
+    turn_to_market,
 )
 
 if TYPE_CHECKING:
@@ -137,6 +138,8 @@ class OrderExecution:
         self._broker = broker
         # IG keeps stop and target on the position: a flatten's exit closes them with it.
         self.levels_on_position = bool(getattr(broker, "levels_on_position", False))
+        # Kite can make a working stop a market order: a flatten's stop is then its exit.
+        self.stop_to_market = bool(getattr(broker, "stop_to_market", False))
         self._gateway = gateway
         self._metrics = metrics
         self._clock = clock
@@ -155,6 +158,8 @@ class OrderExecution:
         # Resizes handed to the gateway and not yet answered (client_order_id -> quantity): a
         # consistency pass meanwhile must not ask for the same resize again.
         self._resizing: dict[str, int] = {}
+        # Stops a flatten is making market orders, not yet answered (the same, for turns).
+        self._turning: dict[str, int] = {}
         # Failed attempts per (loop, client_order_id): resends and resizes stop at
         # max_attempts and escalate instead of spinning.
         self._attempts: Counter[tuple[str, str]] = Counter()
@@ -226,6 +231,7 @@ class OrderExecution:
             self._book.bracket_orders(bracket),
             now,
             levels_on_position=self.levels_on_position,
+            stop_to_market=self.stop_to_market,
         )
 
     def bracket_flatten(
@@ -238,6 +244,7 @@ class OrderExecution:
             reason,
             now,
             levels_on_position=self.levels_on_position,
+            stop_to_market=self.stop_to_market,
         )
 
     def store_order_update(self, order: Order, now: int) -> None:
@@ -268,6 +275,8 @@ class OrderExecution:
                     self.place(bracket, action)
                 elif isinstance(action, oco.ResizeLeg):
                     self._resize(action)
+                elif isinstance(action, oco.MarketLeg):
+                    self._turn_to_market(action)
                 else:
                     self.cancel_all([action])
         self.cancel_all(cancels)
@@ -459,6 +468,53 @@ class OrderExecution:
         self._resizing[order.client_order_id] = action.quantity
         self._gateway.modify(order.client_order_id, quantity=action.quantity, leg=order.leg)
 
+    def _turn_to_market(self, action: oco.MarketLeg) -> None:
+        """Make a flatten's stop its exit. Written ahead as a re-stamp; our books say MARKET only
+        once the broker took it (``on_request_completed``), so until then the bracket asks
+        again (answered from ``_turning``), and after a restart it asks the broker again."""
+        order = self._book.orders.get(action.client_order_id)
+        if order is None or order.status.is_terminal or order.order_type is not OrderType.STOP:
+            return
+        if not self.may_touch_broker() or self._turning.get(order.client_order_id) == (
+            action.quantity
+        ):
+            return
+        if self.stamp_under_fence(order, self._clock.now_ns(), kind=JournalKind.RESIZE) is not None:
+            return
+        self._turning[order.client_order_id] = action.quantity
+        self._gateway.turn_to_market(order.client_order_id, quantity=action.quantity, leg=order.leg)
+
+    def _turned_to_market(self, client_id: str, quantity: int) -> None:
+        self._turning.pop(client_id, None)
+        order = self._book.orders.get(client_id)
+        if order is None:
+            return
+        try:
+            turn_to_market(order, quantity, self._clock.now_ns())
+        except (InvalidTransition, ValueError) as error:
+            # A fill or cancel crossed it (a market order fills at once): the reports settle it.
+            logger.info("stop %s made a market order, not in our books: %s", client_id, error)
+            return
+        self._store.write(order=order)
+
+    def _turn_to_market_failed(self, order: Order, failed: BrokerRequestFailed) -> None:
+        """The broker refused to make the stop a market order, or did not answer: cancel it
+        (a cancel that finds it filled is refused, and its fill settles it). Once it is dead
+        the bracket closes the position with an EXIT, the usual way."""
+        if order.status.is_terminal or order.status is OrderStatus.PENDING_CANCEL:
+            return
+        outcome = "refused" if failed.rejected else "unanswered"
+        if not failed.rejected:
+            self._metrics.retries_total.labels(type="modify_unknown").inc()
+        logger.warning(
+            "stop %s not made a market order (%s: %s); cancelling it, then an exit closes "
+            "the position",
+            order.client_order_id,
+            outcome,
+            failed.error,
+        )
+        self.cancel(oco.CancelLeg(client_order_id=order.client_order_id))
+
     def _resize_failed(self, order: Order, key: tuple[str, str], error: str) -> None:
         """Count a refused or unanswered resize; past max_attempts, stop resizing and make the
         bracket safe without it.
@@ -521,6 +577,7 @@ class OrderExecution:
             self._book.brackets.values(),
             self._book.orders,
             levels_on_position=self.levels_on_position,
+            stop_to_market=self.stop_to_market,
         )
 
     def request_cancel(self, order: Order) -> None:
@@ -539,6 +596,8 @@ class OrderExecution:
             failed.quantity
         ):
             del self._resizing[client_id]
+        if failed.request is BrokerRequestKind.TO_MARKET:
+            self._turning.pop(client_id, None)
         order = self._book.orders.get(client_id)
         if order is None:
             logger.info(
@@ -552,12 +611,18 @@ class OrderExecution:
             self._submit_failed(order, failed)
         elif failed.request is BrokerRequestKind.CANCEL:
             self._cancel_failed(order, failed)
+        elif failed.request is BrokerRequestKind.TO_MARKET:
+            self._turn_to_market_failed(order, failed)
         else:
             self._resize_answered_failed(order, failed)
 
     def on_request_completed(self, completed: BrokerRequestCompleted) -> None:
-        """A resize the broker took: only now is the leg's new size in our books."""
+        """A resize (or a stop made a market order) the broker took: only now is the leg's new
+        size (or type) in our books."""
         client_id = completed.client_order_id
+        if completed.request is BrokerRequestKind.TO_MARKET and completed.quantity is not None:
+            self._turned_to_market(client_id, completed.quantity)
+            return
         if completed.request is not BrokerRequestKind.MODIFY or completed.quantity is None:
             return
         if self._resizing.get(client_id) == completed.quantity:

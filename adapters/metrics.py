@@ -66,7 +66,7 @@ FLATTEN_DURATION_BUCKETS_MS: tuple[float, ...] = (
 # The retry types the runbook asks to watch ("flat, esp. token_refresh, rate_limit").
 _RUNBOOK_RETRY_TYPES = ("token_refresh", "rate_limit")
 # The broker gateway's priorities (``actors.broker_gateway.BrokerPriority``), lowest first.
-BROKER_QUEUE_PRIORITIES = ("cancel", "protective", "entry")
+BROKER_QUEUE_PRIORITIES = ("close", "cancel", "protective", "entry")
 
 
 class EngineMetrics:

@@ -23,6 +23,11 @@ The rules, restated from the order layer's point of view:
   ``OVER_EXIT`` when the trade ended by itself. Where the broker keeps stop and target ON
   the position (``levels_on_position``: IG), closing the position ends them with it: the
   EXIT goes at once and the siblings, still protecting until then, are not cancelled first.
+  Where the broker can turn a working stop into a market order (``stop_to_market``: Kite),
+  the stop itself is the exit: the target (and a working entry) are cancelled first, then
+  ``MarketLeg`` turns the stop into a market order for what is open. Two requests per position
+  instead of three, and the position keeps its stop until the moment it is closed. A stop that
+  is not accepted yet, or an EXIT already working, takes the usual path.
 - Tightening (``tighten_stop``, the schedule's 15:20): the bracket's ``stop_price`` moves to
   the tighter price and the working stop is cancelled; once the venue confirms it dead, the
   keep-protected rule above replaces it under the next sequence number at the new price. Two
@@ -61,6 +66,7 @@ __all__ = [
     "BracketAction",
     "BracketStatus",
     "CancelLeg",
+    "MarketLeg",
     "PlaceLeg",
     "ResizeLeg",
     "bracket_orders",
@@ -147,7 +153,14 @@ class CancelLeg(msgspec.Struct, frozen=True, kw_only=True):
     client_order_id: str
 
 
-BracketAction = PlaceLeg | ResizeLeg | CancelLeg
+class MarketLeg(msgspec.Struct, frozen=True, kw_only=True):
+    """Turn a working stop into a market order: the stop closes the position itself."""
+
+    client_order_id: str
+    quantity: int  # the new total quantity of the order (filled part included)
+
+
+BracketAction = PlaceLeg | ResizeLeg | CancelLeg | MarketLeg
 
 _ENDED = (BracketStatus.CLOSED, BracketStatus.CANCELLED)
 
@@ -212,6 +225,7 @@ def on_order_update(
     now_ns: int,
     *,
     levels_on_position: bool = False,
+    stop_to_market: bool = False,
 ) -> list[BracketAction]:
     """Reconcile the bracket with its legs after any change to any of them.
 
@@ -230,6 +244,11 @@ def on_order_update(
     down then places its EXIT at once, without cancelling the siblings first: the position
     stays protected until it is closed, and it costs one request instead of three. Siblings
     still working once nothing is open are cancelled as usual.
+
+    ``stop_to_market``: the broker can turn a working stop into a market order (Kite). A wind
+    down then cancels the target and any working entry, and once they are dead returns a
+    ``MarketLeg`` for the accepted stop: it closes the position, still protected until then,
+    in two requests instead of three.
     """
     before = msgspec.structs.astuple(bracket)
     entry = orders.get(bracket.entry_order_id)
@@ -244,7 +263,14 @@ def on_order_update(
     if bracket.flatten_reason is None:
         actions = _keep_protected(bracket, orders, entry, open_quantity)
     else:
-        actions = _wind_down(bracket, orders, entry, open_quantity, levels_on_position)
+        actions = _wind_down(
+            bracket,
+            orders,
+            entry,
+            open_quantity,
+            levels_on_position=levels_on_position,
+            stop_to_market=stop_to_market,
+        )
     if actions or msgspec.structs.astuple(bracket) != before:
         bracket.ts_updated = now_ns
     return actions
@@ -257,6 +283,7 @@ def request_flatten(
     now_ns: int,
     *,
     levels_on_position: bool = False,
+    stop_to_market: bool = False,
 ) -> list[BracketAction]:
     """Close the bracket's position: cancel the working entry and siblings first, then EXIT.
 
@@ -265,8 +292,8 @@ def request_flatten(
     order (opposite side) for the open quantity once no entry or sibling is working, another
     for what is left if that one dies partly filled, and end CLOSED (or CANCELLED when the
     entry never filled). A bracket already CLOSED or CANCELLED with nothing open and nothing
-    working is left untouched and ``[]`` is returned. ``levels_on_position``: see
-    ``on_order_update``.
+    working is left untouched and ``[]`` is returned. ``levels_on_position`` and
+    ``stop_to_market``: see ``on_order_update``.
     """
     if bracket.status in _ENDED and not working_leg_ids(bracket, orders):
         entry = orders.get(bracket.entry_order_id)
@@ -276,7 +303,13 @@ def request_flatten(
     if bracket.flatten_reason is None:
         bracket.flatten_reason = reason
         bracket.ts_updated = now_ns
-    return on_order_update(bracket, orders, now_ns, levels_on_position=levels_on_position)
+    return on_order_update(
+        bracket,
+        orders,
+        now_ns,
+        levels_on_position=levels_on_position,
+        stop_to_market=stop_to_market,
+    )
 
 
 def tightened_stop_price(
@@ -536,19 +569,33 @@ def _wind_down(
     orders: Mapping[str, Order],
     entry: Order | None,
     open_quantity: int,
+    *,
     levels_on_position: bool = False,
+    stop_to_market: bool = False,
 ) -> list[BracketAction]:
     cancels: list[BracketAction] = []
     resizes: list[BracketAction] = []
     places: list[BracketAction] = []
     anything_working = False
 
+    closing_side = bracket.side.opposite if open_quantity > 0 else bracket.side
+    latest_exit_id = bracket.exit_order_ids[-1] if bracket.exit_order_ids else None
+    latest_exit = orders.get(latest_exit_id) if latest_exit_id is not None else None
     # Levels on the position: the exit closes it with its stop and target (see
     # on_order_update), so they neither wait for nor block it while something is open.
     siblings_ride_the_exit = levels_on_position and open_quantity > 0
+    closing_stop = (
+        _closing_stop(bracket, orders, open_quantity, latest_exit)
+        if stop_to_market and not siblings_ride_the_exit
+        else None
+    )
     candidates = [bracket.entry_order_id] if bracket.entry_order_id else []
     if not siblings_ride_the_exit:
-        candidates.extend(_sibling_ids(bracket))
+        candidates.extend(
+            leg_id
+            for leg_id in _sibling_ids(bracket)
+            if closing_stop is None or leg_id != closing_stop.client_order_id
+        )
     for leg_id in candidates:
         order = orders.get(leg_id)
         if order is None or not order.status.is_working:
@@ -556,10 +603,17 @@ def _wind_down(
         anything_working = True
         if order.status is not OrderStatus.PENDING_CANCEL:
             cancels.append(CancelLeg(client_order_id=leg_id))
-
-    closing_side = bracket.side.opposite if open_quantity > 0 else bracket.side
-    latest_exit_id = bracket.exit_order_ids[-1] if bracket.exit_order_ids else None
-    latest_exit = orders.get(latest_exit_id) if latest_exit_id is not None else None
+    if closing_stop is not None:
+        # Turned into a market order once nothing else can fill (the entry) or close part of
+        # the position too (the target): its size is then what is open.
+        if closing_stop.order_type is not OrderType.MARKET and not anything_working:
+            resizes.append(
+                MarketLeg(
+                    client_order_id=closing_stop.client_order_id,
+                    quantity=closing_stop.filled_quantity + open_quantity,
+                )
+            )
+        anything_working = True
     if latest_exit_id is not None and latest_exit is not None and latest_exit.status.is_working:
         anything_working = True
         if latest_exit.status is not OrderStatus.PENDING_CANCEL:
@@ -595,6 +649,21 @@ def _wind_down(
             BracketStatus.CLOSED if bracket.entry_filled > 0 else BracketStatus.CANCELLED
         )
     return cancels + resizes + places
+
+
+def _closing_stop(
+    bracket: Bracket, orders: Mapping[str, Order], open_quantity: int, latest_exit: Order | None
+) -> Order | None:
+    """The stop a ``stop_to_market`` wind down turns into the exit (or already has), or None
+    for the usual path: nothing open to close, an EXIT already working, or no current stop the
+    broker has accepted and nobody is cancelling."""
+    if open_quantity <= 0 or (latest_exit is not None and latest_exit.status.is_working):
+        return None
+    stop_id = bracket.stop_order_id
+    stop = orders.get(stop_id) if stop_id is not None else None
+    if stop is None or stop.status not in (OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED):
+        return None
+    return stop
 
 
 def _current_sibling(bracket: Bracket, kind: LegKind) -> str | None:

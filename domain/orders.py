@@ -46,6 +46,7 @@ __all__ = [
     "mark_rejected",
     "mark_submitted",
     "resize",
+    "turn_to_market",
 ]
 
 
@@ -328,6 +329,34 @@ def resize(order: Order, new_quantity: int, now_ns: int) -> None:
     order.quantity = new_quantity
     if new_quantity == order.filled_quantity:
         order.status = OrderStatus.FILLED
+    order.ts_updated = now_ns
+
+
+def turn_to_market(order: Order, new_quantity: int, now_ns: int) -> None:
+    """Make a working stop a market order for ``new_quantity`` (its total, filled part
+    included), as the broker holds it once it took the change (``oco.MarketLeg``).
+
+    Raises:
+        ValueError: ``new_quantity`` does not exceed ``filled_quantity``.
+        InvalidTransition: the order is not an accepted stop.
+    """
+    if order.order_type is not OrderType.STOP or order.status not in (
+        OrderStatus.ACCEPTED,
+        OrderStatus.PARTIALLY_FILLED,
+    ):
+        raise InvalidTransition(
+            order,
+            "TURNED_TO_MARKET",
+            f"order_type={order.order_type.value} quantity={new_quantity}",
+        )
+    if new_quantity <= order.filled_quantity:
+        raise ValueError(
+            f"MARKET_BELOW_FILLED: order={order.client_order_id} filled={order.filled_quantity} "
+            f"new_quantity={new_quantity}"
+        )
+    order.order_type = OrderType.MARKET
+    order.trigger_price = None
+    order.quantity = new_quantity
     order.ts_updated = now_ns
 
 

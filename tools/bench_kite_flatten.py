@@ -8,11 +8,12 @@ real sockets on the wall clock. It opens N brackets (MARKET entry, then the SL-M
 LIMIT target once filled), flattens, and prints:
 
 - how long opening and protecting the N brackets took;
-- how long the flatten took until Kite shows no open position and none of our orders working;
+- how long the flatten took until Kite shows no open position and none of our orders working,
+  and until the first unit and half of them were closed;
 - the most order requests Kite saw in any second and in any minute (never above the limits);
 - whether the engine HALTed, and how many client ids Kite holds more than once (none);
 - how many entries waited for the gateway's flatten reserve, and the flatten's floor at the
-  per-second limit alone (2N cancels + N exits at 10/s).
+  per-second limit alone (N target cancels + N stops made MARKET orders, at 10/s).
 
 Prints numbers, never fails on timing. ``--fresh-minute`` waits for the per-minute window to
 clear before the flatten (opening N brackets uses 3N of the 200 requests a minute).
@@ -61,6 +62,28 @@ def _wait(condition: Any, timeout_s: float, what: str) -> float:
             raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
         time.sleep(0.02)
     return time.monotonic() - started
+
+
+def _closing_times(fake: FakeKite, started: float) -> dict[str, float]:
+    """Watch the quantity open at Kite (the brackets share three symbols, so it is counted in
+    units, not positions) until half of it is closed: seconds from ``started`` to the first
+    close and to the half."""
+
+    def open_units() -> int:
+        return sum(abs(int(row["quantity"])) for row in fake.positions()["net"])
+
+    initial = open_units()
+    times: dict[str, float] = {}
+    deadline = started + 600
+    while "half" not in times and time.monotonic() < deadline:
+        still_open = open_units()
+        elapsed = round(time.monotonic() - started, 2)
+        if still_open < initial:
+            times.setdefault("first", elapsed)
+        if still_open <= initial / 2:
+            times["half"] = elapsed
+        time.sleep(0.02)
+    return times
 
 
 def _engine(fake: FakeKite, root: Path, *, flatten_reserve: bool = True) -> Engine:
@@ -176,6 +199,7 @@ def run(positions: int, *, fresh_minute: bool, flatten_reserve: bool = True) -> 
                 "order", FlattenAll(reason="bench", ts_init=engine.clock.now_ns()), timeout_s=30
             )
             flatten_started = time.monotonic()
+            closed_at = _closing_times(fake, flatten_started)
             _wait(lambda: flat_at_kite(fake), 600, "flat at Kite")
             flatten_s = time.monotonic() - flatten_started
             _wait(
@@ -192,10 +216,12 @@ def run(positions: int, *, fresh_minute: bool, flatten_reserve: bool = True) -> 
                 "positions": positions,
                 "open_and_protect_s": round(open_s, 2),
                 "flatten_s": round(flatten_s, 2),
+                "first_closed_s": closed_at.get("first"),
+                "half_closed_s": closed_at.get("half"),
                 "fresh_minute": fresh_minute,
                 "flatten_reserve": flatten_reserve,
                 "entries_held_for_reserve": reserve.get("entries_held_total", 0),
-                "flatten_floor_s": round(3 * positions / per_s, 1) if per_s else None,
+                "flatten_floor_s": round(2 * positions / per_s, 1) if per_s else None,
                 "order_requests_per_s_max": fake.order_requests_per_second_max(),
                 "order_requests_per_min_max": fake.order_requests_per_minute_max(),
                 "order_requests_total": len(fake.request_log(category="order")),

@@ -31,6 +31,7 @@ class BrokerRequestKind(StrEnum):
     SUBMIT = "submit"
     CANCEL = "cancel"
     MODIFY = "modify"
+    TO_MARKET = "to_market"  # a working stop made a market order: it closes the position
 
 
 class BrokerRequestFailed(msgspec.Struct, frozen=True, kw_only=True):

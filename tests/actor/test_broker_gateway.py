@@ -94,8 +94,8 @@ class RecordingBroker:
     def cancel_order(self, client_order_id: str) -> None:
         self._call("cancel", client_order_id)
 
-    def modify_order(self, client_order_id: str, *, quantity: int) -> None:
-        self._call(f"modify:{quantity}", client_order_id)
+    def modify_order(self, client_order_id: str, *, quantity: int, to_market: bool = False) -> None:
+        self._call(f"{'market' if to_market else 'modify'}:{quantity}", client_order_id)
 
 
 class Outbox:
@@ -132,9 +132,12 @@ def wait_calls(broker: RecordingBroker, count: int) -> list[tuple[str, str]]:
 
 
 class TestPriorities:
-    def test_cancels_go_first_then_exits_and_protective_legs_then_entries_fifo_within_each(
+    def test_closing_requests_go_first_then_cancels_then_protective_legs_then_entries(
         self, gateways: Any
     ) -> None:
+        # FIFO within each priority. An exit and a stop made a market order close a position
+        # now: a flatten sends them only once their bracket's cancels are answered, so they
+        # pass the other brackets' cancels still waiting.
         broker, outbox = RecordingBroker(), Outbox()
         gateway = gateways(broker, outbox, workers=1)
         release = broker.hold("busy")
@@ -146,14 +149,17 @@ class TestPriorities:
         gateway.submit(order_request("entry-2"), leg=LegKind.ENTRY)
         gateway.cancel("working-1", leg=LegKind.TARGET)
         gateway.modify("stop-1", quantity=5, leg=LegKind.STOP)
+        gateway.turn_to_market("stop-2", quantity=5, leg=LegKind.STOP)
         gateway.cancel("working-2", leg=LegKind.ENTRY)
-        assert gateway.snapshot()["queued"] == 6
+        assert gateway.snapshot()["queued"] == 7
+        assert gateway.queue_depths() == {"close": 2, "cancel": 2, "protective": 1, "entry": 2}
         release.set()
-        assert wait_calls(broker, 7) == [
+        assert wait_calls(broker, 8) == [
             ("submit", "busy"),
+            ("submit", "exit-1"),
+            ("market:5", "stop-2"),
             ("cancel", "working-1"),
             ("cancel", "working-2"),
-            ("submit", "exit-1"),
             ("modify:5", "stop-1"),
             ("submit", "entry-1"),
             ("submit", "entry-2"),

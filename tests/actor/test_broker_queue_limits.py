@@ -161,12 +161,12 @@ class TestBrokerRateLimit:
 
 # ------------------------------------------------------------------ the gateway alone
 class TestTokensInPriorityOrder:
-    def test_a_cancel_and_an_exit_take_the_next_tokens_before_entries_queued_earlier(
+    def test_an_exit_and_a_cancel_take_the_next_tokens_before_entries_queued_earlier(
         self, gateways: Any
     ) -> None:
         """Three calls a second: three entries use the second's tokens (the third still in
         the broker), two more entries queue, then an exit and a cancel. When the window has
-        room again the cancel, then the exit, then the entries go; no four calls start
+        room again the exit, then the cancel, then the entries go; no four calls start
         within a second."""
         broker, outbox, engine_metrics = RecordingBroker(), Outbox(), metrics()
         gateway = gateways(
@@ -185,12 +185,12 @@ class TestTokensInPriorityOrder:
         gateway.submit(order_request("x1"), leg=LegKind.EXIT)
         gateway.cancel("c1", leg=LegKind.STOP)
         assert gateway.queue_depth() == 4
-        assert gateway.queue_depths() == {"cancel": 1, "protective": 1, "entry": 2}
+        assert gateway.queue_depths() == {"close": 1, "cancel": 1, "protective": 0, "entry": 2}
         assert sample(engine_metrics, "trader_broker_queue_depth", priority="entry") == 2
         assert sample(engine_metrics, "trader_broker_queue_depth", priority="cancel") == 1
         release.set()
         calls = wait_calls(broker, 7)
-        assert calls[3:] == [("cancel", "c1"), ("submit", "x1"), ("submit", "e4"), ("submit", "e5")]
+        assert calls[3:] == [("submit", "x1"), ("cancel", "c1"), ("submit", "e4"), ("submit", "e5")]
         started = sorted(broker.started_ns.values())
         finished = sorted(broker.finished_ns.values())
         for index in range(3, len(started)):
@@ -210,15 +210,15 @@ class TestRateLimitedByTheBroker:
         self, gateways: Any
     ) -> None:
         broker, outbox, engine_metrics = RateLimitedBroker(), Outbox(), metrics()
-        broker.rate_limited[("submit", "x1")] = [0.3]
+        broker.rate_limited[("submit", "s1")] = [0.3]
         gateway = gateways(broker, outbox, workers=1, metrics=engine_metrics)
-        gateway.submit(order_request("x1"), leg=LegKind.EXIT)
+        gateway.submit(order_request("s1"), leg=LegKind.STOP)
         wait_until(lambda: gateway.snapshot()["rate_limited_total"] == 1, message="429")
-        gateway.cancel("c1", leg=LegKind.STOP)  # during the pause: waits, then goes first
+        gateway.cancel("c1", leg=LegKind.TARGET)  # during the pause: waits, then goes first
         wait_until(lambda: len(broker.every_start_ns) == 3, message="three calls")
         (_, _, refused_ns), cancel, retry = broker.every_start_ns
         # The cancel came during the pause: it waited for it, then went before the retry.
-        assert cancel[:2] == ("cancel", "c1") and retry[:2] == ("submit", "x1")
+        assert cancel[:2] == ("cancel", "c1") and retry[:2] == ("submit", "s1")
         assert cancel[2] - refused_ns >= 0.3 * NANOS_PER_SECOND
         wait_until(lambda: gateway.queue_depth() == 0 and not gateway.snapshot()["running"])
         assert outbox.messages == []  # went through on the retry: nothing to report
@@ -268,7 +268,7 @@ class TestEntriesTheKillSwitchStops:
     ) -> None:
         """One call a second, all used: an entry queued behind, with the flatten's cancel for
         it, is withheld at once (no token, no broker call) and its cancel dropped, also one
-        handed over later; the exit gets the next token."""
+        handed over later; the protective leg gets the next token."""
         broker, outbox = RecordingBroker(), TimedOutbox()
         gateway = gateways(
             broker,
@@ -279,7 +279,7 @@ class TestEntriesTheKillSwitchStops:
         )
         gateway.cancel("c0", leg=LegKind.STOP)
         wait_calls(broker, 1)
-        gateway.submit(order_request("x1"), leg=LegKind.EXIT)
+        gateway.submit(order_request("s1"), leg=LegKind.STOP)
         gateway.submit(order_request("e1"), leg=LegKind.ENTRY)
         gateway.cancel("e1", leg=LegKind.ENTRY)
         wait_until(lambda: outbox.messages, message="the entry withheld")
@@ -289,10 +289,10 @@ class TestEntriesTheKillSwitchStops:
         # At once, not when the window had room for one more call (a second after c0).
         assert outbox.delivered_ns[0] - broker.finished_ns[("cancel", "c0")] < NANOS_PER_SECOND / 2
         gateway.cancel("e1", leg=LegKind.ENTRY)  # the order actor's late cancel: dropped too
-        assert wait_calls(broker, 2) == [("cancel", "c0"), ("submit", "x1")]
+        assert wait_calls(broker, 2) == [("cancel", "c0"), ("submit", "s1")]
         wait_until(lambda: gateway.queue_depth() == 0, message="queue empty")
         assert gateway.snapshot()["cancels_dropped_total"] == 2
-        assert broker.calls == [("cancel", "c0"), ("submit", "x1")]
+        assert broker.calls == [("cancel", "c0"), ("submit", "s1")]
 
 
 # ------------------------------------------------------------------ the whole engine

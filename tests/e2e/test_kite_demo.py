@@ -148,6 +148,13 @@ def engine_positions(engine: Engine) -> list[Any]:
     return list(engine.directory.ask("order", QueryPositions(), timeout_s=10))
 
 
+def legs_accepted(engine: Engine, *client_ids: str) -> bool:
+    """The order actor holds every one of ``client_ids`` as ACCEPTED (Kite's answer is in)."""
+    orders = engine.directory.ask("order", QueryOrders(), timeout_s=10)
+    accepted = {o.client_order_id for o in orders if o.status is OrderStatus.ACCEPTED}
+    return accepted >= set(client_ids)
+
+
 def broker_has_settled(engine: Engine, client_id: str) -> bool:
     """The order actor holds ``client_id`` as FILLED (settled, no longer in flight)."""
     orders = engine.directory.ask("order", QueryOrders(), timeout_s=10)
@@ -195,6 +202,8 @@ def test_the_engine_trades_a_bracket_against_the_fake_and_flattens_it(
     assert [(p.instrument, p.quantity) for p in broker.list_positions() if p.quantity] == [
         ("INFY", 10)
     ]
+    # (A stop our books do not hold as accepted yet is cancelled and an EXIT closes instead.)
+    wait_until(lambda: legs_accepted(engine, stop, target), timeout_s=20, message="legs accepted")
 
     engine.directory.tell("order", FlattenAll(reason="e2e", ts_init=engine.clock.now_ns()))
 
@@ -209,6 +218,58 @@ def test_the_engine_trades_a_bracket_against_the_fake_and_flattens_it(
     )
     wait_until(lambda: engine_positions(engine) == [], timeout_s=20, message="the engine is flat")
     assert all(len(kite_orders(fake, cid)) == 1 for cid in (entry, stop, target))
+    # Two requests closed it: the target cancelled, then the stop itself made a MARKET order
+    # (protecting until then); no separate exit order.
+    (kite_stop,) = kite_orders(fake, stop)
+    (kite_target,) = kite_orders(fake, target)
+    assert (kite_stop["order_type"], kite_stop["status"]) == ("MARKET", "COMPLETE")
+    assert kite_target["status"] == "CANCELLED"
+    assert kite_orders(fake, entry[:-1] + "X1") == []
+
+
+def test_a_stop_kite_will_not_turn_to_market_is_cancelled_and_an_exit_closes(
+    fake: FakeKite, engine: Engine
+) -> None:
+    wait_until(
+        lambda: engine.gate.entry_denial(engine.clock.now_ns()) is None,
+        timeout_s=30,
+        message="entries allowed (leader, armed)",
+    )
+    entry, stop, target = send_plan(engine, fake)
+    wait_until(
+        lambda: (
+            [o["status"] for o in kite_orders(fake, stop) + kite_orders(fake, target)]
+            == ["TRIGGER PENDING", "OPEN"]
+        ),
+        timeout_s=20,
+        message="the stop and the target working at Kite",
+    )
+    wait_until(
+        lambda: [(p.instrument, p.quantity) for p in engine_positions(engine)] == [("INFY", 10)],
+        timeout_s=20,
+        message="the engine's position is Kite's",
+    )
+    wait_until(lambda: legs_accepted(engine, stop, target), timeout_s=20, message="legs accepted")
+    fake.refuse_modifications(1)
+    engine.directory.tell("order", FlattenAll(reason="e2e", ts_init=engine.clock.now_ns()))
+
+    wait_until(lambda: net_quantity(fake, "INFY") == 0, timeout_s=20, message="flat at Kite")
+    wait_until(lambda: engine_positions(engine) == [], timeout_s=20, message="the engine is flat")
+    exit_id = entry[:-1] + "X1"
+    wait_until(
+        lambda: [o["status"] for o in kite_orders(fake, exit_id)] == ["COMPLETE"],
+        timeout_s=20,
+        message="the exit filled",
+    )
+    (kite_stop,) = kite_orders(fake, stop)
+    (kite_target,) = kite_orders(fake, target)
+    assert (kite_stop["order_type"], kite_stop["status"]) == ("SL-M", "CANCELLED")
+    assert kite_target["status"] == "CANCELLED"
+    refused = [
+        r for r in fake.request_log("order") if r.method == "PUT" and r.error_type is not None
+    ]
+    assert len(refused) == 1
+    assert all(len(kite_orders(fake, cid)) == 1 for cid in (entry, stop, target, exit_id))
 
 
 def test_a_stop_moved_in_kites_own_app_is_drift_until_it_is_back(
@@ -402,9 +463,10 @@ def test_a_refused_token_at_start_is_one_startup_error_that_says_how_to_log_in(
 def test_many_brackets_at_the_rate_limit_open_and_flatten_with_no_halt_and_no_duplicate(
     fake: FakeKite, start_engine: Callable[..., Engine]
 ) -> None:
-    # 12 brackets (36 order requests to open, 36 to flatten) against Kite's 10/s and 200/min:
-    # the burst waits in the gateway past the settle delay; nothing is resent, nothing HALTs,
-    # no limit is exceeded, and the flatten leaves Kite flat with no order working.
+    # 12 brackets (36 order requests to open, 24 to flatten: each target cancelled, each stop
+    # made a MARKET order) against Kite's 10/s and 200/min: the burst waits in the gateway
+    # past the settle delay; nothing is resent, nothing HALTs, no limit is exceeded, and the
+    # flatten leaves Kite flat with no order working.
     # (50 brackets: tools/bench_kite_flatten.py, docs/benchmarks.md.)
     engine = start_engine(risk=BENCH_RISK)
     plan_ids = send_bracket_plans(engine, fake, 12)
@@ -422,3 +484,4 @@ def test_many_brackets_at_the_rate_limit_open_and_flatten_with_no_halt_and_no_du
     assert fake.order_requests_per_minute_max() <= 200
     tags = [o.get("tag") for o in fake.orders()]
     assert len(tags) == len(set(tags)), "a client id placed twice at Kite"
+    assert len(tags) == 36, "an exit order placed where the stop should have closed"

@@ -13,6 +13,7 @@ from domain.oco import (
     BracketAction,
     BracketStatus,
     CancelLeg,
+    MarketLeg,
     PlaceLeg,
     ResizeLeg,
     bracket_orders,
@@ -30,6 +31,7 @@ from domain.orders import (
     mark_cancel_requested,
     mark_submitted,
     resize,
+    turn_to_market,
 )
 from domain.plans import client_order_id
 
@@ -67,9 +69,15 @@ class Book:
     """The legs of one bracket as the order layer would hold them, plus the broker's side."""
 
     def __init__(
-        self, quantity: int = 10, *, levels_on_position: bool = False, **plan_overrides: object
+        self,
+        quantity: int = 10,
+        *,
+        levels_on_position: bool = False,
+        stop_to_market: bool = False,
+        **plan_overrides: object,
     ) -> None:
         self.levels_on_position = levels_on_position
+        self.stop_to_market = stop_to_market
         self.now = 100
         self.trade_number = 0
         self.bracket, entry = open_bracket(make_plan(**plan_overrides), quantity, self.now)
@@ -92,14 +100,21 @@ class Book:
                 self.orders[action.client_order_id] = order
             elif isinstance(action, ResizeLeg):
                 resize(self.orders[action.client_order_id], action.quantity, self.tick())
+            elif isinstance(action, MarketLeg):
+                turn_to_market(self.orders[action.client_order_id], action.quantity, self.tick())
             else:
                 mark_cancel_requested(self.orders[action.client_order_id], self.tick())
 
+    def traits(self) -> dict[str, bool]:
+        return {
+            "levels_on_position": self.levels_on_position,
+            "stop_to_market": self.stop_to_market,
+        }
+
     def update(self) -> list[BracketAction]:
-        levels = self.levels_on_position
-        actions = on_order_update(self.bracket, self.orders, self.tick(), levels_on_position=levels)
+        actions = on_order_update(self.bracket, self.orders, self.tick(), **self.traits())
         self.execute(actions)
-        again = on_order_update(self.bracket, self.orders, self.tick(), levels_on_position=levels)
+        again = on_order_update(self.bracket, self.orders, self.tick(), **self.traits())
         assert again == []
         return actions
 
@@ -137,12 +152,9 @@ class Book:
         return self.update()
 
     def flatten(self, reason: str = "operator") -> list[BracketAction]:
-        levels = self.levels_on_position
-        actions = request_flatten(
-            self.bracket, self.orders, reason, self.tick(), levels_on_position=levels
-        )
+        actions = request_flatten(self.bracket, self.orders, reason, self.tick(), **self.traits())
         self.execute(actions)
-        again = on_order_update(self.bracket, self.orders, self.tick(), levels_on_position=levels)
+        again = on_order_update(self.bracket, self.orders, self.tick(), **self.traits())
         assert again == []
         return actions
 
@@ -530,6 +542,98 @@ class TestLevelsOnThePosition:
         book = Book(levels_on_position=True)
         book.fill(ENTRY, 10)
         assert book.fill(STOP, 10, "98") == [CancelLeg(client_order_id=TARGET)]
+        book.broker_says(TARGET, OrderStatus.CANCELLED)
+        assert book.b.status is BracketStatus.CLOSED
+
+
+class TestStopMadeTheExit:
+    """A broker that can make a working stop a market order (Kite): a flatten cancels the
+    target, then turns the stop into the exit; the position keeps its stop until it closes."""
+
+    def open(self, quantity: int = 10) -> Book:
+        book = Book(stop_to_market=True)
+        book.fill(ENTRY, quantity)
+        book.broker_says(STOP, OrderStatus.ACCEPTED)
+        book.broker_says(TARGET, OrderStatus.ACCEPTED)
+        return book
+
+    def test_the_target_goes_first_then_the_stop_becomes_a_market_order_for_what_is_open(
+        self,
+    ) -> None:
+        book = self.open()
+        assert book.flatten("operator") == [CancelLeg(client_order_id=TARGET)]
+        assert book.status(STOP) is OrderStatus.ACCEPTED  # still protecting
+        assert book.broker_says(TARGET, OrderStatus.CANCELLED) == [
+            MarketLeg(client_order_id=STOP, quantity=10)
+        ]
+        stop = book.orders[STOP]
+        assert (stop.order_type, stop.trigger_price) == (OrderType.MARKET, None)
+        assert book.b.status is BracketStatus.FLATTENING
+        assert book.fill(STOP, 10, "99.5") == []
+        assert book.b.status is BracketStatus.CLOSED
+        assert book.b.exit_order_ids == ()  # no separate exit was ever needed
+        assert book.b.flatten_reason == "operator"
+
+    def test_a_target_part_filled_before_its_cancel_leaves_the_stop_the_rest(self) -> None:
+        book = self.open()
+        book.flatten()
+        book.fill(TARGET, 4, "102")
+        assert book.broker_says(TARGET, OrderStatus.CANCELLED) == [
+            MarketLeg(client_order_id=STOP, quantity=6)
+        ]
+
+    def test_a_target_filled_before_its_cancel_closes_the_trade_and_the_stop_is_cancelled(
+        self,
+    ) -> None:
+        book = self.open()
+        book.flatten()
+        assert book.fill(TARGET, 10, "102") == [CancelLeg(client_order_id=STOP)]
+        book.broker_says(STOP, OrderStatus.CANCELLED)
+        assert book.b.status is BracketStatus.CLOSED
+
+    def test_a_working_entry_is_cancelled_before_the_stop_is_turned(self) -> None:
+        book = self.open(quantity=4)
+        assert set(book.flatten()) == {
+            CancelLeg(client_order_id=ENTRY),
+            CancelLeg(client_order_id=TARGET),
+        }
+        assert book.broker_says(TARGET, OrderStatus.CANCELLED) == []
+        book.fill(ENTRY, 2)  # a late fill before the entry's cancel lands
+        assert book.broker_says(ENTRY, OrderStatus.CANCELLED) == [
+            MarketLeg(client_order_id=STOP, quantity=6)
+        ]
+
+    def test_a_stop_not_accepted_yet_is_cancelled_and_an_exit_closes_as_usual(self) -> None:
+        book = Book(stop_to_market=True)
+        book.fill(ENTRY, 10)  # stop and target SUBMITTED, no answer yet
+        assert set(book.flatten()) == {
+            CancelLeg(client_order_id=STOP),
+            CancelLeg(client_order_id=TARGET),
+        }
+        book.broker_says(STOP, OrderStatus.CANCELLED)
+        [exit_leg] = book.broker_says(TARGET, OrderStatus.CANCELLED)
+        assert isinstance(exit_leg, PlaceLeg) and exit_leg.client_order_id == EXIT_1
+
+    def test_a_stop_the_broker_would_not_turn_is_cancelled_then_an_exit_closes(self) -> None:
+        book = self.open()
+        book.flatten()
+        book.broker_says(TARGET, OrderStatus.CANCELLED)
+        # The order layer cancels a stop whose turn the broker refused.
+        book.execute([CancelLeg(client_order_id=STOP)])
+        assert book.update() == []  # waits for the cancel
+        [exit_leg] = book.broker_says(STOP, OrderStatus.CANCELLED)
+        assert exit_leg == PlaceLeg(
+            leg=LegKind.EXIT,
+            client_order_id=EXIT_1,
+            side=Side.SELL,
+            order_type=OrderType.MARKET,
+            quantity=10,
+        )
+
+    def test_a_stop_hit_while_the_target_is_cancelled_closes_the_trade(self) -> None:
+        book = self.open()
+        book.flatten()
+        assert book.fill(STOP, 10, "98") == []  # the target's cancel is on its way
         book.broker_says(TARGET, OrderStatus.CANCELLED)
         assert book.b.status is BracketStatus.CLOSED
 

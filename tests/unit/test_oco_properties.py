@@ -26,6 +26,7 @@ from domain.oco import (
     Bracket,
     BracketAction,
     BracketStatus,
+    MarketLeg,
     PlaceLeg,
     ResizeLeg,
     bracket_orders,
@@ -42,6 +43,7 @@ from domain.orders import (
     mark_cancel_requested,
     mark_submitted,
     resize,
+    turn_to_market,
 )
 from domain.positions import apply_fill as position_fill
 from domain.positions import flat, unrealized_pnl
@@ -71,7 +73,18 @@ EVENTS = (
 class Venue:
     """One bracket, its legs as the order layer holds them, and what the venue has said."""
 
-    def __init__(self, side: Side, quantity: int) -> None:
+    def __init__(
+        self,
+        side: Side,
+        quantity: int,
+        *,
+        stop_to_market: bool = False,
+        turns_refused: bool = False,
+    ) -> None:
+        # stop_to_market: a broker that can make a stop a market order (Kite); turns_refused:
+        # it refuses every such turn, and the order layer cancels the stop instead.
+        self.stop_to_market = stop_to_market
+        self.turns_refused = turns_refused
         self.now = 1_000
         self.trades = 0
         stop, target = (Decimal("98"), Decimal("104"))
@@ -112,14 +125,30 @@ class Venue:
                 self.orders[action.client_order_id] = order
             elif isinstance(action, ResizeLeg):
                 resize(self.orders[action.client_order_id], action.quantity, self.tick())
+            elif isinstance(action, MarketLeg):
+                assert self.stop_to_market, action
+                order = self.orders[action.client_order_id]
+                turn_to_market(order, action.quantity, self.tick())
+                if self.turns_refused:
+                    mark_cancel_requested(order, self.tick())
             else:
                 mark_cancel_requested(self.orders[action.client_order_id], self.tick())
 
+    def update(self) -> list[BracketAction]:
+        return on_order_update(
+            self.bracket, self.orders, self.tick(), stop_to_market=self.stop_to_market
+        )
+
+    def flatten(self, reason: str) -> list[BracketAction]:
+        return request_flatten(
+            self.bracket, self.orders, reason, self.tick(), stop_to_market=self.stop_to_market
+        )
+
     def settle(self, actions: list[BracketAction] | None = None) -> None:
         if actions is None:
-            actions = on_order_update(self.bracket, self.orders, self.tick())
+            actions = self.update()
         self.execute(actions)
-        again = on_order_update(self.bracket, self.orders, self.tick())
+        again = self.update()
         assert again == [], f"not idempotent: {again}"
         check_invariants(self)
 
@@ -234,11 +263,10 @@ class Venue:
                 old = self.reports[pick % len(self.reports)]
                 self.deliver_report(self.orders[old.client_order_id], old)
         elif event == "flatten":
-            actions = request_flatten(self.bracket, self.orders, "prop", self.tick())
-            self.settle(actions)
+            self.settle(self.flatten("prop"))
 
     def drain(self) -> None:
-        self.settle(request_flatten(self.bracket, self.orders, "drain", self.tick()))
+        self.settle(self.flatten("drain"))
         for _ in range(20):
             working = [order for order in self.legs() if order.status.is_working]
             if not working:
@@ -369,11 +397,21 @@ events = st.lists(
 
 
 @settings(max_examples=400, deadline=None)
-@given(side=st.sampled_from([Side.BUY, Side.SELL]), quantity=st.integers(1, 12), steps=events)
+@given(
+    side=st.sampled_from([Side.BUY, Side.SELL]),
+    quantity=st.integers(1, 12),
+    steps=events,
+    stop_to_market=st.booleans(),
+    turns_refused=st.booleans(),
+)
 def test_bracket_invariants_hold_after_any_sequence_of_venue_events(
-    side: Side, quantity: int, steps: list[tuple[str, int, int, int, bool]]
+    side: Side,
+    quantity: int,
+    steps: list[tuple[str, int, int, int, bool]],
+    stop_to_market: bool,
+    turns_refused: bool,
 ) -> None:
-    venue = Venue(side, quantity)
+    venue = Venue(side, quantity, stop_to_market=stop_to_market, turns_refused=turns_refused)
     check_invariants(venue)
     for event, pick, size, ticks, flag in steps:
         venue.step(event, pick, size, ticks, flag)
@@ -383,4 +421,4 @@ def test_bracket_invariants_hold_after_any_sequence_of_venue_events(
     assert bracket.status in (BracketStatus.CLOSED, BracketStatus.CANCELLED)
     assert (bracket.status is BracketStatus.CANCELLED) == (bracket.entry_filled == 0)
     assert all(not order.status.is_working for order in venue.legs())
-    assert on_order_update(bracket, venue.orders, venue.tick()) == []
+    assert venue.update() == []

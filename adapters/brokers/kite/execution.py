@@ -83,6 +83,7 @@ from adapters.brokers.kite.parsing import (
     account_is_live,
     fill_from_trade,
     login_instructions,
+    market_order_fields,
     order_form,
     packet_to_tick,
     parse_instruments_csv,
@@ -164,6 +165,9 @@ class KiteBroker:
     """
 
     name = "kite"
+    # A working SL-M can be made a MARKET order (PUT): a flatten's stop becomes its exit, two
+    # requests per position (cancel the target, turn the stop) instead of three.
+    stop_to_market = True
 
     def __init__(
         self,
@@ -340,8 +344,9 @@ class KiteBroker:
                 return
             raise
 
-    def modify_order(self, client_order_id: str, *, quantity: int) -> None:
-        """Change the total quantity of a working order (PUT).
+    def modify_order(self, client_order_id: str, *, quantity: int, to_market: bool = False) -> None:
+        """Change the total quantity of a working order (PUT); ``to_market``: make it a
+        MARKET order too (a flatten's SL-M stop becomes its exit, with ``market_protection``).
 
         Raises:
             BrokerRejected: unknown order, a quantity that is not whole lots, or Kite refused.
@@ -366,7 +371,19 @@ class KiteBroker:
                     client_order_id=client_order_id,
                 )
             form["order_type"] = known.order_type
+            if to_market:
+                form.update(market_order_fields(mapping))
+        elif to_market:
+            raise BrokerRejected(
+                f"UNKNOWN_ORDER_TYPE: {client_order_id} is not in this session's order book; "
+                "its stop is cancelled instead",
+                client_order_id=client_order_id,
+            )
         self._rest.put(f"/orders/regular/{order_id}", form, client_order_id=client_order_id)
+        if to_market:
+            with self._lock:
+                if (current := self._orders.get(order_id)) is not None:
+                    current.order_type = "MARKET"
 
     # ------------------------------------------------------------------ lists
     def list_orders(self) -> list[OrderStatusReport]:

@@ -51,6 +51,7 @@ __all__ = [
     "fill_from_trade",
     "kite_timestamp_ns",
     "login_instructions",
+    "market_order_fields",
     "order_form",
     "packet_to_tick",
     "parse_binary_frame",
@@ -248,6 +249,12 @@ def order_form(request: OrderRequest, mapping: OrderMapping) -> dict[str, str]:
             )
         form["trigger_price"] = _decimal_text(request.trigger_price)
     return form
+
+
+def market_order_fields(mapping: OrderMapping) -> dict[str, str]:
+    """The fields of ``PUT /orders/regular/{id}`` that make a working order a MARKET one
+    (a flatten's SL-M stop made its exit), ``market_protection`` included."""
+    return {"order_type": "MARKET", "market_protection": _decimal_text(mapping.market_protection)}
 
 
 def _decimal_text(value: Decimal) -> str:

@@ -571,8 +571,9 @@ class PaperBroker:
             client_order_id,
         )
 
-    def modify_order(self, client_order_id: str, *, quantity: int) -> None:
-        """Change the order's total quantity after the latency.
+    def modify_order(self, client_order_id: str, *, quantity: int, to_market: bool = False) -> None:
+        """Change the order's total quantity after the latency (``to_market`` is not offered:
+        the paper venue's flatten cancels the stop and sends an exit).
 
         If a fill takes the order to ``quantity`` or beyond before the change is due, the
         change is refused then with a status report whose reason opens ``MODIFY_REJECTED``.
@@ -583,6 +584,11 @@ class PaperBroker:
             BrokerUnavailable: not connected, closed, or passive.
             BrokerRateLimited: over the venue's rate limit; not taken.
         """
+        if to_market:
+            raise BrokerRejected(
+                f"MODIFY_TO_MARKET_UNSUPPORTED: {client_order_id}: the paper venue only resizes",
+                client_order_id=client_order_id,
+            )
         if self._rate_limit is not None:
             self._rate_limit.admit("modify", client_order_id)
         with self._lock:
