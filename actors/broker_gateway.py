@@ -114,6 +114,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -202,16 +203,14 @@ def request_priority(kind: BrokerRequestKind, leg: LegKind) -> BrokerPriority:
 _STILL_MANAGED = (BracketStatus.PENDING_ENTRY, BracketStatus.OPEN, BracketStatus.FLATTENING)
 
 
-def fresh_bracket_requests(
-    *, levels_on_position: bool = False, stop_to_market: bool = False
-) -> int:
+def fresh_bracket_requests(*, levels_on_position: bool = False, stop_in_place: bool = False) -> int:
     """What a bracket whose entry has not filled yet may still ask of the broker, at most: the
     entry's cancel, its stop and target (placed on a fill; each cancelled again by a flatten
-    unless the broker keeps them on the position) and one exit (``stop_to_market``: the stop
+    unless the broker keeps them on the position) and one exit (``stop_in_place``: the stop
     made a market order is the exit)."""
     if levels_on_position:
         return 4
-    return 5 if stop_to_market else 6
+    return 5 if stop_in_place else 6
 
 
 def requests_to_flatten(
@@ -219,7 +218,7 @@ def requests_to_flatten(
     orders: Mapping[str, Order],
     *,
     levels_on_position: bool = False,
-    stop_to_market: bool = False,
+    stop_in_place: bool = False,
 ) -> int:
     """How many broker requests a flatten of ``brackets`` would take, at most, counting the
     protective legs an entry that may still fill would place first.
@@ -230,7 +229,7 @@ def requests_to_flatten(
     working; and, unless it is being flattened, each missing stop or target that a fill would
     place (a submit and, later, its cancel; so is a leg booked but not yet handed to the
     gateway, PENDING_SUBMIT). ``levels_on_position`` (IG): the stop and target
-    ride the exit, so they cost their submit and no cancel. ``stop_to_market`` (Kite): a stop
+    ride the exit, so they cost their submit and no cancel. ``stop_in_place`` (Kite): a stop
     that is working (not being cancelled) or will be placed is made the exit, in place of its
     cancel, so no separate exit is counted (a flatten that meets a stop the broker has not
     accepted yet costs one request more). Called on the order actor's thread over its books.
@@ -263,7 +262,7 @@ def requests_to_flatten(
             if kind is LegKind.STOP and (
                 leg is None or leg.status is not OrderStatus.PENDING_CANCEL
             ):
-                stop_closes = stop_to_market and not levels_on_position
+                stop_closes = stop_in_place and not levels_on_position
         if holds and not stop_closes:
             exits = bracket.exit_order_ids
             latest_exit = orders.get(exits[-1]) if exits else None
@@ -474,6 +473,23 @@ class BrokerGateway:
             report_success=True,
         )
 
+    def move_stop(
+        self, client_order_id: str, *, quantity: int, trigger_price: Decimal, leg: LegKind
+    ) -> None:
+        """Move a working stop's trigger in place (its size, ``quantity``, unchanged); the
+        outcome comes back either way: ``BrokerRequestCompleted`` or ``BrokerRequestFailed``."""
+        broker = self._broker
+        self._hand_over(
+            BrokerRequestKind.MOVE_STOP,
+            client_order_id,
+            leg,
+            lambda: broker.modify_order(
+                client_order_id, quantity=quantity, trigger_price=trigger_price
+            ),
+            quantity=quantity,
+            report_success=True,
+        )
+
     def stop(self, timeout_s: float = 5.0) -> int:
         """Stop taking requests; returns how many were dropped (they stay in flight)."""
         return 0
@@ -491,7 +507,7 @@ class BrokerGateway:
         orders: Mapping[str, Order],
         *,
         levels_on_position: bool = False,
-        stop_to_market: bool = False,
+        stop_in_place: bool = False,
     ) -> None:
         """What a flatten of the order actor's books would cost now (``requests_to_flatten``),
         for the flatten reserve. Called on the order actor's thread, like ``submit``: before an
@@ -815,7 +831,7 @@ class ThreadedBrokerGateway(BrokerGateway):
         orders: Mapping[str, Order],
         *,
         levels_on_position: bool = False,
-        stop_to_market: bool = False,
+        stop_in_place: bool = False,
     ) -> None:
         if not self._keeps_reserve:
             return
@@ -824,10 +840,10 @@ class ThreadedBrokerGateway(BrokerGateway):
             brackets,
             orders,
             levels_on_position=levels_on_position,
-            stop_to_market=stop_to_market,
+            stop_in_place=stop_in_place,
         )
         fresh = fresh_bracket_requests(
-            levels_on_position=levels_on_position, stop_to_market=stop_to_market
+            levels_on_position=levels_on_position, stop_in_place=stop_in_place
         )
         with self._ready:
             shrank = requests < self._book_flatten_requests

@@ -393,19 +393,18 @@ class OrderActor(VigilActor):
         """Move every open position's stop closer (``oco.tightened_stop_price``); answers how
         many stops are being moved.
 
-        Why cancel and replace, not modify in place: the broker port's ``modify_order``
-        changes the quantity only, and the gateway carries nothing else; a replacement goes
-        through the path every protective leg already takes (the keep-protected rule places it
-        under the next sequence number, journalled ahead and fenced like any place), needs
-        nothing new from any broker, and is recovered like any replaced stop after a crash
-        (the bracket's new ``stop_price`` is stored with it). The cost: between the venue's
-        cancel confirmation and the new stop's acceptance the position has its target but no
-        stop, one round trip, at 15:20, five minutes before the hard flat. The cancel and the
-        new stop are journalled and fenced like every broker call; the replacement waits for
-        the cancel, so two stops never work at once. Idempotent: a stop already as tight
-        (or being replaced) is left alone. A broker whose stop is the position's own level
-        (``levels_on_position``: IG) has no such gap: the new stop goes first and moves the
-        level in one request (``oco.tighten_stop``).
+        How a stop moves depends on the broker (``oco.tighten_stop``). One that changes a
+        working stop in place (``stop_in_place``: Kite) gets one request moving its trigger
+        (``MoveStop``): the stop protects throughout, and our books take the new trigger once
+        the broker did; a refused move leaves the old stop working and is asked again, and past
+        ``order.max_attempts`` the stop is cancelled and replaced. A broker whose stop is the
+        position's own level (``levels_on_position``: IG) gets the new stop first, which moves
+        the level in one request. Any other (the paper venue) cancels and replaces: the
+        keep-protected rule places the new stop under the next sequence number once the cancel
+        is confirmed, so two stops never work at once, but the position has its target and no
+        stop for that round trip. Every request is journalled and fenced like any broker call;
+        the bracket's new ``stop_price`` is stored with it, so a restart finishes the move.
+        Idempotent: a stop already as tight (or being moved) is left alone.
         """
         now = self.clock.now_ns()
         work: list[tuple[oco.Bracket, list[oco.BracketAction]]] = []
@@ -443,6 +442,7 @@ class OrderActor(VigilActor):
                 new_stop,
                 now,
                 levels_on_position=self._execution.levels_on_position,
+                stop_in_place=self._execution.stop_in_place,
             )
             if not actions:
                 continue

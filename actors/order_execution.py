@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -61,6 +62,7 @@ from domain.orders import (
     mark_cancel_requested,
     mark_rejected,
     mark_submitted,
+    move_trigger,
     resize,
     turn_to_market,
 )
@@ -139,7 +141,7 @@ class OrderExecution:
         # IG keeps stop and target on the position: a flatten's exit closes them with it.
         self.levels_on_position = bool(getattr(broker, "levels_on_position", False))
         # Kite can make a working stop a market order: a flatten's stop is then its exit.
-        self.stop_to_market = bool(getattr(broker, "stop_to_market", False))
+        self.stop_in_place = bool(getattr(broker, "stop_in_place", False))
         self._gateway = gateway
         self._metrics = metrics
         self._clock = clock
@@ -160,6 +162,9 @@ class OrderExecution:
         self._resizing: dict[str, int] = {}
         # Stops a flatten is making market orders, not yet answered (the same, for turns).
         self._turning: dict[str, int] = {}
+        # Stops whose trigger a tighten is moving, not yet answered (client_order_id -> the
+        # new trigger): one move per stop at a time; the books take it once the broker did.
+        self._moving: dict[str, Decimal] = {}
         # Failed attempts per (loop, client_order_id): resends and resizes stop at
         # max_attempts and escalate instead of spinning.
         self._attempts: Counter[tuple[str, str]] = Counter()
@@ -231,7 +236,7 @@ class OrderExecution:
             self._book.bracket_orders(bracket),
             now,
             levels_on_position=self.levels_on_position,
-            stop_to_market=self.stop_to_market,
+            stop_in_place=self.stop_in_place,
         )
 
     def bracket_flatten(
@@ -244,7 +249,7 @@ class OrderExecution:
             reason,
             now,
             levels_on_position=self.levels_on_position,
-            stop_to_market=self.stop_to_market,
+            stop_in_place=self.stop_in_place,
         )
 
     def store_order_update(self, order: Order, now: int) -> None:
@@ -277,6 +282,8 @@ class OrderExecution:
                     self._resize(action)
                 elif isinstance(action, oco.MarketLeg):
                     self._turn_to_market(action)
+                elif isinstance(action, oco.MoveStop):
+                    self._move_stop(action)
                 else:
                     self.cancel_all([action])
         self.cancel_all(cancels)
@@ -484,6 +491,80 @@ class OrderExecution:
         self._turning[order.client_order_id] = action.quantity
         self._gateway.turn_to_market(order.client_order_id, quantity=action.quantity, leg=order.leg)
 
+    def _move_stop(self, action: oco.MoveStop) -> None:
+        """Move a stop's trigger in place (a tighten): written ahead as a re-stamp; the books
+        take the new trigger once the broker did, and until then the bracket asks again
+        (answered from ``_moving``)."""
+        order = self._book.orders.get(action.client_order_id)
+        if order is None or order.status.is_terminal or order.order_type is not OrderType.STOP:
+            return
+        if not self.may_touch_broker() or order.client_order_id in self._moving:
+            return
+        if self.stamp_under_fence(order, self._clock.now_ns(), kind=JournalKind.RESIZE) is not None:
+            return
+        self._moving[order.client_order_id] = action.trigger_price
+        self._gateway.move_stop(
+            order.client_order_id,
+            quantity=order.quantity,
+            trigger_price=action.trigger_price,
+            leg=order.leg,
+        )
+
+    def _stop_moved(self, client_id: str) -> None:
+        trigger_price = self._moving.pop(client_id, None)
+        order = self._book.orders.get(client_id)
+        if trigger_price is None or order is None:
+            return
+        self._attempts.pop(("move", client_id), None)
+        try:
+            move_trigger(order, trigger_price, self._clock.now_ns())
+        except InvalidTransition as error:
+            logger.info("stop %s moved at the broker, not in our books: %s", client_id, error)
+            return
+        self._store.write(order=order)
+
+    def _move_stop_failed(self, order: Order, failed: BrokerRequestFailed) -> None:
+        """A refused or unanswered move leaves the old stop protecting at its old level; the
+        bracket asks again at its next update. Past max_attempts the stop is cancelled and the
+        keep-protected rule replaces it at the new level (a round trip without a stop, the way
+        brokers that cannot move a stop always tighten)."""
+        if order.status.is_terminal or order.status is OrderStatus.PENDING_CANCEL:
+            return
+        key = ("move", order.client_order_id)
+        self._attempts[key] += 1
+        if not failed.rejected:
+            self._metrics.retries_total.labels(type="modify_unknown").inc()
+        logger.warning(
+            "stop %s not moved (%s, attempt %d): %s",
+            order.client_order_id,
+            "refused" if failed.rejected else "unanswered",
+            self._attempts[key],
+            failed.error,
+        )
+        if self._attempts[key] < self._order_config.max_attempts:
+            return
+        del self._attempts[key]
+        detail = (
+            f"stop {order.client_order_id} could not be moved {self._order_config.max_attempts} "
+            f"times; cancelling it, the bracket replaces it at its new level. Last: "
+            f"{failed.error}"
+        )
+        log_event(
+            logger,
+            "MOVE_GAVE_UP",
+            detail,
+            level=logging.WARNING,
+            client_order_id=order.client_order_id,
+            leg=order.leg.value,
+        )
+        self._store.write_event(
+            "MOVE_GAVE_UP",
+            {"detail": detail, "client_order_id": order.client_order_id},
+            ts_ns=self._clock.now_ns(),
+            instance_id=self._instance_id,
+        )
+        self.cancel(oco.CancelLeg(client_order_id=order.client_order_id))
+
     def _turned_to_market(self, client_id: str, quantity: int) -> None:
         self._turning.pop(client_id, None)
         order = self._book.orders.get(client_id)
@@ -577,7 +658,7 @@ class OrderExecution:
             self._book.brackets.values(),
             self._book.orders,
             levels_on_position=self.levels_on_position,
-            stop_to_market=self.stop_to_market,
+            stop_in_place=self.stop_in_place,
         )
 
     def request_cancel(self, order: Order) -> None:
@@ -598,6 +679,8 @@ class OrderExecution:
             del self._resizing[client_id]
         if failed.request is BrokerRequestKind.TO_MARKET:
             self._turning.pop(client_id, None)
+        if failed.request is BrokerRequestKind.MOVE_STOP:
+            self._moving.pop(client_id, None)
         order = self._book.orders.get(client_id)
         if order is None:
             logger.info(
@@ -613,6 +696,8 @@ class OrderExecution:
             self._cancel_failed(order, failed)
         elif failed.request is BrokerRequestKind.TO_MARKET:
             self._turn_to_market_failed(order, failed)
+        elif failed.request is BrokerRequestKind.MOVE_STOP:
+            self._move_stop_failed(order, failed)
         else:
             self._resize_answered_failed(order, failed)
 
@@ -622,6 +707,9 @@ class OrderExecution:
         client_id = completed.client_order_id
         if completed.request is BrokerRequestKind.TO_MARKET and completed.quantity is not None:
             self._turned_to_market(client_id, completed.quantity)
+            return
+        if completed.request is BrokerRequestKind.MOVE_STOP:
+            self._stop_moved(client_id)
             return
         if completed.request is not BrokerRequestKind.MODIFY or completed.quantity is None:
             return

@@ -23,9 +23,9 @@ The rules, restated from the order layer's point of view:
   ``OVER_EXIT`` when the trade ended by itself. Where the broker keeps stop and target ON
   the position (``levels_on_position``: IG), closing the position ends them with it: the
   EXIT goes at once and the siblings, still protecting until then, are not cancelled first.
-  Where the broker can turn a working stop into a market order (``stop_to_market``: Kite),
-  the stop itself is the exit: the target (and a working entry) are cancelled first, then
-  ``MarketLeg`` turns the stop into a market order for what is open. Two requests per position
+  Where the broker changes a working stop in place (``stop_in_place``: Kite), the stop itself
+  is the exit: the target (and a working entry) are cancelled first, then ``MarketLeg`` turns
+  the stop into a market order for what is open. Two requests per position
   instead of three, and the position keeps its stop until the moment it is closed. A stop that
   is not accepted yet, or an EXIT already working, takes the usual path.
 - Tightening (``tighten_stop``, the schedule's 15:20): the bracket's ``stop_price`` moves to
@@ -34,7 +34,10 @@ The rules, restated from the order layer's point of view:
   stops never work at once (the replacement waits for the cancel), and no sibling is orphaned
   (the target keeps working throughout). ``tightened_stop_price`` decides the price. With
   ``levels_on_position`` the stop is the position's one level: the replacement is placed
-  first and moves it (one request, never unprotected); the venue ends the old leg.
+  first and moves it (one request, never unprotected); the venue ends the old leg. With
+  ``stop_in_place`` the working stop's trigger is moved (``MoveStop``, one request, never
+  unprotected); a stop whose trigger is not the bracket's ``stop_price`` is moved again by
+  the keep-protected rule until it is (a refused move leaves the old, looser stop working).
 - A stopped-out trade is not re-entered: an entry still working when the trade ends is
   cancelled, and any late entry fill is closed by an EXIT rather than protected again.
 
@@ -67,6 +70,7 @@ __all__ = [
     "BracketStatus",
     "CancelLeg",
     "MarketLeg",
+    "MoveStop",
     "PlaceLeg",
     "ResizeLeg",
     "bracket_orders",
@@ -160,7 +164,14 @@ class MarketLeg(msgspec.Struct, frozen=True, kw_only=True):
     quantity: int  # the new total quantity of the order (filled part included)
 
 
-BracketAction = PlaceLeg | ResizeLeg | CancelLeg | MarketLeg
+class MoveStop(msgspec.Struct, frozen=True, kw_only=True):
+    """Move a working stop's trigger in place: it protects at the old level until then."""
+
+    client_order_id: str
+    trigger_price: Decimal
+
+
+BracketAction = PlaceLeg | ResizeLeg | CancelLeg | MarketLeg | MoveStop
 
 _ENDED = (BracketStatus.CLOSED, BracketStatus.CANCELLED)
 
@@ -225,7 +236,7 @@ def on_order_update(
     now_ns: int,
     *,
     levels_on_position: bool = False,
-    stop_to_market: bool = False,
+    stop_in_place: bool = False,
 ) -> list[BracketAction]:
     """Reconcile the bracket with its legs after any change to any of them.
 
@@ -245,10 +256,11 @@ def on_order_update(
     stays protected until it is closed, and it costs one request instead of three. Siblings
     still working once nothing is open are cancelled as usual.
 
-    ``stop_to_market``: the broker can turn a working stop into a market order (Kite). A wind
-    down then cancels the target and any working entry, and once they are dead returns a
-    ``MarketLeg`` for the accepted stop: it closes the position, still protected until then,
-    in two requests instead of three.
+    ``stop_in_place``: the broker changes a working stop in place (Kite). A wind down then
+    cancels the target and any working entry, and once they are dead returns a ``MarketLeg``
+    for the accepted stop: it closes the position, still protected until then, in two
+    requests instead of three. While open, an accepted stop whose trigger is not the bracket's
+    ``stop_price`` (a tighten) gets a ``MoveStop``.
     """
     before = msgspec.structs.astuple(bracket)
     entry = orders.get(bracket.entry_order_id)
@@ -261,7 +273,9 @@ def on_order_update(
     if bracket.flatten_reason is None:
         bracket.flatten_reason = _trade_over_reason(bracket, orders, open_quantity)
     if bracket.flatten_reason is None:
-        actions = _keep_protected(bracket, orders, entry, open_quantity)
+        actions = _keep_protected(
+            bracket, orders, entry, open_quantity, stop_in_place=stop_in_place
+        )
     else:
         actions = _wind_down(
             bracket,
@@ -269,7 +283,7 @@ def on_order_update(
             entry,
             open_quantity,
             levels_on_position=levels_on_position,
-            stop_to_market=stop_to_market,
+            stop_in_place=stop_in_place,
         )
     if actions or msgspec.structs.astuple(bracket) != before:
         bracket.ts_updated = now_ns
@@ -283,7 +297,7 @@ def request_flatten(
     now_ns: int,
     *,
     levels_on_position: bool = False,
-    stop_to_market: bool = False,
+    stop_in_place: bool = False,
 ) -> list[BracketAction]:
     """Close the bracket's position: cancel the working entry and siblings first, then EXIT.
 
@@ -293,7 +307,7 @@ def request_flatten(
     for what is left if that one dies partly filled, and end CLOSED (or CANCELLED when the
     entry never filled). A bracket already CLOSED or CANCELLED with nothing open and nothing
     working is left untouched and ``[]`` is returned. ``levels_on_position`` and
-    ``stop_to_market``: see ``on_order_update``.
+    ``stop_in_place``: see ``on_order_update``.
     """
     if bracket.status in _ENDED and not working_leg_ids(bracket, orders):
         entry = orders.get(bracket.entry_order_id)
@@ -308,7 +322,7 @@ def request_flatten(
         orders,
         now_ns,
         levels_on_position=levels_on_position,
-        stop_to_market=stop_to_market,
+        stop_in_place=stop_in_place,
     )
 
 
@@ -364,9 +378,13 @@ def tighten_stop(
     now_ns: int,
     *,
     levels_on_position: bool = False,
+    stop_in_place: bool = False,
 ) -> list[BracketAction]:
     """Move an OPEN bracket's stop to ``new_stop``: set ``stop_price`` and cancel the working
     stop; ``on_order_update`` places its replacement at ``new_stop`` once it is dead.
+
+    ``stop_in_place`` (Kite): the working stop's trigger is moved instead (``MoveStop``, one
+    request, never unprotected), once the broker has accepted it.
 
     ``levels_on_position`` (IG: the stop is the position's one level): the replacement is
     placed at once and moves that level in one request; the venue reports the old leg ended
@@ -383,13 +401,18 @@ def tighten_stop(
     stop = orders.get(stop_id) if stop_id is not None else None
     if stop is None or stop.status is OrderStatus.PENDING_CANCEL or not stop.status.is_working:
         return []
-    if levels_on_position and stop.status in (OrderStatus.PENDING_SUBMIT, OrderStatus.SUBMITTED):
-        return []  # the previous move is not answered yet
+    if (levels_on_position or stop_in_place) and stop.status in (
+        OrderStatus.PENDING_SUBMIT,
+        OrderStatus.SUBMITTED,
+    ):
+        return []  # the previous move (or the stop's placing) is not answered yet
     bracket.stop_price = new_stop
     bracket.ts_updated = now_ns
     if stop.trigger_price == new_stop:
         return []
     assert stop_id is not None
+    if stop_in_place and not levels_on_position:
+        return [MoveStop(client_order_id=stop_id, trigger_price=new_stop)]
     if levels_on_position:
         quantity = stop.remaining_quantity
         return [
@@ -518,7 +541,12 @@ def _trade_over_reason(
 
 
 def _keep_protected(
-    bracket: Bracket, orders: Mapping[str, Order], entry: Order | None, open_quantity: int
+    bracket: Bracket,
+    orders: Mapping[str, Order],
+    entry: Order | None,
+    open_quantity: int,
+    *,
+    stop_in_place: bool = False,
 ) -> list[BracketAction]:
     cancels: list[BracketAction] = []
     resizes: list[BracketAction] = []
@@ -542,6 +570,16 @@ def _keep_protected(
                 wanted = order.filled_quantity + open_quantity
                 if order.quantity != wanted:
                     resizes.append(ResizeLeg(client_order_id=current_id, quantity=wanted))
+                if (
+                    stop_in_place
+                    and kind is LegKind.STOP
+                    and order.status in (OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED)
+                    and order.trigger_price != bracket.stop_price
+                ):
+                    # A tighten whose move has not reached our books yet (or was refused).
+                    resizes.append(
+                        MoveStop(client_order_id=current_id, trigger_price=bracket.stop_price)
+                    )
             elif order.status is not OrderStatus.FILLED:
                 # Died without us asking (rejected, cancelled by the broker): replace it.
                 places.append(
@@ -571,7 +609,7 @@ def _wind_down(
     open_quantity: int,
     *,
     levels_on_position: bool = False,
-    stop_to_market: bool = False,
+    stop_in_place: bool = False,
 ) -> list[BracketAction]:
     cancels: list[BracketAction] = []
     resizes: list[BracketAction] = []
@@ -586,7 +624,7 @@ def _wind_down(
     siblings_ride_the_exit = levels_on_position and open_quantity > 0
     closing_stop = (
         _closing_stop(bracket, orders, open_quantity, latest_exit)
-        if stop_to_market and not siblings_ride_the_exit
+        if stop_in_place and not siblings_ride_the_exit
         else None
     )
     candidates = [bracket.entry_order_id] if bracket.entry_order_id else []
@@ -654,7 +692,7 @@ def _wind_down(
 def _closing_stop(
     bracket: Bracket, orders: Mapping[str, Order], open_quantity: int, latest_exit: Order | None
 ) -> Order | None:
-    """The stop a ``stop_to_market`` wind down turns into the exit (or already has), or None
+    """The stop a ``stop_in_place`` wind down turns into the exit (or already has), or None
     for the usual path: nothing open to close, an EXIT already working, or no current stop the
     broker has accepted and nobody is cancelling."""
     if open_quantity <= 0 or (latest_exit is not None and latest_exit.status.is_working):

@@ -45,6 +45,7 @@ __all__ = [
     "mark_cancel_requested",
     "mark_rejected",
     "mark_submitted",
+    "move_trigger",
     "resize",
     "turn_to_market",
 ]
@@ -357,6 +358,19 @@ def turn_to_market(order: Order, new_quantity: int, now_ns: int) -> None:
     order.order_type = OrderType.MARKET
     order.trigger_price = None
     order.quantity = new_quantity
+    order.ts_updated = now_ns
+
+
+def move_trigger(order: Order, trigger_price: Decimal, now_ns: int) -> None:
+    """Set a working stop's new trigger, as the broker holds it once it took the move
+    (``oco.MoveStop``).
+
+    Raises:
+        InvalidTransition: the order is not a working stop (a fill or cancel crossed the move).
+    """
+    if order.order_type is not OrderType.STOP or order.status not in _RESIZABLE:
+        raise InvalidTransition(order, "STOP_MOVED", f"trigger_price={trigger_price}")
+    order.trigger_price = trigger_price
     order.ts_updated = now_ns
 
 

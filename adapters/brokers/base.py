@@ -6,8 +6,8 @@
 | set_report_sink   | yes      | reports arrive asynchronously through the sink, on any thread|
 | submit_order      | yes      | BrokerRejected = definitive; BrokerUnavailable = unknown     |
 | cancel_order      | yes      | idempotent; cancelling a dead order is not an error          |
-| modify_order      | yes      | changes the total quantity of a working order (to_market:    |
-|                   |          | makes it a market order too, if stop_to_market)              |
+| modify_order      | yes      | changes the total quantity of a working order (to_market,    |
+|                   |          | trigger_price: see stop_in_place)                            |
 | list_orders       | yes      | the session's orders, working and finished (reconciliation's |
 |                   |          | full runs settle unknowns from it). Kite: GET /orders (the   |
 |                   |          | day's orders); IG: GET /workingorders + activity history     |
@@ -35,10 +35,12 @@
 |                   |          | ``attached_target`` open it protected and an EXIT closing it |
 |                   |          | ends them: a flatten sends the exit without cancelling them  |
 |                   |          | first (``domain.oco``)                                       |
-| stop_to_market    | optional | attribute, default False. True (Kite): ``modify_order(...,  |
-|                   |          | to_market=True)`` makes a working stop a market order, so a  |
-|                   |          | flatten cancels the target, then turns the stop into the     |
-|                   |          | exit (``domain.oco``; brokers without it refuse to_market)   |
+| stop_in_place     | optional | attribute, default False. True (Kite): ``modify_order`` can  |
+|                   |          | change a working stop in place: ``to_market=True`` makes it  |
+|                   |          | a market order (a flatten cancels the target, then turns the |
+|                   |          | stop into the exit) and ``trigger_price`` moves its trigger  |
+|                   |          | (a tighten: one request, never unprotected); ``domain.oco``. |
+|                   |          | Brokers without it refuse both                               |
 | adopt_working_    | optional | method. Called by the order actor once after recovery (and   |
 | orders(orders)    |          | on a takeover), before reconciling, with the engine's        |
 |                   |          | unfinished orders, so a broker whose lists cannot name our   |
@@ -195,7 +197,12 @@ class BrokerPort(Protocol):
     def cancel_order(self, client_order_id: str) -> None: ...
 
     def modify_order(
-        self, client_order_id: str, *, quantity: int, to_market: bool = False
+        self,
+        client_order_id: str,
+        *,
+        quantity: int,
+        to_market: bool = False,
+        trigger_price: Decimal | None = None,
     ) -> None: ...
 
     def list_orders(self) -> list[OrderStatusReport]: ...

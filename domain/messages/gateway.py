@@ -32,6 +32,7 @@ class BrokerRequestKind(StrEnum):
     CANCEL = "cancel"
     MODIFY = "modify"
     TO_MARKET = "to_market"  # a working stop made a market order: it closes the position
+    MOVE_STOP = "move_stop"  # a working stop's trigger moved in place (a tighten)
 
 
 class BrokerRequestFailed(msgspec.Struct, frozen=True, kw_only=True):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -94,8 +95,16 @@ class RecordingBroker:
     def cancel_order(self, client_order_id: str) -> None:
         self._call("cancel", client_order_id)
 
-    def modify_order(self, client_order_id: str, *, quantity: int, to_market: bool = False) -> None:
-        self._call(f"{'market' if to_market else 'modify'}:{quantity}", client_order_id)
+    def modify_order(
+        self,
+        client_order_id: str,
+        *,
+        quantity: int,
+        to_market: bool = False,
+        trigger_price: Decimal | None = None,
+    ) -> None:
+        what = "market" if to_market else "move" if trigger_price is not None else "modify"
+        self._call(f"{what}:{quantity}", client_order_id)
 
 
 class Outbox:
@@ -150,17 +159,19 @@ class TestPriorities:
         gateway.cancel("working-1", leg=LegKind.TARGET)
         gateway.modify("stop-1", quantity=5, leg=LegKind.STOP)
         gateway.turn_to_market("stop-2", quantity=5, leg=LegKind.STOP)
+        gateway.move_stop("stop-3", quantity=5, trigger_price=Decimal("99"), leg=LegKind.STOP)
         gateway.cancel("working-2", leg=LegKind.ENTRY)
-        assert gateway.snapshot()["queued"] == 7
-        assert gateway.queue_depths() == {"close": 2, "cancel": 2, "protective": 1, "entry": 2}
+        assert gateway.snapshot()["queued"] == 8
+        assert gateway.queue_depths() == {"close": 2, "cancel": 2, "protective": 2, "entry": 2}
         release.set()
-        assert wait_calls(broker, 8) == [
+        assert wait_calls(broker, 9) == [
             ("submit", "busy"),
             ("submit", "exit-1"),
             ("market:5", "stop-2"),
             ("cancel", "working-1"),
             ("cancel", "working-2"),
             ("modify:5", "stop-1"),
+            ("move:5", "stop-3"),
             ("submit", "entry-1"),
             ("submit", "entry-2"),
         ]

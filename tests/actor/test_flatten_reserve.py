@@ -137,12 +137,12 @@ class TestRequestsToFlatten:
     def test_a_stop_made_the_exit_saves_the_exit_but_not_a_stop_being_cancelled(self) -> None:
         # Kite: the target's cancel and the stop's turn to MARKET; no separate exit.
         brackets, orders = books(fresh("p1"), protected("p2"))
-        assert requests_to_flatten(brackets, orders, stop_to_market=True) == 5 + 2
-        assert fresh_bracket_requests(stop_to_market=True) == 5
+        assert requests_to_flatten(brackets, orders, stop_in_place=True) == 5 + 2
+        assert fresh_bracket_requests(stop_in_place=True) == 5
         cancelling, its_orders = protected("p3")
         assert cancelling.stop_order_id is not None
         its_orders[cancelling.stop_order_id].status = OrderStatus.PENDING_CANCEL
-        assert requests_to_flatten(*books((cancelling, its_orders)), stop_to_market=True) == 3
+        assert requests_to_flatten(*books((cancelling, its_orders)), stop_in_place=True) == 3
 
 
 # ------------------------------------------------------------------ the gateway alone

@@ -27,6 +27,7 @@ from domain.messages import (
     QueryOrders,
     QueryPositions,
     QueryTradingState,
+    TightenStops,
 )
 from domain.plans import client_order_id
 from launcher.config import load_config
@@ -272,6 +273,85 @@ def test_a_stop_kite_will_not_turn_to_market_is_cancelled_and_an_exit_closes(
     assert all(len(kite_orders(fake, cid)) == 1 for cid in (entry, stop, target, exit_id))
 
 
+def open_protected(engine: Engine, fake: FakeKite) -> tuple[str, str, str]:
+    """A BUY bracket on INFY, its stop and target accepted in our books."""
+    wait_until(
+        lambda: engine.gate.entry_denial(engine.clock.now_ns()) is None,
+        timeout_s=30,
+        message="entries allowed (leader, armed)",
+    )
+    entry, stop, target = send_plan(engine, fake)
+    wait_until(lambda: legs_accepted(engine, stop, target), timeout_s=20, message="legs accepted")
+    return entry, stop, target
+
+
+def stop_trigger_in_our_books(engine: Engine, stop: str) -> Decimal | None:
+    orders = engine.directory.ask("order", QueryOrders(), timeout_s=10)
+    return next((o.trigger_price for o in orders if o.client_order_id == stop), None)
+
+
+def tighten(engine: Engine) -> None:
+    """The 15:20 tighten, trailing 200 ticks (10 rupees, about 0.6 %) behind the bid: tighter
+    than the 5 % stop, wide enough that the fake's walk does not reach it within the test."""
+    wait_until(
+        lambda: (
+            engine.directory.ask(
+                "order", TightenStops(reason="e2e", mode="trail", trail_ticks=200), timeout_s=10
+            )
+            > 0
+        ),
+        timeout_s=20,
+        message="a stop to tighten once a quote has reached the engine",
+    )
+
+
+def test_a_tightened_stop_has_its_trigger_moved_at_kite_in_one_request(
+    fake: FakeKite, engine: Engine
+) -> None:
+    # Kite can change a working SL-M in place: one PUT, the stop protecting throughout; never
+    # a cancel and a replacement (a round trip without a stop).
+    _, stop, _ = open_protected(engine, fake)
+    (kite_stop,) = kite_orders(fake, stop)
+    old_trigger = Decimal(str(kite_stop["trigger_price"]))
+    tighten(engine)
+    wait_until(
+        lambda: Decimal(str(kite_orders(fake, stop)[0]["trigger_price"])) > old_trigger,
+        timeout_s=20,
+        message="the stop's trigger moved at Kite",
+    )
+    (kite_stop,) = kite_orders(fake, stop)
+    moved = Decimal(str(kite_stop["trigger_price"]))
+    assert (kite_stop["order_type"], kite_stop["status"]) == ("SL-M", "TRIGGER PENDING")
+    wait_until(
+        lambda: stop_trigger_in_our_books(engine, stop) == moved,
+        timeout_s=20,
+        message="our books hold the moved trigger",
+    )
+    requests = fake.request_log("order")
+    assert [r.method for r in requests if r.method in ("PUT", "DELETE")] == ["PUT"]
+    assert kite_orders(fake, client_order_id(stop[:-1], LegKind.STOP, 1)) == []
+
+
+def test_a_stop_kite_will_not_move_stays_protecting_then_is_replaced_at_the_new_level(
+    fake: FakeKite, engine: Engine
+) -> None:
+    _, stop, _ = open_protected(engine, fake)
+    fake.refuse_modifications(5)  # order.max_attempts: each move refused, the old stop kept
+    tighten(engine)
+    replacement = client_order_id(stop[:-1], LegKind.STOP, 1)
+    wait_until(
+        lambda: [o["status"] for o in kite_orders(fake, replacement)] == ["TRIGGER PENDING"],
+        timeout_s=30,
+        message="the stop cancelled after the last refused move, and replaced at the new level",
+    )
+    refused = [r for r in fake.request_log("order") if r.method == "PUT"]
+    assert len(refused) == 5 and all(r.error_type == "InputException" for r in refused)
+    (old,) = kite_orders(fake, stop)
+    (new,) = kite_orders(fake, replacement)
+    assert old["status"] == "CANCELLED"
+    assert Decimal(str(new["trigger_price"])) > Decimal(str(old["trigger_price"]))
+
+
 def test_a_stop_moved_in_kites_own_app_is_drift_until_it_is_back(
     fake: FakeKite, engine: Engine
 ) -> None:
@@ -473,6 +553,9 @@ def test_many_brackets_at_the_rate_limit_open_and_flatten_with_no_halt_and_no_du
     wait_until(
         lambda: brackets_protected(fake, plan_ids), timeout_s=60, message="12 brackets protected"
     )
+    legs = [client_order_id(p, leg) for p in plan_ids for leg in (LegKind.STOP, LegKind.TARGET)]
+    # (A stop our books do not hold as accepted yet is cancelled and an EXIT closes instead.)
+    wait_until(lambda: legs_accepted(engine, *legs), timeout_s=30, message="legs accepted")
     engine.directory.ask(
         "order", FlattenAll(reason="drill", ts_init=engine.clock.now_ns()), timeout_s=10
     )

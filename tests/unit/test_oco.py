@@ -14,6 +14,7 @@ from domain.oco import (
     BracketStatus,
     CancelLeg,
     MarketLeg,
+    MoveStop,
     PlaceLeg,
     ResizeLeg,
     bracket_orders,
@@ -30,6 +31,7 @@ from domain.orders import (
     apply_status_report,
     mark_cancel_requested,
     mark_submitted,
+    move_trigger,
     resize,
     turn_to_market,
 )
@@ -73,11 +75,11 @@ class Book:
         quantity: int = 10,
         *,
         levels_on_position: bool = False,
-        stop_to_market: bool = False,
+        stop_in_place: bool = False,
         **plan_overrides: object,
     ) -> None:
         self.levels_on_position = levels_on_position
-        self.stop_to_market = stop_to_market
+        self.stop_in_place = stop_in_place
         self.now = 100
         self.trade_number = 0
         self.bracket, entry = open_bracket(make_plan(**plan_overrides), quantity, self.now)
@@ -102,13 +104,15 @@ class Book:
                 resize(self.orders[action.client_order_id], action.quantity, self.tick())
             elif isinstance(action, MarketLeg):
                 turn_to_market(self.orders[action.client_order_id], action.quantity, self.tick())
+            elif isinstance(action, MoveStop):
+                move_trigger(self.orders[action.client_order_id], action.trigger_price, self.tick())
             else:
                 mark_cancel_requested(self.orders[action.client_order_id], self.tick())
 
     def traits(self) -> dict[str, bool]:
         return {
             "levels_on_position": self.levels_on_position,
-            "stop_to_market": self.stop_to_market,
+            "stop_in_place": self.stop_in_place,
         }
 
     def update(self) -> list[BracketAction]:
@@ -551,7 +555,7 @@ class TestStopMadeTheExit:
     target, then turns the stop into the exit; the position keeps its stop until it closes."""
 
     def open(self, quantity: int = 10) -> Book:
-        book = Book(stop_to_market=True)
+        book = Book(stop_in_place=True)
         book.fill(ENTRY, quantity)
         book.broker_says(STOP, OrderStatus.ACCEPTED)
         book.broker_says(TARGET, OrderStatus.ACCEPTED)
@@ -604,7 +608,7 @@ class TestStopMadeTheExit:
         ]
 
     def test_a_stop_not_accepted_yet_is_cancelled_and_an_exit_closes_as_usual(self) -> None:
-        book = Book(stop_to_market=True)
+        book = Book(stop_in_place=True)
         book.fill(ENTRY, 10)  # stop and target SUBMITTED, no answer yet
         assert set(book.flatten()) == {
             CancelLeg(client_order_id=STOP),

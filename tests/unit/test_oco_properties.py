@@ -27,6 +27,7 @@ from domain.oco import (
     BracketAction,
     BracketStatus,
     MarketLeg,
+    MoveStop,
     PlaceLeg,
     ResizeLeg,
     bracket_orders,
@@ -35,6 +36,7 @@ from domain.oco import (
     on_order_update,
     open_bracket,
     request_flatten,
+    tighten_stop,
 )
 from domain.orders import (
     Order,
@@ -42,6 +44,7 @@ from domain.orders import (
     apply_status_report,
     mark_cancel_requested,
     mark_submitted,
+    move_trigger,
     resize,
     turn_to_market,
 )
@@ -67,6 +70,7 @@ EVENTS = (
     "cancel_done",
     "replay",
     "flatten",
+    "tighten",
 )
 
 
@@ -78,12 +82,12 @@ class Venue:
         side: Side,
         quantity: int,
         *,
-        stop_to_market: bool = False,
+        stop_in_place: bool = False,
         turns_refused: bool = False,
     ) -> None:
-        # stop_to_market: a broker that can make a stop a market order (Kite); turns_refused:
+        # stop_in_place: a broker that can make a stop a market order (Kite); turns_refused:
         # it refuses every such turn, and the order layer cancels the stop instead.
-        self.stop_to_market = stop_to_market
+        self.stop_in_place = stop_in_place
         self.turns_refused = turns_refused
         self.now = 1_000
         self.trades = 0
@@ -125,8 +129,11 @@ class Venue:
                 self.orders[action.client_order_id] = order
             elif isinstance(action, ResizeLeg):
                 resize(self.orders[action.client_order_id], action.quantity, self.tick())
+            elif isinstance(action, MoveStop):
+                assert self.stop_in_place, action
+                move_trigger(self.orders[action.client_order_id], action.trigger_price, self.tick())
             elif isinstance(action, MarketLeg):
-                assert self.stop_to_market, action
+                assert self.stop_in_place, action
                 order = self.orders[action.client_order_id]
                 turn_to_market(order, action.quantity, self.tick())
                 if self.turns_refused:
@@ -136,12 +143,12 @@ class Venue:
 
     def update(self) -> list[BracketAction]:
         return on_order_update(
-            self.bracket, self.orders, self.tick(), stop_to_market=self.stop_to_market
+            self.bracket, self.orders, self.tick(), stop_in_place=self.stop_in_place
         )
 
     def flatten(self, reason: str) -> list[BracketAction]:
         return request_flatten(
-            self.bracket, self.orders, reason, self.tick(), stop_to_market=self.stop_to_market
+            self.bracket, self.orders, reason, self.tick(), stop_in_place=self.stop_in_place
         )
 
     def settle(self, actions: list[BracketAction] | None = None) -> None:
@@ -264,6 +271,18 @@ class Venue:
                 self.deliver_report(self.orders[old.client_order_id], old)
         elif event == "flatten":
             self.settle(self.flatten("prop"))
+        elif event == "tighten" and self.stop_in_place:
+            # (Only where the stop moves in place: cancel-then-replace leaves the position
+            # without a stop for a round trip by design, which invariant 5 would flag.)
+            step = TICK if self.bracket.side is Side.BUY else -TICK
+            actions = tighten_stop(
+                self.bracket,
+                self.orders,
+                self.bracket.stop_price + step,
+                self.tick(),
+                stop_in_place=self.stop_in_place,
+            )
+            self.settle(actions)
 
     def drain(self) -> None:
         self.settle(self.flatten("drain"))
@@ -401,17 +420,17 @@ events = st.lists(
     side=st.sampled_from([Side.BUY, Side.SELL]),
     quantity=st.integers(1, 12),
     steps=events,
-    stop_to_market=st.booleans(),
+    stop_in_place=st.booleans(),
     turns_refused=st.booleans(),
 )
 def test_bracket_invariants_hold_after_any_sequence_of_venue_events(
     side: Side,
     quantity: int,
     steps: list[tuple[str, int, int, int, bool]],
-    stop_to_market: bool,
+    stop_in_place: bool,
     turns_refused: bool,
 ) -> None:
-    venue = Venue(side, quantity, stop_to_market=stop_to_market, turns_refused=turns_refused)
+    venue = Venue(side, quantity, stop_in_place=stop_in_place, turns_refused=turns_refused)
     check_invariants(venue)
     for event, pick, size, ticks, flag in steps:
         venue.step(event, pick, size, ticks, flag)

@@ -12,8 +12,10 @@ from domain.enums import LegKind, OrderStatus, OrderType, Side
 from domain.oco import (
     BracketStatus,
     CancelLeg,
+    MoveStop,
     PlaceLeg,
     is_protected,
+    on_order_update,
     tighten_stop,
     tightened_stop_price,
     working_leg_ids,
@@ -220,3 +222,38 @@ def test_with_levels_on_the_position_a_refused_move_leaves_the_old_stop_protecti
     )
     book.broker_says(STOP_1, OrderStatus.REJECTED, "ATTACHED_ORDER_LEVEL_ERROR")
     assert STOP in working_leg_ids(book.b, book.orders)  # the old level still at the venue
+
+
+def test_a_stop_the_broker_changes_in_place_is_moved_in_one_request_never_cancelled() -> None:
+    # Kite: PUT the working SL-M's trigger. No round trip without a stop, no second stop.
+    book = open_long()
+    book.stop_in_place = True
+    book.broker_says(STOP, OrderStatus.ACCEPTED)
+    actions = tighten_stop(book.b, book.orders, Decimal("100"), book.tick(), stop_in_place=True)
+    assert actions == [MoveStop(client_order_id=STOP, trigger_price=Decimal("100"))]
+    assert book.b.stop_price == Decimal("100")
+    # Until the broker has taken it the bracket asks again (the order layer answers that from
+    # the move it has in flight, or sends it again after a restart or a refusal).
+    assert on_order_update(book.b, book.orders, book.tick(), stop_in_place=True) == actions
+    book.execute(actions)  # the broker took it: the books follow
+    assert book.update() == []
+    assert book.orders[STOP].trigger_price == Decimal("100")
+    assert set(working_leg_ids(book.b, book.orders)) == {STOP, TARGET}
+    assert is_protected(book.b, book.orders)
+
+
+def test_a_stop_not_accepted_yet_is_not_moved() -> None:
+    book = open_long()  # the stop is SUBMITTED: the broker has not answered its placing
+    assert tighten_stop(book.b, book.orders, Decimal("100"), book.tick(), stop_in_place=True) == []
+    assert book.b.stop_price == Decimal("98")
+
+
+def test_a_stop_moved_in_place_then_resized_keeps_its_new_trigger() -> None:
+    book = open_long()
+    book.stop_in_place = True
+    book.broker_says(STOP, OrderStatus.ACCEPTED)
+    book.broker_says(TARGET, OrderStatus.ACCEPTED)
+    book.execute(tighten_stop(book.b, book.orders, Decimal("100"), book.tick(), stop_in_place=True))
+    book.fill(TARGET, 4, "104")  # the target partly fills: the stop shrinks to the rest
+    stop = book.orders[STOP]
+    assert (stop.quantity, stop.trigger_price) == (6, Decimal("100"))

@@ -480,7 +480,14 @@ class IgBroker:
             report = self._leg_report(plan, plan.legs[client_order_id], OrderStatus.CANCELLED)
         self._reports.put(report)
 
-    def modify_order(self, client_order_id: str, *, quantity: int, to_market: bool = False) -> None:
+    def modify_order(
+        self,
+        client_order_id: str,
+        *,
+        quantity: int,
+        to_market: bool = False,
+        trigger_price: Decimal | None = None,
+    ) -> None:
         """A STOP/TARGET leg covers the whole deal: its size is the only quantity it has
         (``to_market`` is not offered: an EXIT closes the deal with its levels).
 
@@ -491,7 +498,8 @@ class IgBroker:
         with self._lock:
             plan = self._plans.get(plan_id or "")
             deal = plan.deal if plan is not None else None
-        if leg in ("S", "T") and deal is not None and quantity == deal.size and not to_market:
+        unchanged = not to_market and trigger_price is None
+        if leg in ("S", "T") and deal is not None and quantity == deal.size and unchanged:
             return
         raise BrokerRejected(
             f"IG_UNSUPPORTED_MODIFY: {client_order_id} quantity={quantity}: IG's stop and limit "

@@ -89,6 +89,7 @@ from adapters.brokers.kite.parsing import (
     parse_instruments_csv,
     position_from_kite,
     status_from_order,
+    stop_move_fields,
     tag_of_order,
 )
 from adapters.brokers.kite.stream import KiteTickerStream
@@ -165,9 +166,10 @@ class KiteBroker:
     """
 
     name = "kite"
-    # A working SL-M can be made a MARKET order (PUT): a flatten's stop becomes its exit, two
-    # requests per position (cancel the target, turn the stop) instead of three.
-    stop_to_market = True
+    # A working SL-M can be changed in place (PUT): made a MARKET order, a flatten's stop is its
+    # exit (cancel the target, turn the stop: two requests per position instead of three); its
+    # trigger moved, a tighten is one request and never leaves the position without a stop.
+    stop_in_place = True
 
     def __init__(
         self,
@@ -344,9 +346,17 @@ class KiteBroker:
                 return
             raise
 
-    def modify_order(self, client_order_id: str, *, quantity: int, to_market: bool = False) -> None:
+    def modify_order(
+        self,
+        client_order_id: str,
+        *,
+        quantity: int,
+        to_market: bool = False,
+        trigger_price: Decimal | None = None,
+    ) -> None:
         """Change the total quantity of a working order (PUT); ``to_market``: make it a
-        MARKET order too (a flatten's SL-M stop becomes its exit, with ``market_protection``).
+        MARKET order too (a flatten's SL-M stop becomes its exit); ``trigger_price``: move an
+        SL-M stop's trigger (a tighten). MARKET and SL-M carry ``market_protection``.
 
         Raises:
             BrokerRejected: unknown order, a quantity that is not whole lots, or Kite refused.
@@ -373,10 +383,12 @@ class KiteBroker:
             form["order_type"] = known.order_type
             if to_market:
                 form.update(market_order_fields(mapping))
-        elif to_market:
+            elif trigger_price is not None:
+                form.update(stop_move_fields(mapping, trigger_price))
+        elif to_market or trigger_price is not None:
             raise BrokerRejected(
                 f"UNKNOWN_ORDER_TYPE: {client_order_id} is not in this session's order book; "
-                "its stop is cancelled instead",
+                "its stop is cancelled (or replaced) instead",
                 client_order_id=client_order_id,
             )
         self._rest.put(f"/orders/regular/{order_id}", form, client_order_id=client_order_id)

@@ -58,6 +58,7 @@ __all__ = [
     "parse_instruments_csv",
     "position_from_kite",
     "status_from_order",
+    "stop_move_fields",
 ]
 
 IST = timezone(timedelta(hours=5, minutes=30))
@@ -255,6 +256,15 @@ def market_order_fields(mapping: OrderMapping) -> dict[str, str]:
     """The fields of ``PUT /orders/regular/{id}`` that make a working order a MARKET one
     (a flatten's SL-M stop made its exit), ``market_protection`` included."""
     return {"order_type": "MARKET", "market_protection": _decimal_text(mapping.market_protection)}
+
+
+def stop_move_fields(mapping: OrderMapping, trigger_price: Decimal) -> dict[str, str]:
+    """The fields of ``PUT /orders/regular/{id}`` that move a working SL-M's trigger."""
+    return {
+        "order_type": "SL-M",
+        "trigger_price": _decimal_text(trigger_price),
+        "market_protection": _decimal_text(mapping.market_protection),
+    }
 
 
 def _decimal_text(value: Decimal) -> str:

@@ -571,7 +571,14 @@ class PaperBroker:
             client_order_id,
         )
 
-    def modify_order(self, client_order_id: str, *, quantity: int, to_market: bool = False) -> None:
+    def modify_order(
+        self,
+        client_order_id: str,
+        *,
+        quantity: int,
+        to_market: bool = False,
+        trigger_price: Decimal | None = None,
+    ) -> None:
         """Change the order's total quantity after the latency (``to_market`` is not offered:
         the paper venue's flatten cancels the stop and sends an exit).
 
@@ -584,9 +591,10 @@ class PaperBroker:
             BrokerUnavailable: not connected, closed, or passive.
             BrokerRateLimited: over the venue's rate limit; not taken.
         """
-        if to_market:
+        if to_market or trigger_price is not None:
             raise BrokerRejected(
-                f"MODIFY_TO_MARKET_UNSUPPORTED: {client_order_id}: the paper venue only resizes",
+                f"MODIFY_UNSUPPORTED: {client_order_id}: the paper venue only resizes (its "
+                "flatten cancels the stop, its tighten replaces it)",
                 client_order_id=client_order_id,
             )
         if self._rate_limit is not None:
