@@ -231,26 +231,12 @@ def test_the_engine_trades_a_bracket_against_the_fake_and_flattens_it(
 def test_a_stop_kite_will_not_turn_to_market_is_cancelled_and_an_exit_closes(
     fake: FakeKite, engine: Engine
 ) -> None:
-    wait_until(
-        lambda: engine.gate.entry_denial(engine.clock.now_ns()) is None,
-        timeout_s=30,
-        message="entries allowed (leader, armed)",
-    )
-    entry, stop, target = send_plan(engine, fake)
-    wait_until(
-        lambda: (
-            [o["status"] for o in kite_orders(fake, stop) + kite_orders(fake, target)]
-            == ["TRIGGER PENDING", "OPEN"]
-        ),
-        timeout_s=20,
-        message="the stop and the target working at Kite",
-    )
+    entry, stop, target = open_protected(engine, fake)
     wait_until(
         lambda: [(p.instrument, p.quantity) for p in engine_positions(engine)] == [("INFY", 10)],
         timeout_s=20,
         message="the engine's position is Kite's",
     )
-    wait_until(lambda: legs_accepted(engine, stop, target), timeout_s=20, message="legs accepted")
     fake.refuse_modifications(1)
     engine.directory.tell("order", FlattenAll(reason="e2e", ts_init=engine.clock.now_ns()))
 
