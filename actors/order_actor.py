@@ -949,7 +949,9 @@ class OrderActor(VigilActor):
         is that an order was handed to the broker (SUBMITTED lives in memory only; storage says
         PENDING_SUBMIT): that is kept, so the order is settled from the broker's list rather
         than treated as never sent. A bracket in memory that storage no longer lists as active
-        was finished by another leader and is dropped.
+        was finished by another leader and is dropped. The booked trade ids are storage's
+        alone: one only memory holds belongs to a fill whose write was fenced out (heard while
+        standing by), and that fill must be booked again from the broker's list.
         """
         now = self.clock.now_ns()
         self._projection.roll_trading_day(now)
@@ -961,6 +963,10 @@ class OrderActor(VigilActor):
         stored_ids: set[str] = set()
         with UnitOfWork(self._database) as uow:
             brackets = uow.brackets.list_active()
+            # Replaced, not merged: after the flush, a trade id only memory holds is a fill
+            # whose write was refused (a standby's, fenced out) and whose order is reloaded
+            # below without it; kept as "booked", no reconciliation would ever book it again.
+            self._book.trade_ids.clear()
             self._book.trade_ids |= uow.fills.trade_ids()
             self._projection.reload_realized(uow, now)
             active = {bracket.plan_client_id for bracket in brackets}

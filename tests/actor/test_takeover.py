@@ -14,10 +14,11 @@ from typing import Any
 from adapters.storage.repositories import UnitOfWork
 from domain.clock import ManualClock
 from domain.enums import OrderStatus
-from domain.messages import QuerySnapshot
+from domain.messages import FillReport, QuerySnapshot
 from launcher.engine import Engine
 from tests.actor.conftest import Desk
 from tests.actor.test_brackets import open_position
+from tests.actor.test_reconciliation import LostReports
 from tests.helpers import make_config
 from tools.reconcile import reconcile
 
@@ -183,3 +184,40 @@ def test_the_old_leaders_entries_count_in_the_new_leaders_risk_windows(
         what="the second trade of the hour blocked",
     )
     assert new.orders_for(blocked.plan_client_id) == []
+
+
+def test_a_fill_the_standby_heard_but_could_not_store_is_booked_once_it_leads(
+    tmp_path: Path, clock: ManualClock, engine_factory: Callable[..., Engine]
+) -> None:
+    # Found by killing `python -m launcher` against the fake Kite: a restarted process stands
+    # by while the killed one's lease runs out, and the broker's stream already tells it that
+    # the stop filled. Its order actor applied the fill in memory; the write was fenced out (not
+    # the leader). At the takeover its books were reloaded from storage (no fill) but the fill's
+    # trade id stayed "booked" in memory, so no reconciliation ever booked it again: the stop
+    # stood FILLED-with-nothing-booked, the target was never cancelled, and filled later (a
+    # short position at Kite that no bracket explained).
+    old = start_instance(tmp_path, clock, engine_factory, "vigil-a")
+    old.ready_to_trade()
+    plan_id = open_position(old, quantity=10)
+    new = start_standby(tmp_path, clock, engine_factory, old)
+    new.settle(lambda: order_state(new.engine)["brackets"], what="the standby loaded the bracket")
+
+    stop_id = plan_id + "S"
+    lost = LostReports(old, lambda report: getattr(report, "client_order_id", None) == stop_id)
+    old.quote("AAA", "98.50", "98.60")  # the stop triggers at the leader's venue...
+    [stop_fill] = old.settle(
+        lambda: [r for r in lost.dropped if isinstance(r, FillReport)], what="the stop filled"
+    )  # ...and the leader dies before it hears of it (no timers from here: kill_leader)
+    new.engine.directory.tell("order", stop_fill)  # the stream tells the standby
+    order_state(new.engine)  # (handled)
+
+    kill_leader(old, new)
+    new.ready_to_trade()
+    new.settle(lambda: not new.working_legs(plan_id), what="the bracket closed by the stop")
+    statuses = {o.leg.value: o.status for o in new.orders_for(plan_id)}
+    assert statuses == {
+        "ENTRY": OrderStatus.FILLED,
+        "STOP": OrderStatus.FILLED,
+        "TARGET": OrderStatus.CANCELLED,
+    }
+    new.settle(lambda: not new.portfolio().portfolio.positions, what="flat")
