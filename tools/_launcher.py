@@ -8,6 +8,7 @@ checks; ``tools.torture`` does.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -20,7 +21,14 @@ from typing import Any, TypeVar
 
 import httpx
 
-__all__ = ["REPO_ROOT", "EngineExited", "EngineProcess", "free_port", "wait_for"]
+__all__ = [
+    "REPO_ROOT",
+    "EngineExited",
+    "EngineProcess",
+    "free_port",
+    "send_raw_post",
+    "wait_for",
+]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,6 +62,21 @@ def wait_for(condition: Callable[[], T], *, timeout_s: float, message: str) -> T
         if time.monotonic() >= deadline:
             raise TimeoutError(f"timed out after {timeout_s:.1f}s waiting for {message}")
         time.sleep(_POLL_S)
+
+
+def send_raw_post(port: int, path: str, body: dict[str, Any]) -> socket.socket:
+    """POST ``body`` as JSON to the engine on a raw socket and return it unread: "the request
+    was sent" is then an exact instant (``sendall`` returned), so a kill can follow it by a
+    measured delay; the answer, if any, is read after the kill."""
+    payload = json.dumps(body).encode()
+    request = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode() + payload
+    connection = socket.create_connection(("127.0.0.1", port), timeout=2)
+    connection.sendall(request)
+    return connection
 
 
 class EngineProcess:

@@ -72,7 +72,14 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from adapters.storage.database import Database, create_database_engine
-from tools._launcher import REPO_ROOT, EngineExited, EngineProcess, free_port, wait_for
+from tools._launcher import (
+    REPO_ROOT,
+    EngineExited,
+    EngineProcess,
+    free_port,
+    send_raw_post,
+    wait_for,
+)
 from tools.reconcile import reconcile
 
 __all__ = [
@@ -384,20 +391,6 @@ def _json_default(value: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------- raw HTTP
-def _send_raw_post(port: int, path: str, body: dict[str, Any]) -> socket.socket:
-    # A raw socket, so that "the request was sent" is an exact instant (sendall returned) and
-    # the kill can follow it by a measured delay; the answer, if any, is read after the kill.
-    payload = json.dumps(body).encode()
-    request = (
-        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
-        "Connection: close\r\n\r\n"
-    ).encode() + payload
-    connection = socket.create_connection(("127.0.0.1", port), timeout=2)
-    connection.sendall(request)
-    return connection
-
-
 def _read_status_code(connection: socket.socket) -> int | None:
     # After the kill: whatever the server wrote before dying is still in our socket buffer.
     connection.settimeout(0.5)
@@ -548,7 +541,7 @@ class _Trial:
             path = "/flatten" if action == "kill_flatten" else "/pause"
             delay = self.rng.uniform(0, _REQUEST_KILL_WINDOW_S)
             self.result.kill_delay_ms = round(delay * 1000, 1)
-            connection = _send_raw_post(self.engine.port, path, {"reason": self.reason})
+            connection = send_raw_post(self.engine.port, path, {"reason": self.reason})
             time.sleep(delay)  # the fault's random instant after the request was sent
             self._kill()
             return True, (path, connection)

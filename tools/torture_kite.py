@@ -11,8 +11,9 @@ kill. Trials alternate:
 ``kill_flow``
     SIGKILL 0-3 s into steady trading, once a position is open at Kite.
 ``kill_flatten``
-    SIGKILL 0-60 ms after ``POST /flatten`` was sent, once two positions are open (a flatten
-    of two takes a few tens of ms, so some kills land inside it and some before it began).
+    SIGKILL 0-60 ms after ``POST /flatten`` was written to the socket, once two positions are
+    open (a flatten of two takes a few tens of ms, so some kills land inside it, some before
+    it began and some after it finished).
 
 After a kill the engine is restarted and waited for (``/ready``). A flatten that had begun
 (its ``flatten requested`` log line) is given 60 s to leave Kite flat; otherwise 12 s pass
@@ -44,7 +45,6 @@ import random
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -54,7 +54,7 @@ from typing import Any, TypeVar
 import httpx
 import yaml
 
-from tools._launcher import REPO_ROOT, EngineProcess, free_port, wait_for
+from tools._launcher import REPO_ROOT, EngineProcess, free_port, send_raw_post, wait_for
 
 T = TypeVar("T")
 
@@ -280,13 +280,13 @@ def run_trial(session: _Session, number: int, rng: random.Random) -> Trial:
         message="positions open at Kite",
     )
     requests_before = len(session.engine.log_lines("flatten requested: torture"))
-    if flatten:
-        threading.Thread(
-            target=lambda: _post_quietly(session.engine, "/flatten", {"reason": "torture"}),
-            daemon=True,
-        ).start()
+    connection = (
+        send_raw_post(session.engine.port, "/flatten", {"reason": "torture"}) if flatten else None
+    )
     time.sleep(trial.kill_delay_s)
     session.engine.kill()
+    if connection is not None:
+        connection.close()
     trial.net_at_kill = session.view().net
     log = session.engine.log_file.read_text(errors="replace") if flatten else ""
     trial.flatten_begun = len(session.engine.log_lines("flatten requested: torture")) > (
@@ -321,12 +321,6 @@ def run_trial(session: _Session, number: int, rng: random.Random) -> Trial:
             trial.violations = found
             return trial
         time.sleep(_KITE_POLL_S)
-
-
-def _post_quietly(engine: EngineProcess, path: str, body: dict[str, Any]) -> None:
-    # Killed mid-request: what the engine stored is what the checks read.
-    with contextlib.suppress(httpx.HTTPError):
-        engine.post(path, json=body, timeout=10)
 
 
 def main(argv: list[str] | None = None) -> int:
