@@ -11,8 +11,8 @@ kill. Trials alternate:
 ``kill_flow``
     SIGKILL 0-3 s into steady trading, once a position is open at Kite.
 ``kill_flatten``
-    SIGKILL 0-60 ms after ``POST /flatten`` was written to the socket, once two positions are
-    open (a flatten of two takes a few tens of ms, so some kills land inside it, some before
+    SIGKILL 0-25 ms after ``POST /flatten`` was written to the socket, once two positions are
+    open (a flatten of two takes 15-35 ms here, so some kills land inside it, some before
     it began and some after it finished).
 
 After a kill the engine is restarted and waited for (``/ready``). A flatten that had begun
@@ -75,7 +75,7 @@ _WORKING = frozenset(
     }
 )
 _FLOW_KILL_WINDOW_S = 3.0
-_FLATTEN_KILL_WINDOW_S = 0.06
+_FLATTEN_KILL_WINDOW_S = 0.025
 _SETTLE_S = 12.0
 _FLATTEN_SETTLE_S = 60.0
 _CHECK_S = 30.0
