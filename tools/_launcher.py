@@ -47,8 +47,11 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def wait_for(condition: Callable[[], T], *, timeout_s: float, message: str) -> T:
-    """Poll ``condition`` until it returns something truthy; return that value.
+def wait_for(
+    condition: Callable[[], T], *, timeout_s: float, message: str, poll_s: float = _POLL_S
+) -> T:
+    """Poll ``condition`` every ``poll_s`` until it returns something truthy; return that
+    value.
 
     Raises:
         TimeoutError: ``timeout_s`` passed first (the message names what was awaited).
@@ -61,7 +64,7 @@ def wait_for(condition: Callable[[], T], *, timeout_s: float, message: str) -> T
             return value
         if time.monotonic() >= deadline:
             raise TimeoutError(f"timed out after {timeout_s:.1f}s waiting for {message}")
-        time.sleep(_POLL_S)
+        time.sleep(poll_s)
 
 
 def send_raw_post(port: int, path: str, body: dict[str, Any]) -> socket.socket:

@@ -46,34 +46,19 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import yaml
 
+from adapters.brokers.kite.parsing import KITE_OPEN_STATUSES
 from tools._launcher import REPO_ROOT, EngineProcess, free_port, send_raw_post, wait_for
-
-T = TypeVar("T")
 
 __all__ = ["KiteView", "kite_violations", "main"]
 
-# Kite's statuses of an order that may still execute (tools.fake_kite uses the same words).
-_WORKING = frozenset(
-    {
-        "OPEN",
-        "TRIGGER PENDING",
-        "OPEN PENDING",
-        "VALIDATION PENDING",
-        "PUT ORDER REQ RECEIVED",
-        "MODIFY VALIDATION PENDING",
-        "MODIFY PENDING",
-        "CANCEL PENDING",
-        "AMO REQ RECEIVED",
-    }
-)
 _FLOW_KILL_WINDOW_S = 3.0
 _FLATTEN_KILL_WINDOW_S = 0.025
 _SETTLE_S = 12.0
@@ -93,7 +78,7 @@ class KiteView:
     orders: list[dict[str, Any]]
 
     def working(self) -> list[dict[str, Any]]:
-        return [o for o in self.orders if str(o.get("status", "")).upper() in _WORKING]
+        return [o for o in self.orders if str(o.get("status", "")).upper() in KITE_OPEN_STATUSES]
 
 
 @dataclass
@@ -247,17 +232,6 @@ class _Session:
         self.kite.close()
 
 
-def _wait_on_kite(condition: Callable[[], T], *, timeout_s: float, message: str) -> T:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {message}")
-        time.sleep(_KITE_POLL_S)
-
-
 def _answers(base: str) -> bool:
     try:
         httpx.get(base + "/_fake/state", timeout=1)
@@ -274,10 +248,11 @@ def run_trial(session: _Session, number: int, rng: random.Random) -> Trial:
         kill_delay_s=rng.uniform(0, _FLATTEN_KILL_WINDOW_S if flatten else _FLOW_KILL_WINDOW_S),
     )
     session.engine.post("/resume", json={})
-    _wait_on_kite(
+    wait_for(
         lambda: len(session.view().net) >= (2 if flatten else 1),
         timeout_s=300,
         message="positions open at Kite",
+        poll_s=_KITE_POLL_S,
     )
     requests_before = len(session.engine.log_lines("flatten requested: torture"))
     connection = (
@@ -301,10 +276,11 @@ def run_trial(session: _Session, number: int, rng: random.Random) -> Trial:
     session.ready()
     if unfinished:
         with contextlib.suppress(TimeoutError):  # the checks below say what is left
-            _wait_on_kite(
+            wait_for(
                 lambda: not session.view().net and not session.view().working(),
                 timeout_s=_FLATTEN_SETTLE_S,
                 message="flat at Kite after the killed flatten",
+                poll_s=_KITE_POLL_S,
             )
     else:
         time.sleep(_SETTLE_S)
